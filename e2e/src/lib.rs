@@ -1,0 +1,1 @@
+//! An in-process Kubernetes API server with simulated workloads: Sluice's test cluster.

@@ -1,0 +1,1 @@
+//! Measurement accounting, conditions and argument resolution (pure).

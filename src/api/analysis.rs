@@ -1,0 +1,1 @@
+//! AnalysisTemplate, ClusterAnalysisTemplate and AnalysisRun types.

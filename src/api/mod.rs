@@ -1,0 +1,14 @@
+//! The `sluice.dev/v1alpha1` API: CRD types, defaults and cluster-free validation.
+
+pub mod analysis;
+pub mod common;
+pub mod constants;
+pub mod duration;
+pub mod rollout;
+
+/// API group of every Sluice kind.
+pub const GROUP: &str = "sluice.dev";
+/// API version of every Sluice kind.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` string of every Sluice kind.
+pub const API_VERSION: &str = "sluice.dev/v1alpha1";

@@ -1,0 +1,13 @@
+//! Sluice: a progressive-delivery controller for Kubernetes.
+//!
+//! Layers (lower layers never import upper ones):
+//! 1. [`api`]: CRD types, defaults and validation that needs no cluster.
+//! 2. [`plan`] (the rollout state machine) and [`analysis`] (measurement accounting): pure.
+//! 3. Providers: [`metrics`] (Prometheus).
+//! 4. The controller and binaries (later layers).
+
+pub mod analysis;
+pub mod api;
+pub mod crdgen;
+pub mod metrics;
+pub mod plan;

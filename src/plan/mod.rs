@@ -1,0 +1,1 @@
+//! The rollout planner: a pure function of (observation, now).
