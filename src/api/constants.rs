@@ -1,0 +1,97 @@
+//! Every label, annotation, condition type, reason and default Sluice uses, in one place.
+
+/// Label on ReplicaSets, Pods, Services' selectors and AnalysisRuns naming the pod-template hash.
+/// Same key as Argo Rollouts so that existing dashboards and selectors keep working.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
+
+/// Annotation on ReplicaSets: the Rollout revision that created (or last re-used) them.
+pub const REVISION_ANNOTATION: &str = "rollout.sluice.dev/revision";
+/// Annotation on ReplicaSets: the Rollout's `spec.replicas` when the ReplicaSet was last scaled.
+pub const DESIRED_REPLICAS_ANNOTATION: &str = "rollout.sluice.dev/desired-replicas";
+/// Annotation on ReplicaSets: RFC 3339 instant after which a previous stable ReplicaSet is scaled
+/// down (kept up for `scaleDownDelaySeconds` so routers and kube-proxy can drain).
+pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "rollout.sluice.dev/scale-down-deadline";
+/// Annotation on objects Sluice modifies but does not own (Services, VirtualServices,
+/// DestinationRules): the Rollout managing them.
+pub const MANAGED_BY_ANNOTATION: &str = "rollout.sluice.dev/managed-by-rollouts";
+/// Label on a Rollout selecting the controller instance that reconciles it (sharding).
+pub const INSTANCE_ID_LABEL: &str = "rollout.sluice.dev/controller-instance-id";
+
+/// Label on AnalysisRuns: `Step` or `Background`.
+pub const ROLLOUT_TYPE_LABEL: &str = "rollout-type";
+/// Label on step AnalysisRuns: the index of the step that created them.
+pub const STEP_INDEX_LABEL: &str = "step-index";
+/// `rollout-type` value of an AnalysisRun created by an `analysis` step.
+pub const ROLLOUT_TYPE_STEP: &str = "Step";
+/// `rollout-type` value of a background AnalysisRun.
+pub const ROLLOUT_TYPE_BACKGROUND: &str = "Background";
+
+/// Field manager of every write Sluice makes.
+pub const FIELD_MANAGER: &str = "sluice";
+
+/// Default `spec.replicas`.
+pub const DEFAULT_REPLICAS: i32 = 1;
+/// Default `spec.revisionHistoryLimit`.
+pub const DEFAULT_REVISION_HISTORY_LIMIT: i32 = 10;
+/// Default `spec.progressDeadlineSeconds`.
+pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
+/// Default `trafficRouting.maxTrafficWeight`.
+pub const DEFAULT_MAX_TRAFFIC_WEIGHT: i32 = 100;
+/// Default `scaleDownDelaySeconds` with traffic routing.
+pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
+/// Default `abortScaleDownDelaySeconds` with traffic routing.
+pub const DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
+/// Default `maxSurge` and `maxUnavailable` of a basic canary.
+pub const DEFAULT_MAX_SURGE: &str = "25%";
+/// Default `maxUnavailable` of a basic canary.
+pub const DEFAULT_MAX_UNAVAILABLE: &str = "25%";
+
+/// Condition types written on `Rollout.status.conditions`.
+pub mod condition {
+    /// The spec is invalid; the message names the field. Nothing else changes until it is fixed.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Enough pods are available.
+    pub const AVAILABLE: &str = "Available";
+    /// The rollout is moving (or, with status False, stopped making progress).
+    pub const PROGRESSING: &str = "Progressing";
+    /// The rollout is paused (by a step, an inconclusive analysis or the user).
+    pub const PAUSED: &str = "Paused";
+    /// The current revision has been fully promoted.
+    pub const COMPLETED: &str = "Completed";
+    /// The rollout is healthy.
+    pub const HEALTHY: &str = "Healthy";
+    /// kstatus: the object has reached its desired state.
+    pub const READY: &str = "Ready";
+    /// kstatus: the controller is still working towards the desired state.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: the controller cannot make progress without outside help.
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Reasons used on conditions and Events.
+pub mod reason {
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const NEW_REPLICA_SET_CREATED: &str = "NewReplicaSetCreated";
+    pub const REPLICA_SET_UPDATED: &str = "ReplicaSetUpdated";
+    pub const NEW_REPLICA_SET_AVAILABLE: &str = "NewReplicaSetAvailable";
+    pub const ROLLOUT_PAUSED: &str = "RolloutPaused";
+    pub const ROLLOUT_RESUMED: &str = "RolloutResumed";
+    pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
+    pub const ROLLOUT_RETRY: &str = "RolloutRetry";
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    pub const ROLLOUT_COMPLETED: &str = "RolloutCompleted";
+    pub const ROLLOUT_HEALTHY: &str = "RolloutHealthy";
+    pub const ROLLOUT_NOT_HEALTHY: &str = "RolloutNotHealthy";
+    pub const ANALYSIS_RUN_FAILED: &str = "AnalysisRunFailed";
+    pub const ANALYSIS_RUN_ERROR: &str = "AnalysisRunError";
+    pub const ANALYSIS_RUN_INCONCLUSIVE: &str = "AnalysisRunInconclusive";
+    pub const ANALYSIS_RUN_SUCCESSFUL: &str = "AnalysisRunSuccessful";
+    pub const ANALYSIS_RUN_CREATED: &str = "AnalysisRunCreated";
+    pub const TRAFFIC_WEIGHT_UPDATED: &str = "TrafficWeightUpdated";
+    pub const ROLLOUT_STEP_COMPLETED: &str = "RolloutStepCompleted";
+    pub const SCALING_REPLICA_SET: &str = "ScalingReplicaSet";
+    pub const SUPERSEDED: &str = "RolloutSuperseded";
+    pub const ROLLED_BACK: &str = "RolledBackToStable";
+    pub const AVAILABLE: &str = "AvailableReason";
+    pub const PROMOTE_FULL: &str = "RolloutPromotedFull";
+}

@@ -1,0 +1,125 @@
+//! Durations as Argo Rollouts writes them: integer seconds or Go duration strings.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A pause duration: an integer number of seconds (`30`), a numeric string (`"30"`), or a Go
+/// duration string (`"30s"`, `"5m"`, `"1h30m"`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum IntOrDuration {
+    /// Whole seconds.
+    Seconds(i64),
+    /// A numeric string (seconds) or a Go duration string.
+    Text(String),
+}
+
+/// Why a duration could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration: use whole seconds (30) or a Go duration (30s, 5m, 1h30m)")]
+    Unparseable(String),
+    #[error("{0:?} is negative")]
+    Negative(String),
+}
+
+impl IntOrDuration {
+    /// The duration, or why it is not one.
+    pub fn to_std(&self) -> Result<std::time::Duration, DurationError> {
+        match self {
+            IntOrDuration::Seconds(s) if *s < 0 => Err(DurationError::Negative(s.to_string())),
+            IntOrDuration::Seconds(s) => Ok(std::time::Duration::from_secs(*s as u64)),
+            IntOrDuration::Text(t) => parse_go_or_seconds(t),
+        }
+    }
+}
+
+impl fmt::Display for IntOrDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntOrDuration::Seconds(s) => write!(f, "{s}s"),
+            IntOrDuration::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// Parses a numeric string as seconds, otherwise a Go duration string (`1h30m`, `250ms`).
+pub fn parse_go_or_seconds(text: &str) -> Result<std::time::Duration, DurationError> {
+    let trimmed = text.trim();
+    if let Ok(secs) = trimmed.parse::<i64>() {
+        if secs < 0 {
+            return Err(DurationError::Negative(text.to_string()));
+        }
+        return Ok(std::time::Duration::from_secs(secs as u64));
+    }
+    let parsed: kube::core::Duration = trimmed
+        .parse()
+        .map_err(|_| DurationError::Unparseable(text.to_string()))?;
+    if parsed.is_negative() {
+        return Err(DurationError::Negative(text.to_string()));
+    }
+    Ok(parsed.into())
+}
+
+impl JsonSchema for IntOrDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrDuration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "description": "Whole seconds (30) or a Go duration string (30s, 5m, 1h30m)."
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn integer_and_numeric_string_are_seconds() {
+        assert_eq!(IntOrDuration::Seconds(30).to_std(), Ok(Duration::from_secs(30)));
+        assert_eq!(
+            IntOrDuration::Text("45".into()).to_std(),
+            Ok(Duration::from_secs(45))
+        );
+    }
+
+    #[test]
+    fn go_duration_strings_parse_like_go() {
+        assert_eq!(
+            IntOrDuration::Text("1h30m".into()).to_std(),
+            Ok(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            IntOrDuration::Text("250ms".into()).to_std(),
+            Ok(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn non_go_forms_are_rejected() {
+        for bad in ["2d", "1h 30m", "soon", ""] {
+            assert!(
+                IntOrDuration::Text(bad.into()).to_std().is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+        assert!(IntOrDuration::Seconds(-1).to_std().is_err());
+        assert!(IntOrDuration::Text("-5s".into()).to_std().is_err());
+    }
+
+    #[test]
+    fn deserializes_both_forms() {
+        let n: IntOrDuration = serde_json::from_str("10").unwrap();
+        let s: IntOrDuration = serde_json::from_str("\"10m\"").unwrap();
+        assert_eq!(n, IntOrDuration::Seconds(10));
+        assert_eq!(s, IntOrDuration::Text("10m".into()));
+    }
+}

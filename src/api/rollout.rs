@@ -1,0 +1,836 @@
+//! The `Rollout` kind: what to run, and how to move traffic to a new version step by step.
+//!
+//! Field names and semantics follow Argo Rollouts v1.9 wherever the two overlap, so that an Argo
+//! Rollouts manifest works after changing only its `apiVersion`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{AnalysisPhase, DryRun, FieldRef, MeasurementRetention, ObjectMetadata};
+use super::duration::IntOrDuration;
+
+/// Desired state of a Rollout.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "Rollout",
+    namespaced,
+    status = "RolloutStatus",
+    shortname = "sro",
+    category = "sluice",
+    derive = "PartialEq",
+    derive = "Default",
+    cel,
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.HPAReplicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas", description = "Number of desired pods"),
+    printcolumn(name = "Current", type_ = "integer", json_path = ".status.replicas", description = "Total number of non-terminated pods"),
+    printcolumn(name = "Up-to-date", type_ = "integer", json_path = ".status.updatedReplicas", description = "Pods running the current template"),
+    printcolumn(name = "Available", type_ = "integer", json_path = ".status.availableReplicas", description = "Available pods"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Healthy, Progressing, Paused or Degraded"),
+    printcolumn(name = "Step", type_ = "integer", json_path = ".status.currentStepIndex", description = "Index of the current canary step"),
+    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canary.weights.canary.weight", description = "Share of traffic sent to the canary"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.workloadRef) && has(self.template) && has(self.template.spec))").message("template and workloadRef are mutually exclusive"))]
+#[x_kube(validation = Rule::new("has(self.workloadRef) || has(self.template)").message("one of template or workloadRef is required"))]
+pub struct RolloutSpec {
+    /// Number of desired pods. Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// Label selector for pods. Must match the template's labels. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("selector is immutable"))]
+    pub selector: Option<LabelSelector>,
+    /// Pod template of the version to run. Changing it starts a new rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_template_schema")]
+    pub template: Option<PodTemplateSpec>,
+    /// Take the pod template from an existing Deployment instead of `template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
+    /// Seconds a new pod must be ready, without any container crashing, to count as available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_ready_seconds: Option<i32>,
+    /// Number of old ReplicaSets to keep for rollback. Defaults to 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub revision_history_limit: Option<i32>,
+    /// Pause the rollout at its current step. Owned by the user; the controller never sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// Seconds the rollout may go without progress before it is reported as Degraded
+    /// (ProgressDeadlineExceeded). Time spent paused or analysing does not count. Defaults to 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: Option<i32>,
+    /// Abort the update when the progress deadline is exceeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_abort: Option<bool>,
+    /// Restart every pod created before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_at: Option<Time>,
+    /// How to move from the stable version to a new one. Exactly one strategy must be set.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Retention of finished AnalysisRuns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisRunStrategy>,
+}
+
+fn pod_template_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    // The full PodTemplateSpec schema with its descriptions would make the CRD too large for
+    // client-side `kubectl apply` (the last-applied annotation is limited to 256 KiB). Keep the
+    // structure (so the API server validates types), drop the nested descriptions.
+    let mut schema = generator.subschema_for::<PodTemplateSpec>();
+    strip_descriptions(&mut schema);
+    schema
+        .ensure_object()
+        .insert("description".into(), "Pod template of the version to run. Changing it starts a new rollout.".into());
+    schema
+}
+
+fn strip_descriptions(schema: &mut schemars::Schema) {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.remove("description");
+                for (_, v) in map.iter_mut() {
+                    walk(v);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = schema.clone().to_value();
+    walk(&mut value);
+    if let Ok(stripped) = schemars::Schema::try_from(value) {
+        *schema = stripped;
+    }
+}
+
+/// Reference to a workload whose pod template the Rollout uses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// API version of the referenced workload: `apps/v1`.
+    pub api_version: String,
+    /// Kind of the referenced workload: `Deployment`.
+    pub kind: String,
+    /// Name of the referenced workload, in the Rollout's namespace.
+    pub name: String,
+    /// What to do with the Deployment's own pods: `never` (leave them), `onsuccess` (scale the
+    /// Deployment to zero once the Rollout is healthy) or `progressively` (scale it down as the
+    /// Rollout scales up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDownMode>,
+}
+
+/// How a Deployment referenced by `workloadRef` is scaled down.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleDownMode {
+    /// Never scale the Deployment down.
+    Never,
+    /// Scale the Deployment to zero once the Rollout is healthy.
+    Onsuccess,
+    /// Scale the Deployment down as the Rollout's pods become available.
+    Progressively,
+}
+
+/// Retention of finished AnalysisRuns.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunStrategy {
+    /// Number of Successful AnalysisRuns to keep. Defaults to 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successful_run_history_limit: Option<i32>,
+    /// Number of Failed, Error or Inconclusive AnalysisRuns to keep. Defaults to 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsuccessful_run_history_limit: Option<i32>,
+}
+
+/// Deployment strategy. Exactly one of `canary` or `blueGreen`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.canary) != has(self.blueGreen)").message("exactly one of canary or blueGreen must be set"))]
+pub struct RolloutStrategy {
+    /// Canary: shift traffic to the new version step by step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStrategy>,
+    /// Blue-green: run the new version next to the old one and switch at once. Accepted by the
+    /// schema for compatibility; not yet carried out (the Rollout reports InvalidSpec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenStrategy>,
+}
+
+/// Blue-green strategy fields, as in Argo Rollouts. Not yet carried out by Sluice.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenStrategy {
+    /// Service switched to the new version at promotion.
+    #[serde(default)]
+    pub active_service: String,
+    /// Service pointing at the new version before promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_service: Option<String>,
+    /// Promote automatically once the new version is ready. Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_promotion_enabled: Option<bool>,
+    /// Promote automatically this many seconds after the pause began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_promotion_seconds: Option<i32>,
+    /// Size of the new version before promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_replica_count: Option<i32>,
+    /// Seconds to keep the old version up after the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_delay_seconds: Option<i32>,
+    /// Analysis run before the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis: Option<RolloutAnalysis>,
+    /// Analysis run after the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis: Option<RolloutAnalysis>,
+}
+
+/// Canary strategy: move traffic (or replicas) to the new version through `steps`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.trafficRouting) || (has(self.canaryService) && has(self.stableService) && self.canaryService != '' && self.stableService != '')").message("trafficRouting requires both canaryService and stableService"))]
+#[x_kube(validation = Rule::new("!has(self.canaryService) || !has(self.stableService) || self.canaryService == '' || self.canaryService != self.stableService").message("canaryService and stableService must be different Services"))]
+#[x_kube(validation = Rule::new("!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))").message("setWeight must not exceed trafficRouting.maxTrafficWeight (100 by default)"))]
+pub struct CanaryStrategy {
+    /// Service whose selector Sluice points at the canary (new) pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_service: Option<String>,
+    /// Service whose selector Sluice points at the stable pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_service: Option<String>,
+    /// Ordered steps from the stable version to the new one. Without steps a new version is
+    /// rolled out like a Deployment's rolling update.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<CanaryStep>,
+    /// Basic canary only: pods that may exist above `replicas` during an update (number or
+    /// percentage, rounded up). Defaults to 25%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<IntOrString>,
+    /// Basic canary only: pods that may be unavailable during an update (number or percentage,
+    /// rounded down). Defaults to 25%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+    /// Traffic routing only: seconds to keep the previous stable ReplicaSet up after the stable
+    /// Service moved to the new version. Defaults to 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_seconds: Option<i32>,
+    /// Traffic routing only: maximum number of old ReplicaSets kept up while they wait for their
+    /// scale-down delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_revision_limit: Option<i32>,
+    /// Traffic routing only: seconds after an abort before the canary is scaled down; 0 keeps it
+    /// up. Defaults to 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub abort_scale_down_delay_seconds: Option<i32>,
+    /// Traffic routing only: scale the stable ReplicaSet down as traffic moves to the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_stable_scale: Option<bool>,
+    /// Traffic routing only: minimum pods of any ReplicaSet that has pods at all (high
+    /// availability for small canaries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_pods_per_replica_set: Option<i32>,
+    /// Labels and annotations put on canary pods while they are the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_metadata: Option<ObjectMetadata>,
+    /// Labels and annotations put on stable pods while they are stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_metadata: Option<ObjectMetadata>,
+    /// Keep new pods off the nodes running the stable pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<AntiAffinity>,
+    /// Shift traffic with a router instead of by replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_routing: Option<TrafficRouting>,
+    /// Background analysis: runs from `startingStep` until the rollout completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<RolloutAnalysisBackground>,
+}
+
+/// One canary step. Exactly one action per step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStep {
+    /// Share of traffic (with traffic routing) or of replicas (without) for the canary,
+    /// from 0 to `maxTrafficWeight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub set_weight: Option<i32>,
+    /// Wait: for `duration`, or until promoted when no duration is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<RolloutPause>,
+    /// Scale the canary independently of its traffic weight (traffic routing only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_canary_scale: Option<SetCanaryScale>,
+    /// Run an analysis and wait for its outcome: Successful advances, Failed or Error aborts,
+    /// Inconclusive pauses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<RolloutAnalysis>,
+    /// Send requests matching headers to the canary through a managed route (Istio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_header_route: Option<SetHeaderRoute>,
+    /// Mirror a share of matching requests to the canary through a managed route (Istio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_mirror_route: Option<SetMirrorRoute>,
+    /// Argo Rollouts experiment step. Accepted by the schema so the Rollout gets a clear
+    /// InvalidSpec instead of a silently dropped step; not supported by Sluice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub experiment: Option<serde_json::Value>,
+    /// Argo Rollouts step plugin. Accepted by the schema so the Rollout gets a clear InvalidSpec;
+    /// not supported by Sluice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub plugin: Option<serde_json::Value>,
+}
+
+fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// A pause step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutPause {
+    /// How long to pause: whole seconds or a Go duration (`30s`, `5m`). Empty waits for promote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<IntOrDuration>,
+}
+
+/// Canary scale override for `setCanaryScale`. Exactly one field.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SetCanaryScale {
+    /// Canary pods as a percentage of `spec.replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub weight: Option<i32>,
+    /// Canary pods as an absolute number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// Go back to scaling the canary with its traffic weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_traffic_weight: Option<bool>,
+}
+
+/// Header-based routing to the canary.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SetHeaderRoute {
+    /// Name of the route; must be listed in `trafficRouting.managedRoutes`.
+    pub name: String,
+    /// Header matches; all must match. Omitted removes the route.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<HeaderRoutingMatch>,
+}
+
+/// One header match.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderRoutingMatch {
+    /// Header name.
+    pub header_name: String,
+    /// How the header value must match.
+    pub header_value: StringMatch,
+}
+
+/// A string match. Exactly one field.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StringMatch {
+    /// Exact value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// Value prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// RE2 regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// Traffic mirroring to the canary.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SetMirrorRoute {
+    /// Name of the route; must be listed in `trafficRouting.managedRoutes`.
+    pub name: String,
+    /// Request matches: blocks are OR'ed, fields within a block AND'ed. Omitted removes the route.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<RouteMatch>,
+    /// Percentage of matching requests to mirror (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub percentage: Option<i32>,
+}
+
+/// A request match for mirror routes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// HTTP method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    /// Request path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatch>,
+    /// Request headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, StringMatch>,
+}
+
+/// Pod anti-affinity against the stable pods. Exactly one field.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AntiAffinity {
+    /// Prefer other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_during_scheduling_ignored_during_execution: Option<PreferredAntiAffinity>,
+    /// Require other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_during_scheduling_ignored_during_execution: Option<RequiredAntiAffinity>,
+}
+
+/// Preferred anti-affinity.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferredAntiAffinity {
+    /// Scheduling weight, 1 to 100.
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: i32,
+}
+
+/// Required anti-affinity.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub struct RequiredAntiAffinity {}
+
+/// Traffic routers and their shared settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficRouting {
+    /// NGINX ingress: a canary Ingress with canary annotations next to each stable Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nginx: Option<NginxTrafficRouting>,
+    /// Istio: route weights in VirtualServices (and subsets in a DestinationRule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioTrafficRouting>,
+    /// Routes Sluice owns for `setHeaderRoute` and `setMirrorRoute`, highest precedence first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_routes: Vec<ManagedRoute>,
+    /// Total of the traffic weights (default 100). `setWeight` ranges from 0 to this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_traffic_weight: Option<i32>,
+}
+
+/// NGINX ingress routing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NginxTrafficRouting {
+    /// The Ingress routing to the stable Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_ingress: Option<String>,
+    /// Several Ingresses routing to the stable Service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stable_ingresses: Vec<String>,
+    /// Annotation prefix of the ingress controller. Defaults to `nginx.ingress.kubernetes.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_prefix: Option<String>,
+    /// Extra canary annotations, written with the prefix (e.g. `canary-by-header: X-Canary`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub additional_ingress_annotations: BTreeMap<String, String>,
+    /// Annotations written verbatim on the canary Ingress.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub canary_ingress_annotations: BTreeMap<String, String>,
+}
+
+/// Istio routing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioTrafficRouting {
+    /// The VirtualService whose routes are weighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<IstioVirtualService>,
+    /// Several VirtualServices whose routes are weighted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_services: Vec<IstioVirtualService>,
+    /// DestinationRule whose subsets select the canary and stable pods (subset-level split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_rule: Option<IstioDestinationRule>,
+}
+
+/// A VirtualService and the routes in it that Sluice weights.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioVirtualService {
+    /// Name of the VirtualService, in the Rollout's namespace.
+    pub name: String,
+    /// Names of HTTP routes to weight. Empty means the only HTTP route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// TLS routes to weight, by port and SNI hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_routes: Vec<IstioTlsRoute>,
+    /// TCP routes to weight, by port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_routes: Vec<IstioTcpRoute>,
+}
+
+/// Selects a TLS route.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioTlsRoute {
+    /// Port of the route's match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    /// SNI hosts of the route's match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
+}
+
+/// Selects a TCP route.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioTcpRoute {
+    /// Port of the route's match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+/// The DestinationRule subsets Sluice points at the canary and stable pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioDestinationRule {
+    /// Name of the DestinationRule.
+    pub name: String,
+    /// Subset selecting the canary pods.
+    pub canary_subset_name: String,
+    /// Subset selecting the stable pods.
+    pub stable_subset_name: String,
+    /// Other subsets that keep their weight and are never removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_subset_names: Vec<String>,
+}
+
+/// A route Sluice owns.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedRoute {
+    /// Route name.
+    pub name: String,
+}
+
+/// An analysis referenced by a step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutAnalysis {
+    /// Templates whose metrics make up the AnalysisRun.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<AnalysisTemplateRef>,
+    /// Arguments passed to the templates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<AnalysisRunArgument>,
+    /// Metrics measured but never deciding the outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<DryRun>,
+    /// How many measurements of each metric to keep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurement_retention: Vec<MeasurementRetention>,
+    /// Labels and annotations for the AnalysisRun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_run_metadata: Option<ObjectMetadata>,
+}
+
+/// Background analysis: an AnalysisRun that runs through the rollout from `startingStep`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutAnalysisBackground {
+    /// The analysis.
+    #[serde(flatten)]
+    pub analysis: RolloutAnalysis,
+    /// Index of the step at which the analysis starts (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub starting_step: Option<i32>,
+}
+
+/// Reference to an AnalysisTemplate or ClusterAnalysisTemplate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisTemplateRef {
+    /// Name of the template.
+    pub template_name: String,
+    /// True for a ClusterAnalysisTemplate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_scope: Option<bool>,
+}
+
+/// An argument passed from the Rollout to its analysis templates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunArgument {
+    /// Argument name, as the template declares it.
+    pub name: String,
+    /// Literal value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Value taken from the Rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<ArgumentValueFrom>,
+}
+
+/// Where a Rollout-side argument takes its value from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgumentValueFrom {
+    /// The pod-template hash of the stable or the latest (canary) version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template_hash_value: Option<PodTemplateHashValue>,
+    /// A field of the Rollout, e.g. `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<FieldRef>,
+}
+
+/// Which pod-template hash an argument takes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PodTemplateHashValue {
+    /// The stable version's hash.
+    Stable,
+    /// The newest version's hash.
+    Latest,
+}
+
+/// Observed state of a Rollout. Written by the controller; `abort`, `promoteFull`,
+/// `pauseConditions` and `currentStepIndex` are also patched by users (promote, abort, retry).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Healthy, Progressing, Paused or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RolloutPhase>,
+    /// Why the rollout is in its phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The `metadata.generation` this status reflects. An integer (Argo Rollouts writes a string)
+    /// so that kstatus (Flux) can compare it; Argo CD's health check reads both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Set by the user (`sluice abort`) to abort the update; cleared by retry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abort: bool,
+    /// When the update was aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_at: Option<Time>,
+    /// Set by the user (`sluice promote --full`) to skip the remaining steps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote_full: bool,
+    /// Why the rollout is paused by the controller (pause step, inconclusive analysis).
+    /// Cleared by the user to resume (`sluice promote`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pause_conditions: Vec<PauseCondition>,
+    /// True while the controller holds the rollout in a pause.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub controller_pause: bool,
+    /// Hash of the current pod template (the newest version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_pod_hash: Option<String>,
+    /// Hash of the steps; a change restarts the steps of an update in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_hash: Option<String>,
+    /// Index of the current step; equal to the number of steps when all are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_index: Option<i32>,
+    /// Hash of the stable ReplicaSet.
+    #[serde(default, rename = "stableRS", skip_serializing_if = "Option::is_none")]
+    pub stable_rs: Option<String>,
+    /// Total pods of all ReplicaSets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Pods of the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
+    /// Ready pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Available pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_replicas: Option<i32>,
+    /// Pods counted by the scale subresource (for the HorizontalPodAutoscaler).
+    #[serde(default, rename = "HPAReplicas", skip_serializing_if = "Option::is_none")]
+    pub hpa_replicas: Option<i32>,
+    /// Label selector of the pods, as a string (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Bumped when two templates hash alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collision_count: Option<i32>,
+    /// When all pods were last restarted for `spec.restartAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<Time>,
+    /// Canary details.
+    #[serde(default)]
+    pub canary: CanaryStatus,
+    /// Conditions (Argo Rollouts' types plus kstatus' Ready, Reconciling and Stalled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<RolloutCondition>,
+    /// Observed generation of the `workloadRef` Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_observed_generation: Option<String>,
+}
+
+/// Rollout phase.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutPhase {
+    /// The current version is fully rolled out and available.
+    Healthy,
+    /// An update is under way.
+    Progressing,
+    /// Paused by a step, an inconclusive analysis or the user.
+    Paused,
+    /// Aborted, invalid, or past its progress deadline.
+    Degraded,
+}
+
+impl RolloutPhase {
+    /// The phase name as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Healthy => "Healthy",
+            RolloutPhase::Progressing => "Progressing",
+            RolloutPhase::Paused => "Paused",
+            RolloutPhase::Degraded => "Degraded",
+        }
+    }
+}
+
+/// Why the controller paused the rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseCondition {
+    /// `CanaryPauseStep` or `InconclusiveAnalysisRun`.
+    pub reason: PauseReason,
+    /// When the pause began.
+    pub start_time: Time,
+}
+
+/// Pause reasons.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PauseReason {
+    /// A `pause` step.
+    CanaryPauseStep,
+    /// An analysis ended Inconclusive.
+    InconclusiveAnalysisRun,
+    /// Blue-green pause (reserved).
+    BlueGreenPause,
+}
+
+/// Canary status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// The AnalysisRun of the current analysis step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_analysis_run_status: Option<RolloutAnalysisRunStatus>,
+    /// The background AnalysisRun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_background_analysis_run_status: Option<RolloutAnalysisRunStatus>,
+    /// Traffic weights last set on the routers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<TrafficWeights>,
+}
+
+/// Summary of an AnalysisRun on the Rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutAnalysisRunStatus {
+    /// AnalysisRun name.
+    pub name: String,
+    /// AnalysisRun phase.
+    pub status: AnalysisPhase,
+    /// AnalysisRun message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Traffic weights.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficWeights {
+    /// Weight of the canary.
+    pub canary: WeightDestination,
+    /// Weight of the stable version.
+    pub stable: WeightDestination,
+    /// Other destinations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional: Vec<WeightDestination>,
+    /// True when the weights were read back from the routers after being written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+}
+
+/// A weighted destination.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightDestination {
+    /// Weight, from 0 to maxTrafficWeight.
+    pub weight: i32,
+    /// Service receiving the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Pod-template hash selected by that Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template_hash: Option<String>,
+}
+
+/// A condition, in Argo Rollouts' shape.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutCondition {
+    /// Condition type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Machine-readable reason.
+    #[serde(default)]
+    pub reason: String,
+    /// Human-readable explanation.
+    #[serde(default)]
+    pub message: String,
+    /// Last time the condition was updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+    /// Last time the condition's status changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+}
