@@ -1,1 +1,4 @@
 //! Measurement accounting, conditions and argument resolution (pure).
+
+pub mod condition;
+pub mod value;

@@ -1,0 +1,409 @@
+//! `successCondition` / `failureCondition` evaluation, with Argo Rollouts' rules and helpers.
+//!
+//! Expressions are written in the expr language (the one Argo Rollouts uses, through the
+//! `expr-lang` crate). `result` is bound to the measurement's value, and Argo's helpers are
+//! registered: `isNaN`, `isInf`, `isNil`, `default`, `asInt`, `asFloat`. As in Argo, `isNil(x)`
+//! and `default(x, d)` look at the whole `result`, whatever `x` is.
+
+use std::sync::LazyLock;
+
+use expr::{Context, Environment, Program, Value};
+
+use crate::analysis::value::{MetricValue, format_float};
+use crate::api::common::AnalysisPhase;
+
+/// Why a condition could not decide a measurement.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConditionError {
+    /// The expression does not parse.
+    #[error("condition `{expression}` is not a valid expression: {message}")]
+    Syntax {
+        /// The expression as written.
+        expression: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// The query returned nothing, and the expression needed a value.
+    #[error(
+        "condition `{expression}` could not be evaluated: the query returned no data (result is {value}); \
+         guard with `len(result) > 0 && ...` if empty results are expected ({message})"
+    )]
+    NoData {
+        /// The expression as written.
+        expression: String,
+        /// The measured value (`[]` or `nil`).
+        value: String,
+        /// What the evaluator said.
+        message: String,
+    },
+    /// Evaluation failed on this value.
+    #[error("condition `{expression}` could not be evaluated on result {value}: {message}")]
+    Evaluation {
+        /// The expression as written.
+        expression: String,
+        /// The measured value.
+        value: String,
+        /// What the evaluator said.
+        message: String,
+    },
+    /// The expression did not produce a boolean.
+    #[error(
+        "condition `{expression}` returned {returned} instead of true or false (result is {value})"
+    )]
+    NotBoolean {
+        /// The expression as written.
+        expression: String,
+        /// The measured value.
+        value: String,
+        /// What the expression returned.
+        returned: String,
+    },
+}
+
+/// The verdict on one measured value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Successful, Failed, Inconclusive or Error.
+    pub phase: AnalysisPhase,
+    /// Why, for every verdict but a plain success.
+    pub message: Option<String>,
+}
+
+/// A parsed condition, ready to be evaluated many times.
+#[derive(Debug)]
+pub struct Condition {
+    source: String,
+    program: Program,
+}
+
+impl Condition {
+    /// Parses an expression.
+    pub fn compile(source: &str) -> Result<Self, ConditionError> {
+        let program = expr::compile(source).map_err(|e| ConditionError::Syntax {
+            expression: source.to_string(),
+            message: one_line(&e.to_string()),
+        })?;
+        Ok(Condition {
+            source: source.to_string(),
+            program,
+        })
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluates the expression with `result` bound to `value`; it must return a boolean.
+    pub fn evaluate(&self, value: &MetricValue) -> Result<bool, ConditionError> {
+        let mut ctx = Context::default();
+        ctx.insert("result", value.to_expr());
+        match ENVIRONMENT.run(&self.program, &ctx) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(ConditionError::NotBoolean {
+                expression: self.source.clone(),
+                value: value.to_string(),
+                returned: describe(&other),
+            }),
+            Err(e) if value.is_empty() => Err(ConditionError::NoData {
+                expression: self.source.clone(),
+                value: value.to_string(),
+                message: one_line(&e.to_string()),
+            }),
+            Err(e) => Err(ConditionError::Evaluation {
+                expression: self.source.clone(),
+                value: value.to_string(),
+                message: one_line(&e.to_string()),
+            }),
+        }
+    }
+}
+
+/// A metric's success and failure conditions, parsed. An empty string counts as unset, as in
+/// Argo Rollouts.
+#[derive(Debug)]
+pub struct Conditions {
+    success: Option<Condition>,
+    failure: Option<Condition>,
+}
+
+impl Conditions {
+    /// Parses both conditions.
+    pub fn compile(success: Option<&str>, failure: Option<&str>) -> Result<Self, ConditionError> {
+        let parse = |s: Option<&str>| match s {
+            Some(s) if !s.trim().is_empty() => Condition::compile(s).map(Some),
+            _ => Ok(None),
+        };
+        Ok(Conditions {
+            success: parse(success)?,
+            failure: parse(failure)?,
+        })
+    }
+
+    /// Decides one measurement, with Argo Rollouts' rules:
+    /// neither condition set ⇒ Successful; only success set ⇒ Failed when false; only failure set
+    /// ⇒ Successful when false; failure true ⇒ Failed (it wins); both false ⇒ Inconclusive; an
+    /// evaluation error or a non-boolean ⇒ Error.
+    pub fn evaluate(&self, value: &MetricValue) -> Verdict {
+        let success = match self.success.as_ref().map(|c| c.evaluate(value)).transpose() {
+            Ok(s) => s,
+            Err(e) => return error_verdict(e),
+        };
+        let failure = match self.failure.as_ref().map(|c| c.evaluate(value)).transpose() {
+            Ok(f) => f,
+            Err(e) => return error_verdict(e),
+        };
+        let v = value.to_string();
+        let src = |c: &Option<Condition>| c.as_ref().map(|c| c.source.clone()).unwrap_or_default();
+        match (success, failure) {
+            (None, None) => Verdict {
+                phase: AnalysisPhase::Successful,
+                message: None,
+            },
+            (Some(true), None) | (None, Some(false)) | (Some(true), Some(false)) => Verdict {
+                phase: AnalysisPhase::Successful,
+                message: None,
+            },
+            (Some(false), None) => Verdict {
+                phase: AnalysisPhase::Failed,
+                message: Some(format!("{v} did not meet `{}`", src(&self.success))),
+            },
+            (_, Some(true)) => Verdict {
+                phase: AnalysisPhase::Failed,
+                message: Some(format!(
+                    "{v} met failure condition `{}`",
+                    src(&self.failure)
+                )),
+            },
+            (Some(false), Some(false)) => Verdict {
+                phase: AnalysisPhase::Inconclusive,
+                message: Some(format!(
+                    "{v} met neither `{}` nor failure condition `{}`",
+                    src(&self.success),
+                    src(&self.failure)
+                )),
+            },
+        }
+    }
+}
+
+/// Evaluates a point in time written as an expression (a range query's `start` / `end`), e.g.
+/// `now() - duration("5m")`. `now()` is the given instant and `duration("5m")` a span, both in
+/// seconds, so the arithmetic stays plain numbers.
+pub fn evaluate_time(
+    source: &str,
+    now: jiff::Timestamp,
+) -> Result<jiff::Timestamp, ConditionError> {
+    let program = expr::compile(source).map_err(|e| ConditionError::Syntax {
+        expression: source.to_string(),
+        message: one_line(&e.to_string()),
+    })?;
+    let mut ctx = Context::default();
+    ctx.insert(NOW_KEY, Value::Float(now.as_millisecond() as f64 / 1000.0));
+    let eval_err = |message: String| ConditionError::Evaluation {
+        expression: source.to_string(),
+        value: "now()".to_string(),
+        message,
+    };
+    let seconds = match ENVIRONMENT.run(&program, &ctx) {
+        Ok(Value::Float(f)) => f,
+        Ok(Value::Integer(i)) => i as f64,
+        Ok(other) => {
+            return Err(eval_err(format!(
+                "expected a time, got {}",
+                describe(&other)
+            )));
+        }
+        Err(e) => return Err(eval_err(one_line(&e.to_string()))),
+    };
+    if !seconds.is_finite() {
+        return Err(eval_err(format!("{} is not a time", format_float(seconds))));
+    }
+    jiff::Timestamp::from_millisecond((seconds * 1000.0).round() as i64).map_err(|e| {
+        eval_err(format!(
+            "{} is not a valid time: {e}",
+            format_float(seconds)
+        ))
+    })
+}
+
+/// Context key for `now()`; `$` keeps it out of reach of identifiers in expressions.
+const NOW_KEY: &str = "$now";
+
+fn error_verdict(e: ConditionError) -> Verdict {
+    Verdict {
+        phase: AnalysisPhase::Error,
+        message: Some(e.to_string()),
+    }
+}
+
+/// Expressions errors from the parser span several lines; status messages should not.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Float(f) => format!("{} (a number)", format_float(*f)),
+        Value::Integer(i) => format!("{i} (a number)"),
+        Value::String(s) => format!("{s:?} (a string)"),
+        Value::Nil => "nil".to_string(),
+        Value::Array(_) => format!("{v} (a list)"),
+        Value::Map(_) | Value::KeyedMap(_) => format!("{v} (a map)"),
+        other => format!("{other}"),
+    }
+}
+
+fn whole_result(ctx: &dyn expr::ContextProvider) -> Value {
+    ctx.get("result").cloned().unwrap_or(Value::Nil)
+}
+
+fn number_arg(name: &str, args: &[Value]) -> expr::Result<Option<f64>> {
+    match args {
+        [Value::Float(f)] => Ok(Some(*f)),
+        [Value::Integer(_)] => Ok(None),
+        [other] => Err(expr::Error::ExprError(format!(
+            "{name}() expects a number, got {}",
+            describe(other)
+        ))),
+        _ => Err(expr::Error::ExprError(format!(
+            "{name}() takes exactly one argument"
+        ))),
+    }
+}
+
+/// The evaluator: expr's built-ins plus Argo Rollouts' helpers, built once.
+static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.add_function("isNaN", |call| {
+        Ok(Value::Bool(
+            number_arg("isNaN", &call.args)?.is_some_and(f64::is_nan),
+        ))
+    });
+    env.add_function("isInf", |call| {
+        Ok(Value::Bool(
+            number_arg("isInf", &call.args)?.is_some_and(f64::is_infinite),
+        ))
+    });
+    // Argo binds isNil and default to the whole result: the argument is ignored.
+    env.add_function("isNil", |call| {
+        Ok(Value::Bool(whole_result(call.ctx).is_nil()))
+    });
+    env.add_function("default", |call| {
+        if call.args.len() != 2 {
+            return Err(expr::Error::ExprError(
+                "default() takes exactly two arguments".to_string(),
+            ));
+        }
+        let result = whole_result(call.ctx);
+        if result.is_nil() {
+            Ok(call.args[1].clone())
+        } else {
+            Ok(result)
+        }
+    });
+    env.add_function("asInt", |call| match call.args.as_slice() {
+        [Value::Integer(i)] => Ok(Value::Integer(*i)),
+        // Go converts float64 to int64 by truncation.
+        [Value::Float(f)] if f.is_finite() => Ok(Value::Integer(f.trunc() as i64)),
+        [Value::String(s)] => s.trim().parse::<i64>().map(Value::Integer).map_err(|_| {
+            expr::Error::ExprError(format!("asInt() cannot convert {s:?} to an integer"))
+        }),
+        [other] => Err(expr::Error::ExprError(format!(
+            "asInt() cannot convert {} to an integer",
+            describe(other)
+        ))),
+        _ => Err(expr::Error::ExprError(
+            "asInt() takes exactly one argument".to_string(),
+        )),
+    });
+    env.add_function("asFloat", |call| match call.args.as_slice() {
+        [Value::Integer(i)] => Ok(Value::Float(*i as f64)),
+        [Value::Float(f)] => Ok(Value::Float(*f)),
+        [Value::String(s)] => parse_go_float(s).map(Value::Float).ok_or_else(|| {
+            expr::Error::ExprError(format!("asFloat() cannot convert {s:?} to a number"))
+        }),
+        [other] => Err(expr::Error::ExprError(format!(
+            "asFloat() cannot convert {} to a number",
+            describe(other)
+        ))),
+        _ => Err(expr::Error::ExprError(
+            "asFloat() takes exactly one argument".to_string(),
+        )),
+    });
+    // Range-query bounds: plain seconds, so that `now() - duration("5m")` is arithmetic.
+    env.add_function("now", |call| {
+        if !call.args.is_empty() {
+            return Err(expr::Error::ExprError(
+                "now() takes no arguments".to_string(),
+            ));
+        }
+        call.ctx.get(NOW_KEY).cloned().ok_or_else(|| {
+            expr::Error::ExprError("now() is only available in range query bounds".to_string())
+        })
+    });
+    env.add_function("duration", |call| match call.args.as_slice() {
+        [Value::String(s)] => s
+            .parse::<kube::core::Duration>()
+            .map(|d| {
+                let std: std::time::Duration = d.into();
+                let secs = std.as_secs_f64();
+                Value::Float(if d.is_negative() { -secs } else { secs })
+            })
+            .map_err(|e| expr::Error::ExprError(format!("duration({s:?}): {e}"))),
+        _ => Err(expr::Error::ExprError(
+            "duration() takes one string such as \"5m\"".to_string(),
+        )),
+    });
+    env
+});
+
+/// Parses a number the way Go's `strconv.ParseFloat` does for the cases metrics produce,
+/// including `NaN`, `+Inf` and `-Inf`.
+pub fn parse_go_float(s: &str) -> Option<f64> {
+    let s = s.trim();
+    match s {
+        "NaN" => Some(f64::NAN),
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        _ => s.parse::<f64>().ok().filter(|f| f.is_finite()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_floats_parse_including_special_values() {
+        assert!(parse_go_float("NaN").is_some_and(f64::is_nan));
+        assert_eq!(parse_go_float("+Inf"), Some(f64::INFINITY));
+        assert_eq!(parse_go_float("-Inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_go_float("0.25"), Some(0.25));
+        assert_eq!(parse_go_float("1e3"), Some(1000.0));
+        assert_eq!(parse_go_float("abc"), None);
+    }
+
+    #[test]
+    fn range_bounds_are_seconds_around_now() {
+        let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let start = evaluate_time("now() - duration(\"5m\")", now).unwrap();
+        assert_eq!(
+            start,
+            "2026-01-01T00:05:00Z".parse::<jiff::Timestamp>().unwrap()
+        );
+        assert_eq!(evaluate_time("now()", now).unwrap(), now);
+        assert!(evaluate_time("\"tomorrow\"", now).is_err());
+        assert!(evaluate_time("now() - duration(\"5 minutes\")", now).is_err());
+    }
+
+    #[test]
+    fn now_is_not_available_to_conditions() {
+        let c = Condition::compile("now() > 0").unwrap();
+        let err = c.evaluate(&MetricValue::Number(1.0)).unwrap_err();
+        assert!(
+            err.to_string().contains("only available in range query"),
+            "{err}"
+        );
+    }
+}
