@@ -1,4 +1,5 @@
 //! Measurement accounting, conditions and argument resolution (pure).
 
+pub mod args;
 pub mod condition;
 pub mod value;
