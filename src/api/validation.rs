@@ -1,0 +1,531 @@
+//! Validation of a Rollout that needs no cluster.
+//!
+//! Every rule the controller applies lives here, so that `sluice lint` and the controller agree.
+//! Each error names the field path (as a service owner would write it in YAML) and why.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::constants::DEFAULT_MAX_TRAFFIC_WEIGHT;
+use super::rollout::{CanaryStep, CanaryStrategy, RolloutAnalysis, RolloutSpec, StringMatch};
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, e.g. `spec.strategy.canary.steps[2].setWeight`.
+    pub field: String,
+    /// What is wrong, in lower case.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks a Rollout spec; returns every invalid field (empty when valid).
+pub fn validate_rollout_spec(spec: &RolloutSpec) -> Vec<FieldError> {
+    let mut errs = Errors::default();
+
+    if let Some(r) = spec.replicas
+        && r < 0
+    {
+        errs.add("spec.replicas", format!("must not be negative, got {r}"));
+    }
+    if let Some(limit) = spec.revision_history_limit
+        && limit < 0
+    {
+        errs.add(
+            "spec.revisionHistoryLimit",
+            format!("must not be negative, got {limit}"),
+        );
+    }
+    if let Some(deadline) = spec.progress_deadline_seconds {
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
+        if deadline <= min_ready {
+            errs.add(
+                "spec.progressDeadlineSeconds",
+                format!("must be greater than minReadySeconds ({min_ready}), got {deadline}"),
+            );
+        }
+    }
+
+    validate_template_and_selector(spec, &mut errs);
+
+    match (&spec.strategy.canary, &spec.strategy.blue_green) {
+        (Some(_), Some(_)) => errs.add(
+            "spec.strategy",
+            "exactly one of canary or blueGreen must be set, both are",
+        ),
+        (None, None) => errs.add("spec.strategy", "exactly one of canary or blueGreen must be set"),
+        (None, Some(_)) => errs.add(
+            "spec.strategy.blueGreen",
+            "the blueGreen strategy is not supported yet; use canary",
+        ),
+        (Some(canary), None) => validate_canary(canary, &mut errs),
+    }
+    errs.0
+}
+
+fn validate_template_and_selector(spec: &RolloutSpec, errs: &mut Errors) {
+    let has_template = spec.template.as_ref().is_some_and(|t| t.spec.is_some());
+    match (&spec.workload_ref, has_template) {
+        (Some(_), true) => errs.add(
+            "spec.template",
+            "template and workloadRef are mutually exclusive",
+        ),
+        (None, false) => errs.add("spec.template", "a pod template (or workloadRef) is required"),
+        _ => {}
+    }
+    if let Some(w) = &spec.workload_ref {
+        if w.kind != "Deployment" {
+            errs.add(
+                "spec.workloadRef.kind",
+                format!("only Deployment is supported, got {:?}", w.kind),
+            );
+        }
+        if w.api_version != "apps/v1" {
+            errs.add(
+                "spec.workloadRef.apiVersion",
+                format!("must be apps/v1, got {:?}", w.api_version),
+            );
+        }
+        if w.name.is_empty() {
+            errs.add("spec.workloadRef.name", "must not be empty");
+        }
+    }
+    // With a workloadRef the selector may come from the Deployment.
+    if spec.workload_ref.is_some() {
+        return;
+    }
+    let Some(selector) = &spec.selector else {
+        errs.add("spec.selector", "is required");
+        return;
+    };
+    let match_labels = selector.match_labels.clone().unwrap_or_default();
+    if match_labels.is_empty() && selector.match_expressions.as_ref().is_none_or(Vec::is_empty) {
+        errs.add(
+            "spec.selector",
+            "must not be empty: an empty selector would select every pod in the namespace",
+        );
+        return;
+    }
+    let labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    for (k, v) in &match_labels {
+        if labels.get(k) != Some(v) {
+            errs.add(
+                "spec.selector.matchLabels",
+                format!("{k}={v} does not match the template's labels (spec.template.metadata.labels)"),
+            );
+        }
+    }
+}
+
+fn max_weight(canary: &CanaryStrategy) -> i32 {
+    canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.max_traffic_weight)
+        .unwrap_or(DEFAULT_MAX_TRAFFIC_WEIGHT)
+}
+
+fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
+    const C: &str = "spec.strategy.canary";
+    let routing = canary.traffic_routing.as_ref();
+    let max = max_weight(canary);
+    let nonempty = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+
+    if let (Some(c), Some(s)) = (&canary.canary_service, &canary.stable_service)
+        && !c.is_empty()
+        && c == s
+    {
+        errs.add(
+            format!("{C}.stableService"),
+            format!("must differ from canaryService (both are {c:?})"),
+        );
+    }
+
+    if routing.is_none() {
+        for (set, field) in [
+            (canary.scale_down_delay_seconds.is_some(), "scaleDownDelaySeconds"),
+            (canary.abort_scale_down_delay_seconds.is_some(), "abortScaleDownDelaySeconds"),
+            (canary.dynamic_stable_scale == Some(true), "dynamicStableScale"),
+            (canary.min_pods_per_replica_set.is_some(), "minPodsPerReplicaSet"),
+            (canary.scale_down_delay_revision_limit.is_some(), "scaleDownDelayRevisionLimit"),
+        ] {
+            if set {
+                errs.add(format!("{C}.{field}"), "can only be used with trafficRouting");
+            }
+        }
+        let surge = resolve_int_or_percent(canary.max_surge.as_ref(), 100, true);
+        let unavailable = resolve_int_or_percent(canary.max_unavailable.as_ref(), 100, false);
+        match (surge, unavailable) {
+            (Err(e), _) => errs.add(format!("{C}.maxSurge"), e),
+            (_, Err(e)) => errs.add(format!("{C}.maxUnavailable"), e),
+            (Ok(0), Ok(0)) if canary.max_surge.is_some() || canary.max_unavailable.is_some() => {
+                errs.add(
+                    format!("{C}.maxUnavailable"),
+                    "maxSurge and maxUnavailable cannot both be 0: no pod could ever be replaced",
+                )
+            }
+            _ => {}
+        }
+    }
+    if canary.dynamic_stable_scale == Some(true) && canary.scale_down_delay_seconds.is_some() {
+        errs.add(
+            format!("{C}.scaleDownDelaySeconds"),
+            "cannot be used with dynamicStableScale",
+        );
+    }
+
+    if let Some(routing) = routing {
+        const T: &str = "spec.strategy.canary.trafficRouting";
+        if !nonempty(&canary.canary_service) {
+            errs.add(format!("{C}.canaryService"), "is required with trafficRouting");
+        }
+        if !nonempty(&canary.stable_service) {
+            errs.add(format!("{C}.stableService"), "is required with trafficRouting");
+        }
+        if routing.nginx.is_none() && routing.istio.is_none() {
+            errs.add(
+                T,
+                "must configure nginx or istio (other routers are not supported)",
+            );
+        }
+        if let Some(w) = routing.max_traffic_weight
+            && w < 1
+        {
+            errs.add(format!("{T}.maxTrafficWeight"), format!("must be at least 1, got {w}"));
+        }
+        if let Some(nginx) = &routing.nginx {
+            let single = nginx.stable_ingress.as_deref().is_some_and(|s| !s.is_empty());
+            match (single, nginx.stable_ingresses.is_empty()) {
+                (true, false) => errs.add(
+                    format!("{T}.nginx.stableIngresses"),
+                    "stableIngress and stableIngresses are mutually exclusive",
+                ),
+                (false, true) => errs.add(
+                    format!("{T}.nginx.stableIngress"),
+                    "one of stableIngress or stableIngresses is required",
+                ),
+                _ => {}
+            }
+            for (i, name) in nginx.stable_ingresses.iter().enumerate() {
+                if name.is_empty() {
+                    errs.add(format!("{T}.nginx.stableIngresses[{i}]"), "must not be empty");
+                }
+            }
+        }
+        if let Some(istio) = &routing.istio {
+            match (&istio.virtual_service, istio.virtual_services.is_empty()) {
+                (Some(_), false) => errs.add(
+                    format!("{T}.istio.virtualServices"),
+                    "virtualService and virtualServices are mutually exclusive",
+                ),
+                (None, true) => errs.add(
+                    format!("{T}.istio.virtualService"),
+                    "one of virtualService or virtualServices is required",
+                ),
+                _ => {}
+            }
+            let services: Vec<_> = istio
+                .virtual_service
+                .iter()
+                .chain(istio.virtual_services.iter())
+                .collect();
+            for (i, vs) in services.iter().enumerate() {
+                if vs.name.is_empty() {
+                    errs.add(format!("{T}.istio.virtualServices[{i}].name"), "must not be empty");
+                }
+            }
+            if let Some(dr) = &istio.destination_rule {
+                if dr.name.is_empty() {
+                    errs.add(format!("{T}.istio.destinationRule.name"), "must not be empty");
+                }
+                if dr.canary_subset_name.is_empty() || dr.stable_subset_name.is_empty() {
+                    errs.add(
+                        format!("{T}.istio.destinationRule"),
+                        "canarySubsetName and stableSubsetName are required",
+                    );
+                } else if dr.canary_subset_name == dr.stable_subset_name {
+                    errs.add(
+                        format!("{T}.istio.destinationRule.stableSubsetName"),
+                        "must differ from canarySubsetName",
+                    );
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, r) in routing.managed_routes.iter().enumerate() {
+            if !seen.insert(r.name.as_str()) {
+                errs.add(
+                    format!("{T}.managedRoutes[{i}].name"),
+                    format!("duplicate route name {:?}", r.name),
+                );
+            }
+        }
+    }
+
+    if let Some(aa) = &canary.anti_affinity {
+        match (
+            &aa.preferred_during_scheduling_ignored_during_execution,
+            &aa.required_during_scheduling_ignored_during_execution,
+        ) {
+            (Some(_), Some(_)) | (None, None) => errs.add(
+                format!("{C}.antiAffinity"),
+                "exactly one of preferredDuringSchedulingIgnoredDuringExecution or requiredDuringSchedulingIgnoredDuringExecution must be set",
+            ),
+            (Some(p), None) if !(1..=100).contains(&p.weight) => errs.add(
+                format!("{C}.antiAffinity.preferredDuringSchedulingIgnoredDuringExecution.weight"),
+                format!("must be between 1 and 100, got {}", p.weight),
+            ),
+            _ => {}
+        }
+    }
+
+    for (i, step) in canary.steps.iter().enumerate() {
+        validate_step(canary, step, &format!("{C}.steps[{i}]"), max, errs);
+    }
+
+    if let Some(bg) = &canary.analysis {
+        let field = format!("{C}.analysis");
+        validate_analysis(&bg.analysis, &field, errs);
+        if let Some(start) = bg.starting_step
+            && (start < 0 || start as usize > canary.steps.len())
+        {
+            errs.add(
+                format!("{field}.startingStep"),
+                format!(
+                    "must be between 0 and the number of steps ({}), got {start}",
+                    canary.steps.len()
+                ),
+            );
+        }
+    }
+}
+
+fn validate_step(canary: &CanaryStrategy, step: &CanaryStep, field: &str, max: i32, errs: &mut Errors) {
+    let routing = canary.traffic_routing.as_ref();
+    let actions = [
+        step.set_weight.is_some(),
+        step.pause.is_some(),
+        step.set_canary_scale.is_some(),
+        step.analysis.is_some(),
+        step.set_header_route.is_some(),
+        step.set_mirror_route.is_some(),
+        step.experiment.is_some(),
+        step.plugin.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if actions == 0 {
+        errs.add(
+            field,
+            "a step needs one of setWeight, pause, setCanaryScale, analysis, setHeaderRoute or setMirrorRoute",
+        );
+    } else if actions > 1 {
+        errs.add(field, "a step may carry only one action; split it into several steps");
+    }
+    if step.experiment.is_some() {
+        errs.add(format!("{field}.experiment"), "experiment steps are not supported by Sluice");
+    }
+    if step.plugin.is_some() {
+        errs.add(format!("{field}.plugin"), "step plugins are not supported by Sluice");
+    }
+    if let Some(w) = step.set_weight
+        && !(0..=max).contains(&w)
+    {
+        errs.add(
+            format!("{field}.setWeight"),
+            format!("must be between 0 and {max} (maxTrafficWeight), got {w}"),
+        );
+    }
+    if let Some(pause) = &step.pause
+        && let Some(d) = &pause.duration
+        && let Err(e) = d.to_std()
+    {
+        errs.add(format!("{field}.pause.duration"), e.to_string());
+    }
+    if let Some(scale) = &step.set_canary_scale {
+        let set = [
+            scale.weight.is_some(),
+            scale.replicas.is_some(),
+            scale.match_traffic_weight == Some(true),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            errs.add(
+                format!("{field}.setCanaryScale"),
+                "exactly one of weight, replicas or matchTrafficWeight must be set",
+            );
+        }
+        if let Some(w) = scale.weight
+            && !(0..=100).contains(&w)
+        {
+            errs.add(
+                format!("{field}.setCanaryScale.weight"),
+                format!("must be between 0 and 100, got {w}"),
+            );
+        }
+        if let Some(r) = scale.replicas
+            && r < 0
+        {
+            errs.add(
+                format!("{field}.setCanaryScale.replicas"),
+                format!("must not be negative, got {r}"),
+            );
+        }
+        if routing.is_none() {
+            errs.add(format!("{field}.setCanaryScale"), "requires trafficRouting");
+        }
+    }
+    if let Some(analysis) = &step.analysis {
+        validate_analysis(analysis, &format!("{field}.analysis"), errs);
+    }
+    let managed = |name: &str| {
+        routing.is_some_and(|r| r.managed_routes.iter().any(|m| m.name == name))
+    };
+    if let Some(route) = &step.set_header_route {
+        let f = format!("{field}.setHeaderRoute");
+        if routing.and_then(|r| r.istio.as_ref()).is_none() {
+            errs.add(
+                &f,
+                "requires trafficRouting.istio (with NGINX, use canary-by-header in additionalIngressAnnotations)",
+            );
+        }
+        if !managed(&route.name) {
+            errs.add(
+                format!("{f}.name"),
+                format!("{:?} is not listed in trafficRouting.managedRoutes", route.name),
+            );
+        }
+        for (i, m) in route.match_.iter().enumerate() {
+            if m.header_name.is_empty() {
+                errs.add(format!("{f}.match[{i}].headerName"), "must not be empty");
+            }
+            check_string_match(&m.header_value, &format!("{f}.match[{i}].headerValue"), errs);
+        }
+    }
+    if let Some(route) = &step.set_mirror_route {
+        let f = format!("{field}.setMirrorRoute");
+        if routing.and_then(|r| r.istio.as_ref()).is_none() {
+            errs.add(&f, "requires trafficRouting.istio");
+        }
+        if !managed(&route.name) {
+            errs.add(
+                format!("{f}.name"),
+                format!("{:?} is not listed in trafficRouting.managedRoutes", route.name),
+            );
+        }
+        if let Some(p) = route.percentage
+            && !(0..=100).contains(&p)
+        {
+            errs.add(format!("{f}.percentage"), format!("must be between 0 and 100, got {p}"));
+        }
+        for (i, m) in route.match_.iter().enumerate() {
+            if let Some(s) = &m.method {
+                check_string_match(s, &format!("{f}.match[{i}].method"), errs);
+            }
+            if let Some(s) = &m.path {
+                check_string_match(s, &format!("{f}.match[{i}].path"), errs);
+            }
+            for (h, s) in &m.headers {
+                check_string_match(s, &format!("{f}.match[{i}].headers.{h}"), errs);
+            }
+        }
+    }
+}
+
+fn check_string_match(m: &StringMatch, field: &str, errs: &mut Errors) {
+    let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if set != 1 {
+        errs.add(field, "exactly one of exact, prefix or regex must be set");
+    }
+}
+
+fn validate_analysis(analysis: &RolloutAnalysis, field: &str, errs: &mut Errors) {
+    if analysis.templates.is_empty() {
+        errs.add(format!("{field}.templates"), "at least one template is required");
+    }
+    for (i, t) in analysis.templates.iter().enumerate() {
+        if t.template_name.is_empty() {
+            errs.add(format!("{field}.templates[{i}].templateName"), "must not be empty");
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, a) in analysis.args.iter().enumerate() {
+        let f = format!("{field}.args[{i}]");
+        if a.name.is_empty() {
+            errs.add(format!("{f}.name"), "must not be empty");
+        } else if !seen.insert(a.name.as_str()) {
+            errs.add(format!("{f}.name"), format!("duplicate argument {:?}", a.name));
+        }
+        if let Some(from) = &a.value_from {
+            let n = usize::from(from.pod_template_hash_value.is_some())
+                + usize::from(from.field_ref.is_some());
+            if n != 1 || a.value.is_some() {
+                errs.add(
+                    format!("{f}.valueFrom"),
+                    "exactly one of value, valueFrom.podTemplateHashValue or valueFrom.fieldRef must be set",
+                );
+            }
+        }
+    }
+}
+
+/// Resolves an int-or-percentage (`maxSurge`, `maxUnavailable`) against `total`. Percentages
+/// round up for surge and down for unavailability, as Kubernetes Deployments do.
+pub fn resolve_int_or_percent(
+    value: Option<&IntOrString>,
+    total: i32,
+    round_up: bool,
+) -> Result<i32, String> {
+    let value = value
+        .cloned()
+        .unwrap_or_else(|| IntOrString::String("25%".to_string()));
+    match value {
+        IntOrString::Int(n) if n < 0 => Err(format!("must not be negative, got {n}")),
+        IntOrString::Int(n) => Ok(n),
+        IntOrString::String(s) => {
+            let Some(pct) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
+                return Err(format!("{s:?} is neither a number nor a percentage like \"25%\""));
+            };
+            if pct < 0 {
+                return Err(format!("must not be negative, got {s:?}"));
+            }
+            let scaled = pct * i64::from(total);
+            let v = if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            };
+            Ok(v as i32)
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! Table tests of the rollout planner, each named after the behaviour it locks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sluice::api::common::AnalysisPhase;
+use sluice::api::rollout::{PauseReason, RolloutPhase};
+use sluice::plan::{AnalysisRunKind, plan};
+
+const STEPS_20_P_50_P_100: &str = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  nginx: {stableIngress: web}
+steps:
+- setWeight: 20
+- pause: {duration: 10s}
+- setWeight: 50
+- pause: {}
+- setWeight: 100
+"#;
+
+#[test]
+fn first_version_becomes_stable_at_once_without_steps() {
+    let w = settled_world(4, STEPS_20_P_50_P_100);
+    let h = hash_of(&w);
+    let st = w.rollout.status.as_ref().unwrap();
+    assert_eq!(st.stable_rs.as_deref(), Some(h.as_str()));
+    assert_eq!(st.current_step_index, Some(5));
+    assert_eq!(phase(&w), "Healthy");
+    assert_eq!(w.pods(&h), 4);
+    assert_eq!(w.traffic.canary_weight, Some(0));
+    assert_eq!(w.traffic.stable_service_hash.as_deref(), Some(h.as_str()));
+    assert_eq!(w.traffic.canary_service_hash.as_deref(), Some(h.as_str()));
+}
+
+#[test]
+fn settled_rollout_plans_no_change_and_no_events() {
+    let mut w = settled_world(4, STEPS_20_P_50_P_100);
+    let writes = w.writes;
+    let p = tick(&mut w, 60);
+    assert_eq!(w.writes, writes, "a settled rollout must not write");
+    assert!(p.events.is_empty(), "{:?}", p.events);
+    assert!(p.create_analysis_runs.is_empty() && p.terminate_analysis_runs.is_empty());
+    assert_eq!(p.requeue_after, None);
+}
+
+#[test]
+fn canary_walks_steps_pauses_and_promotes_on_promote() {
+    let mut w = settled_world(10, STEPS_20_P_50_P_100);
+    let stable = hash_of(&w);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    w.reconcile();
+    assert_eq!(step(&w), Some(0));
+    assert_eq!(phase(&w), "Progressing");
+    // Step 0: 2 canary pods, then 20% of traffic once they are available.
+    until(&mut w, 10, "weight 20", |w| w.traffic.canary_weight == Some(20));
+    assert_eq!(w.pods(&canary), 2);
+    assert_eq!(w.pods(&stable), 10, "stable stays at full size with traffic routing");
+    // Step 1: timed pause of 10 s.
+    until(&mut w, 5, "timed pause", |w| step(w) == Some(1));
+    assert_eq!(phase(&w), "Paused");
+    let p = w.reconcile();
+    let wait = p.requeue_after.expect("a timed pause requeues");
+    assert!(wait <= Duration::from_secs(10) && wait >= Duration::from_secs(8), "{wait:?}");
+    tick(&mut w, 11);
+    until(&mut w, 10, "weight 50", |w| w.traffic.canary_weight == Some(50));
+    assert_eq!(w.pods(&canary), 5);
+    // Step 3: indefinite pause until promoted.
+    until(&mut w, 5, "indefinite pause", |w| step(w) == Some(3));
+    for _ in 0..5 {
+        tick(&mut w, 3600);
+    }
+    assert_eq!(step(&w), Some(3), "an indefinite pause waits for promote");
+    assert_eq!(phase(&w), "Paused");
+    w.promote();
+    until(&mut w, 20, "promoted", |w| {
+        w.rollout.status.as_ref().unwrap().stable_rs.as_deref() == Some(canary.as_str())
+    });
+    until(&mut w, 10, "weight back to 0", |w| w.traffic.canary_weight == Some(0));
+    assert_eq!(w.traffic.stable_service_hash.as_deref(), Some(canary.as_str()));
+    assert_eq!(w.weight_log, vec![0, 20, 50, 100, 0]);
+    // The previous stable ReplicaSet is scaled down after scaleDownDelaySeconds (30 s).
+    assert_eq!(w.pods(&stable), 10);
+    for _ in 0..31 {
+        tick(&mut w, 1);
+    }
+    assert_eq!(w.pods(&stable), 0);
+    until(&mut w, 5, "healthy", |w| phase(w) == "Healthy");
+}
+
+#[test]
+fn weight_never_exceeds_what_available_canary_pods_can_serve() {
+    let mut w = settled_world(10, STEPS_20_P_50_P_100);
+    w.pods_ready_per_tick = Some(1);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    for _ in 0..40 {
+        tick(&mut w, 1);
+        let available = w
+            .replica_sets
+            .iter()
+            .find(|r| r.hash == canary)
+            .map_or(0, |r| r.available);
+        let weight = w.traffic.canary_weight.unwrap_or(0);
+        // Each available pod of 10 can carry 10 points of weight.
+        assert!(weight <= available * 10, "weight {weight} with {available} available pods");
+    }
+}
+
+#[test]
+fn promote_full_skips_remaining_steps() {
+    let mut w = settled_world(4, STEPS_20_P_50_P_100);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    until(&mut w, 10, "weight 20", |w| w.traffic.canary_weight == Some(20));
+    w.promote_full();
+    until(&mut w, 20, "promoted", |w| {
+        w.rollout.status.as_ref().unwrap().stable_rs.as_deref() == Some(canary.as_str())
+    });
+    assert!(!w.rollout.status.as_ref().unwrap().promote_full, "promoteFull is cleared");
+    assert!(w.events.iter().any(|e| e.reason == "RolloutPromotedFull"));
+}
+
+#[test]
+fn abort_sets_weight_to_zero_before_moving_the_service_and_scaling_down() {
+    let mut w = settled_world(10, STEPS_20_P_50_P_100);
+    let stable = hash_of(&w);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    until(&mut w, 20, "weight 50", |w| w.traffic.canary_weight == Some(50));
+    w.abort();
+    let p = w.reconcile();
+    // First reconcile: weight 0; the canary Service still selects the canary; no pod removed.
+    assert_eq!(p.canary_weight, Some(0));
+    assert_eq!(p.canary_service_hash.as_deref(), Some(canary.as_str()));
+    assert_eq!(w.pods(&canary), 5);
+    assert_eq!(phase(&w), "Degraded");
+    assert!(w.rollout.status.as_ref().unwrap().aborted_at.is_some());
+    // Next: the canary Service returns to stable; the canary waits for the abort delay (30 s).
+    tick(&mut w, 1);
+    assert_eq!(w.traffic.canary_service_hash.as_deref(), Some(stable.as_str()));
+    assert_eq!(w.pods(&canary), 5, "canary kept during abortScaleDownDelaySeconds");
+    for _ in 0..30 {
+        tick(&mut w, 1);
+    }
+    assert_eq!(w.pods(&canary), 0);
+    assert_eq!(w.pods(&stable), 10);
+    assert_eq!(phase(&w), "Degraded", "an aborted rollout stays Degraded until retry");
+    let msg = w.rollout.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(msg.contains("aborted at step"), "{msg}");
+}
+
+#[test]
+fn abort_scale_down_delay_zero_keeps_the_canary_up() {
+    let spec = format!("{STEPS_20_P_50_P_100}abortScaleDownDelaySeconds: 0\n");
+    let mut w = settled_world(10, &spec);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    until(&mut w, 20, "weight 20", |w| w.traffic.canary_weight == Some(20));
+    w.abort();
+    for _ in 0..100 {
+        tick(&mut w, 1);
+    }
+    assert_eq!(w.traffic.canary_weight, Some(0));
+    assert_eq!(w.pods(&canary), 2);
+}
+
+#[test]
+fn retry_after_abort_restarts_from_step_zero_with_fresh_analysis() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+steps:
+- setWeight: 20
+- analysis: {templates: [{templateName: success-rate}]}
+- setWeight: 100
+"#;
+    let mut w = settled_world(4, spec);
+    w.set_image("web:2");
+    until(&mut w, 20, "analysis step", |w| step(w) == Some(1) && !w.analysis_runs.is_empty());
+    let first = w.analysis_runs[0].name.clone();
+    w.set_run_phase(AnalysisRunKind::Step(1), AnalysisPhase::Failed, "metric failed");
+    until(&mut w, 5, "aborted", |w| phase(w) == "Degraded");
+    assert!(w.analysis_runs.iter().all(|r| r.terminated), "runs stop on abort");
+    w.retry();
+    tick(&mut w, 1);
+    assert!(w.events.iter().any(|e| e.reason == "RolloutRetry"));
+    until(&mut w, 20, "new analysis run", |w| w.analysis_runs.len() == 2);
+    let second = &w.analysis_runs[1];
+    assert_ne!(second.name, first);
+    assert!(second.name.starts_with(&first), "{} vs {first}", second.name);
+    assert!(!second.terminated);
+    assert_eq!(step(&w), Some(1));
+}
+
+#[test]
+fn spec_paused_holds_the_current_step() {
+    let mut w = settled_world(4, STEPS_20_P_50_P_100);
+    w.rollout.spec.paused = Some(true);
+    w.set_image("web:2");
+    for _ in 0..10 {
+        tick(&mut w, 5);
+    }
+    assert_eq!(step(&w), Some(0));
+    assert_eq!(phase(&w), "Paused");
+    assert!(w.traffic.canary_weight.unwrap_or(0) <= 20);
+    w.rollout.spec.paused = None;
+    until(&mut w, 20, "resumes", |w| step(w) == Some(1));
+}
+
+#[test]
+fn new_template_mid_rollout_supersedes_and_restarts_steps() {
+    let mut w = settled_world(10, STEPS_20_P_50_P_100);
+    let stable = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 30, "weight 50", |w| w.traffic.canary_weight == Some(50));
+    w.set_image("web:3");
+    let v3 = hash_of(&w);
+    let p = w.reconcile();
+    assert_eq!(step(&w), Some(0));
+    // The v3 canary has no available pod yet, so traffic leaves v2 first.
+    assert_eq!(p.canary_weight, Some(0));
+    assert!(p.events.iter().any(|e| e.reason == "RolloutSuperseded"));
+    until(&mut w, 20, "weight 20 on v3", |w| {
+        w.traffic.canary_weight == Some(20)
+            && w.traffic.canary_service_hash.as_deref() == Some(v3.as_str())
+    });
+    until(&mut w, 5, "v2 scaled down", |w| w.pods(&v2) == 0);
+    assert_eq!(w.pods(&stable), 10);
+}
+
+#[test]
+fn reverting_to_the_stable_template_returns_to_stable_at_once() {
+    let mut w = settled_world(10, STEPS_20_P_50_P_100);
+    let stable = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 30, "weight 50", |w| w.traffic.canary_weight == Some(50));
+    w.set_image("web:1");
+    let p = w.reconcile();
+    assert_eq!(p.canary_weight, Some(0));
+    assert_eq!(step(&w), Some(5), "no steps when going back to stable");
+    assert!(p.events.iter().any(|e| e.reason == "RolledBackToStable"));
+    until(&mut w, 5, "v2 gone", |w| w.pods(&v2) == 0);
+    assert_eq!(w.traffic.canary_service_hash.as_deref(), Some(stable.as_str()));
+    until(&mut w, 5, "healthy", |w| phase(w) == "Healthy");
+}
+
+#[test]
+fn failing_step_analysis_aborts_with_the_reason() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+steps:
+- setWeight: 20
+- analysis: {templates: [{templateName: success-rate}]}
+- setWeight: 100
+"#;
+    let mut w = settled_world(4, spec);
+    w.set_image("web:2");
+    until(&mut w, 20, "analysis created", |w| !w.analysis_runs.is_empty());
+    let run = &w.analysis_runs[0];
+    assert_eq!(run.kind, AnalysisRunKind::Step(1));
+    assert!(run.name.starts_with("web-"), "{}", run.name);
+    for _ in 0..5 {
+        tick(&mut w, 10);
+    }
+    assert_eq!(step(&w), Some(1), "the step waits for its analysis");
+    w.set_run_phase(
+        AnalysisRunKind::Step(1),
+        AnalysisPhase::Failed,
+        "metric \"success-rate\" failed: 0.82 is not >= 0.95",
+    );
+    tick(&mut w, 1);
+    assert_eq!(phase(&w), "Degraded");
+    let st = w.rollout.status.as_ref().unwrap();
+    assert!(st.abort);
+    assert!(st.message.as_deref().unwrap().contains("0.82"), "{:?}", st.message);
+    assert_eq!(w.traffic.canary_weight, Some(0));
+    let ev = w.events.iter().find(|e| e.reason == "RolloutAborted").unwrap();
+    assert!(ev.message.contains("success-rate"), "{}", ev.message);
+}
+
+#[test]
+fn error_step_analysis_aborts_too() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+steps:
+- analysis: {templates: [{templateName: t}]}
+"#;
+    let mut w = settled_world(2, spec);
+    w.set_image("web:2");
+    until(&mut w, 10, "run", |w| !w.analysis_runs.is_empty());
+    w.set_run_phase(AnalysisRunKind::Step(0), AnalysisPhase::Error, "prometheus unreachable");
+    tick(&mut w, 1);
+    assert_eq!(phase(&w), "Degraded");
+}
+
+#[test]
+fn inconclusive_step_analysis_pauses_and_promote_continues() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+steps:
+- setWeight: 20
+- analysis: {templates: [{templateName: t}]}
+- setWeight: 60
+"#;
+    let mut w = settled_world(5, spec);
+    w.set_image("web:2");
+    until(&mut w, 20, "run", |w| !w.analysis_runs.is_empty());
+    w.set_run_phase(AnalysisRunKind::Step(1), AnalysisPhase::Inconclusive, "neither");
+    tick(&mut w, 1);
+    assert_eq!(phase(&w), "Paused");
+    let st = w.rollout.status.as_ref().unwrap();
+    assert_eq!(st.pause_conditions[0].reason, PauseReason::InconclusiveAnalysisRun);
+    assert!(st.controller_pause);
+    for _ in 0..5 {
+        tick(&mut w, 60);
+    }
+    assert_eq!(step(&w), Some(1));
+    w.promote();
+    until(&mut w, 20, "weight 60", |w| w.traffic.canary_weight == Some(60));
+}
+
+#[test]
+fn background_analysis_starts_at_starting_step_and_its_failure_aborts() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+analysis:
+  templates: [{templateName: bg}]
+  startingStep: 2
+steps:
+- setWeight: 10
+- pause: {duration: 5}
+- setWeight: 30
+- pause: {}
+"#;
+    let mut w = settled_world(10, spec);
+    w.set_image("web:2");
+    until(&mut w, 10, "pause step", |w| step(w) == Some(1));
+    assert!(w.analysis_runs.is_empty(), "no background run before startingStep");
+    until(&mut w, 20, "background run", |w| !w.analysis_runs.is_empty());
+    assert_eq!(w.analysis_runs[0].kind, AnalysisRunKind::Background);
+    assert!(step(&w) >= Some(2));
+    w.set_run_phase(AnalysisRunKind::Background, AnalysisPhase::Failed, "error rate 0.3");
+    tick(&mut w, 1);
+    assert_eq!(phase(&w), "Degraded");
+    assert_eq!(w.traffic.canary_weight, Some(0));
+}
+
+#[test]
+fn background_analysis_is_terminated_when_the_rollout_completes() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+analysis: {templates: [{templateName: bg}]}
+steps:
+- setWeight: 50
+"#;
+    let mut w = settled_world(2, spec);
+    w.set_image("web:2");
+    tick(&mut w, 1);
+    until(&mut w, 30, "healthy", |w| phase(w) == "Healthy" && w.analysis_runs.iter().all(|r| r.terminated));
+    assert_eq!(w.analysis_runs.len(), 1);
+}
+
+#[test]
+fn progress_deadline_exceeded_degrades_without_abort() {
+    let spec = format!("{STEPS_20_P_50_P_100}");
+    let mut w = settled_world(4, &spec);
+    w.rollout.spec.progress_deadline_seconds = Some(60);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    w.never_ready.insert(canary.clone());
+    for _ in 0..70 {
+        tick(&mut w, 1);
+    }
+    assert_eq!(phase(&w), "Degraded");
+    let msg = w.rollout.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(msg.contains("ProgressDeadlineExceeded"), "{msg}");
+    assert!(!w.rollout.status.as_ref().unwrap().abort, "no abort without progressDeadlineAbort");
+    assert_eq!(w.pods(&canary), 1, "the canary keeps trying");
+}
+
+#[test]
+fn progress_deadline_with_abort_aborts() {
+    let mut w = settled_world(4, STEPS_20_P_50_P_100);
+    w.rollout.spec.progress_deadline_seconds = Some(60);
+    w.rollout.spec.progress_deadline_abort = Some(true);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    w.never_ready.insert(canary.clone());
+    for _ in 0..70 {
+        tick(&mut w, 1);
+    }
+    let st = w.rollout.status.as_ref().unwrap();
+    assert!(st.abort, "{st:#?}");
+    assert!(st.message.as_deref().unwrap().contains("progress deadline"));
+}
+
+#[test]
+fn pause_time_does_not_count_towards_the_progress_deadline() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+steps:
+- setWeight: 20
+- pause: {}
+"#;
+    let mut w = settled_world(4, spec);
+    w.rollout.spec.progress_deadline_seconds = Some(30);
+    w.set_image("web:2");
+    until(&mut w, 10, "paused", |w| phase(w) == "Paused");
+    for _ in 0..10 {
+        tick(&mut w, 60);
+    }
+    assert_eq!(phase(&w), "Paused");
+}
+
+#[test]
+fn basic_canary_moves_replicas_within_surge_and_unavailability() {
+    let spec = r#"
+maxSurge: 1
+maxUnavailable: 0
+steps:
+- setWeight: 50
+- pause: {}
+"#;
+    let mut w = settled_world(4, spec);
+    let stable = hash_of(&w);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    for _ in 0..20 {
+        tick(&mut w, 1);
+        let total: i32 = w.replica_sets.iter().map(|r| r.replicas).sum();
+        let available: i32 = w.replica_sets.iter().map(|r| r.available).sum();
+        assert!(total <= 5, "maxSurge 1 allows at most 5 pods, got {total}");
+        assert!(available >= 4, "maxUnavailable 0 keeps 4 available, got {available}");
+    }
+    assert_eq!(w.pods(&canary), 2);
+    assert_eq!(w.pods(&stable), 2);
+    assert_eq!(step(&w), Some(1));
+    assert!(w.rollout.status.as_ref().unwrap().canary.weights.is_none());
+}
+
+#[test]
+fn no_steps_is_a_rolling_update() {
+    let mut w = settled_world(4, "maxSurge: 25%\nmaxUnavailable: 25%\n");
+    let stable = hash_of(&w);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    tick(&mut w, 1);
+    until(&mut w, 30, "healthy", |w| phase(w) == "Healthy");
+    assert_eq!(w.pods(&canary), 4);
+    assert_eq!(w.pods(&stable), 0);
+    assert_eq!(
+        w.rollout.status.as_ref().unwrap().stable_rs.as_deref(),
+        Some(canary.as_str())
+    );
+}
+
+#[test]
+fn basic_canary_abort_rolls_back_to_full_stable() {
+    let spec = "steps:\n- setWeight: 50\n- pause: {}\n";
+    let mut w = settled_world(4, spec);
+    let stable = hash_of(&w);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    until(&mut w, 20, "paused", |w| step(w) == Some(1));
+    w.abort();
+    until(&mut w, 20, "rolled back", |w| w.pods(&canary) == 0 && w.pods(&stable) == 4);
+    assert_eq!(phase(&w), "Degraded");
+}
+
+#[test]
+fn set_canary_scale_scales_independently_of_weight() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+steps:
+- setCanaryScale: {replicas: 3}
+- setWeight: 10
+- pause: {}
+- setCanaryScale: {matchTrafficWeight: true}
+- pause: {}
+"#;
+    let mut w = settled_world(10, spec);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    until(&mut w, 20, "at pause", |w| step(w) == Some(2));
+    assert_eq!(w.pods(&canary), 3);
+    assert_eq!(w.traffic.canary_weight, Some(10));
+    w.promote();
+    until(&mut w, 20, "second pause", |w| step(w) == Some(4));
+    assert_eq!(w.pods(&canary), 1, "matchTrafficWeight: ceil(10 × 10%)");
+}
+
+#[test]
+fn min_pods_per_replica_set_raises_small_canaries() {
+    let spec = format!("{STEPS_20_P_50_P_100}minPodsPerReplicaSet: 2\n");
+    let mut w = settled_world(4, &spec);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    until(&mut w, 10, "weight 20", |w| w.traffic.canary_weight == Some(20));
+    assert_eq!(w.pods(&canary), 2, "ceil(4 × 20%) = 1 raised to 2");
+}
+
+#[test]
+fn dynamic_stable_scale_shrinks_stable_as_weight_grows() {
+    let spec = format!("{STEPS_20_P_50_P_100}dynamicStableScale: true\n");
+    let mut w = settled_world(10, &spec);
+    let stable = hash_of(&w);
+    w.set_image("web:2");
+    until(&mut w, 30, "weight 50", |w| w.traffic.canary_weight == Some(50));
+    tick(&mut w, 1);
+    assert_eq!(w.pods(&stable), 5);
+    w.abort();
+    until(&mut w, 30, "weight 0", |w| w.traffic.canary_weight == Some(0));
+    assert_eq!(w.pods(&stable), 10);
+}
+
+#[test]
+fn steps_edited_mid_update_restart_from_step_zero() {
+    let mut w = settled_world(4, STEPS_20_P_50_P_100);
+    w.set_image("web:2");
+    until(&mut w, 20, "step 3", |w| step(w) == Some(3));
+    w.rollout.spec.strategy.canary.as_mut().unwrap().steps.remove(1);
+    w.reconcile();
+    assert_eq!(step(&w), Some(0));
+}
+
+#[test]
+fn old_replica_sets_beyond_revision_history_limit_are_deleted() {
+    let mut w = settled_world(2, "maxSurge: 1\nmaxUnavailable: 0\n");
+    w.rollout.spec.revision_history_limit = Some(1);
+    for v in 2..=5 {
+        w.set_image(&format!("web:{v}"));
+        tick(&mut w, 1);
+        until(&mut w, 40, "healthy", |w| phase(w) == "Healthy");
+        w.settle(Duration::from_secs(1), 10);
+    }
+    // Current + one old ReplicaSet.
+    assert_eq!(w.replica_sets.len(), 2, "{:#?}", w.replica_sets);
+}
+
+#[test]
+fn revisions_increase_and_reused_templates_get_a_new_revision() {
+    let mut w = settled_world(2, "maxSurge: 1\nmaxUnavailable: 0\n");
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    tick(&mut w, 1);
+    until(&mut w, 40, "healthy v2", |w| phase(w) == "Healthy");
+    w.set_image("web:1");
+    tick(&mut w, 1);
+    until(&mut w, 40, "healthy v1", |w| phase(w) == "Healthy");
+    let rs = w.replica_sets.iter().find(|r| r.hash == v1).unwrap();
+    assert_eq!(rs.revision, 3);
+}
+
+#[test]
+fn abort_of_a_settled_rollout_is_ignored() {
+    let mut w = settled_world(2, STEPS_20_P_50_P_100);
+    w.abort();
+    tick(&mut w, 1);
+    assert!(!w.rollout.status.as_ref().unwrap().abort);
+    assert_eq!(phase(&w), "Healthy");
+}
+
+#[test]
+fn status_carries_kstatus_conditions() {
+    let mut w = settled_world(2, STEPS_20_P_50_P_100);
+    let cond = |w: &sluice::plan::sim::World, t: &str| {
+        w.rollout
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| c.status.clone())
+    };
+    assert_eq!(cond(&w, "Ready").as_deref(), Some("True"));
+    assert_eq!(cond(&w, "Reconciling").as_deref(), Some("False"));
+    assert_eq!(cond(&w, "Stalled").as_deref(), Some("False"));
+    w.set_image("web:2");
+    tick(&mut w, 1);
+    assert_eq!(cond(&w, "Reconciling").as_deref(), Some("True"));
+    assert_eq!(cond(&w, "Ready").as_deref(), Some("False"));
+    w.abort();
+    tick(&mut w, 1);
+    assert_eq!(cond(&w, "Stalled").as_deref(), Some("True"));
+    assert_eq!(
+        w.rollout.status.as_ref().unwrap().observed_generation,
+        Some(1)
+    );
+}
+
+#[test]
+fn canary_weights_are_reported_in_status() {
+    let mut w = settled_world(10, STEPS_20_P_50_P_100);
+    w.set_image("web:2");
+    until(&mut w, 10, "weight 20", |w| w.traffic.canary_weight == Some(20));
+    let weights = w.rollout.status.as_ref().unwrap().canary.weights.clone().unwrap();
+    assert_eq!(weights.canary.weight, 20);
+    assert_eq!(weights.stable.weight, 80);
+    assert_eq!(weights.canary.service_name.as_deref(), Some("web-canary"));
+    assert!(w.events.iter().any(|e| e.reason == "TrafficWeightUpdated"));
+}
+
+#[test]
+fn max_traffic_weight_scales_weights_and_replicas() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}, maxTrafficWeight: 1000}
+steps:
+- setWeight: 250
+- pause: {}
+"#;
+    let mut w = settled_world(10, spec);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    until(&mut w, 10, "weight 250", |w| w.traffic.canary_weight == Some(250));
+    assert_eq!(w.pods(&canary), 3);
+}
+
+#[test]
+fn workload_ref_scale_down_modes() {
+    use sluice::plan::ObservedWorkload;
+    for (mode, expect_final) in [("never", 3), ("onsuccess", 0), ("progressively", 0)] {
+        let mut r = rollout(3, "maxSurge: 1\nmaxUnavailable: 0\n");
+        r.spec.workload_ref = Some(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "scaleDown": mode
+            }))
+            .unwrap(),
+        );
+        let template = r.spec.template.take();
+        let mut obs = sluice::plan::Observation {
+            rollout: r,
+            template,
+            replica_sets: vec![],
+            analysis_runs: vec![],
+            traffic: Default::default(),
+            workload: Some(ObservedWorkload { replicas: 3, generation: 1 }),
+        };
+        let p = plan(&obs, t0());
+        assert!(p.invalid.is_none(), "{:?}", p.invalid);
+        // Pods become available.
+        obs.replica_sets = vec![sluice::plan::ObservedReplicaSet {
+            name: "web-x".into(),
+            hash: p.replica_sets[0].hash.clone(),
+            replicas: 3,
+            actual: 3,
+            ready: 3,
+            available: 3,
+            revision: 1,
+            scale_down_deadline: None,
+        }];
+        obs.rollout.status = Some(p.status.clone());
+        let p2 = plan(&obs, t0());
+        let final_ = p2.workload_replicas.unwrap_or(3);
+        assert_eq!(final_, expect_final, "scaleDown {mode}");
+    }
+}
+
+#[test]
+fn missing_workload_ref_deployment_is_an_invalid_spec() {
+    let mut r = rollout(3, "maxSurge: 1\n");
+    r.spec.workload_ref = Some(
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": "gone"
+        }))
+        .unwrap(),
+    );
+    r.spec.template = None;
+    let obs = sluice::plan::Observation {
+        rollout: r,
+        template: None,
+        replica_sets: vec![],
+        analysis_runs: vec![],
+        traffic: Default::default(),
+        workload: None,
+    };
+    let p = plan(&obs, t0());
+    let errs = p.invalid.expect("invalid");
+    assert!(errs.iter().any(|e| e.field == "spec.workloadRef.name" && e.message.contains("gone")));
+}
+
+#[test]
+fn phase_is_degraded_with_invalid_spec_and_names_the_field() {
+    let mut w = settled_world(4, STEPS_20_P_50_P_100);
+    w.rollout.spec.strategy.canary.as_mut().unwrap().steps[0].set_weight = Some(150);
+    w.reconcile();
+    let st = w.rollout.status.as_ref().unwrap();
+    assert_eq!(st.phase, Some(RolloutPhase::Degraded));
+    let c = st.conditions.iter().find(|c| c.type_ == "InvalidSpec").unwrap();
+    assert!(c.message.contains("spec.strategy.canary.steps[0].setWeight"), "{}", c.message);
+}
