@@ -3,4 +3,6 @@
 pub mod accounting;
 pub mod args;
 pub mod condition;
+pub mod run;
+pub mod template;
 pub mod value;

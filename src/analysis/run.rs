@@ -1,0 +1,770 @@
+//! AnalysisRun reconcile logic, pure: which measurements are due now, and what the run's status
+//! becomes once they return.
+//!
+//! The controller drives it in two calls per reconcile:
+//! 1. [`begin`] with the run, the Secret values its arguments need ([`secret_refs`]) and `now`:
+//!    it returns the measurements to take, with every argument substituted;
+//! 2. it takes them (see `metrics::prometheus`) and hands the results to [`Pass::finish`], which
+//!    returns the new status, when to come back, when to delete the run, and the phase changes to
+//!    report as Events.
+//!
+//! [`secret_refs`]: crate::analysis::args::secret_refs
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use regex::Regex;
+
+use crate::analysis::accounting::{
+    self, DEFAULT_MEASUREMENT_RETENTION, ERROR_RETRY_INTERVAL, MetricLimits, MetricPhase,
+};
+use crate::analysis::args::{ResolvedArgs, SecretValues};
+use crate::analysis::condition::{self, Conditions};
+use crate::analysis::value::MetricValue;
+use crate::api::analysis::{AnalysisRunSpec, AnalysisRunStatus, Measurement, Metric, MetricResult};
+use crate::api::common::AnalysisPhase;
+
+/// Metadata key of the resolved query (Secret values redacted), as Argo Rollouts names it.
+pub const RESOLVED_QUERY_KEY: &str = "ResolvedPrometheusQuery";
+/// Timeout of a Prometheus query when `timeout` is omitted.
+pub const DEFAULT_PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Providers Argo Rollouts has and Sluice does not implement, to name them in errors.
+const KNOWN_PROVIDERS: &[&str] = &[
+    "kayenta",
+    "web",
+    "datadog",
+    "wavefront",
+    "newRelic",
+    "job",
+    "cloudWatch",
+    "graphite",
+    "influxdb",
+    "skywalking",
+    "plugin",
+];
+
+/// A measurement to take now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasurementRequest {
+    /// Name of the metric.
+    pub metric: String,
+    /// What to ask, with every argument substituted.
+    pub provider: ProviderRequest,
+    /// Metadata to keep on the measurement (the resolved query, Secret values redacted).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What to ask which provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderRequest {
+    /// A Prometheus query.
+    Prometheus(PrometheusRequest),
+}
+
+/// A Prometheus query with every argument substituted. Its `Debug` output hides header values,
+/// the password and the raw query, which may all carry Secret values.
+#[derive(Clone, PartialEq)]
+pub struct PrometheusRequest {
+    /// Server URL; `None` means the controller's default address.
+    pub address: Option<String>,
+    /// The PromQL query, as sent.
+    pub query: String,
+    /// The query with Secret values redacted, for status, Events and logs.
+    pub display_query: String,
+    /// How long to wait for the answer.
+    pub timeout: Duration,
+    /// Skip TLS verification.
+    pub insecure: bool,
+    /// Extra headers (name, value).
+    pub headers: Vec<(String, String)>,
+    /// Basic authentication (user name, password).
+    pub basic_auth: Option<(String, String)>,
+    /// Window of a range query; `None` for an instant query.
+    pub range: Option<RangeWindow>,
+}
+
+impl fmt::Debug for PrometheusRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrometheusRequest")
+            .field("address", &self.address)
+            .field("query", &self.display_query)
+            .field("timeout", &self.timeout)
+            .field("insecure", &self.insecure)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("basic_auth", &self.basic_auth.as_ref().map(|_| "<set>"))
+            .field("range", &self.range)
+            .finish()
+    }
+}
+
+/// The time window of a range query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeWindow {
+    /// First instant.
+    pub start: Timestamp,
+    /// Last instant.
+    pub end: Timestamp,
+    /// Resolution.
+    pub step: Duration,
+}
+
+/// What a provider answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderResult {
+    /// The value, or why there is none (connection refused, timeout, bad query...).
+    pub value: Result<MetricValue, String>,
+    /// Provider details to keep on the measurement (e.g. Prometheus warnings).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A measurement that was taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasurementResult {
+    /// Name of the metric.
+    pub metric: String,
+    /// When the request was sent.
+    pub started_at: Timestamp,
+    /// When the answer (or the error) came.
+    pub finished_at: Timestamp,
+    /// The answer.
+    pub result: ProviderResult,
+    /// Metadata of the request ([`MeasurementRequest::metadata`]).
+    pub request_metadata: BTreeMap<String, String>,
+}
+
+impl MeasurementRequest {
+    /// Pairs this request with what the provider answered.
+    pub fn into_result(
+        self,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+        result: ProviderResult,
+    ) -> MeasurementResult {
+        MeasurementResult {
+            metric: self.metric,
+            started_at,
+            finished_at,
+            result,
+            request_metadata: self.metadata,
+        }
+    }
+}
+
+/// A phase change, to report as an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The metric that changed, or `None` for the run itself.
+    pub metric: Option<String>,
+    /// The phase before.
+    pub from: AnalysisPhase,
+    /// The phase after.
+    pub to: AnalysisPhase,
+    /// Why.
+    pub message: Option<String>,
+}
+
+impl Transition {
+    /// Event reason, as Argo Rollouts writes it: `AnalysisRunFailed`, `MetricSuccessful`...
+    pub fn reason(&self) -> String {
+        match self.metric {
+            Some(_) => format!("Metric{}", self.to),
+            None => format!("AnalysisRun{}", self.to),
+        }
+    }
+
+    /// True for a Warning Event (Failed or Error).
+    pub fn is_warning(&self) -> bool {
+        matches!(self.to, AnalysisPhase::Failed | AnalysisPhase::Error)
+    }
+}
+
+/// The outcome of a reconcile pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// The run's new status.
+    pub status: AnalysisRunStatus,
+    /// When to reconcile again (the next measurement or the end of an initial delay); `None` when
+    /// the run is completed.
+    pub requeue_at: Option<Timestamp>,
+    /// When to delete the completed run, from its `ttlStrategy`.
+    pub delete_at: Option<Timestamp>,
+    /// Phase changes of metrics and of the run, for Events.
+    pub transitions: Vec<Transition>,
+}
+
+struct ResolvedMetric {
+    spec: Metric,
+    limits: MetricLimits,
+    conditions: Conditions,
+    dry_run: bool,
+    retention: usize,
+    request: Option<ProviderRequest>,
+}
+
+enum State {
+    Completed,
+    Invalid(String),
+    Active {
+        metrics: Vec<ResolvedMetric>,
+        args: ResolvedArgs,
+        terminate: bool,
+    },
+}
+
+/// A reconcile pass between [`begin`] and [`Pass::finish`].
+pub struct Pass {
+    /// The measurements to take now.
+    pub requests: Vec<MeasurementRequest>,
+    status: AnalysisRunStatus,
+    spec_ttl: Option<crate::api::analysis::TtlStrategy>,
+    state: State,
+}
+
+/// Starts a reconcile pass: resolves arguments, validates the metrics and lists the measurements
+/// due at `now`. A run that cannot be resolved (missing argument, invalid metric, unsupported
+/// provider) gets no measurements, and [`Pass::finish`] puts it in the Error phase with the reason.
+pub fn begin(
+    spec: &AnalysisRunSpec,
+    status: Option<&AnalysisRunStatus>,
+    secrets: &SecretValues,
+    now: Timestamp,
+) -> Pass {
+    let status = status.cloned().unwrap_or_default();
+    let mut pass = Pass {
+        requests: Vec::new(),
+        spec_ttl: spec.ttl_strategy.clone(),
+        state: State::Completed,
+        status,
+    };
+    if pass.status.phase.is_completed() {
+        return pass;
+    }
+    let (metrics, args) = match resolve(spec, secrets, now) {
+        Ok(r) => r,
+        Err(message) => {
+            pass.state = State::Invalid(message);
+            return pass;
+        }
+    };
+    let started_at = pass.status.started_at.as_ref().map_or(now, |t| t.0);
+    let terminating = spec.terminate
+        || pass.status.metric_results.iter().any(|r| {
+            is_abort_phase(r.phase) && metrics.iter().any(|m| m.spec.name == r.name && !m.dry_run)
+        });
+    if !terminating {
+        for m in &metrics {
+            let result = pass
+                .status
+                .metric_results
+                .iter()
+                .find(|r| r.name == m.spec.name);
+            if is_due(m, result, started_at, now)
+                && let Some(request) = &m.request
+            {
+                pass.requests.push(MeasurementRequest {
+                    metric: m.spec.name.clone(),
+                    provider: request.clone(),
+                    metadata: request_metadata(request),
+                });
+            }
+        }
+    }
+    pass.state = State::Active {
+        metrics,
+        args,
+        terminate: spec.terminate,
+    };
+    pass
+}
+
+fn request_metadata(request: &ProviderRequest) -> BTreeMap<String, String> {
+    match request {
+        ProviderRequest::Prometheus(p) => {
+            BTreeMap::from([(RESOLVED_QUERY_KEY.to_string(), p.display_query.clone())])
+        }
+    }
+}
+
+fn is_abort_phase(p: AnalysisPhase) -> bool {
+    matches!(
+        p,
+        AnalysisPhase::Failed | AnalysisPhase::Error | AnalysisPhase::Inconclusive
+    )
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// When a metric should be measured next, or `None` when it needs nothing more.
+fn next_measurement(
+    m: &ResolvedMetric,
+    result: Option<&MetricResult>,
+    started_at: Timestamp,
+) -> Option<Timestamp> {
+    if result.is_some_and(|r| r.phase.is_completed()) {
+        return None;
+    }
+    let Some(last) = result.and_then(|r| r.measurements.last()) else {
+        return Some(add(started_at, m.limits.initial_delay.unwrap_or_default()));
+    };
+    let finished = last.finished_at.as_ref().map_or(started_at, |t| t.0);
+    if last.phase == AnalysisPhase::Error {
+        return Some(add(finished, ERROR_RETRY_INTERVAL));
+    }
+    if let Some(count) = m.limits.count
+        && result.is_some_and(|r| r.count >= count)
+    {
+        return None;
+    }
+    m.limits.interval.map(|i| add(finished, i))
+}
+
+fn is_due(
+    m: &ResolvedMetric,
+    result: Option<&MetricResult>,
+    started_at: Timestamp,
+    now: Timestamp,
+) -> bool {
+    next_measurement(m, result, started_at).is_some_and(|t| t <= now)
+}
+
+fn resolve(
+    spec: &AnalysisRunSpec,
+    secrets: &SecretValues,
+    now: Timestamp,
+) -> Result<(Vec<ResolvedMetric>, ResolvedArgs), String> {
+    let args = ResolvedArgs::resolve(&spec.args, secrets).map_err(|e| e.to_string())?;
+    if spec.metrics.is_empty() {
+        return Err("spec.metrics: at least one metric is required".to_string());
+    }
+    let names: Vec<&str> = spec.metrics.iter().map(|m| m.name.as_str()).collect();
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() {
+            return Err(format!("spec.metrics[{i}].name must not be empty"));
+        }
+        if names[..i].contains(n) {
+            return Err(format!("two metrics have the same name \"{n}\""));
+        }
+    }
+    let dry_run = pattern_matches(
+        "dryRun",
+        spec.dry_run.iter().map(|d| d.metric_name.as_str()),
+        &names,
+    )?;
+    let retention_patterns = pattern_matches(
+        "measurementRetention",
+        spec.measurement_retention
+            .iter()
+            .map(|d| d.metric_name.as_str()),
+        &names,
+    )?;
+    for (i, r) in spec.measurement_retention.iter().enumerate() {
+        if r.limit < 1 {
+            return Err(format!(
+                "measurementRetention[{i}].limit must be at least 1, got {}",
+                r.limit
+            ));
+        }
+    }
+    let mut metrics = Vec::with_capacity(spec.metrics.len());
+    for (i, raw) in spec.metrics.iter().enumerate() {
+        let m = args.resolve_metric(raw).map_err(|e| e.to_string())?;
+        let limits = MetricLimits::from_metric(&m).map_err(|e| e.to_string())?;
+        let conditions = Conditions::compile(
+            m.success_condition.as_deref(),
+            m.failure_condition.as_deref(),
+        )
+        .map_err(|e| format!("metric \"{}\": {}", m.name, args.redact(&e.to_string())))?;
+        let request = provider_request(&m, &args, now)
+            .map_err(|e| format!("metric \"{}\": {}", m.name, args.redact(&e)))?;
+        let retention = retention_patterns
+            .iter()
+            .position(|matched| matched.contains(&i))
+            .and_then(|p| usize::try_from(spec.measurement_retention[p].limit).ok())
+            .unwrap_or(DEFAULT_MEASUREMENT_RETENTION);
+        metrics.push(ResolvedMetric {
+            dry_run: dry_run.iter().any(|matched| matched.contains(&i)),
+            spec: m,
+            limits,
+            conditions,
+            retention,
+            request: Some(request),
+        });
+    }
+    Ok((metrics, args))
+}
+
+/// For each pattern, the indexes of the metrics it matches (unanchored regular expression, as in
+/// Argo Rollouts). A pattern matching nothing is an error: it is most likely a typo.
+fn pattern_matches<'a>(
+    field: &str,
+    patterns: impl Iterator<Item = &'a str>,
+    names: &[&str],
+) -> Result<Vec<Vec<usize>>, String> {
+    let mut out = Vec::new();
+    for (i, p) in patterns.enumerate() {
+        let re = Regex::new(p).map_err(|e| {
+            format!("{field}[{i}].metricName {p:?} is not a valid regular expression: {e}")
+        })?;
+        let matched: Vec<usize> = names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| re.is_match(n))
+            .map(|(j, _)| j)
+            .collect();
+        if matched.is_empty() {
+            return Err(format!(
+                "{field}[{i}].metricName {p:?} matches no metric of the run"
+            ));
+        }
+        out.push(matched);
+    }
+    Ok(out)
+}
+
+fn provider_request(
+    m: &Metric,
+    args: &ResolvedArgs,
+    now: Timestamp,
+) -> Result<ProviderRequest, String> {
+    let mut others: Vec<&str> = m.provider.unsupported.keys().map(String::as_str).collect();
+    others.sort_unstable();
+    let Some(p) = &m.provider.prometheus else {
+        return Err(match others.as_slice() {
+            [] => "provider: no provider is set (Sluice supports: prometheus)".to_string(),
+            [one] if KNOWN_PROVIDERS.contains(one) => format!(
+                "provider.{one}: the {one} provider is not supported by Sluice (supported: prometheus)"
+            ),
+            [one] => format!("provider.{one}: unknown provider (Sluice supports: prometheus)"),
+            many => format!(
+                "provider: exactly one provider must be set, found {}",
+                many.join(", ")
+            ),
+        });
+    };
+    if !others.is_empty() {
+        return Err(format!(
+            "provider: exactly one provider must be set, found prometheus, {}",
+            others.join(", ")
+        ));
+    }
+    if p.query.trim().is_empty() {
+        return Err("provider.prometheus.query must not be empty".to_string());
+    }
+    let timeout = match p.timeout {
+        None => DEFAULT_PROMETHEUS_TIMEOUT,
+        Some(t) if t < 0 => {
+            return Err(format!(
+                "provider.prometheus.timeout {t} must not be negative"
+            ));
+        }
+        // 0 would fail every query at once; Argo treats it as "use the default".
+        Some(0) => DEFAULT_PROMETHEUS_TIMEOUT,
+        Some(t) => Duration::from_secs(t.unsigned_abs()),
+    };
+    let basic_auth = match &p.authentication {
+        None => None,
+        Some(a) => {
+            let mut unsupported: Vec<&str> = a.unsupported.keys().map(String::as_str).collect();
+            unsupported.sort_unstable();
+            if let Some(first) = unsupported.first() {
+                return Err(format!(
+                    "provider.prometheus.authentication.{first} is not supported by Sluice \
+                     (supported: basicAuth, or an Authorization header)"
+                ));
+            }
+            match &a.basic_auth {
+                Some(b) if b.username.is_empty() || b.password.is_empty() => {
+                    return Err("provider.prometheus.authentication.basicAuth needs both username and password"
+                        .to_string());
+                }
+                Some(b) => Some((b.username.clone(), b.password.clone())),
+                None => None,
+            }
+        }
+    };
+    let range = match &p.range_query {
+        None => None,
+        Some(r) => {
+            let start = condition::evaluate_time(&r.start, now)
+                .map_err(|e| format!("provider.prometheus.rangeQuery.start: {e}"))?;
+            let end = condition::evaluate_time(&r.end, now)
+                .map_err(|e| format!("provider.prometheus.rangeQuery.end: {e}"))?;
+            let step: kube::core::Duration = r.step.parse().map_err(|e| {
+                format!(
+                    "provider.prometheus.rangeQuery.step {:?} is not a duration: {e}",
+                    r.step
+                )
+            })?;
+            let step = Duration::from(step);
+            if step.is_zero() {
+                return Err("provider.prometheus.rangeQuery.step must be positive".to_string());
+            }
+            if end < start {
+                return Err("provider.prometheus.rangeQuery: end is before start".to_string());
+            }
+            Some(RangeWindow { start, end, step })
+        }
+    };
+    Ok(ProviderRequest::Prometheus(PrometheusRequest {
+        address: p.address.clone().filter(|a| !a.trim().is_empty()),
+        display_query: args.redact(&p.query),
+        query: p.query.clone(),
+        timeout,
+        insecure: p.insecure,
+        headers: p
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect(),
+        basic_auth,
+        range,
+    }))
+}
+
+impl Pass {
+    /// Records the measurements taken, assesses every metric and the run, and says when to come
+    /// back. Results for metrics that are unknown or already completed are ignored.
+    pub fn finish(self, results: Vec<MeasurementResult>, now: Timestamp) -> Update {
+        let Pass {
+            status: mut st,
+            spec_ttl,
+            state,
+            ..
+        } = self;
+        let before = st.phase;
+        let mut transitions = Vec::new();
+        match state {
+            State::Completed => {}
+            State::Invalid(message) => {
+                st.phase = AnalysisPhase::Error;
+                st.message = Some(message);
+                st.started_at.get_or_insert(Time(now));
+                st.completed_at = Some(Time(now));
+            }
+            State::Active {
+                metrics,
+                args,
+                terminate,
+            } => {
+                let started_at = st.started_at.as_ref().map_or(now, |t| t.0);
+                st.started_at = Some(Time(started_at));
+                for r in results {
+                    let Some(m) = metrics.iter().find(|m| m.spec.name == r.metric) else {
+                        continue;
+                    };
+                    let idx = match st.metric_results.iter().position(|x| x.name == r.metric) {
+                        Some(i) => i,
+                        None => {
+                            st.metric_results.push(MetricResult {
+                                name: r.metric.clone(),
+                                dry_run: m.dry_run,
+                                ..Default::default()
+                            });
+                            st.metric_results.len() - 1
+                        }
+                    };
+                    if st.metric_results[idx].phase.is_completed() {
+                        continue;
+                    }
+                    let measurement = measure(m, &args, r);
+                    accounting::record(&mut st.metric_results[idx], measurement, m.retention);
+                }
+                // Keep results in the order of the spec, whatever order they were measured in.
+                st.metric_results.sort_by_key(|r| {
+                    metrics
+                        .iter()
+                        .position(|m| m.spec.name == r.name)
+                        .unwrap_or(usize::MAX)
+                });
+                assess(&mut st, &metrics, terminate, &mut transitions);
+                if st.phase.is_completed() {
+                    st.completed_at = Some(Time(now));
+                }
+                let requeue = if st.phase.is_completed() {
+                    None
+                } else {
+                    metrics
+                        .iter()
+                        .filter_map(|m| {
+                            let r = st.metric_results.iter().find(|r| r.name == m.spec.name);
+                            next_measurement(m, r, started_at)
+                        })
+                        .min()
+                };
+                if before != st.phase {
+                    transitions.push(Transition {
+                        metric: None,
+                        from: before,
+                        to: st.phase,
+                        message: st.message.clone(),
+                    });
+                }
+                return Update {
+                    delete_at: delete_at(&st, spec_ttl.as_ref()),
+                    status: st,
+                    requeue_at: requeue,
+                    transitions,
+                };
+            }
+        }
+        if before != st.phase {
+            transitions.push(Transition {
+                metric: None,
+                from: before,
+                to: st.phase,
+                message: st.message.clone(),
+            });
+        }
+        Update {
+            delete_at: delete_at(&st, spec_ttl.as_ref()),
+            status: st,
+            requeue_at: None,
+            transitions,
+        }
+    }
+}
+
+/// Turns a provider's answer into a measurement: the conditions decide its phase; every text
+/// that ends in status has Secret values redacted.
+fn measure(m: &ResolvedMetric, args: &ResolvedArgs, r: MeasurementResult) -> Measurement {
+    let mut metadata: BTreeMap<String, String> = r.request_metadata;
+    for (k, v) in r.result.metadata {
+        metadata.insert(k, args.redact(&v));
+    }
+    let (phase, value, message) = match r.result.value {
+        Err(e) => (AnalysisPhase::Error, None, Some(args.redact(&e))),
+        Ok(v) => {
+            let verdict = m.conditions.evaluate(&v);
+            (
+                verdict.phase,
+                Some(args.redact(&v.to_string())),
+                verdict.message.map(|s| args.redact(&s)),
+            )
+        }
+    };
+    Measurement {
+        phase,
+        value,
+        started_at: Some(Time(r.started_at)),
+        finished_at: Some(Time(r.finished_at)),
+        message,
+        metadata,
+    }
+}
+
+/// Assesses every metric, then the run. A metric that fails, errors or is inconclusive stops the
+/// run in the same pass: the other metrics count as terminated.
+fn assess(
+    st: &mut AnalysisRunStatus,
+    metrics: &[ResolvedMetric],
+    terminate: bool,
+    transitions: &mut Vec<Transition>,
+) {
+    let phases =
+        |st: &AnalysisRunStatus, terminating: bool| -> Vec<(AnalysisPhase, Option<String>)> {
+            metrics
+                .iter()
+                .map(
+                    |m| match st.metric_results.iter().find(|r| r.name == m.spec.name) {
+                        Some(r) => {
+                            let a = accounting::assess_metric(&m.limits, r, terminating);
+                            (a.phase, a.message)
+                        }
+                        None if terminating => (AnalysisPhase::Successful, None),
+                        None => (AnalysisPhase::Pending, None),
+                    },
+                )
+                .collect()
+        };
+    let mut assessed = phases(st, terminate);
+    let aborting = metrics
+        .iter()
+        .zip(&assessed)
+        .any(|(m, (p, _))| !m.dry_run && is_abort_phase(*p));
+    let terminating = terminate || aborting;
+    if terminating && !terminate {
+        assessed = phases(st, true);
+    }
+    for (m, (phase, message)) in metrics.iter().zip(&assessed) {
+        if let Some(r) = st.metric_results.iter_mut().find(|r| r.name == m.spec.name) {
+            if r.phase != *phase {
+                if phase.is_completed() {
+                    transitions.push(Transition {
+                        metric: Some(r.name.clone()),
+                        from: r.phase,
+                        to: *phase,
+                        message: message.clone(),
+                    });
+                }
+                r.phase = *phase;
+            }
+            r.message = message.clone().or_else(|| {
+                r.measurements
+                    .last()
+                    .filter(|x| x.phase == AnalysisPhase::Error)
+                    .and_then(|x| x.message.clone())
+            });
+        }
+    }
+    let views: Vec<MetricPhase<'_>> = metrics
+        .iter()
+        .zip(&assessed)
+        .map(|(m, (p, _))| MetricPhase {
+            name: &m.spec.name,
+            phase: *p,
+            dry_run: m.dry_run,
+        })
+        .collect();
+    let (phase, summary, dry) = accounting::assess_run(&views, terminating);
+    st.phase = phase;
+    st.run_summary = Some(summary);
+    st.dry_run_summary = if metrics.iter().any(|m| m.dry_run) {
+        Some(dry)
+    } else {
+        None
+    };
+    // The run's message is the one of its worst deciding metric (the first, among equals).
+    let worst = metrics
+        .iter()
+        .zip(&assessed)
+        .filter(|(m, (p, _))| !m.dry_run && *p == phase && phase != AnalysisPhase::Successful)
+        .find_map(|(_, (_, msg))| msg.clone());
+    st.message = match (phase.is_completed(), worst, terminate) {
+        (true, Some(msg), _) => Some(msg),
+        (true, None, true) => Some("run terminated".to_string()),
+        _ => None,
+    };
+}
+
+fn delete_at(
+    st: &AnalysisRunStatus,
+    ttl: Option<&crate::api::analysis::TtlStrategy>,
+) -> Option<Timestamp> {
+    let ttl = ttl?;
+    let completed = st.completed_at.as_ref()?.0;
+    if !st.phase.is_completed() {
+        return None;
+    }
+    let specific = match st.phase {
+        AnalysisPhase::Successful => ttl.seconds_after_success,
+        AnalysisPhase::Failed | AnalysisPhase::Error => ttl.seconds_after_failure,
+        _ => None,
+    };
+    let secs = specific.or(ttl.seconds_after_completion)?;
+    Some(add(
+        completed,
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0)),
+    ))
+}

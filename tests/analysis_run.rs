@@ -1,0 +1,686 @@
+//! AnalysisRun reconcile logic: scheduling, accounting, phases, messages, Secrets. Pure, with
+//! synthetic provider answers; the real-Prometheus tests live in `prometheus_provider.rs`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use proptest::prelude::*;
+use sluice::analysis::args::{SecretValues, secret_refs};
+use sluice::analysis::run::{
+    MeasurementRequest, ProviderRequest, ProviderResult, RESOLVED_QUERY_KEY, Update, begin,
+};
+use sluice::analysis::value::MetricValue;
+use sluice::api::analysis::{
+    AnalysisRunSpec, AnalysisRunStatus, Argument, Metric, MetricProvider, PrometheusMetric,
+    SecretKeyRef, TtlStrategy, ValueFrom, WebMetricHeader,
+};
+use sluice::api::common::AnalysisPhase::{self, *};
+use sluice::api::common::{DryRun, MeasurementRetention};
+
+fn t0() -> Timestamp {
+    "2026-03-01T12:00:00Z".parse().unwrap()
+}
+
+fn at(secs: i64) -> Timestamp {
+    t0() + jiff::SignedDuration::from_secs(secs)
+}
+
+fn prom(query: &str) -> MetricProvider {
+    MetricProvider {
+        prometheus: Some(PrometheusMetric {
+            address: Some("http://prometheus:9090".into()),
+            query: query.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A metric whose verdict the test picks through the value: 1 ⇒ Successful, 2 ⇒ Failed,
+/// 3 ⇒ Inconclusive.
+fn metric(name: &str) -> Metric {
+    Metric {
+        name: name.into(),
+        success_condition: Some("result == 1".into()),
+        failure_condition: Some("result == 2".into()),
+        provider: prom("vector(1)"),
+        ..Default::default()
+    }
+}
+
+fn every_minute(mut m: Metric, count: i32) -> Metric {
+    m.interval = Some("1m".parse().unwrap());
+    m.count = Some(IntOrString::Int(count));
+    m
+}
+
+fn spec(metrics: Vec<Metric>) -> AnalysisRunSpec {
+    AnalysisRunSpec {
+        metrics,
+        ..Default::default()
+    }
+}
+
+fn value_for(phase: AnalysisPhase) -> Result<MetricValue, String> {
+    match phase {
+        Successful => Ok(MetricValue::Number(1.0)),
+        Failed => Ok(MetricValue::Number(2.0)),
+        Inconclusive => Ok(MetricValue::Number(3.0)),
+        _ => Err("dial tcp 127.0.0.1:9: connection refused".into()),
+    }
+}
+
+/// One reconcile pass in which every due measurement gets the verdict `pick` chooses.
+fn pass(
+    spec: &AnalysisRunSpec,
+    status: Option<&AnalysisRunStatus>,
+    secrets: &SecretValues,
+    now: Timestamp,
+    mut pick: impl FnMut(&MeasurementRequest) -> Result<MetricValue, String>,
+) -> (Vec<MeasurementRequest>, Update) {
+    let p = begin(spec, status, secrets, now);
+    let requests = p.requests.clone();
+    let results = requests
+        .iter()
+        .cloned()
+        .map(|r| {
+            let value = pick(&r);
+            r.into_result(
+                now,
+                now,
+                ProviderResult {
+                    value,
+                    metadata: BTreeMap::new(),
+                },
+            )
+        })
+        .collect();
+    (requests, p.finish(results, now))
+}
+
+fn metric_result<'a>(
+    st: &'a AnalysisRunStatus,
+    name: &str,
+) -> &'a sluice::api::analysis::MetricResult {
+    st.metric_results.iter().find(|r| r.name == name).unwrap()
+}
+
+#[test]
+fn first_pass_measures_every_metric_and_starts_the_run() {
+    let s = spec(vec![metric("a"), metric("b")]);
+    let (reqs, u) = pass(&s, None, &SecretValues::new(), t0(), |_| {
+        value_for(Successful)
+    });
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(u.status.phase, Successful);
+    assert_eq!(u.status.started_at.as_ref().unwrap().0, t0());
+    assert_eq!(u.status.completed_at.as_ref().unwrap().0, t0());
+    assert_eq!(u.requeue_at, None);
+    let reasons: Vec<_> = u.transitions.iter().map(|t| t.reason()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "MetricSuccessful",
+            "MetricSuccessful",
+            "AnalysisRunSuccessful"
+        ]
+    );
+    let summary = u.status.run_summary.unwrap();
+    assert_eq!((summary.count, summary.successful), (2, 2));
+}
+
+#[test]
+fn initial_delay_postpones_the_first_measurement() {
+    let mut m = metric("a");
+    m.initial_delay = Some("30s".parse().unwrap());
+    let s = spec(vec![m]);
+    let (reqs, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
+    assert!(reqs.is_empty());
+    assert_eq!(u.status.phase, Running);
+    assert_eq!(u.requeue_at, Some(at(30)));
+    let (reqs, _) = pass(
+        &s,
+        Some(&u.status),
+        &SecretValues::new(),
+        at(29),
+        |_| unreachable!(),
+    );
+    assert!(reqs.is_empty());
+    let (reqs, u) = pass(&s, Some(&u.status), &SecretValues::new(), at(30), |_| {
+        value_for(Successful)
+    });
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(u.status.phase, Successful);
+}
+
+#[test]
+fn interval_and_count_schedule_measurements() {
+    let s = spec(vec![every_minute(metric("a"), 3)]);
+    let secrets = SecretValues::new();
+    let (_, u) = pass(&s, None, &secrets, t0(), |_| value_for(Successful));
+    assert_eq!((u.status.phase, u.requeue_at), (Running, Some(at(60))));
+    let (reqs, u2) = pass(&s, Some(&u.status), &secrets, at(59), |_| unreachable!());
+    assert!(reqs.is_empty());
+    assert_eq!(u2.status, u.status, "nothing due: status unchanged");
+    assert!(u2.transitions.is_empty());
+    let (_, u) = pass(&s, Some(&u.status), &secrets, at(60), |_| {
+        value_for(Successful)
+    });
+    let (_, u) = pass(&s, Some(&u.status), &secrets, at(120), |_| {
+        value_for(Successful)
+    });
+    assert_eq!(u.status.phase, Successful);
+    assert_eq!(metric_result(&u.status, "a").count, 3);
+}
+
+#[test]
+fn failure_over_limit_fails_the_run_and_stops_other_metrics() {
+    let mut a = every_minute(metric("success-rate"), 10);
+    a.failure_limit = Some(IntOrString::Int(2));
+    a.success_condition = Some("result[0] >= 0.95".into());
+    a.failure_condition = None;
+    let b = every_minute(metric("latency"), 10);
+    let s = spec(vec![a, b]);
+    let secrets = SecretValues::new();
+    let pick = |r: &MeasurementRequest| {
+        if r.metric == "success-rate" {
+            Ok(MetricValue::Numbers(vec![0.82]))
+        } else {
+            value_for(Successful)
+        }
+    };
+    let (_, u) = pass(&s, None, &secrets, t0(), pick);
+    let (_, u) = pass(&s, Some(&u.status), &secrets, at(60), pick);
+    assert_eq!(u.status.phase, Running);
+    let (_, u) = pass(&s, Some(&u.status), &secrets, at(120), pick);
+    assert_eq!(u.status.phase, Failed);
+    assert_eq!(
+        u.status.message.as_deref(),
+        Some(
+            "metric \"success-rate\" failed: [0.82] did not meet `result[0] >= 0.95` (failures 3 > limit 2)"
+        )
+    );
+    // The other metric is terminated, not left running.
+    assert_eq!(metric_result(&u.status, "latency").phase, Successful);
+    assert_eq!(u.requeue_at, None);
+    let warning: Vec<_> = u
+        .transitions
+        .iter()
+        .filter(|t| t.is_warning())
+        .map(|t| t.reason())
+        .collect();
+    assert_eq!(warning, ["MetricFailed", "AnalysisRunFailed"]);
+    // Completed: nothing more is measured, and nothing changes.
+    let (reqs, u2) = pass(&s, Some(&u.status), &secrets, at(600), |_| unreachable!());
+    assert!(reqs.is_empty());
+    assert_eq!(u2.status, u.status);
+    assert!(u2.transitions.is_empty());
+}
+
+#[test]
+fn errors_are_retried_after_ten_seconds_and_the_fifth_in_a_row_errors_the_metric() {
+    let mut m = metric("a");
+    m.interval = Some("5m".parse().unwrap());
+    let s = spec(vec![m]);
+    let secrets = SecretValues::new();
+    let mut status = None;
+    let mut now = t0();
+    for i in 1..=5 {
+        let (reqs, u) = pass(&s, status.as_ref(), &secrets, now, |_| value_for(Error));
+        assert_eq!(reqs.len(), 1, "attempt {i}");
+        let r = metric_result(&u.status, "a");
+        assert_eq!((r.error, r.consecutive_error, r.count), (i, i, 0));
+        if i < 5 {
+            assert_eq!(u.status.phase, Running);
+            assert_eq!(
+                u.requeue_at,
+                Some(now + jiff::SignedDuration::from_secs(10))
+            );
+            assert_eq!(
+                r.message.as_deref(),
+                Some("dial tcp 127.0.0.1:9: connection refused")
+            );
+        } else {
+            assert_eq!(u.status.phase, Error);
+            let msg = u.status.message.clone().unwrap();
+            assert!(msg.contains("connection refused"), "{msg}");
+            assert!(msg.contains("(consecutive errors 5 > limit 4)"), "{msg}");
+        }
+        now = u.requeue_at.unwrap_or(now);
+        status = Some(u.status);
+    }
+}
+
+#[test]
+fn empty_result_is_an_error_measurement_saying_no_data() {
+    let mut m = metric("a");
+    m.success_condition = Some("result[0] >= 0.95".into());
+    m.failure_condition = None;
+    let s = spec(vec![m]);
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| {
+        Ok(MetricValue::Numbers(vec![]))
+    });
+    let r = metric_result(&u.status, "a");
+    assert_eq!(r.measurements[0].phase, Error);
+    assert!(
+        r.measurements[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("the query returned no data")
+    );
+    assert_eq!(
+        u.status.phase, Running,
+        "errors are retried before giving up"
+    );
+}
+
+#[test]
+fn missing_argument_errors_the_run_naming_it() {
+    let mut s = spec(vec![metric("a")]);
+    s.metrics[0].provider = prom("rate(http_requests_total{service=\"{{args.service}}\"}[1m])");
+    s.args = vec![Argument {
+        name: "service".into(),
+        value: None,
+        value_from: None,
+    }];
+    let (reqs, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
+    assert!(reqs.is_empty());
+    assert_eq!(u.status.phase, Error);
+    assert_eq!(
+        u.status.message.as_deref(),
+        Some("argument \"service\" was not supplied")
+    );
+    // An undefined argument is named too.
+    s.args.clear();
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
+    assert_eq!(
+        u.status.message.as_deref(),
+        Some(
+            "metric \"a\".provider.prometheus.query refers to argument \"service\", which is not defined"
+        )
+    );
+}
+
+#[test]
+fn unsupported_or_missing_provider_is_a_clear_error() {
+    let mut s = spec(vec![metric("a")]);
+    s.metrics[0].provider =
+        serde_json::from_value(serde_json::json!({"web": {"url": "http://x"}})).unwrap();
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
+    assert_eq!(u.status.phase, Error);
+    assert_eq!(
+        u.status.message.as_deref(),
+        Some(
+            "metric \"a\": provider.web: the web provider is not supported by Sluice (supported: prometheus)"
+        )
+    );
+    s.metrics[0].provider = MetricProvider::default();
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
+    assert!(u.status.message.unwrap().contains("no provider is set"));
+}
+
+#[test]
+fn invalid_metric_errors_the_run() {
+    let mut s = spec(vec![metric("a")]);
+    s.metrics[0].success_condition = Some("result >=".into());
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
+    assert_eq!(u.status.phase, Error);
+    assert!(
+        u.status
+            .message
+            .unwrap()
+            .starts_with("metric \"a\": condition `result >=` is not a valid expression")
+    );
+    let s = spec(vec![metric("a"), metric("a")]);
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
+    assert_eq!(
+        u.status.message.as_deref(),
+        Some("two metrics have the same name \"a\"")
+    );
+}
+
+#[test]
+fn count_and_conditions_take_arguments() {
+    let mut m = every_minute(metric("a"), 0);
+    m.count = Some(IntOrString::String("{{args.count}}".into()));
+    m.success_condition = Some("result[0] >= {{ args.threshold }}".into());
+    m.failure_condition = None;
+    let mut s = spec(vec![m]);
+    s.args = vec![
+        Argument {
+            name: "count".into(),
+            value: Some("2".into()),
+            value_from: None,
+        },
+        Argument {
+            name: "threshold".into(),
+            value: Some("0.9".into()),
+            value_from: None,
+        },
+    ];
+    let secrets = SecretValues::new();
+    let (_, u) = pass(&s, None, &secrets, t0(), |_| {
+        Ok(MetricValue::Numbers(vec![0.95]))
+    });
+    assert_eq!(u.status.phase, Running);
+    let (_, u) = pass(&s, Some(&u.status), &secrets, at(60), |_| {
+        Ok(MetricValue::Numbers(vec![0.95]))
+    });
+    assert_eq!(u.status.phase, Successful);
+}
+
+#[test]
+fn dry_run_metrics_never_decide_the_run() {
+    let mut s = spec(vec![metric("gate"), metric("experimental-latency")]);
+    s.dry_run = vec![DryRun {
+        metric_name: "experimental-.*".into(),
+    }];
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |r| {
+        value_for(if r.metric == "gate" {
+            Successful
+        } else {
+            Failed
+        })
+    });
+    assert_eq!(u.status.phase, Successful);
+    let dry = u.status.dry_run_summary.clone().unwrap();
+    assert_eq!((dry.count, dry.failed), (1, 1));
+    assert!(metric_result(&u.status, "experimental-latency").dry_run);
+    assert_eq!(u.status.run_summary.unwrap().count, 1);
+    // A dry-run pattern that matches nothing is a typo, reported.
+    s.dry_run = vec![DryRun {
+        metric_name: "nope".into(),
+    }];
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
+    assert_eq!(u.status.phase, Error);
+}
+
+#[test]
+fn terminate_completes_with_worst_phase_so_far_or_successful() {
+    let mut s = spec(vec![every_minute(metric("a"), 0)]);
+    s.terminate = true;
+    let (reqs, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
+    assert!(reqs.is_empty());
+    assert_eq!(u.status.phase, Successful);
+    assert_eq!(u.status.message.as_deref(), Some("run terminated"));
+
+    let mut m = every_minute(metric("a"), 0);
+    m.inconclusive_limit = Some(IntOrString::Int(5));
+    let mut s = spec(vec![m]);
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| {
+        value_for(Inconclusive)
+    });
+    assert_eq!(u.status.phase, Running);
+    s.terminate = true;
+    let (reqs, u) = pass(
+        &s,
+        Some(&u.status),
+        &SecretValues::new(),
+        at(60),
+        |_| unreachable!(),
+    );
+    assert!(reqs.is_empty());
+    assert_eq!(
+        u.status.phase, Successful,
+        "inconclusive 1 is within the limit of 5"
+    );
+}
+
+#[test]
+fn retention_keeps_the_last_measurements() {
+    let mut s = spec(vec![every_minute(metric("a"), 5)]);
+    s.measurement_retention = vec![MeasurementRetention {
+        metric_name: "a".into(),
+        limit: 2,
+    }];
+    let secrets = SecretValues::new();
+    let mut st: Option<AnalysisRunStatus> = None;
+    for i in 0..5 {
+        let (_, u) = pass(&s, st.as_ref(), &secrets, at(60 * i), |_| {
+            value_for(Successful)
+        });
+        st = Some(u.status);
+    }
+    let st = st.unwrap();
+    let r = metric_result(&st, "a");
+    assert_eq!(r.measurements.len(), 2);
+    assert_eq!(r.count, 5);
+    assert_eq!(r.measurements[1].finished_at.as_ref().unwrap().0, at(240));
+}
+
+#[test]
+fn ttl_sets_the_deletion_time() {
+    let mut s = spec(vec![metric("a")]);
+    s.ttl_strategy = Some(TtlStrategy {
+        seconds_after_completion: Some(600),
+        seconds_after_failure: Some(3600),
+        seconds_after_success: None,
+    });
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| {
+        value_for(Successful)
+    });
+    assert_eq!(u.delete_at, Some(at(600)));
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| value_for(Failed));
+    assert_eq!(u.delete_at, Some(at(3600)));
+}
+
+fn secret_spec() -> (AnalysisRunSpec, SecretValues) {
+    let mut m = metric("a");
+    m.provider = MetricProvider {
+        prometheus: Some(PrometheusMetric {
+            address: Some("http://prometheus:9090".into()),
+            query: "sum(up{tenant=\"{{args.tenant}}\"})".into(),
+            headers: vec![WebMetricHeader {
+                key: "Authorization".into(),
+                value: "Bearer {{args.token}}".into(),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let secret_arg = |name: &str| Argument {
+        name: name.into(),
+        value: None,
+        value_from: Some(ValueFrom {
+            secret_key_ref: Some(SecretKeyRef {
+                name: "prom-creds".into(),
+                key: name.into(),
+            }),
+            field_ref: None,
+        }),
+    };
+    let s = AnalysisRunSpec {
+        metrics: vec![m],
+        args: vec![secret_arg("tenant"), secret_arg("token")],
+        ..Default::default()
+    };
+    let mut secrets = SecretValues::new();
+    for r in secret_refs(&s.args) {
+        let v = if r.key == "token" {
+            "tok-9f8e7d6c"
+        } else {
+            "tenant-secret-42"
+        };
+        secrets.insert(r, v.to_string());
+    }
+    (s, secrets)
+}
+
+#[test]
+fn secret_values_reach_the_provider_but_never_status() {
+    let (s, secrets) = secret_spec();
+    let p = begin(&s, None, &secrets, t0());
+    let req = p.requests[0].clone();
+    let ProviderRequest::Prometheus(prom) = &req.provider;
+    assert_eq!(prom.query, "sum(up{tenant=\"tenant-secret-42\"})");
+    assert_eq!(
+        prom.headers,
+        vec![(
+            "Authorization".to_string(),
+            "Bearer tok-9f8e7d6c".to_string()
+        )]
+    );
+    assert_eq!(
+        req.metadata[RESOLVED_QUERY_KEY],
+        "sum(up{tenant=\"*****\"})"
+    );
+    let debug = format!("{req:?}");
+    assert!(
+        !debug.contains("tenant-secret-42") && !debug.contains("tok-9f8e7d6c"),
+        "{debug}"
+    );
+
+    // A provider error that echoes the query, and a failing condition: still redacted.
+    let result = req.into_result(
+        t0(),
+        t0(),
+        ProviderResult {
+            value: Err("bad_data: parse error in sum(up{tenant=\"tenant-secret-42\"})".into()),
+            metadata: BTreeMap::from([("warnings".to_string(), "tok-9f8e7d6c".to_string())]),
+        },
+    );
+    let u = p.finish(vec![result], t0());
+    let text = serde_json::to_string(&u.status).unwrap() + &format!("{:?}", u.transitions);
+    assert!(!text.contains("tenant-secret-42"), "{text}");
+    assert!(!text.contains("tok-9f8e7d6c"), "{text}");
+    assert!(text.contains("*****"));
+}
+
+#[test]
+fn missing_secret_errors_the_run() {
+    let (s, _) = secret_spec();
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
+    assert_eq!(u.status.phase, Error);
+    assert_eq!(
+        u.status.message.as_deref(),
+        Some("argument \"tenant\": key \"tenant\" of secret \"prom-creds\" was not found")
+    );
+}
+
+#[test]
+fn range_query_bounds_are_resolved_against_now() {
+    let mut m = metric("a");
+    m.provider = serde_json::from_value(serde_json::json!({"prometheus": {
+        "address": "http://p:9090", "query": "up",
+        "rangeQuery": {"start": "now() - duration(\"{{args.window}}\")", "end": "now()", "step": "30s"}
+    }}))
+    .unwrap();
+    let mut s = spec(vec![m]);
+    s.args = vec![Argument {
+        name: "window".into(),
+        value: Some("5m".into()),
+        value_from: None,
+    }];
+    let p = begin(&s, None, &SecretValues::new(), t0());
+    let ProviderRequest::Prometheus(prom) = &p.requests[0].provider;
+    let range = prom.range.unwrap();
+    assert_eq!(
+        (range.start, range.end, range.step),
+        (at(-300), t0(), Duration::from_secs(30))
+    );
+    assert_eq!(prom.timeout, Duration::from_secs(30));
+}
+
+// Property: whatever the sequence of outcomes, the run is never Successful while a deciding
+// metric has more failures than its limit (or more failures in a row than its
+// consecutiveFailureLimit).
+#[derive(Debug, Clone)]
+struct MetricCase {
+    failure_limit: Option<i32>,
+    consecutive_failure_limit: Option<i32>,
+    inconclusive_limit: i32,
+    consecutive_success_limit: i32,
+    count: i32,
+    dry_run: bool,
+    outcomes: Vec<AnalysisPhase>,
+}
+
+fn outcome() -> impl Strategy<Value = AnalysisPhase> {
+    prop_oneof![
+        Just(Successful),
+        Just(Failed),
+        Just(Inconclusive),
+        Just(Error)
+    ]
+}
+
+fn metric_case() -> impl Strategy<Value = MetricCase> {
+    (
+        prop_oneof![Just(None), (0..4i32).prop_map(Some)],
+        prop_oneof![Just(None), (0..3i32).prop_map(Some)],
+        0..3i32,
+        0..3i32,
+        1..8i32,
+        any::<bool>(),
+        proptest::collection::vec(outcome(), 0..30),
+    )
+        .prop_map(|(f, cf, i, cs, count, dry_run, outcomes)| MetricCase {
+            // failureLimit -1 needs one of the streak limits.
+            failure_limit: if f.is_none() && cf.is_none() && cs == 0 {
+                Some(0)
+            } else {
+                f
+            },
+            consecutive_failure_limit: cf,
+            inconclusive_limit: i,
+            consecutive_success_limit: cs,
+            count: count.max(i).max(f.unwrap_or(0) + cs),
+            dry_run,
+            outcomes,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    #[test]
+    fn never_successful_with_failures_over_the_limit(cases in proptest::collection::vec(metric_case(), 1..4)) {
+        let metrics: Vec<Metric> = cases.iter().enumerate().map(|(i, c)| {
+            let mut m = every_minute(metric(&format!("m{i}")), c.count);
+            m.failure_limit = Some(IntOrString::Int(c.failure_limit.unwrap_or(-1)));
+            m.consecutive_failure_limit = c.consecutive_failure_limit.map(IntOrString::Int);
+            m.inconclusive_limit = Some(IntOrString::Int(c.inconclusive_limit));
+            m.consecutive_success_limit = Some(IntOrString::Int(c.consecutive_success_limit));
+            m
+        }).collect();
+        let mut s = spec(metrics);
+        s.dry_run = cases.iter().enumerate().filter(|(_, c)| c.dry_run)
+            .map(|(i, _)| DryRun { metric_name: format!("^m{i}$") }).collect();
+        let secrets = SecretValues::new();
+        let mut cursors = vec![0usize; cases.len()];
+        let mut status: Option<AnalysisRunStatus> = None;
+        let mut now = t0();
+        for _ in 0..40 {
+            let (_, u) = pass(&s, status.as_ref(), &secrets, now, |r| {
+                let i: usize = r.metric[1..].parse().unwrap();
+                let o = cases[i].outcomes.get(cursors[i]).copied().unwrap_or(Successful);
+                cursors[i] += 1;
+                value_for(o)
+            });
+            let st = &u.status;
+            if st.phase == Successful {
+                for (i, c) in cases.iter().enumerate() {
+                    if c.dry_run { continue; }
+                    if let Some(r) = st.metric_results.iter().find(|r| r.name == format!("m{i}")) {
+                        if let Some(l) = c.failure_limit {
+                            prop_assert!(r.failed <= l, "m{i}: failed {} > limit {l} in a Successful run", r.failed);
+                        }
+                        if let Some(l) = c.consecutive_failure_limit {
+                            prop_assert!(r.consecutive_failure <= l);
+                        }
+                    }
+                }
+            }
+            // Counters are consistent with each other.
+            for r in &st.metric_results {
+                prop_assert_eq!(r.count, r.successful + r.failed + r.inconclusive);
+            }
+            let done = st.phase.is_completed();
+            status = Some(u.status);
+            if done { break; }
+            now = u.requeue_at.unwrap_or(now + jiff::SignedDuration::from_secs(60));
+        }
+    }
+}
