@@ -364,6 +364,32 @@ impl TestCluster {
             .map(|v| (*v).clone())
     }
 
+    /// Server-side applies an object straight into the store (manager `sluice-test-cluster`),
+    /// bypassing HTTP, faults and the write log: for seeding fixtures, also under a paused clock.
+    pub fn apply_object(&self, obj: Value) -> Result<Value, ClusterError> {
+        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let res = self
+            .state
+            .store
+            .resources()
+            .into_iter()
+            .find(|r| r.group == group && r.kind == kind && r.version(version).is_some())
+            .ok_or_else(|| ClusterError::Api(format!("no resource serves {api_version} {kind}")))?;
+        let ns = if res.namespaced {
+            obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string()
+        } else {
+            String::new()
+        };
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        self.state
+            .store
+            .patch(&WriteCtx::manager("sluice-test-cluster"), &res, version, &ns, &name, PatchType::Apply, &obj, None)
+            .map(|ok| ok.object)
+            .map_err(|e| ClusterError::Api(e.message))
+    }
+
     /// Stops the server and the simulated controllers.
     pub fn shutdown(&mut self) {
         self.drop_watches();
