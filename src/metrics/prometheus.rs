@@ -160,6 +160,10 @@ fn build_client(insecure: bool) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         // A redirect could lead anywhere, past the allowlist.
         .redirect(reqwest::redirect::Policy::none())
+        // Measurements are seconds to minutes apart: a pooled connection saves nothing and, when
+        // the server restarted in between, turns its "connection refused" into a misleading
+        // "connection closed before message completed".
+        .pool_max_idle_per_host(0)
         .danger_accept_invalid_certs(insecure)
         .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
         .build()
