@@ -301,6 +301,12 @@ impl TestCluster {
         self.state.controls.writes()
     }
 
+    /// How many requests the server got, by `"<verb> <plural>"` (e.g. `"list widgets"`), plus
+    /// `"expired <plural>"` for watches answered with 410 Expired.
+    pub fn request_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.state.controls.counts()
+    }
+
     pub fn clear_writes(&self) {
         self.state.controls.clear_writes()
     }

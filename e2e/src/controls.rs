@@ -29,6 +29,8 @@ pub struct Fault {
     pub subresource: Option<String>,
     pub namespace: Option<String>,
     pub name: Option<String>,
+    /// Only requests from this identity (see [`WriteRecord::identity`]).
+    pub identity: Option<String>,
     pub times: usize,
 }
 
@@ -49,6 +51,7 @@ impl Fault {
             subresource: None,
             namespace: None,
             name: None,
+            identity: None,
             times: 1,
         }
     }
@@ -78,6 +81,11 @@ impl Fault {
         self
     }
 
+    pub fn identity(mut self, identity: &str) -> Self {
+        self.identity = Some(identity.to_string());
+        self
+    }
+
     pub fn times(mut self, times: usize) -> Self {
         self.times = times;
         self
@@ -90,6 +98,7 @@ impl Fault {
             && eq(&self.subresource, req.subresource.as_deref())
             && eq(&self.namespace, req.namespace.as_deref())
             && eq(&self.name, req.name.as_deref())
+            && eq(&self.identity, req.identity.as_deref())
     }
 }
 
@@ -103,6 +112,7 @@ pub struct RequestInfo {
     pub subresource: Option<String>,
     pub namespace: Option<String>,
     pub name: Option<String>,
+    pub identity: Option<String>,
 }
 
 /// One write request (create, update, patch, delete, deletecollection) as the server saw it.
@@ -138,6 +148,7 @@ pub struct WriteRecord {
 pub struct Controls {
     faults: Mutex<Vec<Fault>>,
     writes: Mutex<Vec<WriteRecord>>,
+    counts: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Controls {
@@ -164,6 +175,16 @@ impl Controls {
             faults.remove(pos);
         }
         Some(action)
+    }
+
+    /// Counts a request under `key` (`"<verb> <resource>"`, or `"expired <resource>"` for watches
+    /// answered with 410).
+    pub fn count(&self, key: String) {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+    }
+
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn record(&self, mut record: WriteRecord) {

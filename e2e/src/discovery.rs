@@ -157,6 +157,44 @@ fn age(created: Option<&str>, now: jiff::Timestamp) -> String {
     }
 }
 
+type Cell = fn(&Value) -> Value;
+
+fn int(obj: &Value, pointer: &str) -> i64 {
+    obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// The columns `kubectl get` shows for the built-in kinds that tests and demos look at most.
+fn builtin_columns(plural: &str) -> Vec<(&'static str, Cell)> {
+    match plural {
+        "pods" => vec![
+            ("Ready", |o| {
+                let statuses = o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+                let total = o.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
+                let ready = statuses.iter().filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true)).count();
+                json!(format!("{ready}/{total}"))
+            }),
+            ("Status", |o| {
+                let waiting = o
+                    .pointer("/status/containerStatuses/0/state/waiting/reason")
+                    .and_then(Value::as_str);
+                json!(waiting.or(o.pointer("/status/phase").and_then(Value::as_str)).unwrap_or("Pending"))
+            }),
+            ("Restarts", |o| json!(int(o, "/status/containerStatuses/0/restartCount"))),
+        ],
+        "deployments" => vec![
+            ("Ready", |o| json!(format!("{}/{}", int(o, "/status/readyReplicas"), int(o, "/spec/replicas")))),
+            ("Up-to-date", |o| json!(int(o, "/status/updatedReplicas"))),
+            ("Available", |o| json!(int(o, "/status/availableReplicas"))),
+        ],
+        "replicasets" => vec![
+            ("Desired", |o| json!(int(o, "/spec/replicas"))),
+            ("Current", |o| json!(int(o, "/status/replicas"))),
+            ("Ready", |o| json!(int(o, "/status/readyReplicas"))),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// Renders objects as a `meta.k8s.io/v1` `Table`: name, the CRD's printer columns, age.
 pub fn table(
     state: &AppState,
@@ -168,6 +206,10 @@ pub fn table(
 ) -> Value {
     let columns = res.version(version).map(|v| v.printer_columns.clone()).unwrap_or_default();
     let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0})];
+    let builtin = builtin_columns(&res.plural);
+    for (name, _) in &builtin {
+        defs.push(json!({"name": name, "type": "string", "format": "", "description": "", "priority": 0}));
+    }
     for c in &columns {
         if c.name != "Age" {
             defs.push(json!({"name": c.name, "type": c.type_, "format": "", "description": "", "priority": 0}));
@@ -180,6 +222,7 @@ pub fn table(
         .iter()
         .map(|obj| {
             let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+            cells.extend(builtin.iter().map(|(_, cell)| cell(obj)));
             for c in columns.iter().filter(|c| c.name != "Age") {
                 let pointer: String = c.json_path.trim_start_matches('.').split('.').map(|s| format!("/{s}")).collect();
                 cells.push(obj.pointer(&pointer).cloned().unwrap_or(json!("")));

@@ -213,7 +213,9 @@ async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers
         subresource: target.subresource.clone(),
         namespace: target.namespace.clone(),
         name: target.name.clone(),
+        identity: identity(&headers),
     };
+    state.controls.count(format!("{verb} {}", info.resource));
     let fault = state.controls.take_fault(&info);
     if let Some(FaultAction::Hang(d)) = &fault {
         tokio::time::sleep(*d).await;
@@ -242,7 +244,7 @@ async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers
             field_manager: query.get("fieldManager").cloned(),
             content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from),
             user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(String::from),
-            identity: identity(&headers),
+            identity: info.identity,
             code: response.status().as_u16(),
             body: parse_body(&body).ok().filter(|b| !b.is_null()),
         });
@@ -614,6 +616,7 @@ fn watch(state: &AppState, t: &Target, query: &HashMap<String, String>) -> Resul
         Some(from) => match store.subscribe(&key, from) {
             Ok((replay, rx)) => (Vec::new(), from, replay, rx),
             Err(e) => {
+                state.controls.count(format!("expired {}", res.plural));
                 let line = event_line("ERROR", &e.to_status());
                 return Ok(stream_response(futures::stream::once(async move { line }).boxed()));
             }
@@ -657,6 +660,9 @@ fn watch(state: &AppState, t: &Target, query: &HashMap<String, String>) -> Resul
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
             tokio::select! {
+                // A dropped watch delivers nothing more, even if events are already queued.
+                biased;
+                _ = epoch.changed() => break,
                 received = rx.recv() => match received {
                     Ok(event) => {
                         if event.rv <= progress || event.key != key {
@@ -675,7 +681,6 @@ fn watch(state: &AppState, t: &Target, query: &HashMap<String, String>) -> Resul
                     yield event_line("BOOKMARK", &json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": progress.to_string()}}));
                 }
                 _ = &mut deadline => break,
-                _ = epoch.changed() => break,
             }
         }
     };
