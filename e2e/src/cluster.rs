@@ -120,7 +120,10 @@ impl TestClusterBuilder {
         let sim = Sim::new(store.clone(), self.sim);
         let sim_task = self.simulate.then(|| tokio::spawn(sim.clone().run()));
         let url = format!("http://{addr}");
-        let config = kube::Config::new(url.parse().map_err(|_| ClusterError::Api(format!("bad url {url}")))?);
+        let config = kube::Config::new(
+            url.parse()
+                .map_err(|_| ClusterError::Api(format!("bad url {url}")))?,
+        );
         let client = kube::Client::try_from(config).map_err(ClusterError::Client)?;
         Ok(TestCluster {
             addr,
@@ -138,9 +141,22 @@ fn install_crd(store: &Store, crd: Value) -> Result<(), String> {
     let res = store
         .resource("apiextensions.k8s.io", "customresourcedefinitions")
         .expect("crds are built in");
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     store
-        .patch(&WriteCtx::manager("sluice-test-cluster"), &res, "v1", "", &name, PatchType::Apply, &crd, None)
+        .patch(
+            &WriteCtx::manager("sluice-test-cluster"),
+            &res,
+            "v1",
+            "",
+            &name,
+            PatchType::Apply,
+            &crd,
+            None,
+        )
         .map(|_| ())
         .map_err(|e| e.message)
 }
@@ -210,9 +226,11 @@ impl TestCluster {
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), ClusterError> {
-        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| ClusterError::WriteKubeconfig {
-            path: path.display().to_string(),
-            source,
+        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| {
+            ClusterError::WriteKubeconfig {
+                path: path.display().to_string(),
+                source,
+            }
         })
     }
 
@@ -341,7 +359,11 @@ impl TestCluster {
 
     /// The endpoints of a Service, with readiness and attached process ports.
     pub fn endpoints(&self, namespace: &str, service: &str) -> Vec<EndpointAddress> {
-        match self.state.store.get(&crate::resources::ResKey::new("", "services"), namespace, service) {
+        match self.state.store.get(
+            &crate::resources::ResKey::new("", "services"),
+            namespace,
+            service,
+        ) {
             Some(svc) => self.sim.service_endpoints(namespace, &svc),
             None => Vec::new(),
         }
@@ -366,14 +388,21 @@ impl TestCluster {
     pub fn object(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         self.state
             .store
-            .get(&crate::resources::ResKey::new(group, plural), namespace, name)
+            .get(
+                &crate::resources::ResKey::new(group, plural),
+                namespace,
+                name,
+            )
             .map(|v| (*v).clone())
     }
 
     /// Server-side applies an object straight into the store (manager `sluice-test-cluster`),
     /// bypassing HTTP, faults and the write log: for seeding fixtures, also under a paused clock.
     pub fn apply_object(&self, obj: Value) -> Result<Value, ClusterError> {
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
         let res = self
@@ -384,14 +413,30 @@ impl TestCluster {
             .find(|r| r.group == group && r.kind == kind && r.version(version).is_some())
             .ok_or_else(|| ClusterError::Api(format!("no resource serves {api_version} {kind}")))?;
         let ns = if res.namespaced {
-            obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string()
+            obj.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_string()
         } else {
             String::new()
         };
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         self.state
             .store
-            .patch(&WriteCtx::manager("sluice-test-cluster"), &res, version, &ns, &name, PatchType::Apply, &obj, None)
+            .patch(
+                &WriteCtx::manager("sluice-test-cluster"),
+                &res,
+                version,
+                &ns,
+                &name,
+                PatchType::Apply,
+                &obj,
+                None,
+            )
             .map(|ok| ok.object)
             .map_err(|e| ClusterError::Api(e.message))
     }

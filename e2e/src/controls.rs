@@ -92,7 +92,9 @@ impl Fault {
     }
 
     fn matches(&self, req: &RequestInfo) -> bool {
-        let eq = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
+        let eq = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| Some(w) == have)
+        };
         eq(&self.verb, Some(req.verb.as_str()))
             && eq(&self.resource, Some(req.resource.as_str()))
             && eq(&self.subresource, req.subresource.as_deref())
@@ -153,16 +155,25 @@ pub struct Controls {
 
 impl Controls {
     pub fn inject(&self, fault: Fault) {
-        self.faults.lock().unwrap_or_else(|e| e.into_inner()).push(fault);
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fault);
     }
 
     pub fn clear_faults(&self) {
-        self.faults.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Faults still armed.
     pub fn pending_faults(&self) -> Vec<Fault> {
-        self.faults.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Takes the first armed fault matching `req`, consuming one of its `times`.
@@ -180,11 +191,19 @@ impl Controls {
     /// Counts a request under `key` (`"<verb> <resource>"`, or `"expired <resource>"` for watches
     /// answered with 410).
     pub fn count(&self, key: String) {
-        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
     }
 
     pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn record(&self, mut record: WriteRecord) {
@@ -194,10 +213,16 @@ impl Controls {
     }
 
     pub fn writes(&self) -> Vec<WriteRecord> {
-        self.writes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn clear_writes(&self) {
-        self.writes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }

@@ -17,16 +17,19 @@ use crate::server::AppState;
 
 fn ok(body: Value) -> Response {
     let mut response = (StatusCode::OK, body.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 /// Kubernetes version priority: GA > beta > alpha, then by number (v1 > v1beta2 > v1beta1 > v1alpha3).
 pub fn version_priority(a: &str, b: &str) -> Ordering {
     fn parse(v: &str) -> (u32, u32, u32) {
-        let Some(rest) = v.strip_prefix('v') else { return (0, 0, 0) };
+        let Some(rest) = v.strip_prefix('v') else {
+            return (0, 0, 0);
+        };
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
         let major = digits.parse().unwrap_or(0);
         let tail = &rest[digits.len()..];
@@ -74,8 +77,19 @@ fn resource_list(state: &AppState, group: &str, version: &str) -> Option<Value> 
         if res.group != group {
             continue;
         }
-        let Some(v) = res.version(version) else { continue };
-        let verbs = json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]);
+        let Some(v) = res.version(version) else {
+            continue;
+        };
+        let verbs = json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ]);
         let mut entry = json!({
             "name": res.plural, "singularName": res.singular, "namespaced": res.namespaced,
             "kind": res.kind, "verbs": verbs,
@@ -97,8 +111,14 @@ fn resource_list(state: &AppState, group: &str, version: &str) -> Option<Value> 
     if resources.is_empty() {
         return None;
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    )
 }
 
 /// Serves discovery and health paths; `None` for anything else.
@@ -107,7 +127,16 @@ pub fn serve(state: &AppState, method: &Method, path: &str) -> Option<Response> 
         return None;
     }
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let not_found = || Some(ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response());
+    let not_found = || {
+        Some(
+            ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+            .into_response(),
+        )
+    };
     match segs.as_slice() {
         ["version"] => Some(ok(json!({
             "major": "1", "minor": "33", "gitVersion": "v1.33.0+sluice-test-cluster", "gitCommit": "",
@@ -127,7 +156,9 @@ pub fn serve(state: &AppState, method: &Method, path: &str) -> Option<Response> 
                 .filter(|(g, _)| !g.is_empty())
                 .map(|(g, vs)| group_json(g, vs))
                 .collect();
-            Some(ok(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})))
+            Some(ok(
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            ))
         }
         ["apis", group] => match groups(state).get(*group) {
             Some(vs) => {
@@ -138,7 +169,9 @@ pub fn serve(state: &AppState, method: &Method, path: &str) -> Option<Response> 
             }
             None => not_found(),
         },
-        ["apis", group, version] => resource_list(state, group, version).map(ok).or_else(not_found),
+        ["apis", group, version] => resource_list(state, group, version)
+            .map(ok)
+            .or_else(not_found),
         _ => None,
     }
 }
@@ -168,21 +201,43 @@ fn builtin_columns(plural: &str) -> Vec<(&'static str, Cell)> {
     match plural {
         "pods" => vec![
             ("Ready", |o| {
-                let statuses = o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-                let total = o.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
-                let ready = statuses.iter().filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true)).count();
+                let statuses = o
+                    .pointer("/status/containerStatuses")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let total = o
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                let ready = statuses
+                    .iter()
+                    .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+                    .count();
                 json!(format!("{ready}/{total}"))
             }),
             ("Status", |o| {
                 let waiting = o
                     .pointer("/status/containerStatuses/0/state/waiting/reason")
                     .and_then(Value::as_str);
-                json!(waiting.or(o.pointer("/status/phase").and_then(Value::as_str)).unwrap_or("Pending"))
+                json!(
+                    waiting
+                        .or(o.pointer("/status/phase").and_then(Value::as_str))
+                        .unwrap_or("Pending")
+                )
             }),
-            ("Restarts", |o| json!(int(o, "/status/containerStatuses/0/restartCount"))),
+            ("Restarts", |o| {
+                json!(int(o, "/status/containerStatuses/0/restartCount"))
+            }),
         ],
         "deployments" => vec![
-            ("Ready", |o| json!(format!("{}/{}", int(o, "/status/readyReplicas"), int(o, "/spec/replicas")))),
+            ("Ready", |o| {
+                json!(format!(
+                    "{}/{}",
+                    int(o, "/status/readyReplicas"),
+                    int(o, "/spec/replicas")
+                ))
+            }),
             ("Up-to-date", |o| json!(int(o, "/status/updatedReplicas"))),
             ("Available", |o| json!(int(o, "/status/availableReplicas"))),
         ],
@@ -204,11 +259,18 @@ pub fn table(
     rv: Value,
     query: &HashMap<String, String>,
 ) -> Value {
-    let columns = res.version(version).map(|v| v.printer_columns.clone()).unwrap_or_default();
-    let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0})];
+    let columns = res
+        .version(version)
+        .map(|v| v.printer_columns.clone())
+        .unwrap_or_default();
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
+    ];
     let builtin = builtin_columns(&res.plural);
     for (name, _) in &builtin {
-        defs.push(json!({"name": name, "type": "string", "format": "", "description": "", "priority": 0}));
+        defs.push(
+            json!({"name": name, "type": "string", "format": "", "description": "", "priority": 0}),
+        );
     }
     for c in &columns {
         if c.name != "Age" {
@@ -217,7 +279,10 @@ pub fn table(
     }
     defs.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}));
     let now = state.store.clock.now();
-    let include = query.get("includeObject").map(String::as_str).unwrap_or("Metadata");
+    let include = query
+        .get("includeObject")
+        .map(String::as_str)
+        .unwrap_or("Metadata");
     let rows: Vec<Value> = items
         .iter()
         .map(|obj| {

@@ -33,13 +33,20 @@ impl ApiError {
 
     /// `<plural>.<group> "<name>" not found`, the wording of kube-apiserver.
     pub fn not_found(qualified: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found"))
-            .with_details(json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified)}))
+        Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found")).with_details(
+            json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified)}),
+        )
     }
 
     pub fn already_exists(qualified: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{qualified} \"{name}\" already exists"))
-            .with_details(json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified)}))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{qualified} \"{name}\" already exists"),
+        )
+        .with_details(
+            json!({"name": name, "kind": kind_of(qualified), "group": group_of(qualified)}),
+        )
     }
 
     pub fn conflict(qualified: &str, name: &str) -> Self {
@@ -64,11 +71,17 @@ impl ApiError {
         } else {
             format!("{kind}.{group}")
         };
-        let summary: Vec<String> = causes.iter().map(|(field, msg)| format!("{field}: {msg}")).collect();
+        let summary: Vec<String> = causes
+            .iter()
+            .map(|(field, msg)| format!("{field}: {msg}"))
+            .collect();
         let message = if summary.len() == 1 {
             format!("{qualified} \"{name}\" is invalid: {}", summary[0])
         } else {
-            format!("{qualified} \"{name}\" is invalid: [{}]", summary.join(", "))
+            format!(
+                "{qualified} \"{name}\" is invalid: [{}]",
+                summary.join(", ")
+            )
         };
         let causes: Vec<Value> = causes
             .into_iter()
@@ -83,7 +96,13 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {content_type:?})"
+            ),
+        )
     }
 
     pub fn expired(message: impl Into<String>) -> Self {
@@ -144,9 +163,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (code, self.to_status().to_string()).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response
     }
 }

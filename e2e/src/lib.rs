@@ -26,4 +26,7 @@ pub use clock::Clock;
 pub use cluster::{TestCluster, TestClusterBuilder, example_crd};
 pub use controls::{Fault, FaultAction, WriteRecord};
 pub use error::{ApiError, ClusterError};
-pub use sim::{CRASH_LOOP, EndpointAddress, NEVER_READY, PodInfo, PodProcess, PodRunner, READY_AFTER, SimSettings};
+pub use sim::{
+    CRASH_LOOP, EndpointAddress, NEVER_READY, PodInfo, PodProcess, PodRunner, READY_AFTER,
+    SimSettings,
+};

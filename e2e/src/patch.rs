@@ -55,7 +55,9 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
         "ports" if all_have("containerPort") => Some("containerPort"),
         "ports" if all_have("port") => Some("port"),
         "addresses" | "subsets" | "finalizers" => None,
-        _ if !items.is_empty() && items.iter().all(Value::is_object) && all_have("name") => Some("name"),
+        _ if !items.is_empty() && items.iter().all(Value::is_object) && all_have("name") => {
+            Some("name")
+        }
         _ if field == "conditions" && all_have("type") => Some("type"),
         _ => None,
     }
@@ -133,7 +135,13 @@ fn strategic_merge_field(field: &str, target: &mut Value, patch: &Value) {
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    json_patch::patch(target, &ops).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))
+    json_patch::patch(target, &ops).map_err(|e| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {e}"),
+        )
+    })
 }
 
 /// The `fieldsV1` set of an object: every leaf path as nested `f:<key>` maps. Lists are recorded
@@ -156,7 +164,15 @@ pub fn fields_v1(obj: &Value) -> Value {
         map.remove("f:apiVersion");
         map.remove("f:kind");
         if let Some(meta) = map.get_mut("f:metadata").and_then(Value::as_object_mut) {
-            for k in ["f:name", "f:namespace", "f:resourceVersion", "f:uid", "f:generation", "f:creationTimestamp", "f:managedFields"] {
+            for k in [
+                "f:name",
+                "f:namespace",
+                "f:resourceVersion",
+                "f:uid",
+                "f:generation",
+                "f:creationTimestamp",
+                "f:managedFields",
+            ] {
                 meta.remove(k);
             }
             if meta.is_empty() {
@@ -232,7 +248,11 @@ mod tests {
     #[test]
     fn failed_json_patch_test_is_422() {
         let mut doc = json!({"metadata": {"finalizers": ["x"]}});
-        let err = json_patch(&mut doc, &json!([{"op": "test", "path": "/metadata/finalizers", "value": ["y"]}])).unwrap_err();
+        let err = json_patch(
+            &mut doc,
+            &json!([{"op": "test", "path": "/metadata/finalizers", "value": ["y"]}]),
+        )
+        .unwrap_err();
         assert_eq!(err.code, 422);
     }
 }

@@ -116,7 +116,9 @@ impl ResKey {
     }
 }
 
-fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(value: &Value) -> Result<Value, String> {
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: &Value,
+) -> Result<Value, String> {
     let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
     serde_json::to_value(typed).map_err(|e| e.to_string())
 }
@@ -165,23 +167,179 @@ fn builtin(
 /// The built-in resources served by every test cluster.
 pub fn builtins() -> Vec<ResourceDef> {
     use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coordination, core::v1 as core};
-    use k8s_openapi::api::{discovery::v1 as discovery, events::v1 as events, networking::v1 as networking};
+    use k8s_openapi::api::{
+        discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
+    };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
     vec![
-        builtin("", "v1", "namespaces", "Namespace", false, true, false, false, &["ns"], typed::<core::Namespace>),
-        builtin("", "v1", "pods", "Pod", true, true, false, false, &["po"], typed::<core::Pod>),
-        builtin("", "v1", "services", "Service", true, true, false, false, &["svc"], typed::<core::Service>),
-        builtin("", "v1", "endpoints", "Endpoints", true, false, false, false, &["ep"], typed::<core::Endpoints>),
-        builtin("", "v1", "secrets", "Secret", true, false, false, false, &[], typed::<core::Secret>),
-        builtin("", "v1", "configmaps", "ConfigMap", true, false, false, false, &["cm"], typed::<core::ConfigMap>),
-        builtin("", "v1", "events", "Event", true, false, false, false, &["ev"], typed::<core::Event>),
-        builtin("", "v1", "serviceaccounts", "ServiceAccount", true, false, false, false, &["sa"], typed::<core::ServiceAccount>),
-        builtin("apps", "v1", "deployments", "Deployment", true, true, true, true, &["deploy"], typed::<apps::Deployment>),
-        builtin("apps", "v1", "replicasets", "ReplicaSet", true, true, true, true, &["rs"], typed::<apps::ReplicaSet>),
-        builtin("networking.k8s.io", "v1", "ingresses", "Ingress", true, true, false, true, &["ing"], typed::<networking::Ingress>),
-        builtin("coordination.k8s.io", "v1", "leases", "Lease", true, false, false, false, &[], typed::<coordination::Lease>),
-        builtin("events.k8s.io", "v1", "events", "Event", true, false, false, false, &["ev"], typed::<events::Event>),
-        builtin("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true, false, false, false, &[], typed::<discovery::EndpointSlice>),
+        builtin(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            false,
+            true,
+            false,
+            false,
+            &["ns"],
+            typed::<core::Namespace>,
+        ),
+        builtin(
+            "",
+            "v1",
+            "pods",
+            "Pod",
+            true,
+            true,
+            false,
+            false,
+            &["po"],
+            typed::<core::Pod>,
+        ),
+        builtin(
+            "",
+            "v1",
+            "services",
+            "Service",
+            true,
+            true,
+            false,
+            false,
+            &["svc"],
+            typed::<core::Service>,
+        ),
+        builtin(
+            "",
+            "v1",
+            "endpoints",
+            "Endpoints",
+            true,
+            false,
+            false,
+            false,
+            &["ep"],
+            typed::<core::Endpoints>,
+        ),
+        builtin(
+            "",
+            "v1",
+            "secrets",
+            "Secret",
+            true,
+            false,
+            false,
+            false,
+            &[],
+            typed::<core::Secret>,
+        ),
+        builtin(
+            "",
+            "v1",
+            "configmaps",
+            "ConfigMap",
+            true,
+            false,
+            false,
+            false,
+            &["cm"],
+            typed::<core::ConfigMap>,
+        ),
+        builtin(
+            "",
+            "v1",
+            "events",
+            "Event",
+            true,
+            false,
+            false,
+            false,
+            &["ev"],
+            typed::<core::Event>,
+        ),
+        builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            false,
+            false,
+            false,
+            &["sa"],
+            typed::<core::ServiceAccount>,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "deployments",
+            "Deployment",
+            true,
+            true,
+            true,
+            true,
+            &["deploy"],
+            typed::<apps::Deployment>,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "replicasets",
+            "ReplicaSet",
+            true,
+            true,
+            true,
+            true,
+            &["rs"],
+            typed::<apps::ReplicaSet>,
+        ),
+        builtin(
+            "networking.k8s.io",
+            "v1",
+            "ingresses",
+            "Ingress",
+            true,
+            true,
+            false,
+            true,
+            &["ing"],
+            typed::<networking::Ingress>,
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            false,
+            false,
+            false,
+            &[],
+            typed::<coordination::Lease>,
+        ),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            false,
+            false,
+            false,
+            &["ev"],
+            typed::<events::Event>,
+        ),
+        builtin(
+            "discovery.k8s.io",
+            "v1",
+            "endpointslices",
+            "EndpointSlice",
+            true,
+            false,
+            false,
+            false,
+            &[],
+            typed::<discovery::EndpointSlice>,
+        ),
         builtin(
             "apiextensions.k8s.io",
             "v1",
@@ -199,7 +357,10 @@ pub fn builtins() -> Vec<ResourceDef> {
 
 /// Builds the resource served from a CRD object, or says why the CRD is not acceptable.
 pub fn from_crd(crd: &Value) -> Result<ResourceDef, ApiError> {
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let invalid = |field: &str, msg: &str| {
         ApiError::invalid(
             "CustomResourceDefinition",
@@ -208,14 +369,25 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, ApiError> {
             vec![(field.to_string(), msg.to_string())],
         )
     };
-    let spec = crd.get("spec").ok_or_else(|| invalid("spec", "Required value"))?;
-    let group = spec.get("group").and_then(Value::as_str).unwrap_or_default();
+    let spec = crd
+        .get("spec")
+        .ok_or_else(|| invalid("spec", "Required value"))?;
+    let group = spec
+        .get("group")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if group.is_empty() {
         return Err(invalid("spec.group", "Required value"));
     }
     let names = spec.get("names").cloned().unwrap_or(Value::Null);
-    let plural = names.get("plural").and_then(Value::as_str).unwrap_or_default();
-    let kind = names.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let plural = names
+        .get("plural")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = names
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if plural.is_empty() {
         return Err(invalid("spec.names.plural", "Required value"));
     }
@@ -230,22 +402,45 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, ApiError> {
     }
     let strings = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
-    let scope = spec.get("scope").and_then(Value::as_str).unwrap_or("Namespaced");
+    let scope = spec
+        .get("scope")
+        .and_then(Value::as_str)
+        .unwrap_or("Namespaced");
     let mut versions = Vec::new();
-    for v in spec.get("versions").and_then(Value::as_array).into_iter().flatten() {
-        let vname = v.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    for v in spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let vname = v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let sub = v.get("subresources");
         let scale = sub.and_then(|s| s.get("scale")).map(|s| ScaleSpec {
-            spec_replicas_path: s.get("specReplicasPath").and_then(Value::as_str).unwrap_or(".spec.replicas").into(),
+            spec_replicas_path: s
+                .get("specReplicasPath")
+                .and_then(Value::as_str)
+                .unwrap_or(".spec.replicas")
+                .into(),
             status_replicas_path: s
                 .get("statusReplicasPath")
                 .and_then(Value::as_str)
                 .unwrap_or(".status.replicas")
                 .into(),
-            label_selector_path: s.get("labelSelectorPath").and_then(Value::as_str).map(String::from),
+            label_selector_path: s
+                .get("labelSelectorPath")
+                .and_then(Value::as_str)
+                .map(String::from),
         });
         let printer_columns = v
             .get("additionalPrinterColumns")
@@ -253,9 +448,21 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, ApiError> {
             .into_iter()
             .flatten()
             .map(|c| PrinterColumn {
-                name: c.get("name").and_then(Value::as_str).unwrap_or_default().into(),
-                type_: c.get("type").and_then(Value::as_str).unwrap_or("string").into(),
-                json_path: c.get("jsonPath").and_then(Value::as_str).unwrap_or_default().into(),
+                name: c
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .into(),
+                type_: c
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("string")
+                    .into(),
+                json_path: c
+                    .get("jsonPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .into(),
             })
             .collect();
         versions.push(VersionDef {
@@ -269,7 +476,10 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, ApiError> {
         });
     }
     if versions.is_empty() {
-        return Err(invalid("spec.versions", "Required value: must have exactly one version marked as storage version"));
+        return Err(invalid(
+            "spec.versions",
+            "Required value: must have exactly one version marked as storage version",
+        ));
     }
     if versions.iter().filter(|v| v.storage).count() != 1 {
         return Err(invalid(

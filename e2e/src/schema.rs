@@ -36,7 +36,12 @@ pub fn apply(schema: &Value, obj: &mut Value) -> SchemaOutcome {
                     map.remove(&key);
                     continue;
                 }
-                walk(sub, map.get_mut(&key).expect("key listed above"), &key, &mut out)
+                walk(
+                    sub,
+                    map.get_mut(&key).expect("key listed above"),
+                    &key,
+                    &mut out,
+                )
             }
             None if preserves_unknown(schema) => {}
             None => {
@@ -51,15 +56,25 @@ pub fn apply(schema: &Value, obj: &mut Value) -> SchemaOutcome {
 }
 
 fn nullable(schema: &Value) -> bool {
-    schema.get("nullable").and_then(Value::as_bool).unwrap_or(false)
+    schema
+        .get("nullable")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 fn preserves_unknown(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool).unwrap_or(false)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn render(value: &Value) -> String {
@@ -83,7 +98,12 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn apply_defaults(schema: &Value, map: &mut Map<String, Value>, _path: &str, _out: &mut SchemaOutcome) {
+fn apply_defaults(
+    schema: &Value,
+    map: &mut Map<String, Value>,
+    _path: &str,
+    _out: &mut SchemaOutcome,
+) {
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
         for (key, sub) in props {
             if let Some(default) = sub.get("default")
@@ -96,7 +116,12 @@ fn apply_defaults(schema: &Value, map: &mut Map<String, Value>, _path: &str, _ou
 }
 
 fn check_required(schema: &Value, map: &Map<String, Value>, path: &str, out: &mut SchemaOutcome) {
-    for req in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+    for req in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(key) = req.as_str()
             && !map.contains_key(key)
         {
@@ -118,15 +143,34 @@ fn cached_regex(pattern: &str) -> Option<Regex> {
 fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut SchemaOutcome) {
     if value.is_null() {
         if !nullable(schema) {
-            out.errors.push((path.into(), format!("Invalid value: \"null\": {path} in body must be of type {}: \"null\"", schema.get("type").and_then(Value::as_str).unwrap_or("object"))));
+            out.errors.push((
+                path.into(),
+                format!(
+                    "Invalid value: \"null\": {path} in body must be of type {}: \"null\"",
+                    schema
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("object")
+                ),
+            ));
         }
         return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool).unwrap_or(false);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let declared = schema.get("type").and_then(Value::as_str);
     if int_or_string {
         if !(value.is_string() || type_name(value) == "integer") {
-            out.errors.push((path.into(), format!("Invalid value: {}: {path} in body must be of type integer or string: {}", render(value), render(value))));
+            out.errors.push((
+                path.into(),
+                format!(
+                    "Invalid value: {}: {path} in body must be of type integer or string: {}",
+                    render(value),
+                    render(value)
+                ),
+            ));
         }
     } else if let Some(expected) = declared {
         let actual = type_name(value);
@@ -142,24 +186,57 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut SchemaOutcome) 
         && !options.contains(value)
     {
         let supported: Vec<String> = options.iter().map(render).collect();
-        out.errors.push((path.into(), format!("Unsupported value: {}: supported values: {}", render(value), supported.join(", "))));
+        out.errors.push((
+            path.into(),
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                render(value),
+                supported.join(", ")
+            ),
+        ));
     }
     match value {
         Value::Number(n) => {
             let f = n.as_f64().unwrap_or_default();
-            let excl_min = schema.get("exclusiveMinimum").and_then(Value::as_bool).unwrap_or(false);
-            let excl_max = schema.get("exclusiveMaximum").and_then(Value::as_bool).unwrap_or(false);
+            let excl_min = schema
+                .get("exclusiveMinimum")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let excl_max = schema
+                .get("exclusiveMaximum")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
                 && (f < min || (excl_min && f == min))
             {
-                let rel = if excl_min { "greater than" } else { "greater than or equal to" };
-                out.errors.push((path.into(), format!("Invalid value: {n}: {path} in body should be {rel} {}", schema["minimum"])));
+                let rel = if excl_min {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                out.errors.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {n}: {path} in body should be {rel} {}",
+                        schema["minimum"]
+                    ),
+                ));
             }
             if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
                 && (f > max || (excl_max && f == max))
             {
-                let rel = if excl_max { "less than" } else { "less than or equal to" };
-                out.errors.push((path.into(), format!("Invalid value: {n}: {path} in body should be {rel} {}", schema["maximum"])));
+                let rel = if excl_max {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                out.errors.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {n}: {path} in body should be {rel} {}",
+                        schema["maximum"]
+                    ),
+                ));
             }
         }
         Value::String(s) => {
@@ -167,17 +244,28 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut SchemaOutcome) 
             if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
                 && len < min
             {
-                out.errors.push((path.into(), format!("Invalid value: {s:?}: {path} in body should be at least {min} chars long")));
+                out.errors.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {s:?}: {path} in body should be at least {min} chars long"
+                    ),
+                ));
             }
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
                 && len > max
             {
-                out.errors.push((path.into(), format!("Too long: may not be more than {max} bytes")));
+                out.errors.push((
+                    path.into(),
+                    format!("Too long: may not be more than {max} bytes"),
+                ));
             }
             if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
                 match cached_regex(pattern) {
                     Some(re) if re.is_match(s) => {}
-                    _ => out.errors.push((path.into(), format!("Invalid value: {s:?}: {path} in body should match '{pattern}'"))),
+                    _ => out.errors.push((
+                        path.into(),
+                        format!("Invalid value: {s:?}: {path} in body should match '{pattern}'"),
+                    )),
                 }
             }
         }
@@ -186,12 +274,20 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut SchemaOutcome) 
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                 && len < min
             {
-                out.errors.push((path.into(), format!("Invalid value: {len}: {path} in body should have at least {min} items")));
+                out.errors.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {len}: {path} in body should have at least {min} items"
+                    ),
+                ));
             }
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
                 && len > max
             {
-                out.errors.push((path.into(), format!("Too many: {len}: must have at most {max} items")));
+                out.errors.push((
+                    path.into(),
+                    format!("Too many: {len}: must have at most {max} items"),
+                ));
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter_mut().enumerate() {
@@ -200,24 +296,35 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut SchemaOutcome) 
             }
         }
         Value::Object(map) => {
-            let embedded = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool).unwrap_or(false);
+            let embedded = schema
+                .get("x-kubernetes-embedded-resource")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             let props = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties");
             let keys: Vec<String> = map.keys().cloned().collect();
             for key in keys {
                 let child_path = join(path, &key);
-                let sub = props.and_then(|p| p.get(&key)).or(additional.filter(|a| a.is_object()));
+                let sub = props
+                    .and_then(|p| p.get(&key))
+                    .or(additional.filter(|a| a.is_object()));
                 match sub {
                     Some(sub) => {
                         if map[&key].is_null() && !nullable(sub) && sub.get("default").is_some() {
                             map.remove(&key);
                             continue;
                         }
-                        walk(sub, map.get_mut(&key).expect("key listed above"), &child_path, out)
+                        walk(
+                            sub,
+                            map.get_mut(&key).expect("key listed above"),
+                            &child_path,
+                            out,
+                        )
                     }
                     None if preserves_unknown(schema)
                         || additional.and_then(Value::as_bool) == Some(true)
-                        || (embedded && matches!(key.as_str(), "apiVersion" | "kind" | "metadata")) => {}
+                        || (embedded
+                            && matches!(key.as_str(), "apiVersion" | "kind" | "metadata")) => {}
                     None => {
                         map.remove(&key);
                         out.pruned.push(child_path);
@@ -229,7 +336,13 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut SchemaOutcome) 
             if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
                 && (map.len() as u64) < min
             {
-                out.errors.push((path.into(), format!("Invalid value: {}: {path} in body should have at least {min} properties", map.len())));
+                out.errors.push((
+                    path.into(),
+                    format!(
+                        "Invalid value: {}: {path} in body should have at least {min} properties",
+                        map.len()
+                    ),
+                ));
             }
         }
         _ => {}
@@ -266,7 +379,10 @@ mod tests {
             "spec": {"replicas": 3, "extra": 1, "free": {"any": {"thing": 1}}, "port": "http"}, "junk": true});
         let out = apply(&schema(), &mut obj);
         assert!(out.errors.is_empty(), "{:?}", out.errors);
-        assert_eq!(out.pruned, vec!["junk".to_string(), "spec.extra".to_string()]);
+        assert_eq!(
+            out.pruned,
+            vec!["junk".to_string(), "spec.extra".to_string()]
+        );
         assert_eq!(obj["spec"]["mode"], "a");
         assert_eq!(obj["spec"]["free"]["any"]["thing"], 1);
     }
@@ -277,11 +393,21 @@ mod tests {
         let out = apply(&schema(), &mut obj);
         let fields: Vec<&str> = out.errors.iter().map(|(f, _)| f.as_str()).collect();
         // Object keys are visited in sorted order.
-        assert_eq!(fields, vec!["spec.mode", "spec.name", "spec.port", "spec.replicas"]);
+        assert_eq!(
+            fields,
+            vec!["spec.mode", "spec.name", "spec.port", "spec.replicas"]
+        );
         let mut missing = json!({"spec": {"replicas": "three"}});
         let out = apply(&schema(), &mut missing);
-        assert!(out.errors[0].1.contains("must be of type integer"), "{:?}", out.errors);
+        assert!(
+            out.errors[0].1.contains("must be of type integer"),
+            "{:?}",
+            out.errors
+        );
         let mut none = json!({"spec": {}});
-        assert_eq!(apply(&schema(), &mut none).errors[0], ("spec.replicas".to_string(), "Required value".to_string()));
+        assert_eq!(
+            apply(&schema(), &mut none).errors[0],
+            ("spec.replicas".to_string(), "Required value".to_string())
+        );
     }
 }

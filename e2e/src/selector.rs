@@ -40,24 +40,35 @@ fn split_top_level(s: &str) -> Vec<String> {
         }
     }
     parts.push(current);
-    parts.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn parse_set(s: &str) -> Option<Vec<String>> {
     let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 impl LabelSelector {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        let bad = |part: &str| ApiError::bad_request(format!("unable to parse requirement: {part:?}"));
+        let bad =
+            |part: &str| ApiError::bad_request(format!("unable to parse requirement: {part:?}"));
         let mut reqs = Vec::new();
         for part in split_top_level(s) {
             let words: Vec<&str> = part.split_whitespace().collect();
             let req = if let Some(key) = part.strip_prefix('!') {
                 Requirement::NotExists(key.trim().to_string())
             } else if words.len() >= 2 && (words[1] == "in" || words[1] == "notin") {
-                let rest = part.splitn(2, words[1]).nth(1).unwrap_or_default();
+                let rest = part.split_once(words[1]).map(|x| x.1).unwrap_or_default();
                 let values = parse_set(rest).ok_or_else(|| bad(&part))?;
                 if words[1] == "in" {
                     Requirement::In(words[0].to_string(), values)
@@ -89,17 +100,37 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in labels {
-                reqs.push(Requirement::Eq(k.clone(), v.as_str().unwrap_or_default().to_string()));
+                reqs.push(Requirement::Eq(
+                    k.clone(),
+                    v.as_str().unwrap_or_default().to_string(),
+                ));
             }
         }
-        for expr in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
-            let key = expr.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+        for expr in selector
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = expr
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let values: Vec<String> = expr
                 .get("values")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
-            match expr.get("operator").and_then(Value::as_str).unwrap_or_default() {
+            match expr
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+            {
                 "In" => reqs.push(Requirement::In(key, values)),
                 "NotIn" => reqs.push(Requirement::NotIn(key, values)),
                 "Exists" => reqs.push(Requirement::Exists(key)),
@@ -114,7 +145,9 @@ impl LabelSelector {
     pub fn from_map(map: &serde_json::Map<String, Value>) -> Self {
         Self(
             map.iter()
-                .map(|(k, v)| Requirement::Eq(k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .map(|(k, v)| {
+                    Requirement::Eq(k.clone(), v.as_str().unwrap_or_default().to_string())
+                })
                 .collect(),
         )
     }
@@ -150,8 +183,12 @@ impl LabelSelector {
             Requirement::NotIn(k, vs) => get(k).is_none_or(|l| vs.iter().all(|v| v != l)),
             Requirement::Exists(k) => get(k).is_some(),
             Requirement::NotExists(k) => get(k).is_none(),
-            Requirement::Gt(k, n) => get(k).and_then(|l| l.parse::<i64>().ok()).is_some_and(|l| l > *n),
-            Requirement::Lt(k, n) => get(k).and_then(|l| l.parse::<i64>().ok()).is_some_and(|l| l < *n),
+            Requirement::Gt(k, n) => get(k)
+                .and_then(|l| l.parse::<i64>().ok())
+                .is_some_and(|l| l > *n),
+            Requirement::Lt(k, n) => get(k)
+                .and_then(|l| l.parse::<i64>().ok())
+                .is_some_and(|l| l < *n),
         })
     }
 
@@ -176,7 +213,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{part}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                )));
             };
             let field = field.trim();
             let supported = matches!(field, "metadata.name" | "metadata.namespace")
@@ -184,8 +223,13 @@ impl FieldSelector {
                 || (kind == "Event"
                     && matches!(
                         field,
-                        "involvedObject.name" | "involvedObject.kind" | "involvedObject.namespace" | "reason" | "type"
-                            | "regarding.name" | "regarding.kind"
+                        "involvedObject.name"
+                            | "involvedObject.kind"
+                            | "involvedObject.namespace"
+                            | "reason"
+                            | "type"
+                            | "regarding.name"
+                            | "regarding.kind"
                     ));
             if !supported {
                 return Err(ApiError::bad_request(format!(
@@ -200,7 +244,10 @@ impl FieldSelector {
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(field, eq, value)| {
             let pointer = format!("/{}", field.replace('.', "/"));
-            let actual = obj.pointer(&pointer).and_then(Value::as_str).unwrap_or_default();
+            let actual = obj
+                .pointer(&pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             (actual == value) == *eq
         })
     }
@@ -248,7 +295,8 @@ mod tests {
     #[test]
     fn unsupported_field_is_rejected() {
         assert!(FieldSelector::parse("spec.foo=bar", "ConfigMap").is_err());
-        let sel = FieldSelector::parse("metadata.name=a,metadata.namespace!=b", "ConfigMap").unwrap();
+        let sel =
+            FieldSelector::parse("metadata.name=a,metadata.namespace!=b", "ConfigMap").unwrap();
         assert!(sel.matches(&json!({"metadata": {"name": "a", "namespace": "c"}})));
         assert!(!sel.matches(&json!({"metadata": {"name": "a", "namespace": "b"}})));
     }

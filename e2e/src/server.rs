@@ -58,7 +58,10 @@ pub fn router(state: AppState) -> Router {
 fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
     let mut response = (code, body.to_string()).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     for w in warnings {
         if let Ok(v) = HeaderValue::from_str(&format!("299 - {:?}", w)) {
             headers.append(header::WARNING, v);
@@ -123,7 +126,12 @@ fn parse_target(store: &Store, path: &str) -> Option<Result<Target, ApiError>> {
         && rest.len() >= 3
         && !(core && rest.len() == 3 && matches!(rest[2], "status" | "finalize"))
     {
-        (Some(rest[1]), rest[2], rest.get(3).copied(), rest.get(4).copied())
+        (
+            Some(rest[1]),
+            rest[2],
+            rest.get(3).copied(),
+            rest.get(4).copied(),
+        )
     } else {
         (None, rest[0], rest.get(1).copied(), rest.get(2).copied())
     };
@@ -160,7 +168,10 @@ fn parse_target(store: &Store, path: &str) -> Option<Result<Target, ApiError>> {
 }
 
 fn identity(headers: &HeaderMap) -> Option<String> {
-    if let Some(user) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()) {
+    if let Some(user) = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+    {
         return Some(user.to_string());
     }
     headers
@@ -175,18 +186,32 @@ fn parse_body(bytes: &Bytes) -> Result<Value, ApiError> {
         return Ok(Value::Null);
     }
     serde_json::from_slice(bytes).or_else(|_| {
-        serde_yaml::from_slice::<Value>(bytes).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))
+        serde_yaml::from_slice::<Value>(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))
     })
 }
 
-async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_string();
     let query = parse_query(uri.query().unwrap_or_default());
     if let Some(response) = discovery::serve(&state, &method, &path) {
         return response;
     }
     let target = match parse_target(&state.store, &path) {
-        None => return ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response(),
+        None => {
+            return ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+            .into_response();
+        }
         Some(Err(e)) => return e.into_response(),
         Some(Ok(t)) => t,
     };
@@ -201,8 +226,10 @@ async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers
         (&Method::DELETE, true) => "delete",
         (&Method::DELETE, false) => "deletecollection",
         _ => {
-            return ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method} {path})"))
-                .into_response();
+            return ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method} {path})"
+            ))
+            .into_response();
         }
     };
     let info = RequestInfo {
@@ -222,15 +249,24 @@ async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers
     }
     let response = match fault {
         Some(FaultAction::Fail(code)) => {
-            let mut e = ApiError::from_code(code, format!("injected fault: {verb} {}", target.res.qualified()));
+            let mut e = ApiError::from_code(
+                code,
+                format!("injected fault: {verb} {}", target.res.qualified()),
+            );
             if code == 409 {
-                e = ApiError::conflict(&target.res.qualified(), target.name.as_deref().unwrap_or_default());
+                e = ApiError::conflict(
+                    &target.res.qualified(),
+                    target.name.as_deref().unwrap_or_default(),
+                );
             }
             e.into_response()
         }
         _ => serve(&state, &target, verb, &query, &headers, &body).await,
     };
-    if matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection") {
+    if matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    ) {
         state.controls.record(WriteRecord {
             seq: 0,
             method: method.to_string(),
@@ -242,8 +278,14 @@ async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers
             namespace: info.namespace,
             name: info.name,
             field_manager: query.get("fieldManager").cloned(),
-            content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from),
-            user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(String::from),
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
             identity: info.identity,
             code: response.status().as_u16(),
             body: parse_body(&body).ok().filter(|b| !b.is_null()),
@@ -316,7 +358,11 @@ async fn serve_inner(
     let ns = t.namespace.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
     if res.namespaced && t.namespace.is_none() && !matches!(verb, "list" | "watch") {
-        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     let sub = t.subresource.as_deref();
     match verb {
@@ -325,12 +371,23 @@ async fn serve_inner(
                 .get(&res.key(), &ns, &name)
                 .ok_or_else(|| ApiError::not_found(&res.qualified(), &name))?;
             if sub == Some("scale") {
-                return Ok(json_response(StatusCode::OK, &scale_of(res, &t.version, &obj), &[]));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &scale_of(res, &t.version, &obj),
+                    &[],
+                ));
             }
             let obj = at_version(&obj, res, &t.version);
             if wants_table(headers) {
-                let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
-                return Ok(json_response(StatusCode::OK, &discovery::table(state, res, &t.version, &[obj], rv, query), &[]));
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &discovery::table(state, res, &t.version, &[obj], rv, query),
+                    &[],
+                ));
             }
             Ok(json_response(StatusCode::OK, &obj, &[]))
         }
@@ -348,12 +405,24 @@ async fn serve_inner(
                 let rv = obj.pointer("/metadata/resourceVersion").cloned();
                 return write_scale(state, t, query, headers, replicas, rv);
             }
-            let ok = store.update(&write_ctx(query, headers, false), res, &t.version, &ns, &name, obj, sub)?;
+            let ok = store.update(
+                &write_ctx(query, headers, false),
+                res,
+                &t.version,
+                &ns,
+                &name,
+                obj,
+                sub,
+            )?;
             Ok(json_response(StatusCode::OK, &ok.object, &ok.warnings))
         }
         "patch" => {
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            let patch_type = PatchType::from_content_type(content_type).ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let patch_type = PatchType::from_content_type(content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let patch = parse_body(body)?;
             if sub == Some("scale") {
                 let current = store
@@ -370,7 +439,11 @@ async fn serve_inner(
             }
             let ctx = write_ctx(query, headers, patch_type == PatchType::Apply);
             let ok = store.patch(&ctx, res, &t.version, &ns, &name, patch_type, &patch, sub)?;
-            let code = if ok.created { StatusCode::CREATED } else { StatusCode::OK };
+            let code = if ok.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok(json_response(code, &ok.object, &ok.warnings))
         }
         "delete" => {
@@ -387,13 +460,33 @@ async fn serve_inner(
         }
         "deletecollection" => {
             let opts = delete_opts(query, body)?;
-            let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or_default())?;
-            let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or_default(), &res.kind)?;
+            let labels = LabelSelector::parse(
+                query
+                    .get("labelSelector")
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            )?;
+            let fields = FieldSelector::parse(
+                query
+                    .get("fieldSelector")
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+                &res.kind,
+            )?;
             let (items, _) = store.list(&res.key(), t.namespace.as_deref());
             let mut deleted = Vec::new();
-            for obj in items.iter().filter(|o| labels.matches(o) && fields.matches(o)) {
-                let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            for obj in items
+                .iter()
+                .filter(|o| labels.matches(o) && fields.matches(o))
+            {
+                let ns = obj
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 match store.delete(res, ns, name, &opts) {
                     Ok((obj, _)) => deleted.push(at_version(&obj, res, &t.version)),
                     Err(e) if e.code == 404 => {}
@@ -411,31 +504,48 @@ fn delete_opts(query: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOp
     let body = parse_body(body)?;
     let s = |v: Option<&Value>| v.and_then(Value::as_str).map(String::from);
     Ok(DeleteOpts {
-        propagation: query.get("propagationPolicy").cloned().or_else(|| s(body.get("propagationPolicy"))),
+        propagation: query
+            .get("propagationPolicy")
+            .cloned()
+            .or_else(|| s(body.get("propagationPolicy"))),
         precondition_uid: s(body.pointer("/preconditions/uid")),
         precondition_rv: s(body.pointer("/preconditions/resourceVersion")),
         dry_run: query.get("dryRun").is_some_and(|d| d == "All")
-            || body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All")),
+            || body
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|d| d == "All")),
     })
 }
 
 fn json_path_pointer(path: &str) -> String {
-    path.trim_start_matches('.').split('.').fold(String::new(), |mut acc, seg| {
-        acc.push('/');
-        acc.push_str(seg);
-        acc
-    })
+    path.trim_start_matches('.')
+        .split('.')
+        .fold(String::new(), |mut acc, seg| {
+            acc.push('/');
+            acc.push_str(seg);
+            acc
+        })
 }
 
 /// The `autoscaling/v1` `Scale` view of an object.
 fn scale_of(res: &ResourceDef, version: &str, obj: &Value) -> Value {
-    let spec = res.scale(version).cloned().unwrap_or_else(|| crate::resources::ScaleSpec {
-        spec_replicas_path: ".spec.replicas".into(),
-        status_replicas_path: ".status.replicas".into(),
-        label_selector_path: None,
-    });
-    let replicas = obj.pointer(&json_path_pointer(&spec.spec_replicas_path)).cloned().unwrap_or(json!(0));
-    let status_replicas = obj.pointer(&json_path_pointer(&spec.status_replicas_path)).cloned().unwrap_or(json!(0));
+    let spec = res
+        .scale(version)
+        .cloned()
+        .unwrap_or_else(|| crate::resources::ScaleSpec {
+            spec_replicas_path: ".spec.replicas".into(),
+            status_replicas_path: ".status.replicas".into(),
+            label_selector_path: None,
+        });
+    let replicas = obj
+        .pointer(&json_path_pointer(&spec.spec_replicas_path))
+        .cloned()
+        .unwrap_or(json!(0));
+    let status_replicas = obj
+        .pointer(&json_path_pointer(&spec.status_replicas_path))
+        .cloned()
+        .unwrap_or(json!(0));
     let selector = if res.custom {
         spec.label_selector_path
             .as_deref()
@@ -443,7 +553,8 @@ fn scale_of(res: &ResourceDef, version: &str, obj: &Value) -> Value {
             .and_then(Value::as_str)
             .map(String::from)
     } else {
-        obj.pointer("/spec/selector").map(|s| LabelSelector::from_object(s).to_query())
+        obj.pointer("/spec/selector")
+            .map(|s| LabelSelector::from_object(s).to_query())
     };
     let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut scale = json!({
@@ -474,54 +585,110 @@ fn write_scale(
     let ns = t.namespace.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
     if !replicas.is_i64() || replicas.as_i64().is_some_and(|r| r < 0) {
-        return Err(ApiError::invalid("Scale", "autoscaling", &name, vec![("spec.replicas".into(), format!("Invalid value: {replicas}: must be greater than or equal to 0"))]));
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            &name,
+            vec![(
+                "spec.replicas".into(),
+                format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+            )],
+        ));
     }
     let current = state
         .store
         .get(&res.key(), &ns, &name)
         .ok_or_else(|| ApiError::not_found(&res.qualified(), &name))?;
     let mut obj = at_version(&current, res, &t.version);
-    let spec = res.scale(&t.version).map(|s| s.spec_replicas_path.clone()).unwrap_or_else(|| ".spec.replicas".into());
+    let spec = res
+        .scale(&t.version)
+        .map(|s| s.spec_replicas_path.clone())
+        .unwrap_or_else(|| ".spec.replicas".into());
     let pointer = json_path_pointer(&spec);
     let parent = pointer.rsplit_once('/').map(|(p, _)| p).unwrap_or_default();
     if obj.pointer(parent).is_none() {
-        return Err(ApiError::internal(format!("object has no {parent} to scale")));
+        return Err(ApiError::internal(format!(
+            "object has no {parent} to scale"
+        )));
     }
     *obj.pointer_mut(&pointer).unwrap_or(&mut Value::Null) = replicas.clone();
     if obj.pointer(&pointer) != Some(&replicas)
         && let Some(map) = obj.pointer_mut(parent).and_then(Value::as_object_mut)
     {
-        map.insert(pointer.rsplit('/').next().unwrap_or_default().to_string(), replicas);
+        map.insert(
+            pointer.rsplit('/').next().unwrap_or_default().to_string(),
+            replicas,
+        );
     }
     if let Some(rv) = rv.filter(|v| v.is_string()) {
         obj["metadata"]["resourceVersion"] = rv;
     }
-    let ok = state
-        .store
-        .update(&write_ctx(query, headers, false), res, &t.version, &ns, &name, obj, None)?;
-    Ok(json_response(StatusCode::OK, &scale_of(res, &t.version, &ok.object), &ok.warnings))
+    let ok = state.store.update(
+        &write_ctx(query, headers, false),
+        res,
+        &t.version,
+        &ns,
+        &name,
+        obj,
+        None,
+    )?;
+    Ok(json_response(
+        StatusCode::OK,
+        &scale_of(res, &t.version, &ok.object),
+        &ok.warnings,
+    ))
 }
 
 fn continue_token(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}").bytes().map(|b| format!("{b:02x}")).collect()
+    format!("{ns}/{name}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    if token.len() % 2 != 0 {
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    if !token.len().is_multiple_of(2) {
         return Err(bad());
     }
-    let bytes: Result<Vec<u8>, _> = (0..token.len()).step_by(2).map(|i| u8::from_str_radix(&token[i..i + 2], 16)).collect();
+    let bytes: Result<Vec<u8>, _> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+        .collect();
     let s = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
     let (ns, name) = s.split_once('/').ok_or_else(bad)?;
     Ok((ns.to_string(), name.to_string()))
 }
 
-fn list(state: &AppState, t: &Target, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Response, ApiError> {
+fn list(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let res = &t.res;
-    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or_default())?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or_default(), &res.kind)?;
-    let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let labels = LabelSelector::parse(
+        query
+            .get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )?;
+    let fields = FieldSelector::parse(
+        query
+            .get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+        &res.kind,
+    )?;
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
     let start = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => Some(decode_continue(token)?),
         None => None,
@@ -529,24 +696,41 @@ fn list(state: &AppState, t: &Target, query: &HashMap<String, String>, headers: 
     let (items, rv) = state.store.list(&res.key(), t.namespace.as_deref());
     let mut selected = items.iter().filter(|o| {
         let key = (
-            o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string(),
-            o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
+            o.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            o.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
         );
         start.as_ref().is_none_or(|s| &key > s) && labels.matches(o) && fields.matches(o)
     });
-    let page: Vec<Value> = selected.by_ref().take(limit).map(|o| at_version(o, res, &t.version)).collect();
+    let page: Vec<Value> = selected
+        .by_ref()
+        .take(limit)
+        .map(|o| at_version(o, res, &t.version))
+        .collect();
     let remaining = selected.count();
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if remaining > 0
         && let Some(last) = page.last()
     {
-        let ns = last.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-        let name = last.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let ns = last
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = last
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         metadata["continue"] = json!(continue_token(ns, name));
         metadata["remainingItemCount"] = json!(remaining);
     }
     if wants_table(headers) {
-        let mut table = discovery::table(state, res, &t.version, &page, json!(rv.to_string()), query);
+        let mut table =
+            discovery::table(state, res, &t.version, &page, json!(rv.to_string()), query);
         table["metadata"] = metadata;
         return Ok(json_response(StatusCode::OK, &table, &[]));
     }
@@ -566,7 +750,10 @@ fn filter_event(
         return None;
     }
     let now = labels.matches(&event.object) && fields.matches(&event.object);
-    let before = event.old.as_ref().map(|o| labels.matches(o) && fields.matches(o));
+    let before = event
+        .old
+        .as_ref()
+        .map(|o| labels.matches(o) && fields.matches(o));
     match (event.kind, before, now) {
         (EventType::Deleted, _, true) => Some(EventType::Deleted),
         (EventType::Deleted, _, false) => None,
@@ -584,17 +771,34 @@ fn event_line(kind: &str, obj: &Value) -> Bytes {
     Bytes::from(s)
 }
 
-fn watch(state: &AppState, t: &Target, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+fn watch(
+    state: &AppState,
+    t: &Target,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let res = t.res.clone();
     let version = t.version.clone();
     let api_version = res.api_version(&version);
-    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or_default())?;
-    let mut fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or_default(), &res.kind)?;
+    let labels = LabelSelector::parse(
+        query
+            .get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )?;
+    let mut fields = FieldSelector::parse(
+        query
+            .get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+        &res.kind,
+    )?;
     if let Some(name) = &t.name {
         // A watch on a single object path.
         fields = FieldSelector::parse(&format!("metadata.name={name}"), &res.kind)?;
     }
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
     let send_initial = query.get("sendInitialEvents").is_some_and(|b| b == "true");
     let timeout = query
         .get("timeoutSeconds")
@@ -603,7 +807,10 @@ fn watch(state: &AppState, t: &Target, query: &HashMap<String, String>) -> Resul
         .unwrap_or(Duration::from_secs(1800));
     let from: Option<u64> = match query.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => None,
-        Some(rv) => Some(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?),
+        Some(rv) => Some(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
+        ),
     };
     let ns = t.namespace.clone();
     let store = state.store.clone();
@@ -618,7 +825,9 @@ fn watch(state: &AppState, t: &Target, query: &HashMap<String, String>) -> Resul
             Err(e) => {
                 state.controls.count(format!("expired {}", res.plural));
                 let line = event_line("ERROR", &e.to_status());
-                return Ok(stream_response(futures::stream::once(async move { line }).boxed()));
+                return Ok(stream_response(
+                    futures::stream::once(async move { line }).boxed(),
+                ));
             }
         },
     };
@@ -690,8 +899,9 @@ fn watch(state: &AppState, t: &Target, query: &HashMap<String, String>) -> Resul
 fn stream_response(stream: futures::stream::BoxStream<'static, Bytes>) -> Response {
     let body = Body::from_stream(stream.map(Ok::<_, Infallible>));
     let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

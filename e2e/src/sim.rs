@@ -75,9 +75,14 @@ impl PodProcess {
 
 impl std::fmt::Debug for PodProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PodProcess").field("port", &self.port).finish()
+        f.debug_struct("PodProcess")
+            .field("port", &self.port)
+            .finish()
     }
 }
+
+/// Ready addresses, not-ready addresses and ports of one Endpoints subset.
+type Subset = (Vec<Value>, Vec<Value>, Vec<Value>);
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -135,19 +140,27 @@ pub struct Sim {
 }
 
 fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Parses `500ms`, `3s`, `2m`, `1h` (and plain seconds).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let secs = match unit {
@@ -214,7 +227,10 @@ impl Sim {
     }
 
     pub fn settings(&self) -> SimSettings {
-        self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_settings(&self, settings: SimSettings) {
@@ -229,7 +245,13 @@ impl Sim {
 
     /// The port of the process attached to a pod, if any.
     pub fn process_port(&self, uid: &str) -> Option<u16> {
-        match &self.pods.lock().unwrap_or_else(|e| e.into_inner()).get(uid)?.process {
+        match &self
+            .pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)?
+            .process
+        {
             Process::Running(p) => p.port,
             _ => None,
         }
@@ -248,7 +270,9 @@ impl Sim {
     }
 
     fn res(&self, group: &str, plural: &str) -> Arc<ResourceDef> {
-        self.store.resource(group, plural).expect("built-in resource")
+        self.store
+            .resource(group, plural)
+            .expect("built-in resource")
     }
 
     /// One pass of every controller; returns when it next needs to run for time-based reasons.
@@ -273,14 +297,28 @@ impl Sim {
     /// Background cascading deletion: an object all of whose owners are gone is deleted.
     fn collect_garbage(&self) {
         for uid in self.store.take_gc_queue() {
-            self.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+            self.pods
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
             for (res, obj) in self.store.dependents_of(&uid) {
-                let owners = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-                let orphaned = owners
-                    .iter()
-                    .all(|o| !self.store.uid_exists(o.get("uid").and_then(Value::as_str).unwrap_or_default()));
+                let owners = obj
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let orphaned = owners.iter().all(|o| {
+                    !self
+                        .store
+                        .uid_exists(o.get("uid").and_then(Value::as_str).unwrap_or_default())
+                });
                 if orphaned && !is_deleting(&obj) {
-                    let _ = self.store.delete(&res, s(&obj, "/metadata/namespace"), s(&obj, "/metadata/name"), &DeleteOpts::default());
+                    let _ = self.store.delete(
+                        &res,
+                        s(&obj, "/metadata/namespace"),
+                        s(&obj, "/metadata/name"),
+                        &DeleteOpts::default(),
+                    );
                 }
             }
         }
@@ -294,11 +332,19 @@ impl Sim {
             let contents = self.store.namespace_contents(name);
             for (res, obj) in &contents {
                 if !is_deleting(obj) {
-                    let _ = self.store.delete(res, name, s(obj, "/metadata/name"), &DeleteOpts::default());
+                    let _ = self.store.delete(
+                        res,
+                        name,
+                        s(obj, "/metadata/name"),
+                        &DeleteOpts::default(),
+                    );
                 }
             }
             if self.store.namespace_contents(name).is_empty()
-                && ns.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
+                && ns
+                    .pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .is_none_or(|f| f.is_empty())
             {
                 self.store.remove(&ns_res, "", name);
             }
@@ -315,14 +361,22 @@ impl Sim {
             let ns = s(d, "/metadata/namespace");
             let name = s(d, "/metadata/name");
             let uid = s(d, "/metadata/uid");
-            let desired = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-            let owned: Vec<&Arc<Value>> = all_rs.iter().filter(|rs| controller_of(rs) == Some(uid)).collect();
+            let desired = d
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let owned: Vec<&Arc<Value>> = all_rs
+                .iter()
+                .filter(|rs| controller_of(rs) == Some(uid))
+                .collect();
             if d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
                 continue;
             }
             let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
             let hash = template_hash(&template);
-            let new_rs = owned.iter().find(|rs| s(rs, "/metadata/labels/pod-template-hash") == hash);
+            let new_rs = owned
+                .iter()
+                .find(|rs| s(rs, "/metadata/labels/pod-template-hash") == hash);
             match new_rs {
                 None => {
                     let mut template = template.clone();
@@ -331,7 +385,14 @@ impl Sim {
                     selector["matchLabels"]["pod-template-hash"] = json!(hash);
                     let revision = owned
                         .iter()
-                        .filter_map(|rs| s(rs, "/metadata/annotations/deployment.kubernetes.io~1revision").parse::<i64>().ok())
+                        .filter_map(|rs| {
+                            s(
+                                rs,
+                                "/metadata/annotations/deployment.kubernetes.io~1revision",
+                            )
+                            .parse::<i64>()
+                            .ok()
+                        })
                         .max()
                         .unwrap_or(0)
                         + 1;
@@ -350,39 +411,86 @@ impl Sim {
                     });
                     let _ = self.store.create(&ctx, &rs_res, "v1", ns, rs);
                 }
-                Some(rs) if rs.pointer("/spec/replicas").and_then(Value::as_i64) != Some(desired) => {
+                Some(rs)
+                    if rs.pointer("/spec/replicas").and_then(Value::as_i64) != Some(desired) =>
+                {
                     let mut rs = (***rs).clone();
                     rs["spec"]["replicas"] = json!(desired);
-                    let _ = self.store.update(&ctx, &rs_res, "v1", ns, s(&rs, "/metadata/name"), rs.clone(), None);
+                    let _ = self.store.update(
+                        &ctx,
+                        &rs_res,
+                        "v1",
+                        ns,
+                        s(&rs, "/metadata/name"),
+                        rs.clone(),
+                        None,
+                    );
                 }
                 Some(_) => {}
             }
             // Old ReplicaSets go to zero at once: rolling-update surge and unavailability budgets
             // are not simulated.
-            for rs in owned.iter().filter(|rs| s(rs, "/metadata/labels/pod-template-hash") != hash) {
-                if rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0) != 0 {
+            for rs in owned
+                .iter()
+                .filter(|rs| s(rs, "/metadata/labels/pod-template-hash") != hash)
+            {
+                if rs
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    != 0
+                {
                     let mut rs = (***rs).clone();
                     rs["spec"]["replicas"] = json!(0);
-                    let _ = self.store.update(&ctx, &rs_res, "v1", ns, s(&rs, "/metadata/name"), rs.clone(), None);
+                    let _ = self.store.update(
+                        &ctx,
+                        &rs_res,
+                        "v1",
+                        ns,
+                        s(&rs, "/metadata/name"),
+                        rs.clone(),
+                        None,
+                    );
                 }
             }
             let sum = |field: &str| -> i64 {
-                owned.iter().map(|rs| rs.pointer(&format!("/status/{field}")).and_then(Value::as_i64).unwrap_or(0)).sum()
+                owned
+                    .iter()
+                    .map(|rs| {
+                        rs.pointer(&format!("/status/{field}"))
+                            .and_then(Value::as_i64)
+                            .unwrap_or(0)
+                    })
+                    .sum()
             };
-            let new_status = new_rs.map(|rs| rs.get("status").cloned().unwrap_or(json!({}))).unwrap_or(json!({}));
-            let updated = new_status.get("replicas").and_then(Value::as_i64).unwrap_or(0);
+            let new_status = new_rs
+                .map(|rs| rs.get("status").cloned().unwrap_or(json!({})))
+                .unwrap_or(json!({}));
+            let updated = new_status
+                .get("replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             let available = sum("availableReplicas");
-            let new_available = new_status.get("availableReplicas").and_then(Value::as_i64).unwrap_or(0);
+            let new_available = new_status
+                .get("availableReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             let now = self.store.clock.now_rfc3339();
             let condition = |kind: &str, ok: bool, reason: &str, message: &str| {
                 let status = if ok { "True" } else { "False" };
                 let existing = d
                     .pointer("/status/conditions")
                     .and_then(Value::as_array)
-                    .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)).cloned());
+                    .and_then(|cs| {
+                        cs.iter()
+                            .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+                            .cloned()
+                    });
                 match existing {
                     Some(c) if s(&c, "/status") == status && s(&c, "/reason") == reason => c,
-                    _ => json!({"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": now, "lastUpdateTime": now}),
+                    _ => {
+                        json!({"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": now, "lastUpdateTime": now})
+                    }
                 }
             };
             let mut status = json!({
@@ -396,7 +504,12 @@ impl Sim {
                     condition("Progressing", true, if new_rs.is_some() && new_available >= desired { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" }, "Deployment progress"),
                 ],
             });
-            for f in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"] {
+            for f in [
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+            ] {
                 if status[f] == json!(0) {
                     status.as_object_mut().expect("object").remove(f);
                 }
@@ -407,21 +520,35 @@ impl Sim {
             if differs(d.get("status"), &status) {
                 let mut obj = (**d).clone();
                 obj["status"] = status;
-                let _ = self.store.update(&ctx, &deploy_res, "v1", ns, name, obj, Some("status"));
+                let _ = self
+                    .store
+                    .update(&ctx, &deploy_res, "v1", ns, name, obj, Some("status"));
             }
         }
         None
     }
 
     fn ready_since(&self, pod: &Value) -> Option<Instant> {
-        if let Some(state) = self.pods.lock().unwrap_or_else(|e| e.into_inner()).get(s(pod, "/metadata/uid"))
+        if let Some(state) = self
+            .pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(s(pod, "/metadata/uid"))
             && let Some((at, _)) = &state.ready_since
         {
             return Some(*at);
         }
-        let conditions = pod.pointer("/status/conditions").and_then(Value::as_array)?;
-        let ready = conditions.iter().find(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True")?;
-        Some(self.store.clock.instant_of(parse_time(s(ready, "/lastTransitionTime"))?))
+        let conditions = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)?;
+        let ready = conditions
+            .iter()
+            .find(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True")?;
+        Some(
+            self.store
+                .clock
+                .instant_of(parse_time(s(ready, "/lastTransitionTime"))?),
+        )
     }
 
     fn replicasets(&self) -> Option<Instant> {
@@ -435,8 +562,15 @@ impl Sim {
             let ns = s(rs, "/metadata/namespace");
             let name = s(rs, "/metadata/name");
             let uid = s(rs, "/metadata/uid");
-            let desired = rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0) as usize;
-            let owned: Vec<&Arc<Value>> = pods.iter().filter(|p| controller_of(p) == Some(uid) && !is_deleting(p)).collect();
+            let desired = rs
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+                .max(0) as usize;
+            let owned: Vec<&Arc<Value>> = pods
+                .iter()
+                .filter(|p| controller_of(p) == Some(uid) && !is_deleting(p))
+                .collect();
             if owned.len() < desired {
                 let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
                 for _ in owned.len()..desired {
@@ -458,15 +592,30 @@ impl Sim {
                 let mut victims = owned.clone();
                 victims.sort_by_key(|p| {
                     let ready = self.is_ready(p);
-                    (ready, std::cmp::Reverse(s(p, "/metadata/creationTimestamp").to_string()), std::cmp::Reverse(s(p, "/metadata/name").to_string()))
+                    (
+                        ready,
+                        std::cmp::Reverse(s(p, "/metadata/creationTimestamp").to_string()),
+                        std::cmp::Reverse(s(p, "/metadata/name").to_string()),
+                    )
                 });
                 for p in victims.iter().take(owned.len() - desired) {
-                    let _ = self.store.delete(&pod_res, ns, s(p, "/metadata/name"), &DeleteOpts::default());
+                    let _ = self.store.delete(
+                        &pod_res,
+                        ns,
+                        s(p, "/metadata/name"),
+                        &DeleteOpts::default(),
+                    );
                 }
             }
-            let min_ready = Duration::from_secs(rs.pointer("/spec/minReadySeconds").and_then(Value::as_u64).unwrap_or(0));
+            let min_ready = Duration::from_secs(
+                rs.pointer("/spec/minReadySeconds")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            );
             let template_labels = LabelSelector::from_map(
-                rs.pointer("/spec/template/metadata/labels").and_then(Value::as_object).unwrap_or(&serde_json::Map::new()),
+                rs.pointer("/spec/template/metadata/labels")
+                    .and_then(Value::as_object)
+                    .unwrap_or(&serde_json::Map::new()),
             );
             let now = Instant::now();
             let ready: Vec<&&Arc<Value>> = owned.iter().filter(|p| self.is_ready(p)).collect();
@@ -497,7 +646,9 @@ impl Sim {
             if differs(rs.get("status"), &status) {
                 let mut obj = (**rs).clone();
                 obj["status"] = status;
-                let _ = self.store.update(&ctx, &rs_res, "v1", ns, name, obj, Some("status"));
+                let _ = self
+                    .store
+                    .update(&ctx, &rs_res, "v1", ns, name, obj, Some("status"));
             }
         }
         next
@@ -506,7 +657,10 @@ impl Sim {
     fn is_ready(&self, pod: &Value) -> bool {
         pod.pointer("/status/conditions")
             .and_then(Value::as_array)
-            .is_some_and(|cs| cs.iter().any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True"))
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| s(c, "/type") == "Ready" && s(c, "/status") == "True")
+            })
     }
 
     fn next_ip(&self) -> String {
@@ -519,12 +673,17 @@ impl Sim {
         let pod_res = self.res("", "pods");
         let (pods, _) = self.store.list(&pod_res.key(), None);
         let settings = self.settings();
-        let runner = self.runner.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let runner = self
+            .runner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let ctx = WriteCtx::manager("kubelet");
         let now = Instant::now();
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        let live: std::collections::HashSet<&str> = pods.iter().map(|p| s(p, "/metadata/uid")).collect();
+        let live: std::collections::HashSet<&str> =
+            pods.iter().map(|p| s(p, "/metadata/uid")).collect();
         let mut states = self.pods.lock().unwrap_or_else(|e| e.into_inner());
         // Processes of pods that are gone are dropped (and so stopped) here.
         states.retain(|uid, _| live.contains(uid.as_str()));
@@ -545,7 +704,10 @@ impl Sim {
                 next_restart: now,
                 process: Process::None,
             });
-            let delay = annotations.get(READY_AFTER).and_then(|d| parse_duration(d)).unwrap_or(settings.pod_ready_delay);
+            let delay = annotations
+                .get(READY_AFTER)
+                .and_then(|d| parse_duration(d))
+                .unwrap_or(settings.pod_ready_delay);
             let started = now >= state.seen + delay;
             if !started {
                 at(state.seen + delay);
@@ -565,7 +727,10 @@ impl Sim {
             }
             // Attach a process to a pod that is otherwise ready to serve.
             let mut process_failed = false;
-            if started && !crash && let Some(runner) = &runner {
+            if started
+                && !crash
+                && let Some(runner) = &runner
+            {
                 match &state.process {
                     Process::None => {
                         state.process = Process::Starting;
@@ -589,7 +754,9 @@ impl Sim {
                                     Err(e) => {
                                         tracing::warn!(pod = %uid, error = %e, "pod process failed to start");
                                         state.restarts += 1;
-                                        Process::Failed { retry_at: Instant::now() + retry }
+                                        Process::Failed {
+                                            retry_at: Instant::now() + retry,
+                                        }
                                     }
                                 };
                             }
@@ -623,24 +790,48 @@ impl Sim {
                 }
                 _ => {}
             }
-            let ip = if process_port.is_some() { "127.0.0.1".to_string() } else { state.ip.clone() };
+            let ip = if process_port.is_some() {
+                "127.0.0.1".to_string()
+            } else {
+                state.ip.clone()
+            };
             let desired = self.pod_status(pod, state, started, ready, crash || process_failed, &ip);
             if differs(pod.get("status"), &desired) {
                 let mut obj = (**pod).clone();
                 obj["status"] = desired;
-                let _ = self.store.update(&ctx, &pod_res, "v1", s(pod, "/metadata/namespace"), s(pod, "/metadata/name"), obj, Some("status"));
+                let _ = self.store.update(
+                    &ctx,
+                    &pod_res,
+                    "v1",
+                    s(pod, "/metadata/namespace"),
+                    s(pod, "/metadata/name"),
+                    obj,
+                    Some("status"),
+                );
             }
         }
         next
     }
 
-    fn pod_status(&self, pod: &Value, state: &PodState, started: bool, ready: bool, crashing: bool, ip: &str) -> Value {
+    fn pod_status(
+        &self,
+        pod: &Value,
+        state: &PodState,
+        started: bool,
+        ready: bool,
+        crashing: bool,
+        ip: &str,
+    ) -> Value {
         let created = s(pod, "/metadata/creationTimestamp");
         let cond = |kind: &str, ok: bool, since: &str| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": since});
         if !started {
             return json!({"phase": "Pending", "conditions": [cond("PodScheduled", true, created)], "qosClass": "BestEffort"});
         }
-        let ready_time = state.ready_since.as_ref().map(|(_, t)| t.as_str()).unwrap_or(state.not_ready_since.as_str());
+        let ready_time = state
+            .ready_since
+            .as_ref()
+            .map(|(_, t)| t.as_str())
+            .unwrap_or(state.not_ready_since.as_str());
         let containers: Vec<Value> = pod
             .pointer("/spec/containers")
             .and_then(Value::as_array)
@@ -676,14 +867,21 @@ impl Sim {
             "qosClass": "BestEffort",
         });
         if containers_empty(&status) {
-            status.as_object_mut().expect("object").remove("containerStatuses");
+            status
+                .as_object_mut()
+                .expect("object")
+                .remove("containerStatuses");
         }
         status
     }
 
     /// The endpoints of a Service: pods matching its selector in its namespace that have an IP.
     pub fn service_endpoints(&self, ns: &str, service: &Value) -> Vec<EndpointAddress> {
-        let Some(selector) = service.pointer("/spec/selector").and_then(Value::as_object).filter(|m| !m.is_empty()) else {
+        let Some(selector) = service
+            .pointer("/spec/selector")
+            .and_then(Value::as_object)
+            .filter(|m| !m.is_empty())
+        else {
             return Vec::new();
         };
         let selector = LabelSelector::from_map(selector);
@@ -705,7 +903,11 @@ impl Sim {
         let (services, _) = self.store.list(&svc_res.key(), None);
         let ctx = WriteCtx::manager("endpoint-controller");
         for svc in services.iter() {
-            if svc.pointer("/spec/selector").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
+            if svc
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .is_none_or(|m| m.is_empty())
+            {
                 continue;
             }
             let ns = s(svc, "/metadata/namespace");
@@ -718,7 +920,7 @@ impl Sim {
                 .map(|p| (s(p, "/metadata/name").to_string(), (**p).clone()))
                 .collect();
             // Group addresses by their resolved ports, as the endpoints controller does.
-            let mut subsets: BTreeMap<String, (Vec<Value>, Vec<Value>, Vec<Value>)> = BTreeMap::new();
+            let mut subsets: BTreeMap<String, Subset> = BTreeMap::new();
             for ep in self.service_endpoints(ns, svc) {
                 let pod = &pods[&ep.pod];
                 let ports: Vec<Value> = svc
@@ -736,7 +938,9 @@ impl Sim {
                     })
                     .collect();
                 let key = serde_json::to_string(&ports).unwrap_or_default();
-                let entry = subsets.entry(key).or_insert_with(|| (Vec::new(), Vec::new(), ports));
+                let entry = subsets
+                    .entry(key)
+                    .or_insert_with(|| (Vec::new(), Vec::new(), ports));
                 let address = json!({"ip": ep.ip, "targetRef": {"kind": "Pod", "namespace": ns, "name": ep.pod, "uid": s(pod, "/metadata/uid")}});
                 if ep.ready {
                     entry.0.push(address);
@@ -758,7 +962,11 @@ impl Sim {
                 })
                 .collect();
             let existing = self.store.get(&ep_res.key(), ns, name);
-            let desired_subsets = if subsets.is_empty() { None } else { Some(json!(subsets)) };
+            let desired_subsets = if subsets.is_empty() {
+                None
+            } else {
+                Some(json!(subsets))
+            };
             match existing {
                 Some(ep) if ep.get("subsets") == desired_subsets.as_ref() => {}
                 Some(ep) => {
@@ -769,7 +977,8 @@ impl Sim {
                             obj.as_object_mut().expect("object").remove("subsets");
                         }
                     }
-                    obj["metadata"]["annotations"]["endpoints.kubernetes.io/last-change-trigger-time"] = json!(self.store.clock.now_rfc3339());
+                    obj["metadata"]["annotations"]["endpoints.kubernetes.io/last-change-trigger-time"] =
+                        json!(self.store.clock.now_rfc3339());
                     let _ = self.store.update(&ctx, &ep_res, "v1", ns, name, obj, None);
                 }
                 None => {
@@ -790,7 +999,9 @@ impl Sim {
         for ep in all_eps.iter() {
             let ns = s(ep, "/metadata/namespace");
             let name = s(ep, "/metadata/name");
-            let managed = ep.pointer("/metadata/annotations/endpoints.kubernetes.io~1last-change-trigger-time").is_some();
+            let managed = ep
+                .pointer("/metadata/annotations/endpoints.kubernetes.io~1last-change-trigger-time")
+                .is_some();
             if managed && !is_deleting(ep) && self.store.get(&svc_res.key(), ns, name).is_none() {
                 let _ = self.store.delete(&ep_res, ns, name, &DeleteOpts::default());
             }
@@ -799,7 +1010,10 @@ impl Sim {
 }
 
 fn containers_empty(status: &Value) -> bool {
-    status.get("containerStatuses").and_then(Value::as_array).is_some_and(|c| c.is_empty())
+    status
+        .get("containerStatuses")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.is_empty())
 }
 
 /// The container port a Service port sends to on one pod.
@@ -812,7 +1026,12 @@ fn resolve_target_port(port: &Value, pod: &Value) -> i64 {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .flat_map(|c| c.get("ports").and_then(Value::as_array).cloned().unwrap_or_default())
+            .flat_map(|c| {
+                c.get("ports")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
             .and_then(|p| p.get("containerPort").and_then(Value::as_i64))
             .unwrap_or(service_port),

@@ -56,6 +56,9 @@ impl StoreEvent {
     }
 }
 
+/// Replayed events and the live receiver of a watch.
+pub type Subscription = (Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>);
+
 /// How unknown fields are treated (`fieldValidation` query parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FieldValidation {
@@ -123,10 +126,21 @@ pub struct Store {
     hasher: std::collections::hash_map::RandomState,
 }
 
-const SIM_KINDS: [&str; 7] = ["pods", "replicasets", "deployments", "services", "namespaces", "endpoints", "customresourcedefinitions"];
+const SIM_KINDS: [&str; 7] = [
+    "pods",
+    "replicasets",
+    "deployments",
+    "services",
+    "namespaces",
+    "endpoints",
+    "customresourcedefinitions",
+];
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")?.get(field)?.as_str().filter(|s| !s.is_empty())
+    obj.get("metadata")?
+        .get(field)?
+        .as_str()
+        .filter(|s| !s.is_empty())
 }
 
 fn set_meta(obj: &mut Value, field: &str, value: Value) {
@@ -157,20 +171,34 @@ fn generation_relevant(obj: &Value) -> Value {
 fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Checks a name as a DNS-1123 subdomain (or label, for namespaces).
 fn check_name(name: &str, label_only: bool) -> Result<(), String> {
     let max = if label_only { 63 } else { 253 };
-    let ok_chars = name
+    let ok_chars = name.chars().all(|c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (c == '.' && !label_only)
+    });
+    let ok_ends = name
         .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (c == '.' && !label_only));
-    let ok_ends = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.len() > max || !ok_chars || !ok_ends {
-        let what = if label_only { "RFC 1123 label" } else { "RFC 1123 subdomain" };
+        let what = if label_only {
+            "RFC 1123 label"
+        } else {
+            "RFC 1123 subdomain"
+        };
         return Err(format!(
             "Invalid value: {name:?}: a lowercase {what} must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
         ));
@@ -204,7 +232,9 @@ impl Store {
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            let res = store.resource("", "namespaces").expect("namespaces are built in");
+            let res = store
+                .resource("", "namespaces")
+                .expect("namespaces are built in");
             store
                 .create(&WriteCtx::manager("kube-apiserver"), &res, "v1", "", obj)
                 .expect("seeding a namespace cannot fail");
@@ -221,7 +251,10 @@ impl Store {
     }
 
     pub fn resource(&self, group: &str, plural: &str) -> Option<Arc<ResourceDef>> {
-        self.lock().resources.get(&ResKey::new(group, plural)).cloned()
+        self.lock()
+            .resources
+            .get(&ResKey::new(group, plural))
+            .cloned()
     }
 
     pub fn resources(&self) -> Vec<Arc<ResourceDef>> {
@@ -280,16 +313,16 @@ impl Store {
         key: &ResKey,
     ) -> (Vec<Arc<Value>>, u64, broadcast::Receiver<Arc<StoreEvent>>) {
         let inner = self.lock();
-        let items = inner.objects.get(key).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let items = inner
+            .objects
+            .get(key)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
         (items, inner.rv, self.events.subscribe())
     }
 
     /// Events after `from` for one type (replay), and a live receiver subscribed with no gap.
-    pub fn subscribe(
-        &self,
-        key: &ResKey,
-        from: u64,
-    ) -> Result<(Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>), ApiError> {
+    pub fn subscribe(&self, key: &ResKey, from: u64) -> Result<Subscription, ApiError> {
         let inner = self.lock();
         if from < inner.compacted_rv {
             return Err(ApiError::expired(format!(
@@ -353,9 +386,16 @@ impl Store {
                 set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
                 let obj = Arc::new(obj);
                 map.insert((ns.to_string(), name.to_string()), obj.clone());
-                let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
+                let kind = if old.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
                 if let Some(uid) = meta_str(&obj, "uid") {
-                    inner.uids.insert(uid.to_string(), (key.clone(), ns.to_string(), name.to_string()));
+                    inner.uids.insert(
+                        uid.to_string(),
+                        (key.clone(), ns.to_string(), name.to_string()),
+                    );
                 }
                 (kind, obj)
             }
@@ -405,7 +445,10 @@ impl Store {
         if let Some(check) = res.typed_check {
             let meta = obj.get("metadata").cloned();
             *obj = check(obj).map_err(|e| {
-                ApiError::bad_request(format!("{} in version \"{version}\" cannot be handled as a {}: {e}", res.kind, res.kind))
+                ApiError::bad_request(format!(
+                    "{} in version \"{version}\" cannot be handled as a {}: {e}",
+                    res.kind, res.kind
+                ))
             })?;
             // Keep metadata exactly as given (the typed round trip would drop nothing there, but
             // this keeps field order stable for byte comparisons of no-op updates).
@@ -419,9 +462,18 @@ impl Store {
         };
         let outcome = schema::apply(schema, obj);
         if !outcome.errors.is_empty() {
-            return Err(ApiError::invalid(&res.kind, &res.group, name, outcome.errors));
+            return Err(ApiError::invalid(
+                &res.kind,
+                &res.group,
+                name,
+                outcome.errors,
+            ));
         }
-        let warnings: Vec<String> = outcome.pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+        let warnings: Vec<String> = outcome
+            .pruned
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect();
         match ctx.field_validation {
             FieldValidation::Strict if !warnings.is_empty() => Err(ApiError::bad_request(format!(
                 "strict decoding error: {}",
@@ -434,7 +486,9 @@ impl Store {
 
     fn check_type_meta(res: &ResourceDef, version: &str, obj: &mut Value) -> Result<(), ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         }
         let expected = res.api_version(version);
         if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
@@ -460,7 +514,12 @@ impl Store {
         Ok(())
     }
 
-    fn check_namespace(inner: &Inner, res: &ResourceDef, ns: &str, creating: bool) -> Result<(), ApiError> {
+    fn check_namespace(
+        inner: &Inner,
+        res: &ResourceDef,
+        ns: &str,
+        creating: bool,
+    ) -> Result<(), ApiError> {
         if !res.namespaced {
             return Ok(());
         }
@@ -475,7 +534,10 @@ impl Store {
             return Err(ApiError::new(
                 403,
                 "Forbidden",
-                format!("{} \"\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", res.qualified()),
+                format!(
+                    "{} \"\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    res.qualified()
+                ),
             ));
         }
         Ok(())
@@ -492,7 +554,9 @@ impl Store {
     ) -> Result<WriteOk, ApiError> {
         Self::check_type_meta(res, version, &mut obj)?;
         if meta_str(&obj, "resourceVersion").is_some() {
-            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         if res.namespaced {
             if let Some(body_ns) = meta_str(&obj, "namespace")
@@ -519,14 +583,22 @@ impl Store {
                         &res.kind,
                         &res.group,
                         "",
-                        vec![("metadata.name".into(), "Required value: name or generateName is required".into())],
+                        vec![(
+                            "metadata.name".into(),
+                            "Required value: name or generateName is required".into(),
+                        )],
                     ));
                 }
             },
         };
         set_meta(&mut obj, "name", json!(name));
         if let Err(msg) = check_name(&name, res.plural == "namespaces") {
-            return Err(ApiError::invalid(&res.kind, &res.group, &name, vec![("metadata.name".into(), msg)]));
+            return Err(ApiError::invalid(
+                &res.kind,
+                &res.group,
+                &name,
+                vec![("metadata.name".into(), msg)],
+            ));
         }
         Self::check_namespace(&inner, res, ns, true)?;
         if inner
@@ -542,17 +614,30 @@ impl Store {
             m.remove("status");
         }
         let warnings = self.validate(res, version, &mut obj, ctx, &name)?;
-        let crd_def = if res.key() == ResKey::new("apiextensions.k8s.io", "customresourcedefinitions") {
-            let def = resources::from_crd(&obj)?;
-            if inner.resources.get(&def.key()).is_some_and(|r| !r.custom) {
-                return Err(ApiError::invalid(&res.kind, &res.group, &name, vec![("spec.names.plural".into(), "Invalid value: collides with a built-in resource".into())]));
-            }
-            Some(def)
-        } else {
-            None
-        };
+        let crd_def =
+            if res.key() == ResKey::new("apiextensions.k8s.io", "customresourcedefinitions") {
+                let def = resources::from_crd(&obj)?;
+                if inner.resources.get(&def.key()).is_some_and(|r| !r.custom) {
+                    return Err(ApiError::invalid(
+                        &res.kind,
+                        &res.group,
+                        &name,
+                        vec![(
+                            "spec.names.plural".into(),
+                            "Invalid value: collides with a built-in resource".into(),
+                        )],
+                    ));
+                }
+                Some(def)
+            } else {
+                None
+            };
         let now = self.clock.now_rfc3339();
-        for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"] {
+        for field in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+        ] {
             remove_meta(&mut obj, field);
         }
         let uid = self.new_uid(&mut inner);
@@ -573,10 +658,22 @@ impl Store {
         if let Some(manager) = &ctx.field_manager {
             let fields = patch::fields_v1(&obj);
             let op = if ctx.force { "Apply" } else { "Update" };
-            patch::record_managed_fields(&mut obj, manager, op, None, &res.api_version(version), fields, &now);
+            patch::record_managed_fields(
+                &mut obj,
+                manager,
+                op,
+                None,
+                &res.api_version(version),
+                fields,
+                &now,
+            );
         }
         if ctx.dry_run {
-            return Ok(WriteOk { object: obj, created: true, warnings });
+            return Ok(WriteOk {
+                object: obj,
+                created: true,
+                warnings,
+            });
         }
         if let Some(def) = crd_def {
             inner.resources.insert(def.key(), Arc::new(def));
@@ -590,6 +687,7 @@ impl Store {
     }
 
     /// PUT: replaces an object (or its status with `subresource = Some("status")`).
+    #[allow(clippy::too_many_arguments)]
     pub fn update(
         &self,
         ctx: &WriteCtx,
@@ -601,7 +699,18 @@ impl Store {
         subresource: Option<&str>,
     ) -> Result<WriteOk, ApiError> {
         let mut inner = self.lock();
-        self.update_locked(&mut inner, ctx, res, version, ns, name, obj, subresource, "Update", None)
+        self.update_locked(
+            &mut inner,
+            ctx,
+            res,
+            version,
+            ns,
+            name,
+            obj,
+            subresource,
+            "Update",
+            None,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -632,7 +741,9 @@ impl Store {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        let old_rv = meta_str(&old, "resourceVersion").unwrap_or_default().to_string();
+        let old_rv = meta_str(&old, "resourceVersion")
+            .unwrap_or_default()
+            .to_string();
         match meta_str(&obj, "resourceVersion") {
             Some(rv) if rv != old_rv => return Err(ApiError::conflict(&res.qualified(), name)),
             Some(_) => {}
@@ -641,7 +752,10 @@ impl Store {
                     &res.kind,
                     &res.group,
                     name,
-                    vec![("metadata.resourceVersion".into(), "Invalid value: 0x0: must be specified for an update".into())],
+                    vec![(
+                        "metadata.resourceVersion".into(),
+                        "Invalid value: 0x0: must be specified for an update".into(),
+                    )],
                 ));
             }
             None => {}
@@ -673,7 +787,14 @@ impl Store {
             obj
         };
         // Server-managed metadata is kept from the stored object.
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "managedFields"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "managedFields",
+        ] {
             match old.pointer(&format!("/metadata/{field}")) {
                 Some(v) => set_meta(&mut new, field, v.clone()),
                 None => remove_meta(&mut new, field),
@@ -693,12 +814,19 @@ impl Store {
                 &res.kind,
                 &res.group,
                 name,
-                vec![("metadata.finalizers".into(), "Forbidden: no new finalizers can be added if the object is being deleted".into())],
+                vec![(
+                    "metadata.finalizers".into(),
+                    "Forbidden: no new finalizers can be added if the object is being deleted"
+                        .into(),
+                )],
             ));
         }
         let warnings = self.validate(res, version, &mut new, ctx, name)?;
         if res.has_generation && generation_relevant(&new) != generation_relevant(&old) {
-            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let generation = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             set_meta(&mut new, "generation", json!(generation + 1));
         }
         let is_crd = res.key() == ResKey::new("apiextensions.k8s.io", "customresourcedefinitions");
@@ -711,7 +839,11 @@ impl Store {
         };
         // A write that changes nothing is not stored: no new resourceVersion, no watch event.
         if new == *old {
-            return Ok(WriteOk { object: (*old).clone(), created: false, warnings });
+            return Ok(WriteOk {
+                object: (*old).clone(),
+                created: false,
+                warnings,
+            });
         }
         if let Some(manager) = &ctx.field_manager {
             let now = self.clock.now_rfc3339();
@@ -721,20 +853,40 @@ impl Store {
                 new.clone()
             };
             let fields = applied_fields.unwrap_or_else(|| patch::fields_v1(&source));
-            patch::record_managed_fields(&mut new, manager, operation, subresource, &res.api_version(version), fields, &now);
+            patch::record_managed_fields(
+                &mut new,
+                manager,
+                operation,
+                subresource,
+                &res.api_version(version),
+                fields,
+                &now,
+            );
         }
         if ctx.dry_run {
-            return Ok(WriteOk { object: new, created: false, warnings });
+            return Ok(WriteOk {
+                object: new,
+                created: false,
+                warnings,
+            });
         }
         if let Some(def) = crd_def {
             inner.resources.insert(def.key(), Arc::new(def));
         }
         if being_deleted && finalizers(&new).is_empty() {
             let last = self.commit(inner, res, ns, name, None, Some(old));
-            return Ok(WriteOk { object: (*last).clone(), created: false, warnings });
+            return Ok(WriteOk {
+                object: (*last).clone(),
+                created: false,
+                warnings,
+            });
         }
         let stored = self.commit(inner, res, ns, name, Some(new), Some(old));
-        Ok(WriteOk { object: (*stored).clone(), created: false, warnings })
+        Ok(WriteOk {
+            object: (*stored).clone(),
+            created: false,
+            warnings,
+        })
     }
 
     /// PATCH, by patch type. Server-side apply creates a missing object.
@@ -757,12 +909,16 @@ impl Store {
                 "strategic merge patch is not supported for custom resources: use merge patch or server-side apply",
             ));
         }
-        if patch_type == PatchType::Apply && ctx.field_manager.as_deref().is_none_or(str::is_empty) {
+        if patch_type == PatchType::Apply && ctx.field_manager.as_deref().is_none_or(str::is_empty)
+        {
             return Err(ApiError::invalid(
                 "PatchOptions",
                 "meta.k8s.io",
                 "",
-                vec![("fieldManager".into(), "Required value: is required for apply patch".into())],
+                vec![(
+                    "fieldManager".into(),
+                    "Required value: is required for apply patch".into(),
+                )],
             ));
         }
         let mut inner = self.lock();
@@ -779,7 +935,10 @@ impl Store {
                     m.remove("resourceVersion");
                 }
                 set_meta(&mut obj, "name", json!(name));
-                let ctx = WriteCtx { force: true, ..ctx.clone() };
+                let ctx = WriteCtx {
+                    force: true,
+                    ..ctx.clone()
+                };
                 return self.create(&ctx, res, version, ns, obj);
             }
             return Err(ApiError::not_found(&res.qualified(), name));
@@ -810,12 +969,31 @@ impl Store {
             }
         }
         if meta_str(&target, "resourceVersion").is_none() {
-            set_meta(&mut target, "resourceVersion", json!(meta_str(&old, "resourceVersion")));
+            set_meta(
+                &mut target,
+                "resourceVersion",
+                json!(meta_str(&old, "resourceVersion")),
+            );
         }
-        let operation = if patch_type == PatchType::Apply { "Apply" } else { "Update" };
+        let operation = if patch_type == PatchType::Apply {
+            "Apply"
+        } else {
+            "Update"
+        };
         // The managed fields of an apply are what the manager applied, not the whole object.
         let applied_fields = (patch_type == PatchType::Apply).then(|| patch::fields_v1(body));
-        self.update_locked(&mut inner, ctx, res, version, ns, name, target, subresource, operation, applied_fields)
+        self.update_locked(
+            &mut inner,
+            ctx,
+            res,
+            version,
+            ns,
+            name,
+            target,
+            subresource,
+            operation,
+            applied_fields,
+        )
     }
 
     /// DELETE: removes the object, or marks it for deletion while finalizers remain.
@@ -837,19 +1015,27 @@ impl Store {
         if let Some(want) = &opts.precondition_uid
             && want != &uid
         {
-            return Err(ApiError::new(409, "Conflict", format!(
-                "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {want}, UID in object meta: {uid}",
-                res.qualified()
-            )));
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {want}, UID in object meta: {uid}",
+                    res.qualified()
+                ),
+            ));
         }
         if let Some(want) = &opts.precondition_rv
             && Some(want.as_str()) != meta_str(&old, "resourceVersion")
         {
-            return Err(ApiError::new(409, "Conflict", format!(
-                "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {}",
-                res.qualified(),
-                meta_str(&old, "resourceVersion").unwrap_or_default()
-            )));
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {}",
+                    res.qualified(),
+                    meta_str(&old, "resourceVersion").unwrap_or_default()
+                ),
+            ));
         }
         if opts.dry_run {
             return Ok(((*old).clone(), false));
@@ -863,10 +1049,17 @@ impl Store {
                 return Ok(((*old).clone(), true));
             }
             let mut new = (*old).clone();
-            set_meta(&mut new, "deletionTimestamp", json!(self.clock.now_rfc3339()));
+            set_meta(
+                &mut new,
+                "deletionTimestamp",
+                json!(self.clock.now_rfc3339()),
+            );
             set_meta(&mut new, "deletionGracePeriodSeconds", json!(0));
             if res.has_generation {
-                let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                let generation = old
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 set_meta(&mut new, "generation", json!(generation + 1));
             }
             if res.plural == "namespaces" {
@@ -900,10 +1093,17 @@ impl Store {
         let inner = self.lock();
         let mut out = Vec::new();
         for (key, map) in &inner.objects {
-            let Some(res) = inner.resources.get(key) else { continue };
+            let Some(res) = inner.resources.get(key) else {
+                continue;
+            };
             for obj in map.values() {
-                let refs = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array);
-                if refs.is_some_and(|r| r.iter().any(|o| o.get("uid").and_then(Value::as_str) == Some(uid))) {
+                let refs = obj
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array);
+                if refs.is_some_and(|r| {
+                    r.iter()
+                        .any(|o| o.get("uid").and_then(Value::as_str) == Some(uid))
+                }) {
                     out.push((res.clone(), obj.clone()));
                 }
             }
@@ -916,7 +1116,9 @@ impl Store {
         let inner = self.lock();
         let mut out = Vec::new();
         for (key, map) in &inner.objects {
-            let Some(res) = inner.resources.get(key).filter(|r| r.namespaced) else { continue };
+            let Some(res) = inner.resources.get(key).filter(|r| r.namespaced) else {
+                continue;
+            };
             for ((n, _), obj) in map.range((ns.to_string(), String::new())..) {
                 if n != ns {
                     break;
@@ -931,16 +1133,26 @@ impl Store {
         let mut changes = Vec::new();
         for (key, map) in &inner.objects {
             for ((ns, name), obj) in map {
-                let refs = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array);
-                if refs.is_some_and(|r| r.iter().any(|o| o.get("uid").and_then(Value::as_str) == Some(uid))) {
+                let refs = obj
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array);
+                if refs.is_some_and(|r| {
+                    r.iter()
+                        .any(|o| o.get("uid").and_then(Value::as_str) == Some(uid))
+                }) {
                     changes.push((key.clone(), ns.clone(), name.clone(), obj.clone()));
                 }
             }
         }
         for (key, ns, name, obj) in changes {
-            let Some(res) = inner.resources.get(&key).cloned() else { continue };
+            let Some(res) = inner.resources.get(&key).cloned() else {
+                continue;
+            };
             let mut new = (*obj).clone();
-            if let Some(refs) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+            if let Some(refs) = new
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
                 refs.retain(|o| o.get("uid").and_then(Value::as_str) != Some(uid));
             }
             self.commit(inner, &res, &ns, &name, Some(new), Some(obj));
@@ -956,7 +1168,9 @@ impl Store {
             return;
         };
         let key = ResKey::new(group, plural);
-        let Some(res) = inner.resources.get(&key).cloned() else { return };
+        let Some(res) = inner.resources.get(&key).cloned() else {
+            return;
+        };
         let objects: Vec<_> = inner
             .objects
             .get(&key)
@@ -974,7 +1188,12 @@ fn crd_status(crd: &Value, def: &ResourceDef) -> Value {
     let mut accepted = names;
     accepted["singular"] = json!(def.singular);
     accepted["listKind"] = json!(def.list_kind);
-    let stored: Vec<&str> = def.versions.iter().filter(|v| v.storage).map(|v| v.name.as_str()).collect();
+    let stored: Vec<&str> = def
+        .versions
+        .iter()
+        .filter(|v| v.storage)
+        .map(|v| v.name.as_str())
+        .collect();
     json!({
         "acceptedNames": accepted,
         "storedVersions": stored,

@@ -9,7 +9,9 @@ use common::*;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::core::DynamicObject;
 use serde_json::{Value, json};
 
@@ -29,10 +31,17 @@ async fn create_assigns_server_fields_and_rejects_bad_creates() {
     let t = target().await;
     let ns = namespace(&t.client, "create").await;
     let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
-    let created = api.create(&PostParams::default(), &cm("a", &[], &[("k", "v")])).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &cm("a", &[], &[("k", "v")]))
+        .await
+        .unwrap();
     let meta = &created.metadata;
     assert!(meta.uid.as_deref().is_some_and(|u| !u.is_empty()));
-    assert!(meta.resource_version.as_deref().is_some_and(|r| !r.is_empty()));
+    assert!(
+        meta.resource_version
+            .as_deref()
+            .is_some_and(|r| !r.is_empty())
+    );
     assert!(meta.creation_timestamp.is_some());
     assert_eq!(meta.namespace.as_deref(), Some(ns.as_str()));
 
@@ -41,18 +50,27 @@ async fn create_assigns_server_fields_and_rejects_bad_creates() {
 
     let mut with_rv = cm("b", &[], &[]);
     with_rv.metadata.resource_version = Some("5".into());
-    assert_eq!(code(api.create(&PostParams::default(), &with_rv).await), 400);
+    assert_eq!(
+        code(api.create(&PostParams::default(), &with_rv).await),
+        400
+    );
 
     let mut generated = cm("", &[], &[]);
     generated.metadata.name = None;
     generated.metadata.generate_name = Some("gen-".into());
-    let g = api.create(&PostParams::default(), &generated).await.unwrap();
+    let g = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
     let name = g.metadata.name.unwrap();
     assert!(name.starts_with("gen-") && name.len() > 4, "{name}");
 
     let mut unnamed = cm("", &[], &[]);
     unnamed.metadata.name = None;
-    assert_eq!(code(api.create(&PostParams::default(), &unnamed).await), 422);
+    assert_eq!(
+        code(api.create(&PostParams::default(), &unnamed).await),
+        422
+    );
 
     let missing = status_of(api.get("nope").await);
     assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
@@ -64,11 +82,20 @@ async fn update_with_stale_resource_version_is_a_conflict() {
     let t = target().await;
     let ns = namespace(&t.client, "update").await;
     let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
-    let first = api.create(&PostParams::default(), &cm("a", &[], &[("k", "1")])).await.unwrap();
+    let first = api
+        .create(&PostParams::default(), &cm("a", &[], &[("k", "1")]))
+        .await
+        .unwrap();
     let mut second = first.clone();
     second.data = Some([("k".to_string(), "2".to_string())].into());
-    let updated = api.replace("a", &PostParams::default(), &second).await.unwrap();
-    assert_ne!(updated.metadata.resource_version, first.metadata.resource_version);
+    let updated = api
+        .replace("a", &PostParams::default(), &second)
+        .await
+        .unwrap();
+    assert_ne!(
+        updated.metadata.resource_version,
+        first.metadata.resource_version
+    );
     assert_eq!(updated.data.unwrap()["k"], "2");
 
     let mut stale = first.clone();
@@ -85,14 +112,37 @@ async fn generation_changes_only_with_the_spec() {
     install_widget_crd(&t.client).await;
     let ns = namespace(&t.client, "generation").await;
     let api = widgets(&t.client, &ns);
-    let w = api.create(&PostParams::default(), &widget("w", json!({"size": "small"}))).await.unwrap();
+    let w = api
+        .create(
+            &PostParams::default(),
+            &widget("w", json!({"size": "small"})),
+        )
+        .await
+        .unwrap();
     assert_eq!(w.metadata.generation, Some(1));
     let pp = PatchParams::default();
-    let labelled = api.patch("w", &pp, &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}))).await.unwrap();
+    let labelled = api
+        .patch(
+            "w",
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(labelled.metadata.generation, Some(1));
-    let status = api.patch_status("w", &pp, &Patch::Merge(json!({"status": {"phase": "Ready"}}))).await.unwrap();
+    let status = api
+        .patch_status(
+            "w",
+            &pp,
+            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(status.metadata.generation, Some(1));
-    let spec = api.patch("w", &pp, &Patch::Merge(json!({"spec": {"size": "large"}}))).await.unwrap();
+    let spec = api
+        .patch("w", &pp, &Patch::Merge(json!({"spec": {"size": "large"}})))
+        .await
+        .unwrap();
     assert_eq!(spec.metadata.generation, Some(2));
     delete_namespace(&t.client, &ns).await;
 }
@@ -106,21 +156,37 @@ async fn status_subresource_separates_status_from_the_object() {
     let mut w = widget("w", json!({"size": "small"}));
     w.data["status"] = json!({"phase": "ignored-on-create"});
     let created = api.create(&PostParams::default(), &w).await.unwrap();
-    assert!(created.data.get("status").is_none(), "status is dropped on create: {:?}", created.data);
+    assert!(
+        created.data.get("status").is_none(),
+        "status is dropped on create: {:?}",
+        created.data
+    );
 
     let mut body = created.clone();
     body.data["spec"]["size"] = json!("large");
     body.data["status"] = json!({"phase": "Ready"});
-    let after_status = api.replace_status("w", &PostParams::default(), &body).await.unwrap();
-    assert_eq!(after_status.data["spec"]["size"], "small", "a status write must not change spec");
+    let after_status = api
+        .replace_status("w", &PostParams::default(), &body)
+        .await
+        .unwrap();
+    assert_eq!(
+        after_status.data["spec"]["size"], "small",
+        "a status write must not change spec"
+    );
     assert_eq!(after_status.data["status"]["phase"], "Ready");
 
     let mut main = after_status.clone();
     main.data["spec"]["size"] = json!("large");
     main.data["status"] = json!({"phase": "Overwritten"});
-    let after_main = api.replace("w", &PostParams::default(), &main).await.unwrap();
+    let after_main = api
+        .replace("w", &PostParams::default(), &main)
+        .await
+        .unwrap();
     assert_eq!(after_main.data["spec"]["size"], "large");
-    assert_eq!(after_main.data["status"]["phase"], "Ready", "a write to the object keeps the stored status");
+    assert_eq!(
+        after_main.data["status"]["phase"], "Ready",
+        "a write to the object keeps the stored status"
+    );
     delete_namespace(&t.client, &ns).await;
 }
 
@@ -129,14 +195,19 @@ async fn json_patch_applies_and_a_failed_test_is_rejected() {
     let t = target().await;
     let ns = namespace(&t.client, "jsonpatch").await;
     let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
-    api.create(&PostParams::default(), &cm("a", &[], &[("k", "1")])).await.unwrap();
+    api.create(&PostParams::default(), &cm("a", &[], &[("k", "1")]))
+        .await
+        .unwrap();
     let ops: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/data/k", "value": "1"},
         {"op": "replace", "path": "/data/k", "value": "2"},
         {"op": "add", "path": "/data/n", "value": "x"},
     ]))
     .unwrap();
-    let patched = api.patch("a", &PatchParams::default(), &Patch::<()>::Json(ops)).await.unwrap();
+    let patched = api
+        .patch("a", &PatchParams::default(), &Patch::<()>::Json(ops))
+        .await
+        .unwrap();
     let data = patched.data.unwrap();
     assert_eq!((data["k"].as_str(), data["n"].as_str()), ("2", "x"));
 
@@ -145,7 +216,13 @@ async fn json_patch_applies_and_a_failed_test_is_rejected() {
         {"op": "replace", "path": "/data/k", "value": "3"},
     ]))
     .unwrap();
-    assert_eq!(code(api.patch("a", &PatchParams::default(), &Patch::<()>::Json(failing)).await), 422);
+    assert_eq!(
+        code(
+            api.patch("a", &PatchParams::default(), &Patch::<()>::Json(failing))
+                .await
+        ),
+        422
+    );
     assert_eq!(api.get("a").await.unwrap().data.unwrap()["k"], "2");
     delete_namespace(&t.client, &ns).await;
 }
@@ -155,15 +232,30 @@ async fn merge_patch_merges_maps_and_null_removes() {
     let t = target().await;
     let ns = namespace(&t.client, "merge").await;
     let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
-    api.create(&PostParams::default(), &cm("a", &[], &[("keep", "1"), ("drop", "2")])).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &cm("a", &[], &[("keep", "1"), ("drop", "2")]),
+    )
+    .await
+    .unwrap();
     let patched = api
-        .patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"drop": null, "new": "3"}})))
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"drop": null, "new": "3"}})),
+        )
         .await
         .unwrap();
     let data = patched.data.unwrap();
     assert_eq!(data.len(), 2);
     assert_eq!((data["keep"].as_str(), data["new"].as_str()), ("1", "3"));
-    let missing = api.patch("nope", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "b"}}))).await;
+    let missing = api
+        .patch(
+            "nope",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"a": "b"}})),
+        )
+        .await;
     assert_eq!(code(missing), 404);
     delete_namespace(&t.client, &ns).await;
 }
@@ -185,17 +277,44 @@ async fn strategic_merge_patch_merges_containers_by_name() {
     }))
     .unwrap();
     api.create(&PostParams::default(), &d).await.unwrap();
-    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "b:2"}]}}}});
-    let patched = api.patch("d", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "b:2"}]}}}});
+    let patched = api
+        .patch("d", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
     let containers = patched.spec.unwrap().template.spec.unwrap().containers;
-    let images: Vec<(String, Option<String>)> = containers.into_iter().map(|c| (c.name, c.image)).collect();
-    assert_eq!(images, vec![("a".into(), Some("a:1".into())), ("b".into(), Some("b:2".into()))]);
+    let images: Vec<(String, Option<String>)> =
+        containers.into_iter().map(|c| (c.name, c.image)).collect();
+    assert_eq!(
+        images,
+        vec![
+            ("a".into(), Some("a:1".into())),
+            ("b".into(), Some("b:2".into()))
+        ]
+    );
 
     install_widget_crd(&t.client).await;
     let widgets = widgets(&t.client, &ns);
-    widgets.create(&PostParams::default(), &widget("w", json!({"size": "small"}))).await.unwrap();
-    let strategic = widgets.patch("w", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"size": "large"}}))).await;
-    assert_eq!(code(strategic), 415, "strategic merge is not supported for custom resources");
+    widgets
+        .create(
+            &PostParams::default(),
+            &widget("w", json!({"size": "small"})),
+        )
+        .await
+        .unwrap();
+    let strategic = widgets
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"size": "large"}})),
+        )
+        .await;
+    assert_eq!(
+        code(strategic),
+        415,
+        "strategic merge is not supported for custom resources"
+    );
     delete_namespace(&t.client, &ns).await;
 }
 
@@ -205,24 +324,44 @@ async fn server_side_apply_creates_updates_and_records_the_manager() {
     let ns = namespace(&t.client, "apply").await;
     let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "1"}});
-    let created = api.patch("a", &PatchParams::apply("e2e-apply"), &Patch::Apply(&body)).await.unwrap();
+    let created = api
+        .patch("a", &PatchParams::apply("e2e-apply"), &Patch::Apply(&body))
+        .await
+        .unwrap();
     assert_eq!(created.data.clone().unwrap()["k"], "1");
     let managers: Vec<(String, String)> = created
         .metadata
         .managed_fields
         .unwrap_or_default()
         .into_iter()
-        .map(|m| (m.manager.unwrap_or_default(), m.operation.unwrap_or_default()))
+        .map(|m| {
+            (
+                m.manager.unwrap_or_default(),
+                m.operation.unwrap_or_default(),
+            )
+        })
         .collect();
-    assert!(managers.contains(&("e2e-apply".into(), "Apply".into())), "{managers:?}");
+    assert!(
+        managers.contains(&("e2e-apply".into(), "Apply".into())),
+        "{managers:?}"
+    );
 
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "2"}});
-    let updated = api.patch("a", &PatchParams::apply("e2e-apply"), &Patch::Apply(&body)).await.unwrap();
+    let updated = api
+        .patch("a", &PatchParams::apply("e2e-apply"), &Patch::Apply(&body))
+        .await
+        .unwrap();
     assert_eq!(updated.data.unwrap()["k"], "2");
 
     // Re-applying the same configuration changes nothing, not even the resourceVersion.
-    let again = api.patch("a", &PatchParams::apply("e2e-apply"), &Patch::Apply(&body)).await.unwrap();
-    assert_eq!(again.metadata.resource_version, updated.metadata.resource_version);
+    let again = api
+        .patch("a", &PatchParams::apply("e2e-apply"), &Patch::Apply(&body))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        updated.metadata.resource_version
+    );
     delete_namespace(&t.client, &ns).await;
 }
 
@@ -231,20 +370,40 @@ async fn watch_resumes_from_a_resource_version() {
     let t = target().await;
     let ns = namespace(&t.client, "watch").await;
     let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
-    let created = api.create(&PostParams::default(), &cm("a", &[], &[("k", "0")])).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &cm("a", &[], &[("k", "0")]))
+        .await
+        .unwrap();
     let from = created.metadata.resource_version.clone().unwrap();
     for i in 1..=3 {
-        api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": i.to_string()}})))
-            .await
-            .unwrap();
+        api.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": i.to_string()}})),
+        )
+        .await
+        .unwrap();
     }
-    api.create(&PostParams::default(), &cm("b", &[], &[])).await.unwrap();
-    let stream = api.watch(&WatchParams::default().timeout(30), &from).await.unwrap();
+    api.create(&PostParams::default(), &cm("b", &[], &[]))
+        .await
+        .unwrap();
+    let stream = api
+        .watch(&WatchParams::default().timeout(30), &from)
+        .await
+        .unwrap();
     let events: Vec<(String, String)> = stream
         .take(4)
         .map_ok(|e| match e {
-            WatchEvent::Added(o) => ("ADDED".into(), o.metadata.name.unwrap() + &o.data.and_then(|d| d.get("k").cloned()).unwrap_or_default()),
-            WatchEvent::Modified(o) => ("MODIFIED".into(), o.metadata.name.unwrap() + &o.data.and_then(|d| d.get("k").cloned()).unwrap_or_default()),
+            WatchEvent::Added(o) => (
+                "ADDED".into(),
+                o.metadata.name.unwrap()
+                    + &o.data.and_then(|d| d.get("k").cloned()).unwrap_or_default(),
+            ),
+            WatchEvent::Modified(o) => (
+                "MODIFIED".into(),
+                o.metadata.name.unwrap()
+                    + &o.data.and_then(|d| d.get("k").cloned()).unwrap_or_default(),
+            ),
             other => (format!("{other:?}"), String::new()),
         })
         .try_collect()
@@ -268,13 +427,23 @@ async fn watch_from_an_expired_version_reports_410_gone() {
     let ns = namespace(&t.client, "expired").await;
     let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
     // More writes than the test cluster keeps (a real cluster compacted version 1 long ago).
-    api.create(&PostParams::default(), &cm("a", &[], &[])).await.unwrap();
+    api.create(&PostParams::default(), &cm("a", &[], &[]))
+        .await
+        .unwrap();
     for i in 0..250 {
-        api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"i": i.to_string()}})))
-            .await
-            .unwrap();
+        api.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"i": i.to_string()}})),
+        )
+        .await
+        .unwrap();
     }
-    let mut stream = api.watch(&WatchParams::default().timeout(30), "1").await.unwrap().boxed();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(30), "1")
+        .await
+        .unwrap()
+        .boxed();
     match stream.next().await {
         Some(Ok(WatchEvent::Error(status))) => {
             assert_eq!(status.code, 410);
@@ -292,16 +461,28 @@ async fn deleting_an_owner_garbage_collects_its_dependents() {
     let t = target().await;
     let ns = namespace(&t.client, "gc").await;
     let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
-    let owner = api.create(&PostParams::default(), &cm("owner", &[], &[])).await.unwrap();
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", &[], &[]))
+        .await
+        .unwrap();
     let mut dependent = cm("dependent", &[], &[]);
     dependent.metadata.owner_references = Some(vec![serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.unwrap(),
     }))
     .unwrap()]);
-    api.create(&PostParams::default(), &dependent).await.unwrap();
-    api.create(&PostParams::default(), &cm("bystander", &[], &[])).await.unwrap();
-    api.delete("owner", &DeleteParams::background()).await.unwrap();
-    eventually("dependent collected", || async { matches!(api.get("dependent").await, Err(kube::Error::Api(s)) if s.code == 404) }).await;
+    api.create(&PostParams::default(), &dependent)
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &cm("bystander", &[], &[]))
+        .await
+        .unwrap();
+    api.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("dependent collected", || async {
+        matches!(api.get("dependent").await, Err(kube::Error::Api(s)) if s.code == 404)
+    })
+    .await;
     assert!(api.get("bystander").await.is_ok());
     delete_namespace(&t.client, &ns).await;
 }
@@ -321,15 +502,24 @@ async fn finalizers_hold_deletion_until_the_last_is_removed() {
     let add = api
         .patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["e2e.sluice.dev/hold", "e2e.sluice.dev/other"]}})))
         .await;
-    assert_eq!(code(add), 422, "no new finalizers on an object being deleted");
+    assert_eq!(
+        code(add),
+        422,
+        "no new finalizers on an object being deleted"
+    );
 
     let remove: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/metadata/finalizers", "value": ["e2e.sluice.dev/hold"]},
         {"op": "remove", "path": "/metadata/finalizers/0"},
     ]))
     .unwrap();
-    api.patch("held", &PatchParams::default(), &Patch::<()>::Json(remove)).await.unwrap();
-    eventually("object removed", || async { matches!(api.get("held").await, Err(kube::Error::Api(s)) if s.code == 404) }).await;
+    api.patch("held", &PatchParams::default(), &Patch::<()>::Json(remove))
+        .await
+        .unwrap();
+    eventually("object removed", || async {
+        matches!(api.get("held").await, Err(kube::Error::Api(s)) if s.code == 404)
+    })
+    .await;
     delete_namespace(&t.client, &ns).await;
 }
 
@@ -344,13 +534,19 @@ async fn label_and_field_selectors_filter_lists() {
         ("c", vec![("app", "db")]),
         ("d", vec![]),
     ] {
-        api.create(&PostParams::default(), &cm(name, &labels, &[])).await.unwrap();
+        api.create(&PostParams::default(), &cm(name, &labels, &[]))
+            .await
+            .unwrap();
     }
     let names = |sel: &'static str| {
         let api = api.clone();
         async move {
             let list = api.list(&ListParams::default().labels(sel)).await.unwrap();
-            list.items.into_iter().map(|c| c.metadata.name.unwrap()).filter(|n| n.len() == 1).collect::<Vec<_>>()
+            list.items
+                .into_iter()
+                .map(|c| c.metadata.name.unwrap())
+                .filter(|n| n.len() == 1)
+                .collect::<Vec<_>>()
         }
     };
     assert_eq!(names("app=web").await, vec!["a", "b"]);
@@ -362,11 +558,25 @@ async fn label_and_field_selectors_filter_lists() {
     assert_eq!(names("!tier").await, vec!["c", "d"]);
     assert_eq!(names("app=web,tier!=front").await, vec!["b"]);
 
-    let by_name = api.list(&ListParams::default().fields("metadata.name=c")).await.unwrap();
+    let by_name = api
+        .list(&ListParams::default().fields("metadata.name=c"))
+        .await
+        .unwrap();
     assert_eq!(by_name.items.len(), 1);
-    let not_name = api.list(&ListParams::default().fields("metadata.name!=c")).await.unwrap();
-    assert!(not_name.items.iter().all(|c| c.metadata.name.as_deref() != Some("c")));
-    let by_ns = api.list(&ListParams::default().fields(&format!("metadata.namespace={ns}"))).await.unwrap();
+    let not_name = api
+        .list(&ListParams::default().fields("metadata.name!=c"))
+        .await
+        .unwrap();
+    assert!(
+        not_name
+            .items
+            .iter()
+            .all(|c| c.metadata.name.as_deref() != Some("c"))
+    );
+    let by_ns = api
+        .list(&ListParams::default().fields(&format!("metadata.namespace={ns}")))
+        .await
+        .unwrap();
     assert!(by_ns.items.len() >= 4);
     delete_namespace(&t.client, &ns).await;
 }
@@ -377,7 +587,9 @@ async fn lists_are_sorted_and_paginate_with_continue() {
     let ns = namespace(&t.client, "paging").await;
     let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
     for name in ["e", "b", "g", "a", "f", "c", "d"] {
-        api.create(&PostParams::default(), &cm(name, &[("page", "yes")], &[])).await.unwrap();
+        api.create(&PostParams::default(), &cm(name, &[("page", "yes")], &[]))
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut params = ListParams::default().labels("page=yes").limit(3);
@@ -405,30 +617,61 @@ async fn custom_resources_are_validated_pruned_and_defaulted() {
     let api = widgets(&t.client, &ns);
     let pp = PostParams::default();
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"size": "small", "replicas": "three"}), "spec.replicas"),
+        (
+            json!({"size": "small", "replicas": "three"}),
+            "spec.replicas",
+        ),
         (json!({"size": "medium"}), "spec.size"),
         (json!({"replicas": 2}), "spec.size"),
         (json!({"size": "small", "replicas": 101}), "spec.replicas"),
         (json!({"size": "small", "name": "Bad_Name"}), "spec.name"),
-        (json!({"size": "small", "items": ["a", "b", "c", "d"]}), "spec.items"),
-        (json!({"size": "small", "labels": {"a": 1}}), "spec.labels.a"),
+        (
+            json!({"size": "small", "items": ["a", "b", "c", "d"]}),
+            "spec.items",
+        ),
+        (
+            json!({"size": "small", "labels": {"a": 1}}),
+            "spec.labels.a",
+        ),
     ];
     for (i, (spec, field)) in cases.into_iter().enumerate() {
-        let status = status_of(api.create(&pp, &widget(&format!("bad{i}"), spec.clone())).await);
-        assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"), "{spec}");
+        let status = status_of(
+            api.create(&pp, &widget(&format!("bad{i}"), spec.clone()))
+                .await,
+        );
+        assert_eq!(
+            (status.code, status.reason.as_str()),
+            (422, "Invalid"),
+            "{spec}"
+        );
         let causes: Vec<String> = status
             .details
             .as_ref()
             .map(|d| d.causes.iter().map(|c| c.field.clone()).collect())
             .unwrap_or_default();
-        assert!(causes.iter().any(|c| c == field), "{spec}: expected a cause on {field}, got {causes:?}");
+        assert!(
+            causes.iter().any(|c| c == field),
+            "{spec}: expected a cause on {field}, got {causes:?}"
+        );
     }
     let ok: DynamicObject = api
-        .create(&pp, &widget("good", json!({"size": "small", "unknown": 1, "extra": {"kept": {"deep": true}}})))
+        .create(
+            &pp,
+            &widget(
+                "good",
+                json!({"size": "small", "unknown": 1, "extra": {"kept": {"deep": true}}}),
+            ),
+        )
         .await
         .unwrap();
-    assert!(ok.data["spec"].get("unknown").is_none(), "unknown fields are pruned");
-    assert_eq!(ok.data["spec"]["extra"]["kept"]["deep"], true, "preserved fields are kept");
+    assert!(
+        ok.data["spec"].get("unknown").is_none(),
+        "unknown fields are pruned"
+    );
+    assert_eq!(
+        ok.data["spec"]["extra"]["kept"]["deep"], true,
+        "preserved fields are kept"
+    );
     assert_eq!(ok.data["spec"]["replicas"], 1, "defaults are applied");
     delete_namespace(&t.client, &ns).await;
 }

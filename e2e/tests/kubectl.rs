@@ -16,7 +16,10 @@ async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
         .expect("kubectl must be installed (apt-get install kubectl)");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "kubectl {args:?} failed: {stderr}\n{stdout}");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?} failed: {stderr}\n{stdout}"
+    );
     stdout
 }
 
@@ -64,43 +67,111 @@ async fn kubectl_lists_shows_and_server_side_applies() {
     let manifest = dir.path().join("manifest.yaml");
     std::fs::write(&manifest, MANIFEST).unwrap();
 
-    let applied = kubectl(&kubeconfig, &["apply", "--server-side", "--validate=false", "-f", manifest.to_str().unwrap()]).await;
-    assert!(applied.contains("configmap/demo serverside-applied"), "{applied}");
-    assert!(applied.contains("widget.e2e.sluice.dev/gizmo serverside-applied"), "{applied}");
-    assert!(applied.contains("virtualservice.networking.istio.io/web serverside-applied"), "{applied}");
+    let applied = kubectl(
+        &kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            manifest.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        applied.contains("configmap/demo serverside-applied"),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("widget.e2e.sluice.dev/gizmo serverside-applied"),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("virtualservice.networking.istio.io/web serverside-applied"),
+        "{applied}"
+    );
 
-    let applies: Vec<_> = cluster.writes().into_iter().filter(|w| w.verb == "patch").collect();
+    let applies: Vec<_> = cluster
+        .writes()
+        .into_iter()
+        .filter(|w| w.verb == "patch")
+        .collect();
     assert_eq!(applies.len(), 3);
     for w in &applies {
         assert_eq!(w.code, 201, "{w:?}");
         assert_eq!(w.field_manager.as_deref(), Some("kubectl"));
-        assert!(w.content_type.as_deref().is_some_and(|c| c.starts_with("application/apply-patch")), "{w:?}");
+        assert!(
+            w.content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/apply-patch")),
+            "{w:?}"
+        );
     }
 
     let namespaces = kubectl(&kubeconfig, &["get", "namespaces"]).await;
-    assert!(namespaces.lines().any(|l| l.starts_with("default ")), "{namespaces}");
+    assert!(
+        namespaces.lines().any(|l| l.starts_with("default ")),
+        "{namespaces}"
+    );
     let widgets = kubectl(&kubeconfig, &["get", "widgets"]).await;
     assert!(widgets.contains("gizmo"), "{widgets}");
-    assert!(widgets.contains("REPLICAS"), "printer columns are shown: {widgets}");
+    assert!(
+        widgets.contains("REPLICAS"),
+        "printer columns are shown: {widgets}"
+    );
 
     let yaml = kubectl(&kubeconfig, &["get", "widget", "gizmo", "-o", "yaml"]).await;
     let widget: Value = serde_yaml::from_str(&yaml).unwrap();
     assert_eq!(widget["spec"]["size"], "large");
     assert_eq!(widget["metadata"]["generation"], 1);
 
-    let vs: Value = serde_yaml::from_str(&kubectl(&kubeconfig, &["get", "virtualservice", "web", "-o", "yaml"]).await).unwrap();
-    assert_eq!(vs["spec"]["http"][0]["route"][1]["weight"], 10, "unknown fields are preserved");
+    let vs: Value = serde_yaml::from_str(
+        &kubectl(&kubeconfig, &["get", "virtualservice", "web", "-o", "yaml"]).await,
+    )
+    .unwrap();
+    assert_eq!(
+        vs["spec"]["http"][0]["route"][1]["weight"], 10,
+        "unknown fields are preserved"
+    );
 
     // Re-applying a changed manifest updates in place; the Widget's generation follows its spec.
-    std::fs::write(&manifest, MANIFEST.replace("greeting: hello", "greeting: bonjour").replace("replicas: 3", "replicas: 4")).unwrap();
-    kubectl(&kubeconfig, &["apply", "--server-side", "--validate=false", "-f", manifest.to_str().unwrap()]).await;
-    let cm: Value = serde_yaml::from_str(&kubectl(&kubeconfig, &["get", "configmap", "demo", "-o", "yaml"]).await).unwrap();
+    std::fs::write(
+        &manifest,
+        MANIFEST
+            .replace("greeting: hello", "greeting: bonjour")
+            .replace("replicas: 3", "replicas: 4"),
+    )
+    .unwrap();
+    kubectl(
+        &kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            manifest.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let cm: Value = serde_yaml::from_str(
+        &kubectl(&kubeconfig, &["get", "configmap", "demo", "-o", "yaml"]).await,
+    )
+    .unwrap();
     assert_eq!(cm["data"]["greeting"], "bonjour");
-    let widget: Value = serde_yaml::from_str(&kubectl(&kubeconfig, &["get", "widget", "gizmo", "-o", "yaml"]).await).unwrap();
+    let widget: Value = serde_yaml::from_str(
+        &kubectl(&kubeconfig, &["get", "widget", "gizmo", "-o", "yaml"]).await,
+    )
+    .unwrap();
     assert_eq!(widget["metadata"]["generation"], 2);
     assert_eq!(widget["spec"]["replicas"], 4);
 
     let json = kubectl(&kubeconfig, &["get", "configmaps", "-A", "-o", "json"]).await;
     let list: Value = serde_json::from_str(&json).unwrap();
-    assert!(list["items"].as_array().unwrap().iter().any(|i| i["metadata"]["name"] == "demo"));
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["metadata"]["name"] == "demo")
+    );
 }

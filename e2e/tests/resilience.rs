@@ -12,9 +12,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use serde_json::json;
 use sluice_e2e::{Fault, TestCluster};
 
@@ -47,7 +47,11 @@ struct Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_survives_dropped_watches_errors_and_expired_history() {
-    let cluster = TestCluster::builder().watch_history(50).start().await.unwrap();
+    let cluster = TestCluster::builder()
+        .watch_history(50)
+        .start()
+        .await
+        .unwrap();
     let client = cluster.client();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -77,18 +81,31 @@ async fn watcher_survives_dropped_watches_errors_and_expired_history() {
     api.create(&PostParams::default(), &cm("b")).await.unwrap();
     eventually("b seen after dropped watches", || saw("b")).await;
 
-    cluster.inject(Fault::fail(500).verb("watch").resource("configmaps").times(2));
+    cluster.inject(
+        Fault::fail(500)
+            .verb("watch")
+            .resource("configmaps")
+            .times(2),
+    );
     cluster.drop_watches();
     api.create(&PostParams::default(), &cm("c")).await.unwrap();
     eventually("c seen after failing watches", || saw("c")).await;
-    eventually("watch faults consumed", || async { cluster.pending_faults().is_empty() }).await;
+    eventually("watch faults consumed", || async {
+        cluster.pending_faults().is_empty()
+    })
+    .await;
 
     let inits_before = seen.lock().unwrap().inits;
     expire_while_reconnecting(&cluster, None, || async {
         api.create(&PostParams::default(), &cm("d")).await.unwrap();
     })
     .await;
-    cluster.inject(Fault::fail(500).verb("list").resource("configmaps").times(1));
+    cluster.inject(
+        Fault::fail(500)
+            .verb("list")
+            .resource("configmaps")
+            .times(1),
+    );
     eventually("d seen after 410 and a failed relist", || saw("d")).await;
     eventually("relisted after 410", || {
         let seen = seen.clone();
@@ -96,7 +113,10 @@ async fn watcher_survives_dropped_watches_errors_and_expired_history() {
     })
     .await;
     assert!(cluster.request_counts()["expired configmaps"] >= 1);
-    assert!(cluster.pending_faults().is_empty(), "the failing list was exercised");
+    assert!(
+        cluster.pending_faults().is_empty(),
+        "the failing list was exercised"
+    );
     task.abort();
 }
 
@@ -105,40 +125,69 @@ async fn watcher_survives_dropped_watches_errors_and_expired_history() {
 struct ReconcileError(#[from] kube::Error);
 
 /// Copies `spec.size` to `status.observedSize` with an optimistic-concurrency status update.
-async fn reconcile(obj: Arc<DynamicObject>, api: Arc<Api<DynamicObject>>) -> Result<Action, ReconcileError> {
+async fn reconcile(
+    obj: Arc<DynamicObject>,
+    api: Arc<Api<DynamicObject>>,
+) -> Result<Action, ReconcileError> {
     let mut next = (*obj).clone();
     next.data["status"] = json!({"phase": obj.data["spec"]["size"].clone()});
     if obj.data.get("status") != next.data.get("status") {
-        api.replace_status(&obj.metadata.name.clone().unwrap(), &PostParams::default(), &next).await?;
+        api.replace_status(
+            &obj.metadata.name.clone().unwrap(),
+            &PostParams::default(),
+            &next,
+        )
+        .await?;
     }
     Ok(Action::await_change())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_converges_despite_conflicts_server_errors_and_410s() {
-    let cluster = TestCluster::builder().watch_history(50).start().await.unwrap();
+    let cluster = TestCluster::builder()
+        .watch_history(50)
+        .start()
+        .await
+        .unwrap();
     let client = cluster.client();
     install_widget_crd(&client).await;
     let api = widgets(&client, "default");
     for i in 0..5 {
-        api.create(&PostParams::default(), &widget(&format!("w{i}"), json!({"size": "small"})))
-            .await
-            .unwrap();
+        api.create(
+            &PostParams::default(),
+            &widget(&format!("w{i}"), json!({"size": "small"})),
+        )
+        .await
+        .unwrap();
     }
     // Faults hit only the controller's requests, not the test's own.
     let controller_api = widgets(&cluster.client_as("controller").unwrap(), "default");
     let only = |f: Fault| f.resource("widgets").identity("controller");
-    cluster.inject(only(Fault::fail(409).verb("update").subresource("status").times(3)));
-    cluster.inject(only(Fault::fail(500).verb("update").subresource("status").times(2)));
+    cluster.inject(only(
+        Fault::fail(409)
+            .verb("update")
+            .subresource("status")
+            .times(3),
+    ));
+    cluster.inject(only(
+        Fault::fail(500)
+            .verb("update")
+            .subresource("status")
+            .times(2),
+    ));
     cluster.inject(only(Fault::fail(500).verb("list").times(1)));
     let shared = Arc::new(controller_api.clone());
-    let controller = Controller::new_with(controller_api, watcher::Config::default(), widget_resource())
-        .run(
-            reconcile,
-            |_obj, _err: &ReconcileError, _ctx| Action::requeue(Duration::from_millis(100)),
-            shared,
-        )
-        .for_each(|_| async {});
+    let controller = Controller::new_with(
+        controller_api,
+        watcher::Config::default(),
+        widget_resource(),
+    )
+    .run(
+        reconcile,
+        |_obj, _err: &ReconcileError, _ctx| Action::requeue(Duration::from_millis(100)),
+        shared,
+    )
+    .for_each(|_| async {});
     let task = tokio::spawn(controller);
 
     let all_phases = |size: &'static str| {
@@ -149,22 +198,39 @@ async fn controller_converges_despite_conflicts_server_errors_and_410s() {
         }
     };
     eventually("all widgets reconciled", || all_phases("small")).await;
-    assert!(cluster.pending_faults().is_empty(), "every injected fault was hit: {:?}", cluster.pending_faults());
-    let failed: Vec<u16> = cluster.writes().iter().filter(|w| w.subresource.as_deref() == Some("status") && w.code >= 400).map(|w| w.code).collect();
+    assert!(
+        cluster.pending_faults().is_empty(),
+        "every injected fault was hit: {:?}",
+        cluster.pending_faults()
+    );
+    let failed: Vec<u16> = cluster
+        .writes()
+        .iter()
+        .filter(|w| w.subresource.as_deref() == Some("status") && w.code >= 400)
+        .map(|w| w.code)
+        .collect();
     assert_eq!(failed.iter().filter(|c| **c == 409).count(), 3);
     assert_eq!(failed.iter().filter(|c| **c == 500).count(), 2);
 
     // Now the controller's watch resumes from a version that is gone; it must relist and carry on.
     expire_while_reconnecting(&cluster, Some("controller"), || async {
         for i in 0..5 {
-            api.patch(&format!("w{i}"), &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": "large"}})))
-                .await
-                .unwrap();
+            api.patch(
+                &format!("w{i}"),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"size": "large"}})),
+            )
+            .await
+            .unwrap();
         }
     })
     .await;
     eventually("all widgets reconciled after 410", || all_phases("large")).await;
-    assert!(cluster.request_counts()["expired widgets"] >= 1, "{:?}", cluster.request_counts());
+    assert!(
+        cluster.request_counts()["expired widgets"] >= 1,
+        "{:?}",
+        cluster.request_counts()
+    );
     task.abort();
 }
 
@@ -175,7 +241,16 @@ async fn write_log_records_identity_manager_and_outcome() {
     let follower = cluster.client_as("replica-b").unwrap();
     let api_a: Api<ConfigMap> = Api::namespaced(leader, "default");
     let api_b: Api<ConfigMap> = Api::namespaced(follower, "default");
-    api_a.create(&PostParams { field_manager: Some("sluice".into()), ..Default::default() }, &cm("x")).await.unwrap();
+    api_a
+        .create(
+            &PostParams {
+                field_manager: Some("sluice".into()),
+                ..Default::default()
+            },
+            &cm("x"),
+        )
+        .await
+        .unwrap();
     let _ = api_b.get("x").await.unwrap();
     cluster.inject(Fault::fail(503).verb("patch").name("x"));
     let refused = api_b
@@ -186,7 +261,14 @@ async fn write_log_records_identity_manager_and_outcome() {
     let writes = cluster.writes();
     let summary: Vec<(Option<&str>, &str, u16, Option<&str>)> = writes
         .iter()
-        .map(|w| (w.identity.as_deref(), w.verb.as_str(), w.code, w.field_manager.as_deref()))
+        .map(|w| {
+            (
+                w.identity.as_deref(),
+                w.verb.as_str(),
+                w.code,
+                w.field_manager.as_deref(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -203,8 +285,14 @@ async fn write_log_records_identity_manager_and_outcome() {
 async fn hang_fault_delays_but_serves_the_request() {
     let cluster = TestCluster::start().await.unwrap();
     let api: Api<ConfigMap> = Api::namespaced(cluster.client(), "default");
-    api.create(&PostParams::default(), &cm("slow")).await.unwrap();
-    cluster.inject(Fault::hang(Duration::from_millis(300)).verb("get").name("slow"));
+    api.create(&PostParams::default(), &cm("slow"))
+        .await
+        .unwrap();
+    cluster.inject(
+        Fault::hang(Duration::from_millis(300))
+            .verb("get")
+            .name("slow"),
+    );
     let started = tokio::time::Instant::now();
     assert!(api.get("slow").await.is_ok());
     // Not a timing assertion on the server: the request can only finish after the injected wait.

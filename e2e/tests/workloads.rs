@@ -29,7 +29,10 @@ fn replicaset(name: &str, replicas: i32, annotations: Value) -> ReplicaSet {
 }
 
 async fn pods_of(api: &Api<Pod>, app: &str) -> Vec<Pod> {
-    api.list(&ListParams::default().labels(&format!("app={app}"))).await.unwrap().items
+    api.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
 }
 
 fn ready(pod: &Pod) -> bool {
@@ -45,7 +48,10 @@ async fn replicaset_creates_ready_pods_and_reports_honest_status() {
     let client = cluster.client();
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let rs = rs_api.create(&PostParams::default(), &replicaset("web", 3, json!({}))).await.unwrap();
+    let rs = rs_api
+        .create(&PostParams::default(), &replicaset("web", 3, json!({})))
+        .await
+        .unwrap();
     eventually("3 available replicas", || async {
         let s = rs_api.get("web").await.unwrap().status.unwrap_or_default();
         s.replicas == 3 && s.ready_replicas == Some(3) && s.available_replicas == Some(3)
@@ -55,17 +61,35 @@ async fn replicaset_creates_ready_pods_and_reports_honest_status() {
     assert_eq!(all.len(), 3);
     for pod in &all {
         assert!(ready(pod));
-        assert_eq!(pod.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+        assert_eq!(
+            pod.status.as_ref().unwrap().phase.as_deref(),
+            Some("Running")
+        );
         assert_eq!(pod.metadata.labels.as_ref().unwrap()["tier"], "web");
         let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("ReplicaSet", rs.metadata.uid.as_deref().unwrap(), Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            (
+                "ReplicaSet",
+                rs.metadata.uid.as_deref().unwrap(),
+                Some(true)
+            )
+        );
         assert!(pod.metadata.name.as_ref().unwrap().starts_with("web-"));
     }
 
     // Scale down through the scale subresource.
-    let scale: Scale = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}})).unwrap();
-    rs_api.replace_scale("web", &PostParams::default(), &scale).await.unwrap();
-    eventually("scaled down to 1 pod", || async { pods_of(&pods, "web").await.len() == 1 }).await;
+    let scale: Scale =
+        serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}}))
+            .unwrap();
+    rs_api
+        .replace_scale("web", &PostParams::default(), &scale)
+        .await
+        .unwrap();
+    eventually("scaled down to 1 pod", || async {
+        pods_of(&pods, "web").await.len() == 1
+    })
+    .await;
     eventually("status follows", || async {
         let s = rs_api.get("web").await.unwrap().status.unwrap_or_default();
         s.replicas == 1 && s.available_replicas == Some(1)
@@ -79,25 +103,51 @@ async fn replicaset_creates_ready_pods_and_reports_honest_status() {
 #[tokio::test]
 async fn annotated_pods_never_become_ready_or_crash_loop() {
     let cluster = TestCluster::builder()
-        .sim_settings(SimSettings { crash_restart_interval: Duration::from_millis(100), ..Default::default() })
+        .sim_settings(SimSettings {
+            crash_restart_interval: Duration::from_millis(100),
+            ..Default::default()
+        })
         .start()
         .await
         .unwrap();
     let client = cluster.client();
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    rs_api.create(&PostParams::default(), &replicaset("stuck", 2, json!({NEVER_READY: "true"}))).await.unwrap();
-    rs_api.create(&PostParams::default(), &replicaset("crashy", 1, json!({CRASH_LOOP: "true"}))).await.unwrap();
+    rs_api
+        .create(
+            &PostParams::default(),
+            &replicaset("stuck", 2, json!({NEVER_READY: "true"})),
+        )
+        .await
+        .unwrap();
+    rs_api
+        .create(
+            &PostParams::default(),
+            &replicaset("crashy", 1, json!({CRASH_LOOP: "true"})),
+        )
+        .await
+        .unwrap();
     eventually("stuck pods running", || async {
         let p = pods_of(&pods, "stuck").await;
-        p.len() == 2 && p.iter().all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        p.len() == 2
+            && p.iter()
+                .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
     })
     .await;
     eventually("crashy pod restarted at least twice", || async {
         pods_of(&pods, "crashy").await.iter().any(|p| {
-            let c = &p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+            let c = &p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.clone())
+                .unwrap_or_default();
             c.first().is_some_and(|c| {
-                c.restart_count >= 2 && c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff")
+                c.restart_count >= 2
+                    && c.state
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .and_then(|w| w.reason.as_deref())
+                        == Some("CrashLoopBackOff")
             })
         })
     })
@@ -119,12 +169,24 @@ async fn min_ready_seconds_delays_availability_under_a_paused_clock() {
     rs["spec"]["minReadySeconds"] = json!(30);
     // Seeded straight into the store: no HTTP under a paused clock.
     cluster.apply_object(rs).unwrap();
-    let status = |cluster: &TestCluster| cluster.object("apps", "replicasets", "default", "slow").unwrap()["status"].clone();
+    let status = |cluster: &TestCluster| {
+        cluster
+            .object("apps", "replicasets", "default", "slow")
+            .unwrap()["status"]
+            .clone()
+    };
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(status(&cluster)["readyReplicas"], 2);
-    assert!(status(&cluster).get("availableReplicas").is_none(), "{}", status(&cluster));
+    assert!(
+        status(&cluster).get("availableReplicas").is_none(),
+        "{}",
+        status(&cluster)
+    );
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert!(status(&cluster).get("availableReplicas").is_none(), "still inside minReadySeconds");
+    assert!(
+        status(&cluster).get("availableReplicas").is_none(),
+        "still inside minReadySeconds"
+    );
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(status(&cluster)["availableReplicas"], 2);
 }
@@ -142,26 +204,48 @@ async fn deployment_owns_a_replicaset_per_template_and_scales_to_zero() {
             "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "api", "image": "api:1"}]}}}
     }))
     .unwrap();
-    deployments.create(&PostParams::default(), &d).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
     eventually("deployment available", || async {
-        let s = deployments.get("api").await.unwrap().status.unwrap_or_default();
-        s.available_replicas == Some(2) && s.updated_replicas == Some(2) && s.observed_generation == Some(1)
+        let s = deployments
+            .get("api")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        s.available_replicas == Some(2)
+            && s.updated_replicas == Some(2)
+            && s.observed_generation == Some(1)
     })
     .await;
-    let owned = rs_api.list(&ListParams::default().labels("app=api")).await.unwrap().items;
+    let owned = rs_api
+        .list(&ListParams::default().labels("app=api"))
+        .await
+        .unwrap()
+        .items;
     assert_eq!(owned.len(), 1);
     let first_hash = owned[0].metadata.labels.as_ref().unwrap()["pod-template-hash"].clone();
-    assert_eq!(owned[0].metadata.owner_references.as_ref().unwrap()[0].kind, "Deployment");
+    assert_eq!(
+        owned[0].metadata.owner_references.as_ref().unwrap()[0].kind,
+        "Deployment"
+    );
 
     deployments
         .patch("api", &PatchParams::default(), &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "api", "image": "api:2"}]}}}})))
         .await
         .unwrap();
     eventually("new replicaset takes over", || async {
-        let all = rs_api.list(&ListParams::default().labels("app=api")).await.unwrap().items;
+        let all = rs_api
+            .list(&ListParams::default().labels("app=api"))
+            .await
+            .unwrap()
+            .items;
         all.len() == 2
             && all.iter().all(|rs| {
-                let is_old = rs.metadata.labels.as_ref().unwrap()["pod-template-hash"] == first_hash;
+                let is_old =
+                    rs.metadata.labels.as_ref().unwrap()["pod-template-hash"] == first_hash;
                 let replicas = rs.spec.as_ref().unwrap().replicas;
                 (is_old && replicas == Some(0)) || (!is_old && replicas == Some(2))
             })
@@ -170,10 +254,17 @@ async fn deployment_owns_a_replicaset_per_template_and_scales_to_zero() {
 
     // A workloadRef consumer scales the Deployment down to zero through /scale.
     deployments
-        .patch_scale("api", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}})))
+        .patch_scale(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
         .await
         .unwrap();
-    eventually("no pods left", || async { pods_of(&pods, "api").await.is_empty() }).await;
+    eventually("no pods left", || async {
+        pods_of(&pods, "api").await.is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -190,30 +281,59 @@ async fn endpoints_follow_ready_pods() {
     }))
     .unwrap();
     services.create(&PostParams::default(), &svc).await.unwrap();
-    rs_api.create(&PostParams::default(), &replicaset("web", 2, json!({}))).await.unwrap();
+    rs_api
+        .create(&PostParams::default(), &replicaset("web", 2, json!({})))
+        .await
+        .unwrap();
     let addresses = |ready: bool| {
         let endpoints = endpoints.clone();
         async move {
-            let Ok(ep) = endpoints.get("web").await else { return Vec::new() };
+            let Ok(ep) = endpoints.get("web").await else {
+                return Vec::new();
+            };
             let mut out: Vec<(String, i32)> = Vec::new();
             for subset in ep.subsets.unwrap_or_default() {
-                let port = subset.ports.as_ref().and_then(|p| p.first()).map(|p| p.port).unwrap_or(0);
-                let list = if ready { subset.addresses } else { subset.not_ready_addresses };
-                out.extend(list.unwrap_or_default().into_iter().map(|a| (a.target_ref.unwrap().name.unwrap(), port)));
+                let port = subset
+                    .ports
+                    .as_ref()
+                    .and_then(|p| p.first())
+                    .map(|p| p.port)
+                    .unwrap_or(0);
+                let list = if ready {
+                    subset.addresses
+                } else {
+                    subset.not_ready_addresses
+                };
+                out.extend(
+                    list.unwrap_or_default()
+                        .into_iter()
+                        .map(|a| (a.target_ref.unwrap().name.unwrap(), port)),
+                );
             }
             out.sort();
             out
         }
     };
-    eventually("two ready endpoints on the named container port", || async {
-        let ready = addresses(true).await;
-        ready.len() == 2 && ready.iter().all(|(_, port)| *port == 8080)
-    })
+    eventually(
+        "two ready endpoints on the named container port",
+        || async {
+            let ready = addresses(true).await;
+            ready.len() == 2 && ready.iter().all(|(_, port)| *port == 8080)
+        },
+    )
     .await;
-    let victim = pods_of(&pods, "web").await[0].metadata.name.clone().unwrap();
-    pods.patch(&victim, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {NEVER_READY: "true"}}})))
-        .await
+    let victim = pods_of(&pods, "web").await[0]
+        .metadata
+        .name
+        .clone()
         .unwrap();
+    pods.patch(
+        &victim,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {NEVER_READY: "true"}}})),
+    )
+    .await
+    .unwrap();
     eventually("the unready pod moves to notReadyAddresses", || async {
         addresses(false).await == vec![(victim.clone(), 8080)] && addresses(true).await.len() == 1
     })
@@ -225,7 +345,9 @@ async fn endpoints_follow_ready_pods() {
 
 /// A stand-in for an app process: a loopback listener that answers every connection with a line.
 async fn serve_pod(name: String) -> Result<PodProcess, String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let task = tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
@@ -244,7 +366,9 @@ async fn serve_pod(name: String) -> Result<PodProcess, String> {
 
 async fn read_line(port: u16) -> Option<String> {
     use tokio::io::AsyncReadExt;
-    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     let mut out = String::new();
     socket.read_to_string(&mut out).await.ok()?;
     Some(out.trim().to_string()).filter(|s| !s.is_empty())
@@ -260,23 +384,45 @@ async fn pod_runner_backs_each_ready_pod_with_a_process() {
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let svc: Service = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).unwrap();
     services.create(&PostParams::default(), &svc).await.unwrap();
-    rs_api.create(&PostParams::default(), &replicaset("web", 2, json!({}))).await.unwrap();
+    rs_api
+        .create(&PostParams::default(), &replicaset("web", 2, json!({})))
+        .await
+        .unwrap();
     eventually("two ready pods with processes", || async {
         let eps = cluster.endpoints("default", "web");
-        eps.len() == 2 && eps.iter().all(|e| e.ready && e.process_port.is_some() && e.ip == "127.0.0.1")
+        eps.len() == 2
+            && eps
+                .iter()
+                .all(|e| e.ready && e.process_port.is_some() && e.ip == "127.0.0.1")
     })
     .await;
     let eps = cluster.endpoints("default", "web");
     for ep in &eps {
-        assert_eq!(read_line(ep.process_port.unwrap()).await.as_deref(), Some(ep.pod.as_str()));
+        assert_eq!(
+            read_line(ep.process_port.unwrap()).await.as_deref(),
+            Some(ep.pod.as_str())
+        );
     }
     let all = pods_of(&pods, "web").await;
-    assert!(all.iter().all(|p| p.status.as_ref().unwrap().pod_ip.as_deref() == Some("127.0.0.1")));
+    assert!(
+        all.iter()
+            .all(|p| p.status.as_ref().unwrap().pod_ip.as_deref() == Some("127.0.0.1"))
+    );
 
-    rs_api.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.unwrap();
+    rs_api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
     for ep in eps {
         let port = ep.process_port.unwrap();
-        eventually("process stopped with its pod", || async move { read_line(port).await.is_none() }).await;
+        eventually("process stopped with its pod", || async move {
+            read_line(port).await.is_none()
+        })
+        .await;
     }
 }
 
@@ -287,18 +433,44 @@ async fn deleting_a_replicaset_collects_its_pods_and_namespaces_empty_out() {
     let ns = namespace(&client, "gc").await;
     let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    rs_api.create(&PostParams::default(), &replicaset("web", 2, json!({}))).await.unwrap();
-    eventually("pods created", || async { pods_of(&pods, "web").await.len() == 2 }).await;
-    rs_api.delete("web", &DeleteParams::background()).await.unwrap();
-    eventually("pods collected", || async { pods_of(&pods, "web").await.is_empty() }).await;
+    rs_api
+        .create(&PostParams::default(), &replicaset("web", 2, json!({})))
+        .await
+        .unwrap();
+    eventually("pods created", || async {
+        pods_of(&pods, "web").await.len() == 2
+    })
+    .await;
+    rs_api
+        .delete("web", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("pods collected", || async {
+        pods_of(&pods, "web").await.is_empty()
+    })
+    .await;
 
-    rs_api.create(&PostParams::default(), &replicaset("again", 1, json!({}))).await.unwrap();
-    eventually("pod created", || async { pods_of(&pods, "again").await.len() == 1 }).await;
+    rs_api
+        .create(&PostParams::default(), &replicaset("again", 1, json!({})))
+        .await
+        .unwrap();
+    eventually("pod created", || async {
+        pods_of(&pods, "again").await.len() == 1
+    })
+    .await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
-    let refused = rs_api.create(&PostParams::default(), &replicaset("late", 1, json!({}))).await;
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    let refused = rs_api
+        .create(&PostParams::default(), &replicaset("late", 1, json!({})))
+        .await;
     // Either still terminating (403) or already gone (404).
     assert!(matches!(code(refused), 403 | 404));
-    eventually("namespace gone", || async { matches!(namespaces.get(&ns).await, Err(kube::Error::Api(s)) if s.code == 404) }).await;
+    eventually("namespace gone", || async {
+        matches!(namespaces.get(&ns).await, Err(kube::Error::Api(s)) if s.code == 404)
+    })
+    .await;
     assert!(cluster.store().namespace_contents(&ns).is_empty());
 }

@@ -33,14 +33,22 @@ pub async fn target() -> Target {
     if let Ok(path) = std::env::var("SLUICE_E2E_KUBECONFIG")
         && !path.is_empty()
     {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("SLUICE_E2E_KUBECONFIG must be a readable kubeconfig");
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+            .expect("SLUICE_E2E_KUBECONFIG must be a readable kubeconfig");
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .expect("kubeconfig must be usable");
         let client = kube::Client::try_from(config).expect("client from kubeconfig");
-        return Target { client, cluster: None };
+        return Target {
+            client,
+            cluster: None,
+        };
     }
-    let cluster = TestCluster::builder().watch_history(200).start().await.expect("test cluster starts");
+    let cluster = TestCluster::builder()
+        .watch_history(200)
+        .start()
+        .await
+        .expect("test cluster starts");
     Target {
         client: cluster.client(),
         cluster: Some(cluster),
@@ -55,12 +63,17 @@ pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
     let name = format!("{prefix}-{}-{n}", std::process::id());
     let api: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    api.create(&PostParams::default(), &ns).await.expect("create namespace");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
     name
 }
 
 pub fn widget_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("e2e.sluice.dev", "v1", "Widget"), "widgets")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("e2e.sluice.dev", "v1", "Widget"),
+        "widgets",
+    )
 }
 
 pub fn widgets(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
@@ -71,11 +84,18 @@ pub fn widgets(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
 pub async fn install_widget_crd(client: &kube::Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: CustomResourceDefinition = serde_json::from_value(sluice_e2e::example_crd()).unwrap();
-    api.patch("widgets.e2e.sluice.dev", &PatchParams::apply("e2e-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("apply widget crd");
+    api.patch(
+        "widgets.e2e.sluice.dev",
+        &PatchParams::apply("e2e-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply widget crd");
     let probe = widgets(client, "default");
-    eventually("widget crd served", || async { probe.list(&Default::default()).await.is_ok() }).await;
+    eventually("widget crd served", || async {
+        probe.list(&Default::default()).await.is_ok()
+    })
+    .await;
 }
 
 pub fn widget(name: &str, spec: Value) -> DynamicObject {
