@@ -3,11 +3,17 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::api::rollout::Rollout;
 
 /// Every CRD Sluice serves, with the file name it is written to under `crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![("rollout.yaml", Rollout::crd())]
+    vec![
+        ("rollout.yaml", Rollout::crd()),
+        ("analysistemplate.yaml", AnalysisTemplate::crd()),
+        ("clusteranalysistemplate.yaml", ClusterAnalysisTemplate::crd()),
+        ("analysisrun.yaml", AnalysisRun::crd()),
+    ]
 }
 
 /// Renders one CRD as YAML, with a header saying where it comes from.

@@ -405,7 +405,9 @@ impl<'a> Planner<'a> {
         let steps_done = step_idx >= n_steps;
         let fully_available = canary_available >= replicas
             && canary_rs.is_some_and(|r| r.replicas >= replicas);
-        let traffic_at_full = !ctx.routing || obs.traffic.canary_weight == Some(ctx.max_weight);
+        let traffic_at_full = !ctx.routing
+            || ctx.replicas == 0
+            || obs.traffic.canary_weight == Some(ctx.max_weight);
         if in_update && !self.st.abort && !user_paused && steps_done && fully_available && traffic_at_full
             && self.st.pause_conditions.is_empty()
         {
@@ -955,7 +957,7 @@ impl<'a> Planner<'a> {
         let canary_rs = obs.replica_sets.iter().find(|r| r.hash == ctx.current_hash);
         let want = desired_canary_replicas(ctx, canary, idx, target);
         let available = canary_rs.map_or(0, |r| r.available);
-        let mut w = if available >= want && want > 0 {
+        let mut w = if available >= want && (want > 0 || ctx.replicas == 0) {
             target
         } else {
             capacity_weight(available, ctx.replicas, ctx.max_weight).min(target)
@@ -1198,7 +1200,7 @@ impl<'a> Planner<'a> {
         };
         let live_canary = in_update && !self.st.abort && stable != ctx.current_hash;
         let canary_svc = if live_canary {
-            if avail(&ctx.current_hash) > 0 {
+            if avail(&ctx.current_hash) > 0 || ctx.replicas == 0 {
                 Some(ctx.current_hash.clone())
             } else {
                 obs.traffic.canary_service_hash.clone()
