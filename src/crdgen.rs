@@ -11,7 +11,10 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("rollout.yaml", Rollout::crd()),
         ("analysistemplate.yaml", AnalysisTemplate::crd()),
-        ("clusteranalysistemplate.yaml", ClusterAnalysisTemplate::crd()),
+        (
+            "clusteranalysistemplate.yaml",
+            ClusterAnalysisTemplate::crd(),
+        ),
         ("analysisrun.yaml", AnalysisRun::crd()),
     ]
 }

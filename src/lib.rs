@@ -9,5 +9,6 @@
 pub mod analysis;
 pub mod api;
 pub mod crdgen;
+pub mod demo;
 pub mod metrics;
 pub mod plan;

@@ -10,6 +10,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a canary rollout of a sample application: a good version is promoted, a bad one is
+    /// aborted by its analysis.
+    Demo {
+        /// Milliseconds of real time per simulated second (0 runs as fast as possible).
+        #[arg(long, default_value_t = 150)]
+        pace_ms: u64,
+    },
     /// Write the CustomResourceDefinitions generated from the API types.
     Crds {
         /// Directory to write into; prints to standard output when omitted.
@@ -21,6 +28,12 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo { pace_ms } => {
+            sluice::demo::run(
+                &mut std::io::stdout(),
+                std::time::Duration::from_millis(pace_ms),
+            )?;
+        }
         Command::Crds { dir: Some(dir) } => {
             for path in sluice::crdgen::write_all(&dir)? {
                 println!("wrote {}", path.display());

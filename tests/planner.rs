@@ -57,17 +57,28 @@ fn canary_walks_steps_pauses_and_promotes_on_promote() {
     assert_eq!(step(&w), Some(0));
     assert_eq!(phase(&w), "Progressing");
     // Step 0: 2 canary pods, then 20% of traffic once they are available.
-    until(&mut w, 10, "weight 20", |w| w.traffic.canary_weight == Some(20));
+    until(&mut w, 10, "weight 20", |w| {
+        w.traffic.canary_weight == Some(20)
+    });
     assert_eq!(w.pods(&canary), 2);
-    assert_eq!(w.pods(&stable), 10, "stable stays at full size with traffic routing");
+    assert_eq!(
+        w.pods(&stable),
+        10,
+        "stable stays at full size with traffic routing"
+    );
     // Step 1: timed pause of 10 s.
     until(&mut w, 5, "timed pause", |w| step(w) == Some(1));
     assert_eq!(phase(&w), "Paused");
     let p = w.reconcile();
     let wait = p.requeue_after.expect("a timed pause requeues");
-    assert!(wait <= Duration::from_secs(10) && wait >= Duration::from_secs(8), "{wait:?}");
+    assert!(
+        wait <= Duration::from_secs(10) && wait >= Duration::from_secs(8),
+        "{wait:?}"
+    );
     tick(&mut w, 11);
-    until(&mut w, 10, "weight 50", |w| w.traffic.canary_weight == Some(50));
+    until(&mut w, 10, "weight 50", |w| {
+        w.traffic.canary_weight == Some(50)
+    });
     assert_eq!(w.pods(&canary), 5);
     // Step 3: indefinite pause until promoted.
     until(&mut w, 5, "indefinite pause", |w| step(w) == Some(3));
@@ -80,8 +91,13 @@ fn canary_walks_steps_pauses_and_promotes_on_promote() {
     until(&mut w, 20, "promoted", |w| {
         w.rollout.status.as_ref().unwrap().stable_rs.as_deref() == Some(canary.as_str())
     });
-    until(&mut w, 10, "weight back to 0", |w| w.traffic.canary_weight == Some(0));
-    assert_eq!(w.traffic.stable_service_hash.as_deref(), Some(canary.as_str()));
+    until(&mut w, 10, "weight back to 0", |w| {
+        w.traffic.canary_weight == Some(0)
+    });
+    assert_eq!(
+        w.traffic.stable_service_hash.as_deref(),
+        Some(canary.as_str())
+    );
     assert_eq!(w.weight_log, vec![0, 20, 50, 100, 0]);
     // The previous stable ReplicaSet is scaled down after scaleDownDelaySeconds (30 s).
     assert_eq!(w.pods(&stable), 10);
@@ -107,7 +123,10 @@ fn weight_never_exceeds_what_available_canary_pods_can_serve() {
             .map_or(0, |r| r.available);
         let weight = w.traffic.canary_weight.unwrap_or(0);
         // Each available pod of 10 can carry 10 points of weight.
-        assert!(weight <= available * 10, "weight {weight} with {available} available pods");
+        assert!(
+            weight <= available * 10,
+            "weight {weight} with {available} available pods"
+        );
     }
 }
 
@@ -116,12 +135,17 @@ fn promote_full_skips_remaining_steps() {
     let mut w = settled_world(4, STEPS_20_P_50_P_100);
     w.set_image("web:2");
     let canary = hash_of(&w);
-    until(&mut w, 10, "weight 20", |w| w.traffic.canary_weight == Some(20));
+    until(&mut w, 10, "weight 20", |w| {
+        w.traffic.canary_weight == Some(20)
+    });
     w.promote_full();
     until(&mut w, 20, "promoted", |w| {
         w.rollout.status.as_ref().unwrap().stable_rs.as_deref() == Some(canary.as_str())
     });
-    assert!(!w.rollout.status.as_ref().unwrap().promote_full, "promoteFull is cleared");
+    assert!(
+        !w.rollout.status.as_ref().unwrap().promote_full,
+        "promoteFull is cleared"
+    );
     assert!(w.events.iter().any(|e| e.reason == "RolloutPromotedFull"));
 }
 
@@ -131,7 +155,9 @@ fn abort_sets_weight_to_zero_before_moving_the_service_and_scaling_down() {
     let stable = hash_of(&w);
     w.set_image("web:2");
     let canary = hash_of(&w);
-    until(&mut w, 20, "weight 50", |w| w.traffic.canary_weight == Some(50));
+    until(&mut w, 20, "weight 50", |w| {
+        w.traffic.canary_weight == Some(50)
+    });
     w.abort();
     let p = w.reconcile();
     // First reconcile: weight 0; the canary Service still selects the canary; no pod removed.
@@ -142,14 +168,25 @@ fn abort_sets_weight_to_zero_before_moving_the_service_and_scaling_down() {
     assert!(w.rollout.status.as_ref().unwrap().aborted_at.is_some());
     // Next: the canary Service returns to stable; the canary waits for the abort delay (30 s).
     tick(&mut w, 1);
-    assert_eq!(w.traffic.canary_service_hash.as_deref(), Some(stable.as_str()));
-    assert_eq!(w.pods(&canary), 5, "canary kept during abortScaleDownDelaySeconds");
+    assert_eq!(
+        w.traffic.canary_service_hash.as_deref(),
+        Some(stable.as_str())
+    );
+    assert_eq!(
+        w.pods(&canary),
+        5,
+        "canary kept during abortScaleDownDelaySeconds"
+    );
     for _ in 0..30 {
         tick(&mut w, 1);
     }
     assert_eq!(w.pods(&canary), 0);
     assert_eq!(w.pods(&stable), 10);
-    assert_eq!(phase(&w), "Degraded", "an aborted rollout stays Degraded until retry");
+    assert_eq!(
+        phase(&w),
+        "Degraded",
+        "an aborted rollout stays Degraded until retry"
+    );
     let msg = w.rollout.status.as_ref().unwrap().message.clone().unwrap();
     assert!(msg.contains("aborted at step"), "{msg}");
 }
@@ -160,7 +197,9 @@ fn abort_scale_down_delay_zero_keeps_the_canary_up() {
     let mut w = settled_world(10, &spec);
     w.set_image("web:2");
     let canary = hash_of(&w);
-    until(&mut w, 20, "weight 20", |w| w.traffic.canary_weight == Some(20));
+    until(&mut w, 20, "weight 20", |w| {
+        w.traffic.canary_weight == Some(20)
+    });
     w.abort();
     for _ in 0..100 {
         tick(&mut w, 1);
@@ -182,18 +221,33 @@ steps:
 "#;
     let mut w = settled_world(4, spec);
     w.set_image("web:2");
-    until(&mut w, 20, "analysis step", |w| step(w) == Some(1) && !w.analysis_runs.is_empty());
+    until(&mut w, 20, "analysis step", |w| {
+        step(w) == Some(1) && !w.analysis_runs.is_empty()
+    });
     let first = w.analysis_runs[0].name.clone();
-    w.set_run_phase(AnalysisRunKind::Step(1), AnalysisPhase::Failed, "metric failed");
+    w.set_run_phase(
+        AnalysisRunKind::Step(1),
+        AnalysisPhase::Failed,
+        "metric failed",
+    );
     until(&mut w, 5, "aborted", |w| phase(w) == "Degraded");
-    assert!(w.analysis_runs.iter().all(|r| r.terminated), "runs stop on abort");
+    assert!(
+        w.analysis_runs.iter().all(|r| r.terminated),
+        "runs stop on abort"
+    );
     w.retry();
     tick(&mut w, 1);
     assert!(w.events.iter().any(|e| e.reason == "RolloutRetry"));
-    until(&mut w, 20, "new analysis run", |w| w.analysis_runs.len() == 2);
+    until(&mut w, 20, "new analysis run", |w| {
+        w.analysis_runs.len() == 2
+    });
     let second = &w.analysis_runs[1];
     assert_ne!(second.name, first);
-    assert!(second.name.starts_with(&first), "{} vs {first}", second.name);
+    assert!(
+        second.name.starts_with(&first),
+        "{} vs {first}",
+        second.name
+    );
     assert!(!second.terminated);
     assert_eq!(step(&w), Some(1));
 }
@@ -219,7 +273,9 @@ fn new_template_mid_rollout_supersedes_and_restarts_steps() {
     let stable = hash_of(&w);
     w.set_image("web:2");
     let v2 = hash_of(&w);
-    until(&mut w, 30, "weight 50", |w| w.traffic.canary_weight == Some(50));
+    until(&mut w, 30, "weight 50", |w| {
+        w.traffic.canary_weight == Some(50)
+    });
     w.set_image("web:3");
     let v3 = hash_of(&w);
     let p = w.reconcile();
@@ -241,14 +297,19 @@ fn reverting_to_the_stable_template_returns_to_stable_at_once() {
     let stable = hash_of(&w);
     w.set_image("web:2");
     let v2 = hash_of(&w);
-    until(&mut w, 30, "weight 50", |w| w.traffic.canary_weight == Some(50));
+    until(&mut w, 30, "weight 50", |w| {
+        w.traffic.canary_weight == Some(50)
+    });
     w.set_image("web:1");
     let p = w.reconcile();
     assert_eq!(p.canary_weight, Some(0));
     assert_eq!(step(&w), Some(5), "no steps when going back to stable");
     assert!(p.events.iter().any(|e| e.reason == "RolledBackToStable"));
     until(&mut w, 5, "v2 gone", |w| w.pods(&v2) == 0);
-    assert_eq!(w.traffic.canary_service_hash.as_deref(), Some(stable.as_str()));
+    assert_eq!(
+        w.traffic.canary_service_hash.as_deref(),
+        Some(stable.as_str())
+    );
     until(&mut w, 5, "healthy", |w| phase(w) == "Healthy");
 }
 
@@ -265,7 +326,9 @@ steps:
 "#;
     let mut w = settled_world(4, spec);
     w.set_image("web:2");
-    until(&mut w, 20, "analysis created", |w| !w.analysis_runs.is_empty());
+    until(&mut w, 20, "analysis created", |w| {
+        !w.analysis_runs.is_empty()
+    });
     let run = &w.analysis_runs[0];
     assert_eq!(run.kind, AnalysisRunKind::Step(1));
     assert!(run.name.starts_with("web-"), "{}", run.name);
@@ -282,9 +345,17 @@ steps:
     assert_eq!(phase(&w), "Degraded");
     let st = w.rollout.status.as_ref().unwrap();
     assert!(st.abort);
-    assert!(st.message.as_deref().unwrap().contains("0.82"), "{:?}", st.message);
+    assert!(
+        st.message.as_deref().unwrap().contains("0.82"),
+        "{:?}",
+        st.message
+    );
     assert_eq!(w.traffic.canary_weight, Some(0));
-    let ev = w.events.iter().find(|e| e.reason == "RolloutAborted").unwrap();
+    let ev = w
+        .events
+        .iter()
+        .find(|e| e.reason == "RolloutAborted")
+        .unwrap();
     assert!(ev.message.contains("success-rate"), "{}", ev.message);
 }
 
@@ -300,7 +371,11 @@ steps:
     let mut w = settled_world(2, spec);
     w.set_image("web:2");
     until(&mut w, 10, "run", |w| !w.analysis_runs.is_empty());
-    w.set_run_phase(AnalysisRunKind::Step(0), AnalysisPhase::Error, "prometheus unreachable");
+    w.set_run_phase(
+        AnalysisRunKind::Step(0),
+        AnalysisPhase::Error,
+        "prometheus unreachable",
+    );
     tick(&mut w, 1);
     assert_eq!(phase(&w), "Degraded");
 }
@@ -319,18 +394,27 @@ steps:
     let mut w = settled_world(5, spec);
     w.set_image("web:2");
     until(&mut w, 20, "run", |w| !w.analysis_runs.is_empty());
-    w.set_run_phase(AnalysisRunKind::Step(1), AnalysisPhase::Inconclusive, "neither");
+    w.set_run_phase(
+        AnalysisRunKind::Step(1),
+        AnalysisPhase::Inconclusive,
+        "neither",
+    );
     tick(&mut w, 1);
     assert_eq!(phase(&w), "Paused");
     let st = w.rollout.status.as_ref().unwrap();
-    assert_eq!(st.pause_conditions[0].reason, PauseReason::InconclusiveAnalysisRun);
+    assert_eq!(
+        st.pause_conditions[0].reason,
+        PauseReason::InconclusiveAnalysisRun
+    );
     assert!(st.controller_pause);
     for _ in 0..5 {
         tick(&mut w, 60);
     }
     assert_eq!(step(&w), Some(1));
     w.promote();
-    until(&mut w, 20, "weight 60", |w| w.traffic.canary_weight == Some(60));
+    until(&mut w, 20, "weight 60", |w| {
+        w.traffic.canary_weight == Some(60)
+    });
 }
 
 #[test]
@@ -351,11 +435,20 @@ steps:
     let mut w = settled_world(10, spec);
     w.set_image("web:2");
     until(&mut w, 10, "pause step", |w| step(w) == Some(1));
-    assert!(w.analysis_runs.is_empty(), "no background run before startingStep");
-    until(&mut w, 20, "background run", |w| !w.analysis_runs.is_empty());
+    assert!(
+        w.analysis_runs.is_empty(),
+        "no background run before startingStep"
+    );
+    until(&mut w, 20, "background run", |w| {
+        !w.analysis_runs.is_empty()
+    });
     assert_eq!(w.analysis_runs[0].kind, AnalysisRunKind::Background);
     assert!(step(&w) >= Some(2));
-    w.set_run_phase(AnalysisRunKind::Background, AnalysisPhase::Failed, "error rate 0.3");
+    w.set_run_phase(
+        AnalysisRunKind::Background,
+        AnalysisPhase::Failed,
+        "error rate 0.3",
+    );
     tick(&mut w, 1);
     assert_eq!(phase(&w), "Degraded");
     assert_eq!(w.traffic.canary_weight, Some(0));
@@ -374,13 +467,15 @@ steps:
     let mut w = settled_world(2, spec);
     w.set_image("web:2");
     tick(&mut w, 1);
-    until(&mut w, 30, "healthy", |w| phase(w) == "Healthy" && w.analysis_runs.iter().all(|r| r.terminated));
+    until(&mut w, 30, "healthy", |w| {
+        phase(w) == "Healthy" && w.analysis_runs.iter().all(|r| r.terminated)
+    });
     assert_eq!(w.analysis_runs.len(), 1);
 }
 
 #[test]
 fn progress_deadline_exceeded_degrades_without_abort() {
-    let spec = format!("{STEPS_20_P_50_P_100}");
+    let spec = STEPS_20_P_50_P_100.to_string();
     let mut w = settled_world(4, &spec);
     w.rollout.spec.progress_deadline_seconds = Some(60);
     w.set_image("web:2");
@@ -392,7 +487,10 @@ fn progress_deadline_exceeded_degrades_without_abort() {
     assert_eq!(phase(&w), "Degraded");
     let msg = w.rollout.status.as_ref().unwrap().message.clone().unwrap();
     assert!(msg.contains("ProgressDeadlineExceeded"), "{msg}");
-    assert!(!w.rollout.status.as_ref().unwrap().abort, "no abort without progressDeadlineAbort");
+    assert!(
+        !w.rollout.status.as_ref().unwrap().abort,
+        "no abort without progressDeadlineAbort"
+    );
     assert_eq!(w.pods(&canary), 1, "the canary keeps trying");
 }
 
@@ -450,7 +548,10 @@ steps:
         let total: i32 = w.replica_sets.iter().map(|r| r.replicas).sum();
         let available: i32 = w.replica_sets.iter().map(|r| r.available).sum();
         assert!(total <= 5, "maxSurge 1 allows at most 5 pods, got {total}");
-        assert!(available >= 4, "maxUnavailable 0 keeps 4 available, got {available}");
+        assert!(
+            available >= 4,
+            "maxUnavailable 0 keeps 4 available, got {available}"
+        );
     }
     assert_eq!(w.pods(&canary), 2);
     assert_eq!(w.pods(&stable), 2);
@@ -483,7 +584,9 @@ fn basic_canary_abort_rolls_back_to_full_stable() {
     let canary = hash_of(&w);
     until(&mut w, 20, "paused", |w| step(w) == Some(1));
     w.abort();
-    until(&mut w, 20, "rolled back", |w| w.pods(&canary) == 0 && w.pods(&stable) == 4);
+    until(&mut w, 20, "rolled back", |w| {
+        w.pods(&canary) == 0 && w.pods(&stable) == 4
+    });
     assert_eq!(phase(&w), "Degraded");
 }
 
@@ -517,7 +620,9 @@ fn min_pods_per_replica_set_raises_small_canaries() {
     let mut w = settled_world(4, &spec);
     w.set_image("web:2");
     let canary = hash_of(&w);
-    until(&mut w, 10, "weight 20", |w| w.traffic.canary_weight == Some(20));
+    until(&mut w, 10, "weight 20", |w| {
+        w.traffic.canary_weight == Some(20)
+    });
     assert_eq!(w.pods(&canary), 2, "ceil(4 × 20%) = 1 raised to 2");
 }
 
@@ -527,11 +632,15 @@ fn dynamic_stable_scale_shrinks_stable_as_weight_grows() {
     let mut w = settled_world(10, &spec);
     let stable = hash_of(&w);
     w.set_image("web:2");
-    until(&mut w, 30, "weight 50", |w| w.traffic.canary_weight == Some(50));
+    until(&mut w, 30, "weight 50", |w| {
+        w.traffic.canary_weight == Some(50)
+    });
     tick(&mut w, 1);
     assert_eq!(w.pods(&stable), 5);
     w.abort();
-    until(&mut w, 30, "weight 0", |w| w.traffic.canary_weight == Some(0));
+    until(&mut w, 30, "weight 0", |w| {
+        w.traffic.canary_weight == Some(0)
+    });
     assert_eq!(w.pods(&stable), 10);
 }
 
@@ -540,7 +649,14 @@ fn steps_edited_mid_update_restart_from_step_zero() {
     let mut w = settled_world(4, STEPS_20_P_50_P_100);
     w.set_image("web:2");
     until(&mut w, 20, "step 3", |w| step(w) == Some(3));
-    w.rollout.spec.strategy.canary.as_mut().unwrap().steps.remove(1);
+    w.rollout
+        .spec
+        .strategy
+        .canary
+        .as_mut()
+        .unwrap()
+        .steps
+        .remove(1);
     w.reconcile();
     assert_eq!(step(&w), Some(0));
 }
@@ -615,8 +731,18 @@ fn status_carries_kstatus_conditions() {
 fn canary_weights_are_reported_in_status() {
     let mut w = settled_world(10, STEPS_20_P_50_P_100);
     w.set_image("web:2");
-    until(&mut w, 10, "weight 20", |w| w.traffic.canary_weight == Some(20));
-    let weights = w.rollout.status.as_ref().unwrap().canary.weights.clone().unwrap();
+    until(&mut w, 10, "weight 20", |w| {
+        w.traffic.canary_weight == Some(20)
+    });
+    let weights = w
+        .rollout
+        .status
+        .as_ref()
+        .unwrap()
+        .canary
+        .weights
+        .clone()
+        .unwrap();
     assert_eq!(weights.canary.weight, 20);
     assert_eq!(weights.stable.weight, 80);
     assert_eq!(weights.canary.service_name.as_deref(), Some("web-canary"));
@@ -636,7 +762,9 @@ steps:
     let mut w = settled_world(10, spec);
     w.set_image("web:2");
     let canary = hash_of(&w);
-    until(&mut w, 10, "weight 250", |w| w.traffic.canary_weight == Some(250));
+    until(&mut w, 10, "weight 250", |w| {
+        w.traffic.canary_weight == Some(250)
+    });
     assert_eq!(w.pods(&canary), 3);
 }
 
@@ -658,7 +786,10 @@ fn workload_ref_scale_down_modes() {
             replica_sets: vec![],
             analysis_runs: vec![],
             traffic: Default::default(),
-            workload: Some(ObservedWorkload { replicas: 3, generation: 1 }),
+            workload: Some(ObservedWorkload {
+                replicas: 3,
+                generation: 1,
+            }),
         };
         let p = plan(&obs, t0());
         assert!(p.invalid.is_none(), "{:?}", p.invalid);
@@ -700,7 +831,10 @@ fn missing_workload_ref_deployment_is_an_invalid_spec() {
     };
     let p = plan(&obs, t0());
     let errs = p.invalid.expect("invalid");
-    assert!(errs.iter().any(|e| e.field == "spec.workloadRef.name" && e.message.contains("gone")));
+    assert!(
+        errs.iter()
+            .any(|e| e.field == "spec.workloadRef.name" && e.message.contains("gone"))
+    );
 }
 
 #[test]
@@ -710,6 +844,15 @@ fn phase_is_degraded_with_invalid_spec_and_names_the_field() {
     w.reconcile();
     let st = w.rollout.status.as_ref().unwrap();
     assert_eq!(st.phase, Some(RolloutPhase::Degraded));
-    let c = st.conditions.iter().find(|c| c.type_ == "InvalidSpec").unwrap();
-    assert!(c.message.contains("spec.strategy.canary.steps[0].setWeight"), "{}", c.message);
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "InvalidSpec")
+        .unwrap();
+    assert!(
+        c.message
+            .contains("spec.strategy.canary.steps[0].setWeight"),
+        "{}",
+        c.message
+    );
 }

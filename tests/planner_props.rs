@@ -61,7 +61,9 @@ fn to_steps(kinds: &[StepKind]) -> Vec<CanaryStep> {
                 StepKind::Weight(w) => serde_json::json!({"setWeight": w}),
                 StepKind::Pause(Some(d)) => serde_json::json!({"pause": {"duration": d}}),
                 StepKind::Pause(None) => serde_json::json!({"pause": {}}),
-                StepKind::Analysis => serde_json::json!({"analysis": {"templates": [{"templateName": "t"}]}}),
+                StepKind::Analysis => {
+                    serde_json::json!({"analysis": {"templates": [{"templateName": "t"}]}})
+                }
                 StepKind::Scale(r) => serde_json::json!({"setCanaryScale": {"replicas": r}}),
             };
             serde_json::from_value(v).unwrap()
@@ -70,13 +72,20 @@ fn to_steps(kinds: &[StepKind]) -> Vec<CanaryStep> {
 }
 
 fn world(replicas: i32, kinds: &[StepKind], routed: bool, ready_per_tick: Option<i32>) -> World {
-    let base = if routed { ROUTED } else { "maxSurge: 1\nmaxUnavailable: 1\n" };
+    let base = if routed {
+        ROUTED
+    } else {
+        "maxSurge: 1\nmaxUnavailable: 1\n"
+    };
     let mut r = rollout(replicas, base);
     let steps = to_steps(kinds);
     let steps = if routed {
         steps
     } else {
-        steps.into_iter().filter(|s| s.set_canary_scale.is_none()).collect()
+        steps
+            .into_iter()
+            .filter(|s| s.set_canary_scale.is_none())
+            .collect()
     };
     r.spec.strategy.canary.as_mut().unwrap().steps = steps;
     let mut w = World::new(r, t0());

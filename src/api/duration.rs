@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn integer_and_numeric_string_are_seconds() {
-        assert_eq!(IntOrDuration::Seconds(30).to_std(), Ok(Duration::from_secs(30)));
+        assert_eq!(
+            IntOrDuration::Seconds(30).to_std(),
+            Ok(Duration::from_secs(30))
+        );
         assert_eq!(
             IntOrDuration::Text("45".into()).to_std(),
             Ok(Duration::from_secs(45))

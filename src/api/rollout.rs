@@ -16,6 +16,8 @@ use super::common::{AnalysisPhase, DryRun, FieldRef, MeasurementRetention, Objec
 use super::duration::IntOrDuration;
 
 /// Desired state of a Rollout.
+// clippy reads the repeated `type_ = "integer"` of separate printer columns as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "sluice.dev",
@@ -33,14 +35,53 @@ use super::duration::IntOrDuration;
         status_replicas_path = ".status.HPAReplicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas", description = "Number of desired pods"),
-    printcolumn(name = "Current", type_ = "integer", json_path = ".status.replicas", description = "Total number of non-terminated pods"),
-    printcolumn(name = "Up-to-date", type_ = "integer", json_path = ".status.updatedReplicas", description = "Pods running the current template"),
-    printcolumn(name = "Available", type_ = "integer", json_path = ".status.availableReplicas", description = "Available pods"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Healthy, Progressing, Paused or Degraded"),
-    printcolumn(name = "Step", type_ = "integer", json_path = ".status.currentStepIndex", description = "Index of the current canary step"),
-    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canary.weights.canary.weight", description = "Share of traffic sent to the canary"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Number of desired pods"
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Total number of non-terminated pods"
+    ),
+    printcolumn(
+        name = "Up-to-date",
+        type_ = "integer",
+        json_path = ".status.updatedReplicas",
+        description = "Pods running the current template"
+    ),
+    printcolumn(
+        name = "Available",
+        type_ = "integer",
+        json_path = ".status.availableReplicas",
+        description = "Available pods"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Healthy, Progressing, Paused or Degraded"
+    ),
+    printcolumn(
+        name = "Step",
+        type_ = "integer",
+        json_path = ".status.currentStepIndex",
+        description = "Index of the current canary step"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".status.canary.weights.canary.weight",
+        description = "Share of traffic sent to the canary"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.workloadRef) && has(self.template) && has(self.template.spec))").message("template and workloadRef are mutually exclusive"))]
@@ -97,9 +138,10 @@ fn pod_template_schema(generator: &mut schemars::SchemaGenerator) -> schemars::S
     // structure (so the API server validates types), drop the nested descriptions.
     let mut schema = generator.subschema_for::<PodTemplateSpec>();
     strip_descriptions(&mut schema);
-    schema
-        .ensure_object()
-        .insert("description".into(), "Pod template of the version to run. Changing it starts a new rollout.".into());
+    schema.ensure_object().insert(
+        "description".into(),
+        "Pod template of the version to run. Changing it starts a new rollout.".into(),
+    );
     schema
 }
 
@@ -686,7 +728,11 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_replicas: Option<i32>,
     /// Pods counted by the scale subresource (for the HorizontalPodAutoscaler).
-    #[serde(default, rename = "HPAReplicas", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "HPAReplicas",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hpa_replicas: Option<i32>,
     /// Label selector of the pods, as a string (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -72,7 +72,10 @@ pub fn validate_rollout_spec(spec: &RolloutSpec) -> Vec<FieldError> {
             "spec.strategy",
             "exactly one of canary or blueGreen must be set, both are",
         ),
-        (None, None) => errs.add("spec.strategy", "exactly one of canary or blueGreen must be set"),
+        (None, None) => errs.add(
+            "spec.strategy",
+            "exactly one of canary or blueGreen must be set",
+        ),
         (None, Some(_)) => errs.add(
             "spec.strategy.blueGreen",
             "the blueGreen strategy is not supported yet; use canary",
@@ -89,7 +92,10 @@ fn validate_template_and_selector(spec: &RolloutSpec, errs: &mut Errors) {
             "spec.template",
             "template and workloadRef are mutually exclusive",
         ),
-        (None, false) => errs.add("spec.template", "a pod template (or workloadRef) is required"),
+        (None, false) => errs.add(
+            "spec.template",
+            "a pod template (or workloadRef) is required",
+        ),
         _ => {}
     }
     if let Some(w) = &spec.workload_ref {
@@ -118,7 +124,12 @@ fn validate_template_and_selector(spec: &RolloutSpec, errs: &mut Errors) {
         return;
     };
     let match_labels = selector.match_labels.clone().unwrap_or_default();
-    if match_labels.is_empty() && selector.match_expressions.as_ref().is_none_or(Vec::is_empty) {
+    if match_labels.is_empty()
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(Vec::is_empty)
+    {
         errs.add(
             "spec.selector",
             "must not be empty: an empty selector would select every pod in the namespace",
@@ -135,7 +146,9 @@ fn validate_template_and_selector(spec: &RolloutSpec, errs: &mut Errors) {
         if labels.get(k) != Some(v) {
             errs.add(
                 "spec.selector.matchLabels",
-                format!("{k}={v} does not match the template's labels (spec.template.metadata.labels)"),
+                format!(
+                    "{k}={v} does not match the template's labels (spec.template.metadata.labels)"
+                ),
             );
         }
     }
@@ -167,14 +180,32 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
 
     if routing.is_none() {
         for (set, field) in [
-            (canary.scale_down_delay_seconds.is_some(), "scaleDownDelaySeconds"),
-            (canary.abort_scale_down_delay_seconds.is_some(), "abortScaleDownDelaySeconds"),
-            (canary.dynamic_stable_scale == Some(true), "dynamicStableScale"),
-            (canary.min_pods_per_replica_set.is_some(), "minPodsPerReplicaSet"),
-            (canary.scale_down_delay_revision_limit.is_some(), "scaleDownDelayRevisionLimit"),
+            (
+                canary.scale_down_delay_seconds.is_some(),
+                "scaleDownDelaySeconds",
+            ),
+            (
+                canary.abort_scale_down_delay_seconds.is_some(),
+                "abortScaleDownDelaySeconds",
+            ),
+            (
+                canary.dynamic_stable_scale == Some(true),
+                "dynamicStableScale",
+            ),
+            (
+                canary.min_pods_per_replica_set.is_some(),
+                "minPodsPerReplicaSet",
+            ),
+            (
+                canary.scale_down_delay_revision_limit.is_some(),
+                "scaleDownDelayRevisionLimit",
+            ),
         ] {
             if set {
-                errs.add(format!("{C}.{field}"), "can only be used with trafficRouting");
+                errs.add(
+                    format!("{C}.{field}"),
+                    "can only be used with trafficRouting",
+                );
             }
         }
         let surge = resolve_int_or_percent(canary.max_surge.as_ref(), 100, true);
@@ -201,10 +232,16 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
     if let Some(routing) = routing {
         const T: &str = "spec.strategy.canary.trafficRouting";
         if !nonempty(&canary.canary_service) {
-            errs.add(format!("{C}.canaryService"), "is required with trafficRouting");
+            errs.add(
+                format!("{C}.canaryService"),
+                "is required with trafficRouting",
+            );
         }
         if !nonempty(&canary.stable_service) {
-            errs.add(format!("{C}.stableService"), "is required with trafficRouting");
+            errs.add(
+                format!("{C}.stableService"),
+                "is required with trafficRouting",
+            );
         }
         if routing.nginx.is_none() && routing.istio.is_none() {
             errs.add(
@@ -215,10 +252,16 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
         if let Some(w) = routing.max_traffic_weight
             && w < 1
         {
-            errs.add(format!("{T}.maxTrafficWeight"), format!("must be at least 1, got {w}"));
+            errs.add(
+                format!("{T}.maxTrafficWeight"),
+                format!("must be at least 1, got {w}"),
+            );
         }
         if let Some(nginx) = &routing.nginx {
-            let single = nginx.stable_ingress.as_deref().is_some_and(|s| !s.is_empty());
+            let single = nginx
+                .stable_ingress
+                .as_deref()
+                .is_some_and(|s| !s.is_empty());
             match (single, nginx.stable_ingresses.is_empty()) {
                 (true, false) => errs.add(
                     format!("{T}.nginx.stableIngresses"),
@@ -232,7 +275,10 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
             }
             for (i, name) in nginx.stable_ingresses.iter().enumerate() {
                 if name.is_empty() {
-                    errs.add(format!("{T}.nginx.stableIngresses[{i}]"), "must not be empty");
+                    errs.add(
+                        format!("{T}.nginx.stableIngresses[{i}]"),
+                        "must not be empty",
+                    );
                 }
             }
         }
@@ -255,12 +301,18 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
                 .collect();
             for (i, vs) in services.iter().enumerate() {
                 if vs.name.is_empty() {
-                    errs.add(format!("{T}.istio.virtualServices[{i}].name"), "must not be empty");
+                    errs.add(
+                        format!("{T}.istio.virtualServices[{i}].name"),
+                        "must not be empty",
+                    );
                 }
             }
             if let Some(dr) = &istio.destination_rule {
                 if dr.name.is_empty() {
-                    errs.add(format!("{T}.istio.destinationRule.name"), "must not be empty");
+                    errs.add(
+                        format!("{T}.istio.destinationRule.name"),
+                        "must not be empty",
+                    );
                 }
                 if dr.canary_subset_name.is_empty() || dr.stable_subset_name.is_empty() {
                     errs.add(
@@ -324,7 +376,13 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
     }
 }
 
-fn validate_step(canary: &CanaryStrategy, step: &CanaryStep, field: &str, max: i32, errs: &mut Errors) {
+fn validate_step(
+    canary: &CanaryStrategy,
+    step: &CanaryStep,
+    field: &str,
+    max: i32,
+    errs: &mut Errors,
+) {
     let routing = canary.traffic_routing.as_ref();
     let actions = [
         step.set_weight.is_some(),
@@ -345,13 +403,22 @@ fn validate_step(canary: &CanaryStrategy, step: &CanaryStep, field: &str, max: i
             "a step needs one of setWeight, pause, setCanaryScale, analysis, setHeaderRoute or setMirrorRoute",
         );
     } else if actions > 1 {
-        errs.add(field, "a step may carry only one action; split it into several steps");
+        errs.add(
+            field,
+            "a step may carry only one action; split it into several steps",
+        );
     }
     if step.experiment.is_some() {
-        errs.add(format!("{field}.experiment"), "experiment steps are not supported by Sluice");
+        errs.add(
+            format!("{field}.experiment"),
+            "experiment steps are not supported by Sluice",
+        );
     }
     if step.plugin.is_some() {
-        errs.add(format!("{field}.plugin"), "step plugins are not supported by Sluice");
+        errs.add(
+            format!("{field}.plugin"),
+            "step plugins are not supported by Sluice",
+        );
     }
     if let Some(w) = step.set_weight
         && !(0..=max).contains(&w)
@@ -405,9 +472,8 @@ fn validate_step(canary: &CanaryStrategy, step: &CanaryStep, field: &str, max: i
     if let Some(analysis) = &step.analysis {
         validate_analysis(analysis, &format!("{field}.analysis"), errs);
     }
-    let managed = |name: &str| {
-        routing.is_some_and(|r| r.managed_routes.iter().any(|m| m.name == name))
-    };
+    let managed =
+        |name: &str| routing.is_some_and(|r| r.managed_routes.iter().any(|m| m.name == name));
     if let Some(route) = &step.set_header_route {
         let f = format!("{field}.setHeaderRoute");
         if routing.and_then(|r| r.istio.as_ref()).is_none() {
@@ -419,14 +485,21 @@ fn validate_step(canary: &CanaryStrategy, step: &CanaryStep, field: &str, max: i
         if !managed(&route.name) {
             errs.add(
                 format!("{f}.name"),
-                format!("{:?} is not listed in trafficRouting.managedRoutes", route.name),
+                format!(
+                    "{:?} is not listed in trafficRouting.managedRoutes",
+                    route.name
+                ),
             );
         }
         for (i, m) in route.match_.iter().enumerate() {
             if m.header_name.is_empty() {
                 errs.add(format!("{f}.match[{i}].headerName"), "must not be empty");
             }
-            check_string_match(&m.header_value, &format!("{f}.match[{i}].headerValue"), errs);
+            check_string_match(
+                &m.header_value,
+                &format!("{f}.match[{i}].headerValue"),
+                errs,
+            );
         }
     }
     if let Some(route) = &step.set_mirror_route {
@@ -437,13 +510,19 @@ fn validate_step(canary: &CanaryStrategy, step: &CanaryStep, field: &str, max: i
         if !managed(&route.name) {
             errs.add(
                 format!("{f}.name"),
-                format!("{:?} is not listed in trafficRouting.managedRoutes", route.name),
+                format!(
+                    "{:?} is not listed in trafficRouting.managedRoutes",
+                    route.name
+                ),
             );
         }
         if let Some(p) = route.percentage
             && !(0..=100).contains(&p)
         {
-            errs.add(format!("{f}.percentage"), format!("must be between 0 and 100, got {p}"));
+            errs.add(
+                format!("{f}.percentage"),
+                format!("must be between 0 and 100, got {p}"),
+            );
         }
         for (i, m) in route.match_.iter().enumerate() {
             if let Some(s) = &m.method {
@@ -471,11 +550,17 @@ fn check_string_match(m: &StringMatch, field: &str, errs: &mut Errors) {
 
 fn validate_analysis(analysis: &RolloutAnalysis, field: &str, errs: &mut Errors) {
     if analysis.templates.is_empty() {
-        errs.add(format!("{field}.templates"), "at least one template is required");
+        errs.add(
+            format!("{field}.templates"),
+            "at least one template is required",
+        );
     }
     for (i, t) in analysis.templates.iter().enumerate() {
         if t.template_name.is_empty() {
-            errs.add(format!("{field}.templates[{i}].templateName"), "must not be empty");
+            errs.add(
+                format!("{field}.templates[{i}].templateName"),
+                "must not be empty",
+            );
         }
     }
     let mut seen = BTreeSet::new();
@@ -484,7 +569,10 @@ fn validate_analysis(analysis: &RolloutAnalysis, field: &str, errs: &mut Errors)
         if a.name.is_empty() {
             errs.add(format!("{f}.name"), "must not be empty");
         } else if !seen.insert(a.name.as_str()) {
-            errs.add(format!("{f}.name"), format!("duplicate argument {:?}", a.name));
+            errs.add(
+                format!("{f}.name"),
+                format!("duplicate argument {:?}", a.name),
+            );
         }
         if let Some(from) = &a.value_from {
             let n = usize::from(from.pod_template_hash_value.is_some())
@@ -514,7 +602,9 @@ pub fn resolve_int_or_percent(
         IntOrString::Int(n) => Ok(n),
         IntOrString::String(s) => {
             let Some(pct) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
-                return Err(format!("{s:?} is neither a number nor a percentage like \"25%\""));
+                return Err(format!(
+                    "{s:?} is neither a number nor a percentage like \"25%\""
+                ));
             };
             if pct < 0 {
                 return Err(format!("must not be negative, got {s:?}"));

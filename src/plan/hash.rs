@@ -81,9 +81,18 @@ mod tests {
     #[test]
     fn hash_of_known_templates_never_changes() {
         // Pinned: changing any of these values restarts every rollout on upgrade.
-        assert_eq!(pod_template_hash(&template("nginx:1.25"), None), PINNED_NGINX_125);
-        assert_eq!(pod_template_hash(&template("nginx:1.26"), None), PINNED_NGINX_126);
-        assert_eq!(pod_template_hash(&template("nginx:1.25"), Some(1)), PINNED_NGINX_125_C1);
+        assert_eq!(
+            pod_template_hash(&template("nginx:1.25"), None),
+            PINNED_NGINX_125
+        );
+        assert_eq!(
+            pod_template_hash(&template("nginx:1.26"), None),
+            PINNED_NGINX_126
+        );
+        assert_eq!(
+            pod_template_hash(&template("nginx:1.25"), Some(1)),
+            PINNED_NGINX_125_C1
+        );
     }
 
     // Computed independently of this code (Python: json.dumps(sort_keys=True, compact) + FNV-1a).

@@ -304,7 +304,11 @@ impl<'a> Planner<'a> {
         let spec = &obs.rollout.spec;
         let mut errors = validation::validate_rollout_spec(spec);
         if spec.workload_ref.is_some() && obs.template.is_none() {
-            let name = spec.workload_ref.as_ref().map(|w| w.name.clone()).unwrap_or_default();
+            let name = spec
+                .workload_ref
+                .as_ref()
+                .map(|w| w.name.clone())
+                .unwrap_or_default();
             errors.push(FieldError {
                 field: "spec.workloadRef.name".into(),
                 message: format!("Deployment {name:?} not found in namespace"),
@@ -325,7 +329,12 @@ impl<'a> Planner<'a> {
         let replicas = spec.replicas.unwrap_or(constants::DEFAULT_REPLICAS).max(0);
         let current_hash = hash::pod_template_hash(template, self.st.collision_count);
         let steps_hash = hash::steps_hash(&canary.steps);
-        let max_revision = obs.replica_sets.iter().map(|r| r.revision).max().unwrap_or(0);
+        let max_revision = obs
+            .replica_sets
+            .iter()
+            .map(|r| r.revision)
+            .max()
+            .unwrap_or(0);
         let existing_current = obs.replica_sets.iter().find(|r| r.hash == current_hash);
         let revision = match existing_current {
             // A returning template (rollback via Git) gets the next revision, as in Argo.
@@ -337,7 +346,8 @@ impl<'a> Planner<'a> {
         let initial = self.st.stable_rs.is_none();
         if initial {
             self.st.stable_rs = Some(current_hash.clone());
-            self.st.current_step_index = (!canary.steps.is_empty()).then_some(canary.steps.len() as i32);
+            self.st.current_step_index =
+                (!canary.steps.is_empty()).then_some(canary.steps.len() as i32);
         }
         let stable_hash = self.st.stable_rs.clone().unwrap_or_default();
         let ctx = Ctx {
@@ -403,12 +413,16 @@ impl<'a> Planner<'a> {
         let canary_rs = obs.replica_sets.iter().find(|r| r.hash == ctx.current_hash);
         let canary_available = canary_rs.map_or(0, |r| r.available);
         let steps_done = step_idx >= n_steps;
-        let fully_available = canary_available >= replicas
-            && canary_rs.is_some_and(|r| r.replicas >= replicas);
-        let traffic_at_full = !ctx.routing
-            || ctx.replicas == 0
-            || obs.traffic.canary_weight == Some(ctx.max_weight);
-        if in_update && !self.st.abort && !user_paused && steps_done && fully_available && traffic_at_full
+        let fully_available =
+            canary_available >= replicas && canary_rs.is_some_and(|r| r.replicas >= replicas);
+        let traffic_at_full =
+            !ctx.routing || ctx.replicas == 0 || obs.traffic.canary_weight == Some(ctx.max_weight);
+        if in_update
+            && !self.st.abort
+            && !user_paused
+            && steps_done
+            && fully_available
+            && traffic_at_full
             && self.st.pause_conditions.is_empty()
         {
             self.promote(&ctx, canary, &mut rs_plan);
@@ -447,9 +461,16 @@ impl<'a> Planner<'a> {
                 routes
             });
 
-        let workload_replicas = self.workload_replicas(&ctx, spec.workload_ref.as_ref().and_then(|w| w.scale_down));
+        let workload_replicas =
+            self.workload_replicas(&ctx, spec.workload_ref.as_ref().and_then(|w| w.scale_down));
         let delete = self.prune(&ctx, canary, spec.revision_history_limit, &rs_plan);
-        rs_plan.retain(|r| !delete.iter().any(|d| obs.replica_sets.iter().any(|o| &o.name == d && o.hash == r.hash)));
+        rs_plan.retain(|r| {
+            !delete.iter().any(|d| {
+                obs.replica_sets
+                    .iter()
+                    .any(|o| &o.name == d && o.hash == r.hash)
+            })
+        });
 
         // Status.
         self.fill_counts(&ctx, &spec.selector);
@@ -549,7 +570,12 @@ impl<'a> Planner<'a> {
         self.st.phase = Some(crate::api::rollout::RolloutPhase::Degraded);
         self.st.message = Some(format!("InvalidSpec: {message}"));
         self.st.observed_generation = self.obs.rollout.metadata.generation;
-        status::set_kstatus(&mut self.st.conditions, status::Kstatus::Stalled, &message, now);
+        status::set_kstatus(
+            &mut self.st.conditions,
+            status::Kstatus::Stalled,
+            &message,
+            now,
+        );
         let replica_sets = self
             .obs
             .replica_sets
@@ -584,7 +610,11 @@ impl<'a> Planner<'a> {
             self.st
                 .conditions
                 .retain(|c| c.type_ != constants::condition::INVALID_SPEC);
-            self.event(EventType::Normal, reason::INVALID_SPEC, "spec is valid again");
+            self.event(
+                EventType::Normal,
+                reason::INVALID_SPEC,
+                "spec is valid again",
+            );
         }
     }
 
@@ -603,7 +633,10 @@ impl<'a> Planner<'a> {
                 self.event(
                     EventType::Normal,
                     reason::NEW_REPLICA_SET_CREATED,
-                    format!("first revision {}: deployed without steps", ctx.current_hash),
+                    format!(
+                        "first revision {}: deployed without steps",
+                        ctx.current_hash
+                    ),
                 );
             } else if ctx.current_hash == ctx.stable_hash {
                 self.st.current_step_index = (n_steps > 0).then_some(n_steps);
@@ -641,7 +674,10 @@ impl<'a> Planner<'a> {
         if self.st.current_step_hash.as_deref() != Some(steps_hash) {
             let had = self.st.current_step_hash.is_some();
             self.st.current_step_hash = Some(steps_hash.to_string());
-            if had && ctx.current_hash != ctx.stable_hash && previous.as_deref() == Some(ctx.current_hash.as_str()) {
+            if had
+                && ctx.current_hash != ctx.stable_hash
+                && previous.as_deref() == Some(ctx.current_hash.as_str())
+            {
                 // Steps edited in the middle of an update: start them again.
                 self.st.current_step_index = (n_steps > 0).then_some(0);
                 self.st.pause_conditions.clear();
@@ -663,7 +699,11 @@ impl<'a> Planner<'a> {
             self.st.controller_pause = false;
             self.st.canary.current_step_analysis_run_status = None;
             self.st.canary.current_background_analysis_run_status = None;
-            self.event(EventType::Normal, reason::ROLLOUT_RETRY, "retrying the update from step 0");
+            self.event(
+                EventType::Normal,
+                reason::ROLLOUT_RETRY,
+                "retrying the update from step 0",
+            );
         }
         if self.st.abort && self.st.aborted_at.is_none() {
             if ctx.current_hash == ctx.stable_hash {
@@ -709,8 +749,12 @@ impl<'a> Planner<'a> {
         }
         let rollout = self.obs.rollout.metadata.name.clone().unwrap_or_default();
         let base = match kind {
-            AnalysisRunKind::Step(i) => format!("{rollout}-{}-{}-{i}", ctx.current_hash, ctx.revision),
-            AnalysisRunKind::Background => format!("{rollout}-{}-{}", ctx.current_hash, ctx.revision),
+            AnalysisRunKind::Step(i) => {
+                format!("{rollout}-{}-{}-{i}", ctx.current_hash, ctx.revision)
+            }
+            AnalysisRunKind::Background => {
+                format!("{rollout}-{}-{}", ctx.current_hash, ctx.revision)
+            }
         };
         let taken = |name: &str| self.obs.analysis_runs.iter().any(|r| r.name == name);
         let mut name = base.clone();
@@ -740,7 +784,12 @@ impl<'a> Planner<'a> {
     }
 
     /// Advances through completed steps; returns the index of the first unfinished one.
-    fn walk_steps(&mut self, ctx: &Ctx, canary: &crate::api::rollout::CanaryStrategy, mut idx: i32) -> i32 {
+    fn walk_steps(
+        &mut self,
+        ctx: &Ctx,
+        canary: &crate::api::rollout::CanaryStrategy,
+        mut idx: i32,
+    ) -> i32 {
         let n = ctx.steps.len() as i32;
         while idx < n {
             let step = &ctx.steps[idx as usize];
@@ -753,21 +802,33 @@ impl<'a> Planner<'a> {
             self.event(
                 EventType::Normal,
                 reason::ROLLOUT_STEP_COMPLETED,
-                format!("step {} of {n} completed ({})", idx + 1, describe_step(step)),
+                format!(
+                    "step {} of {n} completed ({})",
+                    idx + 1,
+                    describe_step(step)
+                ),
             );
             idx += 1;
         }
         idx
     }
 
-    fn step_done(&mut self, ctx: &Ctx, canary: &crate::api::rollout::CanaryStrategy, idx: i32, step: &CanaryStep) -> bool {
+    fn step_done(
+        &mut self,
+        ctx: &Ctx,
+        canary: &crate::api::rollout::CanaryStrategy,
+        idx: i32,
+        step: &CanaryStep,
+    ) -> bool {
         let obs = self.obs;
         if let Some(w) = step.set_weight {
             let canary_rs = obs.replica_sets.iter().find(|r| r.hash == ctx.current_hash);
             if ctx.routing {
                 let want = desired_canary_replicas(ctx, canary, idx + 1, w);
                 let ready = canary_rs.is_some_and(|r| r.available >= want && r.replicas >= want);
-                let svc = obs.traffic.canary_service_hash.as_deref() == Some(ctx.current_hash.as_str()) || w == 0;
+                let svc = obs.traffic.canary_service_hash.as_deref()
+                    == Some(ctx.current_hash.as_str())
+                    || w == 0;
                 return ready && svc && obs.traffic.canary_weight == Some(w);
             }
             // Basic canary: the replica split has reached its target.
@@ -779,7 +840,8 @@ impl<'a> Planner<'a> {
                 .filter(|r| r.hash != ctx.stable_hash && r.hash != ctx.current_hash)
                 .map(|r| r.replicas)
                 .sum();
-            return canary_rs.is_some_and(|r| r.replicas == new_target && r.available >= new_target)
+            return canary_rs
+                .is_some_and(|r| r.replicas == new_target && r.available >= new_target)
                 && stable_rs.map_or(stable_target == 0, |r| r.replicas == stable_target)
                 && others == 0;
         }
@@ -875,16 +937,21 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn background_analysis(&mut self, ctx: &Ctx, canary: &crate::api::rollout::CanaryStrategy, idx: i32) {
+    fn background_analysis(
+        &mut self,
+        ctx: &Ctx,
+        canary: &crate::api::rollout::CanaryStrategy,
+        idx: i32,
+    ) {
         let Some(bg) = &canary.analysis else { return };
         if idx < bg.starting_step.unwrap_or(0) {
             return;
         }
         match self.run_for(ctx, AnalysisRunKind::Background) {
             None => self.request_run(ctx, AnalysisRunKind::Background, &bg.analysis),
-            Some(run) => match run.phase {
-                AnalysisPhase::Failed | AnalysisPhase::Error => {
-                    if self.abort_reason.is_none() {
+            Some(run) => {
+                match run.phase {
+                    AnalysisPhase::Failed | AnalysisPhase::Error if self.abort_reason.is_none() => {
                         self.abort_reason = Some(format!(
                             "background analysis {} {}: {}",
                             run.name,
@@ -892,22 +959,22 @@ impl<'a> Planner<'a> {
                             run.message.clone().unwrap_or_default()
                         ));
                     }
-                }
-                AnalysisPhase::Inconclusive => {
-                    let paused = self
-                        .st
-                        .pause_conditions
-                        .iter()
-                        .any(|p| p.reason == PauseReason::InconclusiveAnalysisRun);
-                    if !paused && !self.st.controller_pause {
-                        self.pause(
+                    AnalysisPhase::Inconclusive => {
+                        let paused = self
+                            .st
+                            .pause_conditions
+                            .iter()
+                            .any(|p| p.reason == PauseReason::InconclusiveAnalysisRun);
+                        if !paused && !self.st.controller_pause {
+                            self.pause(
                             PauseReason::InconclusiveAnalysisRun,
                             format!("background analysis {} inconclusive: promote to continue or abort", run.name),
                         );
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
         }
     }
 
@@ -923,14 +990,21 @@ impl<'a> Planner<'a> {
                 || settled
                 || self.st.promote_full
                 || matches!(run.kind, AnalysisRunKind::Step(i) if i != idx);
-            let finished_ok = run.phase.is_completed() && !self.st.abort && run.pod_hash == ctx.current_hash;
+            let finished_ok =
+                run.phase.is_completed() && !self.st.abort && run.pod_hash == ctx.current_hash;
             if stale && !finished_ok {
                 self.terminate_runs.push(run.name.clone());
             }
         }
     }
 
-    fn weights(&mut self, ctx: &Ctx, canary: &crate::api::rollout::CanaryStrategy, idx: i32, in_update: bool) -> Weights {
+    fn weights(
+        &mut self,
+        ctx: &Ctx,
+        canary: &crate::api::rollout::CanaryStrategy,
+        idx: i32,
+        in_update: bool,
+    ) -> Weights {
         if !ctx.routing {
             return Weights { desired: None };
         }
@@ -940,16 +1014,25 @@ impl<'a> Planner<'a> {
         if self.st.abort || !in_update || settled {
             // Back to stable. After a promotion the stable Service must select the new version
             // before the canary gives its traffic back.
-            let stable_ok = obs.traffic.stable_service_hash.as_deref() == self.st.stable_rs.as_deref();
+            let stable_ok =
+                obs.traffic.stable_service_hash.as_deref() == self.st.stable_rs.as_deref();
             if settled && in_update_was_just_promoted(&self.st, ctx) && !stable_ok {
-                return Weights { desired: Some(observed.unwrap_or(ctx.max_weight)) };
+                return Weights {
+                    desired: Some(observed.unwrap_or(ctx.max_weight)),
+                };
             }
             if canary.dynamic_stable_scale == Some(true) && self.st.abort {
                 // Give traffic back only as fast as the stable pods can take it.
                 let stable = obs.replica_sets.iter().find(|r| r.hash == ctx.stable_hash);
-                let cap = capacity_weight(stable.map_or(0, |r| r.available), ctx.replicas, ctx.max_weight);
+                let cap = capacity_weight(
+                    stable.map_or(0, |r| r.available),
+                    ctx.replicas,
+                    ctx.max_weight,
+                );
                 let floor = (ctx.max_weight - cap).max(0).min(observed.unwrap_or(0));
-                return Weights { desired: Some(floor) };
+                return Weights {
+                    desired: Some(floor),
+                };
             }
             return Weights { desired: Some(0) };
         }
@@ -968,13 +1051,19 @@ impl<'a> Planner<'a> {
         }
         if canary.dynamic_stable_scale == Some(true) {
             let stable = obs.replica_sets.iter().find(|r| r.hash == ctx.stable_hash);
-            let cap = capacity_weight(stable.map_or(0, |r| r.available), ctx.replicas, ctx.max_weight);
+            let cap = capacity_weight(
+                stable.map_or(0, |r| r.available),
+                ctx.replicas,
+                ctx.max_weight,
+            );
             w = w.max(ctx.max_weight - cap).min(ctx.max_weight);
             if available == 0 {
                 w = w.min(observed.unwrap_or(0));
             }
         }
-        Weights { desired: Some(w.clamp(0, ctx.max_weight)) }
+        Weights {
+            desired: Some(w.clamp(0, ctx.max_weight)),
+        }
     }
 
     #[allow(clippy::too_many_lines)]
@@ -995,7 +1084,12 @@ impl<'a> Planner<'a> {
             .iter()
             .filter(|r| r.hash != ctx.current_hash && r.hash != ctx.stable_hash)
             .collect();
-        let push = |out: &mut Vec<DesiredReplicaSet>, hash: &str, existing: Option<&ObservedReplicaSet>, replicas: i32, revision: i64, deadline: Option<Timestamp>| {
+        let push = |out: &mut Vec<DesiredReplicaSet>,
+                    hash: &str,
+                    existing: Option<&ObservedReplicaSet>,
+                    replicas: i32,
+                    revision: i64,
+                    deadline: Option<Timestamp>| {
             out.push(DesiredReplicaSet {
                 hash: hash.to_string(),
                 create: existing.is_none(),
@@ -1005,10 +1099,21 @@ impl<'a> Planner<'a> {
             });
         };
 
-        if !in_update || self.st.stable_rs.as_deref() == Some(ctx.current_hash.as_str()) && current.map(|r| r.hash.as_str()) == Some(ctx.stable_hash.as_str()) {
+        if !in_update
+            || self.st.stable_rs.as_deref() == Some(ctx.current_hash.as_str())
+                && current.map(|r| r.hash.as_str()) == Some(ctx.stable_hash.as_str())
+        {
             // Settled: the current version is stable and runs at full size.
-            let replicas = apply_min_pods(ctx.replicas, canary.min_pods_per_replica_set, ctx.replicas);
-            push(&mut out, &ctx.current_hash, current, replicas, ctx.revision, None);
+            let replicas =
+                apply_min_pods(ctx.replicas, canary.min_pods_per_replica_set, ctx.replicas);
+            push(
+                &mut out,
+                &ctx.current_hash,
+                current,
+                replicas,
+                ctx.revision,
+                None,
+            );
             self.old_replica_sets(ctx, canary, &others, &mut out);
             return out;
         }
@@ -1026,7 +1131,8 @@ impl<'a> Planner<'a> {
                     let at = self.st.aborted_at.as_ref().map(ts).unwrap_or(self.now);
                     let due = add(at, Duration::from_secs(delay as u64));
                     let traffic_gone = obs.traffic.canary_weight.unwrap_or(0) == 0
-                        && obs.traffic.canary_service_hash.as_deref() != Some(ctx.current_hash.as_str());
+                        && obs.traffic.canary_service_hash.as_deref()
+                            != Some(ctx.current_hash.as_str());
                     if self.now >= due && traffic_gone {
                         0
                     } else {
@@ -1054,9 +1160,23 @@ impl<'a> Planner<'a> {
             };
             let stable_revision = stable.map_or(0, |r| r.revision);
             if stable.is_some() {
-                push(&mut out, &ctx.stable_hash, stable, stable_replicas, stable_revision, None);
+                push(
+                    &mut out,
+                    &ctx.stable_hash,
+                    stable,
+                    stable_replicas,
+                    stable_revision,
+                    None,
+                );
             }
-            push(&mut out, &ctx.current_hash, current, canary_replicas, ctx.revision, None);
+            push(
+                &mut out,
+                &ctx.current_hash,
+                current,
+                canary_replicas,
+                ctx.revision,
+                None,
+            );
             self.old_replica_sets(ctx, canary, &others, &mut out);
             return out;
         }
@@ -1068,21 +1188,56 @@ impl<'a> Planner<'a> {
             last_weight(ctx.steps, idx, 100)
         };
         let (new_target, stable_target) = basic_targets(ctx.replicas, weight);
-        let surge = validation::resolve_int_or_percent(canary.max_surge.as_ref(), ctx.replicas, true).unwrap_or(1);
-        let unavailable = validation::resolve_int_or_percent(canary.max_unavailable.as_ref(), ctx.replicas, false).unwrap_or(0);
-        let (surge, unavailable) = if surge == 0 && unavailable == 0 { (1, 0) } else { (surge, unavailable) };
+        let surge =
+            validation::resolve_int_or_percent(canary.max_surge.as_ref(), ctx.replicas, true)
+                .unwrap_or(1);
+        let unavailable = validation::resolve_int_or_percent(
+            canary.max_unavailable.as_ref(),
+            ctx.replicas,
+            false,
+        )
+        .unwrap_or(0);
+        let (surge, unavailable) = if surge == 0 && unavailable == 0 {
+            (1, 0)
+        } else {
+            (surge, unavailable)
+        };
         let mut pools: Vec<(String, Option<&ObservedReplicaSet>, Pool, i64)> = Vec::new();
         let mut olds = others.clone();
         olds.sort_by_key(|r| r.revision);
         for r in olds {
-            pools.push((r.hash.clone(), Some(r), Pool { current: r.replicas, available: r.available, target: 0 }, r.revision));
+            pools.push((
+                r.hash.clone(),
+                Some(r),
+                Pool {
+                    current: r.replicas,
+                    available: r.available,
+                    target: 0,
+                },
+                r.revision,
+            ));
         }
         // When aborting, the canary goes first; otherwise the stable does.
-        let stable_pool = stable.map(|r| (r.hash.clone(), Some(r), Pool { current: r.replicas, available: r.available, target: stable_target }, r.revision));
+        let stable_pool = stable.map(|r| {
+            (
+                r.hash.clone(),
+                Some(r),
+                Pool {
+                    current: r.replicas,
+                    available: r.available,
+                    target: stable_target,
+                },
+                r.revision,
+            )
+        });
         let new_pool = (
             ctx.current_hash.clone(),
             current,
-            Pool { current: current.map_or(0, |r| r.replicas), available: current.map_or(0, |r| r.available), target: new_target },
+            Pool {
+                current: current.map_or(0, |r| r.replicas),
+                available: current.map_or(0, |r| r.available),
+                target: new_target,
+            },
             ctx.revision,
         );
         if self.st.abort {
@@ -1134,7 +1289,11 @@ impl<'a> Planner<'a> {
                 create: false,
                 replicas,
                 revision: r.revision,
-                scale_down_deadline: if replicas == 0 { None } else { r.scale_down_deadline },
+                scale_down_deadline: if replicas == 0 {
+                    None
+                } else {
+                    r.scale_down_deadline
+                },
             });
         }
         // Keep at most scaleDownDelayRevisionLimit old ReplicaSets up while they wait.
@@ -1154,7 +1313,12 @@ impl<'a> Planner<'a> {
         let _ = ctx;
     }
 
-    fn promote(&mut self, ctx: &Ctx, canary: &crate::api::rollout::CanaryStrategy, rs_plan: &mut [DesiredReplicaSet]) {
+    fn promote(
+        &mut self,
+        ctx: &Ctx,
+        canary: &crate::api::rollout::CanaryStrategy,
+        rs_plan: &mut [DesiredReplicaSet],
+    ) {
         let previous = ctx.stable_hash.clone();
         self.st.stable_rs = Some(ctx.current_hash.clone());
         self.st.promote_full = false;
@@ -1191,7 +1355,12 @@ impl<'a> Planner<'a> {
     fn service_hashes(&self, ctx: &Ctx, in_update: bool) -> (Option<String>, Option<String>) {
         let obs = self.obs;
         let stable = self.st.stable_rs.clone().unwrap_or_default();
-        let avail = |hash: &str| obs.replica_sets.iter().find(|r| r.hash == hash).map_or(0, |r| r.available);
+        let avail = |hash: &str| {
+            obs.replica_sets
+                .iter()
+                .find(|r| r.hash == hash)
+                .map_or(0, |r| r.available)
+        };
         // The stable Service only moves to pods that can serve.
         let stable_svc = if avail(&stable) > 0 || ctx.replicas == 0 {
             Some(stable.clone())
@@ -1216,7 +1385,11 @@ impl<'a> Planner<'a> {
 
     fn workload_replicas(&self, ctx: &Ctx, mode: Option<ScaleDownMode>) -> Option<i32> {
         let workload = self.obs.workload.as_ref()?;
-        let rs = self.obs.replica_sets.iter().find(|r| r.hash == ctx.current_hash);
+        let rs = self
+            .obs
+            .replica_sets
+            .iter()
+            .find(|r| r.hash == ctx.current_hash);
         let available: i32 = rs.map_or(0, |r| r.available);
         let desired = match mode? {
             ScaleDownMode::Never => return None,
@@ -1237,7 +1410,9 @@ impl<'a> Planner<'a> {
         limit: Option<i32>,
         plan: &[DesiredReplicaSet],
     ) -> Vec<String> {
-        let limit = limit.unwrap_or(constants::DEFAULT_REVISION_HISTORY_LIMIT).max(0) as usize;
+        let limit = limit
+            .unwrap_or(constants::DEFAULT_REVISION_HISTORY_LIMIT)
+            .max(0) as usize;
         let stable = self.st.stable_rs.clone().unwrap_or_default();
         let mut idle: Vec<&ObservedReplicaSet> = self
             .obs
@@ -1251,16 +1426,29 @@ impl<'a> Planner<'a> {
         idle.iter().skip(limit).map(|r| r.name.clone()).collect()
     }
 
-    fn fill_counts(&mut self, ctx: &Ctx, selector: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) {
+    fn fill_counts(
+        &mut self,
+        ctx: &Ctx,
+        selector: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    ) {
         let rs = &self.obs.replica_sets;
         let actual: i32 = rs.iter().map(|r| r.actual).sum();
         self.st.replicas = Some(actual);
         self.st.hpa_replicas = Some(actual);
-        self.st.updated_replicas = Some(rs.iter().filter(|r| r.hash == ctx.current_hash).map(|r| r.actual).sum());
+        self.st.updated_replicas = Some(
+            rs.iter()
+                .filter(|r| r.hash == ctx.current_hash)
+                .map(|r| r.actual)
+                .sum(),
+        );
         self.st.ready_replicas = Some(rs.iter().map(|r| r.ready).sum());
         self.st.available_replicas = Some(rs.iter().map(|r| r.available).sum());
         if let Some(sel) = selector.as_ref().and_then(|s| s.match_labels.as_ref()) {
-            let text = sel.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            let text = sel
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
             self.st.selector = Some(text);
         }
     }
@@ -1282,7 +1470,11 @@ impl<'a> Planner<'a> {
             self.event(
                 EventType::Normal,
                 reason::TRAFFIC_WEIGHT_UPDATED,
-                format!("canary weight {} → {w} (of {})", previous.unwrap_or(0), ctx.max_weight),
+                format!(
+                    "canary weight {} → {w} (of {})",
+                    previous.unwrap_or(0),
+                    ctx.max_weight
+                ),
             );
         }
         let verified = self.st.canary.weights.as_ref().and_then(|x| x.verified);
@@ -1316,16 +1508,34 @@ impl<'a> Planner<'a> {
             self.create_runs
                 .iter()
                 .find(|r| r.kind == AnalysisRunKind::Step(idx))
-                .map(|r| RolloutAnalysisRunStatus { name: r.name.clone(), status: AnalysisPhase::Pending, message: None })
+                .map(|r| RolloutAnalysisRunStatus {
+                    name: r.name.clone(),
+                    status: AnalysisPhase::Pending,
+                    message: None,
+                })
         });
         if new_step.is_some() {
-            let before = self.st.canary.current_step_analysis_run_status.as_ref().map(|s| s.status);
+            let before = self
+                .st
+                .canary
+                .current_step_analysis_run_status
+                .as_ref()
+                .map(|s| s.status);
             if let Some(s) = &new_step
                 && before != Some(s.status)
                 && s.status.is_completed()
             {
                 let (t, r) = analysis_event(s.status);
-                self.event(t, r, format!("analysis {} {}: {}", s.name, s.status, s.message.clone().unwrap_or_default()));
+                self.event(
+                    t,
+                    r,
+                    format!(
+                        "analysis {} {}: {}",
+                        s.name,
+                        s.status,
+                        s.message.clone().unwrap_or_default()
+                    ),
+                );
             }
             self.st.canary.current_step_analysis_run_status = new_step;
         }
@@ -1333,13 +1543,31 @@ impl<'a> Planner<'a> {
             .obs
             .analysis_runs
             .iter()
-            .find(|r| r.kind == AnalysisRunKind::Background && r.pod_hash == ctx.current_hash && !r.terminated)
+            .find(|r| {
+                r.kind == AnalysisRunKind::Background
+                    && r.pod_hash == ctx.current_hash
+                    && !r.terminated
+            })
             .map(summary);
         if let Some(s) = &bg {
-            let before = self.st.canary.current_background_analysis_run_status.as_ref().map(|s| s.status);
+            let before = self
+                .st
+                .canary
+                .current_background_analysis_run_status
+                .as_ref()
+                .map(|s| s.status);
             if before != Some(s.status) && s.status.is_completed() {
                 let (t, r) = analysis_event(s.status);
-                self.event(t, r, format!("background analysis {} {}: {}", s.name, s.status, s.message.clone().unwrap_or_default()));
+                self.event(
+                    t,
+                    r,
+                    format!(
+                        "background analysis {} {}: {}",
+                        s.name,
+                        s.status,
+                        s.message.clone().unwrap_or_default()
+                    ),
+                );
             }
             self.st.canary.current_background_analysis_run_status = bg;
         }
@@ -1358,14 +1586,25 @@ impl<'a> Planner<'a> {
 
         use crate::api::rollout::RolloutPhase as P;
         let (phase, message): (P, String) = if self.st.abort {
-            (P::Degraded, self.st.message.clone().filter(|m| m.starts_with("aborted")).unwrap_or_else(|| "aborted".into()))
+            (
+                P::Degraded,
+                self.st
+                    .message
+                    .clone()
+                    .filter(|m| m.starts_with("aborted"))
+                    .unwrap_or_else(|| "aborted".into()),
+            )
         } else if user_paused {
             (P::Paused, "manually paused (spec.paused)".into())
         } else if let Some(p) = self.st.pause_conditions.first() {
             (P::Paused, format!("{:?}", p.reason))
         } else if !settled {
             let msg = if n_steps > 0 && idx < n_steps {
-                format!("step {} of {n_steps}: {}", idx + 1, describe_step(&ctx.steps[idx as usize]))
+                format!(
+                    "step {} of {n_steps}: {}",
+                    idx + 1,
+                    describe_step(&ctx.steps[idx as usize])
+                )
             } else {
                 "waiting for the new version to become fully available".to_string()
             };
@@ -1373,9 +1612,15 @@ impl<'a> Planner<'a> {
         } else if updated < ctx.replicas {
             (P::Progressing, "more replicas need to be updated".into())
         } else if available < ctx.replicas {
-            (P::Progressing, "updated replicas are still becoming available".into())
+            (
+                P::Progressing,
+                "updated replicas are still becoming available".into(),
+            )
         } else if total > updated && !ctx.routing {
-            (P::Progressing, "old replicas are pending termination".into())
+            (
+                P::Progressing,
+                "old replicas are pending termination".into(),
+            )
         } else {
             (P::Healthy, String::new())
         };
@@ -1390,20 +1635,46 @@ impl<'a> Planner<'a> {
             || previous.stable_rs != self.st.stable_rs
             || previous.canary.weights.as_ref().map(|w| w.canary.weight)
                 != self.st.canary.weights.as_ref().map(|w| w.canary.weight);
-        let progressing = status::find(&self.st.conditions, constants::condition::PROGRESSING).cloned();
-        let deadline_secs = spec.progress_deadline_seconds.unwrap_or(constants::DEFAULT_PROGRESS_DEADLINE_SECONDS);
+        let progressing =
+            status::find(&self.st.conditions, constants::condition::PROGRESSING).cloned();
+        let deadline_secs = spec
+            .progress_deadline_seconds
+            .unwrap_or(constants::DEFAULT_PROGRESS_DEADLINE_SECONDS);
         let waiting_for_pods = phase == P::Progressing && !paused && !in_analysis_step;
 
         let mut final_phase = phase;
         let mut final_message = message.clone();
         if self.st.abort {
-            status::set(&mut self.st.conditions, constants::condition::PROGRESSING, false, reason::ROLLOUT_ABORTED, &message, now);
+            status::set(
+                &mut self.st.conditions,
+                constants::condition::PROGRESSING,
+                false,
+                reason::ROLLOUT_ABORTED,
+                &message,
+                now,
+            );
         } else if phase == P::Healthy {
-            status::set(&mut self.st.conditions, constants::condition::PROGRESSING, true, reason::NEW_REPLICA_SET_AVAILABLE, "rollout is healthy", now);
+            status::set(
+                &mut self.st.conditions,
+                constants::condition::PROGRESSING,
+                true,
+                reason::NEW_REPLICA_SET_AVAILABLE,
+                "rollout is healthy",
+                now,
+            );
         } else if paused {
-            status::set(&mut self.st.conditions, constants::condition::PROGRESSING, true, reason::ROLLOUT_PAUSED, &message, now);
+            status::set(
+                &mut self.st.conditions,
+                constants::condition::PROGRESSING,
+                true,
+                reason::ROLLOUT_PAUSED,
+                &message,
+                now,
+            );
         } else {
-            let exceeded_before = progressing.as_ref().is_some_and(|c| c.reason == reason::PROGRESS_DEADLINE_EXCEEDED);
+            let exceeded_before = progressing
+                .as_ref()
+                .is_some_and(|c| c.reason == reason::PROGRESS_DEADLINE_EXCEEDED);
             let last = progressing
                 .as_ref()
                 .filter(|c| c.reason == reason::REPLICA_SET_UPDATED)
@@ -1413,11 +1684,23 @@ impl<'a> Planner<'a> {
                     let deadline = add(last, Duration::from_secs(deadline_secs.max(0) as u64));
                     if now >= deadline {
                         self.progress_deadline_exceeded = true;
-                        let m = format!("no progress for {deadline_secs}s (progressDeadlineSeconds)");
+                        let m =
+                            format!("no progress for {deadline_secs}s (progressDeadlineSeconds)");
                         if !exceeded_before {
-                            self.event(EventType::Warning, reason::PROGRESS_DEADLINE_EXCEEDED, m.clone());
+                            self.event(
+                                EventType::Warning,
+                                reason::PROGRESS_DEADLINE_EXCEEDED,
+                                m.clone(),
+                            );
                         }
-                        status::set(&mut self.st.conditions, constants::condition::PROGRESSING, false, reason::PROGRESS_DEADLINE_EXCEEDED, &m, now);
+                        status::set(
+                            &mut self.st.conditions,
+                            constants::condition::PROGRESSING,
+                            false,
+                            reason::PROGRESS_DEADLINE_EXCEEDED,
+                            &m,
+                            now,
+                        );
                         final_phase = P::Degraded;
                         final_message = format!("ProgressDeadlineExceeded: {m}");
                     } else {
@@ -1427,22 +1710,76 @@ impl<'a> Planner<'a> {
                 _ if exceeded_before && !moved => {
                     self.progress_deadline_exceeded = true;
                     final_phase = P::Degraded;
-                    final_message = format!("ProgressDeadlineExceeded: {}", progressing.as_ref().map(|c| c.message.clone()).unwrap_or_default());
+                    final_message = format!(
+                        "ProgressDeadlineExceeded: {}",
+                        progressing
+                            .as_ref()
+                            .map(|c| c.message.clone())
+                            .unwrap_or_default()
+                    );
                 }
                 _ => {
                     // Progress (or the first look): restart the deadline clock.
-                    status::force_update(&mut self.st.conditions, constants::condition::PROGRESSING, true, reason::REPLICA_SET_UPDATED, &message, now);
+                    status::force_update(
+                        &mut self.st.conditions,
+                        constants::condition::PROGRESSING,
+                        true,
+                        reason::REPLICA_SET_UPDATED,
+                        &message,
+                        now,
+                    );
                     if waiting_for_pods {
-                        self.wake.push(add(now, Duration::from_secs(deadline_secs.max(0) as u64)));
+                        self.wake
+                            .push(add(now, Duration::from_secs(deadline_secs.max(0) as u64)));
                     }
                 }
             }
         }
-        status::set(&mut self.st.conditions, constants::condition::PAUSED, paused, if paused { reason::ROLLOUT_PAUSED } else { reason::ROLLOUT_RESUMED }, if paused { &message } else { "" }, now);
-        status::set(&mut self.st.conditions, constants::condition::AVAILABLE, available >= ctx.replicas, reason::AVAILABLE, &format!("{available} of {} pods available", ctx.replicas), now);
+        status::set(
+            &mut self.st.conditions,
+            constants::condition::PAUSED,
+            paused,
+            if paused {
+                reason::ROLLOUT_PAUSED
+            } else {
+                reason::ROLLOUT_RESUMED
+            },
+            if paused { &message } else { "" },
+            now,
+        );
+        status::set(
+            &mut self.st.conditions,
+            constants::condition::AVAILABLE,
+            available >= ctx.replicas,
+            reason::AVAILABLE,
+            &format!("{available} of {} pods available", ctx.replicas),
+            now,
+        );
         let healthy = final_phase == P::Healthy;
-        status::set(&mut self.st.conditions, constants::condition::COMPLETED, settled && !self.st.abort, reason::ROLLOUT_COMPLETED, if settled { "the current version is stable" } else { "" }, now);
-        status::set(&mut self.st.conditions, constants::condition::HEALTHY, healthy, if healthy { reason::ROLLOUT_HEALTHY } else { reason::ROLLOUT_NOT_HEALTHY }, "", now);
+        status::set(
+            &mut self.st.conditions,
+            constants::condition::COMPLETED,
+            settled && !self.st.abort,
+            reason::ROLLOUT_COMPLETED,
+            if settled {
+                "the current version is stable"
+            } else {
+                ""
+            },
+            now,
+        );
+        status::set(
+            &mut self.st.conditions,
+            constants::condition::HEALTHY,
+            healthy,
+            if healthy {
+                reason::ROLLOUT_HEALTHY
+            } else {
+                reason::ROLLOUT_NOT_HEALTHY
+            },
+            "",
+            now,
+        );
         let k = match final_phase {
             P::Healthy => status::Kstatus::Ready,
             P::Degraded => status::Kstatus::Stalled,
@@ -1457,7 +1794,8 @@ impl<'a> Planner<'a> {
 fn in_update_was_just_promoted(st: &RolloutStatus, ctx: &Ctx) -> bool {
     // After a promotion in this plan the stable hash in status moved to the current hash while
     // the observed stable hash (ctx) is still the previous one.
-    st.stable_rs.as_deref() == Some(ctx.current_hash.as_str()) && ctx.stable_hash != ctx.current_hash
+    st.stable_rs.as_deref() == Some(ctx.current_hash.as_str())
+        && ctx.stable_hash != ctx.current_hash
 }
 
 struct Weights {
@@ -1492,7 +1830,12 @@ pub fn last_weight(steps: &[CanaryStep], idx: i32, max: i32) -> i32 {
 
 /// Canary replicas wanted at step `idx` for `weight`, honouring `setCanaryScale` and
 /// `minPodsPerReplicaSet`.
-fn desired_canary_replicas(ctx: &Ctx, canary: &crate::api::rollout::CanaryStrategy, idx: i32, weight: i32) -> i32 {
+fn desired_canary_replicas(
+    ctx: &Ctx,
+    canary: &crate::api::rollout::CanaryStrategy,
+    idx: i32,
+    weight: i32,
+) -> i32 {
     let n = ctx.steps.len() as i32;
     let mut count = canary_replicas_for_weight(ctx.replicas, weight, ctx.max_weight);
     if idx < n || n == 0 {
@@ -1536,7 +1879,11 @@ pub fn describe_step(step: &CanaryStep) -> String {
             _ => "setCanaryScale matchTrafficWeight".into(),
         }
     } else if let Some(a) = &step.analysis {
-        let names: Vec<_> = a.templates.iter().map(|t| t.template_name.as_str()).collect();
+        let names: Vec<_> = a
+            .templates
+            .iter()
+            .map(|t| t.template_name.as_str())
+            .collect();
         format!("analysis {}", names.join(", "))
     } else if let Some(h) = &step.set_header_route {
         format!("setHeaderRoute {}", h.name)
@@ -1550,14 +1897,23 @@ pub fn describe_step(step: &CanaryStep) -> String {
 /// Labels of an AnalysisRun created for a request.
 pub fn analysis_run_labels(req: &AnalysisRunRequest) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
-    labels.insert(constants::POD_TEMPLATE_HASH_LABEL.to_string(), req.pod_hash.clone());
+    labels.insert(
+        constants::POD_TEMPLATE_HASH_LABEL.to_string(),
+        req.pod_hash.clone(),
+    );
     match req.kind {
         AnalysisRunKind::Step(i) => {
-            labels.insert(constants::ROLLOUT_TYPE_LABEL.to_string(), constants::ROLLOUT_TYPE_STEP.to_string());
+            labels.insert(
+                constants::ROLLOUT_TYPE_LABEL.to_string(),
+                constants::ROLLOUT_TYPE_STEP.to_string(),
+            );
             labels.insert(constants::STEP_INDEX_LABEL.to_string(), i.to_string());
         }
         AnalysisRunKind::Background => {
-            labels.insert(constants::ROLLOUT_TYPE_LABEL.to_string(), constants::ROLLOUT_TYPE_BACKGROUND.to_string());
+            labels.insert(
+                constants::ROLLOUT_TYPE_LABEL.to_string(),
+                constants::ROLLOUT_TYPE_BACKGROUND.to_string(),
+            );
         }
     }
     labels

@@ -44,7 +44,12 @@ pub struct Pool {
 /// pods stay within `replicas + max_surge`, available pods never drop below
 /// `replicas - max_unavailable` because of a scale-down. Pools are given in scale-down priority
 /// order (first is scaled down first). Returns the new desired count of each pool.
-pub fn rolling_step(pools: &[Pool], replicas: i32, max_surge: i32, max_unavailable: i32) -> Vec<i32> {
+pub fn rolling_step(
+    pools: &[Pool],
+    replicas: i32,
+    max_surge: i32,
+    max_unavailable: i32,
+) -> Vec<i32> {
     let mut desired: Vec<i32> = pools.iter().map(|p| p.current).collect();
     // Scale-ups first, bounded by the surge allowance.
     let total: i32 = desired.iter().sum();
@@ -105,8 +110,16 @@ mod tests {
     fn rolling_step_respects_surge_then_unavailability() {
         // 4 replicas, 25% surge (1) and 25% unavailable (1): stable 4 → 0, new 0 → 4.
         let pools = [
-            Pool { current: 4, available: 4, target: 0 },
-            Pool { current: 0, available: 0, target: 4 },
+            Pool {
+                current: 4,
+                available: 4,
+                target: 0,
+            },
+            Pool {
+                current: 0,
+                available: 0,
+                target: 4,
+            },
         ];
         assert_eq!(rolling_step(&pools, 4, 1, 1), vec![3, 1]);
     }
@@ -114,8 +127,16 @@ mod tests {
     #[test]
     fn unavailable_pods_are_removed_first_and_freely() {
         let pools = [
-            Pool { current: 4, available: 2, target: 0 },
-            Pool { current: 4, available: 4, target: 4 },
+            Pool {
+                current: 4,
+                available: 2,
+                target: 0,
+            },
+            Pool {
+                current: 4,
+                available: 4,
+                target: 4,
+            },
         ];
         // Two unavailable pods go at once; 6 available - min 3 = 3 more may go, capped by want.
         assert_eq!(rolling_step(&pools, 4, 1, 1), vec![0, 4]);

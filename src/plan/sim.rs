@@ -7,8 +7,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{
-    AnalysisRunKind, ObservedAnalysisRun, ObservedReplicaSet, ObservedTraffic, ObservedWorkload,
-    Observation, Plan, PlannedEvent, plan,
+    AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedReplicaSet, ObservedTraffic,
+    ObservedWorkload, Plan, PlannedEvent, plan,
 };
 use crate::api::common::AnalysisPhase;
 use crate::api::rollout::{PauseReason, Rollout};
@@ -266,7 +266,7 @@ impl World {
 }
 
 fn pods_settled(w: &World) -> bool {
-    w.replica_sets
-        .iter()
-        .all(|r| r.actual == r.replicas && (w.never_ready.contains(&r.hash) || r.available == r.replicas))
+    w.replica_sets.iter().all(|r| {
+        r.actual == r.replicas && (w.never_ready.contains(&r.hash) || r.available == r.replicas)
+    })
 }

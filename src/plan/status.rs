@@ -73,9 +73,51 @@ pub(crate) enum Kstatus {
 }
 
 /// Sets `Ready`, `Reconciling` and `Stalled` consistently (exactly one is True).
-pub(crate) fn set_kstatus(conds: &mut Vec<RolloutCondition>, k: Kstatus, message: &str, now: Timestamp) {
-    let (ready, reconciling, stalled) = (k == Kstatus::Ready, k == Kstatus::Reconciling, k == Kstatus::Stalled);
-    set(conds, condition::READY, ready, if ready { "RolloutHealthy" } else { "RolloutNotReady" }, if ready { "" } else { message }, now);
-    set(conds, condition::RECONCILING, reconciling, if reconciling { "RolloutProgressing" } else { "RolloutSettled" }, if reconciling { message } else { "" }, now);
-    set(conds, condition::STALLED, stalled, if stalled { "RolloutDegraded" } else { "RolloutNotStalled" }, if stalled { message } else { "" }, now);
+pub(crate) fn set_kstatus(
+    conds: &mut Vec<RolloutCondition>,
+    k: Kstatus,
+    message: &str,
+    now: Timestamp,
+) {
+    let (ready, reconciling, stalled) = (
+        k == Kstatus::Ready,
+        k == Kstatus::Reconciling,
+        k == Kstatus::Stalled,
+    );
+    set(
+        conds,
+        condition::READY,
+        ready,
+        if ready {
+            "RolloutHealthy"
+        } else {
+            "RolloutNotReady"
+        },
+        if ready { "" } else { message },
+        now,
+    );
+    set(
+        conds,
+        condition::RECONCILING,
+        reconciling,
+        if reconciling {
+            "RolloutProgressing"
+        } else {
+            "RolloutSettled"
+        },
+        if reconciling { message } else { "" },
+        now,
+    );
+    set(
+        conds,
+        condition::STALLED,
+        stalled,
+        if stalled {
+            "RolloutDegraded"
+        } else {
+            "RolloutNotStalled"
+        },
+        if stalled { message } else { "" },
+        now,
+    );
 }
