@@ -379,6 +379,8 @@ fn resolve(
     }
     let mut metrics = Vec::with_capacity(spec.metrics.len());
     for (i, raw) in spec.metrics.iter().enumerate() {
+        // Before substitution: the placeholders of an unsupported provider are not the problem.
+        provider_kind(raw).map_err(|e| format!("metric \"{}\": {e}", raw.name))?;
         let m = args.resolve_metric(raw).map_err(|e| e.to_string())?;
         let limits = MetricLimits::from_metric(&m).map_err(|e| e.to_string())?;
         let conditions = Conditions::compile(
@@ -433,14 +435,11 @@ fn pattern_matches<'a>(
     Ok(out)
 }
 
-fn provider_request(
-    m: &Metric,
-    args: &ResolvedArgs,
-    now: Timestamp,
-) -> Result<ProviderRequest, String> {
+/// Checks that exactly one provider is set and that Sluice implements it.
+fn provider_kind(m: &Metric) -> Result<(), String> {
     let mut others: Vec<&str> = m.provider.unsupported.keys().map(String::as_str).collect();
     others.sort_unstable();
-    let Some(p) = &m.provider.prometheus else {
+    if m.provider.prometheus.is_none() {
         return Err(match others.as_slice() {
             [] => "provider: no provider is set (Sluice supports: prometheus)".to_string(),
             [one] if KNOWN_PROVIDERS.contains(one) => format!(
@@ -452,13 +451,25 @@ fn provider_request(
                 many.join(", ")
             ),
         });
-    };
+    }
     if !others.is_empty() {
         return Err(format!(
             "provider: exactly one provider must be set, found prometheus, {}",
             others.join(", ")
         ));
     }
+    Ok(())
+}
+
+fn provider_request(
+    m: &Metric,
+    args: &ResolvedArgs,
+    now: Timestamp,
+) -> Result<ProviderRequest, String> {
+    provider_kind(m)?;
+    let Some(p) = &m.provider.prometheus else {
+        return Err("provider: no provider is set (Sluice supports: prometheus)".to_string());
+    };
     if p.query.trim().is_empty() {
         return Err("provider.prometheus.query must not be empty".to_string());
     }
