@@ -7,8 +7,10 @@
 //! 4. The controller and binaries (later layers).
 
 pub mod analysis;
+pub mod cli;
 pub mod api;
 pub mod crdgen;
 pub mod demo;
 pub mod metrics;
 pub mod plan;
+pub mod traffic;

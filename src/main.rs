@@ -23,11 +23,21 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    #[command(flatten)]
+    Cli(sluice::cli::Command),
 }
 
 fn main() -> anyhow::Result<()> {
+    // One rustls crypto provider for the whole process (kube and reqwest both use rustls).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
+        Command::Cli(command) => {
+            let code = sluice::cli::run(command)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
         Command::Demo { pace_ms } => {
             sluice::demo::run(
                 &mut std::io::stdout(),
