@@ -164,6 +164,11 @@ async fn main() -> anyhow::Result<()> {
         "LIST with labelSelector (1/10 match): {}",
         percentiles(selected)
     );
+    let (rss_lists, _) = rss_kib();
+    println!(
+        "process RSS after the LIST phase: {:.1} MiB",
+        mib(rss_lists)
+    );
 
     // Watch fan-out: every watcher sees every update; latency from the write's send to receipt.
     let rv = api

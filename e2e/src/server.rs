@@ -707,11 +707,7 @@ fn list(
         );
         start.as_ref().is_none_or(|s| &key > s) && labels.matches(o) && fields.matches(o)
     });
-    let page: Vec<Value> = selected
-        .by_ref()
-        .take(limit)
-        .map(|o| at_version(o, res, &t.version))
-        .collect();
+    let page: Vec<&Arc<Value>> = selected.by_ref().take(limit).collect();
     let remaining = selected.count();
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if remaining > 0
@@ -729,13 +725,41 @@ fn list(
         metadata["remainingItemCount"] = json!(remaining);
     }
     if wants_table(headers) {
+        let page: Vec<Value> = page
+            .iter()
+            .map(|o| at_version(o, res, &t.version))
+            .collect();
         let mut table =
             discovery::table(state, res, &t.version, &page, json!(rv.to_string()), query);
         table["metadata"] = metadata;
         return Ok(json_response(StatusCode::OK, &table, &[]));
     }
-    let list = json!({"apiVersion": res.api_version(&t.version), "kind": res.list_kind, "metadata": metadata, "items": page});
-    Ok(json_response(StatusCode::OK, &list, &[]))
+    // Serialized item by item, without copying objects already stored at the requested version.
+    let api_version = res.api_version(&t.version);
+    let mut body = format!(
+        "{{\"apiVersion\":{},\"kind\":{},\"metadata\":{},\"items\":[",
+        json!(api_version),
+        json!(res.list_kind),
+        metadata
+    );
+    for (i, obj) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        let item = if obj.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str()) {
+            serde_json::to_string(&***obj)
+        } else {
+            serde_json::to_string(&at_version(obj, res, &t.version))
+        };
+        body.push_str(&item.map_err(|e| ApiError::internal(e.to_string()))?);
+    }
+    body.push_str("]}");
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// How a watch event looks to one watcher with selectors: real servers turn a change that moves an
