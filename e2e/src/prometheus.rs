@@ -93,8 +93,17 @@ pub fn ensure_installed() -> Result<PathBuf, HarnessError> {
     if let Some(p) = find_binary() {
         return Ok(p);
     }
-    run_apt(&["update"])?;
-    run_apt(&["install", "-y", "--no-install-recommends", "prometheus"])?;
+    // Wait for a dpkg lock held by another installer instead of failing at once.
+    let wait = "DPkg::Lock::Timeout=600";
+    run_apt(&["-o", wait, "update"])?;
+    run_apt(&[
+        "-o",
+        wait,
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "prometheus",
+    ])?;
     find_binary().ok_or_else(|| {
         HarnessError::Install(
             "the prometheus package is installed but no prometheus binary is on PATH".into(),

@@ -247,6 +247,12 @@ impl PrometheusProvider {
         if let Some((user, password)) = &req.basic_auth {
             builder = builder.basic_auth(user, Some(password));
         }
+        tracing::debug!(
+            address,
+            query = %req.display_query,
+            range = req.range.is_some(),
+            "querying prometheus"
+        );
         let response = builder
             .send()
             .await
