@@ -476,3 +476,107 @@ async fn warnings_and_non_prometheus_answers() {
     );
     let _ = BTreeMap::<String, String>::new();
 }
+
+/// A TLS-terminating proxy with a self-signed certificate (made with `openssl`) in front of a
+/// real Prometheus.
+struct TlsProxy {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn tls_proxy(upstream: std::net::SocketAddr) -> TlsProxy {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=sluice-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl must be installed to make a test certificate");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await
+                    && let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                }
+            });
+        }
+    });
+    TlsProxy {
+        url,
+        task,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn insecure_skips_tls_verification_and_secure_rejects_self_signed() {
+    let exporter = Exporter::start().await.unwrap();
+    exporter.add_requests(200, 4);
+    let prom = start(&exporter).await;
+    let proxy = tls_proxy(prom.addr()).await;
+    let p = provider_for(&proxy.url);
+    let query = "sum(http_requests_total)";
+
+    let err = p
+        .measure(&instant(&proxy.url, query))
+        .await
+        .value
+        .unwrap_err();
+    assert!(
+        err.starts_with(&format!("cannot connect to prometheus at {}", proxy.url))
+            && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    let mut req = instant(&proxy.url, query);
+    req.insecure = true;
+    assert_eq!(
+        p.measure(&req).await.value,
+        Ok(MetricValue::Numbers(vec![4.0]))
+    );
+}
