@@ -676,3 +676,52 @@ async fn custom_resources_are_validated_pruned_and_defaulted() {
     assert_eq!(ok.data["spec"]["replicas"], 1, "defaults are applied");
     delete_namespace(&t.client, &ns).await;
 }
+
+#[tokio::test]
+async fn custom_resource_status_apply_and_scale_subresources() {
+    let t = target().await;
+    install_widget_crd(&t.client).await;
+    let ns = namespace(&t.client, "subresources").await;
+    let api = widgets(&t.client, &ns);
+    api.create(
+        &PostParams::default(),
+        &widget("w", json!({"size": "small", "replicas": 2})),
+    )
+    .await
+    .unwrap();
+    let status = json!({
+        "apiVersion": "e2e.sluice.dev/v1", "kind": "Widget",
+        "status": {"replicas": 2, "selector": "app=w", "phase": "Ready"}
+    });
+    let applied = api
+        .patch_status(
+            "w",
+            &PatchParams::apply("e2e-status").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.data["status"]["phase"], "Ready");
+    assert_eq!(applied.data["spec"]["replicas"], 2);
+    assert_eq!(applied.metadata.generation, Some(1));
+
+    let scale = api.get_scale("w").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(2));
+    let scale_status = scale.status.unwrap();
+    assert_eq!(
+        (scale_status.replicas, scale_status.selector.as_deref()),
+        (2, Some("app=w"))
+    );
+
+    api.patch_scale(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 5}})),
+    )
+    .await
+    .unwrap();
+    let scaled = api.get("w").await.unwrap();
+    assert_eq!(scaled.data["spec"]["replicas"], 5);
+    assert_eq!(scaled.metadata.generation, Some(2));
+    delete_namespace(&t.client, &ns).await;
+}
