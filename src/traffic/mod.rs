@@ -11,6 +11,18 @@ use futures::future::BoxFuture;
 use crate::api::rollout::Rollout;
 use crate::plan::ManagedRoutes;
 
+mod canary_ingress;
+mod destination_rule;
+pub mod istio;
+mod json_diff;
+mod kube_io;
+pub mod nginx;
+mod virtual_service;
+
+pub use canary_ingress::{MANAGED_ANNOTATIONS_ANNOTATION, canary_ingress_name};
+pub use istio::IstioRouter;
+pub use nginx::NginxRouter;
+
 /// Everything a router needs to know about the Rollout it serves.
 #[derive(Clone)]
 pub struct RouterContext {
@@ -23,25 +35,159 @@ pub struct RouterContext {
 }
 
 /// The traffic state the planner wants.
+///
+/// Contract with the caller for subset-level Istio routing (a DestinationRule whose subsets select
+/// pods by `rollouts-pod-template-hash`): the router writes the hashes it is given, as given, so
+/// the caller passes a hash only when pointing a subset at it is safe.
+/// - `canary_hash` is `Some` only once the canary ReplicaSet of that hash is available; until
+///   then pass `None` and the subset keeps selecting what it selected before.
+/// - On abort pass the **stable** hash as `canary_hash` (with `weight: 0`): the canary subset then
+///   selects live pods again instead of the canary pods being scaled down.
+/// - `stable_hash` moves to a new version only after that version is fully available (promotion).
+///
+/// The same hashes are what the caller writes into the canary and stable Services' selectors, so
+/// host-level routing follows the same rules without the router's help.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredTraffic {
     /// Canary weight, 0..=max_weight.
     pub weight: i32,
     /// Total weight (`maxTrafficWeight`, default 100).
     pub max_weight: i32,
-    /// Pod-template hash of the canary version (for subset-level routing).
+    /// Pod-template hash the canary subset must select (None: leave the subset as it is).
     pub canary_hash: Option<String>,
-    /// Pod-template hash of the stable version.
+    /// Pod-template hash the stable subset must select (None: leave the subset as it is).
     pub stable_hash: Option<String>,
-    /// Header and mirror routes to have in place.
+    /// Header and mirror routes to have in place. Empty removes every managed route (end of the
+    /// rollout, abort).
     pub managed_routes: ManagedRoutes,
 }
 
 /// What a router reads back from the data plane's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterObservation {
-    /// Canary weight as configured (None when the router has not been set up yet).
+    /// Canary weight as configured (None when the router has not been set up yet). When a router
+    /// manages several objects (several stable Ingresses, VirtualServices or routes) this is the
+    /// highest canary weight among them: the most traffic the canary may be receiving. A missing
+    /// object counts as 0; `None` only when no object carries a weight at all.
+    ///
+    /// After a successful [`TrafficRouter::apply`], `observe` returning `Some(desired.weight)` is
+    /// what `status.canary.weights.verified` reports.
     pub weight: Option<i32>,
+}
+
+/// An object a router reads or writes: the controller watches these and maps their events back
+/// to the Rollout, so that drift made by anyone else is corrected on the next reconcile.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WatchedObject {
+    /// API group (`networking.k8s.io`, `networking.istio.io`).
+    pub group: String,
+    /// API version within the group (`v1`, `v1beta1`, ...).
+    pub version: String,
+    /// Kind (`Ingress`, `VirtualService`, `DestinationRule`).
+    pub kind: String,
+    /// Plural resource name (`ingresses`, `virtualservices`, `destinationrules`).
+    pub plural: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl WatchedObject {
+    /// True when this is the object `kind` `namespace/name` (any version of the group).
+    pub fn is(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        self.kind == kind && self.namespace == namespace && self.name == name
+    }
+}
+
+/// Istio API version used for VirtualServices and DestinationRules (one per controller; older
+/// meshes serve only the older versions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IstioApiVersion {
+    /// `networking.istio.io/v1` (Istio 1.22 and later).
+    #[default]
+    V1,
+    /// `networking.istio.io/v1beta1`.
+    V1beta1,
+    /// `networking.istio.io/v1alpha3`.
+    V1alpha3,
+}
+
+impl IstioApiVersion {
+    /// The version part (`v1`, `v1beta1`, `v1alpha3`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IstioApiVersion::V1 => "v1",
+            IstioApiVersion::V1beta1 => "v1beta1",
+            IstioApiVersion::V1alpha3 => "v1alpha3",
+        }
+    }
+}
+
+impl std::str::FromStr for IstioApiVersion {
+    type Err = String;
+
+    /// Accepts `v1`, `v1beta1`, `v1alpha3`, with or without the `networking.istio.io/` group.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("networking.istio.io/").unwrap_or(s) {
+            "v1" => Ok(IstioApiVersion::V1),
+            "v1beta1" => Ok(IstioApiVersion::V1beta1),
+            "v1alpha3" => Ok(IstioApiVersion::V1alpha3),
+            other => Err(format!(
+                "unsupported istio api version '{other}': expected v1, v1beta1 or v1alpha3"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for IstioApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "networking.istio.io/{}", self.as_str())
+    }
+}
+
+/// Controller-wide settings of the routers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// Version of the Istio API to read and write.
+    pub istio_api_version: IstioApiVersion,
+}
+
+/// The routers serving `rollout`: one per configured provider (NGINX, Istio, in that order), or a
+/// single [`NoRouter`] when the Rollout has no traffic routing. Call [`TrafficRouter::apply`] on
+/// each with the same [`DesiredTraffic`].
+pub fn routers_for(rollout: &Rollout, config: &RoutingConfig) -> Vec<Box<dyn TrafficRouter>> {
+    let routing = rollout
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .and_then(|c| c.traffic_routing.as_ref());
+    let mut routers: Vec<Box<dyn TrafficRouter>> = Vec::new();
+    if let Some(routing) = routing {
+        if routing.nginx.is_some() {
+            routers.push(Box::new(NginxRouter::new(rollout)));
+        }
+        if routing.istio.is_some() {
+            routers.push(Box::new(IstioRouter::new(rollout, config)));
+        }
+    }
+    if routers.is_empty() {
+        routers.push(Box::new(NoRouter));
+    }
+    routers
+}
+
+/// Every object the routers of `rollout` read or write, for the controller's watches: an event on
+/// any of them should reconcile this Rollout.
+pub fn watched_objects(rollout: &Rollout, config: &RoutingConfig) -> Vec<WatchedObject> {
+    let mut objects: Vec<WatchedObject> = routers_for(rollout, config)
+        .iter()
+        .flat_map(|r| r.watched_objects())
+        .collect();
+    objects.sort();
+    objects.dedup();
+    objects
 }
 
 /// Why a router could not do its job.
@@ -97,6 +243,10 @@ pub trait TrafficRouter: Send + Sync {
     /// Restores the user's objects when the Rollout is deleted: all traffic to stable, managed
     /// routes and subset labels removed.
     fn cleanup<'a>(&'a self, ctx: &'a RouterContext) -> BoxFuture<'a, Result<(), TrafficError>>;
+    /// The objects this router reads or writes (see [`WatchedObject`]).
+    fn watched_objects(&self) -> Vec<WatchedObject> {
+        Vec::new()
+    }
 }
 
 /// The router of a basic canary (no traffic routing): nothing to configure; the weight is the
