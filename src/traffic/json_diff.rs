@@ -70,7 +70,9 @@ pub(crate) fn guarded_patch(live: &Value, desired: &Value) -> Option<Patch> {
         if a == b {
             continue;
         }
-        if live.pointer(path.as_str()).is_none() {
+        if desired.pointer(path.as_str()).is_none() {
+            ops.push(PatchOperation::Remove(RemoveOperation { path }));
+        } else if live.pointer(path.as_str()).is_none() {
             ops.push(PatchOperation::Add(AddOperation {
                 path,
                 value: b.clone(),
