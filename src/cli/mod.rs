@@ -1,20 +1,146 @@
 //! The `sluice` command line for SREs and service owners (also installed as `kubectl-sluice`).
+//!
+//! Each command group lives in its own module. Commands that talk to a cluster gather what they
+//! need into plain data first ([`info::RolloutInfo`]), and everything printed is computed from
+//! that data by pure functions, so most behaviour is testable without a cluster.
 
-use clap::Subcommand;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+pub mod actions;
+pub mod completion;
+pub mod convert;
+pub mod explain;
+pub mod get;
+pub mod info;
+pub mod kube;
+pub mod lint;
+pub mod list;
+pub mod render;
+pub mod status;
+pub mod yaml_lines;
+
+/// Connection options shared by every command that talks to a cluster, as kubectl spells them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KubeArgs {
+    /// Namespace (default: the kubeconfig context's namespace, else `default`).
+    #[arg(short = 'n', long = "namespace")]
+    pub namespace: Option<String>,
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long = "context")]
+    pub context: Option<String>,
+    /// Path to the kubeconfig file (default: `$KUBECONFIG`, else `~/.kube/config`).
+    #[arg(long = "kubeconfig")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Output format of the read commands.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// JSON, stable field names.
+    Json,
+    /// YAML, same fields as JSON.
+    Yaml,
+}
 
 /// Commands of the CLI. Flattened into the `sluice` binary's top-level commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Show a rollout as a tree: steps, weights, revisions, analysis.
+    Get {
+        #[command(subcommand)]
+        what: get::GetWhat,
+    },
+    /// List rollouts as a table.
+    List {
+        #[command(subcommand)]
+        what: list::ListWhat,
+    },
+    /// Wait until a rollout is Healthy (exit 0), Degraded or aborted (exit 1), or paused with
+    /// `--fail-on-pause` (exit 2).
+    Status(status::StatusArgs),
+    /// Go on to the next step (resume a pause, skip the current step), or with `--full` skip
+    /// every remaining step.
+    Promote(actions::PromoteArgs),
+    /// Abort the update in progress: traffic back to the stable version.
+    Abort(actions::NameArgs),
+    /// Start an aborted update again from its first step.
+    Retry(actions::RetryArgs),
+    /// Pause the rollout (`spec.paused`).
+    Pause(actions::NameArgs),
+    /// Resume a rollout paused with `sluice pause`.
+    Resume(actions::NameArgs),
+    /// Restart every pod of the rollout (`spec.restartAt`).
+    Restart(actions::RestartArgs),
+    /// Roll back to the pod template of an earlier revision (default: the previous one).
+    Undo(actions::UndoArgs),
+    /// Change a field of the rollout's spec.
+    Set {
+        #[command(subcommand)]
+        what: actions::SetWhat,
+    },
+    /// Explain in plain sentences why a rollout is where it is.
+    Explain(explain::ExplainArgs),
+    /// Check Rollout and AnalysisTemplate manifests offline, as the controller would.
+    Lint(lint::LintArgs),
+    /// Convert Argo Rollouts manifests (argoproj.io/v1alpha1) to Sluice.
+    Convert(convert::ConvertArgs),
     /// Print the version.
     Version,
+    /// Print a shell completion script.
+    Completion(completion::CompletionArgs),
 }
 
 /// Runs a CLI command; returns the process exit code.
 pub fn run(command: Command) -> anyhow::Result<i32> {
+    let mut out = std::io::stdout().lock();
     match command {
         Command::Version => {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
+        }
+        Command::Lint(args) => lint::run(&args, &mut out),
+        Command::Convert(args) => convert::run(&args, &mut out),
+        Command::Completion(args) => completion::run(&args, &mut out),
+        other => {
+            drop(out);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(run_cluster(other))
+        }
+    }
+}
+
+/// The commands that talk to a cluster. Errors are turned into one readable line by the caller
+/// (`kube::CliError` already reads as one).
+async fn run_cluster(command: Command) -> anyhow::Result<i32> {
+    let result = match command {
+        Command::Get { what } => get::run(what).await,
+        Command::List { what } => list::run(what).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Promote(args) => actions::run_promote(args).await,
+        Command::Abort(args) => actions::run_simple(actions::Action::Abort, args).await,
+        Command::Retry(args) => actions::run_retry(args).await,
+        Command::Pause(args) => actions::run_simple(actions::Action::Pause, args).await,
+        Command::Resume(args) => actions::run_simple(actions::Action::Resume, args).await,
+        Command::Restart(args) => actions::run_restart(args).await,
+        Command::Undo(args) => actions::run_undo(args).await,
+        Command::Set { what } => actions::run_set(what).await,
+        Command::Explain(args) => explain::run(args).await,
+        Command::Version | Command::Lint(_) | Command::Convert(_) | Command::Completion(_) => {
+            unreachable!("offline commands are run before a runtime is built")
+        }
+    };
+    match result {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(1)
         }
     }
 }

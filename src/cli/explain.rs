@@ -1,0 +1,357 @@
+//! `sluice explain NAME`: why the rollout is where it is, in plain sentences.
+
+use clap::Args;
+use regex::Regex;
+use serde::Serialize;
+
+use super::info::{FailureView, RolloutView, fetch, view};
+use super::kube::connect;
+use super::render::structured;
+use super::{KubeArgs, Output};
+
+/// Options of `explain`.
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// Rollout name.
+    pub name: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// `explain -o json|yaml`. Field names are stable.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Explanation {
+    /// Rollout name.
+    pub name: String,
+    /// Phase.
+    pub phase: String,
+    /// The sentences, in order.
+    pub sentences: Vec<String>,
+}
+
+/// "14:02:11 UTC" from an RFC 3339 instant (the day is rarely in doubt during an incident).
+fn clock(rfc3339: &str) -> String {
+    rfc3339
+        .parse::<jiff::Timestamp>()
+        .map(|t| t.strftime("%H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+fn times(n: i32) -> String {
+    match n {
+        1 => "once".to_string(),
+        2 => "twice".to_string(),
+        3 => "three times".to_string(),
+        n => format!("{n} times"),
+    }
+}
+
+/// How a measured value relates to the threshold of a simple condition such as
+/// `result[0] >= 0.95`: "below 0.95". `None` when the condition is not of that simple form.
+pub fn threshold_words(condition: &str, kind: &str) -> Option<String> {
+    let re = Regex::new(
+        r"^\s*(?:result(?:\[0\])?|default\(\s*result(?:\[0\])?\s*,\s*[^)]*\))\s*(>=|<=|>|<|==|!=)\s*([-+0-9.eE]+)\s*$",
+    )
+    .ok()?;
+    let caps = re.captures(condition)?;
+    let op = caps.get(1)?.as_str();
+    let t = caps.get(2)?.as_str();
+    // A failed successCondition means the comparison was false; a met failureCondition means it
+    // was true.
+    let words = match (kind, op) {
+        ("successCondition", ">=") => "below",
+        ("successCondition", ">") => "at or below",
+        ("successCondition", "<=") => "above",
+        ("successCondition", "<") => "at or above",
+        ("successCondition", "==") => "not equal to",
+        ("successCondition", "!=") => "equal to",
+        ("failureCondition", ">=") => "at or above",
+        ("failureCondition", ">") => "above",
+        ("failureCondition", "<=") => "at or below",
+        ("failureCondition", "<") => "below",
+        ("failureCondition", "==") => "equal to",
+        ("failureCondition", "!=") => "not equal to",
+        _ => return None,
+    };
+    Some(format!("{words} {t}"))
+}
+
+/// "metric success-rate measured 0.82, below 0.95, three times (limit 2) in AnalysisRun X".
+fn failure_clause(f: &FailureView) -> String {
+    let value = f.value.clone().unwrap_or_else(|| "no value".to_string());
+    match f.phase.as_str() {
+        "Error" => format!(
+            "metric {} could not be measured {} in a row (limit {}) in AnalysisRun {}: {}",
+            f.metric,
+            times(f.count),
+            f.limit,
+            f.analysis_run,
+            value
+        ),
+        "Inconclusive" => format!(
+            "metric {} measured {}, neither a success nor a failure, {} (limit {}) in AnalysisRun {}",
+            f.metric,
+            value,
+            times(f.count),
+            f.limit,
+            f.analysis_run
+        ),
+        _ => {
+            let how = match (&f.condition, &f.condition_kind) {
+                (Some(c), Some(k)) => threshold_words(c, k).unwrap_or_else(|| {
+                    if k == "failureCondition" {
+                        format!("meeting failureCondition `{c}`")
+                    } else {
+                        format!("failing successCondition `{c}`")
+                    }
+                }),
+                _ => "judged a failure".to_string(),
+            };
+            format!(
+                "metric {} measured {}, {}, {} (limit {}) in AnalysisRun {}",
+                f.metric,
+                value,
+                how,
+                times(f.count),
+                f.limit,
+                f.analysis_run
+            )
+        }
+    }
+}
+
+fn step_words(index: Option<i32>, n: usize) -> String {
+    match index {
+        Some(i) if n > 0 => format!("step {} of {n}", i + 1),
+        _ => "the update".to_string(),
+    }
+}
+
+fn traffic(v: &RolloutView) -> String {
+    match v.actual_weight {
+        Some(w) => format!("Traffic to the canary is {w}%."),
+        None if v.traffic_router.is_none() => {
+            "There is no traffic router: traffic follows the ratio of canary to stable pods."
+                .to_string()
+        }
+        None => "No traffic weight has been set yet.".to_string(),
+    }
+}
+
+/// The sentences for a rollout.
+pub fn explain(v: &RolloutView) -> Vec<String> {
+    let mut out = Vec::new();
+    let n = v.step_count;
+    let name = &v.name;
+    let condition = |t: &str| v.conditions.iter().find(|c| c.type_ == t);
+    let canary = v.revisions.iter().find(|r| r.role.contains("canary"));
+    let stable = v.revisions.iter().find(|r| r.role.contains("stable"));
+
+    if v.aborted {
+        let at = v
+            .aborted_at
+            .as_deref()
+            .map(|t| format!(" at {}", clock(t)))
+            .unwrap_or_default();
+        match &v.failure {
+            Some(f) => out.push(format!(
+                "Aborted at {}{at} because {}.",
+                step_words(f.step_index, n),
+                failure_clause(f)
+            )),
+            None => {
+                let why = condition("Progressing")
+                    .filter(|c| !c.message.is_empty())
+                    .map(|c| format!(": {}", c.message.trim_end_matches('.')))
+                    .unwrap_or_else(|| " (by `sluice abort` or an analysis)".to_string());
+                out.push(format!("Aborted{at}{why}."));
+            }
+        }
+        out.push(traffic(v));
+        if let Some(s) = stable {
+            out.push(format!(
+                "The stable revision {} ({}) serves the users; {}/{} of its pods are ready.",
+                s.revision.map_or("?".into(), |r| r.to_string()),
+                s.images.join(", "),
+                s.ready,
+                s.total
+            ));
+        }
+        out.push(format!(
+            "Run `sluice retry {name}` after a fix, or change the spec to roll forward."
+        ));
+        return out;
+    }
+
+    if let Some(c) = condition("InvalidSpec").filter(|c| c.status == "True") {
+        out.push(format!(
+            "The spec is invalid: {}. Nothing else changes until the spec is fixed.",
+            c.message.trim_end_matches('.')
+        ));
+        return out;
+    }
+
+    match v.phase.as_str() {
+        "Degraded" => {
+            let why = v
+                .conditions
+                .iter()
+                .find(|c| c.reason == "ProgressDeadlineExceeded")
+                .map(|c| {
+                    format!(
+                        "the update made no progress before its deadline: {}",
+                        c.message
+                    )
+                })
+                .unwrap_or_else(|| v.message.clone());
+            out.push(format!("Degraded: {}.", why.trim_end_matches('.')));
+            if let Some(f) = &v.failure {
+                out.push(format!("The last failed analysis: {}.", failure_clause(f)));
+            }
+            out.push(traffic(v));
+        }
+        "Paused" => {
+            let step = v
+                .current_step_index
+                .and_then(|i| v.steps.get(usize::try_from(i).ok()?));
+            if v.pause_reasons
+                .iter()
+                .any(|r| r == "InconclusiveAnalysisRun")
+            {
+                let because = v
+                    .failure
+                    .as_ref()
+                    .map(|f| format!(" because {}", failure_clause(f)))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "Paused at {} because the analysis was inconclusive{because}.",
+                    step_words(v.current_step_index, n)
+                ));
+                out.push(traffic(v));
+                out.push(format!(
+                    "Run `sluice promote {name}` to accept it and go on, or `sluice abort {name}` to go back to stable."
+                ));
+            } else if v.pause_reasons.iter().any(|r| r == "CanaryPauseStep") {
+                let desc = step.map(|s| s.description.clone()).unwrap_or_default();
+                out.push(format!(
+                    "Paused at {} ({desc}).",
+                    step_words(v.current_step_index, n)
+                ));
+                out.push(traffic(v));
+                if desc.ends_with("until promoted") {
+                    out.push(format!("Run `sluice promote {name}` to go on."));
+                } else {
+                    out.push(format!(
+                        "It goes on by itself when the pause ends; `sluice promote {name}` goes on now."
+                    ));
+                }
+            } else if v.paused_by_user {
+                out.push(format!(
+                    "Paused by the user (spec.paused) at {}.",
+                    step_words(v.current_step_index, n)
+                ));
+                out.push(traffic(v));
+                out.push(format!("Run `sluice resume {name}` to go on."));
+            } else {
+                out.push(format!("Paused: {}.", v.message.trim_end_matches('.')));
+            }
+        }
+        "Healthy" => {
+            let s = stable.or(v.revisions.first());
+            match s {
+                Some(s) => out.push(format!(
+                    "Healthy: revision {} ({}) is stable and takes all traffic, with {}/{} pods available.",
+                    s.revision.map_or("?".into(), |r| r.to_string()),
+                    s.images.join(", "),
+                    s.available,
+                    v.desired_replicas
+                )),
+                None => out.push("Healthy.".to_string()),
+            }
+        }
+        _ => {
+            match (canary, v.current_step_index) {
+                (Some(c), Some(i)) if n > 0 && usize::try_from(i).is_ok_and(|i| i < n) => {
+                    let desc = &v.steps[usize::try_from(i).unwrap_or(0)].description;
+                    out.push(format!(
+                        "Updating to revision {} ({}): at {} ({desc}).",
+                        c.revision.map_or("?".into(), |r| r.to_string()),
+                        c.images.join(", "),
+                        step_words(Some(i), n)
+                    ));
+                    out.push(format!(
+                        "{} The steps ask for {}%. {}/{} canary pods are ready.",
+                        traffic(v),
+                        v.desired_weight,
+                        c.ready,
+                        c.desired
+                    ));
+                }
+                (Some(c), _) => out.push(format!(
+                    "Updating to revision {} ({}): {}/{} new pods ready.",
+                    c.revision.map_or("?".into(), |r| r.to_string()),
+                    c.images.join(", "),
+                    c.ready,
+                    c.desired
+                )),
+                _ => out.push(format!(
+                    "Progressing: {}.",
+                    if v.message.is_empty() {
+                        "waiting for the controller"
+                    } else {
+                        v.message.trim_end_matches('.')
+                    }
+                )),
+            }
+            for run in canary.map(|c| c.analysis_runs.as_slice()).unwrap_or(&[]) {
+                if run.phase == "Running" || run.phase == "Pending" {
+                    let metrics: Vec<String> = run
+                        .metrics
+                        .iter()
+                        .map(|m| match m.last_values.last() {
+                            Some(val) => format!("{} last measured {val}", m.name),
+                            None => format!("{} not measured yet", m.name),
+                        })
+                        .collect();
+                    out.push(format!(
+                        "AnalysisRun {} is {}{}.",
+                        run.name,
+                        run.phase,
+                        if metrics.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", metrics.join("; "))
+                        }
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs `explain`.
+pub async fn run(args: ExplainArgs) -> anyhow::Result<i32> {
+    let target = connect(&args.kube).await?;
+    let v = view(&fetch(&target, &args.name).await?);
+    let sentences = explain(&v);
+    match args.output {
+        Output::Text => println!("{}", sentences.join(" ")),
+        other => print!(
+            "{}",
+            structured(
+                &Explanation {
+                    name: v.name.clone(),
+                    phase: v.phase.clone(),
+                    sentences,
+                },
+                other
+            )?
+        ),
+    }
+    Ok(0)
+}
