@@ -163,7 +163,7 @@ fn install_crd(store: &Store, crd: Value) -> Result<(), String> {
 
 /// A running test cluster: an API server on 127.0.0.1 and the simulated workloads.
 ///
-/// ```ignore
+/// ```text
 /// let cluster = TestCluster::start().await?;
 /// cluster.load_crds_from_dir("../crds")?;
 /// let client = cluster.client();

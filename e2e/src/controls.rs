@@ -16,7 +16,7 @@ pub enum FaultAction {
 
 /// A fault for the next `times` requests that match every given filter.
 ///
-/// ```ignore
+/// ```text
 /// cluster.inject(Fault::fail(409).verb("update").resource("replicasets").times(2));
 /// ```
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 //! The real kube-rs client (and `kubectl`) talk to it over HTTP on loopback. Its semantics follow
 //! kube-apiserver; every known difference is listed in `docs/test-cluster.md`.
 //!
-//! ```ignore
+//! ```text
 //! let cluster = sluice_e2e::TestCluster::start().await?;
 //! let client = cluster.client();
 //! ```
@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod controls;
 pub mod discovery;
 pub mod error;
+pub mod managed;
 pub mod patch;
 pub mod prometheus;
 pub mod resources;

@@ -1,6 +1,6 @@
-//! PATCH bodies by content type, and the `managedFields` bookkeeping of writes.
+//! PATCH bodies by content type.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
@@ -144,86 +144,10 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
     })
 }
 
-/// The `fieldsV1` set of an object: every leaf path as nested `f:<key>` maps. Lists are recorded
-/// as a whole (atomic), unlike the keyed `k:`/`v:` entries of the real server.
-pub fn fields_v1(obj: &Value) -> Value {
-    fn walk(v: &Value) -> Value {
-        match v {
-            Value::Object(map) => {
-                let mut out = Map::new();
-                for (k, child) in map {
-                    out.insert(format!("f:{k}"), walk(child));
-                }
-                Value::Object(out)
-            }
-            _ => json!({}),
-        }
-    }
-    let mut fields = walk(obj);
-    if let Some(map) = fields.as_object_mut() {
-        map.remove("f:apiVersion");
-        map.remove("f:kind");
-        if let Some(meta) = map.get_mut("f:metadata").and_then(Value::as_object_mut) {
-            for k in [
-                "f:name",
-                "f:namespace",
-                "f:resourceVersion",
-                "f:uid",
-                "f:generation",
-                "f:creationTimestamp",
-                "f:managedFields",
-            ] {
-                meta.remove(k);
-            }
-            if meta.is_empty() {
-                map.remove("f:metadata");
-            }
-        }
-    }
-    fields
-}
-
-/// Records a write by `manager` in `metadata.managedFields`: one entry per (manager, operation,
-/// subresource), replaced on every write, as the real server does for its bookkeeping.
-pub fn record_managed_fields(
-    obj: &mut Value,
-    manager: &str,
-    operation: &str,
-    subresource: Option<&str>,
-    api_version: &str,
-    fields: Value,
-    time: &str,
-) {
-    let mut entry = json!({
-        "manager": manager,
-        "operation": operation,
-        "apiVersion": api_version,
-        "time": time,
-        "fieldsType": "FieldsV1",
-        "fieldsV1": fields,
-    });
-    if let Some(sub) = subresource {
-        entry["subresource"] = json!(sub);
-    }
-    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let list = meta.entry("managedFields").or_insert_with(|| json!([]));
-    if !list.is_array() {
-        *list = json!([]);
-    }
-    let items = list.as_array_mut().expect("made an array above");
-    items.retain(|e| {
-        !(e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some(operation)
-            && e.get("subresource").and_then(Value::as_str) == subresource)
-    });
-    items.push(entry);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn merge_patch_follows_rfc_7386() {

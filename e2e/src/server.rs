@@ -313,6 +313,7 @@ fn write_ctx(query: &HashMap<String, String>, headers: &HeaderMap, apply: bool) 
         },
         dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
         force: query.get("force").is_some_and(|f| f == "true"),
+        apply,
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::clock::Clock;
 use crate::error::ApiError;
+use crate::managed::{self, Ownership, PathSet, Scope};
 use crate::patch::{self, PatchType};
 use crate::resources::{self, ResKey, ResourceDef};
 use crate::schema;
@@ -74,7 +75,10 @@ pub struct WriteCtx {
     pub field_manager: Option<String>,
     pub field_validation: FieldValidation,
     pub dry_run: bool,
+    /// `force=true` on an apply: take conflicting fields from other managers.
     pub force: bool,
+    /// The write is a server-side apply (creating through apply records an `Apply` entry).
+    pub apply: bool,
 }
 
 impl WriteCtx {
@@ -656,17 +660,28 @@ impl Store {
             obj["status"] = json!({"phase": "Active"});
         }
         if let Some(manager) = &ctx.field_manager {
-            let fields = patch::fields_v1(&obj);
-            let op = if ctx.force { "Apply" } else { "Update" };
-            patch::record_managed_fields(
-                &mut obj,
+            let scope = Scope::Main {
+                skip_status: res.has_status(version),
+            };
+            let ownership = if ctx.apply {
+                Ownership::Apply {
+                    paths: managed::leaves(&obj, scope),
+                    forced: PathSet::new(),
+                }
+            } else {
+                Ownership::Update
+            };
+            let entries = managed::record(
+                &json!({}),
+                &obj,
+                scope,
                 manager,
-                op,
                 None,
                 &res.api_version(version),
-                fields,
                 &now,
+                &ownership,
             );
+            set_meta(&mut obj, "managedFields", managed::to_json(&entries));
         }
         if ctx.dry_run {
             return Ok(WriteOk {
@@ -708,8 +723,7 @@ impl Store {
             name,
             obj,
             subresource,
-            "Update",
-            None,
+            Ownership::Update,
         )
     }
 
@@ -724,8 +738,7 @@ impl Store {
         name: &str,
         mut obj: Value,
         subresource: Option<&str>,
-        operation: &str,
-        applied_fields: Option<Value>,
+        ownership: Ownership,
     ) -> Result<WriteOk, ApiError> {
         Self::check_type_meta(res, version, &mut obj)?;
         let old = inner
@@ -747,7 +760,7 @@ impl Store {
         match meta_str(&obj, "resourceVersion") {
             Some(rv) if rv != old_rv => return Err(ApiError::conflict(&res.qualified(), name)),
             Some(_) => {}
-            None if res.custom && operation == "Update" => {
+            None if res.custom && matches!(ownership, Ownership::Update) => {
                 return Err(ApiError::invalid(
                     &res.kind,
                     &res.group,
@@ -837,6 +850,29 @@ impl Store {
         } else {
             None
         };
+        if let Some(manager) = &ctx.field_manager {
+            let scope = if subresource == Some("status") {
+                Scope::Status
+            } else {
+                Scope::Main {
+                    skip_status: res.has_status(version),
+                }
+            };
+            let now = self.clock.now_rfc3339();
+            let entries = managed::record(
+                &old,
+                &new,
+                scope,
+                manager,
+                subresource,
+                &res.api_version(version),
+                &now,
+                &ownership,
+            );
+            if !managed::same_ownership(&entries, &managed::parse(&old)) {
+                set_meta(&mut new, "managedFields", managed::to_json(&entries));
+            }
+        }
         // A write that changes nothing is not stored: no new resourceVersion, no watch event.
         if new == *old {
             return Ok(WriteOk {
@@ -844,24 +880,6 @@ impl Store {
                 created: false,
                 warnings,
             });
-        }
-        if let Some(manager) = &ctx.field_manager {
-            let now = self.clock.now_rfc3339();
-            let source = if subresource == Some("status") {
-                json!({"status": new.get("status").cloned().unwrap_or(Value::Null)})
-            } else {
-                new.clone()
-            };
-            let fields = applied_fields.unwrap_or_else(|| patch::fields_v1(&source));
-            patch::record_managed_fields(
-                &mut new,
-                manager,
-                operation,
-                subresource,
-                &res.api_version(version),
-                fields,
-                &now,
-            );
         }
         if ctx.dry_run {
             return Ok(WriteOk {
@@ -936,7 +954,7 @@ impl Store {
                 }
                 set_meta(&mut obj, "name", json!(name));
                 let ctx = WriteCtx {
-                    force: true,
+                    apply: true,
                     ..ctx.clone()
                 };
                 return self.create(&ctx, res, version, ns, obj);
@@ -945,6 +963,7 @@ impl Store {
         };
         let mut target = (*old).clone();
         target["apiVersion"] = json!(res.api_version(version));
+        let mut apply_ownership = None;
         match patch_type {
             PatchType::Json => patch::json_patch(&mut target, body)?,
             PatchType::Merge => patch::merge_patch(&mut target, body),
@@ -965,7 +984,49 @@ impl Store {
                 if let Some(m) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.remove("managedFields");
                 }
+                let scope = if subresource == Some("status") {
+                    Scope::Status
+                } else {
+                    Scope::Main {
+                        skip_status: res.has_status(version),
+                    }
+                };
+                let manager = ctx.field_manager.clone().unwrap_or_default();
+                let paths = managed::leaves(&applied, scope);
+                let conflicts = managed::conflicts(&target, &applied, &manager, &paths);
+                if !conflicts.is_empty() && !ctx.force {
+                    return Err(managed::conflict_error(
+                        &res.kind, &res.group, name, &conflicts,
+                    ));
+                }
+                // Fields this manager applied before, left out now and owned by nobody else,
+                // are removed.
+                let entries = managed::parse(&old);
+                let is_mine = |e: &managed::Entry| {
+                    e.manager == manager
+                        && e.operation == "Apply"
+                        && e.subresource.as_deref() == subresource
+                };
+                let before: PathSet = entries
+                    .iter()
+                    .filter(|e| is_mine(e))
+                    .flat_map(|e| e.paths.clone())
+                    .collect();
+                let others: PathSet = entries
+                    .iter()
+                    .filter(|e| !is_mine(e))
+                    .flat_map(|e| e.paths.clone())
+                    .collect();
+                for path in before.difference(&paths) {
+                    if !others.contains(path) {
+                        managed::remove_at(&mut target, path);
+                    }
+                }
                 patch::merge_patch(&mut target, &applied);
+                apply_ownership = Some(Ownership::Apply {
+                    paths,
+                    forced: conflicts.into_iter().map(|(_, _, p)| p).collect(),
+                });
             }
         }
         if meta_str(&target, "resourceVersion").is_none() {
@@ -975,13 +1036,6 @@ impl Store {
                 json!(meta_str(&old, "resourceVersion")),
             );
         }
-        let operation = if patch_type == PatchType::Apply {
-            "Apply"
-        } else {
-            "Update"
-        };
-        // The managed fields of an apply are what the manager applied, not the whole object.
-        let applied_fields = (patch_type == PatchType::Apply).then(|| patch::fields_v1(body));
         self.update_locked(
             &mut inner,
             ctx,
@@ -991,8 +1045,7 @@ impl Store {
             name,
             target,
             subresource,
-            operation,
-            applied_fields,
+            apply_ownership.unwrap_or(Ownership::Update),
         )
     }
 

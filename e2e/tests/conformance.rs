@@ -725,3 +725,148 @@ async fn custom_resource_status_apply_and_scale_subresources() {
     assert_eq!(scaled.metadata.generation, Some(2));
     delete_namespace(&t.client, &ns).await;
 }
+
+fn applied_cm(data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}, "data": data})
+}
+
+fn owned_by(cm: &ConfigMap, manager: &str) -> Vec<String> {
+    // Field paths of one manager's entries, as `data.k` strings.
+    fn walk(v: &Value, prefix: &str, out: &mut Vec<String>) {
+        let Some(map) = v.as_object() else { return };
+        let children: Vec<_> = map.iter().filter(|(k, _)| k.starts_with("f:")).collect();
+        if children.is_empty() && !prefix.is_empty() {
+            out.push(prefix.to_string());
+        }
+        for (k, child) in children {
+            let key = &k[2..];
+            let path = if prefix.is_empty() {
+                key.to_string()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            walk(child, &path, out);
+        }
+    }
+    let mut out = Vec::new();
+    for entry in cm.metadata.managed_fields.iter().flatten() {
+        if entry.manager.as_deref() == Some(manager) {
+            let fields = serde_json::to_value(&entry.fields_v1).unwrap();
+            walk(&fields, "", &mut out);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn server_side_apply_conflicts_between_managers_unless_forced() {
+    let t = target().await;
+    let ns = namespace(&t.client, "ssa-conflict").await;
+    let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
+    let git = PatchParams::apply("e2e-git");
+    let ctl = PatchParams::apply("e2e-controller");
+    api.patch(
+        "shared",
+        &git,
+        &Patch::Apply(applied_cm(json!({"weight": "0", "owner": "git"}))),
+    )
+    .await
+    .unwrap();
+    // Same value: shared ownership, no conflict.
+    api.patch(
+        "shared",
+        &ctl,
+        &Patch::Apply(applied_cm(json!({"owner": "git"}))),
+    )
+    .await
+    .unwrap();
+    let conflict = status_of(
+        api.patch(
+            "shared",
+            &ctl,
+            &Patch::Apply(applied_cm(json!({"weight": "20"}))),
+        )
+        .await,
+    );
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    let fields: Vec<String> = conflict
+        .details
+        .unwrap()
+        .causes
+        .into_iter()
+        .map(|c| c.field)
+        .collect();
+    assert_eq!(fields, vec![".data.weight"]);
+
+    let forced = api
+        .patch(
+            "shared",
+            &ctl.clone().force(),
+            &Patch::Apply(applied_cm(json!({"weight": "20"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.as_ref().unwrap()["weight"], "20");
+    assert_eq!(owned_by(&forced, "e2e-controller"), vec!["data.weight"]);
+    assert_eq!(owned_by(&forced, "e2e-git"), vec!["data.owner"]);
+
+    // Git re-applying its old value now conflicts with the controller.
+    let back = status_of(
+        api.patch(
+            "shared",
+            &git,
+            &Patch::Apply(applied_cm(json!({"weight": "0", "owner": "git"}))),
+        )
+        .await,
+    );
+    assert_eq!(back.code, 409);
+    delete_namespace(&t.client, &ns).await;
+}
+
+#[tokio::test]
+async fn server_side_apply_removes_only_fields_the_manager_dropped() {
+    let t = target().await;
+    let ns = namespace(&t.client, "ssa-removal").await;
+    let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
+    let git = PatchParams::apply("e2e-git");
+    let ctl = PatchParams::apply("e2e-controller");
+    api.patch(
+        "shared",
+        &git,
+        &Patch::Apply(applied_cm(json!({"a": "1", "b": "1"}))),
+    )
+    .await
+    .unwrap();
+    api.patch("shared", &ctl, &Patch::Apply(applied_cm(json!({"c": "1"}))))
+        .await
+        .unwrap();
+    let after = api
+        .patch("shared", &git, &Patch::Apply(applied_cm(json!({"a": "1"}))))
+        .await
+        .unwrap();
+    let keys: Vec<String> = after.data.unwrap().into_keys().collect();
+    assert_eq!(
+        keys,
+        vec!["a", "c"],
+        "b was dropped by its only manager; c belongs to another"
+    );
+
+    // A non-apply write takes ownership of what it changed.
+    api.patch(
+        "shared",
+        &PatchParams {
+            field_manager: Some("e2e-editor".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(json!({"data": {"a": "2"}})),
+    )
+    .await
+    .unwrap();
+    let conflict = status_of(
+        api.patch("shared", &git, &Patch::Apply(applied_cm(json!({"a": "1"}))))
+            .await,
+    );
+    assert_eq!(conflict.code, 409);
+    delete_namespace(&t.client, &ns).await;
+}
