@@ -76,12 +76,17 @@ pub fn verdict(ro: &Rollout) -> (Verdict, String, String) {
     } else {
         Verdict::Progressing
     };
-    let phase = if aborted && phase != "Degraded" {
-        // The controller has not written Degraded yet, but the user's abort already decided it.
-        "Degraded".to_string()
-    } else {
-        phase
-    };
+    if aborted {
+        // Whatever else the status says (a pause, a spec not yet observed), the abort decided
+        // the outcome; say why it aborted.
+        let message = ro
+            .status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "the update was aborted".to_string());
+        return (v, "Degraded".to_string(), message);
+    }
     (v, phase, message)
 }
 
