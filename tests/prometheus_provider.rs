@@ -47,6 +47,7 @@ fn instant(address: &str, query: &str) -> PrometheusRequest {
         display_query: query.to_string(),
         timeout: Duration::from_secs(30),
         insecure: false,
+        ca_cert: None,
         headers: Vec::new(),
         basic_auth: None,
         range: None,
@@ -477,10 +478,12 @@ async fn warnings_and_non_prometheus_answers() {
     let _ = BTreeMap::<String, String>::new();
 }
 
-/// A TLS-terminating proxy with a self-signed certificate (made with `openssl`) in front of a
-/// real Prometheus.
+/// A TLS-terminating proxy, with a certificate from a private CA (made with `openssl`), in front
+/// of a real Prometheus.
 struct TlsProxy {
     url: String,
+    /// The private CA's certificate.
+    cert_pem: String,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
@@ -496,29 +499,82 @@ async fn tls_proxy(upstream: std::net::SocketAddr) -> TlsProxy {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=sluice-test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl must be installed to make a test certificate");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let path = |f: &str| dir.path().join(f);
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl must be installed to make test certificates");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A private CA, and a server certificate it signs for 127.0.0.1.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=sluice-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
     );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "server.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        path("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    let (cert, key) = (path("cert.pem"), path("key.pem"));
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
         .unwrap()
         .collect::<Result<_, _>>()
@@ -549,13 +605,14 @@ async fn tls_proxy(upstream: std::net::SocketAddr) -> TlsProxy {
     });
     TlsProxy {
         url,
+        cert_pem: std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
         task,
         _dir: dir,
     }
 }
 
 #[tokio::test]
-async fn insecure_skips_tls_verification_and_secure_rejects_self_signed() {
+async fn insecure_or_ca_cert_reach_a_private_ca_server_that_default_tls_rejects() {
     let exporter = Exporter::start().await.unwrap();
     exporter.add_requests(200, 4);
     let prom = start(&exporter).await;
@@ -579,4 +636,15 @@ async fn insecure_skips_tls_verification_and_secure_rejects_self_signed() {
         p.measure(&req).await.value,
         Ok(MetricValue::Numbers(vec![4.0]))
     );
+
+    // caCert: verification stays on, with the given CA trusted.
+    let mut req = instant(&proxy.url, query);
+    req.ca_cert = Some(proxy.cert_pem.clone());
+    assert_eq!(
+        p.measure(&req).await.value,
+        Ok(MetricValue::Numbers(vec![4.0]))
+    );
+    req.ca_cert = Some("not a certificate".into());
+    let err = p.measure(&req).await.value.unwrap_err();
+    assert!(err.starts_with("provider.prometheus.caCert"), "{err}");
 }

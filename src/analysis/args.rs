@@ -51,6 +51,14 @@ pub enum ArgsError {
         /// The field path.
         path: String,
     },
+    /// A Rollout-side argument whose value cannot be found (no such field, no hash yet).
+    #[error("argument \"{name}\": {reason}")]
+    Unresolvable {
+        /// Name of the argument.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// The same argument twice with different values when merging templates.
     #[error("argument \"{name}\" is specified multiple times with different values")]
     Conflict {

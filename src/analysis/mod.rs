@@ -3,6 +3,7 @@
 pub mod accounting;
 pub mod args;
 pub mod condition;
+pub mod rollout_args;
 pub mod run;
 pub mod template;
 pub mod value;

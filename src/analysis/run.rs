@@ -79,6 +79,8 @@ pub struct PrometheusRequest {
     pub timeout: Duration,
     /// Skip TLS verification.
     pub insecure: bool,
+    /// PEM CA bundle to verify the server with, instead of the system's roots.
+    pub ca_cert: Option<String>,
     /// Extra headers (name, value).
     pub headers: Vec<(String, String)>,
     /// Basic authentication (user name, password).
@@ -94,6 +96,7 @@ impl fmt::Debug for PrometheusRequest {
             .field("query", &self.display_query)
             .field("timeout", &self.timeout)
             .field("insecure", &self.insecure)
+            .field("ca_cert", &self.ca_cert.as_ref().map(|_| "<set>"))
             .field(
                 "headers",
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
@@ -534,6 +537,7 @@ fn provider_request(
         query: p.query.clone(),
         timeout,
         insecure: p.insecure,
+        ca_cert: p.ca_cert.clone().filter(|c| !c.trim().is_empty()),
         headers: p
             .headers
             .iter()
@@ -590,6 +594,13 @@ impl Pass {
                         continue;
                     }
                     let measurement = measure(m, &args, r);
+                    // As in Argo, the metric result carries the latest resolved query.
+                    st.metric_results[idx].metadata = measurement
+                        .metadata
+                        .iter()
+                        .filter(|(k, _)| k.as_str() == RESOLVED_QUERY_KEY)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
                     accounting::record(&mut st.metric_results[idx], measurement, m.retention);
                 }
                 // Keep results in the order of the spec, whatever order they were measured in.

@@ -169,6 +169,11 @@ pub struct PrometheusMetric {
     /// Skip verification of the server's TLS certificate.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// PEM-encoded CA certificates to verify the server's certificate with, for a server whose
+    /// certificate is signed by a private CA; may come from a Secret-backed argument. Only these
+    /// CAs are trusted for this metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
     /// Extra HTTP headers, e.g. `X-Scope-OrgID` or `Authorization: Bearer {{args.token}}` with
     /// the token taken from a Secret-backed argument.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -414,6 +419,10 @@ pub struct MetricResult {
     /// True when the metric is dry-run: reported, but not deciding the run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// Provider details of the latest measurement, e.g. `ResolvedPrometheusQuery` (Secret values
+    /// redacted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// One measurement of a metric.

@@ -157,6 +157,10 @@ pub struct PrometheusProvider {
 }
 
 fn build_client(insecure: bool) -> Result<reqwest::Client, reqwest::Error> {
+    client_builder(insecure).build()
+}
+
+fn client_builder(insecure: bool) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         // A redirect could lead anywhere, past the allowlist.
         .redirect(reqwest::redirect::Policy::none())
@@ -166,7 +170,6 @@ fn build_client(insecure: bool) -> Result<reqwest::Client, reqwest::Error> {
         .pool_max_idle_per_host(0)
         .danger_accept_invalid_certs(insecure)
         .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-        .build()
 }
 
 impl PrometheusProvider {
@@ -227,8 +230,22 @@ impl PrometheusProvider {
         };
         let mut url = base.clone();
         url.set_path(&format!("{}/{endpoint}", base.path().trim_end_matches('/')));
+        // A metric with its own CA gets its own client: the CA is part of the TLS configuration.
+        let own_client;
         let client = if req.insecure {
             &self.insecure_client
+        } else if let Some(pem) = &req.ca_cert {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                format!("provider.prometheus.caCert is not a valid PEM certificate bundle: {e}")
+            })?;
+            if certs.is_empty() {
+                return Err("provider.prometheus.caCert holds no PEM certificate".to_string());
+            }
+            own_client = client_builder(false)
+                .tls_certs_only(certs)
+                .build()
+                .map_err(|e| format!("cannot use provider.prometheus.caCert: {e}"))?;
+            &own_client
         } else {
             &self.client
         };
