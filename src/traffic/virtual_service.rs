@@ -110,7 +110,7 @@ impl RouteKind {
     }
 }
 
-fn routes<'v>(vs: &'v Value, kind: RouteKind) -> &'v [Value] {
+fn routes(vs: &Value, kind: RouteKind) -> &[Value] {
     vs.pointer(&format!("/spec/{}", kind.key()))
         .and_then(Value::as_array)
         .map(Vec::as_slice)
