@@ -550,7 +550,11 @@ const KNOWN_PROVIDERS: [&str; 12] = [
 /// Replaces `{{args.NAME}}` with the template's default when it has one, else with a stand-in
 /// that keeps the surrounding syntax valid: a duration inside `[...]` (PromQL ranges), a word
 /// inside quotes, a number elsewhere. Unknown placeholders are reported.
-fn substitute(text: &str, defaults: &BTreeMap<String, String>) -> Result<String, String> {
+fn substitute(
+    text: &str,
+    defaults: &BTreeMap<String, Option<String>>,
+    problems: &mut Vec<String>,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(open) = rest.find("{{") {
@@ -560,13 +564,22 @@ fn substitute(text: &str, defaults: &BTreeMap<String, String>) -> Result<String,
         out.push_str(&rest[..open]);
         let tag = rest[open + 2..open + 2 + close].trim();
         let Some(name) = tag.strip_prefix("args.") else {
-            return Err(format!(
+            problems.push(format!(
                 "unknown placeholder {{{{{tag}}}}} (only {{{{args.NAME}}}} is supported)"
             ));
+            out.push('1');
+            rest = &rest[open + 2 + close + 2..];
+            continue;
         };
         let value = match defaults.get(name) {
-            Some(v) => v.clone(),
-            None => {
+            Some(Some(v)) => v.clone(),
+            // Undeclared: reported, then stood in for so the other checks still run.
+            None | Some(None) => {
+                if !defaults.contains_key(name) {
+                    problems.push(format!(
+                        "{{{{{tag}}}}} uses argument \"{name}\", which the template does not declare in spec.args"
+                    ));
+                }
                 let quotes = out.matches('"').count() + out.matches('\'').count();
                 if out.trim_end().ends_with('[') {
                     "5m".to_string()
@@ -581,25 +594,28 @@ fn substitute(text: &str, defaults: &BTreeMap<String, String>) -> Result<String,
         rest = &rest[open + 2 + close + 2..];
     }
     out.push_str(rest);
-    Ok(out)
+    out
 }
 
-fn substitute_all(v: &mut Value, defaults: &BTreeMap<String, String>) -> Result<(), String> {
+fn substitute_all(
+    v: &mut Value,
+    defaults: &BTreeMap<String, Option<String>>,
+    problems: &mut Vec<String>,
+) {
     match v {
-        Value::String(s) => *s = substitute(s, defaults)?,
+        Value::String(s) => *s = substitute(s, defaults, problems),
         Value::Array(a) => {
             for x in a {
-                substitute_all(x, defaults)?;
+                substitute_all(x, defaults, problems);
             }
         }
         Value::Object(o) => {
             for x in o.values_mut() {
-                substitute_all(x, defaults)?;
+                substitute_all(x, defaults, problems);
             }
         }
         _ => {}
     }
-    Ok(())
 }
 
 fn lint_template(
@@ -615,10 +631,11 @@ fn lint_template(
             "at least one metric is required",
         ));
     }
-    let defaults: BTreeMap<String, String> = spec
+    // Declared arguments, with their default when the template gives one.
+    let defaults: BTreeMap<String, Option<String>> = spec
         .args
         .iter()
-        .filter_map(|a| a.value.clone().map(|v| (a.name.clone(), v)))
+        .map(|a| (a.name.clone(), a.value.clone()))
         .collect();
     let names: Vec<&str> = spec.metrics.iter().map(|m| m.name.as_str()).collect();
     for (i, m) in spec.metrics.iter().enumerate() {
@@ -684,7 +701,7 @@ fn lint_metric(
     doc: &Doc<'_>,
     raw: &Metric,
     field: &str,
-    defaults: &BTreeMap<String, String>,
+    defaults: &BTreeMap<String, Option<String>>,
     findings: &mut Vec<Finding>,
 ) {
     let mut others: Vec<&str> = raw
@@ -740,9 +757,11 @@ fn lint_metric(
             return;
         }
     };
-    if let Err(e) = substitute_all(&mut value, defaults) {
-        findings.push(doc.finding(field, e));
-        return;
+    let mut problems = Vec::new();
+    substitute_all(&mut value, defaults, &mut problems);
+    problems.dedup();
+    for p in problems {
+        findings.push(doc.finding(field, p));
     }
     let m: Metric = match serde_json::from_value(value) {
         Ok(m) => m,
@@ -832,10 +851,11 @@ pub fn run(args: &LintArgs, out: &mut impl Write) -> anyhow::Result<i32> {
                     report.objects, report.files
                 )?;
             } else {
+                let n = report.findings.len();
                 writeln!(
                     out,
-                    "{} problems in {} objects of {} files",
-                    report.findings.len(),
+                    "{n} {} in {} objects of {} files",
+                    if n == 1 { "problem" } else { "problems" },
                     report.objects,
                     report.files
                 )?;

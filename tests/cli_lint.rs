@@ -1,0 +1,204 @@
+//! `sluice lint`: the fixture suite (every good manifest passes, every bad one reports exactly
+//! its expected `line: field: message` lines), the binary's exit codes and JSON, and the
+//! repository's own templates and chart examples.
+
+use std::path::{Path, PathBuf};
+
+use sluice::cli::lint::{lint_paths, lint_sources};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const FIXTURES: &str = "tests/fixtures/lint";
+
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[test]
+fn good_fixtures_have_no_findings() -> Result {
+    let dir = Path::new(FIXTURES).join("good");
+    let files = yaml_files(&dir)?;
+    assert!(files.len() >= 3, "the good fixtures are missing");
+    // Each alone, so a reference resolves only within its own file.
+    for f in &files {
+        let report = lint_paths(std::slice::from_ref(f), &[])?;
+        assert!(
+            report.objects > 0,
+            "{}: no Sluice object checked",
+            f.display()
+        );
+        assert!(
+            report.findings.is_empty(),
+            "{}: {:#?}",
+            f.display(),
+            report.findings
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn each_bad_fixture_reports_exactly_its_expected_findings() -> Result {
+    let dir = Path::new(FIXTURES).join("bad");
+    let files = yaml_files(&dir)?;
+    assert!(files.len() >= 8, "the bad fixtures are missing");
+    for f in &files {
+        let expected_path = f.with_extension("expected");
+        let expected = std::fs::read_to_string(&expected_path)
+            .map_err(|e| format!("{}: {e}", expected_path.display()))?;
+        let expected: Vec<&str> = expected.lines().filter(|l| !l.is_empty()).collect();
+        assert!(
+            !expected.is_empty(),
+            "{}: a bad fixture expects findings",
+            f.display()
+        );
+        let report = lint_paths(std::slice::from_ref(f), &[])?;
+        let prefix = format!("{}:", f.display());
+        let got: Vec<String> = report
+            .findings
+            .iter()
+            .map(|x| x.to_string().trim_start_matches(&prefix).to_string())
+            .collect();
+        assert_eq!(got, expected, "{}", f.display());
+    }
+    Ok(())
+}
+
+#[test]
+fn an_external_template_satisfies_a_reference() -> Result {
+    let text = std::fs::read_to_string(Path::new(FIXTURES).join("bad/references.yaml"))?;
+    let sources = [("references.yaml".to_string(), text)];
+    let without = lint_sources(&sources, &[]);
+    assert!(without.findings.iter().any(|f| {
+        f.message
+            .starts_with("ClusterAnalysisTemplate \"error-budget\" is not among")
+    }));
+    let with = lint_sources(&sources, &["cluster/error-budget".to_string()]);
+    assert!(
+        with.findings
+            .iter()
+            .all(|f| !f.message.contains("error-budget")),
+        "{:#?}",
+        with.findings
+    );
+    // A namespaced template of the same name does not stand in for a cluster one.
+    let wrong = lint_sources(&sources, &["error-budget".to_string()]);
+    assert!(
+        wrong
+            .findings
+            .iter()
+            .any(|f| f.message.contains("error-budget"))
+    );
+    Ok(())
+}
+
+#[test]
+fn references_resolve_across_files() -> Result {
+    let rollout = std::fs::read_to_string(Path::new(FIXTURES).join("good/rollout-nginx.yaml"))?;
+    // The Rollout alone: its template is missing.
+    let (head, _) = rollout
+        .split_once("kind: AnalysisTemplate")
+        .ok_or("fixture changed")?;
+    let head = head
+        .trim_end_matches("apiVersion: sluice.dev/v1alpha1\n")
+        .to_string();
+    let alone = lint_sources(&[("rollout.yaml".into(), head.clone())], &[]);
+    assert_eq!(alone.findings.len(), 1, "{:#?}", alone.findings);
+    assert_eq!(
+        alone.findings[0].field,
+        "spec.strategy.canary.steps[2].analysis.templates[0].templateName"
+    );
+    let template = format!(
+        "apiVersion: sluice.dev/v1alpha1\nkind: AnalysisTemplate{}",
+        rollout
+            .split_once("kind: AnalysisTemplate")
+            .ok_or("fixture changed")?
+            .1
+    );
+    let both = lint_sources(
+        &[
+            ("rollout.yaml".into(), head),
+            ("template.yaml".into(), template),
+        ],
+        &[],
+    );
+    assert!(both.findings.is_empty(), "{:#?}", both.findings);
+    Ok(())
+}
+
+#[test]
+fn binary_exit_codes_and_json_output() -> Result {
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let good = std::process::Command::new(bin)
+        .args(["lint", "-f", &format!("{FIXTURES}/good")])
+        .output()?;
+    assert_eq!(
+        good.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+
+    let bad = std::process::Command::new(bin)
+        .args(["lint", "-f", &format!("{FIXTURES}/bad/invalid-steps.yaml")])
+        .output()?;
+    assert_eq!(bad.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "\n{FIXTURES}/bad/invalid-steps.yaml:27: spec.strategy.canary.steps[1].setWeight: must be between 0 and 100"
+        )),
+        "{stdout}"
+    );
+
+    let json = std::process::Command::new(bin)
+        .args([
+            "lint",
+            "-f",
+            &format!("{FIXTURES}/bad/wrong-types.yaml"),
+            "--output",
+            "json",
+        ])
+        .output()?;
+    assert_eq!(json.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    assert_eq!(v["objects"], 1);
+    assert_eq!(v["findings"][0]["line"], 6);
+    assert_eq!(v["findings"][0]["field"], "spec.replicas");
+    assert_eq!(
+        v["findings"][0]["message"],
+        "must be an integer, got string"
+    );
+
+    let missing = std::process::Command::new(bin)
+        .args(["lint", "-f", "no/such/file.yaml"])
+        .output()?;
+    assert_ne!(missing.status.code(), Some(0));
+    Ok(())
+}
+
+/// The repository's shipped templates and the Helm chart's examples must lint clean. Reports how
+/// many files it read, so a run over nothing is visible in the test output.
+#[test]
+fn repository_templates_and_chart_examples_lint_clean() -> Result {
+    let mut paths = Vec::new();
+    for dir in ["analysis-templates", "charts", "examples"] {
+        let p = PathBuf::from(dir);
+        if p.is_dir() {
+            paths.push(p);
+        }
+    }
+    let files = sluice::cli::lint::expand(&paths)?;
+    let report = lint_paths(&files, &[])?;
+    println!(
+        "linted {} YAML files with {} Sluice objects",
+        report.files, report.objects
+    );
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    Ok(())
+}
