@@ -478,6 +478,45 @@ trafficRouting:
         other => panic!("unexpected {other:?}"),
     }
     assert!(env.istio_writes().is_empty());
+    let observed = router(&broken, &RoutingConfig::default())
+        .observe(&env.ctx(&broken))
+        .await
+        .unwrap_err();
+    assert!(
+        observed
+            .to_string()
+            .contains("virtualservice 'web-gone' not found"),
+        "{observed}"
+    );
+}
+
+#[tokio::test]
+async fn observe_checks_routes_and_subsets() {
+    let env = Env::start().await;
+    env.create(&env.vs, SUBSET_VS).await;
+    env.create(&env.dr, SUBSET_DR).await;
+    let wrong_subset =
+        rollout(&SUBSET_ROLLOUT.replace("canarySubsetName: canary", "canarySubsetName: next"));
+    let err = router(&wrong_subset, &RoutingConfig::default())
+        .observe(&env.ctx(&wrong_subset))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spec.strategy.canary.trafficRouting.istio.destinationRule: subset 'next' not found in destinationrule 'web'"
+    );
+    let wrong_route = rollout(&SUBSET_ROLLOUT.replace(
+        "virtualService: {name: web}",
+        "virtualService: {name: web, routes: [api]}",
+    ));
+    let err = router(&wrong_route, &RoutingConfig::default())
+        .observe(&env.ctx(&wrong_route))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spec.strategy.canary.trafficRouting.istio.virtualService: http route 'api' not found in virtualservice 'web'"
+    );
 }
 
 #[tokio::test]

@@ -335,6 +335,11 @@ trafficRouting:
         message,
         "ingress 'missing' not found in namespace 'default'"
     );
+    let observed = router(&r)
+        .observe(&ctx(&cluster, r.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid(observed), (field.clone(), message.clone()));
     assert!(
         cluster.writes().is_empty(),
         "the valid ingress is not touched either"
@@ -361,6 +366,11 @@ async fn stable_ingress_without_the_stable_service_is_an_invalid_reference() {
         message,
         "ingress 'shop' has no path with backend service 'web-stable'"
     );
+    let observed = router(&r)
+        .observe(&ctx(&cluster, r.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid(observed), (field.clone(), message.clone()));
     assert!(cluster.writes().is_empty());
 }
 
@@ -389,7 +399,11 @@ async fn same_named_ingress_not_owned_by_the_rollout_is_an_invalid_reference() {
     router.cleanup(&ctx).await.unwrap();
     assert!(cluster.writes().is_empty(), "{:#?}", cluster.writes());
     assert_eq!(api.get("web-shop-canary").await.unwrap(), before);
-    assert_eq!(router.observe(&ctx).await.unwrap().weight, None);
+    let (observed_field, _) = invalid(router.observe(&ctx).await.unwrap_err());
+    assert_eq!(
+        observed_field, field,
+        "observe reports it too, before anything is planned"
+    );
 }
 
 #[tokio::test]

@@ -326,11 +326,27 @@ impl TrafficRouter for IstioRouter {
     ) -> BoxFuture<'a, Result<RouterObservation, TrafficError>> {
         Box::pin(async move {
             let inputs = inputs(&ctx.rollout, &ctx.namespace)?;
+            // Every reference is checked as `apply` checks it (the objects exist, the routes,
+            // destinations and subsets are there), so that an invalid reference is reported
+            // before anything is planned.
+            if let Some(cfg) = &inputs.destination_rule {
+                let live = get_required(
+                    &self.dr_api(ctx),
+                    "DestinationRule",
+                    &cfg.name,
+                    &ctx.namespace,
+                    destination_rule::FIELD,
+                )
+                .await?;
+                let live = to_json(&live, &format!("DestinationRule/{}", cfg.name))?;
+                desired_destination_rule(&live, cfg, &inputs.rollout, None, None)?;
+            }
             let mut weight: Option<i32> = None;
             for (vs, ns) in &inputs.virtual_services {
                 let api = self.vs_api(ctx, ns);
                 let live = get_required(&api, "VirtualService", &vs.name, ns, &vs.field).await?;
                 let live = to_json(&live, &format!("VirtualService/{}", vs.name))?;
+                desired_virtual_service(&live, vs, 0, &Default::default())?;
                 if let Some(w) = observed_weight(&live, vs)? {
                     weight = Some(weight.map_or(w, |m| m.max(w)));
                 }

@@ -208,18 +208,13 @@ impl TrafficRouter for NginxRouter {
             let inputs = CanaryIngressInputs::from_rollout(&ctx.rollout)?;
             let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
             let key = inputs.weight_annotation();
+            // The same reads and checks as `apply`, so that an invalid reference is reported
+            // before anything is planned, and the canary Ingresses come with them.
+            let planned = plan(&api, &inputs, 0, &ctx.namespace).await?;
             let mut weight: Option<i32> = None;
-            for (_, stable) in inputs.stable_ingresses() {
-                let name = canary_ingress_name(&inputs.rollout, &stable);
-                let live = api
-                    .get_opt(&name)
-                    .await
-                    .map_err(|e| api_error("get", ingress_object(&name), e))?;
+            for p in planned {
                 // A missing canary Ingress sends nothing to the canary.
-                let w = live
-                    .filter(|i| owned_by(i, &inputs.owner))
-                    .and_then(|i| weight_of(&i, &key));
-                if let Some(w) = w {
+                if let Some(w) = p.live.as_ref().and_then(|i| weight_of(i, &key)) {
                     weight = Some(weight.map_or(w, |m| m.max(w)));
                 }
             }
