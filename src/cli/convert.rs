@@ -128,6 +128,7 @@ pub fn convert(text: &str) -> Result<Conversion, String> {
         .collect::<Vec<_>>()
         .join("\n---\n")
         + "\n";
+    notes.sort_by_key(|n| n.line);
     Ok(Conversion {
         yaml,
         converted,
