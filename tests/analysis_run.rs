@@ -684,3 +684,27 @@ proptest! {
         }
     }
 }
+
+/// The status computed in memory is exactly the one read back from the API server (which keeps
+/// whole seconds), so a restarted controller continues from the same state.
+#[test]
+fn status_survives_a_round_trip_through_the_api_server() {
+    let s = spec(vec![every_minute(metric("a"), 3)]);
+    let now = t0() + jiff::SignedDuration::from_millis(123_456);
+    let (_, u) = pass(&s, None, &SecretValues::new(), now, |_| {
+        value_for(Successful)
+    });
+    let json = serde_json::to_string(&u.status).unwrap();
+    let read_back: AnalysisRunStatus = serde_json::from_str(&json).unwrap();
+    assert_eq!(read_back, u.status);
+    // And reconciling the read-back status changes nothing.
+    let (reqs, again) = pass(
+        &s,
+        Some(&read_back),
+        &SecretValues::new(),
+        now,
+        |_| unreachable!(),
+    );
+    assert!(reqs.is_empty());
+    assert_eq!(again.status, u.status);
+}

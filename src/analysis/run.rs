@@ -302,6 +302,12 @@ fn is_abort_phase(p: AnalysisPhase) -> bool {
     )
 }
 
+/// A status time, cut to whole seconds: that is all a Kubernetes `Time` keeps, and the status
+/// computed here must be the status read back after a restart.
+fn stamp(t: Timestamp) -> Time {
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
 fn add(t: Timestamp, d: Duration) -> Timestamp {
     jiff::SignedDuration::try_from(d)
         .ok()
@@ -565,8 +571,8 @@ impl Pass {
             State::Invalid(message) => {
                 st.phase = AnalysisPhase::Error;
                 st.message = Some(message);
-                st.started_at.get_or_insert(Time(now));
-                st.completed_at = Some(Time(now));
+                st.started_at.get_or_insert(stamp(now));
+                st.completed_at = Some(stamp(now));
             }
             State::Active {
                 metrics,
@@ -574,7 +580,7 @@ impl Pass {
                 terminate,
             } => {
                 let started_at = st.started_at.as_ref().map_or(now, |t| t.0);
-                st.started_at = Some(Time(started_at));
+                st.started_at = Some(stamp(started_at));
                 for r in results {
                     let Some(m) = metrics.iter().find(|m| m.spec.name == r.metric) else {
                         continue;
@@ -612,7 +618,7 @@ impl Pass {
                 });
                 assess(&mut st, &metrics, terminate, &mut transitions);
                 if st.phase.is_completed() {
-                    st.completed_at = Some(Time(now));
+                    st.completed_at = Some(stamp(now));
                 }
                 let requeue = if st.phase.is_completed() {
                     None
@@ -679,8 +685,8 @@ fn measure(m: &ResolvedMetric, args: &ResolvedArgs, r: MeasurementResult) -> Mea
     Measurement {
         phase,
         value,
-        started_at: Some(Time(r.started_at)),
-        finished_at: Some(Time(r.finished_at)),
+        started_at: Some(stamp(r.started_at)),
+        finished_at: Some(stamp(r.finished_at)),
         message,
         metadata,
     }
