@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod cluster;
 pub mod controls;
+pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod managed;

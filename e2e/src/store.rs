@@ -128,6 +128,9 @@ pub struct Store {
     /// Woken on every change the simulated controllers care about.
     pub changed: Notify,
     hasher: std::collections::hash_map::RandomState,
+    cluster_ip_seq: std::sync::atomic::AtomicU32,
+    /// Fill in the defaults of built-in kinds (see [`crate::defaults`]).
+    pub builtin_defaults: bool,
 }
 
 const SIM_KINDS: [&str; 7] = [
@@ -233,6 +236,8 @@ impl Store {
             clock,
             changed: Notify::new(),
             hasher: Default::default(),
+            cluster_ip_seq: Default::default(),
+            builtin_defaults: true,
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -458,6 +463,13 @@ impl Store {
             // this keeps field order stable for byte comparisons of no-op updates).
             if let Some(meta) = meta {
                 obj["metadata"] = meta;
+            }
+            if self.builtin_defaults {
+                let seq = &self.cluster_ip_seq;
+                crate::defaults::apply(&res.plural, obj, &mut || {
+                    let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 10;
+                    format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff)
+                });
             }
             return Ok(Vec::new());
         }
@@ -833,6 +845,20 @@ impl Store {
                         .into(),
                 )],
             ));
+        }
+        if res.key() == ResKey::new("", "services") {
+            // Allocated addresses survive an update that leaves them out, as on a real server.
+            for field in ["clusterIP", "clusterIPs"] {
+                let missing = new
+                    .pointer(&format!("/spec/{field}"))
+                    .is_none_or(|v| v.is_null() || v == "");
+                if missing
+                    && let Some(v) = old.pointer(&format!("/spec/{field}"))
+                    && let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut)
+                {
+                    spec.insert(field.to_string(), v.clone());
+                }
+            }
         }
         let warnings = self.validate(res, version, &mut new, ctx, name)?;
         if res.has_generation && generation_relevant(&new) != generation_relevant(&old) {

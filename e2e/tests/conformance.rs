@@ -9,6 +9,7 @@ use common::*;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
@@ -868,5 +869,75 @@ async fn server_side_apply_removes_only_fields_the_manager_dropped() {
             .await,
     );
     assert_eq!(conflict.code, 409);
+    delete_namespace(&t.client, &ns).await;
+}
+
+#[tokio::test]
+async fn built_in_kinds_are_defaulted() {
+    use k8s_openapi::api::core::v1::Service;
+    let t = target().await;
+    let ns = namespace(&t.client, "defaults").await;
+    let deployments: Api<Deployment> = Api::namespaced(t.client.clone(), &ns);
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "d"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "d"}},
+            "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [
+                {"name": "a", "image": "registry.example/a:1.2", "ports": [{"containerPort": 8080}]},
+                {"name": "b", "image": "registry.example/b"}
+            ]}}}
+    }))
+    .unwrap();
+    let created = deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let spec = created.spec.unwrap();
+    assert_eq!(
+        spec.strategy.unwrap().type_.as_deref(),
+        Some("RollingUpdate")
+    );
+    assert_eq!(spec.revision_history_limit, Some(10));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirst"));
+    assert_eq!(
+        pod.containers[0].image_pull_policy.as_deref(),
+        Some("IfNotPresent")
+    );
+    assert_eq!(
+        pod.containers[1].image_pull_policy.as_deref(),
+        Some("Always")
+    );
+    assert_eq!(
+        pod.containers[0].ports.as_ref().unwrap()[0]
+            .protocol
+            .as_deref(),
+        Some("TCP")
+    );
+
+    let services: Api<Service> = Api::namespaced(t.client.clone(), &ns);
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "s"}, "spec": {"selector": {"app": "d"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let created = services.create(&PostParams::default(), &svc).await.unwrap();
+    let spec = created.spec.clone().unwrap();
+    let ip = spec.cluster_ip.clone().unwrap();
+    assert!(!ip.is_empty() && ip != "None");
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    let port = &spec.ports.unwrap()[0];
+    assert_eq!(
+        (port.protocol.as_deref(), port.target_port.clone()),
+        (Some("TCP"), Some(IntOrString::Int(80)))
+    );
+    // An update that leaves the allocated address out keeps it.
+    let mut replace = created.clone();
+    replace.spec.as_mut().unwrap().cluster_ip = None;
+    replace.spec.as_mut().unwrap().cluster_ips = None;
+    let replaced = services
+        .replace("s", &PostParams::default(), &replace)
+        .await
+        .unwrap();
+    assert_eq!(replaced.spec.unwrap().cluster_ip, Some(ip));
     delete_namespace(&t.client, &ns).await;
 }
