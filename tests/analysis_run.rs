@@ -708,3 +708,34 @@ fn status_survives_a_round_trip_through_the_api_server() {
     assert!(reqs.is_empty());
     assert_eq!(again.status, u.status);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    // Whatever the Secret values and wherever a provider echoes them, status and Events never
+    // contain them.
+    #[test]
+    fn secret_values_never_reach_status(
+        tenant in "zq[a-zA-Z0-9]{4,16}",
+        token in "qz[a-zA-Z0-9._-]{4,24}",
+        echo in prop_oneof![Just(0u8), Just(1), Just(2)],
+        prefix in "[a-z ]{0,5}",
+    ) {
+        let (s, _) = secret_spec();
+        let mut secrets = SecretValues::new();
+        for r in secret_refs(&s.args) {
+            let v = if r.key == "token" { token.clone() } else { tenant.clone() };
+            secrets.insert(r, v);
+        }
+        let (_, u) = pass(&s, None, &secrets, t0(), |r| {
+            let ProviderRequest::Prometheus(p) = &r.provider;
+            match echo {
+                0 => Err(format!("{prefix}bad_data: {} {:?}", p.query, p.headers)),
+                1 => Ok(MetricValue::String(format!("{prefix}{}", p.query))),
+                _ => Ok(MetricValue::Number(1.0)),
+            }
+        });
+        let text = serde_json::to_string(&u.status).unwrap() + &format!("{:?}", u.transitions);
+        prop_assert!(!text.contains(&tenant), "tenant leaked: {}", text);
+        prop_assert!(!text.contains(&token), "token leaked: {}", text);
+    }
+}
