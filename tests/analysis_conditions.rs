@@ -205,3 +205,35 @@ fn nan_and_infinity_compare_like_go() {
         Ok(true)
     );
 }
+
+#[test]
+fn messages_explain_simple_comparisons_in_plain_terms() {
+    let msg = |s: Option<&str>, f: Option<&str>, v: MetricValue| {
+        Conditions::compile(s, f)
+            .unwrap()
+            .evaluate(&v)
+            .message
+            .unwrap()
+    };
+    assert_eq!(
+        msg(Some("result[0] >= 0.95"), None, nums(&[0.82])),
+        "0.82 is not >= 0.95"
+    );
+    assert_eq!(
+        msg(Some("result >= 0.95"), None, MetricValue::Number(f64::NAN)),
+        "NaN is not >= 0.95"
+    );
+    assert_eq!(
+        msg(None, Some("result[0] > 0.05"), nums(&[0.12])),
+        "0.12 > 0.05 (failure condition)"
+    );
+    // Anything else names the expression and the whole value.
+    assert_eq!(
+        msg(Some("all(result, {# < 1000})"), None, nums(&[10.0, 1200.0])),
+        "[10,1200] did not meet `all(result, {# < 1000})`"
+    );
+    assert_eq!(
+        msg(Some("result[0] >= 0.95"), None, nums(&[0.5, 0.6])),
+        "[0.5,0.6] did not meet `result[0] >= 0.95`"
+    );
+}

@@ -198,9 +198,7 @@ fn failure_over_limit_fails_the_run_and_stops_other_metrics() {
     assert_eq!(u.status.phase, Failed);
     assert_eq!(
         u.status.message.as_deref(),
-        Some(
-            "metric \"success-rate\" failed: [0.82] did not meet `result[0] >= 0.95` (failures 3 > limit 2)"
-        )
+        Some("metric \"success-rate\" failed: 0.82 is not >= 0.95 (failures 3 > limit 2)")
     );
     // The other metric is terminated, not left running.
     assert_eq!(metric_result(&u.status, "latency").phase, Successful);

@@ -137,8 +137,8 @@ async fn success_rate_above_and_below_threshold() {
     assert_eq!(u.status.phase, AnalysisPhase::Failed);
     let msg = u.status.message.unwrap();
     assert!(
-        msg.starts_with("metric \"success-rate\" failed: [0.8")
-            && msg.ends_with("did not meet `result[0] >= 0.95` (failures 1 > limit 0)"),
+        msg.starts_with("metric \"success-rate\" failed: 0.8")
+            && msg.ends_with(" is not >= 0.95 (failures 1 > limit 0)"),
         "{msg}"
     );
     prom.stop();

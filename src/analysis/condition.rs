@@ -166,14 +166,23 @@ impl Conditions {
             },
             (Some(false), None) => Verdict {
                 phase: AnalysisPhase::Failed,
-                message: Some(format!("{v} did not meet `{}`", src(&self.success))),
+                message: Some(
+                    self.success
+                        .as_ref()
+                        .and_then(|c| explain_comparison(&c.source, value, true))
+                        .unwrap_or_else(|| format!("{v} did not meet `{}`", src(&self.success))),
+                ),
             },
             (_, Some(true)) => Verdict {
                 phase: AnalysisPhase::Failed,
-                message: Some(format!(
-                    "{v} met failure condition `{}`",
-                    src(&self.failure)
-                )),
+                message: Some(
+                    self.failure
+                        .as_ref()
+                        .and_then(|c| explain_comparison(&c.source, value, false))
+                        .unwrap_or_else(|| {
+                            format!("{v} met failure condition `{}`", src(&self.failure))
+                        }),
+                ),
             },
             (Some(false), Some(false)) => Verdict {
                 phase: AnalysisPhase::Inconclusive,
@@ -185,6 +194,31 @@ impl Conditions {
             },
         }
     }
+}
+
+/// For the most common condition form, `result OP number` or `result[0] OP number`, says what
+/// happened in the reader's terms: `0.82 is not >= 0.95` (a success condition that was false) or
+/// `0.12 > 0.05 (failure condition)`. `None` for any other form.
+fn explain_comparison(source: &str, value: &MetricValue, success: bool) -> Option<String> {
+    static SIMPLE: LazyLock<Option<regex::Regex>> = LazyLock::new(|| {
+        regex::Regex::new(
+            r"^\s*result\s*(\[\s*0\s*\])?\s*(>=|<=|==|!=|>|<)\s*([-+]?[0-9][0-9_.eE+-]*)\s*$",
+        )
+        .ok()
+    });
+    let caps = SIMPLE.as_ref()?.captures(source)?;
+    let measured = match (caps.get(1).is_some(), value) {
+        (true, MetricValue::Numbers(v)) if v.len() == 1 => v[0],
+        (false, MetricValue::Number(n)) => *n,
+        _ => return None,
+    };
+    let (op, rhs) = (caps.get(2)?.as_str(), caps.get(3)?.as_str());
+    let x = format_float(measured);
+    Some(if success {
+        format!("{x} is not {op} {rhs}")
+    } else {
+        format!("{x} {op} {rhs} (failure condition)")
+    })
 }
 
 /// Evaluates a point in time written as an expression (a range query's `start` / `end`), e.g.
