@@ -414,27 +414,47 @@ fn run_view(run: &AnalysisRun) -> RunView {
             .and_then(|v| v.parse().ok()),
         phase: status.phase.as_str().to_string(),
         message: status.message.clone(),
-        metrics: status
-            .metric_results
-            .iter()
-            .map(|m| {
-                let skip = m.measurements.len().saturating_sub(5);
-                MetricView {
-                    name: m.name.clone(),
-                    phase: m.phase.as_str().to_string(),
-                    last_values: m.measurements[skip..]
-                        .iter()
-                        .map(|x| x.value.clone().unwrap_or_else(|| x.phase.as_str().into()))
-                        .collect(),
-                    count: m.count,
-                    successful: m.successful,
-                    failed: m.failed,
-                    inconclusive: m.inconclusive,
-                    error: m.error,
-                    message: m.message.clone(),
+        metrics: {
+            let mut metrics: Vec<MetricView> = status
+                .metric_results
+                .iter()
+                .map(|m| {
+                    let skip = m.measurements.len().saturating_sub(5);
+                    MetricView {
+                        name: m.name.clone(),
+                        phase: m.phase.as_str().to_string(),
+                        last_values: m.measurements[skip..]
+                            .iter()
+                            .map(|x| x.value.clone().unwrap_or_else(|| x.phase.as_str().into()))
+                            .collect(),
+                        count: m.count,
+                        successful: m.successful,
+                        failed: m.failed,
+                        inconclusive: m.inconclusive,
+                        error: m.error,
+                        message: m.message.clone(),
+                    }
+                })
+                .collect();
+            // Metrics not measured yet have no result: show them anyway, so a person sees what
+            // the run will measure.
+            for m in &run.spec.metrics {
+                if !metrics.iter().any(|v| v.name == m.name) {
+                    metrics.push(MetricView {
+                        name: m.name.clone(),
+                        phase: AnalysisPhase::Pending.as_str().to_string(),
+                        last_values: Vec::new(),
+                        count: 0,
+                        successful: 0,
+                        failed: 0,
+                        inconclusive: 0,
+                        error: 0,
+                        message: None,
+                    });
                 }
-            })
-            .collect(),
+            }
+            metrics
+        },
     }
 }
 

@@ -1,0 +1,243 @@
+//! `sluice get rollout --watch` as a person sees it: the real binary in a tmux pane against the
+//! test cluster, while the test moves the rollout on as a controller would. `capture-pane`
+//! snapshots must show the step, the weight and the analysis values change, redrawn in place.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use sluice::api::analysis::AnalysisRun;
+use sluice::api::rollout::Rollout;
+use sluice_e2e::TestCluster;
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A tmux server of our own (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .map_err(|e| {
+                format!("tmux could not be run ({e}); install it: apt-get install -y tmux")
+            })?;
+        if !out.status.success() {
+            return Err(format!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn capture(&self, escapes: bool) -> Result<String> {
+        if escapes {
+            self.cmd(&["capture-pane", "-p", "-e", "-t", "watch"])
+        } else {
+            // -S - : the whole history too, so a frame that scrolled away would be seen.
+            self.cmd(&["capture-pane", "-p", "-S", "-", "-t", "watch"])
+        }
+    }
+
+    /// Waits (generously: a loaded machine) until the pane shows every string.
+    async fn wait_for(&self, wanted: &[&str]) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let pane = self.capture(false)?;
+            if wanted.iter().all(|w| pane.contains(w)) {
+                return Ok(pane);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("pane never showed {wanted:?}; last:\n{pane}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+async fn seed(client: &kube::Client) -> Result {
+    let ros: Api<Rollout> = Api::namespaced(client.clone(), "default");
+    let ro: Rollout = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "web:2"}]}},
+            "strategy": {"canary": {
+                "canaryService": "web-canary", "stableService": "web-stable",
+                "trafficRouting": {"nginx": {"stableIngress": "web"}},
+                "steps": [
+                    {"setWeight": 20},
+                    {"analysis": {"templates": [{"templateName": "success-rate"}]}},
+                    {"setWeight": 50},
+                    {"pause": {}}
+                ]
+            }}
+        }
+    }))?;
+    let ro = ros.create(&PostParams::default(), &ro).await?;
+    let owner = json!([{"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout", "name": "web",
+                        "uid": ro.metadata.uid.clone().ok_or("no uid")?, "controller": true}]);
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    for (hash, rev, image, n) in [("aaa111", "1", "web:1", 3), ("bbb222", "2", "web:2", 1)] {
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": format!("web-{hash}"), "namespace": "default",
+                         "labels": {"app": "web", "rollouts-pod-template-hash": hash},
+                         "annotations": {"rollout.sluice.dev/revision": rev},
+                         "ownerReferences": owner},
+            "spec": {"replicas": n,
+                     "selector": {"matchLabels": {"app": "web", "rollouts-pod-template-hash": hash}},
+                     "template": {"metadata": {"labels": {"app": "web", "rollouts-pod-template-hash": hash}},
+                                  "spec": {"containers": [{"name": "web", "image": image}]}}}
+        }))?;
+        rss.create(&PostParams::default(), &rs).await?;
+        rss.patch_status(
+            &format!("web-{hash}"),
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"replicas": n, "readyReplicas": n, "availableReplicas": n}}),
+            ),
+        )
+        .await?;
+    }
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), "default");
+    let run: AnalysisRun = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "AnalysisRun",
+        "metadata": {"name": "web-bbb222-1", "namespace": "default",
+                     "labels": {"rollouts-pod-template-hash": "bbb222", "rollout-type": "Step", "step-index": "1"},
+                     "ownerReferences": owner},
+        "spec": {"metrics": [{"name": "success-rate", "interval": "10s", "successCondition": "result[0] >= 0.95",
+                              "provider": {"prometheus": {"address": "http://prometheus:9090", "query": "up"}}}]}
+    }))?;
+    runs.create(&PostParams::default(), &run).await?;
+    Ok(())
+}
+
+async fn set_rollout(client: &kube::Client, index: i32, weight: i32) -> Result {
+    let ros: Api<Rollout> = Api::namespaced(client.clone(), "default");
+    ros.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "phase": "Progressing", "observedGeneration": 1,
+            "currentPodHash": "bbb222", "stableRS": "aaa111", "currentStepIndex": index,
+            "canary": {"weights": {"canary": {"weight": weight}, "stable": {"weight": 100 - weight}}}
+        }})),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn set_measurements(client: &kube::Client, values: &[&str]) -> Result {
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), "default");
+    let measurements: Vec<Value> = values
+        .iter()
+        .map(|v| json!({"phase": "Successful", "value": v}))
+        .collect();
+    runs.patch_status(
+        "web-bbb222-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "metricResults": [{
+            "name": "success-rate", "phase": "Running", "measurements": measurements,
+            "count": values.len(), "successful": values.len()
+        }]}})),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
+    let cluster = TestCluster::builder().without_simulation().start().await?;
+    cluster.load_crds_from_dir(Path::new("crds"))?;
+    let client = cluster.client();
+    seed(&client).await?;
+    set_rollout(&client, 0, 20).await?;
+
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig)?;
+    let tmux = Tmux {
+        socket: format!("sluice-watch-{}", std::process::id()),
+    };
+    let command = format!(
+        "env -u NO_COLOR TERM=xterm-256color KUBECONFIG={} {} get rollout web --watch --timeout 5m",
+        kubeconfig.display(),
+        env!("CARGO_BIN_EXE_sluice")
+    );
+    tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "watch",
+        "-x",
+        "140",
+        "-y",
+        "60",
+        &command,
+    ])?;
+
+    let first = tmux
+        .wait_for(&[
+            "  Step:        1/4",
+            "ActualWeight:20",
+            "no measurement yet",
+        ])
+        .await?;
+    assert!(
+        first.contains("▶   1. setWeight: 20  <- current"),
+        "{first}"
+    );
+
+    // The controller moves to the analysis step and the run measures.
+    set_rollout(&client, 1, 20).await?;
+    set_measurements(&client, &["[0.991]"]).await?;
+    let second = tmux
+        .wait_for(&["  Step:        2/4", "last [0.991]"])
+        .await?;
+    assert!(
+        second.contains("▶   2. analysis: success-rate  <- current"),
+        "{second}"
+    );
+
+    set_measurements(&client, &["[0.991]", "[0.987]"]).await?;
+    set_rollout(&client, 2, 50).await?;
+    let third = tmux
+        .wait_for(&[
+            "  Step:        3/4",
+            "ActualWeight:50",
+            "last [0.991], [0.987]",
+        ])
+        .await?;
+
+    println!("--- first snapshot ---\n{first}\n--- last snapshot ---\n{third}");
+    // Redrawn in place: one frame on screen and in the history, none of the old values left.
+    assert_eq!(third.matches("Name:").count(), 1, "{third}");
+    assert!(!third.contains("ActualWeight:20"), "{third}");
+    assert!(!third.contains("Step:        2/4"), "{third}");
+    assert!(!third.contains("no measurement yet"), "{third}");
+
+    // Colour on a terminal.
+    let coloured = tmux.capture(true)?;
+    assert!(
+        coloured.contains("\x1b["),
+        "no colour on a terminal:\n{coloured}"
+    );
+    Ok(())
+}
