@@ -1051,3 +1051,41 @@ async fn kubectl_plugin_binary_runs_the_same_commands() -> Result {
     assert_eq!(text(&out.stdout), "Healthy\n");
     Ok(())
 }
+
+/// `kubectl sluice ...`: kubectl finds `kubectl-sluice` on PATH and runs it.
+#[tokio::test]
+async fn kubectl_runs_the_plugin() -> Result {
+    let kubectl = std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output();
+    assert!(
+        kubectl.is_ok_and(|o| o.status.success()),
+        "kubectl is needed for this test (e2e tests use it too)"
+    );
+    let cluster = cluster().await?;
+    seed(&cluster).await?;
+    set_status(&cluster, paused_status()).await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig)?;
+    let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-sluice"))
+        .parent()
+        .ok_or("no bin dir")?;
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tokio::process::Command::new("kubectl")
+        .args(["sluice", "get", "rollout", "web"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("PATH", path)
+        .output()
+        .await?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Status:        ॥ Paused"), "{stdout}");
+    assert!(stdout.contains("  Step:        5/6"), "{stdout}");
+    Ok(())
+}

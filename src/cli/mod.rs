@@ -98,43 +98,62 @@ pub enum Command {
 /// Runs a CLI command; returns the process exit code.
 pub fn run(command: Command) -> anyhow::Result<i32> {
     let mut out = std::io::stdout().lock();
-    match command {
+    let cluster_command = match command {
         Command::Version => {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
-            Ok(0)
+            return Ok(0);
         }
-        Command::Lint(args) => lint::run(&args, &mut out),
-        Command::Convert(args) => convert::run(&args, &mut out),
-        Command::Completion(args) => completion::run(&args, &mut out),
-        other => {
-            drop(out);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(run_cluster(other))
-        }
-    }
+        Command::Lint(args) => return lint::run(&args, &mut out),
+        Command::Convert(args) => return convert::run(&args, &mut out),
+        Command::Completion(args) => return completion::run(&args, &mut out),
+        Command::Get { what } => ClusterCommand::Get(what),
+        Command::List { what } => ClusterCommand::List(what),
+        Command::Status(args) => ClusterCommand::Status(args),
+        Command::Promote(args) => ClusterCommand::Promote(args),
+        Command::Abort(args) => ClusterCommand::Simple(actions::Action::Abort, args),
+        Command::Retry(args) => ClusterCommand::Retry(args),
+        Command::Pause(args) => ClusterCommand::Simple(actions::Action::Pause, args),
+        Command::Resume(args) => ClusterCommand::Simple(actions::Action::Resume, args),
+        Command::Restart(args) => ClusterCommand::Restart(args),
+        Command::Undo(args) => ClusterCommand::Undo(args),
+        Command::Set { what } => ClusterCommand::Set(what),
+        Command::Explain(args) => ClusterCommand::Explain(args),
+    };
+    drop(out);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_cluster(cluster_command))
 }
 
-/// The commands that talk to a cluster. Errors are turned into one readable line by the caller
-/// (`kube::CliError` already reads as one).
-async fn run_cluster(command: Command) -> anyhow::Result<i32> {
+/// The commands that talk to a cluster.
+enum ClusterCommand {
+    Get(get::GetWhat),
+    List(list::ListWhat),
+    Status(status::StatusArgs),
+    Promote(actions::PromoteArgs),
+    Simple(actions::Action, actions::NameArgs),
+    Retry(actions::RetryArgs),
+    Restart(actions::RestartArgs),
+    Undo(actions::UndoArgs),
+    Set(actions::SetWhat),
+    Explain(explain::ExplainArgs),
+}
+
+/// Runs a cluster command. Its errors already read as one line (`kube::CliError`): print them
+/// as `error: ...` and exit 1, without anyhow's `Error:` prefix and chain.
+async fn run_cluster(command: ClusterCommand) -> anyhow::Result<i32> {
     let result = match command {
-        Command::Get { what } => get::run(what).await,
-        Command::List { what } => list::run(what).await,
-        Command::Status(args) => status::run(args).await,
-        Command::Promote(args) => actions::run_promote(args).await,
-        Command::Abort(args) => actions::run_simple(actions::Action::Abort, args).await,
-        Command::Retry(args) => actions::run_retry(args).await,
-        Command::Pause(args) => actions::run_simple(actions::Action::Pause, args).await,
-        Command::Resume(args) => actions::run_simple(actions::Action::Resume, args).await,
-        Command::Restart(args) => actions::run_restart(args).await,
-        Command::Undo(args) => actions::run_undo(args).await,
-        Command::Set { what } => actions::run_set(what).await,
-        Command::Explain(args) => explain::run(args).await,
-        Command::Version | Command::Lint(_) | Command::Convert(_) | Command::Completion(_) => {
-            unreachable!("offline commands are run before a runtime is built")
-        }
+        ClusterCommand::Get(what) => get::run(what).await,
+        ClusterCommand::List(what) => list::run(what).await,
+        ClusterCommand::Status(args) => status::run(args).await,
+        ClusterCommand::Promote(args) => actions::run_promote(args).await,
+        ClusterCommand::Simple(action, args) => actions::run_simple(action, args).await,
+        ClusterCommand::Retry(args) => actions::run_retry(args).await,
+        ClusterCommand::Restart(args) => actions::run_restart(args).await,
+        ClusterCommand::Undo(args) => actions::run_undo(args).await,
+        ClusterCommand::Set(what) => actions::run_set(what).await,
+        ClusterCommand::Explain(args) => explain::run(args).await,
     };
     match result {
         Ok(code) => Ok(code),

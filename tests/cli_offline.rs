@@ -1,0 +1,150 @@
+//! CLI behaviour that needs no cluster: explain's wording from a snapshot, version, completion.
+
+use serde_json::json;
+use sluice::api::rollout::Rollout;
+use sluice::cli::explain::{explain, threshold_words};
+use sluice::cli::info::{Snapshot, view};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn rollout(status: serde_json::Value) -> Result<Rollout> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": "default", "generation": 3},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "web:2"}]}},
+            "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {"duration": "30s"}}]}}
+        },
+        "status": status
+    }))?)
+}
+
+#[test]
+fn threshold_words_follow_the_condition_kind() {
+    let cases = [
+        ("result[0] >= 0.95", "successCondition", Some("below 0.95")),
+        ("result >= 0.95", "successCondition", Some("below 0.95")),
+        ("result[0] <= 100", "successCondition", Some("above 100")),
+        ("result[0] > 10", "failureCondition", Some("above 10")),
+        (
+            "result[0] >= 10",
+            "failureCondition",
+            Some("at or above 10"),
+        ),
+        (
+            "default(result, 0) < 1",
+            "failureCondition",
+            Some("below 1"),
+        ),
+        ("all(result, # < 1000)", "successCondition", None),
+        (
+            "len(result) > 0 && result[0] >= 0.95",
+            "successCondition",
+            None,
+        ),
+    ];
+    for (cond, kind, want) in cases {
+        assert_eq!(
+            threshold_words(cond, kind).as_deref(),
+            want,
+            "{cond} ({kind})"
+        );
+    }
+}
+
+#[test]
+fn explain_invalid_spec_names_the_field() -> Result {
+    let ro = rollout(json!({
+        "phase": "Degraded", "observedGeneration": 3,
+        "message": "InvalidSpec: spec.strategy.canary.steps[0].setWeight: must be between 0 and 100",
+        "conditions": [{"type": "InvalidSpec", "status": "True", "reason": "InvalidSpec",
+                        "message": "spec.strategy.canary.steps[0].setWeight: must be between 0 and 100, got 150"}]
+    }))?;
+    let v = view(&Snapshot::from_objects(ro, vec![], vec![]));
+    assert_eq!(
+        explain(&v),
+        [
+            "The spec is invalid: spec.strategy.canary.steps[0].setWeight: must be between 0 and 100, got 150. Nothing else changes until the spec is fixed."
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn explain_a_timed_pause_and_a_user_pause() -> Result {
+    let ro = rollout(json!({
+        "phase": "Paused", "message": "CanaryPauseStep", "observedGeneration": 3,
+        "currentStepIndex": 1, "controllerPause": true,
+        "pauseConditions": [{"reason": "CanaryPauseStep", "startTime": "2026-03-02T14:00:00Z"}],
+        "canary": {"weights": {"canary": {"weight": 20}, "stable": {"weight": 80}}}
+    }))?;
+    let v = view(&Snapshot::from_objects(ro, vec![], vec![]));
+    assert_eq!(
+        explain(&v),
+        [
+            "Paused at step 2 of 2 (pause: 30s).",
+            "Traffic to the canary is 20%.",
+            "It goes on by itself when the pause ends; `sluice promote web` goes on now.",
+        ]
+    );
+
+    let mut ro = rollout(
+        json!({"phase": "Paused", "message": "manually paused", "observedGeneration": 3, "currentStepIndex": 0}),
+    )?;
+    ro.spec.paused = Some(true);
+    let v = view(&Snapshot::from_objects(ro, vec![], vec![]));
+    assert_eq!(
+        explain(&v),
+        [
+            "Paused by the user (spec.paused) at step 1 of 2.",
+            "There is no traffic router: traffic follows the ratio of canary to stable pods.",
+            "Run `sluice resume web` to go on.",
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_spec_the_controller_has_not_seen_is_progressing_whatever_the_status_says() -> Result {
+    let ro = rollout(json!({"phase": "Healthy", "observedGeneration": 2}))?;
+    let v = view(&Snapshot::from_objects(ro, vec![], vec![]));
+    assert_eq!(v.phase, "Progressing");
+    assert_eq!(
+        v.message,
+        "waiting for the controller to observe the new spec"
+    );
+    Ok(())
+}
+
+#[test]
+fn version_and_completion() -> Result {
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let out = std::process::Command::new(bin).arg("version").output()?;
+    assert_eq!(
+        String::from_utf8(out.stdout)?,
+        format!("sluice {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(bin)
+            .args(["completion", shell])
+            .output()?;
+        assert_eq!(out.status.code(), Some(0));
+        let script = String::from_utf8(out.stdout)?;
+        for word in [
+            "promote",
+            "abort",
+            "lint",
+            "--fail-on-pause",
+            "--to-revision",
+        ] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-sluice"))
+        .args(["completion", "bash"])
+        .output()?;
+    assert!(String::from_utf8(out.stdout)?.contains("kubectl-sluice"));
+    Ok(())
+}
