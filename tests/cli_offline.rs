@@ -136,8 +136,8 @@ fn version_and_completion() -> Result {
             "promote",
             "abort",
             "lint",
-            "--fail-on-pause",
-            "--to-revision",
+            "fail-on-pause",
+            "to-revision",
         ] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
