@@ -208,7 +208,7 @@ struct ResolvedMetric {
     conditions: Conditions,
     dry_run: bool,
     retention: usize,
-    request: Option<ProviderRequest>,
+    request: ProviderRequest,
 }
 
 enum State {
@@ -268,13 +268,11 @@ pub fn begin(
                 .metric_results
                 .iter()
                 .find(|r| r.name == m.spec.name);
-            if is_due(m, result, started_at, now)
-                && let Some(request) = &m.request
-            {
+            if is_due(m, result, started_at, now) {
                 pass.requests.push(MeasurementRequest {
                     metric: m.spec.name.clone(),
-                    provider: request.clone(),
-                    metadata: request_metadata(request),
+                    provider: m.request.clone(),
+                    metadata: request_metadata(&m.request),
                 });
             }
         }
@@ -410,7 +408,7 @@ fn resolve(
             limits,
             conditions,
             retention,
-            request: Some(request),
+            request,
         });
     }
     Ok((metrics, args))
