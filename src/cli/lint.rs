@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::analysis::accounting::MetricLimits;
-use crate::analysis::condition::Condition;
+use crate::analysis::condition::{Condition, ConditionError};
 use crate::api::analysis::{
     AnalysisRun, AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate, Metric,
 };
@@ -793,7 +793,17 @@ fn lint_metric(
         if let Some(c) = cond.as_deref().filter(|c| !c.trim().is_empty())
             && let Err(e) = Condition::compile(c)
         {
-            findings.push(doc.finding(&format!("{field}.{name}"), e.to_string()));
+            let message = match e {
+                ConditionError::Syntax {
+                    expression,
+                    message,
+                } => format!(
+                    "`{expression}` is not a valid expression: {}",
+                    tidy_parser_message(&message)
+                ),
+                other => other.to_string(),
+            };
+            findings.push(doc.finding(&format!("{field}.{name}"), message));
         }
     }
     if let Some(p) = &m.provider.prometheus {
@@ -833,6 +843,22 @@ fn lint_metric(
                 ));
             }
         }
+    }
+}
+
+/// The expression parser reports a multi-line picture (`--> 1:13`, the source, a caret, `= expected
+/// ...`); one line is wanted: "at column 13: expected ...".
+fn tidy_parser_message(message: &str) -> String {
+    let column = message
+        .split("-->")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pos| pos.split(':').nth(1))
+        .map(str::to_string);
+    let expected = message.rsplit_once("= ").map(|(_, e)| e.trim().to_string());
+    match (column, expected) {
+        (Some(c), Some(e)) => format!("at column {c}: {e}"),
+        _ => message.split_whitespace().collect::<Vec<_>>().join(" "),
     }
 }
 
