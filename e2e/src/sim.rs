@@ -296,30 +296,33 @@ impl Sim {
 
     /// Background cascading deletion: an object all of whose owners are gone is deleted.
     fn collect_garbage(&self) {
-        for uid in self.store.take_gc_queue() {
-            self.pods
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&uid);
-            for (res, obj) in self.store.dependents_of(&uid) {
-                let owners = obj
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let orphaned = owners.iter().all(|o| {
-                    !self
-                        .store
-                        .uid_exists(o.get("uid").and_then(Value::as_str).unwrap_or_default())
-                });
-                if orphaned && !is_deleting(&obj) {
-                    let _ = self.store.delete(
-                        &res,
-                        s(&obj, "/metadata/namespace"),
-                        s(&obj, "/metadata/name"),
-                        &DeleteOpts::default(),
-                    );
-                }
+        let gone: std::collections::HashSet<String> =
+            self.store.take_gc_queue().into_iter().collect();
+        if gone.is_empty() {
+            return;
+        }
+        {
+            let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+            pods.retain(|uid, _| !gone.contains(uid));
+        }
+        for (res, obj) in self.store.dependents_of_any(&gone) {
+            let owners = obj
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let orphaned = owners.iter().all(|o| {
+                !self
+                    .store
+                    .uid_exists(o.get("uid").and_then(Value::as_str).unwrap_or_default())
+            });
+            if orphaned && !is_deleting(&obj) {
+                let _ = self.store.delete(
+                    &res,
+                    s(&obj, "/metadata/namespace"),
+                    s(&obj, "/metadata/name"),
+                    &DeleteOpts::default(),
+                );
             }
         }
     }

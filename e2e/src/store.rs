@@ -1167,6 +1167,35 @@ impl Store {
         }
     }
 
+    /// Objects (of any type) that name any of `uids` among their ownerReferences (one scan).
+    pub fn dependents_of_any(
+        &self,
+        uids: &std::collections::HashSet<String>,
+    ) -> Vec<(Arc<ResourceDef>, Arc<Value>)> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for (key, map) in &inner.objects {
+            let Some(res) = inner.resources.get(key) else {
+                continue;
+            };
+            for obj in map.values() {
+                let refs = obj
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array);
+                if refs.is_some_and(|r| {
+                    r.iter().any(|o| {
+                        o.get("uid")
+                            .and_then(Value::as_str)
+                            .is_some_and(|u| uids.contains(u))
+                    })
+                }) {
+                    out.push((res.clone(), obj.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Objects (of any type) that name `uid` among their ownerReferences.
     pub fn dependents_of(&self, uid: &str) -> Vec<(Arc<ResourceDef>, Arc<Value>)> {
         let inner = self.lock();
