@@ -253,7 +253,10 @@ impl PrometheusServer {
     /// Installs Prometheus if needed, starts it on a free loopback port with a temporary config
     /// and data directory, and waits until it has scraped every target once.
     pub async fn start(targets: &[SocketAddr]) -> Result<Self, HarnessError> {
-        let binary = ensure_installed()?;
+        // apt-get may take minutes: keep it off the async worker.
+        let binary = tokio::task::spawn_blocking(ensure_installed)
+            .await
+            .map_err(|e| HarnessError::Install(format!("installer task failed: {e}")))??;
         let dir = tempfile::tempdir().map_err(io_err("create the prometheus directory"))?;
         let target_list = targets
             .iter()
