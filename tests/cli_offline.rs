@@ -132,13 +132,7 @@ fn version_and_completion() -> Result {
             .output()?;
         assert_eq!(out.status.code(), Some(0));
         let script = String::from_utf8(out.stdout)?;
-        for word in [
-            "promote",
-            "abort",
-            "lint",
-            "fail-on-pause",
-            "to-revision",
-        ] {
+        for word in ["promote", "abort", "lint", "fail-on-pause", "to-revision"] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
     }
