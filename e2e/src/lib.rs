@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod error;
 pub mod managed;
 pub mod patch;
+pub mod process;
 pub mod prometheus;
 pub mod resources;
 pub mod schema;
@@ -28,6 +29,7 @@ pub use clock::Clock;
 pub use cluster::{TestCluster, TestClusterBuilder, example_crd};
 pub use controls::{Fault, FaultAction, WriteRecord};
 pub use error::{ApiError, ClusterError};
+pub use process::ProcessRunner;
 pub use sim::{
     CRASH_LOOP, EndpointAddress, NEVER_READY, PodInfo, PodProcess, PodRunner, READY_AFTER,
     SimSettings,

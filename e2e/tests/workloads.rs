@@ -474,3 +474,67 @@ async fn deleting_a_replicaset_collects_its_pods_and_namespaces_empty_out() {
     .await;
     assert!(cluster.store().namespace_contents(&ns).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_runner_starts_a_real_process_per_pod_with_its_environment() {
+    // A one-line HTTP server in python3 (part of the base system) echoing its pod's environment.
+    let script = r#"
+import http.server, os
+body = (os.environ["POD_NAME"] + " " + os.environ["POD_IMAGE"] + " " + os.environ["POD_LABEL_APP"]).encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+    let cluster = TestCluster::start().await.unwrap();
+    cluster.set_pod_runner(sluice_e2e::ProcessRunner::new("python3", ["-c", script]));
+    let rs_api: Api<ReplicaSet> = Api::namespaced(cluster.client(), "default");
+    let services: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    rs_api
+        .create(&PostParams::default(), &replicaset("web", 2, json!({})))
+        .await
+        .unwrap();
+    eventually("two ready pods backed by processes", || async {
+        let eps = cluster.endpoints("default", "web");
+        eps.len() == 2 && eps.iter().all(|e| e.ready && e.process_port.is_some())
+    })
+    .await;
+    for ep in cluster.endpoints("default", "web") {
+        let port = ep.process_port.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(
+            response.ends_with(&format!("{} app:1 web", ep.pod)),
+            "{response}"
+        );
+    }
+    let ports: Vec<u16> = cluster
+        .endpoints("default", "web")
+        .iter()
+        .filter_map(|e| e.process_port)
+        .collect();
+    rs_api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    for port in ports {
+        eventually("process killed with its pod", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+        })
+        .await;
+    }
+}
