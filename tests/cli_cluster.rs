@@ -309,11 +309,11 @@ async fn get_shows_step_weights_revisions_and_analysis_values() -> Result {
         sluice::cli::render::Style::plain(),
     )?;
     for expected in [
-        "Status:        ◌ Progressing",
-        "Strategy:      Canary (nginx)",
-        "  Step:        3/6",
-        "  SetWeight:   20",
-        "  ActualWeight:20",
+        "Status:         ◌ Progressing",
+        "Strategy:       Canary (nginx)",
+        "  Step:         3/6",
+        "  SetWeight:    20",
+        "  ActualWeight: 20",
         "  ▶   3. analysis: success-rate  <- current",
         "  ✔   1. setWeight: 20",
         "├── revision 2  web-7f9c6b5d8 (canary)  web:2  1/1 ready",
@@ -350,7 +350,7 @@ async fn get_of_an_aborted_rollout_names_the_value_that_broke_it() -> Result {
         sluice::cli::render::Style::plain(),
     )?;
     assert!(
-        text.contains("Failure:       metric success-rate measured [0.82] in AnalysisRun web-7f9c6b5d8-2 (successCondition: result[0] >= 0.95); failed 3 > limit 2"),
+        text.contains("Failure:        metric success-rate measured [0.82] in AnalysisRun web-7f9c6b5d8-2 (successCondition: result[0] >= 0.95); failed 3 > limit 2"),
         "{text}"
     );
     Ok(())
@@ -972,7 +972,7 @@ async fn binary_get_list_explain_and_context_flags() -> Result {
     let out = sluice(&kubeconfig, &["get", "rollout", "web"]).await?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("Status:        ✖ Degraded"), "{stdout}");
+    assert!(stdout.contains("Status:         ✖ Degraded"), "{stdout}");
     assert!(!stdout.contains('\x1b'));
 
     let out = sluice(&kubeconfig, &["get", "rollout", "web", "-o", "json"]).await?;
@@ -1085,7 +1085,7 @@ async fn kubectl_runs_the_plugin() -> Result {
         .await?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("Status:        ॥ Paused"), "{stdout}");
-    assert!(stdout.contains("  Step:        5/6"), "{stdout}");
+    assert!(stdout.contains("Status:         ॥ Paused"), "{stdout}");
+    assert!(stdout.contains("  Step:         5/6"), "{stdout}");
     Ok(())
 }

@@ -195,8 +195,8 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
 
     let first = tmux
         .wait_for(&[
-            "  Step:        1/4",
-            "ActualWeight:20",
+            "  Step:         1/4",
+            "ActualWeight: 20",
             "no measurement yet",
         ])
         .await?;
@@ -209,7 +209,7 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
     set_rollout(&client, 1, 20).await?;
     set_measurements(&client, &["[0.991]"]).await?;
     let second = tmux
-        .wait_for(&["  Step:        2/4", "last [0.991]"])
+        .wait_for(&["  Step:         2/4", "last [0.991]"])
         .await?;
     assert!(
         second.contains("▶   2. analysis: success-rate  <- current"),
@@ -220,8 +220,8 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
     set_rollout(&client, 2, 50).await?;
     let third = tmux
         .wait_for(&[
-            "  Step:        3/4",
-            "ActualWeight:50",
+            "  Step:         3/4",
+            "ActualWeight: 50",
             "last [0.991], [0.987]",
         ])
         .await?;
@@ -229,8 +229,8 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
     println!("--- first snapshot ---\n{first}\n--- last snapshot ---\n{third}");
     // Redrawn in place: one frame on screen and in the history, none of the old values left.
     assert_eq!(third.matches("Name:").count(), 1, "{third}");
-    assert!(!third.contains("ActualWeight:20"), "{third}");
-    assert!(!third.contains("Step:        2/4"), "{third}");
+    assert!(!third.contains("ActualWeight: 20"), "{third}");
+    assert!(!third.contains("Step:         2/4"), "{third}");
     assert!(!third.contains("no measurement yet"), "{third}");
 
     // Colour on a terminal.

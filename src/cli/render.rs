@@ -77,7 +77,7 @@ impl Style {
 pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
     let mut o = String::new();
     let field = |o: &mut String, k: &str, val: &str| {
-        let _ = writeln!(o, "{:<15}{val}", format!("{k}:"));
+        let _ = writeln!(o, "{:<16}{val}", format!("{k}:"));
     };
     field(&mut o, "Name", &style.bold(&v.name));
     field(&mut o, "Namespace", &v.namespace);
@@ -179,7 +179,7 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
         let _ = writeln!(o);
         let value = f.value.as_deref().unwrap_or("(no value)");
         let mut line = format!(
-            "Failure:       metric {} measured {} in AnalysisRun {}",
+            "Failure:        metric {} measured {} in AnalysisRun {}",
             f.metric, value, f.analysis_run
         );
         if let (Some(cond), Some(kind)) = (&f.condition, &f.condition_kind) {
