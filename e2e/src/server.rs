@@ -694,22 +694,13 @@ fn list(
         Some(token) => Some(decode_continue(token)?),
         None => None,
     };
-    let (items, rv) = state.store.list(&res.key(), t.namespace.as_deref());
-    let mut selected = items.iter().filter(|o| {
-        let key = (
-            o.pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            o.pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-        );
-        start.as_ref().is_none_or(|s| &key > s) && labels.matches(o) && fields.matches(o)
-    });
-    let page: Vec<&Arc<Value>> = selected.by_ref().take(limit).collect();
-    let remaining = selected.count();
+    let (page, remaining, rv) = state.store.list_page(
+        &res.key(),
+        t.namespace.as_deref(),
+        start.as_ref(),
+        limit,
+        |o| labels.matches(o) && fields.matches(o),
+    );
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if remaining > 0
         && let Some(last) = page.last()
@@ -748,7 +739,7 @@ fn list(
             body.push(',');
         }
         let item = if obj.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str()) {
-            serde_json::to_string(&***obj)
+            serde_json::to_string(&**obj)
         } else {
             serde_json::to_string(&at_version(obj, res, &t.version))
         };

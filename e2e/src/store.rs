@@ -300,6 +300,36 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// One page of a list: up to `limit` matching objects after the key `after`, in
+    /// (namespace, name) order, how many more match, and the current resourceVersion.
+    pub fn list_page(
+        &self,
+        key: &ResKey,
+        ns: Option<&str>,
+        after: Option<&(String, String)>,
+        limit: usize,
+        matches: impl Fn(&Value) -> bool,
+    ) -> (Vec<Arc<Value>>, usize, u64) {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let Some(map) = inner.objects.get(key) else {
+            return (Vec::new(), 0, inner.rv);
+        };
+        let lower = match (after, ns) {
+            (Some(a), _) => Bound::Excluded(a.clone()),
+            (None, Some(ns)) => Bound::Included((ns.to_string(), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut iter = map
+            .range((lower, Bound::Unbounded))
+            .take_while(|((n, _), _)| ns.is_none_or(|ns| n == ns))
+            .map(|(_, v)| v)
+            .filter(|v| matches(v));
+        let page: Vec<Arc<Value>> = iter.by_ref().take(limit).cloned().collect();
+        let remaining = iter.count();
+        (page, remaining, inner.rv)
+    }
+
     pub fn uid_exists(&self, uid: &str) -> bool {
         self.lock().uids.contains_key(uid)
     }
