@@ -925,7 +925,10 @@ impl Sim {
             // Group addresses by their resolved ports, as the endpoints controller does.
             let mut subsets: BTreeMap<String, Subset> = BTreeMap::new();
             for ep in self.service_endpoints(ns, svc) {
-                let pod = &pods[&ep.pod];
+                // The pod may have appeared between the two reads; the next pass will see it.
+                let Some(pod) = pods.get(&ep.pod) else {
+                    continue;
+                };
                 let ports: Vec<Value> = svc
                     .pointer("/spec/ports")
                     .and_then(Value::as_array)
