@@ -760,6 +760,12 @@ async fn explain_progress_pause_and_health() -> Result {
             "Run `sluice promote web` to go on.",
         ]
     );
+    set_status(&cluster, healthy_status()).await?;
+    let v = info::view(&info::fetch(&t, "web").await?);
+    assert_eq!(
+        explain::explain(&v),
+        ["Healthy: revision 1 (web:1) is stable and takes all traffic, with 4/5 pods available."]
+    );
     Ok(())
 }
 
