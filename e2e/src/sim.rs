@@ -900,6 +900,76 @@ impl Sim {
             .collect()
     }
 
+    /// discovery.k8s.io/v1 EndpointSlices for a Service: one per distinct port set, owned by the
+    /// Service, labelled as the real endpointslice controller labels them.
+    fn sync_endpoint_slices(&self, svc: &Value, groups: &BTreeMap<String, Subset>) {
+        const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+        let slice_res = self.res("discovery.k8s.io", "endpointslices");
+        let ctx = WriteCtx::manager("endpointslice-controller");
+        let ns = s(svc, "/metadata/namespace");
+        let svc_name = s(svc, "/metadata/name");
+        let mut desired: BTreeMap<String, Value> = BTreeMap::new();
+        for (key, (ready, not_ready, ports)) in groups {
+            let name = format!("{svc_name}-{}", &template_hash(&json!(key))[..5]);
+            let endpoints: Vec<Value> = ready
+                .iter()
+                .map(|a| (a, true))
+                .chain(not_ready.iter().map(|a| (a, false)))
+                .map(|(a, ok)| {
+                    json!({"addresses": [a["ip"]], "conditions": {"ready": ok, "serving": ok, "terminating": false}, "targetRef": a["targetRef"]})
+                })
+                .collect();
+            desired.insert(
+                name,
+                json!({"addressType": "IPv4", "endpoints": endpoints, "ports": ports}),
+            );
+        }
+        let (slices, _) = self.store.list(&slice_res.key(), Some(ns));
+        for slice in slices.iter() {
+            let ours = s(slice, "/metadata/labels/kubernetes.io~1service-name") == svc_name
+                && s(
+                    slice,
+                    "/metadata/labels/endpointslice.kubernetes.io~1managed-by",
+                ) == MANAGED_BY;
+            if ours && !desired.contains_key(s(slice, "/metadata/name")) && !is_deleting(slice) {
+                let _ = self.store.delete(
+                    &slice_res,
+                    ns,
+                    s(slice, "/metadata/name"),
+                    &DeleteOpts::default(),
+                );
+            }
+        }
+        for (name, body) in desired {
+            match self.store.get(&slice_res.key(), ns, &name) {
+                Some(live)
+                    if ["addressType", "endpoints", "ports"]
+                        .iter()
+                        .all(|k| live.get(*k) == body.get(*k)) => {}
+                Some(live) => {
+                    let mut obj = (*live).clone();
+                    for k in ["addressType", "endpoints", "ports"] {
+                        obj[k] = body[k].clone();
+                    }
+                    let _ = self
+                        .store
+                        .update(&ctx, &slice_res, "v1", ns, &name, obj, None);
+                }
+                None => {
+                    let mut obj = body;
+                    obj["apiVersion"] = json!("discovery.k8s.io/v1");
+                    obj["kind"] = json!("EndpointSlice");
+                    obj["metadata"] = json!({
+                        "name": name, "namespace": ns,
+                        "labels": {"kubernetes.io/service-name": svc_name, "endpointslice.kubernetes.io/managed-by": MANAGED_BY},
+                        "ownerReferences": [owner_ref(svc, "v1", "Service")],
+                    });
+                    let _ = self.store.create(&ctx, &slice_res, "v1", ns, obj);
+                }
+            }
+        }
+    }
+
     fn endpoints(&self) {
         let svc_res = self.res("", "services");
         let ep_res = self.res("", "endpoints");
@@ -954,6 +1024,7 @@ impl Sim {
                     entry.1.push(address);
                 }
             }
+            self.sync_endpoint_slices(svc, &subsets);
             let subsets: Vec<Value> = subsets
                 .into_values()
                 .map(|(ready, not_ready, ports)| {

@@ -9,6 +9,7 @@ use common::*;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use sluice_e2e::{CRASH_LOOP, NEVER_READY, PodProcess, SimSettings, TestCluster};
@@ -336,6 +337,27 @@ async fn endpoints_follow_ready_pods() {
     .unwrap();
     eventually("the unready pod moves to notReadyAddresses", || async {
         addresses(false).await == vec![(victim.clone(), 8080)] && addresses(true).await.len() == 1
+    })
+    .await;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    eventually("endpoint slices agree", || async {
+        let list = slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+            .await
+            .unwrap();
+        let mut ready = Vec::new();
+        let mut unready = Vec::new();
+        for slice in list.items {
+            for ep in slice.endpoints {
+                let name = ep.target_ref.unwrap().name.unwrap();
+                if ep.conditions.and_then(|c| c.ready) == Some(true) {
+                    ready.push(name)
+                } else {
+                    unready.push(name)
+                }
+            }
+        }
+        ready.len() == 1 && unready == vec![victim.clone()]
     })
     .await;
     let view = cluster.endpoints("default", "web");
