@@ -108,13 +108,49 @@ struct Reference {
     name: String,
     cluster: bool,
     args: Vec<String>,
+    /// Namespace of the referring object, when its manifest says.
+    namespace: Option<String>,
+    /// References of one analysis share a group: their templates are merged into one run.
+    group: String,
 }
 
-/// Known templates: name → (declared args without a default).
+/// What a reference needs to know about a template.
+struct TemplateInfo {
+    /// Declared arguments without a value: the analysis must pass them.
+    required: Vec<String>,
+    /// Metric names.
+    metrics: Vec<String>,
+    /// Namespace, when the manifest says.
+    namespace: Option<String>,
+}
+
+/// Templates found in the files, by name.
 #[derive(Default)]
 struct Templates {
-    namespaced: BTreeMap<String, Vec<String>>,
-    cluster: BTreeMap<String, Vec<String>>,
+    namespaced: BTreeMap<String, Vec<TemplateInfo>>,
+    cluster: BTreeMap<String, TemplateInfo>,
+}
+
+impl Templates {
+    fn find(&self, r: &Reference) -> Option<&TemplateInfo> {
+        if r.cluster {
+            return self.cluster.get(&r.name);
+        }
+        // A manifest without a namespace is applied to whatever namespace is current: it may
+        // be the same one.
+        self.namespaced
+            .get(&r.name)?
+            .iter()
+            .find(|t| t.namespace.is_none() || r.namespace.is_none() || t.namespace == r.namespace)
+    }
+}
+
+fn template_info(spec: &AnalysisTemplateSpec, namespace: Option<String>) -> TemplateInfo {
+    TemplateInfo {
+        required: required_args(spec),
+        metrics: spec.metrics.iter().map(|m| m.name.clone()).collect(),
+        namespace,
+    }
 }
 
 /// Expands directories into their YAML files, sorted, so output order is stable.
@@ -190,20 +226,22 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
             }
         }
     }
+    // Metric name -> template, per analysis: the templates of one analysis become one run.
+    let mut merged: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for r in references {
-        let (known, kind) = if r.cluster {
-            (templates.cluster.get(&r.name), "ClusterAnalysisTemplate")
+        let kind = if r.cluster {
+            "ClusterAnalysisTemplate"
         } else {
-            (templates.namespaced.get(&r.name), "AnalysisTemplate")
+            "AnalysisTemplate"
         };
         let external_name = if r.cluster {
             format!("cluster/{}", r.name)
         } else {
             r.name.clone()
         };
-        match known {
-            Some(required) => {
-                for arg in required {
+        match templates.find(&r) {
+            Some(info) => {
+                for arg in &info.required {
                     if !r.args.contains(arg) {
                         findings.push(Finding {
                             message: format!(
@@ -214,13 +252,31 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
                         });
                     }
                 }
+                let seen = merged.entry(r.group.clone()).or_default();
+                for m in &info.metrics {
+                    if let Some(other) = seen.get(m).filter(|o| **o != r.name) {
+                        findings.push(Finding {
+                            message: format!(
+                                "metric \"{m}\" is also in template \"{other}\"; the templates of one \
+                                 analysis are merged into one run, where metric names must differ"
+                            ),
+                            ..r.finding_at.clone()
+                        });
+                    } else {
+                        seen.insert(m.clone(), r.name.clone());
+                    }
+                }
             }
             None if external.contains(&external_name) => {}
             None => findings.push(Finding {
                 message: format!(
-                    "{kind} \"{}\" is not among the linted files; add its file, or pass \
+                    "{kind} \"{}\" is not among the linted files{}; add its file, or pass \
                      --external-template {external_name} if it lives elsewhere",
-                    r.name
+                    r.name,
+                    match (&r.namespace, r.cluster) {
+                        (Some(ns), false) => format!(" (in namespace {ns})"),
+                        _ => String::new(),
+                    }
                 ),
                 ..r.finding_at
             }),
@@ -333,6 +389,10 @@ fn lint_document(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     match kind {
         "Rollout" => match serde_json::from_value::<Rollout>(value.clone()) {
             Ok(ro) => lint_rollout(doc, &ro, findings, references),
@@ -340,18 +400,22 @@ fn lint_document(
         },
         "AnalysisTemplate" => match serde_json::from_value::<AnalysisTemplate>(value.clone()) {
             Ok(t) => {
-                lint_template(doc, &t.spec, "spec", findings, references);
-                templates.namespaced.insert(name, required_args(&t.spec));
+                lint_template(doc, &t.spec, "spec", &namespace, findings, references);
+                templates
+                    .namespaced
+                    .entry(name)
+                    .or_default()
+                    .push(template_info(&t.spec, namespace.clone()));
             }
             Err(e) => findings.push(doc.finding("spec", format!("does not decode: {e}"))),
         },
         "ClusterAnalysisTemplate" => {
             match serde_json::from_value::<ClusterAnalysisTemplate>(value.clone()) {
                 Ok(t) => {
-                    lint_template(doc, &t.spec.template, "spec", findings, references);
+                    lint_template(doc, &t.spec.template, "spec", &None, findings, references);
                     templates
                         .cluster
-                        .insert(name, required_args(&t.spec.template));
+                        .insert(name, template_info(&t.spec.template, None));
                 }
                 Err(e) => findings.push(doc.finding("spec", format!("does not decode: {e}"))),
             }
@@ -365,7 +429,7 @@ fn lint_document(
                     measurement_retention: run.spec.measurement_retention.clone(),
                     templates: Vec::new(),
                 };
-                lint_template(doc, &spec, "spec", findings, references);
+                lint_template(doc, &spec, "spec", &namespace, findings, references);
             }
             Err(e) => findings.push(doc.finding("spec", format!("does not decode: {e}"))),
         },
@@ -478,6 +542,7 @@ fn analysis_refs(
     doc: &Doc<'_>,
     analysis: &RolloutAnalysis,
     field: &str,
+    namespace: &Option<String>,
     references: &mut Vec<Reference>,
 ) {
     let args: Vec<String> = analysis.args.iter().map(|a| a.name.clone()).collect();
@@ -487,6 +552,8 @@ fn analysis_refs(
             name: t.template_name.clone(),
             cluster: t.cluster_scope.unwrap_or(false),
             args: args.clone(),
+            namespace: namespace.clone(),
+            group: format!("{}:{}:{field}", doc.file, doc.first_line),
         });
     }
 }
@@ -507,6 +574,7 @@ fn lint_rollout(
                     doc,
                     a,
                     &format!("spec.strategy.canary.steps[{i}].analysis"),
+                    &ro.metadata.namespace,
                     references,
                 );
             }
@@ -516,6 +584,7 @@ fn lint_rollout(
                 doc,
                 &bg.analysis,
                 "spec.strategy.canary.analysis",
+                &ro.metadata.namespace,
                 references,
             );
         }
@@ -622,6 +691,7 @@ fn lint_template(
     doc: &Doc<'_>,
     spec: &AnalysisTemplateSpec,
     base: &str,
+    namespace: &Option<String>,
     findings: &mut Vec<Finding>,
     references: &mut Vec<Reference>,
 ) {
@@ -693,6 +763,8 @@ fn lint_template(
             name: t.template_name.clone(),
             cluster: t.cluster_scope,
             args: spec.args.iter().map(|a| a.name.clone()).collect(),
+            namespace: namespace.clone(),
+            group: format!("{}:{}:{base}", doc.file, doc.first_line),
         });
     }
 }
