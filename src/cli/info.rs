@@ -32,8 +32,23 @@ pub struct Snapshot {
 pub async fn fetch(target: &Target, name: &str) -> Result<Snapshot, CliError> {
     let rollout = get_rollout(target, name).await?;
     let rs_api: Api<ReplicaSet> = Api::namespaced(target.client.clone(), &target.namespace);
+    // The ReplicaSets of a Rollout carry its selector's labels: ask only for those, so a watch
+    // on a busy namespace does not list every ReplicaSet each second.
+    let selector = rollout
+        .spec
+        .selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
     let replica_sets = rs_api
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| (Op::apps("list", "replicasets", ""), e));
     let replica_sets = match replica_sets {
