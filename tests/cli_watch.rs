@@ -35,20 +35,24 @@ impl Tmux {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn capture(&self, escapes: bool) -> Result<String> {
+    fn capture(&self, session: &str, escapes: bool) -> Result<String> {
         if escapes {
-            self.cmd(&["capture-pane", "-p", "-e", "-t", "watch"])
+            self.cmd(&["capture-pane", "-p", "-e", "-t", session])
         } else {
             // -S - : the whole history too, so a frame that scrolled away would be seen.
-            self.cmd(&["capture-pane", "-p", "-S", "-", "-t", "watch"])
+            self.cmd(&["capture-pane", "-p", "-S", "-", "-t", session])
         }
     }
 
     /// Waits (generously: a loaded machine) until the pane shows every string.
     async fn wait_for(&self, wanted: &[&str]) -> Result<String> {
+        self.wait_for_in("watch", wanted).await
+    }
+
+    async fn wait_for_in(&self, session: &str, wanted: &[&str]) -> Result<String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let pane = self.capture(false)?;
+            let pane = self.capture(session, false)?;
             if wanted.iter().all(|w| pane.contains(w)) {
                 return Ok(pane);
             }
@@ -233,11 +237,29 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
     assert!(!third.contains("Step:         2/4"), "{third}");
     assert!(!third.contains("no measurement yet"), "{third}");
 
-    // Colour on a terminal.
-    let coloured = tmux.capture(true)?;
+    // Colour on a terminal, unless NO_COLOR is set.
+    let coloured = tmux.capture("watch", true)?;
     assert!(
         coloured.contains("\x1b["),
         "no colour on a terminal:\n{coloured}"
+    );
+    let plain_command = command.replace("env -u NO_COLOR", "env NO_COLOR=1");
+    tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "plain",
+        "-x",
+        "140",
+        "-y",
+        "60",
+        &plain_command,
+    ])?;
+    tmux.wait_for_in("plain", &["  Step:         3/4"]).await?;
+    let plain = tmux.capture("plain", true)?;
+    assert!(
+        !plain.contains("\x1b["),
+        "colour despite NO_COLOR:\n{plain}"
     );
     Ok(())
 }
