@@ -142,3 +142,24 @@ fn version_and_completion() -> Result {
     assert!(String::from_utf8(out.stdout)?.contains("kubectl-sluice"));
     Ok(())
 }
+
+#[test]
+fn watch_frames_are_cut_to_the_terminal() {
+    use sluice::cli::get::fit;
+    let frame = "a\nb\nc\nd\ne\n";
+    assert_eq!(fit(frame, 10, 80), frame, "fits: unchanged");
+    assert_eq!(
+        fit(frame, 4, 80),
+        "a\nb\n... 3 more lines: enlarge the terminal or use `-o yaml`\n"
+    );
+    // A line wider than the terminal takes the rows it wraps onto.
+    let wide = format!("{}\nb\nc\n", "x".repeat(30));
+    assert!(
+        fit(&wide, 4, 10).starts_with("... 3 more lines"),
+        "{}",
+        fit(&wide, 4, 10)
+    );
+    // Colour codes take no room.
+    let coloured = "\x1b[32m✔ Healthy\x1b[0m\nb\n";
+    assert_eq!(fit(coloured, 3, 9), coloured);
+}

@@ -261,5 +261,24 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
         !plain.contains("\x1b["),
         "colour despite NO_COLOR:\n{plain}"
     );
+
+    // A terminal shorter than the frame: cut to fit, still redrawn in place.
+    tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "short",
+        "-x",
+        "140",
+        "-y",
+        "12",
+        &command,
+    ])?;
+    tmux.wait_for_in("short", &["  Step:         3/4", "more lines"])
+        .await?;
+    set_rollout(&client, 3, 50).await?;
+    let short = tmux.wait_for_in("short", &["  Step:         4/4"]).await?;
+    assert_eq!(short.matches("Name:").count(), 1, "{short}");
+    assert!(!short.contains("3/4"), "{short}");
     Ok(())
 }

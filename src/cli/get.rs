@@ -67,6 +67,67 @@ pub async fn run(what: GetWhat) -> anyhow::Result<i32> {
     watch(&target, &args, style, &mut stdout).await
 }
 
+/// Rows and columns of the controlling terminal (`stty size`), if there is one.
+fn terminal_size() -> Option<(usize, usize)> {
+    let tty = std::fs::File::open("/dev/tty").ok()?;
+    let out = std::process::Command::new("stty")
+        .arg("size")
+        .stdin(tty)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut parts = text.split_whitespace().map(|p| p.parse::<usize>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
+/// Cuts a frame to what fits on the screen: a frame taller than the terminal would scroll, and
+/// redrawing from the top would then leave copies behind. Long lines count for the rows they
+/// wrap onto.
+pub fn fit(frame: &str, rows: usize, cols: usize) -> String {
+    let cols = cols.max(1);
+    let lines: Vec<&str> = frame.lines().collect();
+    let height = |l: &str| visible_width(l).max(1).div_ceil(cols);
+    if lines.iter().map(|l| height(l)).sum::<usize>() < rows {
+        return frame.to_string();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for (i, l) in lines.iter().enumerate() {
+        // Keep the last row for the note.
+        if used + height(l) >= rows.saturating_sub(1) {
+            out.push_str(&format!(
+                "... {} more lines: enlarge the terminal or use `-o yaml`\n",
+                lines.len() - i
+            ));
+            return out;
+        }
+        used += height(l);
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// Characters a line takes on screen: colour escapes take none.
+fn visible_width(line: &str) -> usize {
+    let mut width = 0;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-byte (a letter).
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            width += 1;
+        }
+    }
+    width
+}
+
 /// Polls once a second and redraws when what would be printed changed. Polling (rather than
 /// three watches) keeps the view consistent across the Rollout, its ReplicaSets and its runs,
 /// and a second is below what a person notices in a rollout that moves in tens of seconds.
@@ -101,7 +162,11 @@ async fn watch(
                     // Clear once, then only overwrite: no flicker.
                     out.write_all(b"\x1b[2J")?;
                 }
-                out.write_all(redraw(&frame).as_bytes())?;
+                let fitted = match terminal_size() {
+                    Some((rows, cols)) => fit(&frame, rows, cols),
+                    None => frame.clone(),
+                };
+                out.write_all(redraw(&fitted).as_bytes())?;
             } else {
                 if !first && args.output == Output::Text {
                     out.write_all(b"\n")?;
