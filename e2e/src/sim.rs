@@ -280,6 +280,8 @@ impl Sim {
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         self.collect_garbage();
+        // Waiting owners are looked at again when a dependent goes (deletions wake the loop).
+        self.foreground_deletions();
         self.finish_namespaces();
         if let Some(t) = self.deployments() {
             at(t)
@@ -324,6 +326,56 @@ impl Sim {
                     &DeleteOpts::default(),
                 );
             }
+        }
+    }
+
+    /// Foreground deletion: delete the dependents, and once none is left, drop the owner's
+    /// `foregroundDeletion` finalizer (which removes it if it has no other finalizers).
+    fn foreground_deletions(&self) {
+        for (key, ns, name) in self.store.foreground_deletions() {
+            let Some(obj) = self.store.get(&key, &ns, &name) else {
+                continue;
+            };
+            let Some(res) = self.store.resource(&key.group, &key.plural) else {
+                continue;
+            };
+            let uid = s(&obj, "/metadata/uid").to_string();
+            let dependents = self.store.dependents_of(&uid);
+            for (dres, dep) in &dependents {
+                if !is_deleting(dep) {
+                    let opts = DeleteOpts {
+                        propagation: Some("Foreground".into()),
+                        ..DeleteOpts::default()
+                    };
+                    let _ = self.store.delete(
+                        dres,
+                        s(dep, "/metadata/namespace"),
+                        s(dep, "/metadata/name"),
+                        &opts,
+                    );
+                }
+            }
+            if !dependents.is_empty() {
+                continue;
+            }
+            let mut new = (*obj).clone();
+            if let Some(list) = new
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                list.retain(|f| f != crate::store::FOREGROUND);
+            }
+            let version = res.storage_version().to_string();
+            new["apiVersion"] = json!(res.api_version(&version));
+            let _ = self.store.update(
+                &WriteCtx::manager("garbage-collector"),
+                &res,
+                &version,
+                &ns,
+                &name,
+                new,
+                None,
+            );
         }
     }
 

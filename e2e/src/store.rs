@@ -117,6 +117,8 @@ struct Inner {
     /// Every event with an rv at or below this is gone from the history.
     compacted_rv: u64,
     gc_queue: Vec<String>,
+    /// Objects waiting on the `foregroundDeletion` finalizer.
+    foreground: std::collections::BTreeSet<(ResKey, String, String)>,
 }
 
 /// The shared state of a test cluster.
@@ -132,6 +134,9 @@ pub struct Store {
     /// Fill in the defaults of built-in kinds (see [`crate::defaults`]).
     pub builtin_defaults: bool,
 }
+
+/// The finalizer of a foreground deletion.
+pub const FOREGROUND: &str = "foregroundDeletion";
 
 const SIM_KINDS: [&str; 7] = [
     "pods",
@@ -230,6 +235,7 @@ impl Store {
                 history: VecDeque::new(),
                 compacted_rv: 0,
                 gc_queue: Vec::new(),
+                foreground: Default::default(),
             }),
             events,
             history_limit,
@@ -332,6 +338,24 @@ impl Store {
 
     pub fn uid_exists(&self, uid: &str) -> bool {
         self.lock().uids.contains_key(uid)
+    }
+
+    /// Objects in foreground deletion (still stored, with the `foregroundDeletion` finalizer).
+    pub fn foreground_deletions(&self) -> Vec<(ResKey, String, String)> {
+        let mut inner = self.lock();
+        let present: Vec<_> = inner
+            .foreground
+            .iter()
+            .filter(|(k, ns, name)| {
+                inner
+                    .objects
+                    .get(k)
+                    .is_some_and(|m| m.contains_key(&(ns.clone(), name.clone())))
+            })
+            .cloned()
+            .collect();
+        inner.foreground = present.iter().cloned().collect();
+        present
     }
 
     pub fn take_gc_queue(&self) -> Vec<String> {
@@ -1152,12 +1176,25 @@ impl Store {
         if opts.propagation.as_deref() == Some("Orphan") {
             self.orphan_dependents(&mut inner, &uid);
         }
-        let pending = !finalizers(&old).is_empty() || res.plural == "namespaces";
+        let foreground =
+            opts.propagation.as_deref() == Some("Foreground") && res.plural != "namespaces";
+        let pending = foreground || !finalizers(&old).is_empty() || res.plural == "namespaces";
         if pending {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok(((*old).clone(), true));
             }
             let mut new = (*old).clone();
+            if foreground {
+                // The garbage collector deletes the dependents, then drops this finalizer.
+                let mut list = finalizers(&old);
+                if !list.iter().any(|f| f == FOREGROUND) {
+                    list.push(FOREGROUND.to_string());
+                }
+                set_meta(&mut new, "finalizers", json!(list));
+                inner
+                    .foreground
+                    .insert((res.key(), ns.to_string(), name.to_string()));
+            }
             set_meta(
                 &mut new,
                 "deletionTimestamp",
@@ -1175,6 +1212,9 @@ impl Store {
                 new["status"] = json!({"phase": "Terminating"});
             }
             let stored = self.commit(&mut inner, res, ns, name, Some(new), Some(old));
+            if foreground {
+                self.changed.notify_one();
+            }
             return Ok(((*stored).clone(), true));
         }
         if res.key() == ResKey::new("apiextensions.k8s.io", "customresourcedefinitions") {

@@ -941,3 +941,58 @@ async fn built_in_kinds_are_defaulted() {
     assert_eq!(replaced.spec.unwrap().cluster_ip, Some(ip));
     delete_namespace(&t.client, &ns).await;
 }
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_blocking_dependents() {
+    let t = target().await;
+    let ns = namespace(&t.client, "foreground").await;
+    let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", &[], &[]))
+        .await
+        .unwrap();
+    let mut dependent = cm("dependent", &[], &[]);
+    dependent.metadata.finalizers = Some(vec!["e2e.sluice.dev/hold".into()]);
+    dependent.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.unwrap(),
+        "blockOwnerDeletion": true,
+    }))
+    .unwrap()]);
+    api.create(&PostParams::default(), &dependent)
+        .await
+        .unwrap();
+    api.delete("owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually("dependent marked for deletion", || async {
+        api.get("dependent")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    })
+    .await;
+    let waiting = api.get("owner").await.unwrap();
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    assert!(
+        waiting
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"foregroundDeletion".to_string())
+    );
+
+    api.patch(
+        "dependent",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("owner removed after its dependent", || async {
+        matches!(api.get("owner").await, Err(kube::Error::Api(s)) if s.code == 404)
+    })
+    .await;
+    delete_namespace(&t.client, &ns).await;
+}
