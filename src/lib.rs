@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod controller;
 pub mod api;
 pub mod crdgen;
 pub mod demo;

@@ -23,6 +23,8 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Run the controller: reconcile Rollouts and AnalysisRuns in the cluster.
+    Controller(sluice::controller::ControllerArgs),
     #[command(flatten)]
     Cli(sluice::cli::Command),
 }
@@ -32,6 +34,10 @@ fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
+        Command::Controller(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(sluice::controller::run(args))?;
+        }
         Command::Cli(command) => {
             let code = sluice::cli::run(command)?;
             if code != 0 {

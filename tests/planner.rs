@@ -790,6 +790,7 @@ fn workload_ref_scale_down_modes() {
                 replicas: 3,
                 generation: 1,
             }),
+            reference_errors: vec![],
         };
         let p = plan(&obs, t0());
         assert!(p.invalid.is_none(), "{:?}", p.invalid);
@@ -828,6 +829,7 @@ fn missing_workload_ref_deployment_is_an_invalid_spec() {
         analysis_runs: vec![],
         traffic: Default::default(),
         workload: None,
+        reference_errors: vec![],
     };
     let p = plan(&obs, t0());
     let errs = p.invalid.expect("invalid");

@@ -119,6 +119,10 @@ pub struct Observation {
     pub traffic: ObservedTraffic,
     /// The `workloadRef` Deployment.
     pub workload: Option<ObservedWorkload>,
+    /// Objects the spec references that are missing or unusable (a Service, an Ingress, a
+    /// VirtualService), found while observing. Handled like an invalid spec: reported, and
+    /// nothing else changes.
+    pub reference_errors: Vec<FieldError>,
 }
 
 /// Desired state of one ReplicaSet.
@@ -314,6 +318,7 @@ impl<'a> Planner<'a> {
                 message: format!("Deployment {name:?} not found in namespace"),
             });
         }
+        errors.extend(obs.reference_errors.iter().cloned());
         if !errors.is_empty() {
             return self.invalid(errors);
         }

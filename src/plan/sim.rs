@@ -67,6 +67,7 @@ impl World {
             analysis_runs: self.analysis_runs.clone(),
             traffic: self.traffic.clone(),
             workload: self.workload.clone(),
+            reference_errors: Vec::new(),
         }
     }
 

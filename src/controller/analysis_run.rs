@@ -1,0 +1,243 @@
+//! AnalysisRun reconcile: take due measurements (bounded concurrency, identical queries due at
+//! the same instant sent once), write status, and requeue at the next due time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use tokio::sync::Semaphore;
+
+use super::context::Context;
+use crate::analysis::args::{SecretValues, secret_refs};
+use crate::analysis::run::{self, MeasurementResult, ProviderRequest, ProviderResult};
+use crate::api::analysis::AnalysisRun;
+use crate::api::constants::FIELD_MANAGER;
+
+/// Why an AnalysisRun reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("analysisrun {0} has no namespace")]
+    Unnamed(String),
+    #[error("{action} {object}: {source}")]
+    Kube {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// Category for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Unnamed(_) => "invalid",
+            Error::Kube { source: kube::Error::Api(s), .. } if s.is_conflict() => "conflict",
+            Error::Kube { .. } => "kube",
+        }
+    }
+}
+
+type SharedResult = Shared<BoxFuture<'static, ProviderResult>>;
+
+/// Bounded measurement workers, with identical queries due at the same instant sent once.
+pub struct MeasurementPool {
+    permits: Arc<Semaphore>,
+    in_flight: Mutex<HashMap<String, SharedResult>>,
+}
+
+impl MeasurementPool {
+    /// A pool of `workers` concurrent measurements.
+    pub fn new(workers: usize) -> Self {
+        MeasurementPool {
+            permits: Arc::new(Semaphore::new(workers.max(1))),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one measurement, joining an identical one already in flight.
+    async fn measure(&self, ctx: &Arc<Context>, req: &ProviderRequest) -> ProviderResult {
+        let ProviderRequest::Prometheus(p) = req;
+        // The key holds the real query (with Secret values), so it never leaves this process.
+        let key = format!(
+            "{:?}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+            p.address, p.query, p.range, p.headers, p.basic_auth
+        );
+        let fut = {
+            let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = map.get(&key) {
+                f.clone()
+            } else {
+                let provider = ctx.prometheus.clone();
+                let permits = self.permits.clone();
+                let request = p.clone();
+                let f: BoxFuture<'static, ProviderResult> = async move {
+                    let _permit = permits.acquire_owned().await;
+                    provider.measure(&request).await
+                }
+                .boxed();
+                let shared = f.shared();
+                map.insert(key.clone(), shared.clone());
+                shared
+            }
+        };
+        let result = fut.await;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        result
+    }
+}
+
+/// Reconciles one AnalysisRun.
+pub async fn reconcile(run_obj: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = run_obj.name_any();
+    let ns = run_obj
+        .namespace()
+        .ok_or_else(|| Error::Unnamed(name.clone()))?;
+    if !ctx.ready.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    if !ctx.leader.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    if run_obj.meta().deletion_timestamp.is_some() {
+        ctx.metrics.forget_analysis(&ns, &name);
+        return Ok(Action::await_change());
+    }
+    let secrets = fetch_secrets(&ctx, &ns, &run_obj).await?;
+    let now = ctx.now();
+    let pass = run::begin(&run_obj.spec, run_obj.status.as_ref(), &secrets, now);
+
+    let started = ctx.now();
+    let futures = pass.requests.iter().map(|req| {
+        let ctx = ctx.clone();
+        async move {
+            let result = ctx.measurements.measure(&ctx, &req.provider).await;
+            let label = if result.value.is_ok() { "value" } else { "error" };
+            ctx.metrics
+                .measurements
+                .get_or_create(&super::metrics::ResultLabels {
+                    result: label.to_string(),
+                })
+                .inc();
+            (req.clone(), result)
+        }
+    });
+    let taken = futures::future::join_all(futures).await;
+    let finished = ctx.now();
+    let results: Vec<MeasurementResult> = taken
+        .into_iter()
+        .map(|(req, result)| req.into_result(started, finished, result))
+        .collect();
+    let update = pass.finish(results, finished);
+
+    let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), &ns);
+    if run_obj.status.as_ref() != Some(&update.status) {
+        if !ctx.leader.is_leader() {
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        let mut updated = (*run_obj).clone();
+        updated.status = Some(update.status.clone());
+        updated.metadata.managed_fields = None;
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        api.replace_status(&name, &pp, &updated)
+            .await
+            .map_err(|source| Error::Kube {
+                action: "update analysisrun status",
+                object: name.clone(),
+                source,
+            })?;
+    }
+    ctx.metrics.set_analysis(
+        &ns,
+        &name,
+        update
+            .status
+            .metric_results
+            .iter()
+            .map(|m| (m.name.clone(), m.phase.as_str().to_string()))
+            .collect(),
+    );
+    let reference = run_obj.object_ref(&());
+    for t in &update.transitions {
+        let ev = Event {
+            type_: if t.is_warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: t.reason(),
+            note: t.message.clone(),
+            action: "Analysis".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::warn!(analysisrun = %name, error = %e, "failed to publish event");
+        }
+        tracing::info!(analysisrun = %name, namespace = %ns, metric = ?t.metric, from = %t.from, to = %t.to, message = ?t.message, "analysis transition");
+    }
+    let now = ctx.now();
+    if let Some(at) = update.delete_at {
+        if at <= now {
+            if ctx.leader.is_leader() {
+                let _ = api.delete(&name, &DeleteParams::background()).await;
+            }
+            return Ok(Action::await_change());
+        }
+        return Ok(Action::requeue(until(now, at)));
+    }
+    Ok(match update.requeue_at {
+        Some(at) => Action::requeue(until(now, at)),
+        None => Action::await_change(),
+    })
+}
+
+fn until(now: jiff::Timestamp, at: jiff::Timestamp) -> Duration {
+    let nanos = at.as_nanosecond() - now.as_nanosecond();
+    if nanos <= 0 {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_nanos(nanos as u64)
+    }
+}
+
+async fn fetch_secrets(
+    ctx: &Context,
+    ns: &str,
+    run_obj: &AnalysisRun,
+) -> Result<SecretValues, Error> {
+    let mut values = SecretValues::new();
+    let refs = secret_refs(&run_obj.spec.args);
+    if refs.is_empty() {
+        return Ok(values);
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    for r in refs {
+        let secret = api.get_opt(&r.name).await.map_err(|source| Error::Kube {
+            action: "read secret",
+            object: r.name.clone(),
+            source,
+        })?;
+        // A missing Secret or key is left out: argument resolution reports it by name.
+        if let Some(v) = secret
+            .and_then(|s| s.data)
+            .and_then(|d| d.get(&r.key).cloned())
+            .and_then(|b| String::from_utf8(b.0).ok())
+        {
+            values.insert(r, v);
+        }
+    }
+    Ok(values)
+}

@@ -1,0 +1,138 @@
+//! Shared state of the controllers: client, caches, recorder, metrics, leadership, settings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Service;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+
+use super::leader::LeaderGate;
+use super::metrics::Metrics;
+use crate::api::analysis::AnalysisRun;
+use crate::api::rollout::Rollout;
+use crate::metrics::prometheus::PrometheusProvider;
+
+/// The clock the controller reads (tests may replace it).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Timestamp::now)
+}
+
+/// Settings of a controller process.
+#[derive(Clone)]
+pub struct Settings {
+    /// Only this namespace (None: all).
+    pub namespace: Option<String>,
+    /// Only Rollouts labelled with this instance id (None: only Rollouts without the label).
+    pub instance_id: Option<String>,
+    /// Router settings (Istio API version).
+    pub routing: crate::traffic::RoutingConfig,
+    /// Concurrent measurements across all AnalysisRuns.
+    pub analysis_workers: usize,
+    /// Concurrent Rollout reconciles.
+    pub rollout_workers: u16,
+    /// Longest backoff after repeated errors on one object.
+    pub max_backoff: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            namespace: None,
+            instance_id: None,
+            routing: crate::traffic::RoutingConfig::default(),
+            analysis_workers: 16,
+            rollout_workers: 8,
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Watch caches.
+#[derive(Clone)]
+pub struct Stores {
+    pub rollouts: Store<Rollout>,
+    pub replica_sets: Store<ReplicaSet>,
+    pub services: Store<Service>,
+    pub analysis_runs: Store<AnalysisRun>,
+    pub deployments: Store<Deployment>,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: kube::Client,
+    pub settings: Settings,
+    pub stores: Stores,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub leader: LeaderGate,
+    pub clock: Clock,
+    pub prometheus: PrometheusProvider,
+    pub measurements: super::analysis_run::MeasurementPool,
+    /// Consecutive failures per object, for exponential backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+    /// True once every cache has synced.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Context {
+    /// Builds the shared context.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: kube::Client,
+        settings: Settings,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+        leader: LeaderGate,
+        clock: Clock,
+        prometheus: PrometheusProvider,
+        identity: &str,
+        ready: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "sluice".into(),
+            instance: Some(identity.to_string()),
+        };
+        let workers = settings.analysis_workers.max(1);
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            stores,
+            metrics,
+            leader,
+            clock,
+            prometheus,
+            measurements: super::analysis_run::MeasurementPool::new(workers),
+            failures: Mutex::new(HashMap::new()),
+            ready,
+        }
+    }
+
+    /// Now, from the controller's one clock.
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// Records a failure for `key` and returns how long to wait before retrying.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let secs = 2u64.saturating_pow((*n).min(16)).min(self.settings.max_backoff.as_secs().max(1));
+        // Start at half a second so a lost race (409) is retried quickly.
+        Duration::from_millis(250).saturating_mul(secs as u32).min(self.settings.max_backoff)
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn reset_backoff(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(key);
+    }
+}

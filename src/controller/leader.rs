@@ -1,0 +1,172 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease.
+//!
+//! Every replica watches and caches; only the holder of the Lease writes. The gate is checked
+//! right before every write, so losing the Lease stops writes at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::sync::watch;
+
+use super::context::Clock;
+
+/// Whether this replica may write.
+#[derive(Clone)]
+pub struct LeaderGate {
+    leading: Arc<AtomicBool>,
+    changes: watch::Receiver<bool>,
+}
+
+impl LeaderGate {
+    /// A gate that is always open (leader election disabled).
+    pub fn always() -> Self {
+        let (_tx, rx) = watch::channel(true);
+        LeaderGate {
+            leading: Arc::new(AtomicBool::new(true)),
+            changes: rx,
+        }
+    }
+
+    /// True while this replica holds the Lease.
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Changes of leadership.
+    pub fn changes(&self) -> watch::Receiver<bool> {
+        self.changes.clone()
+    }
+}
+
+/// Lease settings.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    /// Lease name.
+    pub name: String,
+    /// Lease namespace.
+    pub namespace: String,
+    /// This replica's identity.
+    pub identity: String,
+    /// How long a Lease is valid without renewal.
+    pub duration: Duration,
+    /// How often the holder renews and candidates retry.
+    pub retry: Duration,
+}
+
+/// Starts the election loop; returns the gate and the task.
+pub fn start(
+    client: kube::Client,
+    settings: LeaseSettings,
+    clock: Clock,
+) -> (LeaderGate, tokio::task::JoinHandle<()>) {
+    let leading = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = watch::channel(false);
+    let gate = LeaderGate {
+        leading: leading.clone(),
+        changes: rx,
+    };
+    let task = tokio::spawn(async move {
+        let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
+        let mut renewed_at: Option<std::time::Instant> = None;
+        loop {
+            let result = try_acquire_or_renew(&api, &settings, &clock).await;
+            let now = std::time::Instant::now();
+            let holds = match result {
+                Ok(holds) => {
+                    if holds {
+                        renewed_at = Some(now);
+                    }
+                    holds
+                }
+                // Keep leading through transient errors until the Lease would have expired.
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                    renewed_at.is_some_and(|t| now.duration_since(t) < settings.duration)
+                        && leading.load(Ordering::SeqCst)
+                }
+            };
+            if !holds {
+                renewed_at = None;
+            }
+            if leading.swap(holds, Ordering::SeqCst) != holds {
+                tracing::info!(identity = %settings.identity, leading = holds, "leadership changed");
+                let _ = tx.send(holds);
+            }
+            tokio::time::sleep(settings.retry).await;
+        }
+    });
+    (gate, task)
+}
+
+fn micro(t: Timestamp) -> MicroTime {
+    MicroTime(t)
+}
+
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    s: &LeaseSettings,
+    clock: &Clock,
+) -> Result<bool, kube::Error> {
+    let now = clock();
+    let secs = s.duration.as_secs().max(1) as i32;
+    match api.get_opt(&s.name).await? {
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(s.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(s.identity.clone()),
+                    lease_duration_seconds: Some(secs),
+                    acquire_time: Some(micro(now)),
+                    renew_time: Some(micro(now)),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            match api.create(&post_params(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict() => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Some(mut lease) => {
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            let holder = spec.holder_identity.clone().unwrap_or_default();
+            let renew = spec.renew_time.as_ref().map(|t| t.0);
+            let duration = i64::from(spec.lease_duration_seconds.unwrap_or(secs));
+            let expired = renew.is_none_or(|r| {
+                now.as_second() - r.as_second() > duration
+            });
+            if holder != s.identity && !holder.is_empty() && !expired {
+                return Ok(false);
+            }
+            if holder != s.identity {
+                spec.acquire_time = Some(micro(now));
+                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            }
+            spec.holder_identity = Some(s.identity.clone());
+            spec.renew_time = Some(micro(now));
+            spec.lease_duration_seconds = Some(secs);
+            // `replace` carries the resourceVersion we read: a competing candidate gets a 409.
+            match api.replace(&s.name, &post_params(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(st)) if st.is_conflict() => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(crate::api::constants::FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
+}

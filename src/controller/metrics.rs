@@ -1,0 +1,223 @@
+//! The controller's own Prometheus metrics (served on `/metrics`).
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: String,
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutInfoLabels {
+    pub namespace: String,
+    pub name: String,
+    pub phase: String,
+    pub strategy: String,
+    pub traffic_router: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricPhaseLabels {
+    pub namespace: String,
+    pub name: String,
+    pub metric: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Family<ControllerLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub rollout_info: Family<RolloutInfoLabels, Gauge>,
+    pub canary_weight: Family<RolloutLabels, Gauge>,
+    pub analysis_metric_phase: Family<MetricPhaseLabels, Gauge>,
+    pub measurements: Family<ResultLabels, Counter>,
+    pub leader: Gauge,
+    pub in_flight: Gauge,
+    /// The labels last exported per Rollout, so stale series can be removed.
+    info_labels: Mutex<std::collections::HashMap<(String, String), RolloutInfoLabels>>,
+    metric_labels: Mutex<std::collections::HashMap<(String, String), Vec<MetricPhaseLabels>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `sluice_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        let rollout_info = Family::<RolloutInfoLabels, Gauge>::default();
+        let canary_weight = Family::<RolloutLabels, Gauge>::default();
+        let analysis_metric_phase = Family::<MetricPhaseLabels, Gauge>::default();
+        let measurements = Family::<ResultLabels, Counter>::default();
+        let leader = Gauge::default();
+        let in_flight = Gauge::default();
+        registry.register("reconcile", "Reconciles by controller", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by controller and error category",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile latency by controller",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "rollout_info",
+            "One series per Rollout with its phase, strategy and traffic router",
+            rollout_info.clone(),
+        );
+        registry.register(
+            "rollout_canary_weight",
+            "Canary traffic weight last set per Rollout",
+            canary_weight.clone(),
+        );
+        registry.register(
+            "analysis_run_metric_phase",
+            "1 for the current phase of each metric of each AnalysisRun",
+            analysis_metric_phase.clone(),
+        );
+        registry.register(
+            "analysis_measurements",
+            "Measurements taken, by result",
+            measurements.clone(),
+        );
+        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now (queue pressure)",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            rollout_info,
+            canary_weight,
+            analysis_metric_phase,
+            measurements,
+            leader,
+            in_flight,
+            info_labels: Mutex::new(Default::default()),
+            metric_labels: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Sets the `rollout_info` series of a Rollout, replacing its previous labels.
+    pub fn set_rollout(&self, labels: RolloutInfoLabels, weight: Option<i32>) {
+        let key = (labels.namespace.clone(), labels.name.clone());
+        let mut known = self.info_labels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = known.get(&key)
+            && *old != labels
+        {
+            self.rollout_info.remove(old);
+        }
+        self.rollout_info.get_or_create(&labels).set(1);
+        known.insert(key.clone(), labels);
+        let rl = RolloutLabels {
+            namespace: key.0,
+            name: key.1,
+        };
+        match weight {
+            Some(w) => {
+                self.canary_weight.get_or_create(&rl).set(i64::from(w));
+            }
+            None => {
+                self.canary_weight.remove(&rl);
+            }
+        }
+    }
+
+    /// Removes every series of a deleted Rollout.
+    pub fn forget_rollout(&self, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(old) = self
+            .info_labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+        {
+            self.rollout_info.remove(&old);
+        }
+        self.canary_weight.remove(&RolloutLabels {
+            namespace: key.0,
+            name: key.1,
+        });
+    }
+
+    /// Sets the metric phases of an AnalysisRun.
+    pub fn set_analysis(&self, namespace: &str, name: &str, phases: Vec<(String, String)>) {
+        let key = (namespace.to_string(), name.to_string());
+        let mut known = self.metric_labels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = known.remove(&key) {
+            for l in old {
+                self.analysis_metric_phase.remove(&l);
+            }
+        }
+        let labels: Vec<_> = phases
+            .into_iter()
+            .map(|(metric, phase)| MetricPhaseLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                metric,
+                phase,
+            })
+            .collect();
+        for l in &labels {
+            self.analysis_metric_phase.get_or_create(l).set(1);
+        }
+        known.insert(key, labels);
+    }
+
+    /// Removes the series of a deleted AnalysisRun.
+    pub fn forget_analysis(&self, namespace: &str, name: &str) {
+        self.set_analysis(namespace, name, Vec::new());
+        self.metric_labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

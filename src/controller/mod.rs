@@ -1,0 +1,457 @@
+//! The controller: Rollouts and AnalysisRuns reconciled against a cluster with kube-rs.
+//!
+//! Every replica watches and keeps warm caches; only the holder of the leader Lease writes.
+//! A Rollout reconcile is observe (caches) → plan (pure, [`crate::plan`]) → apply → status.
+
+pub mod admin;
+pub mod analysis_run;
+pub mod args;
+pub mod context;
+pub mod leader;
+pub mod metrics;
+pub mod rollout;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+
+pub use args::ControllerArgs;
+use context::{Clock, Context, Settings, Stores};
+use leader::{LeaderGate, LeaseSettings};
+use metrics::{ControllerLabels, ErrorLabels, Metrics};
+
+use crate::api::analysis::AnalysisRun;
+use crate::api::constants;
+use crate::api::rollout::Rollout;
+use crate::metrics::prometheus::{PrometheusConfig, PrometheusProvider};
+
+/// Everything needed to start a controller.
+#[derive(Clone)]
+pub struct ControllerConfig {
+    /// Reconcile settings.
+    pub settings: Settings,
+    /// Leader election (None: this replica always writes).
+    pub lease: Option<LeaseSettings>,
+    /// Prometheus provider settings (address allowlist, default address).
+    pub prometheus: PrometheusConfig,
+    /// Address of the admin server (`/healthz`, `/readyz`, `/metrics`); None: not served.
+    pub admin_addr: Option<SocketAddr>,
+    /// The clock.
+    pub clock: Clock,
+    /// This replica's identity (Lease holder, Event reporter instance).
+    pub identity: String,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            settings: Settings::default(),
+            lease: None,
+            prometheus: PrometheusConfig::default(),
+            admin_addr: None,
+            clock: context::system_clock(),
+            identity: "sluice".to_string(),
+        }
+    }
+}
+
+/// A running controller.
+pub struct Running {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// True once every cache has synced.
+    pub ready: Arc<AtomicBool>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Whether this replica writes.
+    pub leader: LeaderGate,
+    /// The admin server's bound address.
+    pub admin_addr: Option<SocketAddr>,
+}
+
+impl Running {
+    /// Stops every task at once, wherever it is (as a killed process would).
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Waits until every task ends.
+    pub async fn join(mut self) {
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+fn label_selector(instance_id: &Option<String>) -> String {
+    match instance_id {
+        Some(id) => format!("{}={id}", constants::INSTANCE_ID_LABEL),
+        None => format!("!{}", constants::INSTANCE_ID_LABEL),
+    }
+}
+
+fn api<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Waits until a cache has synced. Polls with a timeout because a store's readiness future keeps
+/// only the latest waiter's waker: with the controller's runner also waiting, a single long wait
+/// could miss the wake-up.
+async fn wait_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            Ok(r) => return r.is_ok(),
+            Err(_) => continue,
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn spawn_store<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, cfg).default_backoff().reflect(writer).applied_objects();
+    tasks.push(tokio::spawn(async move {
+        stream.for_each(|_| std::future::ready(())).await;
+    }));
+    reader
+}
+
+/// Starts the controllers; returns once every cache has synced.
+pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Result<Running> {
+    let settings = config.settings.clone();
+    let mut tasks = Vec::new();
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let leader = match config.lease.clone() {
+        Some(lease) => {
+            let (gate, task) = leader::start(client.clone(), lease, config.clock.clone());
+            tasks.push(task);
+            gate
+        }
+        None => LeaderGate::always(),
+    };
+
+    let admin_addr = match config.admin_addr {
+        Some(addr) => {
+            let (bound, task) =
+                admin::serve(addr, metrics.clone(), ready.clone(), leader.clone()).await?;
+            tasks.push(task);
+            Some(bound)
+        }
+        None => None,
+    };
+
+    let ns = settings.namespace.clone();
+    let rollout_cfg = watcher::Config::default().labels(&label_selector(&settings.instance_id));
+    let owned_rs_cfg = watcher::Config::default().labels(constants::POD_TEMPLATE_HASH_LABEL);
+    // Each cache is filled by the same stream that triggers reconciles, so a reconcile always
+    // sees at least the change that triggered it (separate watches would race).
+    let (rs_store, rs_writer) = reflector::store();
+    let rs_stream = watcher(api::<ReplicaSet>(&client, &ns), owned_rs_cfg)
+        .default_backoff()
+        .reflect(rs_writer)
+        .touched_objects();
+    let (svc_store, svc_writer) = reflector::store();
+    let svc_stream = watcher(api::<Service>(&client, &ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(svc_writer)
+        .touched_objects();
+    let (ar_store, ar_writer) = reflector::store();
+    let ar_stream = watcher(api::<AnalysisRun>(&client, &ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(ar_writer)
+        .touched_objects();
+    let (dep_store, dep_writer) = reflector::store();
+    let dep_stream = watcher(api::<Deployment>(&client, &ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(dep_writer)
+        .touched_objects();
+    let ingress_stream = watcher(api::<Ingress>(&client, &ns), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let rollout_ctrl = Controller::new(api::<Rollout>(&client, &ns), rollout_cfg);
+    let stores = Stores {
+        rollouts: rollout_ctrl.store(),
+        replica_sets: rs_store,
+        services: svc_store,
+        analysis_runs: ar_store,
+        deployments: dep_store,
+    };
+    // Never plan from a partial picture (a missing ReplicaSet would be created again, a missing
+    // AnalysisRun started again): reconciles wait until every cache has synced.
+    {
+        let stores = stores.clone();
+        let ready = ready.clone();
+        tasks.push(tokio::spawn(async move {
+            let synced = wait_ready(&stores.rollouts).await
+                && wait_ready(&stores.replica_sets).await
+                && wait_ready(&stores.services).await
+                && wait_ready(&stores.analysis_runs).await
+                && wait_ready(&stores.deployments).await;
+            tracing::debug!(synced, "caches synced");
+            ready.store(synced, Ordering::SeqCst);
+        }));
+    }
+
+    let prometheus = PrometheusProvider::new(config.prometheus.clone())?;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings.clone(),
+        stores.clone(),
+        metrics.clone(),
+        leader.clone(),
+        config.clock.clone(),
+        prometheus,
+        &config.identity,
+        ready.clone(),
+    ));
+
+    // Reconcile everything when this replica becomes the leader.
+    let mut changes = leader.changes();
+    let leader_metric = metrics.clone();
+    let became_leader = async_stream_from_watch(&mut changes, leader_metric);
+
+    let rollouts_store = stores.rollouts.clone();
+    let svc_mapper = {
+        let store = rollouts_store.clone();
+        move |svc: Service| {
+            let ns = svc.namespace();
+            let name = svc.name_any();
+            store
+                .state()
+                .iter()
+                .filter(|r| r.namespace() == ns)
+                .filter(|r| {
+                    r.spec.strategy.canary.as_ref().is_some_and(|c| {
+                        c.stable_service.as_deref() == Some(name.as_str())
+                            || c.canary_service.as_deref() == Some(name.as_str())
+                    })
+                })
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let deploy_mapper = {
+        let store = rollouts_store.clone();
+        move |d: Deployment| {
+            let ns = d.namespace();
+            let name = d.name_any();
+            store
+                .state()
+                .iter()
+                .filter(|r| r.namespace() == ns)
+                .filter(|r| r.spec.workload_ref.as_ref().is_some_and(|w| w.name == name))
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let ingress_mapper = {
+        let store = rollouts_store.clone();
+        let routing = settings.routing.clone();
+        move |i: Ingress| {
+            let ns = i.namespace().unwrap_or_default();
+            let name = i.name_any();
+            store
+                .state()
+                .iter()
+                .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+                .filter(|r| {
+                    crate::traffic::watched_objects(r, &routing)
+                        .iter()
+                        .any(|w| w.is("Ingress", &ns, &name))
+                })
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let rollout_ctrl = rollout_ctrl
+        .owns_stream(rs_stream)
+        .owns_stream(ar_stream)
+        .watches_stream(svc_stream, svc_mapper)
+        .watches_stream(dep_stream, deploy_mapper)
+        .watches_stream(ingress_stream, ingress_mapper)
+        .reconcile_all_on(became_leader)
+        .with_config(ControllerRuntimeConfig::default().concurrency(settings.rollout_workers));
+    let rctx = ctx.clone();
+    tasks.push(tokio::spawn(async move {
+        rollout_ctrl
+            .run(reconcile_rollout, rollout_error_policy, rctx)
+            .for_each(|r| {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "rollout controller");
+                }
+                std::future::ready(())
+            })
+            .await;
+        tracing::warn!("rollout controller stopped");
+    }));
+
+    let run_ctrl = Controller::new(api::<AnalysisRun>(&client, &ns), watcher::Config::default())
+        .with_config(ControllerRuntimeConfig::default().concurrency(32));
+    let actx = ctx.clone();
+    tasks.push(tokio::spawn(async move {
+        run_ctrl
+            .run(reconcile_run, run_error_policy, actx)
+            .for_each(|_| std::future::ready(()))
+            .await;
+    }));
+
+    Ok(Running {
+        tasks,
+        ready,
+        metrics,
+        leader,
+        admin_addr,
+    })
+}
+
+fn async_stream_from_watch(
+    changes: &mut tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    let rx = changes.clone();
+    futures::stream::unfold(rx, move |mut rx| {
+        let metrics = metrics.clone();
+        async move {
+            loop {
+                if rx.changed().await.is_err() {
+                    // Leadership never changes (election disabled): stay pending forever.
+                    futures::future::pending::<()>().await;
+                }
+                let leading = *rx.borrow();
+                metrics.leader.set(i64::from(leading));
+                if leading {
+                    return Some(((), rx));
+                }
+            }
+        }
+    })
+}
+
+fn key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.clone().unwrap_or_default(),
+        obj.meta().name.clone().unwrap_or_default()
+    )
+}
+
+async fn reconcile_rollout(
+    ro: Arc<Rollout>,
+    ctx: Arc<Context>,
+) -> Result<Action, rollout::Error> {
+    let labels = ControllerLabels {
+        controller: "rollout".into(),
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    ctx.metrics.in_flight.inc();
+    let started = Instant::now();
+    let result = rollout::reconcile(ro.clone(), ctx.clone()).await;
+    ctx.metrics.in_flight.dec();
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.reset_backoff(&key(ro.as_ref()));
+    }
+    result
+}
+
+fn rollout_error_policy(ro: Arc<Rollout>, err: &rollout::Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "rollout".into(),
+            category: err.category().into(),
+        })
+        .inc();
+    let wait = ctx.backoff(&key(ro.as_ref()));
+    tracing::warn!(rollout = %key(ro.as_ref()), error = %err, category = err.category(), retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+async fn reconcile_run(
+    run: Arc<AnalysisRun>,
+    ctx: Arc<Context>,
+) -> Result<Action, analysis_run::Error> {
+    let labels = ControllerLabels {
+        controller: "analysisrun".into(),
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let started = Instant::now();
+    let result = analysis_run::reconcile(run.clone(), ctx.clone()).await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.reset_backoff(&format!("run:{}", key(run.as_ref())));
+    }
+    result
+}
+
+fn run_error_policy(run: Arc<AnalysisRun>, err: &analysis_run::Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "analysisrun".into(),
+            category: err.category().into(),
+        })
+        .inc();
+    let wait = ctx.backoff(&format!("run:{}", key(run.as_ref())));
+    tracing::warn!(analysisrun = %key(run.as_ref()), error = %err, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// Runs the controller process until interrupted (the `sluice controller` command).
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    args::init_logging(&args);
+    let client = args.client().await?;
+    let config = args.to_config()?;
+    let running = start(client, config).await?;
+    tracing::info!(admin = ?running.admin_addr, "sluice controller started");
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    running.abort();
+    // Give in-flight writes no chance to land after the signal.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
