@@ -438,6 +438,10 @@ async fn warnings_and_non_prometheus_answers() {
             }),
         )
         .route(
+            "/huge/api/v1/query",
+            axum::routing::get(|| async { " ".repeat(17 * 1024 * 1024) }),
+        )
+        .route(
             "/down/api/v1/query",
             axum::routing::get(|| async { (axum::http::StatusCode::BAD_GATEWAY, "upstream down") }),
         );
@@ -454,6 +458,15 @@ async fn warnings_and_non_prometheus_answers() {
     assert!(
         err.contains("not a Prometheus API response") && err.contains("<html>login</html>"),
         "{err}"
+    );
+    let err = p
+        .measure(&instant(&format!("{base}/huge"), "up"))
+        .await
+        .value
+        .unwrap_err();
+    assert_eq!(
+        err,
+        format!("prometheus at {base}/huge returned more than 16 MiB; narrow the query")
     );
     let err = p
         .measure(&instant(&format!("{base}/down"), "up"))

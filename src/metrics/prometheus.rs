@@ -19,6 +19,8 @@ use crate::analysis::value::MetricValue;
 
 /// Metadata key of the warnings Prometheus sent with its answer.
 pub const WARNINGS_KEY: &str = "warnings";
+/// Largest response body read from a server.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Longest part of an unexpected response body quoted in a message.
 const BODY_EXCERPT: usize = 300;
 
@@ -275,10 +277,22 @@ impl PrometheusProvider {
             .await
             .map_err(|e| transport_error(&e, address, req.timeout))?;
         let http_status = response.status();
-        let body = response
-            .bytes()
+        let mut response = response;
+        // The address is chosen by whoever writes the template: never buffer without a bound.
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| transport_error(&e, address, req.timeout))?;
+            .map_err(|e| transport_error(&e, address, req.timeout))?
+        {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(format!(
+                    "prometheus at {address} returned more than {} MiB; narrow the query",
+                    MAX_BODY_BYTES / (1024 * 1024)
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
         let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
         let parsed = match parsed {
             Ok(p) => p,
