@@ -1,0 +1,487 @@
+//! Traffic routing through the whole controller on the test cluster: Istio canaries (host and
+//! subset level) with promotion and abort, and a GitOps engine re-applying Git every 200 ms
+//! during a whole NGINX canary.
+
+mod controller_support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use controller_support::*;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use sluice_e2e::WriteRecord;
+
+fn istio(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1".into(),
+        api_version: "networking.istio.io/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+fn vs_api(env: &Env) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        env.client.clone(),
+        NS,
+        &istio("VirtualService", "virtualservices"),
+    )
+}
+
+fn dr_api(env: &Env) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        env.client.clone(),
+        NS,
+        &istio("DestinationRule", "destinationrules"),
+    )
+}
+
+async fn create(api: &Api<DynamicObject>, yaml: &str) {
+    let obj: DynamicObject = serde_yaml::from_str(yaml).unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+}
+
+async fn get(api: &Api<DynamicObject>, name: &str) -> Value {
+    serde_json::to_value(api.get(name).await.unwrap()).unwrap()
+}
+
+/// (stable, canary) weights of the first HTTP route.
+async fn vs_weights(env: &Env) -> (i64, i64) {
+    let vs = get(&vs_api(env), "web").await;
+    let route = &vs["spec"]["http"][0]["route"];
+    (
+        route[0]["weight"].as_i64().unwrap_or(-1),
+        route[1]["weight"].as_i64().unwrap_or(-1),
+    )
+}
+
+async fn wait_until<F, Fut>(what: &str, secs: u64, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_scaled_down(env: &Env, hash: &str) {
+    wait_until("canary scaled down", 60, || async {
+        env.pods_of(hash).await == 0
+    })
+    .await;
+}
+
+const HOST_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web.example.com]
+  http:
+  - name: primary
+    retries: {attempts: 3, perTryTimeout: 2s}
+    route:
+    - destination: {host: web-stable}
+      weight: 100
+    - destination: {host: web-canary}
+      weight: 0
+"#;
+
+const ISTIO_HOST: &str = r#"
+canaryService: web-canary
+stableService: web-stable
+abortScaleDownDelaySeconds: 1
+scaleDownDelaySeconds: 1
+trafficRouting:
+  istio:
+    virtualService: {name: web, routes: [primary]}
+steps:
+- setWeight: 20
+- pause: {}
+- setWeight: 60
+- pause: {duration: 1s}
+"#;
+
+/// Position of the first write matching `pred`.
+fn position(writes: &[WriteRecord], pred: impl Fn(&WriteRecord) -> bool) -> Option<usize> {
+    writes.iter().position(pred)
+}
+
+fn scales_to_zero(w: &WriteRecord, hash: &str) -> bool {
+    w.resource == "replicasets"
+        && w.name.as_deref().is_some_and(|n| n.ends_with(hash))
+        && w.body
+            .as_ref()
+            .is_some_and(|b| b.to_string().contains("\"replicas\":0"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_host_level_canary_promotes_and_abort_sets_weight_zero_before_scaling_down() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    create(&vs_api(&env), HOST_VS).await;
+    env.create(&rollout("web", 4, "web:1", ISTIO_HOST)).await;
+    let r = env
+        .wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    let v1 = stable(&r).unwrap();
+    assert_eq!(vs_weights(&env).await, (100, 0));
+
+    env.set_image("web", "web:2").await;
+    let r = env
+        .wait_for("web", "paused at 20", 60, |r| {
+            step(r) == Some(1) && weight(r) == Some(20)
+        })
+        .await;
+    let v2 = current(&r).unwrap();
+    assert_eq!(vs_weights(&env).await, (80, 20));
+    let vs = get(&vs_api(&env), "web").await;
+    assert_eq!(
+        vs["spec"]["http"][0]["retries"],
+        json!({"attempts": 3, "perTryTimeout": "2s"})
+    );
+    assert_eq!(
+        r.status.unwrap().canary.weights.unwrap().verified,
+        Some(true)
+    );
+
+    env.promote("web").await;
+    env.wait_for("web", "promoted", 60, |r| {
+        stable(r).as_deref() == Some(v2.as_str()) && phase(r) == "Healthy" && weight(r) == Some(0)
+    })
+    .await;
+    assert_eq!(vs_weights(&env).await, (100, 0));
+    assert_eq!(
+        env.service_hash("web-stable").await.as_deref(),
+        Some(v2.as_str())
+    );
+    wait_scaled_down(&env, &v1).await;
+
+    // A third version, aborted at 20%.
+    env.set_image("web", "web:3").await;
+    let r = env
+        .wait_for("web", "v3 at 20", 60, |r| {
+            step(r) == Some(1) && weight(r) == Some(20)
+        })
+        .await;
+    let v3 = current(&r).unwrap();
+    assert_eq!(vs_weights(&env).await, (80, 20));
+    env.cluster.clear_writes();
+    env.patch_status("web", json!({"abort": true})).await;
+    env.wait_for("web", "aborted", 60, |r| {
+        phase(r) == "Degraded" && weight(r) == Some(0)
+    })
+    .await;
+    wait_scaled_down(&env, &v3).await;
+    assert_eq!(vs_weights(&env).await, (100, 0));
+    assert_eq!(
+        env.service_hash("web-canary").await.as_deref(),
+        Some(v2.as_str())
+    );
+
+    let writes = env.cluster.writes();
+    let weight0 = position(&writes, |w| {
+        w.resource == "virtualservices" && w.code == 200
+    })
+    .expect("the weight goes back to 0");
+    let scale = position(&writes, |w| scales_to_zero(w, &v3)).expect("the canary scales down");
+    assert!(
+        weight0 < scale,
+        "weight 0 at write {weight0}, canary scaled down at write {scale}"
+    );
+}
+
+const SUBSET_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web]
+  http:
+  - route:
+    - destination: {host: web, subset: stable}
+      weight: 100
+    - destination: {host: web, subset: canary}
+      weight: 0
+"#;
+
+const SUBSET_DR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: default}
+spec:
+  host: web
+  subsets:
+  - name: stable
+    labels: {app: web}
+  - name: canary
+    labels: {app: web}
+  - name: debug
+    labels: {app: web, debug: "true"}
+"#;
+
+const ISTIO_SUBSET: &str = r#"
+canaryService: web-canary
+stableService: web-stable
+abortScaleDownDelaySeconds: 1
+scaleDownDelaySeconds: 1
+trafficRouting:
+  istio:
+    virtualService: {name: web}
+    destinationRule: {name: web, canarySubsetName: canary, stableSubsetName: stable}
+steps:
+- setWeight: 30
+- pause: {}
+"#;
+
+async fn subset_hashes(env: &Env) -> (Option<String>, Option<String>) {
+    let dr = get(&dr_api(env), "web").await;
+    let hash = |i: usize| {
+        dr["spec"]["subsets"][i]["labels"]["rollouts-pod-template-hash"]
+            .as_str()
+            .map(str::to_string)
+    };
+    (hash(0), hash(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_subset_level_canary_moves_subsets_and_abort_restores_the_canary_subset() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    create(&vs_api(&env), SUBSET_VS).await;
+    create(&dr_api(&env), SUBSET_DR).await;
+    env.create(&rollout("web", 2, "web:1", ISTIO_SUBSET)).await;
+    let r = env
+        .wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    let v1 = stable(&r).unwrap();
+    wait_until("stable subset on v1", 30, || async {
+        subset_hashes(&env).await.0.as_deref() == Some(v1.as_str())
+    })
+    .await;
+
+    env.set_image("web", "web:2").await;
+    let r = env
+        .wait_for("web", "paused at 30", 60, |r| {
+            step(r) == Some(1) && weight(r) == Some(30)
+        })
+        .await;
+    let v2 = current(&r).unwrap();
+    assert_eq!(
+        subset_hashes(&env).await,
+        (Some(v1.clone()), Some(v2.clone()))
+    );
+    assert_eq!(vs_weights(&env).await, (70, 30));
+    let dr = get(&dr_api(&env), "web").await;
+    assert_eq!(
+        dr["spec"]["subsets"][2],
+        json!({"name": "debug", "labels": {"app": "web", "debug": "true"}})
+    );
+
+    env.patch_status("web", json!({"abort": true})).await;
+    env.wait_for("web", "aborted", 60, |r| {
+        phase(r) == "Degraded" && weight(r) == Some(0)
+    })
+    .await;
+    wait_until("canary subset back on stable", 30, || async {
+        subset_hashes(&env).await == (Some(v1.clone()), Some(v1.clone()))
+    })
+    .await;
+    assert_eq!(vs_weights(&env).await, (100, 0));
+    wait_scaled_down(&env, &v2).await;
+    assert_eq!(
+        subset_hashes(&env).await,
+        (Some(v1.clone()), Some(v1.clone()))
+    );
+}
+
+/// Git's version of the objects a GitOps engine keeps applying.
+fn git_objects(image: &str) -> Vec<(&'static str, Value)> {
+    let mut ro = serde_json::to_value(rollout("web", 3, image, GITOPS_NGINX)).unwrap();
+    ro.as_object_mut().unwrap().remove("status");
+    let service = |name: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}
+        })
+    };
+    // In the order an Argo CD sync applies them: Services and Ingresses before the Rollout.
+    vec![
+        ("service", service("web-stable")),
+        ("service", service("web-canary")),
+        (
+            "ingress",
+            json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "web", "namespace": NS,
+                             "annotations": {"kubernetes.io/ingress.class": "nginx"}},
+                "spec": {"rules": [{"host": "web.example", "http": {"paths": [{
+                    "path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}
+                }]}}]}
+            }),
+        ),
+        ("rollout", ro),
+    ]
+}
+
+const GITOPS_NGINX: &str = r#"
+canaryService: web-canary
+stableService: web-stable
+scaleDownDelaySeconds: 1
+trafficRouting:
+  nginx: {stableIngress: web}
+steps:
+- setWeight: 20
+- pause: {duration: 1s}
+- setWeight: 50
+- pause: {duration: 1s}
+- setWeight: 80
+- pause: {duration: 1s}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitops_reapplying_git_every_200ms_does_not_disturb_a_canary() {
+    let env = Env::new().await;
+    let client = env.client.clone();
+    let git_image = Arc::new(Mutex::new("web:1".to_string()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+
+    // The GitOps engine: server-side apply of everything in Git, as its own field manager,
+    // without forcing ownership, every 200 ms.
+    let engine = {
+        let (client, git_image, stop, errors) = (
+            client.clone(),
+            git_image.clone(),
+            stop.clone(),
+            errors.clone(),
+        );
+        tokio::spawn(async move {
+            let pp = PatchParams::apply("argocd-controller");
+            let rollouts: Api<sluice::api::rollout::Rollout> = Api::namespaced(client.clone(), NS);
+            let services: Api<Service> = Api::namespaced(client.clone(), NS);
+            let ingresses: Api<Ingress> = Api::namespaced(client.clone(), NS);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let image = git_image.lock().unwrap().clone();
+                for (kind, obj) in git_objects(&image) {
+                    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+                    let result = match kind {
+                        "rollout" => rollouts
+                            .patch(&name, &pp, &Patch::Apply(&obj))
+                            .await
+                            .map(|_| ()),
+                        "service" => services
+                            .patch(&name, &pp, &Patch::Apply(&obj))
+                            .await
+                            .map(|_| ()),
+                        _ => ingresses
+                            .patch(&name, &pp, &Patch::Apply(&obj))
+                            .await
+                            .map(|_| ()),
+                    };
+                    if let Err(e) = result {
+                        errors.lock().unwrap().push(format!("{kind}/{name}: {e}"));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    // What the data plane sees: the canary weight, and which version the stable Service selects.
+    let samples = Arc::new(Mutex::new(Vec::<(Option<i32>, Option<String>)>::new()));
+    let sampler = {
+        let (stop, samples) = (stop.clone(), samples.clone());
+        let ingresses: Api<Ingress> = Api::namespaced(client.clone(), NS);
+        let services: Api<Service> = Api::namespaced(client.clone(), NS);
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let weight = ingresses
+                    .get_opt("web-web-canary")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|i| i.metadata.annotations)
+                    .and_then(|a| a.get("nginx.ingress.kubernetes.io/canary-weight").cloned())
+                    .and_then(|w| w.parse().ok());
+                let hash = services
+                    .get_opt("web-stable")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.spec?.selector?.get("rollouts-pod-template-hash").cloned());
+                samples.lock().unwrap().push((weight, hash));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    let rollouts = env.rollouts();
+    wait_until("the engine's first sync", 60, || async {
+        rollouts.get_opt("web").await.ok().flatten().is_some()
+    })
+    .await;
+    let r = env
+        .wait_for("web", "v1 healthy", 120, |r| phase(r) == "Healthy")
+        .await;
+    let v1 = stable(&r).unwrap();
+    // The service owner merges a new image into Git.
+    *git_image.lock().unwrap() = "web:2".to_string();
+    let r = env
+        .wait_for("web", "v2 promoted", 120, |r| {
+            phase(r) == "Healthy" && stable(r).is_some_and(|s| s != v1) && weight(r) == Some(0)
+        })
+        .await;
+    let v2 = stable(&r).unwrap();
+    // Keep re-applying a little longer after the end: nothing moves.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    engine.await.unwrap();
+    sampler.await.unwrap();
+
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "the GitOps engine hit conflicts: {errors:#?}"
+    );
+    assert_eq!(
+        env.service_hash("web-stable").await.as_deref(),
+        Some(v2.as_str())
+    );
+    assert_eq!(env.nginx_weight("web").await, Some(0));
+
+    // While v1 is stable, the canary weight only ever goes up; it drops to 0 only once the
+    // stable Service selects v2.
+    let samples = samples.lock().unwrap().clone();
+    let before: Vec<i32> = samples
+        .iter()
+        .filter(|(_, h)| h.as_deref() == Some(v1.as_str()))
+        .filter_map(|(w, _)| *w)
+        .collect();
+    assert!(
+        before.windows(2).all(|p| p[0] <= p[1]),
+        "the weight moved backwards during the rollout: {before:?}"
+    );
+    assert!(
+        before.contains(&20) && before.contains(&50) && before.contains(&80),
+        "{before:?}"
+    );
+    let after: Vec<i32> = samples
+        .iter()
+        .filter(|(_, h)| h.as_deref() == Some(v2.as_str()))
+        .filter_map(|(w, _)| *w)
+        .collect();
+    assert_eq!(after.last(), Some(&0));
+}
