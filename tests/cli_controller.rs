@@ -1,0 +1,195 @@
+//! The `sluice` binary driving the real controller on the test cluster: set image, status,
+//! promote, abort, explain, retry and promote --full, each as a user would type them, with the
+//! controller reacting to the CLI's patches.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use sluice::api::rollout::Rollout;
+use sluice::controller::{self, ControllerConfig};
+use sluice_e2e::TestCluster;
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+async fn sluice(kubeconfig: &Path, args: &[&str]) -> Result<Output> {
+    Ok(tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await?)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs a command that must succeed; returns its standard output.
+async fn ok(kubeconfig: &Path, args: &[&str]) -> Result<String> {
+    let out = sluice(kubeconfig, args).await?;
+    if out.status.code() != Some(0) {
+        return Err(format!(
+            "sluice {args:?} exited {:?}: {}{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+        .into());
+    }
+    Ok(text(&out.stdout))
+}
+
+/// `sluice get rollout web -o json`, polled until `cond` holds (generous: a loaded machine).
+async fn wait_view(kubeconfig: &Path, what: &str, cond: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let v: Value =
+            serde_json::from_str(&ok(kubeconfig, &["get", "rollout", "web", "-o", "json"]).await?)?;
+        if cond(&v) {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}: {v:#}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_steers_a_rollout_through_the_controller() -> Result {
+    let cluster = TestCluster::builder()
+        .pod_ready_delay(Duration::from_millis(200))
+        .start()
+        .await?;
+    cluster.load_crds_from_dir(Path::new("crds"))?;
+    let client = cluster.client();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    for name in ["web-stable", "web-canary"] {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}
+        }))?;
+        services.create(&PostParams::default(), &svc).await?;
+    }
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "default");
+    let ing: Ingress = serde_json::from_value(json!({
+        "metadata": {"name": "web", "annotations": {"kubernetes.io/ingress.class": "nginx"}},
+        "spec": {"rules": [{"host": "web.example", "http": {"paths": [{
+            "path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}
+        }]}}]}
+    }))?;
+    ingresses.create(&PostParams::default(), &ing).await?;
+    let _controller = controller::start(client.clone(), ControllerConfig::default()).await?;
+
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), "default");
+    let ro: Rollout = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
+            "strategy": {"canary": {
+                "canaryService": "web-canary", "stableService": "web-stable",
+                "abortScaleDownDelaySeconds": 1, "scaleDownDelaySeconds": 1,
+                "trafficRouting": {"nginx": {"stableIngress": "web"}},
+                "steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]
+            }}
+        }
+    }))?;
+    rollouts.create(&PostParams::default(), &ro).await?;
+
+    let dir = tempfile::tempdir()?;
+    let kc = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kc)?;
+
+    // First version: status waits for Healthy and exits 0.
+    let said = ok(&kc, &["status", "web", "--timeout", "2m"]).await?;
+    assert!(said.ends_with("Healthy\n"), "{said}");
+
+    // A new image: the controller walks to the first pause; --fail-on-pause exits 2 there.
+    let said = ok(&kc, &["set", "image", "web", "web=web:2"]).await?;
+    assert_eq!(
+        said,
+        "rollout \"web\": image of web set to web:2; a new revision starts rolling out\n"
+    );
+    let out = sluice(
+        &kc,
+        &["status", "web", "--fail-on-pause", "--timeout", "2m"],
+    )
+    .await?;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let v = wait_view(&kc, "paused at step 2 with 25%", |v| {
+        v["phase"] == "Paused" && v["currentStepIndex"] == 1 && v["actualWeight"] == 25
+    })
+    .await?;
+    assert_eq!(v["revisions"][0]["images"][0], "web:2");
+    assert_eq!(v["revisions"][0]["role"], "canary");
+
+    // promote: on to the second pause at 50%.
+    let said = ok(&kc, &["promote", "web"]).await?;
+    assert!(
+        said.starts_with("rollout \"web\" promoted: pause at step 2 of 4"),
+        "{said}"
+    );
+    wait_view(&kc, "paused at step 4 with 50%", |v| {
+        v["phase"] == "Paused" && v["currentStepIndex"] == 3 && v["actualWeight"] == 50
+    })
+    .await?;
+
+    // abort: Degraded, traffic back to 0; status exits 1; explain says so.
+    ok(&kc, &["abort", "web"]).await?;
+    let out = sluice(&kc, &["status", "web", "--timeout", "2m"]).await?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    wait_view(&kc, "aborted with no canary traffic", |v| {
+        v["phase"] == "Degraded" && v["actualWeight"] == 0
+    })
+    .await?;
+    let said = ok(&kc, &["explain", "web"]).await?;
+    assert!(said.starts_with("Aborted"), "{said}");
+    assert!(said.contains("Traffic to the canary is 0%."), "{said}");
+    assert!(
+        said.contains("Run `sluice retry web` after a fix"),
+        "{said}"
+    );
+    let out = sluice(&kc, &["promote", "web"]).await?;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "promote of an aborted update is refused"
+    );
+
+    // retry: from the first step again; then promote --full to the end.
+    ok(&kc, &["retry", "web"]).await?;
+    wait_view(&kc, "retried to the first pause", |v| {
+        v["phase"] == "Paused" && v["currentStepIndex"] == 1 && v["actualWeight"] == 25
+    })
+    .await?;
+    let said = ok(&kc, &["promote", "web", "--full"]).await?;
+    assert!(said.starts_with("rollout \"web\" fully promoted"), "{said}");
+    let said = ok(&kc, &["status", "web", "--timeout", "2m"]).await?;
+    assert!(said.ends_with("Healthy\n"), "{said}");
+    let v = wait_view(&kc, "web:2 stable", |v| {
+        v["revisions"][0]["role"] == "stable" && v["revisions"][0]["images"][0] == "web:2"
+    })
+    .await?;
+    assert_eq!(v["phase"], "Healthy");
+    let out = sluice(&kc, &["abort", "web"]).await?;
+    assert_eq!(
+        text(&out.stderr),
+        "error: rollout \"web\" has no update in progress; there is nothing to abort\n"
+    );
+    Ok(())
+}
