@@ -59,8 +59,9 @@ async fn wait_view(kubeconfig: &Path, what: &str, cond: impl Fn(&Value) -> bool)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_steers_a_rollout_through_the_controller() -> Result {
+/// The test cluster with Services, the stable Ingress, a running controller and Rollout `web`
+/// (web:1, two indefinite pauses).
+async fn start() -> Result<(TestCluster, controller::Running)> {
     let cluster = TestCluster::builder()
         .pod_ready_delay(Duration::from_millis(200))
         .start()
@@ -84,7 +85,7 @@ async fn the_cli_steers_a_rollout_through_the_controller() -> Result {
         }]}}]}
     }))?;
     ingresses.create(&PostParams::default(), &ing).await?;
-    let _controller = controller::start(client.clone(), ControllerConfig::default()).await?;
+    let running = controller::start(client.clone(), ControllerConfig::default()).await?;
 
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), "default");
     let ro: Rollout = serde_json::from_value(json!({
@@ -104,7 +105,12 @@ async fn the_cli_steers_a_rollout_through_the_controller() -> Result {
         }
     }))?;
     rollouts.create(&PostParams::default(), &ro).await?;
+    Ok((cluster, running))
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_steers_a_rollout_through_the_controller() -> Result {
+    let (cluster, _controller) = start().await?;
     let dir = tempfile::tempdir()?;
     let kc = dir.path().join("kubeconfig");
     cluster.write_kubeconfig(&kc)?;
@@ -191,5 +197,101 @@ async fn the_cli_steers_a_rollout_through_the_controller() -> Result {
         text(&out.stderr),
         "error: rollout \"web\" has no update in progress; there is nothing to abort\n"
     );
+    Ok(())
+}
+
+/// `get --watch` in tmux while the controller moves the rollout: the pane shows the step and the
+/// weight change, redrawn in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_a_controller_driven_rollout_in_tmux() -> Result {
+    let (cluster, _controller) = start().await?;
+    let dir = tempfile::tempdir()?;
+    let kc = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kc)?;
+    ok(&kc, &["status", "web", "--timeout", "2m"]).await?;
+
+    let socket = format!("sluice-ctl-watch-{}", std::process::id());
+    let tmux = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .map_err(|e| {
+                format!("tmux could not be run ({e}); install it: apt-get install -y tmux")
+            })?;
+        if !out.status.success() {
+            return Err(format!("tmux {args:?}: {}", text(&out.stderr)).into());
+        }
+        Ok(text(&out.stdout))
+    };
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .output();
+        }
+    }
+    let _kill = Kill(socket.clone());
+    let command = format!(
+        "env TERM=xterm-256color KUBECONFIG={} {} get rollout web --watch --timeout 5m",
+        kc.display(),
+        env!("CARGO_BIN_EXE_sluice")
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "w",
+        "-x",
+        "140",
+        "-y",
+        "50",
+        &command,
+    ])?;
+    let wait = |wanted: Vec<&'static str>| {
+        let tmux = &tmux;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let pane = tmux(&["capture-pane", "-p", "-S", "-", "-t", "w"])?;
+                if wanted.iter().all(|w| pane.contains(w)) {
+                    return Ok::<String, Box<dyn std::error::Error>>(pane);
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("pane never showed {wanted:?}:\n{pane}").into());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let healthy = wait(vec!["✔ Healthy", "revision 1"]).await?;
+    println!("--- healthy ---\n{healthy}");
+
+    ok(&kc, &["set", "image", "web", "web=web:2"]).await?;
+    let paused = wait(vec![
+        "॥ Paused",
+        "  Step:         2/4",
+        "ActualWeight: 25",
+        "revision 2",
+    ])
+    .await?;
+    println!("--- first pause ---\n{paused}");
+    assert!(
+        paused.contains("▶   2. pause: until promoted  <- current"),
+        "{paused}"
+    );
+
+    ok(&kc, &["promote", "web"]).await?;
+    let second = wait(vec!["  Step:         4/4", "ActualWeight: 50"]).await?;
+    println!("--- second pause ---\n{second}");
+    assert_eq!(
+        second.matches("Name:").count(),
+        1,
+        "redrawn in place:\n{second}"
+    );
+    assert!(!second.contains("ActualWeight: 25"), "{second}");
+    assert!(!second.contains("✔ Healthy"), "{second}");
     Ok(())
 }
