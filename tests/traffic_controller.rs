@@ -485,3 +485,219 @@ async fn gitops_reapplying_git_every_200ms_does_not_disturb_a_canary() {
         .collect();
     assert_eq!(after.last(), Some(&0));
 }
+
+/// Every field path (`["spec", "http"]`) a manager owns according to `metadata.managedFields`.
+fn owned_paths(live: &Value, manager: &str) -> Vec<Vec<String>> {
+    fn walk(fields: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        let Some(map) = fields.as_object() else {
+            return;
+        };
+        let children: Vec<_> = map.iter().filter(|(k, _)| k.starts_with("f:")).collect();
+        if children.is_empty() && !prefix.is_empty() {
+            out.push(prefix.clone());
+        }
+        for (k, v) in children {
+            prefix.push(k[2..].to_string());
+            walk(v, prefix, out);
+            prefix.pop();
+        }
+    }
+    let mut out = Vec::new();
+    for entry in live["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if entry["manager"] == manager {
+            walk(&entry["fieldsV1"], &mut Vec::new(), &mut out);
+        }
+    }
+    out
+}
+
+/// What Argo CD applies with `ignoreDifferences: managedFieldsManagers: [sluice]` and
+/// `RespectIgnoreDifferences=true`: Git's manifest, with the live value of every field `sluice`
+/// manages.
+fn respect_ignore_differences(git: &Value, live: Option<&Value>) -> Value {
+    let mut out = git.clone();
+    let Some(live) = live else { return out };
+    for path in owned_paths(live, "sluice") {
+        let pointer: String = path
+            .iter()
+            .map(|p| format!("/{}", p.replace('~', "~0").replace('/', "~1")))
+            .collect();
+        if let Some(value) = live.pointer(&pointer) {
+            let mut at = &mut out;
+            for key in &path[..path.len() - 1] {
+                if !at.get(key.as_str()).is_some_and(Value::is_object) {
+                    at[key.as_str()] = json!({});
+                }
+                at = &mut at[key.as_str()];
+            }
+            at[path[path.len() - 1].as_str()] = value.clone();
+        }
+    }
+    out
+}
+
+const GITOPS_ISTIO: &str = r#"
+canaryService: web-canary
+stableService: web-stable
+scaleDownDelaySeconds: 1
+trafficRouting:
+  istio:
+    virtualService: {name: web}
+    destinationRule: {name: web, canarySubsetName: canary, stableSubsetName: stable}
+steps:
+- setWeight: 25
+- pause: {duration: 1s}
+- setWeight: 75
+- pause: {duration: 1s}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitops_reapplying_istio_objects_every_200ms_does_not_disturb_a_canary() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    let client = env.client.clone();
+    let git_image = Arc::new(Mutex::new("web:1".to_string()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let vs_git: Value = serde_yaml::from_str(SUBSET_VS).unwrap();
+    let dr_git: Value = serde_yaml::from_str(SUBSET_DR).unwrap();
+
+    let engine = {
+        let (client, git_image, stop, errors) = (
+            client.clone(),
+            git_image.clone(),
+            stop.clone(),
+            errors.clone(),
+        );
+        tokio::spawn(async move {
+            let pp = PatchParams::apply("argocd-controller");
+            let rollouts: Api<sluice::api::rollout::Rollout> = Api::namespaced(client.clone(), NS);
+            let vs: Api<DynamicObject> = Api::namespaced_with(
+                client.clone(),
+                NS,
+                &istio("VirtualService", "virtualservices"),
+            );
+            let dr: Api<DynamicObject> = Api::namespaced_with(
+                client.clone(),
+                NS,
+                &istio("DestinationRule", "destinationrules"),
+            );
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (api, git) in [(&vs, &vs_git), (&dr, &dr_git)] {
+                    let live = api
+                        .get_opt("web")
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|o| serde_json::to_value(o).unwrap());
+                    let config = respect_ignore_differences(git, live.as_ref());
+                    if let Err(e) = api.patch("web", &pp, &Patch::Apply(&config)).await {
+                        errors.lock().unwrap().push(format!("{}: {e}", git["kind"]));
+                    }
+                }
+                let image = git_image.lock().unwrap().clone();
+                let mut ro = serde_json::to_value(rollout("web", 2, &image, GITOPS_ISTIO)).unwrap();
+                ro.as_object_mut().unwrap().remove("status");
+                if let Err(e) = rollouts.patch("web", &pp, &Patch::Apply(&ro)).await {
+                    errors.lock().unwrap().push(format!("Rollout: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    // What the data plane sees: the canary weight, and the hash the stable subset selects.
+    let samples = Arc::new(Mutex::new(Vec::<(i64, Option<String>)>::new()));
+    let sampler = {
+        let (stop, samples) = (stop.clone(), samples.clone());
+        let vs: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            NS,
+            &istio("VirtualService", "virtualservices"),
+        );
+        let dr: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            NS,
+            &istio("DestinationRule", "destinationrules"),
+        );
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let v = vs
+                    .get_opt("web")
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|o| serde_json::to_value(o).unwrap());
+                let d = dr
+                    .get_opt("web")
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|o| serde_json::to_value(o).unwrap());
+                if let (Some(v), Some(d)) = (v, d) {
+                    let canary = v["spec"]["http"][0]["route"][1]["weight"]
+                        .as_i64()
+                        .unwrap_or(0);
+                    let stable = d["spec"]["subsets"][0]["labels"]["rollouts-pod-template-hash"]
+                        .as_str()
+                        .map(str::to_string);
+                    samples.lock().unwrap().push((canary, stable));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    let rollouts = env.rollouts();
+    wait_until("the engine's first sync", 60, || async {
+        rollouts.get_opt("web").await.ok().flatten().is_some()
+    })
+    .await;
+    let r = env
+        .wait_for("web", "v1 healthy", 120, |r| phase(r) == "Healthy")
+        .await;
+    let v1 = stable(&r).unwrap();
+    *git_image.lock().unwrap() = "web:2".to_string();
+    let r = env
+        .wait_for("web", "v2 promoted", 120, |r| {
+            phase(r) == "Healthy" && stable(r).is_some_and(|s| s != v1) && weight(r) == Some(0)
+        })
+        .await;
+    let v2 = stable(&r).unwrap();
+    wait_until("stable subset on v2", 30, || async {
+        subset_hashes(&env).await == (Some(v2.clone()), Some(v2.clone()))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    engine.await.unwrap();
+    sampler.await.unwrap();
+
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "the GitOps engine hit conflicts: {errors:#?}"
+    );
+    assert_eq!(vs_weights(&env).await, (100, 0));
+    let dr = get(&dr_api(&env), "web").await;
+    assert_eq!(
+        dr["spec"]["subsets"][2],
+        json!({"name": "debug", "labels": {"app": "web", "debug": "true"}})
+    );
+
+    let samples = samples.lock().unwrap().clone();
+    let before: Vec<i64> = samples
+        .iter()
+        .filter(|(_, h)| h.as_deref() == Some(v1.as_str()))
+        .map(|(w, _)| *w)
+        .collect();
+    assert!(
+        before.windows(2).all(|p| p[0] <= p[1]),
+        "the weight moved backwards during the rollout: {before:?}"
+    );
+    assert!(before.contains(&25) && before.contains(&75), "{before:?}");
+}
