@@ -338,6 +338,12 @@ async fn get_of_an_aborted_rollout_names_the_value_that_broke_it() -> Result {
     let view = get::rollout_view(&target(&cluster), "web").await?;
     assert_eq!(view.phase, "Degraded");
     assert_eq!(view.desired_weight, 0);
+    let states: Vec<&str> = view.steps.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(
+        states,
+        ["done", "done", "aborted", "pending", "pending", "pending"],
+        "the failed step is marked, not the reset index"
+    );
     let f = view.failure.clone().ok_or("no failure")?;
     assert_eq!(f.metric, "success-rate");
     assert_eq!(f.value.as_deref(), Some("[0.82]"));

@@ -295,3 +295,157 @@ async fn watch_follows_a_controller_driven_rollout_in_tmux() -> Result {
     assert!(!second.contains("✔ Healthy"), "{second}");
     Ok(())
 }
+
+/// A stand-in for Prometheus' instant-query API that always answers one sample, `value`.
+async fn fake_prometheus(value: &'static str) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::get(move || async move {
+            axum::Json(
+                json!({"status": "success", "data": {"resultType": "vector", "result": [
+                    {"metric": {}, "value": [1.0, value]}
+                ]}}),
+            )
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}"))
+}
+
+/// An analysis step fails on a low success rate; `explain` names the step, the metric, the
+/// value, the threshold, the count and the limit, as the controller left them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_names_the_measurement_that_aborted_a_real_rollout() -> Result {
+    let prometheus = fake_prometheus("0.82").await?;
+    let cluster = TestCluster::builder()
+        .pod_ready_delay(Duration::from_millis(200))
+        .start()
+        .await?;
+    cluster.load_crds_from_dir(Path::new("crds"))?;
+    let client = cluster.client();
+    let config = ControllerConfig {
+        prometheus: sluice::metrics::prometheus::PrometheusConfig {
+            allowlist: sluice::metrics::prometheus::AddressAllowlist::new([prometheus.as_str()])?,
+            default_address: None,
+        },
+        ..ControllerConfig::default()
+    };
+    let _controller = controller::start(client.clone(), config).await?;
+    let dir = tempfile::tempdir()?;
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: web
+        image: web:1
+  strategy:
+    canary:
+      steps:
+      - setWeight: 50
+      - analysis:
+          templates:
+          - templateName: success-rate
+      - pause: {{}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: success-rate
+  namespace: default
+spec:
+  metrics:
+  - name: success-rate
+    interval: 1s
+    count: 3
+    failureLimit: 1
+    successCondition: result[0] >= 0.95
+    provider:
+      prometheus:
+        address: {prometheus}
+        query: sum(rate(http_requests_total{{code!~"5.."}}[1m])) / sum(rate(http_requests_total[1m]))
+"#
+        ),
+    )?;
+    // What is applied passes lint first, as in a GitOps pipeline.
+    let kc = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kc)?;
+    let linted = ok(&kc, &["lint", "-f", &manifest.to_string_lossy()]).await?;
+    assert!(linted.starts_with("ok: 2 objects"), "{linted}");
+    for doc in std::fs::read_to_string(&manifest)?.split("\n---\n") {
+        let value: Value = serde_yaml::from_str(doc)?;
+        match value["kind"].as_str() {
+            Some("Rollout") => {
+                let ro: Rollout = serde_json::from_value(value)?;
+                Api::<Rollout>::namespaced(client.clone(), "default")
+                    .create(&PostParams::default(), &ro)
+                    .await?;
+            }
+            _ => {
+                let t: sluice::api::analysis::AnalysisTemplate = serde_json::from_value(value)?;
+                Api::<sluice::api::analysis::AnalysisTemplate>::namespaced(
+                    client.clone(),
+                    "default",
+                )
+                .create(&PostParams::default(), &t)
+                .await?;
+            }
+        }
+    }
+    ok(&kc, &["status", "web", "--timeout", "2m"]).await?;
+    ok(&kc, &["set", "image", "web", "web=web:2"]).await?;
+    let out = sluice(
+        &kc,
+        &["status", "web", "--fail-on-pause", "--timeout", "2m"],
+    )
+    .await?;
+    assert_eq!(out.status.code(), Some(1), "aborted: {}", text(&out.stdout));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let said = loop {
+        let said = ok(&kc, &["explain", "web"]).await?;
+        if said.contains("because metric") || tokio::time::Instant::now() > deadline {
+            break said;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    println!("{said}");
+    assert!(said.starts_with("Aborted at step 2 of 3 at "), "{said}");
+    assert!(
+        said.contains(" because metric success-rate measured [0.82], below 0.95, twice (limit 1) in AnalysisRun "),
+        "{said}"
+    );
+    assert!(
+        said.contains("Run `sluice retry web` after a fix"),
+        "{said}"
+    );
+    let tree = ok(&kc, &["get", "rollout", "web"]).await?;
+    println!("{tree}");
+    assert!(
+        tree.contains("Failure:        metric success-rate measured [0.82]"),
+        "{tree}"
+    );
+    assert!(
+        tree.contains("  ✖   2. analysis: success-rate  <- aborted here"),
+        "{tree}"
+    );
+    assert!(!tree.contains("<- current"), "{tree}");
+    Ok(())
+}

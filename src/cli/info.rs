@@ -184,7 +184,7 @@ pub struct StepView {
     pub index: usize,
     /// `setWeight: 20`, `pause: 30s`, `analysis: success-rate`...
     pub description: String,
-    /// `done`, `current` or `pending`.
+    /// `done`, `current`, `pending`, or `aborted` (the step whose analysis aborted the update).
     pub state: String,
 }
 
@@ -671,7 +671,7 @@ pub fn view(snapshot: &Snapshot) -> RolloutView {
         .map(|(r, _)| run_view(r))
         .collect();
 
-    RolloutView {
+    let mut view = RolloutView {
         name: ro.name_any(),
         namespace: ro.namespace().unwrap_or_default(),
         phase,
@@ -721,7 +721,25 @@ pub fn view(snapshot: &Snapshot) -> RolloutView {
         } else {
             None
         },
+    };
+    if view.aborted {
+        // The controller resets currentStepIndex to 0 on abort: marking step 1 "current" would
+        // mislead. Mark the step whose analysis failed, when known, instead.
+        let failed = view
+            .failure
+            .as_ref()
+            .and_then(|f| f.step_index)
+            .and_then(|i| usize::try_from(i).ok());
+        for s in &mut view.steps {
+            s.state = match failed {
+                Some(f) if s.index < f => "done",
+                Some(f) if s.index == f => "aborted",
+                _ => "pending",
+            }
+            .to_string();
+        }
     }
+    view
 }
 
 /// The name of a pause reason as written in status.

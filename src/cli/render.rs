@@ -138,6 +138,12 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
                     style.bold(&line),
                     style.dim("<- current")
                 ),
+                "aborted" => format!(
+                    "  {} {}  {}",
+                    style.red("✖"),
+                    style.red(&line),
+                    style.dim("<- aborted here")
+                ),
                 _ => format!("  {} {}", style.dim("·"), line),
             };
             let _ = writeln!(o, "{line}");
@@ -168,11 +174,11 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
     if !v.conditions.is_empty() {
         let _ = writeln!(o, "\nConditions:");
         for c in &v.conditions {
-            let _ = writeln!(
-                o,
+            let line = format!(
                 "  {:<13}{:<7}{:<26}{}",
                 c.type_, c.status, c.reason, c.message
             );
+            let _ = writeln!(o, "{}", line.trim_end());
         }
     }
     if let Some(f) = &v.failure {
