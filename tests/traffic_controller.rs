@@ -701,3 +701,116 @@ async fn gitops_reapplying_istio_objects_every_200ms_does_not_disturb_a_canary()
     );
     assert!(before.contains(&25) && before.contains(&75), "{before:?}");
 }
+
+fn invalid_spec_message(r: &sluice::api::rollout::Rollout) -> Option<String> {
+    r.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "InvalidSpec" && c.status == "True")
+        .map(|c| c.message.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_stable_ingress_is_reported_and_the_rollout_resumes_once_it_exists() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.create(&rollout("web", 2, "web:1", NGINX)).await;
+    let r = env
+        .wait_for("web", "invalid reference", 60, |r| {
+            invalid_spec_message(r).is_some()
+        })
+        .await;
+    let message = invalid_spec_message(&r).unwrap();
+    assert!(
+        message.contains("spec.strategy.canary.trafficRouting.nginx.stableIngress")
+            && message.contains("ingress 'web' not found"),
+        "{message}"
+    );
+    let ingresses: Api<Ingress> = Api::namespaced(env.client.clone(), NS);
+    assert!(ingresses.get_opt("web-web-canary").await.unwrap().is_none());
+
+    // The watch on the referenced Ingress brings the Rollout back as soon as it appears.
+    env.stable_ingress().await;
+    env.wait_for("web", "healthy", 60, |r| {
+        phase(r) == "Healthy" && invalid_spec_message(r).is_none()
+    })
+    .await;
+    assert_eq!(env.nginx_weight("web").await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stable_ingress_without_the_stable_service_changes_no_traffic() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    env.create(&rollout(
+        "web",
+        2,
+        "web:1",
+        &format!("{NGINX}steps:\n- setWeight: 40\n- pause: {{}}\n"),
+    ))
+    .await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "weight 40", 60, |r| weight(r) == Some(40))
+        .await;
+    assert_eq!(env.nginx_weight("web").await, Some(40));
+
+    // Someone points the stable Ingress elsewhere.
+    let ingresses: Api<Ingress> = Api::namespaced(env.client.clone(), NS);
+    ingresses
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"rules": [{"host": "web.example", "http": {"paths": [{
+                    "path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": "elsewhere", "port": {"number": 80}}}
+                }]}}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let r = env
+        .wait_for("web", "invalid reference", 60, |r| {
+            invalid_spec_message(r).is_some()
+        })
+        .await;
+    let message = invalid_spec_message(&r).unwrap();
+    assert!(
+        message.contains("ingress 'web' has no path with backend service 'web-stable'"),
+        "{message}"
+    );
+    assert_eq!(env.nginx_weight("web").await, Some(40), "no traffic change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_destination_rule_subset_is_reported_by_name() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    create(&vs_api(&env), SUBSET_VS).await;
+    create(
+        &dr_api(&env),
+        &SUBSET_DR.replace("name: canary", "name: next"),
+    )
+    .await;
+    env.create(&rollout("web", 2, "web:1", ISTIO_SUBSET)).await;
+    let r = env
+        .wait_for("web", "invalid reference", 60, |r| {
+            invalid_spec_message(r).is_some()
+        })
+        .await;
+    let message = invalid_spec_message(&r).unwrap();
+    assert!(
+        message.contains("spec.strategy.canary.trafficRouting.istio.destinationRule")
+            && message.contains("subset 'canary' not found in destinationrule 'web'"),
+        "{message}"
+    );
+    assert!(
+        env.replica_sets().await.is_empty(),
+        "nothing created while invalid"
+    );
+    assert_eq!(subset_hashes(&env).await, (None, None));
+}
