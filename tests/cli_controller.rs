@@ -210,6 +210,7 @@ async fn watch_follows_a_controller_driven_rollout_in_tmux() -> Result {
     cluster.write_kubeconfig(&kc)?;
     ok(&kc, &["status", "web", "--timeout", "2m"]).await?;
 
+    ensure_tmux()?;
     let socket = format!("sluice-ctl-watch-{}", std::process::id());
     let tmux = |args: &[&str]| -> Result<String> {
         let out = std::process::Command::new("tmux")
@@ -294,6 +295,67 @@ async fn watch_follows_a_controller_driven_rollout_in_tmux() -> Result {
     assert!(!second.contains("ActualWeight: 25"), "{second}");
     assert!(!second.contains("✔ Healthy"), "{second}");
     Ok(())
+}
+
+/// Makes sure `tmux` is installed (the Debian package), installing it when missing, as the
+/// Prometheus harness does for `prometheus`. A file lock keeps concurrent test processes from
+/// running apt at once.
+fn ensure_tmux() -> Result {
+    let present = || {
+        std::process::Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    let lock = std::fs::File::create(std::env::temp_dir().join("sluice-tests-tmux-install.lock"))?;
+    lock.lock()?;
+    if present() {
+        return Ok(());
+    }
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    for args in [
+        &["-o", "DPkg::Lock::Timeout=600", "update", "-qq"][..],
+        &[
+            "-o",
+            "DPkg::Lock::Timeout=600",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "tmux",
+        ][..],
+    ] {
+        let mut cmd = if root {
+            std::process::Command::new("apt-get")
+        } else {
+            let mut c = std::process::Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        let out = cmd
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .map_err(|e| format!("tmux is missing and apt-get could not be run: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "tmux is missing and apt-get {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+    }
+    if present() {
+        Ok(())
+    } else {
+        Err("tmux was installed but is not on PATH".into())
+    }
 }
 
 /// A stand-in for Prometheus' instant-query API that always answers one sample, `value`.
