@@ -25,6 +25,8 @@ use crate::resources::ResourceDef;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{DeleteOpts, EventType, FieldValidation, Store, StoreEvent, WriteCtx};
 
+const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
+
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -215,6 +217,22 @@ async fn handle(
         Some(Err(e)) => return e.into_response(),
         Some(Ok(t)) => t,
     };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !body.is_empty()
+        && (content_type.starts_with("application/vnd.kubernetes.protobuf")
+            || content_type.starts_with("application/cbor"))
+    {
+        // Only JSON (and YAML for apply) is spoken here; clients then fall back to JSON.
+        let accepted = if method == Method::PATCH {
+            PATCH_TYPES
+        } else {
+            "application/json, application/yaml"
+        };
+        return ApiError::unsupported_media_type(content_type, accepted).into_response();
+    }
     let is_watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     let verb = match (&method, target.name.is_some()) {
         (&Method::GET, true) => "get",
@@ -423,7 +441,7 @@ async fn serve_inner(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             let patch_type = PatchType::from_content_type(content_type)
-                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+                .ok_or_else(|| ApiError::unsupported_media_type(content_type, PATCH_TYPES))?;
             let patch = parse_body(body)?;
             if sub == Some("scale") {
                 let current = store
