@@ -18,6 +18,7 @@ pub mod managed;
 pub mod patch;
 pub mod process;
 pub mod prometheus;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selector;

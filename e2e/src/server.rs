@@ -221,17 +221,26 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !body.is_empty()
-        && (content_type.starts_with("application/vnd.kubernetes.protobuf")
-            || content_type.starts_with("application/cbor"))
-    {
-        // Only JSON (and YAML for apply) is spoken here; clients then fall back to JSON.
-        let accepted = if method == Method::PATCH {
-            PATCH_TYPES
-        } else {
-            "application/json, application/yaml"
-        };
-        return ApiError::unsupported_media_type(content_type, accepted).into_response();
+    let mut body = body;
+    let protobuf = content_type.starts_with("application/vnd.kubernetes.protobuf");
+    if !body.is_empty() && (protobuf || content_type.starts_with("application/cbor")) {
+        // JSON (and YAML for apply) is spoken here, plus the protobuf of the few kinds that
+        // kubectl's generator commands send.
+        match protobuf.then(|| crate::protobuf::decode(&body)) {
+            Some(Ok(decoded)) => body = Bytes::from(decoded.to_string()),
+            other => {
+                let accepted = if method == Method::PATCH {
+                    PATCH_TYPES
+                } else {
+                    "application/json, application/yaml"
+                };
+                let mut e = ApiError::unsupported_media_type(content_type, accepted);
+                if let Some(Err(why)) = other {
+                    e.message = format!("{}: {why}", e.message);
+                }
+                return e.into_response();
+            }
+        }
     }
     let is_watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     let verb = match (&method, target.name.is_some()) {

@@ -165,6 +165,40 @@ async fn kubectl_lists_shows_and_server_side_applies() {
     assert_eq!(widget["metadata"]["generation"], 2);
     assert_eq!(widget["spec"]["replicas"], 4);
 
+    // Generator commands send protobuf, decoded for the kinds they create most.
+    kubectl(&kubeconfig, &["create", "namespace", "generated"]).await;
+    kubectl(
+        &kubeconfig,
+        &[
+            "create",
+            "configmap",
+            "gen",
+            "-n",
+            "generated",
+            "--from-literal=k=v",
+        ],
+    )
+    .await;
+    kubectl(
+        &kubeconfig,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "gen",
+            "-n",
+            "generated",
+            "--from-literal=p=q",
+        ],
+    )
+    .await;
+    let cm = cluster
+        .object("", "configmaps", "generated", "gen")
+        .unwrap();
+    assert_eq!(cm["data"]["k"], "v");
+    let secret = cluster.object("", "secrets", "generated", "gen").unwrap();
+    assert_eq!(secret["data"]["p"], "cQ==");
+
     let json = kubectl(&kubeconfig, &["get", "configmaps", "-A", "-o", "json"]).await;
     let list: Value = serde_json::from_str(&json).unwrap();
     assert!(
