@@ -491,8 +491,8 @@ async fn warnings_and_non_prometheus_answers() {
     let _ = BTreeMap::<String, String>::new();
 }
 
-/// A TLS-terminating proxy, with a certificate from a private CA (made with `openssl`), in front
-/// of a real Prometheus.
+/// A TLS-terminating proxy, with a certificate from a private CA (made with `openssl`, installed
+/// when missing), in front of a real Prometheus.
 struct TlsProxy {
     url: String,
     /// The private CA's certificate.
@@ -513,12 +513,14 @@ async fn tls_proxy(upstream: std::net::SocketAddr) -> TlsProxy {
 
     let dir = tempfile::tempdir().unwrap();
     let path = |f: &str| dir.path().join(f);
+    let openssl_bin =
+        sluice_e2e::prometheus::ensure_tool("openssl", "openssl").unwrap_or_else(|e| panic!("{e}"));
     let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
+        let out = std::process::Command::new(&openssl_bin)
             .args(args)
             .current_dir(dir.path())
             .output()
-            .expect("openssl must be installed to make test certificates");
+            .expect("run openssl");
         assert!(
             out.status.success(),
             "openssl {args:?}: {}",

@@ -1,8 +1,8 @@
 //! A real Prometheus server for tests: installed when missing, started on a free loopback port.
 //!
 //! - [`ensure_installed`] finds the `prometheus` binary or installs the Debian package with
-//!   apt-get (concurrent installs are serialised with a file lock). It fails loudly: a test that
-//!   needs Prometheus never skips.
+//!   apt-get (concurrent installs are serialised with a file lock); [`ensure_tool`] does the same
+//!   for other tools. They fail loudly: a test that needs a tool never skips.
 //! - [`Exporter`] is a small HTTP server whose counters the test controls: request totals by
 //!   status code and a request-latency histogram.
 //! - [`PrometheusServer`] runs Prometheus with a temporary config and data directory, scraping
@@ -49,11 +49,11 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError 
     move |source| HarnessError::Io { context, source }
 }
 
-fn find_binary() -> Option<PathBuf> {
+fn find_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
-        .map(|d| d.join("prometheus"))
+        .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 
@@ -82,15 +82,21 @@ fn run_apt(args: &[&str]) -> Result<(), HarnessError> {
 /// missing. Several test processes may call this at once: a file lock lets one install while
 /// the others wait and then find the binary.
 pub fn ensure_installed() -> Result<PathBuf, HarnessError> {
-    if let Some(p) = find_binary() {
+    ensure_tool("prometheus", "prometheus")
+}
+
+/// Returns the path of the `binary` a test needs, installing the Debian `package` that ships it
+/// if it is missing (e.g. `openssl` for TLS tests). Fails loudly; never skips.
+pub fn ensure_tool(binary: &str, package: &str) -> Result<PathBuf, HarnessError> {
+    if let Some(p) = find_binary(binary) {
         return Ok(p);
     }
-    let lock_path = std::env::temp_dir().join("sluice-e2e-prometheus-install.lock");
+    let lock_path = std::env::temp_dir().join("sluice-e2e-apt-install.lock");
     let lock =
         File::create(&lock_path).map_err(io_err(format!("create {}", lock_path.display())))?;
     lock.lock()
         .map_err(io_err(format!("lock {}", lock_path.display())))?;
-    if let Some(p) = find_binary() {
+    if let Some(p) = find_binary(binary) {
         return Ok(p);
     }
     // Wait for a dpkg lock held by another installer instead of failing at once.
@@ -102,12 +108,12 @@ pub fn ensure_installed() -> Result<PathBuf, HarnessError> {
         "install",
         "-y",
         "--no-install-recommends",
-        "prometheus",
+        package,
     ])?;
-    find_binary().ok_or_else(|| {
-        HarnessError::Install(
-            "the prometheus package is installed but no prometheus binary is on PATH".into(),
-        )
+    find_binary(binary).ok_or_else(|| {
+        HarnessError::Install(format!(
+            "the {package} package is installed but no {binary} binary is on PATH"
+        ))
     })
 }
 
