@@ -588,14 +588,26 @@ async fn gitops_reapplying_istio_objects_every_200ms_does_not_disturb_a_canary()
             );
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 for (api, git) in [(&vs, &vs_git), (&dr, &dr_git)] {
-                    let live = api
-                        .get_opt("web")
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|o| serde_json::to_value(o).unwrap());
-                    let config = respect_ignore_differences(git, live.as_ref());
-                    if let Err(e) = api.patch("web", &pp, &Patch::Apply(&config)).await {
+                    // A write by Sluice between the read and the apply makes the apply conflict;
+                    // like a failed sync, it is retried from a fresh read.
+                    let mut last = None;
+                    for _ in 0..5 {
+                        let live = api
+                            .get_opt("web")
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|o| serde_json::to_value(o).unwrap());
+                        let config = respect_ignore_differences(git, live.as_ref());
+                        match api.patch("web", &pp, &Patch::Apply(&config)).await {
+                            Ok(_) => {
+                                last = None;
+                                break;
+                            }
+                            Err(e) => last = Some(e),
+                        }
+                    }
+                    if let Some(e) = last {
                         errors.lock().unwrap().push(format!("{}: {e}", git["kind"]));
                     }
                 }
@@ -813,4 +825,198 @@ async fn missing_destination_rule_subset_is_reported_by_name() {
         "nothing created while invalid"
     );
     assert_eq!(subset_hashes(&env).await, (None, None));
+}
+
+const EDGE_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: default}
+spec:
+  hosts: [web.example.com]
+  tls:
+  - match: [{port: 443, sniHosts: [web.example.com]}]
+    route:
+    - destination: {host: web-stable}
+      weight: 100
+    - destination: {host: web-canary}
+      weight: 0
+  tcp:
+  - match: [{port: 5432}]
+    route:
+    - destination: {host: web-stable}
+      weight: 100
+    - destination: {host: web-canary}
+      weight: 0
+"#;
+
+/// Canary weights of the TLS and TCP routes of `edge`.
+async fn edge_canary_weights(env: &Env) -> (i64, i64) {
+    let vs = get(&vs_api(env), "edge").await;
+    let w = |kind: &str| {
+        vs["spec"][kind][0]["route"][1]["weight"]
+            .as_i64()
+            .unwrap_or(-1)
+    };
+    (w("tls"), w("tcp"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_virtual_services_with_http_tls_and_tcp_routes_move_together_and_abort_restores_each() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    create(&vs_api(&env), HOST_VS).await;
+    create(&vs_api(&env), EDGE_VS).await;
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+abortScaleDownDelaySeconds: 1
+trafficRouting:
+  istio:
+    virtualServices:
+    - {name: web, routes: [primary]}
+    - name: edge
+      tlsRoutes: [{port: 443, sniHosts: [web.example.com]}]
+      tcpRoutes: [{port: 5432}]
+steps:
+- setWeight: 35
+- pause: {}
+"#;
+    env.create(&rollout("web", 2, "web:1", spec)).await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    env.set_image("web", "web:2").await;
+    let r = env
+        .wait_for("web", "paused at 35", 60, |r| {
+            step(r) == Some(1) && weight(r) == Some(35)
+        })
+        .await;
+    let v2 = current(&r).unwrap();
+    assert_eq!(vs_weights(&env).await, (65, 35));
+    assert_eq!(edge_canary_weights(&env).await, (35, 35));
+
+    env.patch_status("web", json!({"abort": true})).await;
+    env.wait_for("web", "aborted", 60, |r| {
+        phase(r) == "Degraded" && weight(r) == Some(0)
+    })
+    .await;
+    wait_scaled_down(&env, &v2).await;
+    assert_eq!(vs_weights(&env).await, (100, 0));
+    assert_eq!(edge_canary_weights(&env).await, (0, 0));
+}
+
+const MANAGED_ROUTES: &str = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  managedRoutes: [{name: beta-header}, {name: mirror-posts}]
+  istio:
+    virtualService: {name: web, routes: [primary]}
+steps:
+- setWeight: 10
+- setHeaderRoute:
+    name: beta-header
+    match: [{headerName: x-beta, headerValue: {exact: "1"}}]
+- setMirrorRoute:
+    name: mirror-posts
+    match: [{method: {exact: POST}}]
+    percentage: 50
+- pause: {}
+"#;
+
+fn http_route_names(vs: &Value) -> Vec<String> {
+    vs["spec"]["http"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_and_mirror_steps_put_managed_routes_first_and_promotion_removes_them() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    create(&vs_api(&env), HOST_VS).await;
+    env.create(&rollout("web", 2, "web:1", MANAGED_ROUTES))
+        .await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "paused after the route steps", 60, |r| {
+        step(r) == Some(3)
+    })
+    .await;
+    wait_until("managed routes in place", 30, || async {
+        http_route_names(&get(&vs_api(&env), "web").await)
+            == ["beta-header", "mirror-posts", "primary"]
+    })
+    .await;
+    let vs = get(&vs_api(&env), "web").await;
+    assert_eq!(
+        vs["spec"]["http"][0]["match"],
+        json!([{"headers": {"x-beta": {"exact": "1"}}}])
+    );
+    assert_eq!(
+        vs["spec"]["http"][1]["mirrorPercentage"],
+        json!({"value": 50.0})
+    );
+    assert_eq!(
+        vs["spec"]["http"][2]["retries"],
+        json!({"attempts": 3, "perTryTimeout": "2s"})
+    );
+
+    env.promote("web").await;
+    env.wait_for("web", "promoted", 60, |r| {
+        phase(r) == "Healthy" && weight(r) == Some(0)
+    })
+    .await;
+    wait_until("managed routes removed", 30, || async {
+        http_route_names(&get(&vs_api(&env), "web").await) == ["primary"]
+    })
+    .await;
+    assert_eq!(vs_weights(&env).await, (100, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_ingress_annotation_removed_from_the_rollout_is_removed_from_the_ingress() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  nginx:
+    stableIngress: web
+    additionalIngressAnnotations:
+      canary-by-header: X-Canary
+"#;
+    env.create(&rollout("web", 2, "web:1", spec)).await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    let ingresses: Api<Ingress> = Api::namespaced(env.client.clone(), NS);
+    let key = "nginx.ingress.kubernetes.io/canary-by-header";
+    let annotation = || async {
+        ingresses
+            .get("web-web-canary")
+            .await
+            .unwrap()
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get(key)
+            .cloned()
+    };
+    assert_eq!(annotation().await.as_deref(), Some("X-Canary"));
+
+    env.patch_spec(
+        "web",
+        json!({"spec": {"strategy": {"canary": {"trafficRouting": {"nginx": {"additionalIngressAnnotations": null}}}}}}),
+    )
+    .await;
+    wait_until("stale annotation removed", 60, || async {
+        annotation().await.is_none()
+    })
+    .await;
+    assert_eq!(env.nginx_weight("web").await, Some(0));
 }
