@@ -536,3 +536,54 @@ fn istio_release_returns_all_traffic_to_stable_and_removes_what_sluice_added() {
     insta::assert_json_snapshot!("istio_release_patch", release);
     assert_eq!(patched(&during, &release), live);
 }
+
+#[test]
+fn one_router_per_provider_and_the_objects_they_depend_on() {
+    use sluice::traffic::{IstioApiVersion, RoutingConfig, routers_for, watched_objects};
+    let config = RoutingConfig {
+        istio_api_version: IstioApiVersion::V1beta1,
+    };
+    let both = rollout(
+        r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  nginx: {stableIngress: shop}
+  istio:
+    virtualServices: [{name: web}, {name: edge.gateways.svc.cluster.local}]
+    destinationRule: {name: web, canarySubsetName: canary, stableSubsetName: stable}
+"#,
+    );
+    let names: Vec<&str> = routers_for(&both, &config)
+        .iter()
+        .map(|r| r.name())
+        .collect();
+    assert_eq!(names, ["nginx", "istio"]);
+    let watched: Vec<String> = watched_objects(&both, &config)
+        .iter()
+        .map(|w| {
+            format!(
+                "{}/{} {}/{} {}",
+                w.group, w.version, w.namespace, w.name, w.kind
+            )
+        })
+        .collect();
+    assert_eq!(
+        watched,
+        [
+            "networking.istio.io/v1beta1 shop/web DestinationRule",
+            "networking.istio.io/v1beta1 gateways/edge VirtualService",
+            "networking.istio.io/v1beta1 shop/web VirtualService",
+            "networking.k8s.io/v1 shop/shop Ingress",
+            "networking.k8s.io/v1 shop/web-shop-canary Ingress",
+        ]
+    );
+
+    let basic = rollout("canaryService: web-canary\nstableService: web-stable\n");
+    let names: Vec<&str> = routers_for(&basic, &config)
+        .iter()
+        .map(|r| r.name())
+        .collect();
+    assert_eq!(names, ["none"]);
+    assert!(watched_objects(&basic, &config).is_empty());
+}
