@@ -299,6 +299,7 @@ pub(crate) fn canary_ingress_patch(live: &Ingress, desired: &Ingress) -> Option<
     let mut target = live.clone();
     target.metadata.annotations = Some(annotations);
     target.spec = desired.spec.clone();
+    // Serializing a typed Ingress cannot fail (string keys, no non-finite floats).
     let live = serde_json::to_value(live).ok()?;
     let target = serde_json::to_value(&target).ok()?;
     guarded_patch(&live, &target)

@@ -5,6 +5,16 @@
 //! ([`TrafficRouter::apply`]), and restores the user's objects when the Rollout is deleted
 //! ([`TrafficRouter::cleanup`]). Each router splits into a pure part (build the desired object or
 //! patch) and a thin part that writes it.
+//!
+//! - [`routers_for`] builds the routers of a Rollout (NGINX, Istio, or [`NoRouter`]).
+//! - [`watched_objects`] lists the objects they read or write, so the controller can watch them
+//!   and map their events back to the Rollout.
+//! - `observe` checks every reference as `apply` does, so an invalid reference
+//!   ([`TrafficError::InvalidReference`]) is known before planning; `apply` reads and checks all
+//!   objects before writing any, so a bad reference never half-applies.
+//! - Writes go under the field manager `sluice`: the canary Ingress is created and then patched;
+//!   user objects (VirtualServices, DestinationRules) only ever get JSON patches of what differs,
+//!   guarded by a `test` of their resourceVersion. Nothing is written when nothing differs.
 
 use futures::future::BoxFuture;
 
