@@ -108,6 +108,21 @@ impl WatchedObject {
     pub fn is(&self, kind: &str, namespace: &str, name: &str) -> bool {
         self.kind == kind && self.namespace == namespace && self.name == name
     }
+
+    /// The API resource, for a `DynamicObject` watch of kinds without Rust types (Istio).
+    pub fn api_resource(&self) -> kube::api::ApiResource {
+        kube::api::ApiResource {
+            group: self.group.clone(),
+            version: self.version.clone(),
+            api_version: if self.group.is_empty() {
+                self.version.clone()
+            } else {
+                format!("{}/{}", self.group, self.version)
+            },
+            kind: self.kind.clone(),
+            plural: self.plural.clone(),
+        }
+    }
 }
 
 /// Istio API version used for VirtualServices and DestinationRules (one per controller; older
