@@ -191,7 +191,14 @@ async fn istio_host_level_canary_promotes_and_abort_sets_weight_zero_before_scal
 
     let writes = env.cluster.writes();
     let weight0 = position(&writes, |w| {
-        w.resource == "virtualservices" && w.code == 200
+        w.resource == "virtualservices"
+            && w.code == 200
+            && w.body.as_ref().is_some_and(|b| {
+                b.as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|op| op["path"] == "/spec/http/0/route/1/weight" && op["value"] == 0)
+            })
     })
     .expect("the weight goes back to 0");
     let scale = position(&writes, |w| scales_to_zero(w, &v3)).expect("the canary scales down");
