@@ -369,6 +369,16 @@ impl TestCluster {
         }
     }
 
+    /// Turns enforcement of CRDs' CEL rules (`x-kubernetes-validations`) on or off (on by
+    /// default). Off lets a test store an object a real API server would refuse, e.g. to model
+    /// one written before a CRD upgrade added the rule.
+    pub fn set_cel_rules(&self, enforce: bool) {
+        self.state
+            .store
+            .cel_rules
+            .store(enforce, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The cluster clock (follows tokio's clock, so a paused runtime controls it).
     pub fn clock(&self) -> Clock {
         self.state.store.clock
@@ -476,10 +486,14 @@ pub fn example_crd() -> Value {
                         "spec": {
                             "type": "object",
                             "required": ["size"],
+                            "x-kubernetes-validations": [
+                                {"rule": "!has(self.items) || size(self.items) == 0 || self.size == 'large'", "message": "items need a large widget"}
+                            ],
                             "properties": {
                                 "size": {"type": "string", "enum": ["small", "large"]},
                                 "replicas": {"type": "integer", "minimum": 0, "maximum": 100, "default": 1},
-                                "name": {"type": "string", "pattern": "^[a-z][a-z0-9-]*$", "maxLength": 20},
+                                "name": {"type": "string", "pattern": "^[a-z][a-z0-9-]*$", "maxLength": 20,
+                                    "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "name is immutable"}]},
                                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                                 "items": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
                                 "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}

@@ -31,7 +31,11 @@ pub struct VersionDef {
     pub status_subresource: bool,
     pub scale: Option<ScaleSpec>,
     pub printer_columns: Vec<PrinterColumn>,
+    /// Identifies this schema for caches (compiled CEL rules); unique per CRD write.
+    pub schema_id: u64,
 }
+
+static SCHEMA_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Checks and normalizes a built-in object by a round trip through its k8s-openapi type, which
 /// drops unknown fields and rejects wrongly typed ones, as the real server's typed decoding does.
@@ -157,6 +161,7 @@ fn builtin(
                 label_selector_path: Some(".status.selector".into()),
             }),
             printer_columns: Vec::new(),
+            schema_id: 0,
         }],
         has_generation,
         typed_check: Some(typed_check),
@@ -473,6 +478,7 @@ pub fn from_crd(crd: &Value) -> Result<ResourceDef, ApiError> {
             status_subresource: sub.and_then(|s| s.get("status")).is_some(),
             scale,
             printer_columns,
+            schema_id: SCHEMA_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         });
     }
     if versions.is_empty() {

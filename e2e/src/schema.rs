@@ -16,6 +16,47 @@ pub struct SchemaOutcome {
     pub pruned: Vec<String>,
 }
 
+thread_local! {
+    static CEL: (kube_cel::Validator, std::cell::RefCell<HashMap<u64, std::rc::Rc<kube_cel::CompiledSchema>>>) =
+        (kube_cel::Validator::new(), Default::default());
+}
+
+/// Evaluates the schema's `x-kubernetes-validations` (CEL) rules on a write, with `old` as
+/// `oldSelf` for transition rules. Only rules that evaluate to false (or to a non-boolean) reject
+/// the write; a rule kube-cel cannot compile or evaluate (a CEL feature it lacks) is skipped with
+/// a warning rather than rejecting every object, so it is not enforced. Returns 422 causes.
+pub fn cel_errors(
+    schema: &Value,
+    schema_id: u64,
+    obj: &Value,
+    old: Option<&Value>,
+    root: &kube_cel::RootContext,
+) -> Vec<(String, String)> {
+    CEL.with(|(validator, cache)| {
+        let compiled = cache
+            .borrow_mut()
+            .entry(schema_id)
+            .or_insert_with(|| std::rc::Rc::new(kube_cel::compile_schema(schema)))
+            .clone();
+        let Err(errors) = validator.validate_compiled_with_context(&compiled, obj, old, Some(root)) else {
+            return Vec::new();
+        };
+        errors
+            .into_vec()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                kube_cel::ErrorKind::ValidationFailure | kube_cel::ErrorKind::InvalidResult => {
+                    Some((e.field_path.clone(), format!("Invalid value: \"object\": {}", e.message)))
+                }
+                _ => {
+                    tracing::warn!(rule = %e.rule, error = %e.message, "cel rule not enforced by the test cluster");
+                    None
+                }
+            })
+            .collect()
+    })
+}
+
 /// Applies `schema` (a CRD version's `openAPIV3Schema`) to `obj` in place.
 pub fn apply(schema: &Value, obj: &mut Value) -> SchemaOutcome {
     let mut out = SchemaOutcome::default();

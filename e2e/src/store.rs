@@ -133,6 +133,8 @@ pub struct Store {
     cluster_ip_seq: std::sync::atomic::AtomicU32,
     /// Fill in the defaults of built-in kinds (see [`crate::defaults`]).
     pub builtin_defaults: bool,
+    /// Enforce CRDs' `x-kubernetes-validations` (CEL) rules.
+    pub cel_rules: std::sync::atomic::AtomicBool,
 }
 
 /// The finalizer of a foreground deletion.
@@ -244,6 +246,7 @@ impl Store {
             hasher: Default::default(),
             cluster_ip_seq: Default::default(),
             builtin_defaults: true,
+            cel_rules: std::sync::atomic::AtomicBool::new(true),
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -504,6 +507,7 @@ impl Store {
         obj: &mut Value,
         ctx: &WriteCtx,
         name: &str,
+        old: Option<&Value>,
     ) -> Result<Vec<String>, ApiError> {
         if let Some(check) = res.typed_check {
             let meta = obj.get("metadata").cloned();
@@ -527,7 +531,10 @@ impl Store {
             }
             return Ok(Vec::new());
         }
-        let Some(schema) = res.version(version).and_then(|v| v.schema.as_ref()) else {
+        let Some(def) = res.version(version) else {
+            return Ok(Vec::new());
+        };
+        let Some(schema) = def.schema.as_ref() else {
             return Ok(Vec::new());
         };
         let outcome = schema::apply(schema, obj);
@@ -538,6 +545,19 @@ impl Store {
                 name,
                 outcome.errors,
             ));
+        }
+        let root = kube_cel::RootContext {
+            api_version: res.api_version(version),
+            api_group: res.group.clone(),
+            kind: res.kind.clone(),
+        };
+        let cel = if self.cel_rules.load(std::sync::atomic::Ordering::Relaxed) {
+            schema::cel_errors(schema, def.schema_id, obj, old, &root)
+        } else {
+            Vec::new()
+        };
+        if !cel.is_empty() {
+            return Err(ApiError::invalid(&res.kind, &res.group, name, cel));
         }
         let warnings: Vec<String> = outcome
             .pruned
@@ -683,7 +703,7 @@ impl Store {
         {
             m.remove("status");
         }
-        let warnings = self.validate(res, version, &mut obj, ctx, &name)?;
+        let warnings = self.validate(res, version, &mut obj, ctx, &name, None)?;
         let crd_def =
             if res.key() == ResKey::new("apiextensions.k8s.io", "customresourcedefinitions") {
                 let def = resources::from_crd(&obj)?;
@@ -914,7 +934,7 @@ impl Store {
                 }
             }
         }
-        let warnings = self.validate(res, version, &mut new, ctx, name)?;
+        let warnings = self.validate(res, version, &mut new, ctx, name, Some(&old))?;
         if res.has_generation && generation_relevant(&new) != generation_relevant(&old) {
             let generation = old
                 .pointer("/metadata/generation")

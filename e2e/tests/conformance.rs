@@ -996,3 +996,74 @@ async fn foreground_deletion_waits_for_blocking_dependents() {
     .await;
     delete_namespace(&t.client, &ns).await;
 }
+
+#[tokio::test]
+async fn custom_resources_are_checked_against_cel_rules() {
+    let t = target().await;
+    install_widget_crd(&t.client).await;
+    let ns = namespace(&t.client, "cel").await;
+    let api = widgets(&t.client, &ns);
+    let pp = PostParams::default();
+    let rejected = status_of(
+        api.create(&pp, &widget("w", json!({"size": "small", "items": ["a"]})))
+            .await,
+    );
+    assert_eq!((rejected.code, rejected.reason.as_str()), (422, "Invalid"));
+    assert!(
+        rejected.message.contains("items need a large widget"),
+        "{}",
+        rejected.message
+    );
+    let causes: Vec<String> = rejected
+        .details
+        .unwrap()
+        .causes
+        .into_iter()
+        .map(|c| c.field)
+        .collect();
+    assert_eq!(causes, vec!["spec"]);
+
+    api.create(
+        &pp,
+        &widget(
+            "w",
+            json!({"size": "large", "items": ["a"], "name": "first"}),
+        ),
+    )
+    .await
+    .unwrap();
+    // A transition rule: the name may not change once set.
+    let renamed = status_of(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"name": "second"}})),
+        )
+        .await,
+    );
+    assert_eq!(renamed.code, 422);
+    assert!(
+        renamed.message.contains("name is immutable"),
+        "{}",
+        renamed.message
+    );
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .unwrap();
+    // The test cluster alone can be told to let such objects in.
+    if let Some(cluster) = &t.cluster {
+        cluster.set_cel_rules(false);
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"name": "second"}})),
+        )
+        .await
+        .unwrap();
+    }
+    delete_namespace(&t.client, &ns).await;
+}
