@@ -1027,3 +1027,44 @@ trafficRouting:
     .await;
     assert_eq!(env.nginx_weight("web").await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubectl_edit_of_the_canary_ingress_weight_is_reverted() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    env.create(&rollout(
+        "web",
+        2,
+        "web:1",
+        &format!("{NGINX}steps:\n- setWeight: 30\n- pause: {{}}\n"),
+    ))
+    .await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "paused at 30", 60, |r| {
+        step(r) == Some(1) && weight(r) == Some(30)
+    })
+    .await;
+    let ingresses: Api<Ingress> = Api::namespaced(env.client.clone(), NS);
+    ingresses
+        .patch(
+            "web-web-canary",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "nginx.ingress.kubernetes.io/canary-weight": "100"
+            }}})),
+        )
+        .await
+        .unwrap();
+    // The controller watches the canary Ingress it owns: the edit is undone without waiting for a
+    // periodic resync.
+    wait_until("weight back to 30", 30, || async {
+        env.nginx_weight("web").await == Some(30)
+    })
+    .await;
+    let r = env.get("web").await;
+    assert_eq!(step(&r), Some(1));
+    assert_eq!(weight(&r), Some(30));
+}
