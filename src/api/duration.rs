@@ -48,6 +48,9 @@ impl fmt::Display for IntOrDuration {
 /// Parses a numeric string as seconds, otherwise a Go duration string (`1h30m`, `250ms`).
 pub fn parse_go_or_seconds(text: &str) -> Result<std::time::Duration, DurationError> {
     let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(DurationError::Unparseable(text.to_string()));
+    }
     if let Ok(secs) = trimmed.parse::<i64>() {
         if secs < 0 {
             return Err(DurationError::Negative(text.to_string()));

@@ -626,16 +626,8 @@ pub struct RolloutAnalysisBackground {
     pub starting_step: Option<i32>,
 }
 
-/// Reference to an AnalysisTemplate or ClusterAnalysisTemplate.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct AnalysisTemplateRef {
-    /// Name of the template.
-    pub template_name: String,
-    /// True for a ClusterAnalysisTemplate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_scope: Option<bool>,
-}
+/// Reference to an AnalysisTemplate or ClusterAnalysisTemplate (shared with the analysis kinds).
+pub use super::analysis::AnalysisTemplateRef;
 
 /// An argument passed from the Rollout to its analysis templates.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]

@@ -550,7 +550,7 @@ fn analysis_refs(
         references.push(Reference {
             finding_at: doc.finding(&format!("{field}.templates[{j}].templateName"), ""),
             name: t.template_name.clone(),
-            cluster: t.cluster_scope.unwrap_or(false),
+            cluster: t.cluster_scope,
             args: args.clone(),
             namespace: namespace.clone(),
             group: format!("{}:{}:{field}", doc.file, doc.first_line),

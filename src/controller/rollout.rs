@@ -20,7 +20,7 @@ use super::metrics::RolloutInfoLabels;
 use crate::api::analysis::{AnalysisRun, AnalysisRunSpec, AnalysisRunStatus};
 use crate::api::common::AnalysisPhase;
 use crate::api::constants::{self, FIELD_MANAGER};
-use crate::api::rollout::{PodTemplateHashValue, Rollout};
+use crate::api::rollout::Rollout;
 use crate::api::validation::FieldError;
 use crate::plan::{
     self, AnalysisRunKind, AnalysisRunRequest, EventType, ObservedAnalysisRun, ObservedReplicaSet,
@@ -460,7 +460,7 @@ async fn apply(
         }
         for req in &plan.create_analysis_runs {
             gate(ctx)?;
-            create_analysis_run(ro, ns, obs, req, ctx, &ar_api).await?;
+            create_analysis_run(ro, ns, req, ctx, &ar_api).await?;
         }
 
         // 6. Pruned ReplicaSets.
@@ -602,68 +602,27 @@ fn new_replica_set(
     }
 }
 
-/// Resolves the Rollout-side arguments of an analysis.
+/// Resolves the Rollout-side arguments of an analysis (values, pod-template hashes, fields).
 fn rollout_args(
     ro: &Rollout,
-    obs: &Observation,
     req: &AnalysisRunRequest,
 ) -> Result<Vec<crate::api::analysis::Argument>, String> {
-    let stable = ro
-        .status
-        .as_ref()
-        .and_then(|s| s.stable_rs.clone())
-        .unwrap_or_default();
-    let _ = obs;
-    let value = serde_json::to_value(ro).unwrap_or_default();
-    let mut out = Vec::new();
-    for a in &req.analysis.args {
-        let resolved = match (&a.value, &a.value_from) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(from)) => match (&from.pod_template_hash_value, &from.field_ref) {
-                (Some(PodTemplateHashValue::Stable), _) => Some(stable.clone()),
-                (Some(PodTemplateHashValue::Latest), _) => Some(req.pod_hash.clone()),
-                (None, Some(f)) => Some(field_value(&value, &f.field_path).ok_or_else(|| {
-                    format!("argument {:?}: field {:?} not found on the Rollout", a.name, f.field_path)
-                })?),
-                (None, None) => None,
-            },
-            (None, None) => None,
-        };
-        out.push(crate::api::analysis::Argument {
-            name: a.name.clone(),
-            value: resolved,
-            ..Default::default()
-        });
-    }
-    Ok(out)
-}
-
-/// Reads `metadata.name`, `metadata.labels['app']`, `spec.strategy.canary.canaryService`, ...
-fn field_value(obj: &serde_json::Value, path: &str) -> Option<String> {
-    let mut cur = obj;
-    let mut rest = path;
-    while !rest.is_empty() {
-        let (key, next) = if let Some(stripped) = rest.strip_prefix("['") {
-            let end = stripped.find("']")?;
-            (&stripped[..end], &stripped[end + 2..])
-        } else {
-            let end = rest.find(['.', '[']).unwrap_or(rest.len());
-            (&rest[..end], &rest[end..])
-        };
-        cur = cur.get(key)?;
-        rest = next.strip_prefix('.').unwrap_or(next);
-    }
-    match cur {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
-    }
+    let stable = ro.status.as_ref().and_then(|s| s.stable_rs.clone());
+    let value = serde_json::to_value(ro).map_err(|e| e.to_string())?;
+    crate::analysis::rollout_args::resolve_rollout_args(
+        &req.analysis.args,
+        &value,
+        crate::analysis::rollout_args::TemplateHashes {
+            stable: stable.as_deref(),
+            latest: Some(req.pod_hash.as_str()),
+        },
+    )
+    .map_err(|e| e.to_string())
 }
 
 async fn create_analysis_run(
     ro: &Rollout,
     ns: &str,
-    obs: &Observation,
     req: &AnalysisRunRequest,
     ctx: &Context,
     api: &Api<AnalysisRun>,
@@ -672,15 +631,7 @@ async fn create_analysis_run(
     let mut specs = BTreeMap::new();
     let mut problem: Option<String> = None;
     // Fetch every template, following `templates[]` inclusions.
-    let refs: Vec<crate::api::analysis::AnalysisTemplateRef> = req
-        .analysis
-        .templates
-        .iter()
-        .map(|r| crate::api::analysis::AnalysisTemplateRef {
-            template_name: r.template_name.clone(),
-            cluster_scope: r.cluster_scope == Some(true),
-        })
-        .collect();
+    let refs = req.analysis.templates.clone();
     let mut queue = refs.clone();
     while let Some(r) = queue.pop() {
         let key = (r.cluster_scope, r.template_name.clone());
@@ -716,7 +667,7 @@ async fn create_analysis_run(
         })
         .map_err(|e| e.to_string())
         .and_then(|template| {
-            let args = rollout_args(ro, obs, req)?;
+            let args = rollout_args(ro, req)?;
             crate::analysis::template::run_spec(
                 &template,
                 &args,

@@ -1,0 +1,200 @@
+//! Reliability of the controller: killed at random points, competing replicas, injected API
+//! faults. The outcome must not change, and no write may undo an earlier one.
+
+mod controller_support;
+
+use std::time::Duration;
+
+use controller_support::*;
+use sluice::controller::ControllerConfig;
+use sluice::controller::leader::LeaseSettings;
+use sluice_e2e::Fault;
+
+const FAST_STEPS: &str = r#"
+canaryService: web-canary
+stableService: web-stable
+scaleDownDelaySeconds: 1
+abortScaleDownDelaySeconds: 1
+trafficRouting:
+  nginx: {stableIngress: web}
+steps:
+- setWeight: 25
+- pause: {duration: 1}
+- setWeight: 50
+- pause: {duration: 1}
+- setWeight: 75
+"#;
+
+/// Canary weights written to the canary Ingress, in order, since the write log was cleared.
+fn written_weights(cluster: &sluice_e2e::TestCluster) -> Vec<i32> {
+    cluster
+        .writes()
+        .into_iter()
+        .filter(|w| w.resource == "ingresses" && w.code < 300)
+        .filter_map(|w| {
+            // Whatever the patch format (merge, JSON patch, apply), the value follows the key.
+            let body = w.body?.to_string();
+            let at = body.find("canary-weight\"")? + "canary-weight\"".len();
+            let digits: String = body[at..]
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// A small deterministic generator, so each seed is a reproducible kill schedule.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound.max(1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_restarted_controller_reaches_the_same_outcome_50_times() {
+    let mut env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    env.create(&rollout("web", 4, "web:0", FAST_STEPS)).await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
+    let mut previous = current(&env.get("web").await);
+    for seed in 0..50u64 {
+        let mut rng = Lcg(seed + 1);
+        env.cluster.clear_writes();
+        let image = format!("web:{}", seed + 1);
+        env.set_image("web", &image).await;
+        // Kill the controller at a random instant of the update (0–3 s), keep it dead for a
+        // random while (0–500 ms), then start a fresh one with empty caches.
+        tokio::time::sleep(Duration::from_millis(rng.next(3000))).await;
+        if let Some(c) = env.controller.take() {
+            c.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(rng.next(500))).await;
+        env.controller = Some(start_controller(&env.cluster, config()).await);
+        let r = env
+            .wait_for("web", &format!("seed {seed}: promoted"), 90, |r| {
+                current(r) != previous
+                    && phase(r) == "Healthy"
+                    && stable(r) == current(r)
+                    && weight(r) == Some(0)
+            })
+            .await;
+        let hash = current(&r).unwrap();
+        previous = Some(hash.clone());
+        assert_eq!(env.pods_of(&hash).await, 4, "seed {seed}");
+        assert_eq!(env.service_hash("web-stable").await.as_deref(), Some(hash.as_str()));
+        let weights = written_weights(&env.cluster);
+        // Weights only go up during the update, then back to 0 once promoted: no write undoes
+        // an earlier one.
+        assert!(!weights.is_empty(), "seed {seed}: no weight written");
+        let last_nonzero = weights.iter().rposition(|w| *w != 0).unwrap_or(0);
+        let rising = &weights[..=last_nonzero];
+        assert!(
+            rising.windows(2).all(|p| p[0] <= p[1]),
+            "seed {seed}: weights moved backwards: {weights:?}"
+        );
+        assert!(weights.iter().all(|w| [0, 25, 50, 75, 100].contains(w)), "seed {seed}: {weights:?}");
+        assert_eq!(weights.last(), Some(&0), "seed {seed}: {weights:?}");
+    }
+}
+
+fn leader_config(identity: &str) -> ControllerConfig {
+    ControllerConfig {
+        lease: Some(LeaseSettings {
+            name: "sluice-controller-lock".into(),
+            namespace: NS.into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(3),
+            retry: Duration::from_millis(500),
+        }),
+        identity: identity.into(),
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_writes_and_the_standby_takes_over() {
+    let env = Env::without_controller().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    let a = sluice::controller::start(env.cluster.client_as("replica-a").unwrap(), leader_config("replica-a"))
+        .await
+        .unwrap();
+    // Let replica-a take the Lease first, so the roles are known.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !a.leader.is_leader() {
+        assert!(std::time::Instant::now() < deadline, "replica-a never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = sluice::controller::start(env.cluster.client_as("replica-b").unwrap(), leader_config("replica-b"))
+        .await
+        .unwrap();
+    env.create(&rollout("web", 2, "web:1", FAST_STEPS)).await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "promoted by the leader", 60, |r| {
+        phase(r) == "Healthy" && stable(r) == current(r) && weight(r) == Some(0)
+    })
+    .await;
+    assert!(!b.leader.is_leader());
+    let non_lease = |id: &str| {
+        env.cluster
+            .writes()
+            .into_iter()
+            .filter(|w| w.identity.as_deref() == Some(id) && w.resource != "leases")
+            .count()
+    };
+    assert!(non_lease("replica-a") > 0, "the leader wrote");
+    assert_eq!(non_lease("replica-b"), 0, "the standby wrote nothing");
+
+    // The leader stops; the standby takes over within one lease duration (plus its retry).
+    a.abort();
+    let stopped = std::time::Instant::now();
+    while !b.leader.is_leader() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3) + Duration::from_secs(2),
+            "standby did not take over within a lease duration"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.set_image("web", "web:3").await;
+    env.wait_for("web", "promoted by the new leader", 60, |r| {
+        phase(r) == "Healthy" && stable(r) == current(r) && weight(r) == Some(0)
+    })
+    .await;
+    assert!(non_lease("replica-b") > 0, "the new leader wrote");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_converges_through_conflicts_errors_and_dropped_watches() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    env.create(&rollout("web", 3, "web:1", FAST_STEPS)).await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
+    env.cluster
+        .inject(Fault::fail(409).verb("patch").resource("replicasets").times(2));
+    env.cluster
+        .inject(Fault::fail(500).verb("update").resource("rollouts").times(2));
+    env.cluster.inject(Fault::fail(500).verb("patch").resource("ingresses").times(1));
+    env.cluster.inject(Fault::fail(409).verb("patch").resource("services").times(1));
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "weight 25", 60, |r| weight(r) >= Some(25)).await;
+    env.cluster.drop_watches();
+    env.cluster.expire_watch_history();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.cluster.drop_watches();
+    env.wait_for("web", "promoted despite faults", 150, |r| {
+        phase(r) == "Healthy" && stable(r) == current(r) && weight(r) == Some(0)
+    })
+    .await;
+    assert!(
+        env.cluster.pending_faults().is_empty(),
+        "every injected fault was hit: {:?}",
+        env.cluster.pending_faults()
+    );
+}
