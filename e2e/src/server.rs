@@ -538,6 +538,10 @@ fn delete_opts(query: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOp
             .or_else(|| s(body.get("propagationPolicy"))),
         precondition_uid: s(body.pointer("/preconditions/uid")),
         precondition_rv: s(body.pointer("/preconditions/resourceVersion")),
+        grace_period: query
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse().ok())
+            .or_else(|| body.get("gracePeriodSeconds").and_then(Value::as_i64)),
         dry_run: query.get("dryRun").is_some_and(|d| d == "All")
             || body
                 .get("dryRun")

@@ -32,6 +32,9 @@ pub struct SimSettings {
     /// Time between restarts of a crash-looping container (also the retry delay of a pod process
     /// that failed to start).
     pub crash_restart_interval: Duration,
+    /// How long a deleted pod stays Terminating before the kubelet removes it (capped by its
+    /// grace period): the time its app takes to exit after SIGTERM.
+    pub pod_termination_delay: Duration,
 }
 
 impl Default for SimSettings {
@@ -39,6 +42,7 @@ impl Default for SimSettings {
         Self {
             pod_ready_delay: Duration::from_millis(200),
             crash_restart_interval: Duration::from_secs(10),
+            pod_termination_delay: Duration::from_millis(100),
         }
     }
 }
@@ -118,6 +122,7 @@ struct PodState {
     restarts: i64,
     next_restart: Instant,
     process: Process,
+    terminating_since: Option<Instant>,
 }
 
 /// One endpoint of a Service, as seen by the endpoints controller.
@@ -744,6 +749,9 @@ impl Sim {
         states.retain(|uid, _| live.contains(uid.as_str()));
         for pod in pods.iter() {
             if is_deleting(pod) {
+                if let Some(t) = self.terminate(pod, &mut states, &settings, now) {
+                    at(t);
+                }
                 continue;
             }
             let uid = s(pod, "/metadata/uid").to_string();
@@ -758,6 +766,7 @@ impl Sim {
                 restarts: 0,
                 next_restart: now,
                 process: Process::None,
+                terminating_since: None,
             });
             let delay = annotations
                 .get(READY_AFTER)
@@ -866,6 +875,84 @@ impl Sim {
             }
         }
         next
+    }
+
+    /// A Terminating pod: its process is stopped and it is not ready; once the termination delay
+    /// (at most its grace period) has passed, it is removed, unless finalizers hold it.
+    fn terminate(
+        &self,
+        pod: &Value,
+        states: &mut HashMap<String, PodState>,
+        settings: &SimSettings,
+        now: Instant,
+    ) -> Option<Instant> {
+        let uid = s(pod, "/metadata/uid").to_string();
+        let pod_res = self.res("", "pods");
+        let ns = s(pod, "/metadata/namespace");
+        let name = s(pod, "/metadata/name");
+        let grace = Duration::from_secs(
+            pod.pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        );
+        let state = states.entry(uid).or_insert_with(|| PodState {
+            seen: now,
+            ip: String::new(),
+            ready_since: None,
+            not_ready_since: String::new(),
+            started_at: String::new(),
+            restarts: 0,
+            next_restart: now,
+            process: Process::None,
+            terminating_since: None,
+        });
+        // Dropping the process stops it: the app got its SIGTERM.
+        state.process = Process::None;
+        let since = *state.terminating_since.get_or_insert(now);
+        if self.is_ready(pod) {
+            let mut obj = pod.clone();
+            let wall = self.store.clock.now_rfc3339();
+            for c in obj
+                .pointer_mut("/status/conditions")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if matches!(s(c, "/type"), "Ready" | "ContainersReady") {
+                    c["status"] = json!("False");
+                    c["lastTransitionTime"] = json!(wall);
+                }
+            }
+            for c in obj
+                .pointer_mut("/status/containerStatuses")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                c["ready"] = json!(false);
+            }
+            let _ = self.store.update(
+                &WriteCtx::manager("kubelet"),
+                &pod_res,
+                "v1",
+                ns,
+                name,
+                obj,
+                Some("status"),
+            );
+        }
+        let done = since + settings.pod_termination_delay.min(grace);
+        if now < done {
+            return Some(done);
+        }
+        if pod
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty())
+        {
+            self.store.remove(&pod_res, ns, name);
+        }
+        None
     }
 
     fn pod_status(

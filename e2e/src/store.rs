@@ -97,6 +97,8 @@ pub struct DeleteOpts {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
+    /// `gracePeriodSeconds`: for Pods, how long the kubelet may take to stop them (0 = now).
+    pub grace_period: Option<i64>,
 }
 
 /// A successful write: the resulting object and any warnings for the `Warning` header.
@@ -991,7 +993,14 @@ impl Store {
         if let Some(def) = crd_def {
             inner.resources.insert(def.key(), Arc::new(def));
         }
-        if being_deleted && finalizers(&new).is_empty() {
+        // As the real registry does: an object being deleted goes once no finalizer holds it,
+        // unless it is still in its grace period (a terminating pod).
+        let in_grace = old
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0;
+        if being_deleted && finalizers(&new).is_empty() && !in_grace {
             let last = self.commit(inner, res, ns, name, None, Some(old));
             return Ok(WriteOk {
                 object: (*last).clone(),
@@ -1198,9 +1207,27 @@ impl Store {
         }
         let foreground =
             opts.propagation.as_deref() == Some("Foreground") && res.plural != "namespaces";
-        let pending = foreground || !finalizers(&old).is_empty() || res.plural == "namespaces";
-        if pending {
+        // Pods terminate gracefully: the kubelet stops them, then removes them.
+        let grace = (res.plural == "pods").then(|| {
+            opts.grace_period
+                .or_else(|| {
+                    old.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                })
+                .unwrap_or(30)
+                .max(0)
+        });
+        let graceful = grace.is_some_and(|g| g > 0);
+        let pending =
+            foreground || graceful || !finalizers(&old).is_empty() || res.plural == "namespaces";
+        let force_now = grace == Some(0) && finalizers(&old).is_empty();
+        if pending || (force_now && old.pointer("/metadata/deletionTimestamp").is_some()) {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
+                if force_now {
+                    // A forced delete (grace 0) ends a pod's termination at once.
+                    let last = self.commit(&mut inner, res, ns, name, None, Some(old));
+                    return Ok(((*last).clone(), false));
+                }
                 return Ok(((*old).clone(), true));
             }
             let mut new = (*old).clone();
@@ -1220,7 +1247,11 @@ impl Store {
                 "deletionTimestamp",
                 json!(self.clock.now_rfc3339()),
             );
-            set_meta(&mut new, "deletionGracePeriodSeconds", json!(0));
+            set_meta(
+                &mut new,
+                "deletionGracePeriodSeconds",
+                json!(grace.unwrap_or(0)),
+            );
             if res.has_generation {
                 let generation = old
                     .pointer("/metadata/generation")

@@ -560,3 +560,78 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
         .await;
     }
 }
+
+#[tokio::test]
+async fn deleted_pods_terminate_gracefully_unless_forced() {
+    let cluster = TestCluster::builder()
+        .sim_settings(SimSettings {
+            pod_termination_delay: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let client = cluster.client();
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    rs_api
+        .create(&PostParams::default(), &replicaset("web", 1, json!({})))
+        .await
+        .unwrap();
+    eventually("one ready pod", || async {
+        pods_of(&pods, "web")
+            .await
+            .iter()
+            .filter(|p| ready(p))
+            .count()
+            == 1
+    })
+    .await;
+    let first = pods_of(&pods, "web").await[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+
+    pods.delete(&first, &DeleteParams::default()).await.unwrap();
+    eventually("terminating, unready, replaced", || async {
+        let all = pods_of(&pods, "web").await;
+        let old = all
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(first.as_str()));
+        let replacement = all
+            .iter()
+            .any(|p| p.metadata.name.as_deref() != Some(first.as_str()) && ready(p));
+        old.is_some_and(|p| p.metadata.deletion_timestamp.is_some() && !ready(p)) && replacement
+    })
+    .await;
+    assert_eq!(
+        pods.get(&first)
+            .await
+            .unwrap()
+            .metadata
+            .deletion_grace_period_seconds,
+        Some(30)
+    );
+    assert!(
+        cluster
+            .endpoints("default", "web")
+            .iter()
+            .all(|e| e.pod != first),
+        "terminating pods leave the endpoints"
+    );
+
+    pods.delete(
+        &first,
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(code(pods.get(&first).await), 404);
+}
