@@ -1,0 +1,58 @@
+{{- /* Rules on namespaced objects: granted cluster-wide (ClusterRole) by default, or in
+       watchNamespace only (Role). The controller never touches Pods and never writes a
+       Rollout's spec. */}}
+{{- define "sluice.namespacedRules" -}}
+# Rollouts: watched and reconciled; only the status is written (Git owns the spec).
+- apiGroups: [sluice.dev]
+  resources: [rollouts]
+  verbs: [get, list, watch]
+- apiGroups: [sluice.dev]
+  resources: [rollouts/status]
+  verbs: [update, patch]
+# AnalysisRuns: created per analysis step, measured, terminated (patch) and garbage-collected.
+- apiGroups: [sluice.dev]
+  resources: [analysisruns]
+  verbs: [create, get, list, watch, patch, delete]
+- apiGroups: [sluice.dev]
+  resources: [analysisruns/status]
+  verbs: [update]
+# AnalysisTemplates: read to build AnalysisRuns.
+- apiGroups: [sluice.dev]
+  resources: [analysistemplates]
+  verbs: [get, list, watch]
+# ReplicaSets: one per Rollout revision, created, scaled (patch) and pruned.
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [create, get, list, watch, patch, delete]
+# Deployments: read for workloadRef templates; patched only to scale a referenced Deployment down.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, patch]
+# Services: the rollouts-pod-template-hash key of the canary and stable Service selectors.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, patch]
+# Ingresses: the stable Ingress is read; the canary Ingress is created, updated and deleted.
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses]
+  verbs: [get, list, watch, create, patch, delete]
+{{- if .Values.rbac.istio }}
+# Istio: route weights of VirtualServices and subset labels of DestinationRules.
+- apiGroups: [networking.istio.io]
+  resources: [virtualservices, destinationrules]
+  verbs: [get, list, watch, patch]
+{{- end }}
+{{- if .Values.rbac.secrets }}
+# Secrets: get only, by name, for analysis args with valueFrom.secretKeyRef (never listed).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
+# Events: every transition is recorded as an Event on the Rollout or AnalysisRun.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
