@@ -56,7 +56,10 @@ async fn env_with_prometheus(prom: &PrometheusServer) -> Env {
     env.stable_ingress().await;
     let templates: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), NS);
     templates
-        .create(&PostParams::default(), &serde_yaml::from_str(TEMPLATE).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_yaml::from_str(TEMPLATE).unwrap(),
+        )
         .await
         .unwrap();
     env
@@ -80,8 +83,10 @@ async fn analysis_outcomes_drive_the_rollout() {
     // Successful: the step completes and the rollout moves on.
     {
         let env = env_with_prometheus(&prom).await;
-        env.create(&rollout("web", 2, "web:1", &step_analysis("0.99"))).await;
-        env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
+        env.create(&rollout("web", 2, "web:1", &step_analysis("0.99")))
+            .await;
+        env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+            .await;
         env.set_image("web", "web:2").await;
         let r = env
             .wait_for("web", "past the analysis", 90, |r| step(r) == Some(3))
@@ -92,8 +97,14 @@ async fn analysis_outcomes_drive_the_rollout() {
         let all = runs(&env).await;
         assert_eq!(all.len(), 1);
         let run_obj = &all[0];
-        assert_eq!(run_obj.labels().get("rollout-type").map(String::as_str), Some("Step"));
-        assert_eq!(run_obj.labels().get("step-index").map(String::as_str), Some("1"));
+        assert_eq!(
+            run_obj.labels().get("rollout-type").map(String::as_str),
+            Some("Step")
+        );
+        assert_eq!(
+            run_obj.labels().get("step-index").map(String::as_str),
+            Some("1")
+        );
         let status = run_obj.status.clone().unwrap();
         assert_eq!(status.phase.as_str(), "Successful");
         assert_eq!(status.metric_results[0].count, 3);
@@ -103,11 +114,15 @@ async fn analysis_outcomes_drive_the_rollout() {
     // Failed: the rollout aborts, traffic returns to stable, and the status says why.
     {
         let env = env_with_prometheus(&prom).await;
-        env.create(&rollout("web", 2, "web:1", &step_analysis("0.3"))).await;
-        env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
+        env.create(&rollout("web", 2, "web:1", &step_analysis("0.3")))
+            .await;
+        env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+            .await;
         env.set_image("web", "web:2").await;
         let r = env
-            .wait_for("web", "aborted", 90, |r| phase(r) == "Degraded" && weight(r) == Some(0))
+            .wait_for("web", "aborted", 90, |r| {
+                phase(r) == "Degraded" && weight(r) == Some(0)
+            })
             .await;
         let msg = r.status.unwrap().message.unwrap_or_default();
         assert!(msg.contains("success-rate"), "{msg}");
@@ -118,8 +133,10 @@ async fn analysis_outcomes_drive_the_rollout() {
     // Inconclusive: paused until promoted.
     {
         let env = env_with_prometheus(&prom).await;
-        env.create(&rollout("web", 2, "web:1", &step_analysis("0.7"))).await;
-        env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
+        env.create(&rollout("web", 2, "web:1", &step_analysis("0.7")))
+            .await;
+        env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+            .await;
         env.set_image("web", "web:2").await;
         let r = env
             .wait_for("web", "paused inconclusive", 90, |r| phase(r) == "Paused")
@@ -137,10 +154,13 @@ async fn analysis_outcomes_drive_the_rollout() {
             "{NGINX}analysis:\n  templates: [{{templateName: rate}}]\n  args: [{{name: value, value: \"0.1\"}}]\n  startingStep: 1\nsteps:\n- setWeight: 20\n- pause: {{duration: 1s}}\n- setWeight: 40\n- pause: {{}}\n"
         );
         env.create(&rollout("web", 2, "web:1", &spec)).await;
-        env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
-        env.set_image("web", "web:2").await;
-        env.wait_for("web", "aborted by background analysis", 90, |r| phase(r) == "Degraded")
+        env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
             .await;
+        env.set_image("web", "web:2").await;
+        env.wait_for("web", "aborted by background analysis", 90, |r| {
+            phase(r) == "Degraded"
+        })
+        .await;
         let all = runs(&env).await;
         assert_eq!(all.len(), 1);
         assert_eq!(
@@ -154,8 +174,10 @@ async fn analysis_outcomes_drive_the_rollout() {
 async fn prometheus_stopped_never_promotes_and_aborts_after_the_error_limit() {
     let mut prom = PrometheusServer::start(&[]).await.expect("prometheus");
     let env = env_with_prometheus(&prom).await;
-    env.create(&rollout("web", 2, "web:1", &step_analysis("0.99"))).await;
-    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
+    env.create(&rollout("web", 2, "web:1", &step_analysis("0.99")))
+        .await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
     prom.stop();
     env.set_image("web", "web:2").await;
     let r = env
@@ -163,7 +185,10 @@ async fn prometheus_stopped_never_promotes_and_aborts_after_the_error_limit() {
         .await;
     let st = r.status.unwrap();
     assert!(st.abort);
-    assert_ne!(st.stable_rs, st.current_pod_hash, "nothing promoted on missing data");
+    assert_ne!(
+        st.stable_rs, st.current_pod_hash,
+        "nothing promoted on missing data"
+    );
     let msg = st.message.unwrap_or_default();
     assert!(msg.to_lowercase().contains("error"), "{msg}");
     let _ = Duration::ZERO;

@@ -49,7 +49,10 @@ fn written_weights(cluster: &sluice_e2e::TestCluster) -> Vec<i32> {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % bound.max(1)
     }
 }
@@ -60,7 +63,8 @@ async fn killed_and_restarted_controller_reaches_the_same_outcome_50_times() {
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
     env.create(&rollout("web", 4, "web:0", FAST_STEPS)).await;
-    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
     let mut previous = current(&env.get("web").await);
     for seed in 0..50u64 {
         let mut rng = Lcg(seed + 1);
@@ -86,7 +90,10 @@ async fn killed_and_restarted_controller_reaches_the_same_outcome_50_times() {
         let hash = current(&r).unwrap();
         previous = Some(hash.clone());
         assert_eq!(env.pods_of(&hash).await, 4, "seed {seed}");
-        assert_eq!(env.service_hash("web-stable").await.as_deref(), Some(hash.as_str()));
+        assert_eq!(
+            env.service_hash("web-stable").await.as_deref(),
+            Some(hash.as_str())
+        );
         let weights = written_weights(&env.cluster);
         // Weights only go up during the update, then back to 0 once promoted: no write undoes
         // an earlier one.
@@ -97,7 +104,10 @@ async fn killed_and_restarted_controller_reaches_the_same_outcome_50_times() {
             rising.windows(2).all(|p| p[0] <= p[1]),
             "seed {seed}: weights moved backwards: {weights:?}"
         );
-        assert!(weights.iter().all(|w| [0, 25, 50, 75, 100].contains(w)), "seed {seed}: {weights:?}");
+        assert!(
+            weights.iter().all(|w| [0, 25, 50, 75, 100].contains(w)),
+            "seed {seed}: {weights:?}"
+        );
         assert_eq!(weights.last(), Some(&0), "seed {seed}: {weights:?}");
     }
 }
@@ -121,20 +131,27 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
     let env = Env::without_controller().await;
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
-    let a = sluice::controller::start(env.cluster.client_as("replica-a").unwrap(), leader_config("replica-a"))
-        .await
-        .unwrap();
+    let a = sluice::controller::start(
+        env.cluster.client_as("replica-a").unwrap(),
+        leader_config("replica-a"),
+    )
+    .await
+    .unwrap();
     // Let replica-a take the Lease first, so the roles are known.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !a.leader.is_leader() {
         assert!(std::time::Instant::now() < deadline, "replica-a never led");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let b = sluice::controller::start(env.cluster.client_as("replica-b").unwrap(), leader_config("replica-b"))
-        .await
-        .unwrap();
+    let b = sluice::controller::start(
+        env.cluster.client_as("replica-b").unwrap(),
+        leader_config("replica-b"),
+    )
+    .await
+    .unwrap();
     env.create(&rollout("web", 2, "web:1", FAST_STEPS)).await;
-    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
     env.set_image("web", "web:2").await;
     env.wait_for("web", "promoted by the leader", 60, |r| {
         phase(r) == "Healthy" && stable(r) == current(r) && weight(r) == Some(0)
@@ -175,15 +192,31 @@ async fn rollout_converges_through_conflicts_errors_and_dropped_watches() {
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
     env.create(&rollout("web", 3, "web:1", FAST_STEPS)).await;
-    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    env.cluster.inject(
+        Fault::fail(409)
+            .verb("patch")
+            .resource("replicasets")
+            .times(2),
+    );
+    env.cluster.inject(
+        Fault::fail(500)
+            .verb("update")
+            .resource("rollouts")
+            .times(2),
+    );
+    env.cluster.inject(
+        Fault::fail(500)
+            .verb("patch")
+            .resource("ingresses")
+            .times(1),
+    );
     env.cluster
-        .inject(Fault::fail(409).verb("patch").resource("replicasets").times(2));
-    env.cluster
-        .inject(Fault::fail(500).verb("update").resource("rollouts").times(2));
-    env.cluster.inject(Fault::fail(500).verb("patch").resource("ingresses").times(1));
-    env.cluster.inject(Fault::fail(409).verb("patch").resource("services").times(1));
+        .inject(Fault::fail(409).verb("patch").resource("services").times(1));
     env.set_image("web", "web:2").await;
-    env.wait_for("web", "weight 25", 60, |r| weight(r) >= Some(25)).await;
+    env.wait_for("web", "weight 25", 60, |r| weight(r) >= Some(25))
+        .await;
     env.cluster.drop_watches();
     env.cluster.expire_watch_history();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -171,7 +171,10 @@ async fn abort_returns_traffic_then_service_then_scales_the_canary_down_and_retr
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while env.service_hash("web-canary").await.as_deref() != Some(v1.as_str()) {
-        assert!(std::time::Instant::now() < deadline, "canary Service never returned to stable");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "canary Service never returned to stable"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(env.nginx_weight("web").await, Some(0));
@@ -274,7 +277,10 @@ async fn new_template_supersedes_and_reverting_returns_to_stable_at_once() {
     .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while env.service_hash("web-canary").await.as_deref() != Some(v1.as_str()) {
-        assert!(std::time::Instant::now() < deadline, "canary Service never returned to stable");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "canary Service never returned to stable"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -374,11 +380,13 @@ async fn invalid_spec_sets_invalid_spec_and_touches_nothing() {
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     env.cluster.clear_writes();
-    // Both services the same: rejected by validation (the CEL rule is not enforced by the test
-    // cluster, so the controller's own check is what stops it).
+    // A rule only the controller checks (the API server's CEL rules cannot see it): a step
+    // with two actions.
     env.patch_spec(
         "web",
-        serde_json::json!({"spec": {"strategy": {"canary": {"canaryService": "web-stable"}}}}),
+        serde_json::json!({"spec": {"strategy": {"canary": {"steps": [
+            {"setWeight": 20, "pause": {}}, {"pause": {}}
+        ]}}}}),
     )
     .await;
     let r = env
@@ -392,7 +400,8 @@ async fn invalid_spec_sets_invalid_spec_and_touches_nothing() {
         .find(|c| c.type_ == "InvalidSpec")
         .unwrap();
     assert!(
-        cond.message.contains("spec.strategy.canary.stableService"),
+        cond.message.contains("spec.strategy.canary.steps[0]")
+            && cond.message.contains("only one action"),
         "{}",
         cond.message
     );

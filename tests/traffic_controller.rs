@@ -1068,3 +1068,66 @@ async fn a_kubectl_edit_of_the_canary_ingress_weight_is_reverted() {
     assert_eq!(step(&r), Some(1));
     assert_eq!(weight(&r), Some(30));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_rollout_returns_its_virtual_service_to_stable() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    create(&vs_api(&env), HOST_VS).await;
+    env.create(&rollout("web", 2, "web:1", ISTIO_HOST)).await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    let r = env.get("web").await;
+    assert!(
+        r.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"rollout.sluice.dev/traffic-cleanup".to_string()),
+        "a Rollout with traffic routing carries the cleanup finalizer"
+    );
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "weight 20", 60, |r| weight(r) == Some(20))
+        .await;
+    assert_eq!(vs_weights(&env).await, (80, 20));
+    env.rollouts()
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    wait_until("rollout gone", 60, || async {
+        env.rollouts().get_opt("web").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(
+        vs_weights(&env).await,
+        (100, 0),
+        "all traffic back to stable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_band_virtual_service_edit_is_corrected_at_once() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    create(&vs_api(&env), HOST_VS).await;
+    env.create(&rollout("web", 2, "web:1", ISTIO_HOST)).await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "paused at 20", 60, |r| {
+        weight(r) == Some(20) && phase(r) == "Paused"
+    })
+    .await;
+    // Someone edits the weights by hand; the watch on VirtualServices brings the Rollout back
+    // to its weight without waiting for anything else to change.
+    let patch = json!({"spec": {"http": [{"name": "primary", "retries": {"attempts": 3, "perTryTimeout": "2s"},
+        "route": [{"destination": {"host": "web-stable"}, "weight": 50},
+                  {"destination": {"host": "web-canary"}, "weight": 50}]}]}});
+    vs_api(&env)
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_until("drift corrected", 30, || async {
+        vs_weights(&env).await == (80, 20)
+    })
+    .await;
+}

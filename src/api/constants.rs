@@ -26,6 +26,10 @@ pub const ROLLOUT_TYPE_STEP: &str = "Step";
 /// `rollout-type` value of a background AnalysisRun.
 pub const ROLLOUT_TYPE_BACKGROUND: &str = "Background";
 
+/// Finalizer on Rollouts with traffic routing: the routers' objects are restored (all traffic to
+/// stable, managed routes and subset labels removed) before the Rollout is deleted.
+pub const TRAFFIC_FINALIZER: &str = "rollout.sluice.dev/traffic-cleanup";
+
 /// Field manager of every write Sluice makes.
 pub const FIELD_MANAGER: &str = "sluice";
 

@@ -39,7 +39,10 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Unnamed(_) => "invalid",
-            Error::Kube { source: kube::Error::Api(s), .. } if s.is_conflict() => "conflict",
+            Error::Kube {
+                source: kube::Error::Api(s),
+                ..
+            } if s.is_conflict() => "conflict",
             Error::Kube { .. } => "kube",
         }
     }
@@ -122,7 +125,11 @@ pub async fn reconcile(run_obj: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<A
         let ctx = ctx.clone();
         async move {
             let result = ctx.measurements.measure(&ctx, &req.provider).await;
-            let label = if result.value.is_ok() { "value" } else { "error" };
+            let label = if result.value.is_ok() {
+                "value"
+            } else {
+                "error"
+            };
             ctx.metrics
                 .measurements
                 .get_or_create(&super::metrics::ResultLabels {

@@ -125,9 +125,13 @@ impl Context {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
-        let secs = 2u64.saturating_pow((*n).min(16)).min(self.settings.max_backoff.as_secs().max(1));
+        let secs = 2u64
+            .saturating_pow((*n).min(16))
+            .min(self.settings.max_backoff.as_secs().max(1));
         // Start at half a second so a lost race (409) is retried quickly.
-        Duration::from_millis(250).saturating_mul(secs as u32).min(self.settings.max_backoff)
+        Duration::from_millis(250)
+            .saturating_mul(secs as u32)
+            .min(self.settings.max_backoff)
     }
 
     /// Forgets the failures of `key` after a successful reconcile.

@@ -141,9 +141,7 @@ async fn try_acquire_or_renew(
             let holder = spec.holder_identity.clone().unwrap_or_default();
             let renew = spec.renew_time.as_ref().map(|t| t.0);
             let duration = i64::from(spec.lease_duration_seconds.unwrap_or(secs));
-            let expired = renew.is_none_or(|r| {
-                now.as_second() - r.as_second() > duration
-            });
+            let expired = renew.is_none_or(|r| now.as_second() - r.as_second() > duration);
             if holder != s.identity && !holder.is_empty() && !expired {
                 return Ok(false);
             }

@@ -77,9 +77,10 @@ impl Metrics {
         let mut registry = Registry::with_prefix("sluice");
         let reconciles = Family::<ControllerLabels, Counter>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
-        });
+        let reconcile_duration =
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+            });
         let rollout_info = Family::<RolloutInfoLabels, Gauge>::default();
         let canary_weight = Family::<RolloutLabels, Gauge>::default();
         let analysis_metric_phase = Family::<MetricPhaseLabels, Gauge>::default();
@@ -117,7 +118,11 @@ impl Metrics {
             "Measurements taken, by result",
             measurements.clone(),
         );
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
         registry.register(
             "reconciles_in_flight",
             "Reconciles running now (queue pressure)",

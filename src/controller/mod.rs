@@ -141,10 +141,19 @@ fn spawn_store<K>(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Store<K>
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, cfg).default_backoff().reflect(writer).applied_objects();
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
     tasks.push(tokio::spawn(async move {
         stream.for_each(|_| std::future::ready(())).await;
     }));
@@ -301,6 +310,58 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         }
     };
 
+    // Istio objects, watched when the mesh's CRDs are installed, so drift made by anyone else
+    // is corrected at once.
+    let mut istio_streams = Vec::new();
+    for (kind, plural) in [
+        ("VirtualService", "virtualservices"),
+        ("DestinationRule", "destinationrules"),
+    ] {
+        let ar = kube::api::ApiResource {
+            group: "networking.istio.io".into(),
+            version: settings.routing.istio_api_version.as_str().into(),
+            api_version: settings.routing.istio_api_version.to_string(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let dyn_api: Api<kube::api::DynamicObject> = match &ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let served = dyn_api
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .is_ok();
+        if !served {
+            tracing::info!(kind, "not served by the API server; not watching it");
+            continue;
+        }
+        let stream = watcher(dyn_api, watcher::Config::default())
+            .default_backoff()
+            .touched_objects();
+        istio_streams.push((kind, ar, stream));
+    }
+    let mut rollout_ctrl = rollout_ctrl;
+    for (kind, ar, stream) in istio_streams {
+        let store = rollouts_store.clone();
+        let routing = settings.routing.clone();
+        let mapper = move |o: kube::api::DynamicObject| {
+            let ns = o.namespace().unwrap_or_default();
+            let name = o.name_any();
+            store
+                .state()
+                .iter()
+                .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+                .filter(|r| {
+                    crate::traffic::watched_objects(r, &routing)
+                        .iter()
+                        .any(|w| w.is(kind, &ns, &name))
+                })
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        };
+        rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, ar);
+    }
     let rollout_ctrl = rollout_ctrl
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
@@ -373,10 +434,7 @@ fn key<K: Resource>(obj: &K) -> String {
     )
 }
 
-async fn reconcile_rollout(
-    ro: Arc<Rollout>,
-    ctx: Arc<Context>,
-) -> Result<Action, rollout::Error> {
+async fn reconcile_rollout(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, rollout::Error> {
     let labels = ControllerLabels {
         controller: "rollout".into(),
     };

@@ -23,8 +23,8 @@ use crate::api::constants::{self, FIELD_MANAGER};
 use crate::api::rollout::Rollout;
 use crate::api::validation::FieldError;
 use crate::plan::{
-    self, AnalysisRunKind, AnalysisRunRequest, EventType, ObservedAnalysisRun, ObservedReplicaSet,
-    ObservedTraffic, ObservedWorkload, Observation, Plan,
+    self, AnalysisRunKind, AnalysisRunRequest, EventType, Observation, ObservedAnalysisRun,
+    ObservedReplicaSet, ObservedTraffic, ObservedWorkload, Plan,
 };
 use crate::traffic::{DesiredTraffic, RouterContext, TrafficError, TrafficRouter};
 
@@ -55,7 +55,10 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Unnamed(_) => "invalid",
-            Error::Kube { source: kube::Error::Api(s), .. } if s.is_conflict() => "conflict",
+            Error::Kube {
+                source: kube::Error::Api(s),
+                ..
+            } if s.is_conflict() => "conflict",
             Error::Kube { .. } => "kube",
             Error::Traffic { .. } => "traffic",
             Error::NotLeader => "not_leader",
@@ -89,9 +92,7 @@ fn post_params() -> PostParams {
 /// Reconciles one Rollout.
 pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = ro.name_any();
-    let ns = ro
-        .namespace()
-        .ok_or_else(|| Error::Unnamed(name.clone()))?;
+    let ns = ro.namespace().ok_or_else(|| Error::Unnamed(name.clone()))?;
     if !ctx.ready.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
@@ -99,16 +100,47 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Er
         // Warm caches, no writes: look again when leadership may have changed.
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    if ro.meta().deletion_timestamp.is_some() {
-        ctx.metrics.forget_rollout(&ns, &name);
-        return Ok(Action::await_change());
-    }
     let routers = routers_for(&ro, &ctx);
     let rctx = RouterContext {
         client: ctx.client.clone(),
         rollout: ro.clone(),
         namespace: ns.clone(),
     };
+    let has_routing = ro
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.traffic_routing.is_some());
+    let has_finalizer = ro
+        .finalizers()
+        .iter()
+        .any(|f| f == constants::TRAFFIC_FINALIZER);
+    if ro.meta().deletion_timestamp.is_some() {
+        if has_finalizer {
+            // Give the user's routing objects back before the Rollout goes: all traffic to
+            // stable, managed routes and subset labels removed.
+            for router in &routers {
+                gate(&ctx)?;
+                router
+                    .cleanup(&rctx)
+                    .await
+                    .map_err(|source| Error::Traffic {
+                        router: router.name(),
+                        source,
+                    })?;
+            }
+            remove_finalizer(&ro, &ctx).await?;
+            tracing::info!(rollout = %name, namespace = %ns, "traffic restored; finalizer removed");
+        }
+        ctx.metrics.forget_rollout(&ns, &name);
+        return Ok(Action::await_change());
+    }
+    if has_routing && !has_finalizer {
+        add_finalizer(&ro, &ctx).await?;
+        // The patch changed the resourceVersion: plan from the object it produced.
+        return Ok(Action::await_change());
+    }
     let obs = observe(&ro, &ctx, &routers, &rctx).await?;
     let now = ctx.now();
     let mut plan = plan::plan(&obs, now);
@@ -131,7 +163,12 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Er
             namespace: ns,
             name,
             phase: plan.status.phase.map_or("", |p| p.as_str()).to_string(),
-            strategy: if ro.spec.strategy.blue_green.is_some() { "blueGreen" } else { "canary" }.to_string(),
+            strategy: if ro.spec.strategy.blue_green.is_some() {
+                "blueGreen"
+            } else {
+                "canary"
+            }
+            .to_string(),
             traffic_router: router_name.to_string(),
         },
         plan.status.canary.weights.as_ref().map(|w| w.canary.weight),
@@ -140,6 +177,62 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Er
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
     })
+}
+
+/// JSON patch of the finalizer list, guarded by the resourceVersion we read (a concurrent change
+/// gives a 409 and a retry, never a lost finalizer of someone else).
+async fn add_finalizer(ro: &Rollout, ctx: &Context) -> Result<(), Error> {
+    gate(ctx)?;
+    let name = ro.name_any();
+    let rv = ro.resource_version().unwrap_or_default();
+    let ops = if ro.meta().finalizers.is_some() {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": constants::TRAFFIC_FINALIZER}
+        ])
+    } else {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/metadata/finalizers", "value": [constants::TRAFFIC_FINALIZER]}
+        ])
+    };
+    let patch: json_patch::Patch =
+        serde_json::from_value(ops).map_err(|e| Error::Unnamed(e.to_string()))?;
+    let api: Api<Rollout> =
+        Api::namespaced(ctx.client.clone(), &ro.namespace().unwrap_or_default());
+    api.patch(&name, &patch_params(), &Patch::Json::<()>(patch))
+        .await
+        .map_err(kube_err("add finalizer", name.clone()))?;
+    Ok(())
+}
+
+async fn remove_finalizer(ro: &Rollout, ctx: &Context) -> Result<(), Error> {
+    gate(ctx)?;
+    let name = ro.name_any();
+    let Some(index) = ro
+        .finalizers()
+        .iter()
+        .position(|f| f == constants::TRAFFIC_FINALIZER)
+    else {
+        return Ok(());
+    };
+    let rv = ro.resource_version().unwrap_or_default();
+    let ops = serde_json::json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        {"op": "remove", "path": format!("/metadata/finalizers/{index}")}
+    ]);
+    let patch: json_patch::Patch =
+        serde_json::from_value(ops).map_err(|e| Error::Unnamed(e.to_string()))?;
+    let api: Api<Rollout> =
+        Api::namespaced(ctx.client.clone(), &ro.namespace().unwrap_or_default());
+    match api
+        .patch(&name, &patch_params(), &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(e) => Err(kube_err("remove finalizer", name.clone())(e)),
+    }
 }
 
 /// The traffic routers a Rollout uses (none for a basic canary).
@@ -188,7 +281,9 @@ async fn observe(
                     .get(constants::REVISION_ANNOTATION)
                     .and_then(|r| r.parse().ok())
                     .unwrap_or(0),
-                scale_down_deadline: parse_ts(annotations.get(constants::SCALE_DOWN_DEADLINE_ANNOTATION)),
+                scale_down_deadline: parse_ts(
+                    annotations.get(constants::SCALE_DOWN_DEADLINE_ANNOTATION),
+                ),
             })
         })
         .collect();
@@ -200,7 +295,10 @@ async fn observe(
         .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && owned_by(r.meta(), &uid))
         .filter_map(|r| {
             let labels = r.labels();
-            let kind = match labels.get(constants::ROLLOUT_TYPE_LABEL).map(String::as_str) {
+            let kind = match labels
+                .get(constants::ROLLOUT_TYPE_LABEL)
+                .map(String::as_str)
+            {
                 Some(constants::ROLLOUT_TYPE_STEP) => {
                     AnalysisRunKind::Step(labels.get(constants::STEP_INDEX_LABEL)?.parse().ok()?)
                 }
@@ -229,7 +327,10 @@ async fn observe(
             let Some(svc) = svc.as_ref().filter(|s| !s.is_empty()) else {
                 continue;
             };
-            let mut found = ctx.stores.services.get(&ObjectRef::<Service>::new(svc).within(&ns));
+            let mut found = ctx
+                .stores
+                .services
+                .get(&ObjectRef::<Service>::new(svc).within(&ns));
             if found.is_none() {
                 // Watches of different kinds are not ordered: confirm with a live read before
                 // calling a Service missing.
@@ -284,7 +385,10 @@ async fn observe(
                 .stores
                 .deployments
                 .get(&ObjectRef::new(&w.name).within(&ns));
-            let template = dep.as_ref().and_then(|d| d.spec.as_ref()).map(|s| s.template.clone());
+            let template = dep
+                .as_ref()
+                .and_then(|d| d.spec.as_ref())
+                .map(|s| s.template.clone());
             let workload = dep.as_ref().map(|d| ObservedWorkload {
                 replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
                 generation: d.metadata.generation.unwrap_or(0),
@@ -308,7 +412,10 @@ async fn observe(
 fn pod_selector(ro: &Rollout, ctx: &Context) -> LabelSelector {
     if let Some(w) = &ro.spec.workload_ref {
         let ns = ro.namespace().unwrap_or_default();
-        if let Some(d) = ctx.stores.deployments.get(&ObjectRef::new(&w.name).within(&ns))
+        if let Some(d) = ctx
+            .stores
+            .deployments
+            .get(&ObjectRef::new(&w.name).within(&ns))
             && let Some(spec) = &d.spec
         {
             return spec.selector.clone();
@@ -372,7 +479,16 @@ async fn apply(
                         patch_rs(&rs_api, ctx, o, d).await?;
                     } else {
                         // Annotation-only change on a ReplicaSet that scales down later.
-                        patch_rs(&rs_api, ctx, o, &plan::DesiredReplicaSet { replicas: o.replicas, ..d.clone() }).await?;
+                        patch_rs(
+                            &rs_api,
+                            ctx,
+                            o,
+                            &plan::DesiredReplicaSet {
+                                replicas: o.replicas,
+                                ..d.clone()
+                            },
+                        )
+                        .await?;
                     }
                 }
                 _ => {}
@@ -396,14 +512,20 @@ async fn apply(
             let mut verified = true;
             for router in routers {
                 gate(ctx)?;
-                router.apply(rctx, &desired).await.map_err(|source| Error::Traffic {
-                    router: router.name(),
-                    source,
-                })?;
-                let back = router.observe(rctx).await.map_err(|source| Error::Traffic {
-                    router: router.name(),
-                    source,
-                })?;
+                router
+                    .apply(rctx, &desired)
+                    .await
+                    .map_err(|source| Error::Traffic {
+                        router: router.name(),
+                        source,
+                    })?;
+                let back = router
+                    .observe(rctx)
+                    .await
+                    .map_err(|source| Error::Traffic {
+                        router: router.name(),
+                        source,
+                    })?;
                 verified &= back.weight == Some(weight);
             }
             if let Some(w) = plan.status.canary.weights.as_mut()
@@ -417,8 +539,16 @@ async fn apply(
         let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
         if let Some(canary) = &ro.spec.strategy.canary {
             for (svc, want, seen) in [
-                (&canary.stable_service, &plan.stable_service_hash, &obs.traffic.stable_service_hash),
-                (&canary.canary_service, &plan.canary_service_hash, &obs.traffic.canary_service_hash),
+                (
+                    &canary.stable_service,
+                    &plan.stable_service_hash,
+                    &obs.traffic.stable_service_hash,
+                ),
+                (
+                    &canary.canary_service,
+                    &plan.canary_service_hash,
+                    &obs.traffic.canary_service_hash,
+                ),
             ] {
                 let (Some(svc), Some(want)) = (svc.as_ref().filter(|s| !s.is_empty()), want) else {
                     continue;
@@ -452,7 +582,10 @@ async fn apply(
         for run in &plan.terminate_analysis_runs {
             gate(ctx)?;
             let patch = json!({"spec": {"terminate": true}});
-            match ar_api.patch(run, &patch_params(), &Patch::Merge(&patch)).await {
+            match ar_api
+                .patch(run, &patch_params(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.is_not_found() => {}
                 Err(e) => return Err(kube_err("terminate analysisrun", run.clone())(e)),
@@ -476,7 +609,8 @@ async fn apply(
         // 7. The workloadRef Deployment.
         if let (Some(replicas), Some(w)) = (plan.workload_replicas, &ro.spec.workload_ref) {
             gate(ctx)?;
-            let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+                Api::namespaced(ctx.client.clone(), ns);
             let patch = json!({"spec": {"replicas": replicas}});
             api.patch(&w.name, &patch_params(), &Patch::Merge(&patch))
                 .await
@@ -567,18 +701,28 @@ fn new_replica_set(
 ) -> ReplicaSet {
     let mut template = template.clone();
     let meta = template.metadata.get_or_insert_with(Default::default);
-    meta.labels
-        .get_or_insert_with(Default::default)
-        .insert(constants::POD_TEMPLATE_HASH_LABEL.to_string(), d.hash.clone());
+    meta.labels.get_or_insert_with(Default::default).insert(
+        constants::POD_TEMPLATE_HASH_LABEL.to_string(),
+        d.hash.clone(),
+    );
     let mut selector = selector.clone();
     selector
         .match_labels
         .get_or_insert_with(Default::default)
-        .insert(constants::POD_TEMPLATE_HASH_LABEL.to_string(), d.hash.clone());
+        .insert(
+            constants::POD_TEMPLATE_HASH_LABEL.to_string(),
+            d.hash.clone(),
+        );
     let mut labels = meta.labels.clone().unwrap_or_default();
-    labels.insert(constants::POD_TEMPLATE_HASH_LABEL.to_string(), d.hash.clone());
+    labels.insert(
+        constants::POD_TEMPLATE_HASH_LABEL.to_string(),
+        d.hash.clone(),
+    );
     let mut annotations = BTreeMap::new();
-    annotations.insert(constants::REVISION_ANNOTATION.to_string(), d.revision.to_string());
+    annotations.insert(
+        constants::REVISION_ANNOTATION.to_string(),
+        d.revision.to_string(),
+    );
     annotations.insert(
         constants::DESIRED_REPLICAS_ANNOTATION.to_string(),
         ro.spec.replicas.unwrap_or(1).to_string(),
@@ -640,10 +784,14 @@ async fn create_analysis_run(
         }
         let spec = if r.cluster_scope {
             let api: Api<ClusterAnalysisTemplate> = Api::all(ctx.client.clone());
-            api.get_opt(&r.template_name).await.map(|t| t.map(|t| t.spec.template))
+            api.get_opt(&r.template_name)
+                .await
+                .map(|t| t.map(|t| t.spec.template))
         } else {
             let api: Api<AnalysisTemplate> = Api::namespaced(ctx.client.clone(), ns);
-            api.get_opt(&r.template_name).await.map(|t| t.map(|t| t.spec))
+            api.get_opt(&r.template_name)
+                .await
+                .map(|t| t.map(|t| t.spec))
         }
         .map_err(kube_err("get analysis template", r.template_name.clone()))?;
         match spec {
@@ -654,7 +802,11 @@ async fn create_analysis_run(
             None => {
                 problem.get_or_insert(format!(
                     "{} {:?} not found",
-                    if r.cluster_scope { "ClusterAnalysisTemplate" } else { "AnalysisTemplate" },
+                    if r.cluster_scope {
+                        "ClusterAnalysisTemplate"
+                    } else {
+                        "AnalysisTemplate"
+                    },
                     r.template_name
                 ));
             }
