@@ -35,3 +35,7 @@ pub use sim::{
     CRASH_LOOP, EndpointAddress, NEVER_READY, PodInfo, PodProcess, PodRunner, READY_AFTER,
     SimSettings,
 };
+pub mod dataplane;
+pub mod demo_app;
+pub mod loadgen;
+pub mod nginx_render;
