@@ -9,7 +9,8 @@ use crate::sim::{BoxFuture, PodInfo, PodProcess, PodRunner};
 /// `POD_UID`, `POD_IMAGE` (the first container's image, so one program can play every version)
 /// and `POD_LABEL_<KEY>` per label (key upper-cased, non-alphanumerics as `_`). Any `{port}`,
 /// `{pod}` or `{image}` in `args` is replaced too. The pod becomes Ready once the port accepts
-/// connections; the process is killed when the pod goes away.
+/// connections; the process is killed when the pod terminates. If the process exits on its own
+/// the pod turns unready and crash-loops until a restart succeeds.
 #[derive(Debug, Clone)]
 pub struct ProcessRunner {
     program: String,
@@ -66,6 +67,28 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
+/// Hands the child to a task that reports its exit and kills it when the pod goes (the guard,
+/// a sender, is dropped).
+fn supervise(mut child: tokio::process::Child, port: u16) -> PodProcess {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        tokio::select! {
+            status = child.wait() => {
+                let reason = match status {
+                    Ok(s) => format!("exited: {s}"),
+                    Err(e) => format!("wait failed: {e}"),
+                };
+                let _ = exit_tx.send(reason);
+            }
+            _ = stopped => {
+                let _ = child.kill().await;
+            }
+        }
+    });
+    PodProcess::new(Some(port), stop).with_exit(exit_rx)
+}
+
 impl PodRunner for ProcessRunner {
     fn start(&self, pod: PodInfo) -> BoxFuture<Result<PodProcess, String>> {
         let runner = self.clone();
@@ -109,7 +132,7 @@ impl PodRunner for ProcessRunner {
                     .await
                     .is_ok()
                 {
-                    return Ok(PodProcess::new(Some(port), child));
+                    return Ok(supervise(child, port));
                 }
                 if let Ok(Some(status)) = child.try_wait() {
                     return Err(format!(

@@ -66,6 +66,7 @@ pub struct PodProcess {
     /// this port (like a host-network pod).
     pub port: Option<u16>,
     pub guard: Box<dyn Send + Sync>,
+    exited: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
 impl PodProcess {
@@ -73,7 +74,15 @@ impl PodProcess {
         Self {
             port,
             guard: Box::new(guard),
+            exited: None,
         }
+    }
+
+    /// Reports the process's own exit (with a reason): the pod then turns unready and
+    /// crash-loops, and the process is started again after `crash_restart_interval`.
+    pub fn with_exit(mut self, exited: tokio::sync::oneshot::Receiver<String>) -> Self {
+        self.exited = Some(exited);
+        self
     }
 }
 
@@ -123,6 +132,8 @@ struct PodState {
     next_restart: Instant,
     process: Process,
     terminating_since: Option<Instant>,
+    /// Counts process starts, so a late exit report of an old process is ignored.
+    start_seq: u64,
 }
 
 /// One endpoint of a Service, as seen by the endpoints controller.
@@ -767,6 +778,7 @@ impl Sim {
                 next_restart: now,
                 process: Process::None,
                 terminating_since: None,
+                start_seq: 0,
             });
             let delay = annotations
                 .get(READY_AFTER)
@@ -798,6 +810,8 @@ impl Sim {
                 match &state.process {
                     Process::None => {
                         state.process = Process::Starting;
+                        state.start_seq += 1;
+                        let seq = state.start_seq;
                         let info = PodInfo {
                             namespace: s(pod, "/metadata/namespace").into(),
                             name: s(pod, "/metadata/name").into(),
@@ -814,7 +828,17 @@ impl Sim {
                             let mut states = sim.pods.lock().unwrap_or_else(|e| e.into_inner());
                             if let Some(state) = states.get_mut(&uid) {
                                 state.process = match result {
-                                    Ok(p) => Process::Running(p),
+                                    Ok(mut p) => {
+                                        if let Some(exited) = p.exited.take() {
+                                            tokio::spawn(sim.clone().watch_exit(
+                                                uid.clone(),
+                                                seq,
+                                                exited,
+                                                retry,
+                                            ));
+                                        }
+                                        Process::Running(p)
+                                    }
                                     Err(e) => {
                                         tracing::warn!(pod = %uid, error = %e, "pod process failed to start");
                                         state.restarts += 1;
@@ -877,6 +901,32 @@ impl Sim {
         next
     }
 
+    /// Marks a pod's process as crashed when it exits on its own.
+    async fn watch_exit(
+        self: Arc<Self>,
+        uid: String,
+        seq: u64,
+        exited: tokio::sync::oneshot::Receiver<String>,
+        retry: Duration,
+    ) {
+        // A dropped sender means the process was stopped by us, not that it crashed.
+        let Ok(reason) = exited.await else { return };
+        let mut states = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = states.get_mut(&uid)
+            && state.start_seq == seq
+            && matches!(state.process, Process::Running(_))
+            && state.terminating_since.is_none()
+        {
+            tracing::warn!(pod = %uid, reason = %reason, "pod process exited");
+            state.restarts += 1;
+            state.process = Process::Failed {
+                retry_at: Instant::now() + retry,
+            };
+        }
+        drop(states);
+        self.store.changed.notify_one();
+    }
+
     /// A Terminating pod: its process is stopped and it is not ready; once the termination delay
     /// (at most its grace period) has passed, it is removed, unless finalizers hold it.
     fn terminate(
@@ -905,6 +955,7 @@ impl Sim {
             next_restart: now,
             process: Process::None,
             terminating_since: None,
+            start_seq: 0,
         });
         // Dropping the process stops it: the app got its SIGTERM.
         state.process = Process::None;

@@ -635,3 +635,74 @@ async fn deleted_pods_terminate_gracefully_unless_forced() {
     .unwrap();
     assert_eq!(code(pods.get(&first).await), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_process_exits_turns_unready_and_restarts() {
+    let script = r#"
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/exit":
+            os._exit(3)
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+    let cluster = TestCluster::builder()
+        .sim_settings(SimSettings {
+            crash_restart_interval: Duration::from_millis(300),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    cluster.set_pod_runner(sluice_e2e::ProcessRunner::new("python3", ["-c", script]));
+    let rs_api: Api<ReplicaSet> = Api::namespaced(cluster.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    let services: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let svc: Service = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})).unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    rs_api
+        .create(&PostParams::default(), &replicaset("web", 1, json!({})))
+        .await
+        .unwrap();
+    eventually("ready pod with a process", || async {
+        cluster
+            .endpoints("default", "web")
+            .iter()
+            .any(|e| e.ready && e.process_port.is_some())
+    })
+    .await;
+    let port = cluster.endpoints("default", "web")[0].process_port.unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /exit HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+    }
+    let restarts = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map_or(0, |c| c[0].restart_count)
+    };
+    eventually("restarted after the crash and ready again", || async {
+        let all = pods_of(&pods, "web").await;
+        all.len() == 1 && restarts(&all[0]) >= 1 && ready(&all[0])
+    })
+    .await;
+    // The restarted process serves again.
+    let new_port = cluster.endpoints("default", "web")[0].process_port.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", new_port))
+        .await
+        .unwrap();
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.ends_with("ok"), "{response}");
+}
