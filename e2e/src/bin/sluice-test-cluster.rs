@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use sluice_e2e::{SimSettings, TestCluster};
+use sluice_e2e::{ProcessRunner, SimSettings, TestCluster};
 
 #[derive(Parser, Debug)]
 #[command(about = "An in-process Kubernetes API server with simulated workloads")]
@@ -22,6 +22,10 @@ struct Args {
     /// Milliseconds from pod creation until the simulated kubelet reports it Ready.
     #[arg(long, default_value_t = 1000)]
     pod_ready_delay_ms: u64,
+    /// Back every ready pod with this command (split on whitespace; `{port}`, `{pod}` and
+    /// `{image}` are substituted, and `PORT`, `POD_NAME`, `POD_IMAGE`... are set).
+    #[arg(long)]
+    pod_command: Option<String>,
 }
 
 #[tokio::main]
@@ -39,6 +43,16 @@ async fn main() -> anyhow::Result<()> {
         })
         .start()
         .await?;
+    if let Some(command) = &args.pod_command {
+        let mut words = command.split_whitespace();
+        let program = words
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("--pod-command is empty"))?;
+        cluster.set_pod_runner(ProcessRunner::new(
+            program,
+            words.map(String::from).collect::<Vec<_>>(),
+        ));
+    }
     for dir in &args.crd_dirs {
         let n = cluster.load_crds_from_dir(dir)?;
         eprintln!("installed {n} crds from {}", dir.display());
