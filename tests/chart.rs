@@ -646,9 +646,9 @@ async fn rendered_chart_applies_and_its_pods_elect_one_leader() {
         .unwrap();
     for file in ["crds.yaml", "custom.yaml", "default.yaml"] {
         if file == "custom.yaml" {
-            kubectl_at(s(&["create", "namespace", "shop"]))
-                .await
-                .unwrap();
+            for ns in ["shop", "monitoring"] {
+                kubectl_at(s(&["create", "namespace", ns])).await.unwrap();
+            }
         }
         let path = dir.join(file).to_string_lossy().into_owned();
         let out = kubectl_at(s(&[
@@ -791,4 +791,194 @@ async fn scrape(port: u16, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+fn ensure_promtool() {
+    let ok = || {
+        Command::new("promtool")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ok() {
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(
+            apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "prometheus"]) && ok(),
+            "promtool is needed (apt-get install prometheus) and could not be installed"
+        );
+    }
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() {
+    ensure_promtool();
+    for args in [
+        vec!["check", "rules", "charts/sluice/files/sluice-alerts.yaml"],
+        vec!["test", "rules", "charts/tests/sluice-alerts.test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Every series name the controller exports (counters get `_total`, histograms their parts).
+fn exported_series() -> BTreeSet<String> {
+    use sluice::controller::metrics::*;
+    // A family shows in the exposition once it has a series: give each one.
+    let m = Metrics::new();
+    let controller = ControllerLabels {
+        controller: "rollout".into(),
+    };
+    m.reconciles.get_or_create(&controller).inc();
+    m.reconcile_duration.get_or_create(&controller).observe(0.1);
+    m.reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "rollout".into(),
+            category: "kube".into(),
+        })
+        .inc();
+    m.set_rollout(
+        RolloutInfoLabels {
+            namespace: "ns".into(),
+            name: "web".into(),
+            phase: "Progressing".into(),
+            strategy: "canary".into(),
+            traffic_router: "nginx".into(),
+        },
+        Some(20),
+    );
+    m.set_analysis("ns", "web-1", vec![("rate".into(), "Running".into())]);
+    m.measurements
+        .get_or_create(&ResultLabels {
+            result: "Successful".into(),
+        })
+        .inc();
+    let text = m.encode();
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        match kind {
+            "counter" => {
+                out.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    out.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    assert!(out.contains("sluice_leader"), "{text}");
+    out
+}
+
+/// Checks a PromQL expression parses and names only exported series.
+fn check_query(expr: &str, exported: &BTreeSet<String>, origin: &str) {
+    // Grafana's variables, as Grafana substitutes them.
+    let expr = expr
+        .replace("$__rate_interval", "5m")
+        .replace("$namespace", ".*")
+        .replace("$job", ".*");
+    promql_parser::parser::parse(&expr)
+        .unwrap_or_else(|e| panic!("{origin}: {expr} does not parse: {e}"));
+    let names = regex::Regex::new(r"\bsluice_[a-z_]+").unwrap();
+    let mut any = false;
+    for m in names.find_iter(&expr) {
+        any = true;
+        assert!(
+            exported.contains(m.as_str()),
+            "{origin}: {} is not a metric the controller exports ({exported:?})",
+            m.as_str()
+        );
+    }
+    assert!(any, "{origin}: {expr} queries no Sluice metric");
+}
+
+#[test]
+fn dashboard_and_alerts_query_only_metrics_the_controller_exports() {
+    let exported = exported_series();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("charts/sluice/dashboards/sluice.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queried = BTreeSet::new();
+    let mut titles = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = panel["title"].as_str().unwrap();
+        titles.push(title.to_string());
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {title} has no query");
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            check_query(expr, &exported, &format!("dashboard panel {title}"));
+            for m in regex::Regex::new(r"\bsluice_[a-z_]+")
+                .unwrap()
+                .find_iter(expr)
+            {
+                queried.insert(m.as_str().trim_end_matches("_bucket").to_string());
+            }
+        }
+    }
+    // What the dashboard must show: phases, weights, analysis, latency, errors, leader.
+    for needed in [
+        "sluice_rollout_info",
+        "sluice_rollout_canary_weight",
+        "sluice_analysis_measurements_total",
+        "sluice_analysis_run_metric_phase",
+        "sluice_reconcile_duration_seconds",
+        "sluice_reconcile_errors_total",
+        "sluice_reconcile_total",
+        "sluice_leader",
+    ] {
+        assert!(
+            queried.contains(needed),
+            "the dashboard shows nothing of {needed}"
+        );
+    }
+    let rules: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("charts/sluice/files/sluice-alerts.yaml")).unwrap(),
+    )
+    .unwrap();
+    for rule in rules["groups"][0]["rules"].as_array().unwrap() {
+        let name = rule["alert"].as_str().unwrap();
+        check_query(
+            rule["expr"].as_str().unwrap(),
+            &exported,
+            &format!("alert {name}"),
+        );
+    }
+    // The chart ships the same dashboard file in its ConfigMap.
+    let docs = docs("custom.yaml");
+    let cm = find(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("dashboard ConfigMap");
+    let shipped: Value = serde_json::from_str(cm["data"]["sluice.json"].as_str().unwrap()).unwrap();
+    assert_eq!(shipped, dashboard);
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
 }

@@ -45,6 +45,7 @@ SCENARIOS = {
             "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
         },
         "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
+        "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
     },
 }
 
