@@ -925,6 +925,7 @@ fn dashboard_and_alerts_query_only_metrics_the_controller_exports() {
     .unwrap();
     let mut queried = BTreeSet::new();
     let mut titles = Vec::new();
+    let series = regex::Regex::new(r"\bsluice_[a-z_]+").unwrap();
     for panel in dashboard["panels"].as_array().unwrap() {
         if panel["type"] == "row" {
             continue;
