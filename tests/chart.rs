@@ -937,10 +937,7 @@ fn dashboard_and_alerts_query_only_metrics_the_controller_exports() {
         for t in targets {
             let expr = t["expr"].as_str().unwrap();
             check_query(expr, &exported, &format!("dashboard panel {title}"));
-            for m in regex::Regex::new(r"\bsluice_[a-z_]+")
-                .unwrap()
-                .find_iter(expr)
-            {
+            for m in series.find_iter(expr) {
                 queried.insert(m.as_str().trim_end_matches("_bucket").to_string());
             }
         }
