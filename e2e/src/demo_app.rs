@@ -110,12 +110,25 @@ async fn handle(state: Arc<Served>) -> Response {
     resp
 }
 
-/// Stops the server when dropped (the pod went away).
-struct ServerGuard(tokio::task::JoinHandle<()>);
+/// How long an app keeps serving after its pod went away, as a real app with a `preStop` sleep
+/// does so that load balancers that have not yet seen the endpoint go fail no request.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
+/// Stops the server [`DRAIN`] after it is dropped (the pod went away).
+struct ServerGuard(Option<tokio::task::JoinHandle<()>>);
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
-        self.0.abort();
+        let Some(task) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(DRAIN).await;
+                    task.abort();
+                });
+            }
+            Err(_) => task.abort(),
+        }
     }
 }
 
@@ -131,7 +144,7 @@ pub async fn start(behaviour: AppBehaviour) -> std::io::Result<PodProcess> {
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok(PodProcess::new(Some(port), ServerGuard(task)))
+    Ok(PodProcess::new(Some(port), ServerGuard(Some(task))))
 }
 
 /// A [`PodRunner`] giving every ready pod its own app server.

@@ -540,7 +540,9 @@ impl Renderer<'_> {
         for port in [ports.ingress, ports.mesh] {
             let _ = writeln!(
                 out,
-                "  server {{\n    listen 127.0.0.1:{port} default_server;\n    server_name _;\n    return 404;\n  }}"
+                "  server {{\n    listen 127.0.0.1:{port} default_server;\n    server_name _;\n    \
+                 set $sl_kind \"\"; set $sl_namespace \"\"; set $sl_ingress \"\"; set $sl_service \"\";\n    \
+                 set $sl_canary_service \"\"; set $sl_route \"\";\n    return 404;\n  }}"
             );
         }
         for ((port, host), locs) in servers {
