@@ -347,8 +347,9 @@ fn triples(spec: &[(&str, &str, &[&str])]) -> BTreeSet<(String, String, String)>
 
 /// Exactly what the controller reads and writes in the namespaces it reconciles.
 const NAMESPACED: &[(&str, &str, &[&str])] = &[
-    ("sluice.dev", "rollouts", &["get", "list", "watch"]),
+    ("sluice.dev", "rollouts", &["get", "list", "watch", "patch"]),
     ("sluice.dev", "rollouts/status", &["update", "patch"]),
+    ("sluice.dev", "rollouts/finalizers", &["update"]),
     (
         "sluice.dev",
         "analysisruns",
@@ -423,7 +424,7 @@ fn rbac_cluster_wide_grants_exactly_what_the_controller_uses() {
     assert!(!all.iter().any(|(_, r, _)| r == "pods"));
     assert!(!all.iter().any(|(g, r, v)| g == "sluice.dev"
         && r == "rollouts"
-        && ["update", "patch", "create", "delete"].contains(&v.as_str())));
+        && ["update", "create", "delete"].contains(&v.as_str())));
     // Each rule carries a comment saying why (read from the template source).
     let source = std::fs::read_to_string(repo().join("charts/sluice/templates/_rbac.tpl")).unwrap();
     let lines: Vec<&str> = source.lines().collect();
@@ -582,7 +583,7 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rendered_chart_applies_and_its_pods_elect_one_leader() {
+async fn rendered_chart_runs_one_leader_that_rolls_out_within_its_rbac() {
     let dir = rendered();
     let cluster = TestCluster::start().await.unwrap();
     install_stand_in_crds(&cluster);
@@ -690,22 +691,9 @@ async fn rendered_chart_applies_and_its_pods_elect_one_leader() {
         }
     }
     let holder = holder.expect("two ready replicas and a Lease holder within 30 s");
-    let pods: Vec<String> = kubectl(
-        &kubeconfig,
-        &[
-            "get",
-            "pods",
-            "-n",
-            NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=sluice",
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ],
-    )
-    .split_whitespace()
-    .map(String::from)
-    .collect();
+    // The pods the runner started for the chart's Deployment (read without kubectl, so that
+    // the request log below holds only the controller's reads).
+    let pods: Vec<String> = ports.lock().unwrap().keys().cloned().collect();
     assert_eq!(pods.len(), 2, "{pods:?}");
     assert!(
         pods.contains(&holder),
@@ -735,11 +723,164 @@ async fn rendered_chart_applies_and_its_pods_elect_one_leader() {
     assert_eq!(leaders.get(&holder), Some(&1.0), "{leaders:?}");
     assert_eq!(leaders.values().sum::<f64>(), 1.0, "{leaders:?}");
 
-    // The CRDs from the chart serve Rollouts, and the installed controller reconciles one.
-    let rollout = tmp.path().join("rollout.yaml");
-    std::fs::write(
-        &rollout,
-        r#"apiVersion: sluice.dev/v1alpha1
+    // The CRDs from the chart serve Rollouts, and the installed controller walks an update with
+    // traffic routing through it (Services, the canary Ingress, ReplicaSets, status, Events).
+    let apply_rollout = |image: &str| {
+        let path = tmp.path().join(format!("rollout-{image}.yaml"));
+        std::fs::write(&path, ROLLOUT.replace("IMAGE", image)).unwrap();
+        kubectl_at(s(&[
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            &path.to_string_lossy(),
+        ]))
+    };
+    let settled = |cluster: &TestCluster, image: &str| {
+        let ro = cluster.object("sluice.dev", "rollouts", "default", "web");
+        ro.is_some_and(|r| {
+            let st = &r["status"];
+            r["spec"]["template"]["spec"]["containers"][0]["image"] == image
+                && st["phase"] == "Healthy"
+                && st["stableRS"].is_string()
+                && st["stableRS"] == st["currentPodHash"]
+        })
+    };
+    for image in ["web:1", "web:2"] {
+        apply_rollout(image).await.unwrap();
+        let mut done = false;
+        for _ in 0..240 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if settled(&cluster, image) {
+                done = true;
+                break;
+            }
+        }
+        let ro = cluster.object("sluice.dev", "rollouts", "default", "web");
+        assert!(
+            done,
+            "the chart's controller rolls out {image}: {:#}",
+            ro.map(|r| r["status"].clone()).unwrap_or_default()
+        );
+    }
+    let canary_ingress = cluster.object(
+        "networking.k8s.io",
+        "ingresses",
+        "default",
+        "web-web-canary",
+    );
+    assert!(canary_ingress.is_some(), "the canary Ingress was created");
+
+    // Least privilege, checked against what the controller actually asked for: every request it
+    // made is granted by the chart's RBAC.
+    let docs = docs("default.yaml");
+    let mut granted = grants(one(&docs, "ClusterRole"));
+    granted.extend(grants(one(&docs, "Role")));
+    let mut used = BTreeSet::new();
+    for w in cluster.writes() {
+        if w.user_agent.as_deref().unwrap_or("").starts_with("kubectl") {
+            continue;
+        }
+        let resource = match &w.subresource {
+            Some(sub) => format!("{}/{sub}", w.resource),
+            None => w.resource.clone(),
+        };
+        if w.resource == "rollouts" && w.subresource.is_none() {
+            // The only write to a Rollout itself: its finalizer (JSON patch on metadata.finalizers).
+            let ops = w
+                .body
+                .as_ref()
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                !ops.is_empty()
+                    && ops.iter().all(|op| {
+                        op["op"] == "test"
+                            || op["path"]
+                                .as_str()
+                                .is_some_and(|p| p.starts_with("/metadata/finalizers"))
+                    }),
+                "the controller wrote more than the finalizer of a Rollout: {:?}",
+                w.body
+            );
+        }
+        used.insert((w.group.clone(), resource, w.verb.clone()));
+    }
+    let group_of = |plural: &str| -> Option<&'static str> {
+        Some(match plural {
+            "rollouts" | "analysisruns" | "analysistemplates" | "clusteranalysistemplates" => {
+                "sluice.dev"
+            }
+            "replicasets" | "deployments" => "apps",
+            "services" | "secrets" | "configmaps" | "pods" | "endpoints" | "namespaces" => "",
+            "ingresses" => "networking.k8s.io",
+            "leases" => "coordination.k8s.io",
+            "virtualservices" | "destinationrules" => "networking.istio.io",
+            _ => return None,
+        })
+    };
+    for key in cluster.request_counts().keys() {
+        let Some((verb, plural)) = key.split_once(' ') else {
+            continue;
+        };
+        if !["get", "list", "watch"].contains(&verb) {
+            continue;
+        }
+        // kubectl's own reads (discovery, CRDs, namespaces) are not the controller's.
+        if let Some(group) = group_of(plural)
+            && plural != "namespaces"
+        {
+            used.insert((group.to_string(), plural.to_string(), verb.to_string()));
+        }
+    }
+    assert!(
+        !used.iter().any(|(_, r, _)| r.starts_with("pods")),
+        "the controller never touches Pods: {used:?}"
+    );
+    let missing: Vec<_> = used.difference(&granted).collect();
+    assert!(
+        missing.is_empty(),
+        "the controller made requests the chart's RBAC does not grant: {missing:?}\nused: {used:#?}"
+    );
+    for needed in [
+        ("sluice.dev", "rollouts/status", "update"),
+        ("apps", "replicasets", "create"),
+        ("networking.k8s.io", "ingresses", "create"),
+        ("", "services", "patch"),
+        ("coordination.k8s.io", "leases", "create"),
+    ] {
+        let t = (
+            needed.0.to_string(),
+            needed.1.to_string(),
+            needed.2.to_string(),
+        );
+        assert!(used.contains(&t), "the run exercised {needed:?}: {used:#?}");
+    }
+}
+
+const ROLLOUT: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: web-stable, namespace: default}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-canary, namespace: default}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: web.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web-stable, port: {number: 80}}}}
+---
+apiVersion: sluice.dev/v1alpha1
 kind: Rollout
 metadata: {name: web, namespace: default}
 spec:
@@ -747,31 +888,16 @@ spec:
   selector: {matchLabels: {app: web}}
   template:
     metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: "web:1"}]}
-  strategy: {canary: {steps: [{setWeight: 50}, {pause: {}}]}}
-"#,
-    )
-    .unwrap();
-    let p = rollout.to_string_lossy().into_owned();
-    kubectl_at(s(&["apply", "--server-side", "--validate=false", "-f", &p]))
-        .await
-        .unwrap();
-    let mut phase = None;
-    for _ in 0..120 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        phase = cluster
-            .object("sluice.dev", "rollouts", "default", "web")
-            .and_then(|r| r["status"]["phase"].as_str().map(String::from));
-        if phase.as_deref() == Some("Healthy") {
-            break;
-        }
-    }
-    assert_eq!(
-        phase.as_deref(),
-        Some("Healthy"),
-        "the chart's controller reconciles Rollouts"
-    );
-}
+    spec: {containers: [{name: web, image: "IMAGE"}]}
+  strategy:
+    canary:
+      canaryService: web-canary
+      stableService: web-stable
+      trafficRouting: {nginx: {stableIngress: web}}
+      steps:
+      - setWeight: 50
+      - pause: {duration: 1s}
+"#;
 
 /// The value of an unlabelled series from `GET /metrics` on a loopback port.
 async fn scrape(port: u16, series: &str) -> Option<f64> {
@@ -924,14 +1050,12 @@ fn dashboard_and_alerts_query_only_metrics_the_controller_exports() {
     )
     .unwrap();
     let mut queried = BTreeSet::new();
-    let mut titles = Vec::new();
     let series = regex::Regex::new(r"\bsluice_[a-z_]+").unwrap();
     for panel in dashboard["panels"].as_array().unwrap() {
         if panel["type"] == "row" {
             continue;
         }
         let title = panel["title"].as_str().unwrap();
-        titles.push(title.to_string());
         let targets = panel["targets"].as_array().unwrap();
         assert!(!targets.is_empty(), "panel {title} has no query");
         for t in targets {

@@ -2,13 +2,21 @@
        watchNamespace only (Role). The controller never touches Pods and never writes a
        Rollout's spec. */}}
 {{- define "sluice.namespacedRules" -}}
-# Rollouts: watched and reconciled; only the status is written (Git owns the spec).
+# Rollouts: watched and reconciled. patch is for metadata.finalizers only (the traffic-cleanup
+# finalizer of routed Rollouts, so routes go back to stable before a Rollout is deleted); the
+# spec is never written (Git owns it).
 - apiGroups: [sluice.dev]
   resources: [rollouts]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
+# Status: phase, steps, weights, conditions.
 - apiGroups: [sluice.dev]
   resources: [rollouts/status]
   verbs: [update, patch]
+# Children carry an ownerReference with blockOwnerDeletion to their Rollout; clusters running the
+# OwnerReferencesPermissionEnforcement admission plugin require this to set it.
+- apiGroups: [sluice.dev]
+  resources: [rollouts/finalizers]
+  verbs: [update]
 # AnalysisRuns: created per analysis step, measured, terminated (patch) and garbage-collected.
 - apiGroups: [sluice.dev]
   resources: [analysisruns]
