@@ -2,7 +2,11 @@
 //! package embeds Helm's Go library; `charts/tests/helm_render.py` drives it), then checked here:
 //! the Deployment's args go through the controller's own flag parser, RBAC grants exactly what
 //! the controller uses, the pod is locked down, and the manifests are applied to the test
-//! cluster where the rendered pods run the real `sluice controller` and elect one leader.
+//! cluster where the rendered pods run the real `sluice controller`, elect one leader and roll
+//! out a routed canary using only requests the chart's RBAC grants. The test cluster serves no
+//! RBAC, PodDisruptionBudget or NetworkPolicy API and enforces no RBAC: the test installs
+//! schema-less stand-in CRDs for those kinds (and the Prometheus Operator's) so that every
+//! rendered object is applied, and checks permissions against the request log instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -722,6 +726,17 @@ async fn rendered_chart_runs_one_leader_that_rolls_out_within_its_rbac() {
     );
     assert_eq!(leaders.get(&holder), Some(&1.0), "{leaders:?}");
     assert_eq!(leaders.values().sum::<f64>(), 1.0, "{leaders:?}");
+    // The probes' paths answer on both replicas, the standby included (so a rolling update of
+    // the controller, which waits for readiness, goes through).
+    for pod in &pods {
+        let port = ports.lock().unwrap()[pod];
+        for path in ["/healthz", "/readyz"] {
+            assert!(
+                http_get(port, path).await.is_some(),
+                "{pod}: {path} is not 200"
+            );
+        }
+    }
 
     // The CRDs from the chart serve Rollouts, and the installed controller walks an update with
     // traffic routing through it (Services, the canary Ingress, ReplicaSets, status, Events).
@@ -899,17 +914,27 @@ spec:
       - pause: {duration: 1s}
 "#;
 
-/// The value of an unlabelled series from `GET /metrics` on a loopback port.
-async fn scrape(port: u16, series: &str) -> Option<f64> {
+/// The body of `GET path` on a loopback port, if the answer is 200.
+async fn http_get(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .ok()?;
-    let mut body = String::new();
-    conn.read_to_string(&mut body).await.ok()?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.lines()
+        .next()?
+        .contains(" 200 ")
+        .then(|| body.to_string())
+}
+
+/// The value of an unlabelled series from `GET /metrics` on a loopback port.
+async fn scrape(port: u16, series: &str) -> Option<f64> {
+    let body = http_get(port, "/metrics").await?;
     body.lines().find_map(|l| {
         l.strip_prefix(series)?
             .strip_prefix(' ')?
