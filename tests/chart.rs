@@ -29,21 +29,29 @@ fn repo() -> &'static Path {
 
 /// Installs the Helm SDK with pip when it is missing; panics (never skips) when that fails.
 fn ensure_helm_sdk() {
-    let has = |_: ()| {
+    let has = || {
         Command::new("python3")
             .args(["-c", "import helm_python"])
             .status()
             .is_ok_and(|s| s.success())
     };
-    if has(()) {
+    if has() {
         return;
     }
-    let out = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "helm-python-sdk"])
-        .output()
-        .expect("python3 is needed to run Helm (helm-python-sdk)");
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "helm-python-sdk"])
+            .args(extra)
+            .output()
+            .expect("python3 is needed to run Helm (helm-python-sdk)")
+    };
+    let mut out = pip(&[]);
+    if !out.status.success() {
+        // A distribution's Python refuses plain `pip install` (PEP 668).
+        out = pip(&["--user", "--break-system-packages"]);
+    }
     assert!(
-        out.status.success() && has(()),
+        out.status.success() && has(),
         "pip install helm-python-sdk failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
