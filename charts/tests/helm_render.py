@@ -89,6 +89,17 @@ def main() -> int:
             failures.append(f"schema accepted invalid values ({label}): {values}")
     with open(os.path.join(out_dir, "crds.yaml"), "w") as f:
         f.write("\n---\n".join(c["data"].strip() for c in chart.crds) + "\n")
+    # The packaged chart (what `helm package` publishes) carries the same CRDs and renders the same.
+    archive = helm.package(chart_dir, destination=out_dir)
+    with open(archive, "rb") as f:
+        packaged = helm.Chart.load_archive(f.read())
+    if sorted(c["data"] for c in packaged.crds) != sorted(c["data"] for c in chart.crds):
+        failures.append("the packaged chart's CRDs differ from crds/")
+    if packaged.render({}, name="sluice", namespace="sluice-system", is_install=True) != chart.render(
+        {}, name="sluice", namespace="sluice-system", is_install=True
+    ):
+        failures.append("the packaged chart renders differently")
+    print(f"packaged {os.path.basename(archive)}")
     with open(os.path.join(out_dir, "crd-names.json"), "w") as f:
         json.dump(sorted(c["name"] for c in chart.crds), f)
     for failure in failures:
