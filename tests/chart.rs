@@ -265,6 +265,14 @@ fn custom_values_reach_the_controller_flags() {
             "SluiceRolloutStuckProgressing"
         ])
     );
+    let file: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("charts/sluice/files/sluice-alerts.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rules["spec"], file,
+        "the PrometheusRule carries the promtool-checked file"
+    );
     let np = one(&docs, "NetworkPolicy");
     assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], "admin");
 }
