@@ -3,6 +3,7 @@
 //! weights, analysis runs whose outcome is scripted). A good version is promoted; a bad one is
 //! aborted by its analysis and traffic returns to stable without a human.
 
+pub mod live;
 pub mod stack;
 
 use std::fmt::Write as _;

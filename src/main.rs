@@ -10,10 +10,23 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a canary rollout of a sample application: a good version is promoted, a bad one is
-    /// aborted by its analysis.
+    /// Run a canary rollout of a sample application on a local cluster (API server, controller,
+    /// a real nginx and Prometheus, installed when missing): a good version is promoted, a bad
+    /// one is aborted by its analysis.
     Demo {
-        /// Milliseconds of real time per simulated second (0 runs as fast as possible).
+        /// Requests per second sent through nginx.
+        #[arg(long, default_value_t = 30)]
+        rate: u32,
+        /// Keep the local cluster running at the end, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+        /// Where to write the local cluster's kubeconfig (default: a file in the temp dir).
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// Instead, run the planner against an in-memory simulation (no processes started).
+        #[arg(long)]
+        simulate: bool,
+        /// With --simulate: milliseconds of real time per simulated second (0: at once).
         #[arg(long, default_value_t = 150)]
         pace_ms: u64,
     },
@@ -44,11 +57,29 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         }
-        Command::Demo { pace_ms } => {
+        Command::Demo {
+            simulate: true,
+            pace_ms,
+            ..
+        } => {
             sluice::demo::run(
                 &mut std::io::stdout(),
                 std::time::Duration::from_millis(pace_ms),
             )?;
+        }
+        Command::Demo {
+            rate,
+            keep,
+            kubeconfig,
+            ..
+        } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let options = sluice::demo::live::LiveOptions {
+                rate,
+                keep,
+                kubeconfig,
+            };
+            runtime.block_on(sluice::demo::live::run(&mut std::io::stdout(), options))?;
         }
         Command::Crds { dir: Some(dir) } => {
             for path in sluice::crdgen::write_all(&dir)? {

@@ -1,0 +1,84 @@
+//! Shared setup of the closed-loop scenarios: the local stack with the sample app, its stable
+//! version live, and helpers to read traffic and Rollout state.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use sluice::demo::stack::{LocalStack, nginx_app, rollout_yaml, template};
+
+pub const NS: &str = "default";
+pub const RATE: u32 = 40;
+
+pub fn analysis(count: u32) -> String {
+    format!(
+        "      - analysis:\n          templates: [{{templateName: nginx-success-rate}}]\n          args:\n          - {{name: namespace, value: {NS}}}\n          - {{name: ingress, value: web}}\n          - {{name: service, value: web-canary}}\n          - {{name: window, value: 5s}}\n          - {{name: count, value: \"{count}\"}}\n"
+    )
+}
+
+pub fn canary(steps: &str) -> String {
+    format!(
+        "      canaryService: web-canary\n      stableService: web-stable\n      scaleDownDelaySeconds: 2\n      abortScaleDownDelaySeconds: 2\n      trafficRouting:\n        nginx: {{stableIngress: web}}\n      steps:\n{steps}"
+    )
+}
+
+pub async fn stack_with_stable(steps: &str) -> LocalStack {
+    let stack = LocalStack::start().await.expect("local stack starts");
+    stack.apply_yaml(&nginx_app(NS)).await.expect("app");
+    stack
+        .apply(template("nginx-success-rate", "1s", Some("3s")).unwrap())
+        .await
+        .expect("template");
+    stack
+        .apply_yaml(&rollout_yaml(NS, 4, "v1", &[], &canary(steps)))
+        .await
+        .expect("rollout v1");
+    stack
+        .wait_rollout(NS, "web", Duration::from_secs(60), |r| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(|p| p.as_str() == "Healthy")
+        })
+        .await
+        .expect("v1 healthy");
+    stack
+}
+
+/// Waits until nginx serves `version` to every request of a one-second window.
+pub async fn wait_all_served_by(load: &sluice_e2e::loadgen::LoadGenerator, version: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        let window = load.between(now - Duration::from_secs(2), now - Duration::from_secs(1));
+        if !window.is_empty() && window.iter().all(|s| s.version == version && !s.failed()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every request is served by {version}: {:?}",
+            window
+                .iter()
+                .map(|s| (&s.version, s.status))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+pub async fn stable_hash(stack: &LocalStack) -> Option<String> {
+    stack
+        .rollout(NS, "web")
+        .await
+        .expect("rollout")
+        .status
+        .and_then(|s| s.stable_rs)
+}
+
+pub fn phase_is(p: &'static str) -> impl Fn(&sluice::api::rollout::Rollout) -> bool {
+    move |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|x| x.as_str() == p)
+    }
+}
