@@ -12,6 +12,7 @@ use sluice_e2e::demo_app::{ERROR_RATIO, LATENCY};
 use sluice_e2e::loadgen::{LoadGenerator, split_of};
 
 use super::stack::{LocalStack, nginx_app, rollout_yaml, template};
+use crate::analysis::args::ResolvedArgs;
 use crate::api::analysis::AnalysisRun;
 
 /// Namespace of the sample app.
@@ -85,6 +86,7 @@ async fn analysis_line(stack: &LocalStack) -> String {
     let Some(status) = run.status.as_ref() else {
         return String::new();
     };
+    let args = ResolvedArgs::resolve(&run.spec.args, &Default::default()).unwrap_or_default();
     let conditions: std::collections::BTreeMap<&str, &str> = run
         .spec
         .metrics
@@ -109,10 +111,10 @@ async fn analysis_line(stack: &LocalStack) -> String {
                         .map_or(v.clone(), |f| format!("{f:.3}"))
                 })
                 .unwrap_or_else(|| "-".into());
-            let cond = conditions
-                .get(m.name.as_str())
-                .copied()
-                .unwrap_or("")
+            let cond = conditions.get(m.name.as_str()).copied().unwrap_or("");
+            let cond = args
+                .substitute(cond, "successCondition")
+                .unwrap_or_else(|_| cond.to_string())
                 .replace("result[0]", "x");
             format!("{}={value} [{cond}] {}", m.name, m.phase.as_str())
         })
@@ -174,11 +176,11 @@ async fn roll_out(
         let step_name = STEP_NAMES
             .get(usize::try_from(step).unwrap_or(0))
             .copied()
-            .unwrap_or("done");
+            .unwrap_or("complete");
         let line = format!(
             "[{:>5.1}s] {phase:<11} step {}/{} {step_name:<13} weight {weight:>3}/{:<3} measured {version} {:>5.1}% ({} req, {} failed)  {}",
             started.elapsed().as_secs_f64(),
-            step.min(STEP_NAMES.len() as i32),
+            (step + 1).min(STEP_NAMES.len() as i32),
             STEP_NAMES.len(),
             100 - weight,
             split.percent(),

@@ -136,49 +136,13 @@ impl LocalStack {
     /// Server-side applies every document of `yaml` (manager `sluice-demo`, forced), as
     /// `kubectl apply --server-side` would.
     pub async fn apply_yaml(&self, yaml: &str) -> anyhow::Result<()> {
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
-            let v = Value::deserialize(doc)?;
-            if v.is_null() {
-                continue;
-            }
-            self.apply(v).await?;
-        }
-        Ok(())
+        apply_yaml(&self.client(), yaml).await
     }
 
     /// Server-side applies one object.
     pub async fn apply(&self, v: Value) -> anyhow::Result<()> {
-        let client = self.client();
-        let api_version = v["apiVersion"].as_str().unwrap_or_default();
-        let kind = v["kind"].as_str().unwrap_or_default();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let (ar, caps) = pinned_kind(&client, &GroupVersionKind::gvk(group, version, kind))
-            .await
-            .with_context(|| format!("discover {api_version} {kind}"))?;
-        let name = v
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
-            let ns = v
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            Api::namespaced_with(client, ns, &ar)
-        } else {
-            Api::all_with(client, &ar)
-        };
-        api.patch(
-            &name,
-            &PatchParams::apply("sluice-demo").force(),
-            &Patch::Apply(&v),
-        )
-        .await
-        .with_context(|| format!("apply {kind} {name}"))?;
-        Ok(())
+        apply(&self.client(), v).await
     }
-
     /// A Rollout.
     pub async fn rollout(&self, ns: &str, name: &str) -> anyhow::Result<Rollout> {
         Ok(Api::<Rollout>::namespaced(self.client(), ns)
@@ -223,6 +187,56 @@ impl LocalStack {
     pub fn mesh_load(&self, host: &str, rate: u32) -> LoadGenerator {
         LoadGenerator::start(self.dataplane.mesh_addr(), host, rate)
     }
+}
+
+/// Server-side applies every document of `yaml` (manager `sluice-demo`, forced), as
+/// `kubectl apply --server-side --force-conflicts` would.
+pub async fn apply_yaml(client: &kube::Client, yaml: &str) -> anyhow::Result<()> {
+    // Parse everything first: the YAML parser cannot be held across an await on another thread.
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let v = Value::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    for v in docs {
+        apply(client, v).await?;
+    }
+    Ok(())
+}
+
+/// Server-side applies one object.
+pub async fn apply(client: &kube::Client, v: Value) -> anyhow::Result<()> {
+    let client = client.clone();
+    let api_version = v["apiVersion"].as_str().unwrap_or_default();
+    let kind = v["kind"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let (ar, caps) = pinned_kind(&client, &GroupVersionKind::gvk(group, version, kind))
+        .await
+        .with_context(|| format!("discover {api_version} {kind}"))?;
+    let name = v
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+        let ns = v
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        Api::namespaced_with(client, ns, &ar)
+    } else {
+        Api::all_with(client, &ar)
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply("sluice-demo").force(),
+        &Patch::Apply(&v),
+    )
+    .await
+    .with_context(|| format!("apply {kind} {name}"))?;
+    Ok(())
 }
 
 /// The sample application behind an NGINX Ingress: Services `web-stable` and `web-canary`, the
