@@ -55,6 +55,16 @@ pub struct LoadGenerator {
     task: JoinHandle<()>,
 }
 
+/// One `GET /` with `Host: host` and extra headers: (status, `x-version`); status 0 when the
+/// connection failed.
+pub async fn get(addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    request(addr, host, &headers).await
+}
+
 /// One HTTP/1.1 request on a fresh connection (nginx reloads close idle keep-alive connections,
 /// which would show up as spurious failures).
 async fn request(addr: SocketAddr, host: &str, headers: &[(String, String)]) -> (u16, String) {
