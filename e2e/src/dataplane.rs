@@ -273,6 +273,7 @@ pub struct DataPlane {
     metrics: Arc<Mutex<Metrics>>,
     tasks: Vec<JoinHandle<()>>,
     child: Option<std::process::Child>,
+    binary: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -448,6 +449,7 @@ impl DataPlane {
             metrics: Arc::new(Mutex::new(Metrics::default())),
             tasks: Vec::new(),
             child: Some(child),
+            binary: binary.clone(),
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -586,6 +588,22 @@ impl DataPlane {
             t.abort();
         }
         if let Some(mut c) = self.child.take() {
+            // A fast shutdown through the master (`nginx -s stop`, SIGTERM) stops its workers
+            // too; SIGKILL to the master alone would leave them running.
+            let stopped = nginx_command(&self.binary, self._dir.path())
+                .arg("-s")
+                .arg("stop")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while stopped && Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
