@@ -66,7 +66,7 @@ async fn latency_regression_through_istio_routing_is_aborted() {
     let stack = LocalStack::start().await.expect("local stack starts");
     stack.apply_yaml(APP).await.expect("app");
     stack
-        .apply(template("istio-latency", "1s", Some("3s")).unwrap())
+        .apply(template("istio-latency", "1s", Some("6s")).unwrap())
         .await
         .expect("template");
     stack
