@@ -42,6 +42,8 @@ const CANARY: &str = "      canaryService: web-canary
 ";
 
 struct Run {
+    /// Each measurement: phase, value, time after the canary's first request.
+    measurements: Vec<String>,
     served: usize,
     failed: usize,
     abort_latency: Duration,
@@ -58,6 +60,15 @@ fn instant_of(base: (Instant, SystemTime), ts: jiff::Timestamp) -> Instant {
     } else {
         base.0 - Duration::from_millis((-ms) as u64)
     }
+}
+
+fn first_of(load: &sluice_e2e::loadgen::LoadGenerator, started: Instant) -> Instant {
+    load.between(started, Instant::now())
+        .iter()
+        .filter(|s| s.version == "v2")
+        .map(|s| s.sent)
+        .min()
+        .unwrap_or(started)
 }
 
 async fn one_run() -> anyhow::Result<Run> {
@@ -130,10 +141,32 @@ async fn one_run() -> anyhow::Result<Run> {
     let last = canary.iter().map(|s| s.sent).max().unwrap_or(started);
     let visible = visible.unwrap_or(last);
     let runs: Api<AnalysisRun> = Api::namespaced(stack.client(), NS);
-    let first_failure = runs
-        .list(&Default::default())
-        .await?
-        .items
+    let all_runs = runs.list(&Default::default()).await?.items;
+    let measurements: Vec<String> = all_runs
+        .iter()
+        .filter_map(|r| r.status.as_ref())
+        .flat_map(|s| s.metric_results.iter())
+        .flat_map(|m| m.measurements.iter())
+        .map(|m| {
+            let at = m
+                .finished_at
+                .as_ref()
+                .map(|t| instant_of(base, t.0))
+                .map_or(String::from("?"), |i| {
+                    format!(
+                        "{:.1}s",
+                        i.saturating_duration_since(first_of(&load, started))
+                            .as_secs_f64()
+                    )
+                });
+            format!(
+                "{} {} at {at}",
+                m.phase.as_str(),
+                m.value.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    let first_failure = all_runs
         .iter()
         .filter_map(|r| r.status.as_ref())
         .flat_map(|s| s.metric_results.iter())
@@ -144,6 +177,7 @@ async fn one_run() -> anyhow::Result<Run> {
         .unwrap_or(last);
     let to_first_failure = first_failure.saturating_duration_since(first);
     Ok(Run {
+        measurements,
         served: blast.version,
         failed: blast.version_failed,
         abort_latency: last.saturating_duration_since(visible),
@@ -182,6 +216,7 @@ fn main() -> anyhow::Result<()> {
             r.theoretical,
             r.served as f64 / r.theoretical.max(1e-9)
         );
+        println!("       measurements: {}", r.measurements.join("; "));
         results.push(r);
     }
     println!(
