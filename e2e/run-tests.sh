@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it on a clean clone. Installs what the tests need.
+# The whole test suite, as CI runs it on a clean clone. Installs what the tests need first (the
+# tests also install what they miss, but doing it once here avoids parallel apt-get runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real parts: the analysis tests run a real Prometheus server (Debian package).
-if ! command -v prometheus >/dev/null 2>&1; then
-    echo "installing prometheus (apt-get)" >&2
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need prometheus prometheus      # real Prometheus for analysis tests (and promtool)
+need nginx nginx                # the closed-loop data plane
+need lua5.4 lua5.4              # Argo CD health check tests
+need tmux tmux                  # `sluice get --watch` seen as a person sees it
+need python3 python3            # Helm SDK driver, pod processes
+need kubectl kubernetes-client  # kubectl against the test cluster
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]} (apt-get)" >&2
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-
-# The test cluster's tests drive the real kubectl, and back pods with python3 processes.
-for tool in kubectl python3; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "installing $tool (apt-get)" >&2
-        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$tool" >/dev/null
-    fi
-done
+# Real Helm, through the Python package that bundles Helm's Go library.
+if ! python3 -c 'import helm_python' >/dev/null 2>&1; then
+    python3 -m pip install --quiet helm-python-sdk \
+        || python3 -m pip install --quiet --user --break-system-packages helm-python-sdk
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -221,7 +221,7 @@ async fn rollout_converges_through_conflicts_errors_and_dropped_watches() {
     env.cluster.expire_watch_history();
     tokio::time::sleep(Duration::from_millis(300)).await;
     env.cluster.drop_watches();
-    env.wait_for("web", "promoted despite faults", 150, |r| {
+    env.wait_for("web", "promoted despite faults", 90, |r| {
         phase(r) == "Healthy" && stable(r) == current(r) && weight(r) == Some(0)
     })
     .await;

@@ -93,6 +93,10 @@ impl ControllerArgs {
             None => self.lease_name.clone(),
         };
         let allowlist = if self.metric_address_allow.is_empty() {
+            tracing::warn!(
+                "no --metric-address-allow given: analyses may query any address; set it so that \
+                 whoever can write an AnalysisTemplate cannot make the controller call arbitrary URLs"
+            );
             AddressAllowlist::allow_any()
         } else {
             AddressAllowlist::new(self.metric_address_allow.iter())

@@ -118,6 +118,47 @@ where
     }
 }
 
+/// Watch errors of the auxiliary streams are logged and dropped here: each stream backs off and
+/// re-lists on its own, while an error reaching the controller would pause every trigger stream
+/// at once (kube-runtime backs off the merged trigger stream), delaying reconciles for all kinds.
+async fn log_watch_error<K>(item: Result<K, watcher::Error>) -> Option<Result<K, watcher::Error>> {
+    match item {
+        Ok(o) => Some(Ok(o)),
+        Err(e) => {
+            tracing::debug!(error = %e, "watch interrupted; re-listing");
+            None
+        }
+    }
+}
+
+/// Backoff of the Rollout watch: doubling from 100 ms, capped at 5 s, reset by success.
+struct CappedBackoff {
+    next: Duration,
+}
+
+impl Default for CappedBackoff {
+    fn default() -> Self {
+        CappedBackoff {
+            next: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Iterator for CappedBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        Some(current)
+    }
+}
+
+impl kube::runtime::utils::Backoff for CappedBackoff {
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+}
+
 /// Waits until a cache has synced. Polls with a timeout because a store's readiness future keeps
 /// only the latest waiter's waker: with the controller's runner also waiting, a single long wait
 /// could miss the wake-up.
@@ -195,26 +236,32 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     let rs_stream = watcher(api::<ReplicaSet>(&client, &ns), owned_rs_cfg)
         .default_backoff()
         .reflect(rs_writer)
-        .touched_objects();
+        .touched_objects()
+        .filter_map(log_watch_error);
     let (svc_store, svc_writer) = reflector::store();
     let svc_stream = watcher(api::<Service>(&client, &ns), watcher::Config::default())
         .default_backoff()
         .reflect(svc_writer)
-        .touched_objects();
+        .touched_objects()
+        .filter_map(log_watch_error);
     let (ar_store, ar_writer) = reflector::store();
     let ar_stream = watcher(api::<AnalysisRun>(&client, &ns), watcher::Config::default())
         .default_backoff()
         .reflect(ar_writer)
-        .touched_objects();
+        .touched_objects()
+        .filter_map(log_watch_error);
     let (dep_store, dep_writer) = reflector::store();
     let dep_stream = watcher(api::<Deployment>(&client, &ns), watcher::Config::default())
         .default_backoff()
         .reflect(dep_writer)
-        .touched_objects();
+        .touched_objects()
+        .filter_map(log_watch_error);
     let ingress_stream = watcher(api::<Ingress>(&client, &ns), watcher::Config::default())
         .default_backoff()
-        .touched_objects();
-    let rollout_ctrl = Controller::new(api::<Rollout>(&client, &ns), rollout_cfg);
+        .touched_objects()
+        .filter_map(log_watch_error);
+    let rollout_ctrl = Controller::new(api::<Rollout>(&client, &ns), rollout_cfg)
+        .trigger_backoff(CappedBackoff::default());
     let stores = Stores {
         rollouts: rollout_ctrl.store(),
         replica_sets: rs_store,
@@ -338,7 +385,8 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         }
         let stream = watcher(dyn_api, watcher::Config::default())
             .default_backoff()
-            .touched_objects();
+            .touched_objects()
+            .filter_map(log_watch_error);
         istio_streams.push((kind, ar, stream));
     }
     let mut rollout_ctrl = rollout_ctrl;
@@ -384,8 +432,12 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         tracing::warn!("rollout controller stopped");
     }));
 
-    let run_ctrl = Controller::new(api::<AnalysisRun>(&client, &ns), watcher::Config::default())
-        .with_config(ControllerRuntimeConfig::default().concurrency(32));
+    // Runs created for a sharded Rollout carry its instance id: each shard measures its own.
+    let run_ctrl = Controller::new(
+        api::<AnalysisRun>(&client, &ns),
+        watcher::Config::default().labels(&label_selector(&settings.instance_id)),
+    )
+    .with_config(ControllerRuntimeConfig::default().concurrency(32));
     let actx = ctx.clone();
     tasks.push(tokio::spawn(async move {
         run_ctrl
@@ -462,7 +514,12 @@ fn rollout_error_policy(ro: Arc<Rollout>, err: &rollout::Error, ctx: Arc<Context
         })
         .inc();
     let wait = ctx.backoff(&key(ro.as_ref()));
-    tracing::warn!(rollout = %key(ro.as_ref()), error = %err, category = err.category(), retry_in = ?wait, "reconcile failed");
+    if err.category() == "conflict" {
+        // A write raced another writer or our own cache: routine, retried shortly.
+        tracing::debug!(rollout = %key(ro.as_ref()), error = %err, retry_in = ?wait, "reconcile conflict");
+    } else {
+        tracing::warn!(rollout = %key(ro.as_ref()), error = %err, category = err.category(), retry_in = ?wait, "reconcile failed");
+    }
     Action::requeue(wait)
 }
 
@@ -506,7 +563,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
     let running = start(client, config).await?;
     tracing::info!(admin = ?running.admin_addr, "sluice controller started");
-    tokio::signal::ctrl_c().await?;
+    // Kubernetes stops pods with SIGTERM; Ctrl-C for local runs.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     tracing::info!("shutting down");
     running.abort();
     // Give in-flight writes no chance to land after the signal.

@@ -141,21 +141,47 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Er
         // The patch changed the resourceVersion: plan from the object it produced.
         return Ok(Action::await_change());
     }
-    let obs = observe(&ro, &ctx, &routers, &rctx).await?;
+    let mut obs = observe(&ro, &ctx, &routers, &rctx).await?;
     let now = ctx.now();
     let mut plan = plan::plan(&obs, now);
-    tracing::debug!(
-        rollout = %name,
-        replica_sets = ?obs.replica_sets.iter().map(|r| (&r.hash, r.replicas, r.available)).collect::<Vec<_>>(),
-        desired = ?plan.replica_sets.iter().map(|r| (&r.hash, r.replicas)).collect::<Vec<_>>(),
-        weight = ?plan.canary_weight,
-        step = ?plan.status.current_step_index,
-        requeue = ?plan.requeue_after,
-        rv = ?ro.metadata.resource_version,
-        seen_pause = ?ro.status.as_ref().map(|s| (s.pause_conditions.len(), s.controller_pause, s.current_step_index)),
-        "planned"
-    );
-    apply(&ro, &ns, &obs, &mut plan, &ctx, &routers, &rctx).await?;
+    let mut events = Vec::new();
+    let recorded = ro.status.clone().unwrap_or_default();
+    // Apply, then plan again from what was just written (up to three rounds), so that a step
+    // whose effect landed completes in this reconcile: one status write instead of two. A round
+    // acts only on decisions already recorded in status; when a later round decides something new
+    // (next step, promotion, abort), that decision is written first and acted on next time, so a
+    // controller killed at any instant resumes from a state its status explains.
+    for round in 0..3 {
+        tracing::debug!(
+            rollout = %name,
+            round,
+            replica_sets = ?obs.replica_sets.iter().map(|r| (&r.hash, r.replicas, r.available)).collect::<Vec<_>>(),
+            desired = ?plan.replica_sets.iter().map(|r| (&r.hash, r.replicas)).collect::<Vec<_>>(),
+            weight = ?plan.canary_weight,
+            step = ?plan.status.current_step_index,
+            requeue = ?plan.requeue_after,
+            rv = ?ro.metadata.resource_version,
+            "planned"
+        );
+        if round > 0 && !same_decisions(&plan.status, &recorded) {
+            events.append(&mut plan.events);
+            break;
+        }
+        let applied = apply_world(&ro, &ns, &obs, &mut plan, &ctx, &routers, &rctx).await?;
+        events.append(&mut plan.events);
+        if !applied.changed
+            || plan.invalid.is_some()
+            || round == 2
+            || !same_decisions(&plan.status, &recorded)
+        {
+            break;
+        }
+        assume_applied(&mut obs, &plan, applied.weight);
+        obs.rollout.status = Some(plan.status.clone());
+        plan = plan::plan(&obs, now);
+    }
+    plan.events = events;
+    write_status(&ro, &ns, &plan, &ctx).await?;
 
     let router_name = routers.first().map_or("none", |r| r.name());
     ctx.metrics.set_rollout(
@@ -446,7 +472,32 @@ fn gate(ctx: &Context) -> Result<(), Error> {
 /// Applies a plan in the safe order: scale-ups and new ReplicaSets, traffic, Services,
 /// scale-downs, AnalysisRuns, deletions, the workload, then status and Events.
 #[allow(clippy::too_many_arguments)]
-async fn apply(
+/// True when two statuses record the same decisions (version, stable version, step, pauses,
+/// abort, promote-full): what the next writes may rest on.
+fn same_decisions(
+    a: &crate::api::rollout::RolloutStatus,
+    b: &crate::api::rollout::RolloutStatus,
+) -> bool {
+    a.current_pod_hash == b.current_pod_hash
+        && a.current_step_hash == b.current_step_hash
+        && a.stable_rs == b.stable_rs
+        && a.current_step_index == b.current_step_index
+        && a.abort == b.abort
+        && a.aborted_at == b.aborted_at
+        && a.promote_full == b.promote_full
+        && a.pause_conditions == b.pause_conditions
+        && a.controller_pause == b.controller_pause
+}
+
+/// What applying a plan did.
+struct Applied {
+    /// Something was written.
+    changed: bool,
+    /// The canary weight read back from every router after the write, when they agree.
+    weight: Option<i32>,
+}
+
+async fn apply_world(
     ro: &Rollout,
     ns: &str,
     obs: &Observation,
@@ -454,8 +505,12 @@ async fn apply(
     ctx: &Context,
     routers: &[Box<dyn TrafficRouter>],
     rctx: &RouterContext,
-) -> Result<(), Error> {
+) -> Result<Applied, Error> {
     let name = ro.name_any();
+    let mut applied = Applied {
+        changed: false,
+        weight: None,
+    };
     if plan.invalid.is_none() {
         let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
         let template = obs.template.clone().unwrap_or_default();
@@ -467,6 +522,7 @@ async fn apply(
             match observed {
                 None if d.create => {
                     gate(ctx)?;
+                    applied.changed = true;
                     let rs = new_replica_set(ro, &template, &selector, d);
                     match rs_api.create(&post_params(), &rs).await {
                         Ok(_) => {}
@@ -475,6 +531,7 @@ async fn apply(
                     }
                 }
                 Some(o) if d.replicas > o.replicas || annotations_differ(o, d) => {
+                    applied.changed = true;
                     if d.replicas >= o.replicas {
                         patch_rs(&rs_api, ctx, o, d).await?;
                     } else {
@@ -510,6 +567,9 @@ async fn apply(
                 managed_routes: plan.managed_routes.clone().unwrap_or_default(),
             };
             let mut verified = true;
+            if obs.traffic.canary_weight != Some(weight) {
+                applied.changed = true;
+            }
             for router in routers {
                 gate(ctx)?;
                 router
@@ -532,6 +592,9 @@ async fn apply(
                 && !routers.is_empty()
             {
                 w.verified = Some(verified);
+            }
+            if verified {
+                applied.weight = Some(weight);
             }
         }
 
@@ -557,6 +620,7 @@ async fn apply(
                     continue;
                 }
                 gate(ctx)?;
+                applied.changed = true;
                 let patch = json!({
                     "metadata": {"annotations": {constants::MANAGED_BY_ANNOTATION: name}},
                     "spec": {"selector": {constants::POD_TEMPLATE_HASH_LABEL: want}}
@@ -573,6 +637,7 @@ async fn apply(
             if let Some(o) = obs.replica_sets.iter().find(|r| r.hash == d.hash)
                 && d.replicas < o.replicas
             {
+                applied.changed = true;
                 patch_rs(&rs_api, ctx, o, d).await?;
             }
         }
@@ -581,6 +646,7 @@ async fn apply(
         let ar_api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), ns);
         for run in &plan.terminate_analysis_runs {
             gate(ctx)?;
+            applied.changed = true;
             let patch = json!({"spec": {"terminate": true}});
             match ar_api
                 .patch(run, &patch_params(), &Patch::Merge(&patch))
@@ -593,12 +659,14 @@ async fn apply(
         }
         for req in &plan.create_analysis_runs {
             gate(ctx)?;
+            applied.changed = true;
             create_analysis_run(ro, ns, req, ctx, &ar_api).await?;
         }
 
         // 6. Pruned ReplicaSets.
         for rs in &plan.delete_replica_sets {
             gate(ctx)?;
+            applied.changed = true;
             match rs_api.delete(rs, &DeleteParams::background()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.is_not_found() => {}
@@ -609,6 +677,7 @@ async fn apply(
         // 7. The workloadRef Deployment.
         if let (Some(replicas), Some(w)) = (plan.workload_replicas, &ro.spec.workload_ref) {
             gate(ctx)?;
+            applied.changed = true;
             let api: Api<k8s_openapi::api::apps::v1::Deployment> =
                 Api::namespaced(ctx.client.clone(), ns);
             let patch = json!({"spec": {"replicas": replicas}});
@@ -618,6 +687,70 @@ async fn apply(
         }
     }
 
+    Ok(applied)
+}
+
+/// The observation after a plan was applied: what the caches will show once our writes arrive.
+fn assume_applied(obs: &mut Observation, plan: &Plan, weight: Option<i32>) {
+    for d in &plan.replica_sets {
+        match obs.replica_sets.iter_mut().find(|r| r.hash == d.hash) {
+            Some(r) => {
+                r.replicas = d.replicas;
+                r.revision = d.revision;
+                r.scale_down_deadline = d.scale_down_deadline;
+                r.available = r.available.min(d.replicas);
+                r.ready = r.ready.min(d.replicas);
+                r.actual = r.actual.min(d.replicas);
+            }
+            None if d.create => obs.replica_sets.push(ObservedReplicaSet {
+                name: format!("{}-{}", obs.rollout.name_any(), d.hash),
+                hash: d.hash.clone(),
+                replicas: d.replicas,
+                actual: 0,
+                ready: 0,
+                available: 0,
+                revision: d.revision,
+                scale_down_deadline: d.scale_down_deadline,
+            }),
+            None => {}
+        }
+    }
+    obs.replica_sets
+        .retain(|r| !plan.delete_replica_sets.contains(&r.name));
+    if plan.canary_weight.is_some() {
+        obs.traffic.canary_weight = weight;
+    }
+    if let Some(h) = &plan.stable_service_hash {
+        obs.traffic.stable_service_hash = Some(h.clone());
+    }
+    if let Some(h) = &plan.canary_service_hash {
+        obs.traffic.canary_service_hash = Some(h.clone());
+    }
+    for name in &plan.terminate_analysis_runs {
+        if let Some(r) = obs.analysis_runs.iter_mut().find(|r| &r.name == name) {
+            r.terminated = true;
+        }
+    }
+    for req in &plan.create_analysis_runs {
+        if !obs.analysis_runs.iter().any(|r| r.name == req.name) {
+            obs.analysis_runs.push(ObservedAnalysisRun {
+                name: req.name.clone(),
+                kind: req.kind,
+                pod_hash: req.pod_hash.clone(),
+                phase: AnalysisPhase::Pending,
+                message: None,
+                terminated: false,
+            });
+        }
+    }
+    if let (Some(w), Some(n)) = (obs.workload.as_mut(), plan.workload_replicas) {
+        w.replicas = n;
+    }
+}
+
+/// Writes the status (when it changed) and publishes the Events.
+async fn write_status(ro: &Rollout, ns: &str, plan: &Plan, ctx: &Context) -> Result<(), Error> {
+    let name = ro.name_any();
     // 8. Status, only when it changed. `replace_status` carries the resourceVersion we planned
     // from, so a user action (promote, abort) written meanwhile is never overwritten: we get a
     // 409 and plan again.

@@ -1,0 +1,338 @@
+//! Controller figures: API writes per completed canary step, writes per settled Rollout per hour,
+//! controller memory with many settled Rollouts, and reconcile latency.
+//!
+//! The test cluster runs in this process; the controller runs as the real `sluice controller`
+//! binary in a child process, so its resident memory is measured alone.
+//!
+//! ```sh
+//! cargo build --release --bin sluice
+//! cargo run --release --example controller_bench -- 1000 10000
+//! ```
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use sluice::api::rollout::Rollout;
+use sluice_e2e::TestCluster;
+
+fn rollout(name: &str, replicas: i32, steps: &str, routed: bool) -> Rollout {
+    let mut canary: serde_json::Value = serde_yaml::from_str(steps).unwrap();
+    if routed {
+        canary["canaryService"] = "web-canary".into();
+        canary["stableService"] = "web-stable".into();
+        canary["scaleDownDelaySeconds"] = 1.into();
+        canary["trafficRouting"] = serde_json::json!({"nginx": {"stableIngress": "web"}});
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
+            "strategy": {"canary": canary}
+        }
+    }))
+    .unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Controller {
+    child: Child,
+    admin: String,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_controller(kubeconfig: &Path) -> Controller {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/sluice");
+    let child = Command::new(&bin)
+        .args([
+            "controller",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--leader-elect=false",
+            "--qps",
+            "5000",
+            "--burst",
+            "10000",
+            "--rollout-workers",
+            "32",
+            "--admin-address",
+            &format!("127.0.0.1:{port}"),
+            "--log-level",
+            "warn",
+        ])
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run `cargo build --release --bin sluice` first)",
+                bin.display()
+            )
+        });
+    Controller {
+        child,
+        admin: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn metrics(c: &Controller) -> String {
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(format!("{}/metrics", c.admin)).await
+            && let Ok(t) = r.text().await
+        {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    String::new()
+}
+
+/// p50/p99 of the rollout reconcile histogram, from its cumulative buckets (upper bounds).
+fn quantiles(text: &str) -> (f64, f64) {
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("sluice_reconcile_duration_seconds_bucket{")
+                && l.contains("controller=\"rollout\"")
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, v))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let q = |p: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= p * total)
+            .map_or(f64::NAN, |(le, _)| *le)
+    };
+    (q(0.5), q(0.99))
+}
+
+async fn wait_settled(api: &Api<Rollout>, n: usize) -> Duration {
+    let start = Instant::now();
+    loop {
+        let list = api.list(&Default::default()).await.unwrap();
+        let healthy = list
+            .items
+            .iter()
+            .filter(|r| {
+                r.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()) == Some("Healthy")
+            })
+            .count();
+        if healthy >= n {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let counts: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let counts = if counts.is_empty() {
+        vec![1000]
+    } else {
+        counts
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+
+    // 1. Writes per completed canary step.
+    {
+        let cluster = TestCluster::builder()
+            .pod_ready_delay(Duration::from_millis(100))
+            .start()
+            .await
+            .unwrap();
+        cluster
+            .load_crds_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"))
+            .unwrap();
+        cluster.write_kubeconfig(&kubeconfig).unwrap();
+        let client = cluster.client();
+        let svc: Api<Service> = Api::namespaced(client.clone(), "default");
+        for name in ["web-stable", "web-canary"] {
+            let s: Service = serde_json::from_value(serde_json::json!({"metadata": {"name": name},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}))
+            .unwrap();
+            svc.create(&PostParams::default(), &s).await.unwrap();
+        }
+        let ing: Api<Ingress> = Api::namespaced(client.clone(), "default");
+        let i: Ingress = serde_json::from_value(serde_json::json!({"metadata": {"name": "web"},
+            "spec": {"rules": [{"host": "web", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}}]}}]}})).unwrap();
+        ing.create(&PostParams::default(), &i).await.unwrap();
+        let controller = start_controller(&kubeconfig);
+        let api: Api<Rollout> = Api::namespaced(client.clone(), "default");
+        let steps = "steps:\n- setWeight: 20\n- setWeight: 40\n- setWeight: 60\n- setWeight: 80\n- setWeight: 100\n";
+        api.create(&PostParams::default(), &rollout("web", 4, steps, true))
+            .await
+            .unwrap();
+        wait_settled(&api, 1).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster.clear_writes();
+        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}});
+        let before = api
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+            .current_pod_hash;
+        api.patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            let r = api.get("web").await.unwrap();
+            let st = r.status.unwrap_or_default();
+            if st.current_pod_hash != before
+                && st.stable_rs == st.current_pod_hash
+                && st.phase.map(|p| p.as_str()) == Some("Healthy")
+                && st.canary.weights.as_ref().map(|w| w.canary.weight) == Some(0)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let update = started.elapsed();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Only the controller writes to this cluster now.
+        let writes: Vec<_> = cluster
+            .writes()
+            .into_iter()
+            .filter(|w| w.code < 300)
+            .collect();
+        let events = writes.iter().filter(|w| w.resource == "events").count();
+        let status = writes
+            .iter()
+            .filter(|w| w.subresource.as_deref() == Some("status"))
+            .count();
+        let total = writes.len() - events;
+        println!(
+            "canary update, 5 setWeight steps + promotion, 4 replicas: {:.1}s",
+            update.as_secs_f64()
+        );
+        println!(
+            "  API writes (excluding Events): {total} = {:.1} per step; status writes {status} = {:.1} per step; Events {events}",
+            total as f64 / 5.0,
+            status as f64 / 5.0
+        );
+        let mut by_kind = std::collections::BTreeMap::new();
+        for w in &writes {
+            *by_kind
+                .entry(format!(
+                    "{} {}{}",
+                    w.verb,
+                    w.resource,
+                    w.subresource
+                        .as_deref()
+                        .map(|s| format!("/{s}"))
+                        .unwrap_or_default()
+                ))
+                .or_insert(0) += 1;
+        }
+        println!("  by kind: {by_kind:?}");
+        cluster.clear_writes();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let settled = cluster
+            .writes()
+            .into_iter()
+            .filter(|w| w.code < 300)
+            .count();
+        println!(
+            "  settled Rollout: {settled} writes in 60 s = {} per hour",
+            settled * 60
+        );
+        drop(controller);
+    }
+
+    // 2. Memory and reconcile latency with many settled Rollouts.
+    for n in counts {
+        let cluster = TestCluster::builder().start().await.unwrap();
+        cluster
+            .load_crds_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"))
+            .unwrap();
+        cluster.write_kubeconfig(&kubeconfig).unwrap();
+        let client = cluster.client();
+        let api: Api<Rollout> = Api::namespaced(client.clone(), "default");
+        let controller = start_controller(&kubeconfig);
+        let base = {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            rss_kib(controller.child.id())
+        };
+        let created = Instant::now();
+        // Zero replicas: settled Rollouts with their ReplicaSets (what the controller caches),
+        // without pods (which it never watches).
+        let steps = "steps:\n- setWeight: 50\n- pause: {}\n";
+        let mut pending = futures::stream::FuturesUnordered::new();
+        for i in 0..n {
+            let api = api.clone();
+            pending.push(async move {
+                api.create(
+                    &PostParams::default(),
+                    &rollout(&format!("app-{i}"), 0, steps, false),
+                )
+                .await
+                .unwrap();
+            });
+            if pending.len() >= 64 {
+                use futures::StreamExt;
+                pending.next().await;
+            }
+        }
+        {
+            use futures::StreamExt;
+            while pending.next().await.is_some() {}
+        }
+        let settle = wait_settled(&api, n).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let rss = rss_kib(controller.child.id());
+        let (p50, p99) = quantiles(&metrics(&controller).await);
+        println!(
+            "{n} settled Rollouts: created and settled in {:.1}s ({:.1}s after the last create); controller RSS {:.1} MiB (idle before: {:.1} MiB); rollout reconcile p50 <= {p50}s, p99 <= {p99}s (histogram bucket bounds)",
+            created.elapsed().as_secs_f64(),
+            settle.as_secs_f64(),
+            rss as f64 / 1024.0,
+            base as f64 / 1024.0
+        );
+        drop(controller);
+    }
+}
