@@ -1,6 +1,7 @@
 //! Blast radius and abort latency of a bad canary through the local closed loop.
 //!
-//! `cargo run --release --example closed_loop_bench [-- RUNS]` (default 5 runs): a version that
+//! `cargo run --release --example closed_loop_bench [-- RUNS [INITIAL_DELAY]]` (default 5 runs,
+//! no `initialDelay`; e.g. `-- 5 5s`): a version that
 //! fails 30% of requests is rolled out behind a real nginx at 50 requests/s, first step 10%,
 //! the shipped `nginx-success-rate` template measuring every 5 s. Per run and as medians:
 //! - blast radius: requests the bad version served, and how many of them failed;
@@ -71,11 +72,11 @@ fn first_of(load: &sluice_e2e::loadgen::LoadGenerator, started: Instant) -> Inst
         .unwrap_or(started)
 }
 
-async fn one_run() -> anyhow::Result<Run> {
+async fn one_run(initial_delay: Option<&str>) -> anyhow::Result<Run> {
     let stack = LocalStack::start().await?;
     stack.apply_yaml(&nginx_app(NS)).await?;
     stack
-        .apply(template("nginx-success-rate", "5s", None)?)
+        .apply(template("nginx-success-rate", "5s", initial_delay)?)
         .await?;
     stack
         .apply_yaml(&rollout_yaml(NS, 4, "v1", &[], CANARY))
@@ -197,14 +198,16 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
+    let initial_delay = std::env::args().nth(2);
     let rt = tokio::runtime::Runtime::new()?;
     let mut results = Vec::new();
     println!(
-        "bad canary (30% errors), {RATE} req/s, first step {:.0}%, analysis every 5s",
-        WEIGHT * 100.0
+        "bad canary (30% errors), {RATE} req/s, first step {:.0}%, analysis every 5s, initialDelay {}",
+        WEIGHT * 100.0,
+        initial_delay.as_deref().unwrap_or("none")
     );
     for i in 0..runs {
-        let r = rt.block_on(one_run())?;
+        let r = rt.block_on(one_run(initial_delay.as_deref()))?;
         println!(
             "run {}: served by the bad version {:>3}, failed {:>3}, abort latency {:>5.2}s, \
              canary start to first failing measurement {:>5.2}s, theoretical minimum {:>5.1} ({:.2}x)",
