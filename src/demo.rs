@@ -1,7 +1,9 @@
-//! `sluice demo`: a canary rollout of a sample application, decided by the real planner against a
-//! simulated cluster (ReplicaSets whose pods start over a few seconds, a router that applies
-//! weights, analysis runs whose outcome is scripted). A good version is promoted; a bad one is
-//! aborted by its analysis and traffic returns to stable without a human.
+//! `sluice demo`. The real one lives in [`live`]: the local closed loop of [`stack`] (test
+//! cluster, app processes, nginx, Prometheus, controller, load). This file keeps the in-memory
+//! version (`sluice demo --simulate`): a canary rollout of a sample application, decided by the
+//! real planner against a simulated cluster (ReplicaSets whose pods start over a few seconds, a
+//! router that applies weights, analysis runs whose outcome is scripted). A good version is
+//! promoted; a bad one is aborted by its analysis and traffic returns to stable without a human.
 
 pub mod live;
 pub mod stack;
