@@ -7,9 +7,9 @@
 //! 4. The controller and binaries (later layers).
 
 pub mod analysis;
+pub mod api;
 pub mod cli;
 pub mod controller;
-pub mod api;
 pub mod crdgen;
 pub mod demo;
 pub mod metrics;

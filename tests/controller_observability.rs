@@ -18,11 +18,18 @@ async fn scrape(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 fn samples(text: &str) -> Vec<prometheus_parse::Sample> {
     // prometheus-parse reads the text format; OpenMetrics adds `# EOF` and `_total` suffixes that
     // it accepts as plain samples.
-    let lines = text.lines().filter(|l| *l != "# EOF").map(|l| Ok(l.to_string()));
+    let lines = text
+        .lines()
+        .filter(|l| *l != "# EOF")
+        .map(|l| Ok(l.to_string()));
     prometheus_parse::Scrape::parse(lines).unwrap().samples
 }
 
-fn value_of(samples: &[prometheus_parse::Sample], metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+fn value_of(
+    samples: &[prometheus_parse::Sample],
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     samples
         .iter()
         .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
@@ -61,12 +68,20 @@ async fn admin_endpoints_and_metrics_follow_the_rollout() {
     }
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
-    env.create(&rollout("web", 2, "web:1", &format!("{NGINX}steps:\n- setWeight: 30\n- pause: {{}}\n")))
+    env.create(&rollout(
+        "web",
+        2,
+        "web:1",
+        &format!("{NGINX}steps:\n- setWeight: 30\n- pause: {{}}\n"),
+    ))
+    .await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
         .await;
-    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy").await;
     env.set_image("web", "web:2").await;
-    env.wait_for("web", "paused at 30", 60, |r| phase(r) == "Paused" && weight(r) == Some(30))
-        .await;
+    env.wait_for("web", "paused at 30", 60, |r| {
+        phase(r) == "Paused" && weight(r) == Some(30)
+    })
+    .await;
 
     let (code, text) = scrape(addr, "/metrics").await;
     assert_eq!(code, 200);
@@ -74,18 +89,30 @@ async fn admin_endpoints_and_metrics_follow_the_rollout() {
     let info = value_of(
         &s,
         "sluice_rollout_info",
-        &[("namespace", "default"), ("name", "web"), ("phase", "Paused"), ("strategy", "canary"), ("traffic_router", "nginx")],
+        &[
+            ("namespace", "default"),
+            ("name", "web"),
+            ("phase", "Paused"),
+            ("strategy", "canary"),
+            ("traffic_router", "nginx"),
+        ],
     );
     assert_eq!(info, Some(1.0), "{text}");
     assert_eq!(
         value_of(&s, "sluice_rollout_canary_weight", &[("name", "web")]),
         Some(30.0)
     );
-    assert!(value_of(&s, "sluice_reconcile_total", &[("controller", "rollout")]).unwrap_or(0.0) > 0.0);
+    assert!(
+        value_of(&s, "sluice_reconcile_total", &[("controller", "rollout")]).unwrap_or(0.0) > 0.0
+    );
     assert!(text.contains("sluice_reconcile_duration_seconds_bucket"));
     // Exactly one phase series per Rollout: the Healthy one is gone.
     assert_eq!(
-        value_of(&s, "sluice_rollout_info", &[("name", "web"), ("phase", "Healthy")]),
+        value_of(
+            &s,
+            "sluice_rollout_info",
+            &[("name", "web"), ("phase", "Healthy")]
+        ),
         None
     );
 
@@ -100,19 +127,33 @@ async fn admin_endpoints_and_metrics_follow_the_rollout() {
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
         .filter_map(|e| e.reason)
         .collect();
-    for expected in ["NewReplicaSetCreated", "TrafficWeightUpdated", "RolloutStepCompleted", "RolloutPaused"] {
-        assert!(reasons.iter().any(|r| r == expected), "no {expected} event in {reasons:?}");
+    for expected in [
+        "NewReplicaSetCreated",
+        "TrafficWeightUpdated",
+        "RolloutStepCompleted",
+        "RolloutPaused",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} event in {reasons:?}"
+        );
     }
 
     // A deleted Rollout's series disappear.
-    env.rollouts().delete("web", &Default::default()).await.unwrap();
+    env.rollouts()
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, text) = scrape(addr, "/metrics").await;
         if value_of(&samples(&text), "sluice_rollout_info", &[("name", "web")]).is_none() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "series of a deleted Rollout remain");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "series of a deleted Rollout remain"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

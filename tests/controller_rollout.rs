@@ -180,7 +180,7 @@ async fn abort_returns_traffic_then_service_then_scales_the_canary_down_and_retr
     assert_eq!(env.nginx_weight("web").await, Some(0));
     // Safe order in the write log: weight 0, then the canary Service, then the scale-down.
     let writes = env.cluster.writes();
-    let pos = |pred: &dyn Fn(&sluice_e2e::WriteRecord) -> bool| writes.iter().position(|w| pred(w));
+    let pos = |pred: &dyn Fn(&sluice_e2e::WriteRecord) -> bool| writes.iter().position(pred);
     // After the abort the only Ingress write is the canary weight going to 0.
     let summary: Vec<_> = writes
         .iter()
