@@ -747,10 +747,15 @@ async fn rendered_chart_runs_one_leader_that_rolls_out_within_its_rbac() {
     for pod in &pods {
         let port = ports.lock().unwrap()[pod];
         for path in ["/healthz", "/readyz"] {
-            assert!(
-                http_get(port, path).await.is_some(),
-                "{pod}: {path} is not 200"
-            );
+            // Readiness follows the caches' first sync, which may land after /metrics answers.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while http_get(port, path).await.is_none() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{pod}: {path} is not 200"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
         }
     }
 

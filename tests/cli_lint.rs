@@ -198,7 +198,8 @@ fn repository_templates_and_chart_examples_lint_clean() -> Result {
     files.retain(|f| {
         !f.ancestors().any(|a| {
             a.file_name().is_some_and(|n| n == "templates")
-                && a.parent().is_some_and(|chart| chart.join("Chart.yaml").is_file())
+                && a.parent()
+                    .is_some_and(|chart| chart.join("Chart.yaml").is_file())
         })
     });
     let report = lint_paths(&files, &[])?;

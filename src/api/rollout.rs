@@ -391,7 +391,8 @@ pub struct SetCanaryScale {
 pub struct SetHeaderRoute {
     /// Name of the route; must be listed in `trafficRouting.managedRoutes`.
     pub name: String,
-    /// Header matches; all must match. Omitted removes the route.
+    /// Header matches: a request matching any of them goes to the canary (as in Argo Rollouts).
+    /// Omitted removes the route.
     #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
     pub match_: Vec<HeaderRoutingMatch>,
 }
