@@ -19,6 +19,7 @@ use crate::analysis::args::{SecretValues, secret_refs};
 use crate::analysis::run::{self, MeasurementResult, ProviderRequest, ProviderResult};
 use crate::api::analysis::AnalysisRun;
 use crate::api::constants::FIELD_MANAGER;
+use crate::metrics::prometheus::PrometheusProvider;
 
 /// Why an AnalysisRun reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +67,11 @@ impl MeasurementPool {
     }
 
     /// Takes one measurement, joining an identical one already in flight.
-    async fn measure(&self, ctx: &Arc<Context>, req: &ProviderRequest) -> ProviderResult {
+    pub async fn measure(
+        &self,
+        provider: &PrometheusProvider,
+        req: &ProviderRequest,
+    ) -> ProviderResult {
         let ProviderRequest::Prometheus(p) = req;
         // The key holds the real query (with Secret values), so it never leaves this process.
         let key = format!(
@@ -78,7 +83,7 @@ impl MeasurementPool {
             if let Some(f) = map.get(&key) {
                 f.clone()
             } else {
-                let provider = ctx.prometheus.clone();
+                let provider = provider.clone();
                 let permits = self.permits.clone();
                 let request = p.clone();
                 let f: BoxFuture<'static, ProviderResult> = async move {
@@ -124,7 +129,10 @@ pub async fn reconcile(run_obj: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<A
     let futures = pass.requests.iter().map(|req| {
         let ctx = ctx.clone();
         async move {
-            let result = ctx.measurements.measure(&ctx, &req.provider).await;
+            let result = ctx
+                .measurements
+                .measure(&ctx.prometheus, &req.provider)
+                .await;
             let label = if result.value.is_ok() {
                 "value"
             } else {
@@ -247,4 +255,83 @@ async fn fetch_secrets(
         }
     }
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::analysis::run::PrometheusRequest;
+    use crate::metrics::prometheus::{AddressAllowlist, PrometheusConfig};
+
+    /// A stand-in for Prometheus's query API that counts requests and answers slowly, so that
+    /// concurrent measurements overlap.
+    async fn counting_server() -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(move || {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    axum::Json(serde_json::json!({
+                        "status": "success",
+                        "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, "0.99"]}]}
+                    }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}"), hits)
+    }
+
+    fn request(address: &str, query: &str) -> ProviderRequest {
+        ProviderRequest::Prometheus(PrometheusRequest {
+            address: Some(address.to_string()),
+            query: query.to_string(),
+            display_query: query.to_string(),
+            timeout: Duration::from_secs(5),
+            insecure: false,
+            ca_cert: None,
+            headers: Vec::new(),
+            basic_auth: None,
+            range: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn identical_queries_due_together_are_sent_once() {
+        let (address, hits) = counting_server().await;
+        let provider = PrometheusProvider::new(PrometheusConfig {
+            allowlist: AddressAllowlist::allow_any(),
+            default_address: None,
+        })
+        .unwrap();
+        let pool = MeasurementPool::new(8);
+        let same = request(&address, "sum(rate(x[1m]))");
+        let other = request(&address, "sum(rate(y[1m]))");
+        let results = futures::future::join_all([
+            pool.measure(&provider, &same),
+            pool.measure(&provider, &same),
+            pool.measure(&provider, &same),
+            pool.measure(&provider, &other),
+        ])
+        .await;
+        assert!(results.iter().all(|r| r.value.is_ok()), "{results:?}");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            2,
+            "three identical queries, one request"
+        );
+        // Once answered, the next identical query is a new measurement.
+        pool.measure(&provider, &same).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
 }
