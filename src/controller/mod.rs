@@ -175,32 +175,6 @@ where
     }
 }
 
-#[allow(dead_code)]
-fn spawn_store<K>(
-    api: Api<K>,
-    cfg: watcher::Config,
-    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, cfg)
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
-    tasks.push(tokio::spawn(async move {
-        stream.for_each(|_| std::future::ready(())).await;
-    }));
-    reader
-}
-
 /// Starts the controllers; returns once every cache has synced.
 pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Result<Running> {
     let settings = config.settings.clone();

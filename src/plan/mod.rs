@@ -468,7 +468,7 @@ impl<'a> Planner<'a> {
 
         let workload_replicas =
             self.workload_replicas(&ctx, spec.workload_ref.as_ref().and_then(|w| w.scale_down));
-        let delete = self.prune(&ctx, canary, spec.revision_history_limit, &rs_plan);
+        let delete = self.prune(&ctx, spec.revision_history_limit, &rs_plan);
         rs_plan.retain(|r| {
             !delete.iter().any(|d| {
                 obs.replica_sets
@@ -1119,7 +1119,7 @@ impl<'a> Planner<'a> {
                 ctx.revision,
                 None,
             );
-            self.old_replica_sets(ctx, canary, &others, &mut out);
+            self.old_replica_sets(canary, &others, &mut out);
             return out;
         }
 
@@ -1182,7 +1182,7 @@ impl<'a> Planner<'a> {
                 ctx.revision,
                 None,
             );
-            self.old_replica_sets(ctx, canary, &others, &mut out);
+            self.old_replica_sets(canary, &others, &mut out);
             return out;
         }
 
@@ -1268,7 +1268,6 @@ impl<'a> Planner<'a> {
     /// scaled to zero, unless a Service still selects them or their scale-down delay is running.
     fn old_replica_sets(
         &mut self,
-        ctx: &Ctx,
         canary: &crate::api::rollout::CanaryStrategy,
         others: &[&ObservedReplicaSet],
         out: &mut Vec<DesiredReplicaSet>,
@@ -1315,7 +1314,6 @@ impl<'a> Planner<'a> {
         for (_, deadline) in waiting {
             self.wake.push(deadline);
         }
-        let _ = ctx;
     }
 
     fn promote(
@@ -1408,13 +1406,7 @@ impl<'a> Planner<'a> {
         (desired != workload.replicas).then_some(desired)
     }
 
-    fn prune(
-        &self,
-        ctx: &Ctx,
-        _canary: &crate::api::rollout::CanaryStrategy,
-        limit: Option<i32>,
-        plan: &[DesiredReplicaSet],
-    ) -> Vec<String> {
+    fn prune(&self, ctx: &Ctx, limit: Option<i32>, plan: &[DesiredReplicaSet]) -> Vec<String> {
         let limit = limit
             .unwrap_or(constants::DEFAULT_REVISION_HISTORY_LIMIT)
             .max(0) as usize;
