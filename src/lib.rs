@@ -12,6 +12,7 @@ pub mod cli;
 pub mod controller;
 pub mod crdgen;
 pub mod demo;
+pub mod kube_client;
 pub mod metrics;
 pub mod plan;
 pub mod traffic;

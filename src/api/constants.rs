@@ -41,6 +41,9 @@ pub const DEFAULT_REVISION_HISTORY_LIMIT: i32 = 10;
 pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
 /// Default `trafficRouting.maxTrafficWeight`.
 pub const DEFAULT_MAX_TRAFFIC_WEIGHT: i32 = 100;
+/// Most canary steps a Rollout may declare (the CRD's `maxItems`, which keeps the API server's
+/// CEL cost estimate of the step rules within budget).
+pub const MAX_CANARY_STEPS: usize = 100;
 /// Default `scaleDownDelaySeconds` with traffic routing.
 pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
 /// Default `abortScaleDownDelaySeconds` with traffic routing.

@@ -125,7 +125,10 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_at: Option<Time>,
     /// How to move from the stable version to a new one. Exactly one strategy must be set.
-    #[serde(default)]
+    // No schema default: the API server validates a default against the node's own rule, and an
+    // empty strategy breaks "exactly one of canary or blueGreen". A Rollout without a strategy is
+    // accepted by the API server and reported as InvalidSpec by the controller, as in Argo.
+    #[serde(default, skip_serializing_if = "RolloutStrategy::is_unset")]
     pub strategy: RolloutStrategy,
     /// Retention of finished AnalysisRuns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +223,13 @@ pub struct RolloutStrategy {
     pub blue_green: Option<BlueGreenStrategy>,
 }
 
+impl RolloutStrategy {
+    /// Neither strategy is set (a Rollout that omits `strategy`).
+    pub fn is_unset(&self) -> bool {
+        self.canary.is_none() && self.blue_green.is_none()
+    }
+}
+
 /// Blue-green strategy fields, as in Argo Rollouts. Not yet carried out by Sluice.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -263,9 +273,11 @@ pub struct CanaryStrategy {
     /// Service whose selector Sluice points at the stable pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_service: Option<String>,
-    /// Ordered steps from the stable version to the new one. Without steps a new version is
-    /// rolled out like a Deployment's rolling update.
+    /// Ordered steps from the stable version to the new one, at most 100. Without steps a new
+    /// version is rolled out like a Deployment's rolling update.
+    // The bound keeps the `setWeight` rule within the API server's CEL cost budget.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))] // MAX_CANARY_STEPS
     pub steps: Vec<CanaryStep>,
     /// Basic canary only: pods that may exist above `replicas` during an update (number or
     /// percentage, rounded up). Defaults to 25%.

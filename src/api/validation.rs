@@ -8,7 +8,7 @@ use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::constants::DEFAULT_MAX_TRAFFIC_WEIGHT;
+use super::constants::{DEFAULT_MAX_TRAFFIC_WEIGHT, MAX_CANARY_STEPS};
 use super::rollout::{CanaryStep, CanaryStrategy, RolloutAnalysis, RolloutSpec, StringMatch};
 
 /// One invalid field.
@@ -355,6 +355,15 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
         }
     }
 
+    if canary.steps.len() > MAX_CANARY_STEPS {
+        errs.add(
+            format!("{C}.steps"),
+            format!(
+                "must have at most {MAX_CANARY_STEPS} steps, got {}",
+                canary.steps.len()
+            ),
+        );
+    }
     for (i, step) in canary.steps.iter().enumerate() {
         validate_step(canary, step, &format!("{C}.steps[{i}]"), max, errs);
     }

@@ -156,7 +156,8 @@ pub async fn connect(args: &KubeArgs) -> Result<Target, CliError> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).map_err(|e| CliError::Config(e.to_string()))?;
+    let client = crate::kube_client::client(config, &crate::kube_client::cli_user_agent(), None)
+        .map_err(|e| CliError::Config(e.to_string()))?;
     Ok(Target {
         client,
         namespace,

@@ -145,10 +145,11 @@ impl ControllerArgs {
         };
         let burst = u64::from(self.burst.max(1));
         let window = Duration::from_secs_f64(burst as f64 / self.qps.max(0.1));
-        let client = kube::client::ClientBuilder::try_from(config)?
-            .with_layer(&tower::limit::RateLimitLayer::new(burst, window))
-            .build();
-        Ok(client)
+        Ok(crate::kube_client::client(
+            config,
+            &crate::kube_client::controller_user_agent(),
+            Some((burst, window)),
+        )?)
     }
 }
 

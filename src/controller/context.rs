@@ -79,6 +79,9 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// True once every cache has synced.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Per Rollout (by uid), the resourceVersion a reconcile planned from whose successor it then
+    /// wrote (or found written by someone else, a 409). See [`Context::is_superseded`].
+    superseded: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -112,6 +115,7 @@ impl Context {
             measurements: super::analysis_run::MeasurementPool::new(workers),
             failures: Mutex::new(HashMap::new()),
             ready,
+            superseded: Mutex::new(HashMap::new()),
         }
     }
 
@@ -132,6 +136,28 @@ impl Context {
         Duration::from_millis(250)
             .saturating_mul(secs as u32)
             .min(self.settings.max_backoff)
+    }
+
+    /// Records that the Rollout `uid` at `resource_version` is no longer current: its status was
+    /// just written from it, or a write from it met a conflict.
+    pub fn supersede(&self, uid: &str, resource_version: &str) {
+        let mut map = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(uid.to_string(), resource_version.to_string());
+    }
+
+    /// True when the watch cache still holds a version of the Rollout that a reconcile already
+    /// acted on and wrote past. Planning from it again would repeat decisions that are not
+    /// idempotent (an AnalysisRun created twice under two names), so the reconcile waits for
+    /// the cache to catch up. Versions are compared for equality only (they are opaque).
+    pub fn is_superseded(&self, uid: &str, resource_version: &str) -> bool {
+        let map = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(uid).is_some_and(|rv| rv == resource_version)
+    }
+
+    /// Forgets a deleted Rollout.
+    pub fn forget_superseded(&self, uid: &str) {
+        let mut map = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(uid);
     }
 
     /// Forgets the failures of `key` after a successful reconcile.

@@ -100,6 +100,13 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Er
         // Warm caches, no writes: look again when leadership may have changed.
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
+    let uid = ro.uid().unwrap_or_default();
+    let rv = ro.resource_version().unwrap_or_default();
+    if ctx.is_superseded(&uid, &rv) {
+        // Our own last write has not reached the cache yet; its watch event reconciles again.
+        tracing::debug!(rollout = %name, rv = %rv, "cache behind our last write; waiting");
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let routers = routers_for(&ro, &ctx);
     let rctx = RouterContext {
         client: ctx.client.clone(),
@@ -134,6 +141,7 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Er
             tracing::info!(rollout = %name, namespace = %ns, "traffic restored; finalizer removed");
         }
         ctx.metrics.forget_rollout(&ns, &name);
+        ctx.forget_superseded(&uid);
         return Ok(Action::await_change());
     }
     if has_routing && !has_finalizer {
@@ -760,9 +768,15 @@ async fn write_status(ro: &Rollout, ns: &str, plan: &Plan, ctx: &Context) -> Res
         let mut updated = ro.clone();
         updated.status = Some(plan.status.clone());
         updated.metadata.managed_fields = None;
-        api.replace_status(&name, &post_params(), &updated)
-            .await
-            .map_err(kube_err("update rollout status", name.clone()))?;
+        let result = api.replace_status(&name, &post_params(), &updated).await;
+        let conflict = matches!(&result, Err(kube::Error::Api(s)) if s.is_conflict());
+        if result.is_ok() || conflict {
+            ctx.supersede(
+                &ro.uid().unwrap_or_default(),
+                &ro.resource_version().unwrap_or_default(),
+            );
+        }
+        result.map_err(kube_err("update rollout status", name.clone()))?;
     }
 
     // 9. Events, after the state they describe is written.

@@ -119,7 +119,13 @@ impl LocalStack {
 
     /// Starts the controller (after [`Self::kill_controller`]).
     pub async fn start_controller(&mut self) -> anyhow::Result<()> {
-        let running = controller::start(self.cluster.client(), self.controller_config.clone())
+        let client = crate::kube_client::client(
+            self.cluster.config(),
+            &crate::kube_client::controller_user_agent(),
+            None,
+        )
+        .context("controller client")?;
+        let running = controller::start(client, self.controller_config.clone())
             .await
             .context("start the controller")?;
         self.controller = Some(running);
