@@ -769,12 +769,16 @@ async fn write_status(ro: &Rollout, ns: &str, plan: &Plan, ctx: &Context) -> Res
         updated.status = Some(plan.status.clone());
         updated.metadata.managed_fields = None;
         let result = api.replace_status(&name, &post_params(), &updated).await;
-        let conflict = matches!(&result, Err(kube::Error::Api(s)) if s.is_conflict());
-        if result.is_ok() || conflict {
-            ctx.supersede(
-                &ro.uid().unwrap_or_default(),
-                &ro.resource_version().unwrap_or_default(),
-            );
+        let planned_from = ro.resource_version().unwrap_or_default();
+        // The version we planned from is behind the server once our write made a new one (a
+        // write that changes nothing keeps it) or once a conflict says someone else did.
+        let moved_on = match &result {
+            Ok(written) => written.resource_version().unwrap_or_default() != planned_from,
+            Err(kube::Error::Api(s)) => s.is_conflict(),
+            Err(_) => false,
+        };
+        if moved_on {
+            ctx.supersede(&ro.uid().unwrap_or_default(), &planned_from);
         }
         result.map_err(kube_err("update rollout status", name.clone()))?;
     }
