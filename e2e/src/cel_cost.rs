@@ -1640,3 +1640,190 @@ pub fn cost_error_message(cost_name: &str, cost: u64, limit: u64) -> String {
         "{cost_name} exceeds budget by factor of {factor} (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! Expected costs are derived by hand from cel-go v0.22 `checker/cost.go` (the rules the
+    //! Kubernetes v1.32 API server runs): identifiers and selections on objects cost 1 each,
+    //! literals 0, `has()` 0 plus its operand, `&&`/`||`/`?:` only their operands, any other call
+    //! 1 plus its operands, string equality ceil(0.1 x the shorter maximum length), and a
+    //! comprehension its range, init and result plus `range size x (condition + step)`.
+    use super::*;
+    use serde_json::json;
+
+    fn cost(schema: Value, rule: &str) -> u64 {
+        estimate_rule(&schema, false, rule)
+            .unwrap_or_else(|e| panic!("{rule}: {e}"))
+            .0
+    }
+
+    fn rollout_without_strategy_default() -> Value {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/rollout-strategy-default.yaml"
+        );
+        let text = std::fs::read_to_string(path).expect("fixture");
+        let mut crd: Value = serde_yaml::from_str(&text).expect("yaml");
+        let strategy = crd
+            .pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/strategy")
+            .and_then(Value::as_object_mut)
+            .expect("strategy schema");
+        assert!(strategy.remove("default").is_some(), "fixture has the default");
+        crd
+    }
+
+    /// The real v1.32 API server refused `crds/rollout.yaml` (without the strategy default) with
+    /// "estimated rule cost exceeds budget by factor of 1.468..." for the canary setWeight rule.
+    ///
+    /// `!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))`
+    /// - `steps` items are objects with no required field: 2 bytes minimum, so
+    ///   (3 MiB - 2) / (2 + 1) = 1,048,575 items.
+    /// - per item: condition `@not_strictly_false(accu)` = 2; step `accu && pred` = 1 + pred;
+    ///   pred = `!has(s.setWeight)` (1 + 0 + 1 = 2) `||` `s.setWeight <= (...)`
+    ///   (1 + 2 + conditional (cond: 1 + 2, branches max(3, 0)) = 9) = 11; so 2 + 12 = 14.
+    /// - all(): `self.steps` 2 + init 0 + result 1 + 1,048,575 x 14 = 14,680,053.
+    /// - `!has(self.steps)` = 2, `||` sums: 14,680,055; the canary node is under objects only,
+    ///   so its cardinality is 1: 14,680,055 / 10,000,000 = 1.4680055.
+    #[test]
+    fn calibration_rollout_canary_rule_exceeds_budget_by_1_468() {
+        let costs = crd_costs(&rollout_without_strategy_default());
+        assert_eq!(costs.len(), 1);
+        let schema = &costs[0];
+        assert_eq!(schema.path, "spec.validation.openAPIV3Schema");
+        let path = "spec.validation.openAPIV3Schema.properties[spec].properties[strategy].properties[canary].x-kubernetes-validations[2].rule";
+        let rule = schema
+            .rules
+            .iter()
+            .find(|r| r.path == path)
+            .expect("canary setWeight rule");
+        assert_eq!(rule.per_call, 14_680_055);
+        assert_eq!(rule.cardinality, Some(1));
+        assert_eq!(rule.cost, 14_680_055);
+        let errors = schema.errors();
+        let over: Vec<_> = errors.iter().filter(|(f, _)| f == path).collect();
+        assert_eq!(
+            over,
+            vec![&(
+                path.to_string(),
+                "Forbidden: estimated rule cost exceeds budget by factor of 1.468006x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn bounding_the_steps_list_brings_the_canary_rule_under_budget() {
+        let mut crd = rollout_without_strategy_default();
+        crd.pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/strategy/properties/canary/properties/steps")
+            .and_then(Value::as_object_mut)
+            .expect("steps")
+            .insert("maxItems".into(), json!(100));
+        let costs = crd_costs(&crd);
+        let rule = costs[0]
+            .rules
+            .iter()
+            .find(|r| r.path.ends_with("properties[canary].x-kubernetes-validations[2].rule"))
+            .expect("rule");
+        // 2 + 0 + 1 + 100 x 14, then 2 for !has(self.steps).
+        assert_eq!(rule.cost, 1_405);
+    }
+
+    /// `startsWith` costs ceil(0.1 x the prefix length) = 1 for a one-character literal, plus
+    /// 1 + 1 for `self.name` (identifier, selection on an object).
+    #[test]
+    fn starts_with_costs_the_prefix_length() {
+        let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}});
+        assert_eq!(cost(schema, "self.name.startsWith('a')"), 3);
+    }
+
+    /// String equality costs ceil(0.1 x the smaller maximum length): unbounded strings are
+    /// 3 MiB - 2 = 3,145,726 bytes (314,573), `maxLength: 10` is 40 bytes (4 code points of up
+    /// to 4 bytes each... 10 x 4); each side costs 2.
+    #[test]
+    fn string_equality_costs_the_shorter_maximum_length() {
+        let unbounded = json!({"type": "object", "properties": {
+            "a": {"type": "string"}, "b": {"type": "string"}}});
+        assert_eq!(cost(unbounded, "self.a == self.b"), 314_573 + 4);
+        let bounded = json!({"type": "object", "properties": {
+            "a": {"type": "string", "maxLength": 10}, "b": {"type": "string"}}});
+        assert_eq!(cost(bounded, "self.a == self.b"), 4 + 4);
+    }
+
+    /// exists() over 5 strings of at most 40 bytes: condition `@not_strictly_false(!accu)` = 3,
+    /// step `accu || i == 'x'` = 1 + (ceil(0.1 x min(40, 1)) + 1) = 3, so 5 x 6 = 30, plus the
+    /// range `self.items` (2) and the result (1).
+    #[test]
+    fn exists_multiplies_its_step_by_max_items() {
+        let schema = json!({"type": "object", "properties": {"items": {
+            "type": "array", "maxItems": 5, "items": {"type": "string", "maxLength": 10}}}});
+        assert_eq!(cost(schema, "self.items.exists(i, i == 'x')"), 33);
+    }
+
+    /// matches(): ceil(0.1 x (size + 1)) x ceil(0.25 x regex length): maxLength 63 is 252 bytes,
+    /// so ceil(25.3) = 26, the 8-character regex ceil(2.0) = 2: 52, plus 2 for `self.name`.
+    #[test]
+    fn matches_multiplies_string_and_regex_lengths() {
+        let schema = json!({"type": "object", "properties": {"name": {"type": "string", "maxLength": 63}}});
+        assert_eq!(cost(schema, "self.name.matches('^[a-z]+$')"), 54);
+    }
+
+    /// Kubernetes makes presence tests free: `has(self.a)` is only its operand, `self` (1).
+    #[test]
+    fn has_costs_only_its_operand() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        assert_eq!(cost(schema, "has(self.a)"), 1);
+    }
+
+    /// A rule on the items of an unbounded list runs once per item that fits in a request: the
+    /// item `{"x":0}` is at least 2 + len("x") + 1 + 4 = 8 bytes, so 3 MiB / 9 = 349,525 times
+    /// `self.x > 0` (2 + 1 = 3); with `maxItems: 10` ten times.
+    #[test]
+    fn rules_under_unbounded_lists_are_multiplied_by_their_cardinality() {
+        let crd = |max_items: Option<u64>| {
+            let mut list = json!({"type": "array", "items": {
+                "type": "object", "required": ["x"],
+                "properties": {"x": {"type": "integer"}},
+                "x-kubernetes-validations": [{"rule": "self.x > 0"}]}});
+            if let Some(n) = max_items {
+                list["maxItems"] = json!(n);
+            }
+            json!({"spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "properties": {"list": list}}}}}}]}})
+        };
+        let unbounded = crd_costs(&crd(None));
+        let rule = &unbounded[0].rules[0];
+        assert_eq!(
+            rule.path,
+            "spec.validation.openAPIV3Schema.properties[spec].properties[list].items.x-kubernetes-validations[0].rule"
+        );
+        assert_eq!((rule.per_call, rule.cardinality, rule.cost), (3, None, 3 * 349_525));
+        let bounded = crd_costs(&crd(Some(10)));
+        let rule = &bounded[0].rules[0];
+        assert_eq!((rule.per_call, rule.cardinality, rule.cost), (3, Some(10), 30));
+    }
+
+    #[test]
+    fn cost_messages_use_the_api_server_formats() {
+        let tail = " (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)";
+        assert_eq!(
+            cost_error_message("estimated rule cost", 20_000_000, STATIC_ESTIMATED_COST_LIMIT),
+            format!("estimated rule cost exceeds budget by factor of 2.0x{tail}")
+        );
+        assert_eq!(
+            cost_error_message("estimated rule cost", 12_500_000, STATIC_ESTIMATED_COST_LIMIT),
+            format!("estimated rule cost exceeds budget by factor of 1.250000x{tail}")
+        );
+        assert_eq!(
+            cost_error_message("estimated rule cost", u64::MAX, STATIC_ESTIMATED_COST_LIMIT),
+            format!("estimated rule cost exceeds budget by factor of more than 100x{tail}")
+        );
+    }
+
+    #[test]
+    fn property_names_are_escaped_as_cel_identifiers() {
+        assert_eq!(escape_property("namespace").as_deref(), Some("__namespace__"));
+        assert_eq!(escape_property("a-b.c/d").as_deref(), Some("a__dash__b__dot__c__slash__d"));
+        assert_eq!(escape_property("a__b").as_deref(), Some("a__underscores__b"));
+        assert_eq!(escape_property("1a"), None);
+        assert_eq!(escape_property("a b"), None);
+    }
+}
