@@ -260,10 +260,11 @@ pub fn schema_decl_type(schema: &Value, is_resource_root: bool) -> Option<DeclTy
             })
         }
         "object" => {
-            if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object())
-            {
-                let value_type =
-                    schema_decl_type(additional, flag(additional, "x-kubernetes-embedded-resource"))?;
+            if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                let value_type = schema_decl_type(
+                    additional,
+                    flag(additional, "x-kubernetes-embedded-resource"),
+                )?;
                 let max_props = non_negative(schema, "maxProperties").unwrap_or_else(|| {
                     max_additional_properties_from_min_size(value_type.min_serialized_size)
                 });
@@ -288,8 +289,7 @@ pub fn schema_decl_type(schema: &Value, is_resource_root: bool) -> Option<DeclTy
                 .and_then(Value::as_object)
                 .unwrap_or(&empty);
             for (name, prop) in props {
-                if is_resource_root && matches!(name.as_str(), "apiVersion" | "kind" | "metadata")
-                {
+                if is_resource_root && matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {
                     continue;
                 }
                 if let Some(field_type) =
@@ -583,10 +583,9 @@ impl<'a> Coster<'a> {
                 }
                 match operand {
                     Ty::Object(decl) => match &decl.kind {
-                        DeclKind::Object(fields) => fields
-                            .get(&sel.field)
-                            .map(Ty::from_decl)
-                            .unwrap_or(Ty::Dyn),
+                        DeclKind::Object(fields) => {
+                            fields.get(&sel.field).map(Ty::from_decl).unwrap_or(Ty::Dyn)
+                        }
                         _ => Ty::Dyn,
                     },
                     Ty::Map(_, v) => (*v).clone(),
@@ -679,13 +678,44 @@ impl<'a> Coster<'a> {
         let name = qualified.as_deref().unwrap_or(call.func_name.as_str());
         let arg = |i: usize| args.get(i).cloned().unwrap_or(Ty::Dyn);
         match name {
-            "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "_&&_" | "_||_" | "!_"
-            | "@in" | "@not_strictly_false" | "matches" | "startsWith" | "endsWith"
-            | "contains" | "exists" | "all" | "isSorted" | "isQuantity" | "isIP" | "isCIDR"
-            | "sets.contains" | "sets.intersects" | "sets.equivalent" | "isGreaterThan"
-            | "isLessThan" | "isInteger" | "containsIP" | "containsCIDR" | "ip.isCanonical"
-            | "isUnspecified" | "isLoopback" | "isLinkLocalMulticast" | "isLinkLocalUnicast"
-            | "isGlobalUnicast" | "bool" | "isSemver" | "isURL" => Ty::Bool,
+            "_==_"
+            | "_!=_"
+            | "_<_"
+            | "_<=_"
+            | "_>_"
+            | "_>=_"
+            | "_&&_"
+            | "_||_"
+            | "!_"
+            | "@in"
+            | "@not_strictly_false"
+            | "matches"
+            | "startsWith"
+            | "endsWith"
+            | "contains"
+            | "exists"
+            | "all"
+            | "isSorted"
+            | "isQuantity"
+            | "isIP"
+            | "isCIDR"
+            | "sets.contains"
+            | "sets.intersects"
+            | "sets.equivalent"
+            | "isGreaterThan"
+            | "isLessThan"
+            | "isInteger"
+            | "containsIP"
+            | "containsCIDR"
+            | "ip.isCanonical"
+            | "isUnspecified"
+            | "isLoopback"
+            | "isLinkLocalMulticast"
+            | "isLinkLocalUnicast"
+            | "isGlobalUnicast"
+            | "bool"
+            | "isSemver"
+            | "isURL" => Ty::Bool,
             "_?_:_" => match (arg(1), arg(2)) {
                 (Ty::Null, other) | (other, _) => other,
             },
@@ -703,11 +733,23 @@ impl<'a> Coster<'a> {
             | "prefixLength" | "family" => Ty::Int,
             "uint" => Ty::Uint,
             "double" | "asApproximateFloat" => Ty::Double,
-            "string" | "charAt" | "lowerAscii" | "upperAscii" | "replace" | "substring"
-            | "trim" | "join" | "format" | "strings.quote" | "getScheme" | "getHostname"
-            | "getHost" | "getPort" | "getEscapedPath" | "jsonpatch.escapeKey" | "reverse" => {
-                Ty::String
-            }
+            "string"
+            | "charAt"
+            | "lowerAscii"
+            | "upperAscii"
+            | "replace"
+            | "substring"
+            | "trim"
+            | "join"
+            | "format"
+            | "strings.quote"
+            | "getScheme"
+            | "getHostname"
+            | "getHost"
+            | "getPort"
+            | "getEscapedPath"
+            | "jsonpatch.escapeKey"
+            | "reverse" => Ty::String,
             "bytes" => Ty::Bytes,
             "duration" => Ty::Duration,
             "timestamp" => Ty::Timestamp,
@@ -715,10 +757,7 @@ impl<'a> Coster<'a> {
             "dyn" => arg(0),
             "split" | "findAll" => Ty::List(Rc::new(Ty::String)),
             "find" => Ty::String,
-            "getQuery" => Ty::Map(
-                Rc::new(Ty::String),
-                Rc::new(Ty::List(Rc::new(Ty::String))),
-            ),
+            "getQuery" => Ty::Map(Rc::new(Ty::String), Rc::new(Ty::List(Rc::new(Ty::String)))),
             "sum" | "min" | "max" => target.map(|t| t.elem()).unwrap_or(Ty::Dyn),
             "quantity" | "add" | "sub" => Ty::Opaque("Quantity"),
             "url" => Ty::Opaque("URL"),
@@ -790,9 +829,7 @@ impl<'a> Coster<'a> {
             "startsWith" | "endsWith" => out.push(Overload::StartsOrEndsWith),
             "bytes" if arg(0).could_be_string() => out.push(Overload::StringToBytes),
             "string" if arg(0).could_be_bytes() => out.push(Overload::BytesToString),
-            "format" if target.is_some_and(Ty::could_be_string) => {
-                out.push(Overload::FormatString)
-            }
+            "format" if target.is_some_and(Ty::could_be_string) => out.push(Overload::FormatString),
             "strings.quote" => out.push(Overload::QuoteString),
             "sets.contains" | "sets.intersects" => out.push(Overload::SetsContainsOrIntersects),
             "sets.equivalent" => out.push(Overload::SetsEquivalent),
@@ -814,7 +851,10 @@ impl<'a> Coster<'a> {
         let path = self
             .paths
             .get(&e.id)
-            .filter(|p| !p.first().is_some_and(|v| v == "@result" || v == "__result__"))
+            .filter(|p| {
+                !p.first()
+                    .is_some_and(|v| v == "@result" || v == "__result__")
+            })
             .cloned();
         let computed = self
             .computed_sizes
@@ -1122,9 +1162,7 @@ impl<'a> Coster<'a> {
             }
             Overload::Matches => {
                 if let (Some(t), 1) = (target, args.len()) {
-                    let str_cost = size_of(t)
-                        .add(one)
-                        .factor(STRING_TRAVERSAL_COST_FACTOR);
+                    let str_cost = size_of(t).add(one).factor(STRING_TRAVERSAL_COST_FACTOR);
                     let regex_cost = size_of(&args[0]).factor(REGEX_STRING_LENGTH_COST_FACTOR);
                     return (str_cost.multiply(regex_cost).add(arg_sum), None);
                 }
@@ -1197,9 +1235,9 @@ impl<'a> Coster<'a> {
             "fieldSelector" | "labelSelector" if args.len() == 1 => {
                 let len = self.library_size(&args[0]);
                 let parse = len.factor(traversal);
-                let requirements = len.factor(0.5).factor(
-                    (LIST_CREATE_BASE_COST + STRUCT_CREATE_BASE_COST) as f64,
-                );
+                let requirements = len
+                    .factor(0.5)
+                    .factor((LIST_CREATE_BASE_COST + STRUCT_CREATE_BASE_COST) as f64);
                 Some((
                     Estimate::exact(LIST_CREATE_BASE_COST)
                         .add(parse)
@@ -1293,7 +1331,10 @@ impl<'a> Coster<'a> {
                     .factor(REGEX_STRING_LENGTH_COST_FACTOR);
                 Some((
                     str_cost.multiply(regex_cost),
-                    Some(Estimate { min: 0, max: sz.max }),
+                    Some(Estimate {
+                        min: 0,
+                        max: sz.max,
+                    }),
                 ))
             }
             "cidr" | "isIP" | "isCIDR" | "quantity" | "isQuantity" => {
@@ -1310,8 +1351,14 @@ impl<'a> Coster<'a> {
                 let sz = self.library_size(args.first()?);
                 Some((sz.factor(2.0 * traversal), None))
             }
-            "masked" | "prefixLength" | "family" | "isUnspecified" | "isLoopback"
-            | "isLinkLocalMulticast" | "isLinkLocalUnicast" | "isGlobalUnicast" => nominal,
+            "masked"
+            | "prefixLength"
+            | "family"
+            | "isUnspecified"
+            | "isLoopback"
+            | "isLinkLocalMulticast"
+            | "isLinkLocalUnicast"
+            | "isGlobalUnicast" => nominal,
             "containsIP" | "containsCIDR" if !args.is_empty() => {
                 let ip = Estimate { min: 4, max: 16 };
                 let mut cost = ip.add(ip).factor(traversal);
@@ -1497,7 +1544,13 @@ fn walk_costs(
         }
     }
     if let Some(items) = schema.get("items").filter(|i| i.is_object()) {
-        walk_costs(items, &format!("{path}.items"), false, child_cardinality, out);
+        walk_costs(
+            items,
+            &format!("{path}.items"),
+            false,
+            child_cardinality,
+            out,
+        );
     }
     let Some(rules) = schema
         .get("x-kubernetes-validations")
@@ -1524,10 +1577,8 @@ fn walk_costs(
         match estimate_expression(expr, &decl) {
             Ok(est) => {
                 let per_call = est.max;
-                let cost = multiply_with_overflow_guard(
-                    per_call,
-                    cardinality.unwrap_or(rule_cardinality),
-                );
+                let cost =
+                    multiply_with_overflow_guard(per_call, cardinality.unwrap_or(rule_cardinality));
                 out.observe(RuleCost {
                     path: format!("{rule_path}.rule"),
                     per_call,
@@ -1665,10 +1716,15 @@ mod tests {
         let text = std::fs::read_to_string(path).expect("fixture");
         let mut crd: Value = serde_yaml::from_str(&text).expect("yaml");
         let strategy = crd
-            .pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/strategy")
+            .pointer_mut(
+                "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/strategy",
+            )
             .and_then(Value::as_object_mut)
             .expect("strategy schema");
-        assert!(strategy.remove("default").is_some(), "fixture has the default");
+        assert!(
+            strategy.remove("default").is_some(),
+            "fixture has the default"
+        );
         crd
     }
 
@@ -1721,7 +1777,10 @@ mod tests {
         let rule = costs[0]
             .rules
             .iter()
-            .find(|r| r.path.ends_with("properties[canary].x-kubernetes-validations[2].rule"))
+            .find(|r| {
+                r.path
+                    .ends_with("properties[canary].x-kubernetes-validations[2].rule")
+            })
             .expect("rule");
         // 2 + 0 + 1 + 100 x 14, then 2 for !has(self.steps).
         assert_eq!(rule.cost, 1_405);
@@ -1762,7 +1821,8 @@ mod tests {
     /// so ceil(25.3) = 26, the 8-character regex ceil(2.0) = 2: 52, plus 2 for `self.name`.
     #[test]
     fn matches_multiplies_string_and_regex_lengths() {
-        let schema = json!({"type": "object", "properties": {"name": {"type": "string", "maxLength": 63}}});
+        let schema =
+            json!({"type": "object", "properties": {"name": {"type": "string", "maxLength": 63}}});
         assert_eq!(cost(schema, "self.name.matches('^[a-z]+$')"), 54);
     }
 
@@ -1795,21 +1855,35 @@ mod tests {
             rule.path,
             "spec.validation.openAPIV3Schema.properties[spec].properties[list].items.x-kubernetes-validations[0].rule"
         );
-        assert_eq!((rule.per_call, rule.cardinality, rule.cost), (3, None, 3 * 349_525));
+        assert_eq!(
+            (rule.per_call, rule.cardinality, rule.cost),
+            (3, None, 3 * 349_525)
+        );
         let bounded = crd_costs(&crd(Some(10)));
         let rule = &bounded[0].rules[0];
-        assert_eq!((rule.per_call, rule.cardinality, rule.cost), (3, Some(10), 30));
+        assert_eq!(
+            (rule.per_call, rule.cardinality, rule.cost),
+            (3, Some(10), 30)
+        );
     }
 
     #[test]
     fn cost_messages_use_the_api_server_formats() {
         let tail = " (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)";
         assert_eq!(
-            cost_error_message("estimated rule cost", 20_000_000, STATIC_ESTIMATED_COST_LIMIT),
+            cost_error_message(
+                "estimated rule cost",
+                20_000_000,
+                STATIC_ESTIMATED_COST_LIMIT
+            ),
             format!("estimated rule cost exceeds budget by factor of 2.0x{tail}")
         );
         assert_eq!(
-            cost_error_message("estimated rule cost", 12_500_000, STATIC_ESTIMATED_COST_LIMIT),
+            cost_error_message(
+                "estimated rule cost",
+                12_500_000,
+                STATIC_ESTIMATED_COST_LIMIT
+            ),
             format!("estimated rule cost exceeds budget by factor of 1.250000x{tail}")
         );
         assert_eq!(
@@ -1820,9 +1894,18 @@ mod tests {
 
     #[test]
     fn property_names_are_escaped_as_cel_identifiers() {
-        assert_eq!(escape_property("namespace").as_deref(), Some("__namespace__"));
-        assert_eq!(escape_property("a-b.c/d").as_deref(), Some("a__dash__b__dot__c__slash__d"));
-        assert_eq!(escape_property("a__b").as_deref(), Some("a__underscores__b"));
+        assert_eq!(
+            escape_property("namespace").as_deref(),
+            Some("__namespace__")
+        );
+        assert_eq!(
+            escape_property("a-b.c/d").as_deref(),
+            Some("a__dash__b__dot__c__slash__d")
+        );
+        assert_eq!(
+            escape_property("a__b").as_deref(),
+            Some("a__underscores__b")
+        );
         assert_eq!(escape_property("1a"), None);
         assert_eq!(escape_property("a b"), None);
     }

@@ -99,12 +99,9 @@ fn validate(crd: &Value, old: Option<&Value>) -> Vec<(String, String)> {
             // An update that leaves a schema unchanged keeps rules that are already stored,
             // whatever they cost alone; the total still counts.
             let unchanged = old_schemas.iter().any(|(p, s)| *p == path && *s == schema);
-            errors.extend(
-                costs
-                    .errors()
-                    .into_iter()
-                    .filter(|(field, msg)| !(unchanged && field != &path && msg.contains("exceeds budget"))),
-            );
+            errors.extend(costs.errors().into_iter().filter(|(field, msg)| {
+                !(unchanged && field != &path && msg.contains("exceeds budget"))
+            }));
         }
     }
     errors
@@ -302,9 +299,7 @@ fn default_errors(
 ) {
     let resource_root = resource_root || flag(schema, "x-kubernetes-embedded-resource");
     let inside_meta = inside_meta && !flag(schema, "x-kubernetes-embedded-resource");
-    if !inside_meta
-        && let Some(default) = schema.get("default").filter(|d| !d.is_null())
-    {
+    if !inside_meta && let Some(default) = schema.get("default").filter(|d| !d.is_null()) {
         out.extend(check_default(schema, default, &format!("{path}.default")));
     }
     if let Some(items) = schema.get("items").filter(|i| i.is_object()) {
@@ -379,7 +374,8 @@ fn check_default(schema: &Value, default: &Value, path: &str) -> Vec<(String, St
 fn cel_errors_on_default(node: &Value, default: &Value, path: &str) -> Vec<(String, String)> {
     let compiled = kube_cel::compile_schema(node);
     let validator = kube_cel::Validator::new();
-    let Err(errors) = validator.validate_compiled_with_context(&compiled, default, Some(default), None)
+    let Err(errors) =
+        validator.validate_compiled_with_context(&compiled, default, Some(default), None)
     else {
         return Vec::new();
     };
@@ -414,7 +410,10 @@ fn schema_type_at(schema: &Value, field_path: &str) -> String {
         };
         if !name.is_empty() {
             node = match node
-                .pointer(&format!("/properties/{}", name.replace('~', "~0").replace('/', "~1")))
+                .pointer(&format!(
+                    "/properties/{}",
+                    name.replace('~', "~0").replace('/', "~1")
+                ))
                 .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))
             {
                 Some(n) => n,
