@@ -1671,7 +1671,7 @@ impl SchemaCosts {
             .iter()
             .filter(|r| r.cost >= STATIC_ESTIMATED_CRD_COST_LIMIT / 100)
             .collect();
-        top.sort_by(|a, b| b.cost.cmp(&a.cost));
+        top.sort_by_key(|r| std::cmp::Reverse(r.cost));
         top.truncate(4);
         top
     }
