@@ -300,3 +300,29 @@ fn the_e2e_crds_pass_validation() {
     }
     assert!(seen > 0, "no CRD found in {dir}");
 }
+
+/// CRDs loaded through the Rust API (`load_crds_from_dir`, `install_crd`) are validated too.
+#[tokio::test]
+async fn install_crd_refuses_what_the_api_refuses() {
+    let cluster = sluice_e2e::TestCluster::start()
+        .await
+        .expect("test cluster starts");
+    let err = cluster
+        .install_crd(fixture_rollout())
+        .expect_err("the fixture is refused");
+    assert!(
+        err.to_string()
+            .contains("exactly one of canary or blueGreen must be set"),
+        "{err}"
+    );
+    assert!(
+        cluster
+            .object(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "",
+                "rollouts.sluice.dev"
+            )
+            .is_none()
+    );
+}
