@@ -8,9 +8,11 @@
 //! let client = cluster.client();
 //! ```
 
+pub mod cel_cost;
 pub mod clock;
 pub mod cluster;
 pub mod controls;
+pub mod crd_validation;
 pub mod defaults;
 pub mod discovery;
 pub mod error;

@@ -708,6 +708,7 @@ impl Store {
         let warnings = self.validate(res, version, &mut obj, ctx, &name, None)?;
         let crd_def =
             if res.key() == ResKey::new("apiextensions.k8s.io", "customresourcedefinitions") {
+                crate::crd_validation::check(&obj, None)?;
                 let def = resources::from_crd(&obj)?;
                 if inner.resources.get(&def.key()).is_some_and(|r| !r.custom) {
                     return Err(ApiError::invalid(
@@ -946,6 +947,7 @@ impl Store {
         }
         let is_crd = res.key() == ResKey::new("apiextensions.k8s.io", "customresourcedefinitions");
         let crd_def = if is_crd && subresource.is_none() {
+            crate::crd_validation::check(&new, Some(&old))?;
             let def = resources::from_crd(&new)?;
             new["status"] = crd_status(&new, &def);
             Some(def)
