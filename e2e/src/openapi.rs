@@ -126,7 +126,10 @@ fn resolve<'a>(mut node: &'a Value, defs: &'a Map<String, Value>) -> &'a Value {
             }
         }
         if node.get("properties").is_none()
-            && let Some([only]) = node.get("allOf").and_then(Value::as_array).map(Vec::as_slice)
+            && let Some([only]) = node
+                .get("allOf")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
         {
             node = only;
             continue;
@@ -258,7 +261,11 @@ fn apply_list_element(
         // k8s-openapi's schemas carry no list-type markers; these are the keys the Go types
         // declare for the associative lists of the served kinds.
         match field {
-            "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
+            "containers"
+            | "initContainers"
+            | "ephemeralContainers"
+            | "env"
+            | "volumes"
             | "imagePullSecrets" => vec!["name"],
             "volumeMounts" => vec!["mountPath"],
             "ports" if item.get("containerPort").is_some() => vec!["containerPort", "protocol"],
@@ -309,7 +316,12 @@ pub fn prune_builtin(group: &str, kind: &str, obj: &mut Value) -> Option<Vec<Str
         structural: false,
         found: Vec::new(),
     };
-    walker.walk(&json!({"$ref": format!("{REF_PREFIX}{def}")}), obj, "", false);
+    walker.walk(
+        &json!({"$ref": format!("{REF_PREFIX}{def}")}),
+        obj,
+        "",
+        false,
+    );
     Some(walker.found)
 }
 
@@ -452,7 +464,8 @@ fn camel(s: &str) -> String {
 }
 
 fn query_param(name: &str, description: &str, v2: bool) -> Value {
-    let mut p = json!({"name": name, "in": "query", "description": description, "uniqueItems": true});
+    let mut p =
+        json!({"name": name, "in": "query", "description": description, "uniqueItems": true});
     if v2 {
         p["type"] = json!("string");
     } else {
@@ -490,8 +503,7 @@ fn write_params(v2: bool, patch: bool) -> Vec<Value> {
 }
 
 fn path_param(name: &str, description: &str, v2: bool) -> Value {
-    let mut p =
-        json!({"name": name, "in": "path", "required": true, "description": description, "uniqueItems": true});
+    let mut p = json!({"name": name, "in": "path", "required": true, "description": description, "uniqueItems": true});
     if v2 {
         p["type"] = json!("string");
     } else {
@@ -533,12 +545,36 @@ fn operation(op: &OpSpec, v2: bool, patch_types: &[&str]) -> Value {
             ),
         ],
         _ if op.list => vec![
-            query_param("labelSelector", "A selector to restrict the list of returned objects by their labels.", v2),
-            query_param("fieldSelector", "A selector to restrict the list of returned objects by their fields.", v2),
-            query_param("limit", "The maximum number of responses to return for a list call.", v2),
-            query_param("continue", "The continue token of the previous page of a list call.", v2),
-            query_param("resourceVersion", "Which resource versions the request may be served from.", v2),
-            query_param("watch", "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications.", v2),
+            query_param(
+                "labelSelector",
+                "A selector to restrict the list of returned objects by their labels.",
+                v2,
+            ),
+            query_param(
+                "fieldSelector",
+                "A selector to restrict the list of returned objects by their fields.",
+                v2,
+            ),
+            query_param(
+                "limit",
+                "The maximum number of responses to return for a list call.",
+                v2,
+            ),
+            query_param(
+                "continue",
+                "The continue token of the previous page of a list call.",
+                v2,
+            ),
+            query_param(
+                "resourceVersion",
+                "Which resource versions the request may be served from.",
+                v2,
+            ),
+            query_param(
+                "watch",
+                "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications.",
+                v2,
+            ),
         ],
         _ => Vec::new(),
     };
@@ -548,7 +584,8 @@ fn operation(op: &OpSpec, v2: bool, patch_types: &[&str]) -> Value {
         ok["schema"] = schema.clone();
         created["schema"] = schema.clone();
     } else {
-        let content = json!({"application/json": {"schema": schema}, "application/yaml": {"schema": schema}});
+        let content =
+            json!({"application/json": {"schema": schema}, "application/yaml": {"schema": schema}});
         ok["content"] = content.clone();
         created["content"] = content;
     }
@@ -681,8 +718,20 @@ fn resource_paths(
     add_path(
         collection.clone(),
         vec![
-            spec("get", "list", format!("list{id_part}{scope}{kind}"), false, true),
-            spec("post", "post", format!("create{id_part}{scope}{kind}"), true, false),
+            spec(
+                "get",
+                "list",
+                format!("list{id_part}{scope}{kind}"),
+                false,
+                true,
+            ),
+            spec(
+                "post",
+                "post",
+                format!("create{id_part}{scope}{kind}"),
+                true,
+                false,
+            ),
         ],
         common.clone(),
         &schema_ref,
@@ -693,10 +742,34 @@ fn resource_paths(
     add_path(
         format!("{collection}/{{name}}"),
         vec![
-            spec("get", "get", format!("read{id_part}{scope}{kind}"), false, false),
-            spec("put", "put", format!("replace{id_part}{scope}{kind}"), true, false),
-            spec("patch", "patch", format!("patch{id_part}{scope}{kind}"), true, false),
-            spec("delete", "delete", format!("delete{id_part}{scope}{kind}"), false, false),
+            spec(
+                "get",
+                "get",
+                format!("read{id_part}{scope}{kind}"),
+                false,
+                false,
+            ),
+            spec(
+                "put",
+                "put",
+                format!("replace{id_part}{scope}{kind}"),
+                true,
+                false,
+            ),
+            spec(
+                "patch",
+                "patch",
+                format!("patch{id_part}{scope}{kind}"),
+                true,
+                false,
+            ),
+            spec(
+                "delete",
+                "delete",
+                format!("delete{id_part}{scope}{kind}"),
+                false,
+                false,
+            ),
         ],
         item_params.clone(),
         &schema_ref,
@@ -706,9 +779,27 @@ fn resource_paths(
         add_path(
             format!("{collection}/{{name}}/status"),
             vec![
-                spec("get", "get", format!("read{id_part}{scope}{kind}Status"), false, false),
-                spec("put", "put", format!("replace{id_part}{scope}{kind}Status"), true, false),
-                spec("patch", "patch", format!("patch{id_part}{scope}{kind}Status"), true, false),
+                spec(
+                    "get",
+                    "get",
+                    format!("read{id_part}{scope}{kind}Status"),
+                    false,
+                    false,
+                ),
+                spec(
+                    "put",
+                    "put",
+                    format!("replace{id_part}{scope}{kind}Status"),
+                    true,
+                    false,
+                ),
+                spec(
+                    "patch",
+                    "patch",
+                    format!("patch{id_part}{scope}{kind}Status"),
+                    true,
+                    false,
+                ),
             ],
             item_params.clone(),
             &schema_ref,
@@ -719,9 +810,27 @@ fn resource_paths(
         add_path(
             format!("{collection}/{{name}}/scale"),
             vec![
-                spec("get", "get", format!("read{id_part}{scope}{kind}Scale"), false, false),
-                spec("put", "put", format!("replace{id_part}{scope}{kind}Scale"), true, false),
-                spec("patch", "patch", format!("patch{id_part}{scope}{kind}Scale"), true, false),
+                spec(
+                    "get",
+                    "get",
+                    format!("read{id_part}{scope}{kind}Scale"),
+                    false,
+                    false,
+                ),
+                spec(
+                    "put",
+                    "put",
+                    format!("replace{id_part}{scope}{kind}Scale"),
+                    true,
+                    false,
+                ),
+                spec(
+                    "patch",
+                    "patch",
+                    format!("patch{id_part}{scope}{kind}Scale"),
+                    true,
+                    false,
+                ),
             ],
             item_params,
             &scale_ref,

@@ -21,7 +21,10 @@ async fn request(
     body: &Value,
 ) -> Reply {
     let url = cluster.config().cluster_url;
-    let authority = url.authority().expect("the cluster url has a host").as_str();
+    let authority = url
+        .authority()
+        .expect("the cluster url has a host")
+        .as_str();
     let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
     let payload = body.to_string();
     let head = format!(
@@ -112,7 +115,11 @@ async fn strict_create_is_refused_naming_the_full_path_of_the_unknown_field() {
             .object("e2e.sluice.dev", "widgets", "default", "a")
             .is_none()
     );
-    assert!(cluster.object("apps", "deployments", "default", "web").is_none());
+    assert!(
+        cluster
+            .object("apps", "deployments", "default", "web")
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +378,11 @@ async fn server_side_apply_refuses_undeclared_fields_whatever_the_validation() {
             "failed to create typed patch object (default/a; e2e.sluice.dev/v1, Kind=Widget): .spec.sizee: field not declared in schema"
         );
     }
-    assert!(cluster.object("apps", "deployments", "default", "web").is_none());
+    assert!(
+        cluster
+            .object("apps", "deployments", "default", "web")
+            .is_none()
+    );
     // Fields under x-kubernetes-preserve-unknown-fields are declared by that marker.
     let mut open = widget("open");
     open["spec"] = json!({"size": "small", "extra": {"anything": {"goes": 1}}});

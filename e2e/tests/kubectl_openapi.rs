@@ -131,7 +131,9 @@ async fn plain_kubectl_apply_validates_on_the_server() {
     let (ok, _, stderr) = kubectl(&kubeconfig, &["apply", "--server-side", "-f", &bad]).await;
     assert!(!ok);
     assert!(
-        stderr.contains(".spec.template.spec.containers[name=\"web\"].imagee: field not declared in schema"),
+        stderr.contains(
+            ".spec.template.spec.containers[name=\"web\"].imagee: field not declared in schema"
+        ),
         "{stderr}"
     );
 }
@@ -202,7 +204,10 @@ async fn kubectl_explain_prints_field_docs_for_custom_and_built_in_kinds() {
     let out = kubectl_ok(&kubeconfig, &["explain", "deployment.spec"]).await;
     assert!(out.contains("KIND:       Deployment"), "{out}");
     assert!(out.contains("FIELD: spec <DeploymentSpec>"), "{out}");
-    assert!(out.contains("template\t<PodTemplateSpec> -required-"), "{out}");
+    assert!(
+        out.contains("template\t<PodTemplateSpec> -required-"),
+        "{out}"
+    );
     assert!(
         out.contains("Number of desired pods."),
         "the description of spec.replicas: {out}"
@@ -228,15 +233,18 @@ async fn openapi_v3_follows_crd_changes() {
         .as_str()
         .expect("the widget group-version is published")
         .to_string();
-    assert!(url.starts_with("/openapi/v3/apis/e2e.sluice.dev/v1?hash="), "{url}");
+    assert!(
+        url.starts_with("/openapi/v3/apis/e2e.sluice.dev/v1?hash="),
+        "{url}"
+    );
     assert!(index["paths"]["api/v1"].is_object());
     assert!(index["paths"]["apis/apps/v1"].is_object());
     assert!(index["paths"].get("apis/sluice.dev/v1alpha1").is_none());
 
     // A changed CRD changes its document, and so its hash.
     let mut crd = sluice_e2e::example_crd();
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-        ["colour"] = serde_json::json!({"type": "string", "description": "The colour."});
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["colour"] =
+        serde_json::json!({"type": "string", "description": "The colour."});
     let client = cluster.client();
     let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
         client,
@@ -269,13 +277,12 @@ async fn openapi_v3_follows_crd_changes() {
     let doc: Value =
         serde_json::from_str(&kubectl_ok(&kubeconfig, &["get", "--raw", new_url]).await).unwrap();
     assert_eq!(
-        doc["components"]["schemas"]["dev.sluice.e2e.v1.Widget"]["properties"]["spec"]
-            ["properties"]["colour"]["description"],
+        doc["components"]["schemas"]["dev.sluice.e2e.v1.Widget"]["properties"]["spec"]["properties"]
+            ["colour"]["description"],
         "The colour."
     );
     assert_eq!(
-        doc["components"]["schemas"]["dev.sluice.e2e.v1.Widget"]
-            ["x-kubernetes-group-version-kind"],
+        doc["components"]["schemas"]["dev.sluice.e2e.v1.Widget"]["x-kubernetes-group-version-kind"],
         serde_json::json!([{"group": "e2e.sluice.dev", "kind": "Widget", "version": "v1"}])
     );
 }
