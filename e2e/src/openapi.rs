@@ -1137,7 +1137,7 @@ mod tests {
     fn crd_documents_carry_the_kind_and_the_field_validation_parameter() {
         let crd = crate::cluster::example_crd();
         let res = Arc::new(crate::resources::from_crd(&crd).expect("a valid crd"));
-        let gvs = group_versions(&[res.clone()]);
+        let gvs = group_versions(std::slice::from_ref(&res));
         let key = format!("apis/{}/v1", res.group);
         let doc = v3_document(gvs.get(&key).expect("the crd's group-version"));
         let name = crd_definition_name(&res.group, "v1", &res.kind);
