@@ -1,11 +1,11 @@
-//! Discovery (`/api`, `/apis`, `/apis/GROUP[/VERSION]`, `/version`) and the `Table` rendering that
-//! `kubectl get` asks for.
+//! Discovery (`/api`, `/apis`, `/apis/GROUP[/VERSION]`, `/version`, the OpenAPI documents of
+//! `crate::openapi`) and the `Table` rendering that `kubectl get` asks for.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
 use axum::{
-    http::{HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -121,8 +121,14 @@ fn resource_list(state: &AppState, group: &str, version: &str) -> Option<Value> 
     )
 }
 
-/// Serves discovery and health paths; `None` for anything else.
-pub fn serve(state: &AppState, method: &Method, path: &str) -> Option<Response> {
+/// Serves discovery, OpenAPI and health paths; `None` for anything else.
+pub fn serve(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Option<Response> {
     if method != Method::GET {
         return None;
     }
@@ -144,7 +150,12 @@ pub fn serve(state: &AppState, method: &Method, path: &str) -> Option<Response> 
             "compiler": "rustc", "platform": "linux/amd64",
         }))),
         ["healthz"] | ["readyz"] | ["livez"] => Some((StatusCode::OK, "ok").into_response()),
-        ["openapi", ..] => not_found(),
+        ["openapi", ..] => Some(crate::openapi::serve(
+            &state.store.resources(),
+            path,
+            query,
+            headers,
+        )),
         ["api"] => Some(ok(json!({
             "kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": state.address}],

@@ -17,6 +17,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod managed;
+pub mod openapi;
 pub mod patch;
 pub mod process;
 pub mod prometheus;

@@ -65,11 +65,25 @@ fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Respons
         HeaderValue::from_static("application/json"),
     );
     for w in warnings {
-        if let Ok(v) = HeaderValue::from_str(&format!("299 - {:?}", w)) {
+        if let Ok(v) = HeaderValue::from_bytes(warning_header(w).as_bytes()) {
             headers.append(header::WARNING, v);
         }
     }
     response
+}
+
+/// A `Warning` header value as kube-apiserver writes it: code 299, no agent, the text quoted with
+/// only `"` and `\` escaped.
+fn warning_header(text: &str) -> String {
+    let mut out = String::from("299 - \"");
+    for c in text.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 /// Decodes an `application/x-www-form-urlencoded` query string.
@@ -202,7 +216,7 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let query = parse_query(uri.query().unwrap_or_default());
-    if let Some(response) = discovery::serve(&state, &method, &path) {
+    if let Some(response) = discovery::serve(&state, &method, &path, &query, &headers) {
         return response;
     }
     let target = match parse_target(&state.store, &path) {
@@ -338,6 +352,7 @@ fn write_ctx(query: &HashMap<String, String>, headers: &HeaderMap, apply: bool) 
             Some("Ignore") => FieldValidation::Ignore,
             _ => FieldValidation::Warn,
         },
+        body_form: Default::default(),
         dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
         force: query.get("force").is_some_and(|f| f == "true"),
         apply,

@@ -69,11 +69,24 @@ pub enum FieldValidation {
     Strict,
 }
 
+/// What the request body was, which decides how a strict field validation failure is worded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum BodyForm {
+    /// A whole object (POST, PUT, or the apply that creates).
+    #[default]
+    Object,
+    /// A JSON or merge patch: the error quotes the patched object.
+    Patch,
+    /// A strategic merge patch: the error quotes the patch, printed as a Go map.
+    StrategicPatch(String),
+}
+
 /// Who writes, and how: the parameters of one write request.
 #[derive(Debug, Clone, Default)]
 pub struct WriteCtx {
     pub field_manager: Option<String>,
     pub field_validation: FieldValidation,
+    pub body_form: BodyForm,
     pub dry_run: bool,
     /// `force=true` on an apply: take conflicting fields from other managers.
     pub force: bool,
@@ -512,6 +525,9 @@ impl Store {
         old: Option<&Value>,
     ) -> Result<Vec<String>, ApiError> {
         if let Some(check) = res.typed_check {
+            let patched = Self::strict_patched(ctx, obj);
+            let unknown =
+                crate::openapi::prune_builtin(&res.group, &res.kind, obj).unwrap_or_default();
             let meta = obj.get("metadata").cloned();
             *obj = check(obj).map_err(|e| {
                 ApiError::bad_request(format!(
@@ -531,7 +547,7 @@ impl Store {
                     format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff)
                 });
             }
-            return Ok(Vec::new());
+            return Self::field_validation(ctx, res, version, &unknown, patched.as_deref());
         }
         let Some(def) = res.version(version) else {
             return Ok(Vec::new());
@@ -539,7 +555,14 @@ impl Store {
         let Some(schema) = def.schema.as_ref() else {
             return Ok(Vec::new());
         };
+        let patched = Self::strict_patched(ctx, obj);
+        let mut unknown = crate::openapi::prune_metadata(obj);
         let outcome = schema::apply(schema, obj);
+        unknown.extend(outcome.pruned.iter().cloned());
+        // Unknown fields fail in decoding, before any validation runs.
+        if ctx.field_validation == FieldValidation::Strict {
+            Self::field_validation(ctx, res, version, &unknown, patched.as_deref())?;
+        }
         if !outcome.errors.is_empty() {
             return Err(ApiError::invalid(
                 &res.kind,
@@ -561,18 +584,43 @@ impl Store {
         if !cel.is_empty() {
             return Err(ApiError::invalid(&res.kind, &res.group, name, cel));
         }
-        let warnings: Vec<String> = outcome
-            .pruned
+        Self::field_validation(ctx, res, version, &unknown, patched.as_deref())
+    }
+
+    /// The patched object as a strict patch error would quote it, taken before pruning.
+    fn strict_patched(ctx: &WriteCtx, obj: &Value) -> Option<String> {
+        match &ctx.body_form {
+            _ if ctx.field_validation != FieldValidation::Strict => None,
+            BodyForm::Object => None,
+            BodyForm::Patch => Some(obj.to_string()),
+            BodyForm::StrategicPatch(patch) => Some(patch.clone()),
+        }
+    }
+
+    /// `fieldValidation` on the unknown fields of a write (already removed from the object):
+    /// `Warn` turns each into a warning, `Strict` fails the write as kube-apiserver words it.
+    /// Apply bodies were checked before merging (see `patch`).
+    fn field_validation(
+        ctx: &WriteCtx,
+        res: &ResourceDef,
+        version: &str,
+        unknown: &[String],
+        patched: Option<&str>,
+    ) -> Result<Vec<String>, ApiError> {
+        if unknown.is_empty() || ctx.apply {
+            return Ok(Vec::new());
+        }
+        let errors: Vec<String> = unknown
             .iter()
             .map(|p| format!("unknown field \"{p}\""))
             .collect();
         match ctx.field_validation {
-            FieldValidation::Strict if !warnings.is_empty() => Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                warnings.join(", ")
-            ))),
-            FieldValidation::Warn => Ok(warnings),
-            _ => Ok(Vec::new()),
+            FieldValidation::Ignore => Ok(Vec::new()),
+            FieldValidation::Warn => Ok(errors),
+            FieldValidation::Strict => Err(match patched {
+                Some(patched) => ApiError::strict_patch(patched, &errors),
+                None => ApiError::strict_decoding(&res.kind, version, &errors),
+            }),
         }
     }
 
@@ -1050,6 +1098,30 @@ impl Store {
                 )],
             ));
         }
+        if patch_type == PatchType::Apply {
+            // Apply converts the configuration to the kind's schema first, and that fails on a
+            // field the schema does not declare, whatever the fieldValidation.
+            let undeclared = crate::openapi::undeclared_in_apply(res, version, body);
+            if !undeclared.is_empty() {
+                return Err(ApiError::undeclared_in_apply(
+                    ns,
+                    name,
+                    &res.group,
+                    version,
+                    &res.kind,
+                    &undeclared,
+                ));
+            }
+        }
+        let body_form = match patch_type {
+            PatchType::Json | PatchType::Merge => BodyForm::Patch,
+            PatchType::Strategic => BodyForm::StrategicPatch(crate::error::go_value(body)),
+            PatchType::Apply => BodyForm::Object,
+        };
+        let ctx = &WriteCtx {
+            body_form,
+            ..ctx.clone()
+        };
         let mut inner = self.lock();
         let old = inner
             .objects

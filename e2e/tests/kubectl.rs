@@ -69,13 +69,7 @@ async fn kubectl_lists_shows_and_server_side_applies() {
 
     let applied = kubectl(
         &kubeconfig,
-        &[
-            "apply",
-            "--server-side",
-            "--validate=false",
-            "-f",
-            manifest.to_str().unwrap(),
-        ],
+        &["apply", "--server-side", "-f", manifest.to_str().unwrap()],
     )
     .await;
     assert!(
@@ -144,13 +138,7 @@ async fn kubectl_lists_shows_and_server_side_applies() {
     .unwrap();
     kubectl(
         &kubeconfig,
-        &[
-            "apply",
-            "--server-side",
-            "--validate=false",
-            "-f",
-            manifest.to_str().unwrap(),
-        ],
+        &["apply", "--server-side", "-f", manifest.to_str().unwrap()],
     )
     .await;
     let cm: Value = serde_yaml::from_str(
