@@ -14,6 +14,7 @@ pub mod controls;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod managed;
 pub mod patch;
 pub mod process;
