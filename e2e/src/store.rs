@@ -1475,16 +1475,27 @@ impl Store {
                 )));
             }
             let body = crate::events::to_core(body);
-            let mut ok = self.patch(
-                ctx,
-                &core_res,
-                "v1",
-                ns,
-                name,
-                PatchType::Apply,
-                &body,
-                subresource,
-            )?;
+            let apply = |ctx: &WriteCtx| {
+                self.patch(
+                    ctx,
+                    &core_res,
+                    "v1",
+                    ns,
+                    name,
+                    PatchType::Apply,
+                    &body,
+                    subresource,
+                )
+            };
+            // The result is checked by this API's rules before it is written.
+            let dry = WriteCtx {
+                dry_run: true,
+                ..ctx.clone()
+            };
+            let old = self.get(&core_res.key(), ns, name);
+            let result = crate::events::to_events_v1(&apply(&dry)?.object);
+            crate::events::from_events_v1(res, version, result, ns, old.as_deref())?;
+            let mut ok = apply(ctx)?;
             ok.object = crate::events::to_events_v1(&ok.object);
             return Ok(ok);
         }

@@ -221,6 +221,54 @@ async fn events_k8s_io_requires_what_the_real_server_requires() {
 }
 
 #[tokio::test]
+async fn server_side_apply_through_events_k8s_io_is_checked_and_shared() {
+    let cluster = TestCluster::start().await.unwrap();
+    let client = cluster.client();
+    let new: Api<NewEvent> = Api::namespaced(client.clone(), "default");
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let applied = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "applied.1"},
+        "eventTime": "2026-11-27T10:00:00.000000Z",
+        "regarding": {"kind": "ConfigMap", "namespace": "default", "name": "cfg"},
+        "reportingController": "sluice", "reportingInstance": "sluice-0",
+        "action": "Apply", "reason": "Applied", "note": "first", "type": "Normal",
+    });
+    let params = PatchParams::apply("events-test");
+    let created = new
+        .patch("applied.1", &params, &Patch::Apply(&applied))
+        .await
+        .unwrap();
+    assert_eq!(created.note.as_deref(), Some("first"));
+    let stored = core.get("applied.1").await.unwrap();
+    assert_eq!(stored.message.as_deref(), Some("first"));
+    assert_eq!(stored.involved_object.name.as_deref(), Some("cfg"));
+
+    // Through events.k8s.io an Event's content is immutable, whichever way it is written.
+    let mut changed = applied.clone();
+    changed["note"] = json!("second");
+    assert_eq!(
+        code(
+            new.patch("applied.1", &params, &Patch::Apply(&changed))
+                .await
+        ),
+        422
+    );
+    assert_eq!(
+        core.get("applied.1").await.unwrap().message.as_deref(),
+        Some("first"),
+        "a refused apply leaves the stored event alone"
+    );
+    let mut repeated = applied.clone();
+    repeated["series"] = json!({"count": 2, "lastObservedTime": "2026-11-27T10:01:00.000000Z"});
+    new.patch("applied.1", &params, &Patch::Apply(&repeated))
+        .await
+        .unwrap();
+    let stored = core.get("applied.1").await.unwrap();
+    assert_eq!(stored.series.and_then(|s| s.count), Some(2));
+}
+
+#[tokio::test]
 async fn field_selectors_of_both_apis_select_the_same_events() {
     let cluster = TestCluster::start().await.unwrap();
     let client = cluster.client();
@@ -437,6 +485,10 @@ async fn kubectl_describe_shows_events_recorded_through_events_k8s_io() {
     );
     assert!(row.contains("error rate 7% above 5%"), "{row}");
 
+    for resource in ["events", "events.v1.events.k8s.io"] {
+        let table = kubectl(&kubeconfig, &["get", resource, "-n", "default"]).await;
+        assert!(table.contains("gizmo."), "{resource}: {table}");
+    }
     let listed = kubectl(
         &kubeconfig,
         &["get", "events", "-n", "default", "-o", "json"],
@@ -447,4 +499,22 @@ async fn kubectl_describe_shows_events_recorded_through_events_k8s_io() {
     assert_eq!(items.len(), 1, "{listed}");
     assert_eq!(items[0]["involvedObject"]["name"], "gizmo");
     assert_eq!(items[0]["message"], "error rate 7% above 5%");
+
+    let listed = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "events.v1.events.k8s.io",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["regarding"]["name"], "gizmo");
+    assert_eq!(items[0]["note"], "error rate 7% above 5%");
 }
