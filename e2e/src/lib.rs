@@ -16,6 +16,7 @@ pub mod crd_validation;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod managed;
 pub mod openapi;
 pub mod patch;

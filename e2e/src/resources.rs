@@ -41,7 +41,8 @@ static SCHEMA_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// drops unknown fields and rejects wrongly typed ones, as the real server's typed decoding does.
 pub type TypedCheck = fn(&Value) -> Result<Value, String>;
 
-/// A resource type, keyed by group and plural; all its versions share one storage.
+/// A resource type, keyed by group and plural; all its versions share one storage (and both Event
+/// APIs share one, see [`crate::events`]).
 #[derive(Debug, Clone)]
 pub struct ResourceDef {
     pub group: String,
@@ -91,7 +92,11 @@ impl ResourceDef {
         }
     }
 
+    /// Where the objects are stored: events.k8s.io/v1 Events share the core/v1 Events' storage.
     pub fn key(&self) -> ResKey {
+        if crate::events::is_events_api(self) {
+            return crate::events::storage_key();
+        }
         ResKey::new(&self.group, &self.plural)
     }
 

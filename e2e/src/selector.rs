@@ -220,17 +220,7 @@ impl FieldSelector {
             let field = field.trim();
             let supported = matches!(field, "metadata.name" | "metadata.namespace")
                 || (kind == "Pod" && matches!(field, "status.phase" | "spec.nodeName"))
-                || (kind == "Event"
-                    && matches!(
-                        field,
-                        "involvedObject.name"
-                            | "involvedObject.kind"
-                            | "involvedObject.namespace"
-                            | "reason"
-                            | "type"
-                            | "regarding.name"
-                            | "regarding.kind"
-                    ));
+                || (kind == "Event" && crate::events::SELECTABLE.contains(&field));
             if !supported {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {field}"

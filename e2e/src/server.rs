@@ -359,8 +359,12 @@ fn write_ctx(query: &HashMap<String, String>, headers: &HeaderMap, apply: bool) 
     }
 }
 
-/// Sets the apiVersion an object is served at (CRD versions share storage, `None` conversion).
+/// Sets the apiVersion an object is served at (CRD versions share storage, `None` conversion);
+/// stored Events are converted to the events.k8s.io/v1 shape for that API.
 fn at_version(obj: &Value, res: &ResourceDef, version: &str) -> Value {
+    if crate::events::is_events_api(res) {
+        return crate::events::to_events_v1(obj);
+    }
     let mut obj = obj.clone();
     obj["apiVersion"] = json!(res.api_version(version));
     obj["kind"] = json!(res.kind);
@@ -398,6 +402,8 @@ async fn serve_inner(
 ) -> Result<Response, ApiError> {
     let store = &state.store;
     let res = &t.res;
+    let event_query = crate::events::storage_query(res, query)?;
+    let query = event_query.as_ref().unwrap_or(query);
     let ns = t.namespace.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
     if res.namespaced && t.namespace.is_none() && !matches!(verb, "list" | "watch") {
@@ -493,6 +499,11 @@ async fn serve_inner(
             let opts = delete_opts(query, body)?;
             let (obj, pending) = store.delete(res, &ns, &name, &opts)?;
             if pending || res.custom {
+                let obj = if crate::events::is_events_api(res) {
+                    at_version(&obj, res, &t.version)
+                } else {
+                    obj
+                };
                 return Ok(json_response(StatusCode::OK, &obj, &[]));
             }
             let status = json!({
@@ -900,6 +911,9 @@ fn watch(
     let stream = async_stream::stream! {
         let mut progress = start_rv;
         let serve = |obj: &Value| -> Value {
+            if crate::events::is_events_api(&res) {
+                return at_version(obj, &res, &version);
+            }
             let mut o = obj.clone();
             o["apiVersion"] = json!(api_version);
             o

@@ -240,7 +240,7 @@ impl Store {
         let (events, _) = broadcast::channel(history_limit.max(1024) * 4);
         let mut resources = BTreeMap::new();
         for r in resources::builtins() {
-            resources.insert(r.key(), Arc::new(r));
+            resources.insert(ResKey::new(&r.group, &r.plural), Arc::new(r));
         }
         let store = Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -547,6 +547,7 @@ impl Store {
                     format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff)
                 });
             }
+            crate::events::validate_core_write(res, obj)?;
             return Self::field_validation(ctx, res, version, &unknown, patched.as_deref());
         }
         let Some(def) = res.version(version) else {
@@ -692,6 +693,9 @@ impl Store {
         ns: &str,
         mut obj: Value,
     ) -> Result<WriteOk, ApiError> {
+        if crate::events::is_events_api(res) {
+            return self.create_events_v1(ctx, res, version, ns, obj);
+        }
         Self::check_type_meta(res, version, &mut obj)?;
         if meta_str(&obj, "resourceVersion").is_some() {
             return Err(ApiError::bad_request(
@@ -850,6 +854,9 @@ impl Store {
         obj: Value,
         subresource: Option<&str>,
     ) -> Result<WriteOk, ApiError> {
+        if crate::events::is_events_api(res) {
+            return self.write_events_v1(ctx, res, version, ns, name, EventsV1Write::Replace(obj));
+        }
         let mut inner = self.lock();
         self.update_locked(
             &mut inner,
@@ -1122,6 +1129,10 @@ impl Store {
             body_form,
             ..ctx.clone()
         };
+        if crate::events::is_events_api(res) {
+            let write = EventsV1Write::Patch(patch_type, body, subresource);
+            return self.write_events_v1(ctx, res, version, ns, name, write);
+        }
         let mut inner = self.lock();
         let old = inner
             .objects
@@ -1483,6 +1494,122 @@ impl Store {
             self.commit(inner, &res, &ns, &name, None, Some(obj));
         }
         inner.resources.remove(&key);
+    }
+}
+
+/// A write of an existing Event through events.k8s.io/v1.
+enum EventsV1Write<'a> {
+    Replace(Value),
+    Patch(PatchType, &'a Value, Option<&'a str>),
+}
+
+/// Writes through events.k8s.io/v1: checked in that API's shape and rules, stored as the core/v1
+/// Event they convert to, answered in the events.k8s.io/v1 shape.
+impl Store {
+    fn core_events(&self) -> Result<Arc<ResourceDef>, ApiError> {
+        self.resource("", "events")
+            .ok_or_else(|| ApiError::internal("core/v1 events are not served"))
+    }
+
+    fn create_events_v1(
+        &self,
+        ctx: &WriteCtx,
+        res: &ResourceDef,
+        version: &str,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<WriteOk, ApiError> {
+        Self::check_type_meta(res, version, &mut obj)?;
+        let core = crate::events::from_events_v1(res, version, obj, ns, None)?;
+        let core_res = self.core_events()?;
+        let mut ok = self.create(ctx, &core_res, "v1", ns, core)?;
+        ok.object = crate::events::to_events_v1(&ok.object);
+        Ok(ok)
+    }
+
+    fn write_events_v1(
+        &self,
+        ctx: &WriteCtx,
+        res: &ResourceDef,
+        version: &str,
+        ns: &str,
+        name: &str,
+        write: EventsV1Write<'_>,
+    ) -> Result<WriteOk, ApiError> {
+        let core_res = self.core_events()?;
+        if let EventsV1Write::Patch(PatchType::Apply, body, subresource) = write {
+            // Field ownership is tracked on the stored shape: the applied configuration is
+            // converted as a partial Event.
+            if let Some(av) = body.get("apiVersion").and_then(Value::as_str)
+                && av != res.api_version(version)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({av}) does not match the expected API version ({})",
+                    res.api_version(version)
+                )));
+            }
+            let body = crate::events::to_core(body);
+            let apply = |ctx: &WriteCtx| {
+                self.patch(
+                    ctx,
+                    &core_res,
+                    "v1",
+                    ns,
+                    name,
+                    PatchType::Apply,
+                    &body,
+                    subresource,
+                )
+            };
+            // The result is checked by this API's rules before it is written.
+            let dry = WriteCtx {
+                dry_run: true,
+                ..ctx.clone()
+            };
+            let old = self.get(&core_res.key(), ns, name);
+            let result = crate::events::to_events_v1(&apply(&dry)?.object);
+            crate::events::from_events_v1(res, version, result, ns, old.as_deref())?;
+            let mut ok = apply(ctx)?;
+            ok.object = crate::events::to_events_v1(&ok.object);
+            return Ok(ok);
+        }
+        let mut inner = self.lock();
+        let old = inner
+            .objects
+            .get(&core_res.key())
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&res.qualified(), name))?;
+        let (mut obj, subresource) = match write {
+            EventsV1Write::Replace(obj) => (obj, None),
+            EventsV1Write::Patch(patch_type, body, subresource) => {
+                // Patches are written against the shape the client sees.
+                let mut target = crate::events::to_events_v1(&old);
+                match patch_type {
+                    PatchType::Json => patch::json_patch(&mut target, body)?,
+                    PatchType::Merge => patch::merge_patch(&mut target, body),
+                    PatchType::Strategic | PatchType::Apply => {
+                        patch::strategic_merge(&mut target, body)
+                    }
+                }
+                (target, subresource)
+            }
+        };
+        Self::check_type_meta(res, version, &mut obj)?;
+        let core = crate::events::from_events_v1(res, version, obj, ns, Some(&old))?;
+        let mut ok = self.update_locked(
+            &mut inner,
+            ctx,
+            &core_res,
+            "v1",
+            ns,
+            name,
+            core,
+            subresource,
+            Ownership::Update,
+        )?;
+        ok.object = crate::events::to_events_v1(&ok.object);
+        Ok(ok)
     }
 }
 
