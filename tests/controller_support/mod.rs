@@ -52,6 +52,8 @@ pub struct Setup {
     pub simulation: bool,
     /// How long a simulated pod takes to become ready (None: the test cluster's default).
     pub pod_ready_delay: Option<Duration>,
+    /// Sluice's CRDs are installed.
+    pub crds: bool,
     /// The Istio CRDs are installed (on a real cluster: only when it lacks them).
     pub istio: bool,
 }
@@ -62,6 +64,7 @@ impl Setup {
         Setup {
             simulation: true,
             pod_ready_delay: Some(Duration::from_millis(200)),
+            crds: true,
             istio: true,
         }
     }
@@ -163,7 +166,9 @@ impl Target {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         if let Some(kubeconfig) = real_kubeconfig() {
             let client = real_client(&kubeconfig).await;
-            apply_crds(&client, crd_files(&root.join("crds")), false).await;
+            if setup.crds {
+                apply_crds(&client, crd_files(&root.join("crds")), false).await;
+            }
             if setup.istio {
                 apply_crds(&client, crd_files(&root.join("e2e/crds")), true).await;
             }
@@ -195,9 +200,11 @@ impl Target {
             builder = builder.pod_ready_delay(delay);
         }
         let cluster = builder.start().await.expect("test cluster");
-        cluster
-            .load_crds_from_dir(&root.join("crds"))
-            .expect("crds");
+        if setup.crds {
+            cluster
+                .load_crds_from_dir(&root.join("crds"))
+                .expect("crds");
+        }
         if setup.istio {
             cluster.install_istio_crds().expect("istio crds");
         }
