@@ -3,9 +3,12 @@
 //! and a real Prometheus, succeeds on a healthy canary and fails on a bad one (30% errors,
 //! 300 ms added latency).
 
+mod controller_support;
+
 use std::path::Path;
 use std::time::Duration;
 
+use controller_support::skip_on_real_cluster;
 use serde_json::json;
 use sluice::analysis::args::{ResolvedArgs, merge_args};
 use sluice::analysis::condition::{Condition, Conditions};
@@ -160,6 +163,9 @@ async fn measure(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_template_passes_a_good_canary_and_fails_a_bad_one_through_real_prometheus() {
+    if skip_on_real_cluster("needs pod processes the test cluster runs (the demo app)") {
+        return;
+    }
     let cluster = TestCluster::builder()
         .pod_ready_delay(Duration::from_millis(200))
         .start()

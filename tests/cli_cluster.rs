@@ -4,6 +4,8 @@
 //! The controller is not running here: each test leaves the Rollout, its ReplicaSets and its
 //! AnalysisRun as a controller would (status subresource patches), then runs the command.
 
+mod controller_support;
+
 use std::path::Path;
 use std::process::Output as ProcessOutput;
 
@@ -17,23 +19,36 @@ use sluice::cli::kube::{CliError, Target};
 use sluice::cli::{explain, get, info, list, status};
 use sluice_e2e::{Fault, TestCluster};
 
+use controller_support::{self as support, Setup, skip_on_real_cluster};
+
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const STABLE: &str = "6d5b8c7f4";
 const CANARY: &str = "7f9c6b5d8";
 
-async fn cluster() -> Result<TestCluster> {
+/// What a real cluster's ReplicaSet controller would overwrite.
+const NEEDS_NO_WORKLOAD_CONTROLLERS: &str =
+    "needs a cluster without workload controllers (the test writes ReplicaSet status)";
+/// Other tests' Rollouts share a real cluster.
+const NEEDS_OWN_CLUSTER: &str = "lists Rollouts of every namespace, so needs a cluster of its own";
+const NEEDS_STORE: &str = "reads the test cluster's store";
+
+async fn cluster() -> Result<support::Target> {
     // No simulated ReplicaSet controller or kubelet: the tests write every status themselves,
     // so what the CLI shows is exactly what the test set up.
-    let cluster = TestCluster::builder().without_simulation().start().await?;
-    cluster.load_crds_from_dir(Path::new("crds"))?;
-    Ok(cluster)
+    Ok(support::Target::start(Setup {
+        simulation: false,
+        pod_ready_delay: None,
+        crds: true,
+        istio: false,
+    })
+    .await)
 }
 
-fn target(cluster: &TestCluster) -> Target {
+fn target(cluster: &support::Target) -> Target {
     Target {
         client: cluster.client(),
-        namespace: "default".into(),
+        namespace: cluster.ns.clone(),
         server: cluster.url().to_string(),
     }
 }
@@ -42,7 +57,7 @@ fn rollout_manifest() -> Value {
     json!({
         "apiVersion": "sluice.dev/v1alpha1",
         "kind": "Rollout",
-        "metadata": {"name": "web", "namespace": "default"},
+        "metadata": {"name": "web"},
         "spec": {
             "replicas": 5,
             "selector": {"matchLabels": {"app": "web"}},
@@ -68,9 +83,9 @@ fn rollout_manifest() -> Value {
 }
 
 /// Creates the Rollout and its two ReplicaSets (stable web:1 revision 1, canary web:2 revision 2).
-async fn seed(cluster: &TestCluster) -> Result<Rollout> {
+async fn seed(cluster: &support::Target) -> Result<Rollout> {
     let client = cluster.client();
-    let ros: Api<Rollout> = Api::namespaced(client.clone(), "default");
+    let ros: Api<Rollout> = Api::namespaced(client.clone(), &cluster.ns);
     let ro: Rollout = serde_json::from_value(rollout_manifest())?;
     let ro = ros.create(&PostParams::default(), &ro).await?;
     let uid = ro.metadata.uid.clone().ok_or("no uid")?;
@@ -78,14 +93,14 @@ async fn seed(cluster: &TestCluster) -> Result<Rollout> {
         "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout", "name": "web", "uid": uid,
         "controller": true, "blockOwnerDeletion": true
     }]);
-    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), &cluster.ns);
     for (hash, revision, image, replicas, ready) in
         [(STABLE, "1", "web:1", 4, 4), (CANARY, "2", "web:2", 1, 1)]
     {
         let rs: ReplicaSet = serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {
-                "name": format!("web-{hash}"), "namespace": "default",
+                "name": format!("web-{hash}"), "namespace": cluster.ns,
                 "labels": {"app": "web", "rollouts-pod-template-hash": hash},
                 "annotations": {"rollout.sluice.dev/revision": revision},
                 "ownerReferences": owner
@@ -112,8 +127,8 @@ async fn seed(cluster: &TestCluster) -> Result<Rollout> {
     Ok(ro)
 }
 
-async fn set_status(cluster: &TestCluster, status: Value) -> Result {
-    let ros: Api<Rollout> = Api::namespaced(cluster.client(), "default");
+async fn set_status(cluster: &support::Target, status: Value) -> Result {
+    let ros: Api<Rollout> = Api::namespaced(cluster.client(), &cluster.ns);
     ros.patch_status(
         "web",
         &PatchParams::default(),
@@ -211,12 +226,12 @@ fn paused_status() -> Value {
 }
 
 /// The step AnalysisRun of revision 2, with `values` measured (each Failed when below 0.95).
-async fn seed_run(cluster: &TestCluster, ro: &Rollout, phase: &str, values: &[f64]) -> Result {
-    let runs: Api<AnalysisRun> = Api::namespaced(cluster.client(), "default");
+async fn seed_run(cluster: &support::Target, ro: &Rollout, phase: &str, values: &[f64]) -> Result {
+    let runs: Api<AnalysisRun> = Api::namespaced(cluster.client(), &cluster.ns);
     let run: AnalysisRun = serde_json::from_value(json!({
         "apiVersion": "sluice.dev/v1alpha1", "kind": "AnalysisRun",
         "metadata": {
-            "name": "web-7f9c6b5d8-2", "namespace": "default",
+            "name": "web-7f9c6b5d8-2", "namespace": cluster.ns,
             "labels": {"rollouts-pod-template-hash": CANARY, "rollout-type": "Step", "step-index": "2"},
             "ownerReferences": [{
                 "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout", "name": "web",
@@ -266,8 +281,8 @@ async fn seed_run(cluster: &TestCluster, ro: &Rollout, phase: &str, values: &[f6
     Ok(())
 }
 
-async fn rollout(cluster: &TestCluster) -> Result<Rollout> {
-    let ros: Api<Rollout> = Api::namespaced(cluster.client(), "default");
+async fn rollout(cluster: &support::Target) -> Result<Rollout> {
+    let ros: Api<Rollout> = Api::namespaced(cluster.client(), &cluster.ns);
     Ok(ros.get("web").await?)
 }
 
@@ -276,6 +291,9 @@ async fn rollout(cluster: &TestCluster) -> Result<Rollout> {
 
 #[tokio::test]
 async fn get_shows_step_weights_revisions_and_analysis_values() -> Result {
+    if skip_on_real_cluster(NEEDS_NO_WORKLOAD_CONTROLLERS) {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     let ro = seed(&cluster).await?;
     set_status(&cluster, progressing_status()).await?;
@@ -410,6 +428,9 @@ async fn an_unobserved_spec_change_reads_as_progressing() -> Result {
 
 #[tokio::test]
 async fn list_shows_one_row_per_rollout() -> Result {
+    if skip_on_real_cluster(NEEDS_OWN_CLUSTER) {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     seed(&cluster).await?;
     set_status(&cluster, progressing_status()).await?;
@@ -434,14 +455,18 @@ async fn list_shows_one_row_per_rollout() -> Result {
 // ---------------------------------------------------------------------------------------------
 // actions
 
-async fn stored_rollout(cluster: &TestCluster) -> Result<Value> {
+async fn stored_rollout(cluster: &support::Target) -> Result<Value> {
     cluster
-        .object("sluice.dev", "rollouts", "default", "web")
+        .controls()
+        .object("sluice.dev", "rollouts", &cluster.ns, "web")
         .ok_or_else(|| "rollout missing".into())
 }
 
 #[tokio::test]
 async fn promote_clears_a_pause_step_without_moving_the_index() -> Result {
+    if skip_on_real_cluster(NEEDS_STORE) {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     seed(&cluster).await?;
     set_status(&cluster, paused_status()).await?;
@@ -461,6 +486,9 @@ async fn promote_clears_a_pause_step_without_moving_the_index() -> Result {
 
 #[tokio::test]
 async fn promote_mid_step_skips_it_and_full_sets_promote_full() -> Result {
+    if skip_on_real_cluster(NEEDS_STORE) {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     seed(&cluster).await?;
     set_status(&cluster, progressing_status()).await?;
@@ -491,6 +519,9 @@ async fn promote_mid_step_skips_it_and_full_sets_promote_full() -> Result {
 
 #[tokio::test]
 async fn promote_of_an_inconclusive_step_advances_past_it() -> Result {
+    if skip_on_real_cluster(NEEDS_STORE) {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     seed(&cluster).await?;
     let mut s = progressing_status();
@@ -515,6 +546,9 @@ async fn promote_of_an_inconclusive_step_advances_past_it() -> Result {
 
 #[tokio::test]
 async fn abort_then_retry_flip_status_abort() -> Result {
+    if skip_on_real_cluster(NEEDS_STORE) {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     seed(&cluster).await?;
     set_status(&cluster, progressing_status()).await?;
@@ -560,11 +594,14 @@ async fn abort_then_retry_flip_status_abort() -> Result {
 
 #[tokio::test]
 async fn actions_on_a_healthy_rollout_are_refused_with_the_reason() -> Result {
+    if skip_on_real_cluster("needs the write log") {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     seed(&cluster).await?;
     set_status(&cluster, healthy_status()).await?;
     let t = target(&cluster);
-    let before = cluster.writes().len();
+    let before = cluster.controls().writes().len();
     for (action, expected) in [
         (
             Action::Promote { full: false },
@@ -601,7 +638,7 @@ async fn actions_on_a_healthy_rollout_are_refused_with_the_reason() -> Result {
         assert_eq!(err.to_string(), expected);
     }
     assert_eq!(
-        cluster.writes().len(),
+        cluster.controls().writes().len(),
         before,
         "a refused action writes nothing"
     );
@@ -610,6 +647,9 @@ async fn actions_on_a_healthy_rollout_are_refused_with_the_reason() -> Result {
 
 #[tokio::test]
 async fn pause_resume_restart_and_set_image_patch_the_spec() -> Result {
+    if skip_on_real_cluster("needs the write log and reads the test cluster's store") {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     seed(&cluster).await?;
     set_status(&cluster, progressing_status()).await?;
@@ -652,6 +692,7 @@ async fn pause_resume_restart_and_set_image_patch_the_spec() -> Result {
     // The CLI writes under its own field manager, never the controller's.
     assert!(
         cluster
+            .controls()
             .writes()
             .iter()
             .all(|w| w.field_manager.as_deref() != Some("sluice"))
@@ -677,6 +718,9 @@ async fn resume_of_a_controller_pause_points_to_promote() -> Result {
 
 #[tokio::test]
 async fn undo_replaces_the_template_with_the_previous_revision() -> Result {
+    if skip_on_real_cluster(NEEDS_STORE) {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     seed(&cluster).await?;
     set_status(&cluster, progressing_status()).await?;
@@ -722,6 +766,9 @@ async fn undo_replaces_the_template_with_the_previous_revision() -> Result {
 
 #[tokio::test]
 async fn explain_an_abort_by_analysis() -> Result {
+    if skip_on_real_cluster(NEEDS_NO_WORKLOAD_CONTROLLERS) {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     let ro = seed(&cluster).await?;
     set_status(&cluster, aborted_status()).await?;
@@ -742,6 +789,9 @@ async fn explain_an_abort_by_analysis() -> Result {
 
 #[tokio::test]
 async fn explain_progress_pause_and_health() -> Result {
+    if skip_on_real_cluster(NEEDS_NO_WORKLOAD_CONTROLLERS) {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     let ro = seed(&cluster).await?;
     set_status(&cluster, progressing_status()).await?;
@@ -796,7 +846,7 @@ async fn status_verdicts() -> Result {
         ),
     ] {
         // Replace, not merge, so fields of the previous case do not linger.
-        let ros: Api<Rollout> = Api::namespaced(cluster.client(), "default");
+        let ros: Api<Rollout> = Api::namespaced(cluster.client(), &cluster.ns);
         let mut ro = ros.get("web").await?;
         ro.status = Some(serde_json::from_value(s)?);
         ros.replace_status("web", &PostParams::default(), &ro)
@@ -815,6 +865,9 @@ async fn status_verdicts() -> Result {
 
 #[tokio::test]
 async fn not_found_and_forbidden_are_one_line() -> Result {
+    if skip_on_real_cluster("needs fault injection") {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     seed(&cluster).await?;
     let t = target(&cluster);
@@ -825,7 +878,9 @@ async fn not_found_and_forbidden_are_one_line() -> Result {
     );
 
     set_status(&cluster, progressing_status()).await?;
-    cluster.inject(Fault::fail(403).verb("patch").resource("rollouts"));
+    cluster
+        .controls()
+        .inject(Fault::fail(403).verb("patch").resource("rollouts"));
     let err = actions::execute(&t, "web", &Action::Abort)
         .await
         .err()
@@ -841,6 +896,9 @@ async fn not_found_and_forbidden_are_one_line() -> Result {
 
 #[tokio::test]
 async fn missing_crds_and_unreachable_cluster_are_named() -> Result {
+    if skip_on_real_cluster("needs a cluster without Sluice's CRDs") {
+        return Ok(());
+    }
     let bare = TestCluster::builder().without_simulation().start().await?;
     let t = Target {
         client: bare.client(),
@@ -971,6 +1029,9 @@ async fn binary_status_exit_codes_and_action_output() -> Result {
 
 #[tokio::test]
 async fn binary_get_list_explain_and_context_flags() -> Result {
+    if skip_on_real_cluster(NEEDS_OWN_CLUSTER) {
+        return Ok(());
+    }
     let cluster = cluster().await?;
     let ro = seed(&cluster).await?;
     set_status(&cluster, aborted_status()).await?;

@@ -2,17 +2,19 @@
 //! promote, abort, explain, retry and promote --full, each as a user would type them, with the
 //! controller reacting to the CLI's patches.
 
+mod controller_support;
+
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use controller_support::{Setup, Target, start_controller};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use sluice::api::rollout::Rollout;
 use sluice::controller::{self, ControllerConfig};
-use sluice_e2e::TestCluster;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -59,16 +61,23 @@ async fn wait_view(kubeconfig: &Path, what: &str, cond: impl Fn(&Value) -> bool)
     }
 }
 
-/// The test cluster with Services, the stable Ingress, a running controller and Rollout `web`
+/// The cluster with pods that start in 200 ms on the test cluster, Sluice's CRDs, and no Istio.
+async fn cluster() -> Target {
+    Target::start(Setup {
+        simulation: true,
+        pod_ready_delay: Some(Duration::from_millis(200)),
+        crds: true,
+        istio: false,
+    })
+    .await
+}
+
+/// The cluster with Services, the stable Ingress, a running controller and Rollout `web`
 /// (web:1, two indefinite pauses).
-async fn start() -> Result<(TestCluster, controller::Running)> {
-    let cluster = TestCluster::builder()
-        .pod_ready_delay(Duration::from_millis(200))
-        .start()
-        .await?;
-    cluster.load_crds_from_dir(Path::new("crds"))?;
+async fn start() -> Result<(Target, controller::Running)> {
+    let cluster = cluster().await;
     let client = cluster.client();
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), &cluster.ns);
     for name in ["web-stable", "web-canary"] {
         let svc: Service = serde_json::from_value(json!({
             "metadata": {"name": name},
@@ -76,7 +85,7 @@ async fn start() -> Result<(TestCluster, controller::Running)> {
         }))?;
         services.create(&PostParams::default(), &svc).await?;
     }
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "default");
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &cluster.ns);
     let ing: Ingress = serde_json::from_value(json!({
         "metadata": {"name": "web", "annotations": {"kubernetes.io/ingress.class": "nginx"}},
         "spec": {"rules": [{"host": "web.example", "http": {"paths": [{
@@ -85,12 +94,12 @@ async fn start() -> Result<(TestCluster, controller::Running)> {
         }]}}]}
     }))?;
     ingresses.create(&PostParams::default(), &ing).await?;
-    let running = controller::start(client.clone(), ControllerConfig::default()).await?;
+    let running = start_controller(&cluster, ControllerConfig::default()).await;
 
-    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), "default");
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &cluster.ns);
     let ro: Rollout = serde_json::from_value(json!({
         "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": "web", "namespace": "default"},
+        "metadata": {"name": "web", "namespace": cluster.ns},
         "spec": {
             "replicas": 4,
             "selector": {"matchLabels": {"app": "web"}},
@@ -383,11 +392,7 @@ async fn fake_prometheus(value: &'static str) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_names_the_measurement_that_aborted_a_real_rollout() -> Result {
     let prometheus = fake_prometheus("0.82").await?;
-    let cluster = TestCluster::builder()
-        .pod_ready_delay(Duration::from_millis(200))
-        .start()
-        .await?;
-    cluster.load_crds_from_dir(Path::new("crds"))?;
+    let cluster = cluster().await;
     let client = cluster.client();
     let config = ControllerConfig {
         prometheus: sluice::metrics::prometheus::PrometheusConfig {
@@ -396,9 +401,10 @@ async fn explain_names_the_measurement_that_aborted_a_real_rollout() -> Result {
         },
         ..ControllerConfig::default()
     };
-    let _controller = controller::start(client.clone(), config).await?;
+    let _controller = start_controller(&cluster, config).await;
     let dir = tempfile::tempdir()?;
     let manifest = dir.path().join("web.yaml");
+    let namespace = &cluster.ns;
     std::fs::write(
         &manifest,
         format!(
@@ -406,7 +412,7 @@ async fn explain_names_the_measurement_that_aborted_a_real_rollout() -> Result {
 kind: Rollout
 metadata:
   name: web
-  namespace: default
+  namespace: {namespace}
 spec:
   replicas: 2
   selector:
@@ -431,7 +437,7 @@ apiVersion: sluice.dev/v1alpha1
 kind: AnalysisTemplate
 metadata:
   name: success-rate
-  namespace: default
+  namespace: {namespace}
 spec:
   metrics:
   - name: success-rate
@@ -456,7 +462,7 @@ spec:
         match value["kind"].as_str() {
             Some("Rollout") => {
                 let ro: Rollout = serde_json::from_value(value)?;
-                Api::<Rollout>::namespaced(client.clone(), "default")
+                Api::<Rollout>::namespaced(client.clone(), &cluster.ns)
                     .create(&PostParams::default(), &ro)
                     .await?;
             }
@@ -464,7 +470,7 @@ spec:
                 let t: sluice::api::analysis::AnalysisTemplate = serde_json::from_value(value)?;
                 Api::<sluice::api::analysis::AnalysisTemplate>::namespaced(
                     client.clone(),
-                    "default",
+                    &cluster.ns,
                 )
                 .create(&PostParams::default(), &t)
                 .await?;

@@ -2,7 +2,8 @@
 //! test cluster, while the test moves the rollout on as a controller would. `capture-pane`
 //! snapshots must show the step, the weight and the analysis values change, redrawn in place.
 
-use std::path::Path;
+mod controller_support;
+
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -10,7 +11,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use sluice::api::analysis::AnalysisRun;
 use sluice::api::rollout::Rollout;
-use sluice_e2e::TestCluster;
+
+use controller_support::{Setup, Target};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -133,11 +135,11 @@ impl Drop for Tmux {
     }
 }
 
-async fn seed(client: &kube::Client) -> Result {
-    let ros: Api<Rollout> = Api::namespaced(client.clone(), "default");
+async fn seed(client: &kube::Client, ns: &str) -> Result {
+    let ros: Api<Rollout> = Api::namespaced(client.clone(), ns);
     let ro: Rollout = serde_json::from_value(json!({
         "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": "web", "namespace": "default"},
+        "metadata": {"name": "web", "namespace": ns},
         "spec": {
             "replicas": 4,
             "selector": {"matchLabels": {"app": "web"}},
@@ -158,11 +160,11 @@ async fn seed(client: &kube::Client) -> Result {
     let ro = ros.create(&PostParams::default(), &ro).await?;
     let owner = json!([{"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout", "name": "web",
                         "uid": ro.metadata.uid.clone().ok_or("no uid")?, "controller": true}]);
-    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
     for (hash, rev, image, n) in [("aaa111", "1", "web:1", 3), ("bbb222", "2", "web:2", 1)] {
         let rs: ReplicaSet = serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": {"name": format!("web-{hash}"), "namespace": "default",
+            "metadata": {"name": format!("web-{hash}"), "namespace": ns,
                          "labels": {"app": "web", "rollouts-pod-template-hash": hash},
                          "annotations": {"rollout.sluice.dev/revision": rev},
                          "ownerReferences": owner},
@@ -181,10 +183,10 @@ async fn seed(client: &kube::Client) -> Result {
         )
         .await?;
     }
-    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), "default");
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), ns);
     let run: AnalysisRun = serde_json::from_value(json!({
         "apiVersion": "sluice.dev/v1alpha1", "kind": "AnalysisRun",
-        "metadata": {"name": "web-bbb222-1", "namespace": "default",
+        "metadata": {"name": "web-bbb222-1", "namespace": ns,
                      "labels": {"rollouts-pod-template-hash": "bbb222", "rollout-type": "Step", "step-index": "1"},
                      "ownerReferences": owner},
         "spec": {"metrics": [{"name": "success-rate", "interval": "10s", "successCondition": "result[0] >= 0.95",
@@ -194,8 +196,8 @@ async fn seed(client: &kube::Client) -> Result {
     Ok(())
 }
 
-async fn set_rollout(client: &kube::Client, index: i32, weight: i32) -> Result {
-    let ros: Api<Rollout> = Api::namespaced(client.clone(), "default");
+async fn set_rollout(client: &kube::Client, ns: &str, index: i32, weight: i32) -> Result {
+    let ros: Api<Rollout> = Api::namespaced(client.clone(), ns);
     ros.patch_status(
         "web",
         &PatchParams::default(),
@@ -209,8 +211,8 @@ async fn set_rollout(client: &kube::Client, index: i32, weight: i32) -> Result {
     Ok(())
 }
 
-async fn set_measurements(client: &kube::Client, values: &[&str]) -> Result {
-    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), "default");
+async fn set_measurements(client: &kube::Client, ns: &str, values: &[&str]) -> Result {
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), ns);
     let measurements: Vec<Value> = values
         .iter()
         .map(|v| json!({"phase": "Successful", "value": v}))
@@ -229,11 +231,16 @@ async fn set_measurements(client: &kube::Client, values: &[&str]) -> Result {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
-    let cluster = TestCluster::builder().without_simulation().start().await?;
-    cluster.load_crds_from_dir(Path::new("crds"))?;
+    let cluster = Target::start(Setup {
+        simulation: false,
+        pod_ready_delay: None,
+        crds: true,
+        istio: false,
+    })
+    .await;
     let client = cluster.client();
-    seed(&client).await?;
-    set_rollout(&client, 0, 20).await?;
+    seed(&client, &cluster.ns).await?;
+    set_rollout(&client, &cluster.ns, 0, 20).await?;
 
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
@@ -272,8 +279,8 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
     );
 
     // The controller moves to the analysis step and the run measures.
-    set_rollout(&client, 1, 20).await?;
-    set_measurements(&client, &["[0.991]"]).await?;
+    set_rollout(&client, &cluster.ns, 1, 20).await?;
+    set_measurements(&client, &cluster.ns, &["[0.991]"]).await?;
     let second = tmux
         .wait_for(&["  Step:         2/4", "last [0.991]"])
         .await?;
@@ -282,8 +289,8 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
         "{second}"
     );
 
-    set_measurements(&client, &["[0.991]", "[0.987]"]).await?;
-    set_rollout(&client, 2, 50).await?;
+    set_measurements(&client, &cluster.ns, &["[0.991]", "[0.987]"]).await?;
+    set_rollout(&client, &cluster.ns, 2, 50).await?;
     let third = tmux
         .wait_for(&[
             "  Step:         3/4",
@@ -338,7 +345,7 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
     ])?;
     tmux.wait_for_in("short", &["  Step:         3/4", "more lines"])
         .await?;
-    set_rollout(&client, 3, 50).await?;
+    set_rollout(&client, &cluster.ns, 3, 50).await?;
     let short = tmux.wait_for_in("short", &["  Step:         4/4"]).await?;
     assert_eq!(short.matches("Name:").count(), 1, "{short}");
     assert!(!short.contains("3/4"), "{short}");

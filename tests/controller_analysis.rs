@@ -54,12 +54,11 @@ async fn env_with_prometheus(prom: &PrometheusServer) -> Env {
     };
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
-    let templates: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), NS);
+    let templates: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), env.ns());
+    let mut template: AnalysisTemplate = serde_yaml::from_str(TEMPLATE).unwrap();
+    template.metadata.namespace = None;
     templates
-        .create(
-            &PostParams::default(),
-            &serde_yaml::from_str(TEMPLATE).unwrap(),
-        )
+        .create(&PostParams::default(), &template)
         .await
         .unwrap();
     env
@@ -72,7 +71,7 @@ fn step_analysis(value: &str) -> String {
 }
 
 async fn runs(env: &Env) -> Vec<AnalysisRun> {
-    let api: Api<AnalysisRun> = Api::namespaced(env.client.clone(), NS);
+    let api: Api<AnalysisRun> = Api::namespaced(env.client.clone(), env.ns());
     api.list(&Default::default()).await.unwrap().items
 }
 

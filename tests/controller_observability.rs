@@ -90,7 +90,7 @@ async fn admin_endpoints_and_metrics_follow_the_rollout() {
         &s,
         "sluice_rollout_info",
         &[
-            ("namespace", "default"),
+            ("namespace", env.ns()),
             ("name", "web"),
             ("phase", "Paused"),
             ("strategy", "canary"),
@@ -117,7 +117,7 @@ async fn admin_endpoints_and_metrics_follow_the_rollout() {
     );
 
     // Events on the transitions.
-    let events: Api<EventV1> = Api::namespaced(env.client.clone(), NS);
+    let events: Api<EventV1> = Api::namespaced(env.client.clone(), env.ns());
     let reasons: Vec<String> = events
         .list(&ListParams::default())
         .await

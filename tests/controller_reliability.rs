@@ -59,6 +59,9 @@ impl Lcg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_controller_reaches_the_same_outcome_50_times() {
+    if skip_on_real_cluster("needs the write log") {
+        return;
+    }
     let mut env = Env::new().await;
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
@@ -68,7 +71,7 @@ async fn killed_and_restarted_controller_reaches_the_same_outcome_50_times() {
     let mut previous = current(&env.get("web").await);
     for seed in 0..50u64 {
         let mut rng = Lcg(seed + 1);
-        env.cluster.clear_writes();
+        env.cluster.controls().clear_writes();
         let image = format!("web:{}", seed + 1);
         env.set_image("web", &image).await;
         // Kill the controller at a random instant of the update (0–3 s), keep it dead for a
@@ -94,7 +97,7 @@ async fn killed_and_restarted_controller_reaches_the_same_outcome_50_times() {
             env.service_hash("web-stable").await.as_deref(),
             Some(hash.as_str())
         );
-        let weights = written_weights(&env.cluster);
+        let weights = written_weights(env.cluster.controls());
         // Weights only go up during the update, then back to 0 once promoted: no write undoes
         // an earlier one.
         assert!(!weights.is_empty(), "seed {seed}: no weight written");
@@ -112,11 +115,11 @@ async fn killed_and_restarted_controller_reaches_the_same_outcome_50_times() {
     }
 }
 
-fn leader_config(identity: &str) -> ControllerConfig {
+fn leader_config(identity: &str, namespace: &str) -> ControllerConfig {
     ControllerConfig {
         lease: Some(LeaseSettings {
             name: "sluice-controller-lock".into(),
-            namespace: NS.into(),
+            namespace: namespace.into(),
             identity: identity.into(),
             duration: Duration::from_secs(3),
             retry: Duration::from_millis(500),
@@ -128,12 +131,15 @@ fn leader_config(identity: &str) -> ControllerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_writes_and_the_standby_takes_over() {
+    if skip_on_real_cluster("needs the write log and clients with their own identity") {
+        return;
+    }
     let env = Env::without_controller().await;
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
     let a = sluice::controller::start(
-        env.cluster.client_as("replica-a").unwrap(),
-        leader_config("replica-a"),
+        env.cluster.controls().client_as("replica-a").unwrap(),
+        leader_config("replica-a", env.ns()),
     )
     .await
     .unwrap();
@@ -144,8 +150,8 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let b = sluice::controller::start(
-        env.cluster.client_as("replica-b").unwrap(),
-        leader_config("replica-b"),
+        env.cluster.controls().client_as("replica-b").unwrap(),
+        leader_config("replica-b", env.ns()),
     )
     .await
     .unwrap();
@@ -160,6 +166,7 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
     assert!(!b.leader.is_leader());
     let non_lease = |id: &str| {
         env.cluster
+            .controls()
             .writes()
             .into_iter()
             .filter(|w| w.identity.as_deref() == Some(id) && w.resource != "leases")
@@ -188,46 +195,50 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_converges_through_conflicts_errors_and_dropped_watches() {
+    if skip_on_real_cluster("needs fault injection and dropped watches") {
+        return;
+    }
     let env = Env::new().await;
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
     env.create(&rollout("web", 3, "web:1", FAST_STEPS)).await;
     env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
         .await;
-    env.cluster.inject(
+    env.cluster.controls().inject(
         Fault::fail(409)
             .verb("patch")
             .resource("replicasets")
             .times(2),
     );
-    env.cluster.inject(
+    env.cluster.controls().inject(
         Fault::fail(500)
             .verb("update")
             .resource("rollouts")
             .times(2),
     );
-    env.cluster.inject(
+    env.cluster.controls().inject(
         Fault::fail(500)
             .verb("patch")
             .resource("ingresses")
             .times(1),
     );
     env.cluster
+        .controls()
         .inject(Fault::fail(409).verb("patch").resource("services").times(1));
     env.set_image("web", "web:2").await;
     env.wait_for("web", "weight 25", 60, |r| weight(r) >= Some(25))
         .await;
-    env.cluster.drop_watches();
-    env.cluster.expire_watch_history();
+    env.cluster.controls().drop_watches();
+    env.cluster.controls().expire_watch_history();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    env.cluster.drop_watches();
+    env.cluster.controls().drop_watches();
     env.wait_for("web", "promoted despite faults", 90, |r| {
         phase(r) == "Healthy" && stable(r) == current(r) && weight(r) == Some(0)
     })
     .await;
     assert!(
-        env.cluster.pending_faults().is_empty(),
+        env.cluster.controls().pending_faults().is_empty(),
         "every injected fault was hit: {:?}",
-        env.cluster.pending_faults()
+        env.cluster.controls().pending_faults()
     );
 }

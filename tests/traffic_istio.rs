@@ -1,7 +1,10 @@
 //! The Istio router against the test cluster, with the real kube-rs client.
 
+mod controller_support;
+
 use std::sync::Arc;
 
+use controller_support::{Setup, Target, skip_on_real_cluster};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -13,7 +16,7 @@ use sluice::traffic::{
     DesiredTraffic, IstioApiVersion, RouterContext, RoutingConfig, TrafficError, TrafficRouter,
     routers_for, watched_objects,
 };
-use sluice_e2e::{Fault, TestCluster, WriteRecord};
+use sluice_e2e::{Fault, WriteRecord};
 
 const NS: &str = "default";
 
@@ -47,33 +50,41 @@ fn ar(version: &str, kind: &str, plural: &str) -> ApiResource {
 }
 
 struct Env {
-    cluster: TestCluster,
+    cluster: Target,
     vs: Api<DynamicObject>,
     dr: Api<DynamicObject>,
 }
 
 impl Env {
     async fn start() -> Self {
-        let cluster = TestCluster::builder()
-            .without_simulation()
-            .start()
-            .await
-            .unwrap();
-        cluster.install_istio_crds().unwrap();
+        let cluster = Target::start(Setup {
+            simulation: false,
+            pod_ready_delay: None,
+            crds: false,
+            istio: true,
+        })
+        .await;
         let client = cluster.client();
+        let ns = cluster.ns.clone();
         Env {
             vs: Api::namespaced_with(
                 client.clone(),
-                NS,
+                &ns,
                 &ar("v1", "VirtualService", "virtualservices"),
             ),
-            dr: Api::namespaced_with(client, NS, &ar("v1", "DestinationRule", "destinationrules")),
+            dr: Api::namespaced_with(
+                client,
+                &ns,
+                &ar("v1", "DestinationRule", "destinationrules"),
+            ),
             cluster,
         }
     }
 
     async fn create(&self, api: &Api<DynamicObject>, yaml: &str) {
-        let obj: DynamicObject = serde_yaml::from_str(yaml).unwrap();
+        let mut obj: DynamicObject = serde_yaml::from_str(yaml).unwrap();
+        // The namespace comes from the API: the test's own.
+        obj.metadata.namespace = None;
         api.create(&PostParams::default(), &obj).await.unwrap();
     }
 
@@ -82,16 +93,19 @@ impl Env {
     }
 
     fn ctx(&self, r: &Rollout) -> RouterContext {
+        let mut r = r.clone();
+        r.metadata.namespace = Some(self.cluster.ns.clone());
         RouterContext {
             client: self.cluster.client(),
-            rollout: Arc::new(r.clone()),
-            namespace: NS.into(),
+            rollout: Arc::new(r),
+            namespace: self.cluster.ns.clone(),
         }
     }
 
     /// Writes of Istio objects since the last `clear_writes`.
     fn istio_writes(&self) -> Vec<WriteRecord> {
         self.cluster
+            .controls()
             .writes()
             .into_iter()
             .filter(|w| w.group == "networking.istio.io")
@@ -161,10 +175,13 @@ trafficRouting:
 
 #[tokio::test]
 async fn host_level_split_patches_only_the_two_weights_and_is_idempotent() {
+    if skip_on_real_cluster("needs the write log") {
+        return;
+    }
     let env = Env::start().await;
     env.create(&env.vs, HOST_VS).await;
     let before = env.get(&env.vs, "web").await;
-    env.cluster.clear_writes();
+    env.cluster.controls().clear_writes();
     let r = rollout(HOST_ROLLOUT);
     let ctx = env.ctx(&r);
     let router = router(&r, &RoutingConfig::default());
@@ -203,7 +220,7 @@ async fn host_level_split_patches_only_the_two_weights_and_is_idempotent() {
     assert_eq!(body[0]["op"], "test");
     assert_eq!(body[0]["path"], "/metadata/resourceVersion");
 
-    env.cluster.clear_writes();
+    env.cluster.controls().clear_writes();
     router.apply(&ctx, &weight(30)).await.unwrap();
     assert!(env.istio_writes().is_empty(), "second apply makes no write");
 
@@ -277,6 +294,9 @@ fn subset_hash(dr: &Value, subset: usize) -> Option<&str> {
 
 #[tokio::test]
 async fn subset_level_split_moves_hashes_keeps_additional_subsets_and_restores_on_abort() {
+    if skip_on_real_cluster("needs the write log") {
+        return;
+    }
     let env = Env::start().await;
     env.create(&env.vs, SUBSET_VS).await;
     env.create(&env.dr, SUBSET_DR).await;
@@ -297,7 +317,7 @@ async fn subset_level_split_moves_hashes_keeps_additional_subsets_and_restores_o
     assert_eq!(subset_hash(&dr, 1), Some("stable1"));
 
     // Canary available: subset moves, then the weight.
-    env.cluster.clear_writes();
+    env.cluster.controls().clear_writes();
     desired.canary_hash = Some("canary2".into());
     desired.weight = 40;
     router.apply(&ctx, &desired).await.unwrap();
@@ -416,6 +436,9 @@ trafficRouting:
 
 #[tokio::test]
 async fn two_virtual_services_move_together_and_a_missing_one_blocks_both() {
+    if skip_on_real_cluster("needs the write log") {
+        return;
+    }
     let env = Env::start().await;
     env.create(&env.vs, HOST_VS).await;
     env.create(
@@ -459,7 +482,7 @@ trafficRouting:
     - {name: web-gone, routes: [primary]}
 "#,
     );
-    env.cluster.clear_writes();
+    env.cluster.controls().clear_writes();
     let err = router(&broken, &RoutingConfig::default())
         .apply(&env.ctx(&broken), &weight(50))
         .await
@@ -521,13 +544,16 @@ async fn observe_checks_routes_and_subsets() {
 
 #[tokio::test]
 async fn conflicts_are_recomputed_from_a_fresh_read() {
+    if skip_on_real_cluster("needs fault injection") {
+        return;
+    }
     let env = Env::start().await;
     env.create(&env.vs, HOST_VS).await;
     let r = rollout(HOST_ROLLOUT);
     let ctx = env.ctx(&r);
     let router = router(&r, &RoutingConfig::default());
-    env.cluster.clear_writes();
-    env.cluster.inject(
+    env.cluster.controls().clear_writes();
+    env.cluster.controls().inject(
         Fault::fail(409)
             .verb("patch")
             .resource("virtualservices")
@@ -539,7 +565,7 @@ async fn conflicts_are_recomputed_from_a_fresh_read() {
     assert_eq!(router.observe(&ctx).await.unwrap().weight, Some(10));
 
     // Persistent conflicts end up with the controller as a Conflict error (it retries later).
-    env.cluster.inject(
+    env.cluster.controls().inject(
         Fault::fail(409)
             .verb("patch")
             .resource("virtualservices")
@@ -547,12 +573,15 @@ async fn conflicts_are_recomputed_from_a_fresh_read() {
     );
     let err = router.apply(&ctx, &weight(20)).await.unwrap_err();
     assert!(matches!(err, TrafficError::Conflict { .. }), "{err:?}");
-    env.cluster.clear_faults();
+    env.cluster.controls().clear_faults();
     assert_eq!(router.observe(&ctx).await.unwrap().weight, Some(10));
 }
 
 #[tokio::test]
 async fn a_stale_resource_version_fails_the_test_and_the_patch_is_recomputed() {
+    if skip_on_real_cluster("needs fault injection") {
+        return;
+    }
     let env = Env::start().await;
     env.create(&env.vs, HOST_VS).await;
     let r = rollout(HOST_ROLLOUT);
@@ -560,7 +589,7 @@ async fn a_stale_resource_version_fails_the_test_and_the_patch_is_recomputed() {
     let router = router(&r, &RoutingConfig::default());
     // Between the router's read and its patch another writer changes the object: the router's
     // patch is held at the server, and the other write goes in while it waits.
-    env.cluster.inject(
+    env.cluster.controls().inject(
         Fault::hang(std::time::Duration::from_secs(5))
             .verb("patch")
             .resource("virtualservices")
@@ -568,13 +597,17 @@ async fn a_stale_resource_version_fails_the_test_and_the_patch_is_recomputed() {
             .times(1),
     );
     let ctx = RouterContext {
-        client: env.cluster.client_as("sluice-under-test").unwrap(),
+        client: env
+            .cluster
+            .controls()
+            .client_as("sluice-under-test")
+            .unwrap(),
         ..ctx
     };
     let racer = async {
         // The fault is consumed when the router's patch arrives (after its read).
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !env.cluster.pending_faults().is_empty() {
+        while !env.cluster.controls().pending_faults().is_empty() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the router never patched"
@@ -656,6 +689,9 @@ fn route_names(vs: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn header_and_mirror_routes_are_placed_first_and_removed_at_the_end() {
+    if skip_on_real_cluster("needs the write log") {
+        return;
+    }
     let env = Env::start().await;
     env.create(&env.vs, HOST_VS).await;
     let r = rollout(MANAGED_ROLLOUT);
@@ -690,7 +726,7 @@ async fn header_and_mirror_routes_are_placed_first_and_removed_at_the_end() {
         vs["spec"]["http"][2]["route"]
     );
 
-    env.cluster.clear_writes();
+    env.cluster.controls().clear_writes();
     router.apply(&ctx, &desired).await.unwrap();
     assert!(
         env.istio_writes().is_empty(),
@@ -720,6 +756,9 @@ async fn header_and_mirror_routes_are_placed_first_and_removed_at_the_end() {
 
 #[tokio::test]
 async fn cleanup_restores_the_virtual_service() {
+    if skip_on_real_cluster("needs the write log") {
+        return;
+    }
     let env = Env::start().await;
     env.create(&env.vs, HOST_VS).await;
     let before = env.get(&env.vs, "web").await;
@@ -736,7 +775,7 @@ async fn cleanup_restores_the_virtual_service() {
         after["metadata"].get("annotations"),
         before["metadata"].get("annotations")
     );
-    env.cluster.clear_writes();
+    env.cluster.controls().clear_writes();
     router.cleanup(&ctx).await.unwrap();
     assert!(
         env.istio_writes().is_empty(),
@@ -746,6 +785,9 @@ async fn cleanup_restores_the_virtual_service() {
 
 #[tokio::test]
 async fn older_istio_api_versions_are_used_when_configured() {
+    if skip_on_real_cluster("needs the write log") {
+        return;
+    }
     let env = Env::start().await;
     env.create(&env.vs, HOST_VS).await;
     let r = rollout(HOST_ROLLOUT);
@@ -753,7 +795,7 @@ async fn older_istio_api_versions_are_used_when_configured() {
         istio_api_version: "v1alpha3".parse::<IstioApiVersion>().unwrap(),
     };
     let router = router(&r, &config);
-    env.cluster.clear_writes();
+    env.cluster.controls().clear_writes();
     router.apply(&env.ctx(&r), &weight(5)).await.unwrap();
     let writes = env.istio_writes();
     assert_eq!(writes.len(), 1);
@@ -770,10 +812,13 @@ async fn older_istio_api_versions_are_used_when_configured() {
 
 #[tokio::test]
 async fn max_traffic_weight_is_refused_with_istio() {
+    if skip_on_real_cluster("needs the write log") {
+        return;
+    }
     let env = Env::start().await;
     env.create(&env.vs, HOST_VS).await;
     let r = rollout(HOST_ROLLOUT);
-    env.cluster.clear_writes();
+    env.cluster.controls().clear_writes();
     let mut desired = weight(500);
     desired.max_weight = 1000;
     let err = router(&r, &RoutingConfig::default())
