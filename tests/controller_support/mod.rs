@@ -224,6 +224,23 @@ impl Target {
         self.client.clone()
     }
 
+    /// A client built as the controller binary builds its own (with its User-Agent).
+    pub async fn controller_client(&self) -> Client {
+        let config = match (&self.real, &self.cluster) {
+            (Some(path), _) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .expect("SLUICE_E2E_KUBECONFIG must be a readable kubeconfig");
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                    .await
+                    .expect("the kubeconfig must be usable")
+            }
+            (None, Some(cluster)) => cluster.config(),
+            (None, None) => unreachable!("a target is a test cluster or a real one"),
+        };
+        sluice::kube_client::client(config, &sluice::kube_client::controller_user_agent(), None)
+            .expect("controller client")
+    }
+
     /// The test cluster's controls. Only for tests that returned early through
     /// [`skip_on_real_cluster`] on a real cluster.
     pub fn controls(&self) -> &TestCluster {
@@ -347,7 +364,7 @@ pub async fn start_controller(cluster: &Target, mut config: ControllerConfig) ->
     if cluster.is_real() {
         config.settings.namespace = Some(cluster.ns.clone());
     }
-    controller::start(cluster.client(), config)
+    controller::start(cluster.controller_client().await, config)
         .await
         .expect("controller starts")
 }
