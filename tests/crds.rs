@@ -100,3 +100,121 @@ fn rollout_crd_has_status_scale_and_printer_columns() {
     assert!(text.contains("x-kubernetes-validations"));
     assert!(text.contains("self == oldSelf"));
 }
+
+/// Every CRD we ship: the generated ones and the chart's copies.
+fn shipped_crds() -> Vec<(String, serde_json::Value)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for dir in ["crds", "charts/sluice/crds"] {
+        let mut paths: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let crd: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+            out.push((format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()), crd));
+        }
+    }
+    assert!(out.len() >= 8, "crds/ and the chart's crds/: {out:?}");
+    out
+}
+
+/// What kube-apiserver checks when a CRD is created: structural schema, every default valid
+/// against its schema and CEL rules, and every rule within the per-rule and per-CRD cost budgets
+/// of its static estimator. The figures are printed so a growing rule shows before it fails.
+#[test]
+fn every_shipped_crd_passes_the_api_servers_crd_validation_with_rules_within_budget() {
+    for (file, crd) in shipped_crds() {
+        let problems = sluice_e2e::crd_validation::validate_crd(&crd);
+        assert!(problems.is_empty(), "{file} would be refused: {problems:#?}");
+        for schema in sluice_e2e::cel_cost::crd_costs(&crd) {
+            assert!(schema.errors().is_empty(), "{file}: {:#?}", schema.errors());
+            println!("{file} {}: total estimated cost {}", schema.path, schema.total);
+            for rule in &schema.rules {
+                println!(
+                    "  {}: {} per call x {:?} = {}",
+                    rule.path, rule.per_call, rule.cardinality, rule.cost
+                );
+                // Well inside the per-rule limit (10,000,000): a rule near it is one schema
+                // change away from being refused.
+                assert!(rule.cost < 100_000, "{file} {}: cost {}", rule.path, rule.cost);
+            }
+        }
+    }
+}
+
+/// The shipped CRDs apply to the test cluster (which refuses what the real API server refuses)
+/// with strict field validation, and an Argo-style Rollout then applies under strict validation
+/// while a misspelt field is refused with the field's path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_crds_apply_strictly_and_strict_validation_names_an_unknown_field() {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams, ValidationDirective};
+    use kube::core::{ApiResource, GroupVersionKind};
+
+    let cluster = sluice_e2e::TestCluster::start().await.unwrap();
+    let client = cluster.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let strict = PatchParams::apply("sluice-test").validation(ValidationDirective::Strict);
+    for (file, crd) in shipped_crds() {
+        let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+        crds.patch(&name, &strict, &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("sluice.dev", "v1alpha1", "Rollout"),
+        "rollouts",
+    );
+    let rollouts: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
+    let manifest = |pause: serde_json::Value| {
+        serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "web:1"}]}
+                },
+                "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": pause}]}}
+            }
+        })
+    };
+    let err = rollouts
+        .patch("web", &strict, &Patch::Apply(&manifest(serde_json::json!({"duraton": "5m"}))))
+        .await
+        .expect_err("a misspelt field is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("spec.strategy.canary.steps[1].pause.duraton"),
+        "{text}"
+    );
+    assert!(
+        cluster
+            .object("sluice.dev", "rollouts", "default", "web")
+            .is_none(),
+        "nothing stored"
+    );
+    rollouts
+        .patch("web", &strict, &Patch::Apply(&manifest(serde_json::json!({"duration": "5m"}))))
+        .await
+        .expect("the corrected manifest applies");
+    // Without a strategy the API server stores the Rollout (as Argo's does); the controller
+    // reports it as InvalidSpec.
+    let mut no_strategy = manifest(serde_json::json!({}));
+    no_strategy["metadata"]["name"] = "bare".into();
+    no_strategy["spec"].as_object_mut().unwrap().remove("strategy");
+    rollouts
+        .patch("bare", &strict, &Patch::Apply(&no_strategy))
+        .await
+        .expect("a Rollout without a strategy is stored");
+    let stored = cluster
+        .object("sluice.dev", "rollouts", "default", "bare")
+        .unwrap();
+    assert!(stored["spec"].get("strategy").is_none(), "no default filled in: {stored}");
+}

@@ -268,10 +268,14 @@ pub struct BlueGreenStrategy {
 #[x_kube(validation = Rule::new("!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))").message("setWeight must not exceed trafficRouting.maxTrafficWeight (100 by default)"))]
 pub struct CanaryStrategy {
     /// Service whose selector Sluice points at the canary (new) pods.
+    // Service names are DNS labels (at most 63 characters); the bound also keeps the string
+    // comparisons of the rules above cheap in the API server's CEL cost estimate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub canary_service: Option<String>,
     /// Service whose selector Sluice points at the stable pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub stable_service: Option<String>,
     /// Ordered steps from the stable version to the new one, at most 100. Without steps a new
     /// version is rolled out like a Deployment's rolling update.
