@@ -115,7 +115,10 @@ fn shipped_crds() -> Vec<(String, serde_json::Value)> {
         for path in paths {
             let text = std::fs::read_to_string(&path).unwrap();
             let crd: serde_json::Value = serde_yaml::from_str(&text).unwrap();
-            out.push((format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()), crd));
+            out.push((
+                format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()),
+                crd,
+            ));
         }
     }
     assert!(out.len() >= 8, "crds/ and the chart's crds/: {out:?}");
@@ -129,10 +132,16 @@ fn shipped_crds() -> Vec<(String, serde_json::Value)> {
 fn every_shipped_crd_passes_the_api_servers_crd_validation_with_rules_within_budget() {
     for (file, crd) in shipped_crds() {
         let problems = sluice_e2e::crd_validation::validate_crd(&crd);
-        assert!(problems.is_empty(), "{file} would be refused: {problems:#?}");
+        assert!(
+            problems.is_empty(),
+            "{file} would be refused: {problems:#?}"
+        );
         for schema in sluice_e2e::cel_cost::crd_costs(&crd) {
             assert!(schema.errors().is_empty(), "{file}: {:#?}", schema.errors());
-            println!("{file} {}: total estimated cost {}", schema.path, schema.total);
+            println!(
+                "{file} {}: total estimated cost {}",
+                schema.path, schema.total
+            );
             for rule in &schema.rules {
                 println!(
                     "  {}: {} per call x {:?} = {}",
@@ -140,7 +149,12 @@ fn every_shipped_crd_passes_the_api_servers_crd_validation_with_rules_within_bud
                 );
                 // Well inside the per-rule limit (10,000,000): a rule near it is one schema
                 // change away from being refused.
-                assert!(rule.cost < 100_000, "{file} {}: cost {}", rule.path, rule.cost);
+                assert!(
+                    rule.cost < 100_000,
+                    "{file} {}: cost {}",
+                    rule.path,
+                    rule.cost
+                );
             }
         }
     }
@@ -186,7 +200,11 @@ async fn shipped_crds_apply_strictly_and_strict_validation_names_an_unknown_fiel
         })
     };
     let err = rollouts
-        .patch("web", &strict, &Patch::Apply(&manifest(serde_json::json!({"duraton": "5m"}))))
+        .patch(
+            "web",
+            &strict,
+            &Patch::Apply(&manifest(serde_json::json!({"duraton": "5m"}))),
+        )
         .await
         .expect_err("a misspelt field is refused");
     let text = err.to_string();
@@ -201,14 +219,21 @@ async fn shipped_crds_apply_strictly_and_strict_validation_names_an_unknown_fiel
         "nothing stored"
     );
     rollouts
-        .patch("web", &strict, &Patch::Apply(&manifest(serde_json::json!({"duration": "5m"}))))
+        .patch(
+            "web",
+            &strict,
+            &Patch::Apply(&manifest(serde_json::json!({"duration": "5m"}))),
+        )
         .await
         .expect("the corrected manifest applies");
     // Without a strategy the API server stores the Rollout (as Argo's does); the controller
     // reports it as InvalidSpec.
     let mut no_strategy = manifest(serde_json::json!({}));
     no_strategy["metadata"]["name"] = "bare".into();
-    no_strategy["spec"].as_object_mut().unwrap().remove("strategy");
+    no_strategy["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("strategy");
     rollouts
         .patch("bare", &strict, &Patch::Apply(&no_strategy))
         .await
@@ -216,5 +241,8 @@ async fn shipped_crds_apply_strictly_and_strict_validation_names_an_unknown_fiel
     let stored = cluster
         .object("sluice.dev", "rollouts", "default", "bare")
         .unwrap();
-    assert!(stored["spec"].get("strategy").is_none(), "no default filled in: {stored}");
+    assert!(
+        stored["spec"].get("strategy").is_none(),
+        "no default filled in: {stored}"
+    );
 }

@@ -88,9 +88,17 @@ async fn plain_kubectl_applies_explains_and_describes_rollouts_with_their_events
     std::fs::write(&good, ROLLOUT.replace("{DURATION}", "{}")).unwrap();
     let out = kubectl(&kubeconfig, &["apply", "-f", good.to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("rollout.sluice.dev/web created"), "{}", text(&out));
+    assert!(
+        text(&out).contains("rollout.sluice.dev/web created"),
+        "{}",
+        text(&out)
+    );
 
-    let out = kubectl(&kubeconfig, &["explain", "rollout.spec.strategy.canary.steps"]).await;
+    let out = kubectl(
+        &kubeconfig,
+        &["explain", "rollout.spec.strategy.canary.steps"],
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("at most 100"), "{}", text(&out));
     assert!(text(&out).contains("setWeight"), "{}", text(&out));
