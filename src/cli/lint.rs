@@ -19,7 +19,8 @@ use serde_json::Value;
 use crate::analysis::args::{missing_args, substitute_declared};
 use crate::analysis::validation::{MetricError, check_metric, check_provider, check_spec};
 use crate::api::analysis::{
-    AnalysisRun, AnalysisTemplate, AnalysisTemplateSpec, Argument, ClusterAnalysisTemplate, Metric,
+    AnalysisRun, AnalysisTemplate, AnalysisTemplateRef, AnalysisTemplateSpec, Argument,
+    ClusterAnalysisTemplate, Metric,
 };
 use crate::api::rollout::{AnalysisRunArgument, Rollout, RolloutAnalysis};
 use crate::api::schema_check::check_object;
@@ -441,6 +442,28 @@ fn lint_document(
     true
 }
 
+/// References from `field` (an analysis of a Rollout, or a template including others) to the
+/// templates it lists, which become one run, passing `args`.
+fn push_references(
+    doc: &Doc<'_>,
+    field: &str,
+    templates: &[AnalysisTemplateRef],
+    args: Vec<Argument>,
+    namespace: &Option<String>,
+    references: &mut Vec<Reference>,
+) {
+    for (j, t) in templates.iter().enumerate() {
+        references.push(Reference {
+            finding_at: doc.finding(&format!("{field}.templates[{j}].templateName"), ""),
+            name: t.template_name.clone(),
+            cluster: t.cluster_scope,
+            args: args.clone(),
+            namespace: namespace.clone(),
+            group: format!("{}:{}:{field}", doc.file, doc.first_line),
+        });
+    }
+}
+
 fn analysis_refs(
     doc: &Doc<'_>,
     analysis: &RolloutAnalysis,
@@ -448,16 +471,8 @@ fn analysis_refs(
     namespace: &Option<String>,
     references: &mut Vec<Reference>,
 ) {
-    for (j, t) in analysis.templates.iter().enumerate() {
-        references.push(Reference {
-            finding_at: doc.finding(&format!("{field}.templates[{j}].templateName"), ""),
-            name: t.template_name.clone(),
-            cluster: t.cluster_scope,
-            args: passed_by_rollout(&analysis.args),
-            namespace: namespace.clone(),
-            group: format!("{}:{}:{field}", doc.file, doc.first_line),
-        });
-    }
+    let args = passed_by_rollout(&analysis.args);
+    push_references(doc, field, &analysis.templates, args, namespace, references);
 }
 
 fn lint_rollout(
@@ -540,16 +555,8 @@ fn lint_template(
     for (i, m) in spec.metrics.iter().enumerate() {
         lint_metric(doc, m, &format!("spec.metrics[{i}]"), &spec.args, findings);
     }
-    for (j, t) in spec.templates.iter().enumerate() {
-        references.push(Reference {
-            finding_at: doc.finding(&format!("spec.templates[{j}].templateName"), ""),
-            name: t.template_name.clone(),
-            cluster: t.cluster_scope,
-            args: passed_on(&spec.args),
-            namespace: namespace.clone(),
-            group: format!("{}:{}:spec", doc.file, doc.first_line),
-        });
-    }
+    let args = passed_on(&spec.args);
+    push_references(doc, "spec", &spec.templates, args, namespace, references);
 }
 
 /// The controller's checks of one metric, on the metric with the template's declared defaults
