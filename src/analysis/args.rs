@@ -24,7 +24,7 @@ pub enum ArgsError {
         field: String,
     },
     /// A `{{...}}` placeholder that is not an argument.
-    #[error("{field}: failed to resolve {{{{{tag}}}}}")]
+    #[error("{field}: {}", PlaceholderError::Unknown { tag: tag.clone() })]
     UnknownPlaceholder {
         /// The text between the braces.
         tag: String,
@@ -75,6 +75,28 @@ pub enum ArgsError {
     },
 }
 
+/// A placeholder that cannot be filled, found while checking a template on its own (before any
+/// Rollout supplies values).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceholderError {
+    /// A `{{...}}` placeholder that is not an argument.
+    #[error("unknown placeholder {{{{{tag}}}}} (only {{{{args.NAME}}}} is supported)")]
+    Unknown {
+        /// The text between the braces.
+        tag: String,
+    },
+    /// `{{args.NAME}}` names an argument the template does not declare.
+    #[error(
+        "{{{{{tag}}}}} uses argument \"{name}\", which the template does not declare in spec.args"
+    )]
+    Undeclared {
+        /// The text between the braces.
+        tag: String,
+        /// Name of the argument.
+        name: String,
+    },
+}
+
 /// Secret values fetched by the caller, by Secret name and key.
 pub type SecretValues = BTreeMap<SecretKeyRef, String>;
 
@@ -98,6 +120,24 @@ pub fn merge_args(
     template: &[Argument],
     supplied: &[Argument],
 ) -> Result<Vec<Argument>, ArgsError> {
+    let merged = override_values(template, supplied);
+    if let Some(missing) = unsupplied(&merged).next() {
+        return Err(ArgsError::NotSupplied {
+            name: missing.name.clone(),
+        });
+    }
+    Ok(merged)
+}
+
+/// The template's arguments that still have no value once `supplied` is merged in (see
+/// [`merge_args`]): every one, where `merge_args` stops at the first.
+pub fn missing_args(template: &[Argument], supplied: &[Argument]) -> Vec<String> {
+    unsupplied(&override_values(template, supplied))
+        .map(|a| a.name.clone())
+        .collect()
+}
+
+fn override_values(template: &[Argument], supplied: &[Argument]) -> Vec<Argument> {
     let mut merged = template.to_vec();
     for arg in supplied {
         if let Some(target) = merged.iter_mut().find(|a| a.name == arg.name) {
@@ -110,15 +150,123 @@ pub fn merge_args(
             }
         }
     }
-    if let Some(missing) = merged
-        .iter()
-        .find(|a| a.value.is_none() && a.value_from.is_none())
-    {
-        return Err(ArgsError::NotSupplied {
-            name: missing.name.clone(),
-        });
+    merged
+}
+
+fn unsupplied(args: &[Argument]) -> impl Iterator<Item = &Argument> {
+    args.iter()
+        .filter(|a| a.value.is_none() && a.value_from.is_none())
+}
+
+/// Replaces every `{{...}}` in `text` (spaces inside the braces tolerated) by what `fill` says
+/// for its trimmed content; `fill` also sees the text produced so far. Unbalanced braces are
+/// left alone, as fasttemplate does.
+fn replace_placeholders<E>(
+    text: &str,
+    mut fill: impl FnMut(&str, &str) -> Result<String, E>,
+) -> Result<String, E> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}") else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        let tag = rest[open + 2..open + 2 + close].trim();
+        let value = fill(tag, &out)?;
+        out.push_str(&value);
+        rest = &rest[open + 2 + close + 2..];
     }
-    Ok(merged)
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Applies `f` to every string of a JSON value, with the path of the string (`base.key[i]`).
+fn for_each_string<E>(
+    v: &mut serde_json::Value,
+    path: &str,
+    f: &mut impl FnMut(&mut String, &str) -> Result<(), E>,
+) -> Result<(), E> {
+    match v {
+        serde_json::Value::String(s) => f(s, path)?,
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                for_each_string(item, &format!("{path}[{i}]"), f)?;
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                for_each_string(item, &format!("{path}.{k}"), f)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A metric of a template checked on its own, before any Rollout supplies values: the
+/// placeholders that cannot be filled, and the metric with every placeholder replaced, so that
+/// the other checks can run on it.
+#[derive(Debug)]
+pub struct DeclaredSubstitution {
+    /// Placeholders that name no declared argument, or are not arguments at all; each once.
+    pub problems: Vec<PlaceholderError>,
+    /// The metric after substitution, or why it no longer decodes.
+    pub metric: Result<Metric, serde_json::Error>,
+}
+
+/// Replaces `{{args.NAME}}` in every string of a template's metric with the argument's declared
+/// default when it has one, else with a stand-in that keeps the surrounding syntax valid: a
+/// duration inside `[...]` (PromQL ranges), a word inside quotes, a number elsewhere.
+pub fn substitute_declared(metric: &Metric, declared: &[Argument]) -> DeclaredSubstitution {
+    let mut problems = Vec::new();
+    let mut json = match serde_json::to_value(metric) {
+        Ok(v) => v,
+        Err(e) => {
+            return DeclaredSubstitution {
+                problems,
+                metric: Err(e),
+            };
+        }
+    };
+    let fill = |tag: &str, before: &str, problems: &mut Vec<PlaceholderError>| {
+        let Some(name) = tag.strip_prefix("args.") else {
+            problems.push(PlaceholderError::Unknown {
+                tag: tag.to_string(),
+            });
+            return "1".to_string();
+        };
+        let arg = declared.iter().find(|a| a.name == name);
+        if let Some(v) = arg.and_then(|a| a.value.clone()) {
+            return v;
+        }
+        if arg.is_none() {
+            problems.push(PlaceholderError::Undeclared {
+                tag: tag.to_string(),
+                name: name.to_string(),
+            });
+        }
+        let quotes = before.matches('"').count() + before.matches('\'').count();
+        if before.trim_end().ends_with('[') {
+            "5m".to_string()
+        } else if quotes % 2 == 1 {
+            "x".to_string()
+        } else {
+            "1".to_string()
+        }
+    };
+    let filled = for_each_string(&mut json, "", &mut |s: &mut String, _: &str| {
+        *s = replace_placeholders(s, |tag, before| {
+            Ok::<_, std::convert::Infallible>(fill(tag, before, &mut problems))
+        })?;
+        Ok::<_, std::convert::Infallible>(())
+    });
+    let Ok(()) = filled;
+    problems.dedup();
+    DeclaredSubstitution {
+        problems,
+        metric: serde_json::from_value(json),
+    }
 }
 
 /// Argument values ready for substitution, remembering which came from Secrets.
@@ -172,35 +320,20 @@ impl ResolvedArgs {
     /// Replaces every `{{args.NAME}}` (spaces inside the braces tolerated) in `text`. `field`
     /// names the place for error messages.
     pub fn substitute(&self, text: &str, field: &str) -> Result<String, ArgsError> {
-        let mut out = String::with_capacity(text.len());
-        let mut rest = text;
-        while let Some(open) = rest.find("{{") {
-            let Some(close) = rest[open + 2..].find("}}") else {
-                break;
-            };
-            out.push_str(&rest[..open]);
-            let tag = rest[open + 2..open + 2 + close].trim();
-            match tag.strip_prefix("args.") {
-                Some(name) => match self.values.get(name) {
-                    Some(v) => out.push_str(v),
-                    None => {
-                        return Err(ArgsError::Undefined {
-                            name: name.to_string(),
-                            field: field.to_string(),
-                        });
-                    }
-                },
-                None => {
-                    return Err(ArgsError::UnknownPlaceholder {
-                        tag: tag.to_string(),
-                        field: field.to_string(),
-                    });
-                }
-            }
-            rest = &rest[open + 2 + close + 2..];
-        }
-        out.push_str(rest);
-        Ok(out)
+        replace_placeholders(text, |tag, _| match tag.strip_prefix("args.") {
+            Some(name) => self
+                .values
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ArgsError::Undefined {
+                    name: name.to_string(),
+                    field: field.to_string(),
+                }),
+            None => Err(ArgsError::UnknownPlaceholder {
+                tag: tag.to_string(),
+                field: field.to_string(),
+            }),
+        })
     }
 
     /// `text` with every Secret value replaced by `*****`, for status, Events and logs.
@@ -226,29 +359,14 @@ impl ResolvedArgs {
         };
         let mut json = serde_json::to_value(metric).map_err(|e| invalid(e.to_string()))?;
         let path = format!("metric \"{}\"", metric.name);
-        self.substitute_json(&mut json, &path)?;
+        for_each_string(&mut json, &path, &mut |s: &mut String, field: &str| {
+            if s.contains("{{") {
+                *s = self.substitute(s, field)?;
+            }
+            Ok(())
+        })?;
         // The message may quote the substituted text, so it is redacted.
         serde_json::from_value(json).map_err(|e| invalid(self.redact(&e.to_string())))
-    }
-
-    fn substitute_json(&self, v: &mut serde_json::Value, path: &str) -> Result<(), ArgsError> {
-        match v {
-            serde_json::Value::String(s) if s.contains("{{") => {
-                *s = self.substitute(s, path)?;
-            }
-            serde_json::Value::Array(items) => {
-                for (i, item) in items.iter_mut().enumerate() {
-                    self.substitute_json(item, &format!("{path}[{i}]"))?;
-                }
-            }
-            serde_json::Value::Object(map) => {
-                for (k, item) in map.iter_mut() {
-                    self.substitute_json(item, &format!("{path}.{k}"))?;
-                }
-            }
-            _ => {}
-        }
-        Ok(())
     }
 }
 

@@ -81,7 +81,7 @@ impl Condition {
     pub fn compile(source: &str) -> Result<Self, ConditionError> {
         let program = expr::compile(source).map_err(|e| ConditionError::Syntax {
             expression: source.to_string(),
-            message: one_line(&e.to_string()),
+            message: tidy_parser_message(&e.to_string()),
         })?;
         Ok(Condition {
             source: source.to_string(),
@@ -272,6 +272,22 @@ fn error_verdict(e: ConditionError) -> Verdict {
 }
 
 /// Expressions errors from the parser span several lines; status messages should not.
+/// The expression parser reports a multi-line picture (`--> 1:13`, the source, a caret, `= expected
+/// ...`); one line is wanted: "at column 13: expected ...".
+fn tidy_parser_message(message: &str) -> String {
+    let column = message
+        .split("-->")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pos| pos.split(':').nth(1))
+        .map(str::to_string);
+    let expected = message.rsplit_once("= ").map(|(_, e)| one_line(e));
+    match (column, expected) {
+        (Some(c), Some(e)) => format!("at column {c}: {e}"),
+        _ => one_line(message),
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -6,4 +6,5 @@ pub mod condition;
 pub mod rollout_args;
 pub mod run;
 pub mod template;
+pub mod validation;
 pub mod value;

@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use regex::Regex;
 
 use crate::analysis::accounting::{
     self, DEFAULT_MEASUREMENT_RETENTION, ERROR_RETRY_INTERVAL, MetricLimits, MetricPhase,
 };
 use crate::analysis::args::{ResolvedArgs, SecretValues};
 use crate::analysis::condition::{self, Conditions};
+use crate::analysis::validation;
 use crate::analysis::value::MetricValue;
 use crate::api::analysis::{AnalysisRunSpec, AnalysisRunStatus, Measurement, Metric, MetricResult};
 use crate::api::common::AnalysisPhase;
@@ -31,21 +31,6 @@ use crate::api::common::AnalysisPhase;
 pub const RESOLVED_QUERY_KEY: &str = "ResolvedPrometheusQuery";
 /// Timeout of a Prometheus query when `timeout` is omitted.
 pub const DEFAULT_PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Providers Argo Rollouts has and Sluice does not implement, to name them in errors.
-const KNOWN_PROVIDERS: &[&str] = &[
-    "kayenta",
-    "web",
-    "datadog",
-    "wavefront",
-    "newRelic",
-    "job",
-    "cloudWatch",
-    "graphite",
-    "influxdb",
-    "skywalking",
-    "plugin",
-];
 
 /// A measurement to take now.
 #[derive(Debug, Clone, PartialEq)]
@@ -352,44 +337,31 @@ fn resolve(
     now: Timestamp,
 ) -> Result<(Vec<ResolvedMetric>, ResolvedArgs), String> {
     let args = ResolvedArgs::resolve(&spec.args, secrets).map_err(|e| e.to_string())?;
-    if spec.metrics.is_empty() {
-        return Err("spec.metrics: at least one metric is required".to_string());
+    if let Some(e) = validation::check_spec(
+        &spec.metrics,
+        &spec.dry_run,
+        &spec.measurement_retention,
+        false,
+    )
+    .first()
+    {
+        return Err(e.status_message());
     }
     let names: Vec<&str> = spec.metrics.iter().map(|m| m.name.as_str()).collect();
-    for (i, n) in names.iter().enumerate() {
-        if n.is_empty() {
-            return Err(format!("spec.metrics[{i}].name must not be empty"));
-        }
-        if names[..i].contains(n) {
-            return Err(format!("two metrics have the same name \"{n}\""));
-        }
-    }
-    let dry_run = pattern_matches(
-        "dryRun",
-        spec.dry_run.iter().map(|d| d.metric_name.as_str()),
-        &names,
-    )?;
-    let retention_patterns = pattern_matches(
-        "measurementRetention",
+    let dry_run =
+        validation::matched_metrics(spec.dry_run.iter().map(|d| d.metric_name.as_str()), &names);
+    let retention_patterns = validation::matched_metrics(
         spec.measurement_retention
             .iter()
             .map(|d| d.metric_name.as_str()),
         &names,
-    )?;
-    for (i, r) in spec.measurement_retention.iter().enumerate() {
-        if r.limit < 1 {
-            return Err(format!(
-                "measurementRetention[{i}].limit must be at least 1, got {}",
-                r.limit
-            ));
-        }
-    }
+    );
     let mut metrics = Vec::with_capacity(spec.metrics.len());
     for (i, raw) in spec.metrics.iter().enumerate() {
         // Before substitution: the placeholders of an unsupported provider are not the problem.
-        provider_kind(raw).map_err(|e| format!("metric \"{}\": {e}", raw.name))?;
+        validation::check_provider(raw).map_err(|e| e.status_message(&raw.name))?;
         let m = args.resolve_metric(raw).map_err(|e| e.to_string())?;
-        let limits = MetricLimits::from_metric(&m).map_err(|e| e.to_string())?;
+        let limits = validation::check_limits(&m).map_err(|e| e.status_message(&m.name))?;
         let conditions = Conditions::compile(
             m.success_condition.as_deref(),
             m.failure_condition.as_deref(),
@@ -414,104 +386,31 @@ fn resolve(
     Ok((metrics, args))
 }
 
-/// For each pattern, the indexes of the metrics it matches (unanchored regular expression, as in
-/// Argo Rollouts). A pattern matching nothing is an error: it is most likely a typo.
-fn pattern_matches<'a>(
-    field: &str,
-    patterns: impl Iterator<Item = &'a str>,
-    names: &[&str],
-) -> Result<Vec<Vec<usize>>, String> {
-    let mut out = Vec::new();
-    for (i, p) in patterns.enumerate() {
-        let re = Regex::new(p).map_err(|e| {
-            format!("{field}[{i}].metricName {p:?} is not a valid regular expression: {e}")
-        })?;
-        let matched: Vec<usize> = names
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| re.is_match(n))
-            .map(|(j, _)| j)
-            .collect();
-        if matched.is_empty() {
-            return Err(format!(
-                "{field}[{i}].metricName {p:?} matches no metric of the run"
-            ));
-        }
-        out.push(matched);
-    }
-    Ok(out)
-}
-
-/// Checks that exactly one provider is set and that Sluice implements it.
-fn provider_kind(m: &Metric) -> Result<(), String> {
-    let mut others: Vec<&str> = m.provider.unsupported.keys().map(String::as_str).collect();
-    others.sort_unstable();
-    if m.provider.prometheus.is_none() {
-        return Err(match others.as_slice() {
-            [] => "provider: no provider is set (Sluice supports: prometheus)".to_string(),
-            [one] if KNOWN_PROVIDERS.contains(one) => format!(
-                "provider.{one}: the {one} provider is not supported by Sluice (supported: prometheus)"
-            ),
-            [one] => format!("provider.{one}: unknown provider (Sluice supports: prometheus)"),
-            many => format!(
-                "provider: exactly one provider must be set, found {}",
-                many.join(", ")
-            ),
-        });
-    }
-    if !others.is_empty() {
-        return Err(format!(
-            "provider: exactly one provider must be set, found prometheus, {}",
-            others.join(", ")
-        ));
-    }
-    Ok(())
-}
-
+/// Builds the request of a metric whose arguments are substituted. The checks are
+/// [`validation::check_provider`] and [`validation::check_prometheus`], shared with lint.
 fn provider_request(
     m: &Metric,
     args: &ResolvedArgs,
     now: Timestamp,
 ) -> Result<ProviderRequest, String> {
-    provider_kind(m)?;
+    validation::check_provider(m).map_err(|e| e.located())?;
     let Some(p) = &m.provider.prometheus else {
-        return Err("provider: no provider is set (Sluice supports: prometheus)".to_string());
+        return Err(validation::MetricError::NoProvider.located());
     };
-    if p.query.trim().is_empty() {
-        return Err("provider.prometheus.query must not be empty".to_string());
+    if let Some(e) = validation::check_prometheus(p).first() {
+        return Err(e.located());
     }
     let timeout = match p.timeout {
         None => DEFAULT_PROMETHEUS_TIMEOUT,
-        Some(t) if t < 0 => {
-            return Err(format!(
-                "provider.prometheus.timeout {t} must not be negative"
-            ));
-        }
         // 0 would fail every query at once; Argo treats it as "use the default".
-        Some(0) => DEFAULT_PROMETHEUS_TIMEOUT,
+        Some(t) if t <= 0 => DEFAULT_PROMETHEUS_TIMEOUT,
         Some(t) => Duration::from_secs(t.unsigned_abs()),
     };
-    let basic_auth = match &p.authentication {
-        None => None,
-        Some(a) => {
-            let mut unsupported: Vec<&str> = a.unsupported.keys().map(String::as_str).collect();
-            unsupported.sort_unstable();
-            if let Some(first) = unsupported.first() {
-                return Err(format!(
-                    "provider.prometheus.authentication.{first} is not supported by Sluice \
-                     (supported: basicAuth, or an Authorization header)"
-                ));
-            }
-            match &a.basic_auth {
-                Some(b) if b.username.is_empty() || b.password.is_empty() => {
-                    return Err("provider.prometheus.authentication.basicAuth needs both username and password"
-                        .to_string());
-                }
-                Some(b) => Some((b.username.clone(), b.password.clone())),
-                None => None,
-            }
-        }
-    };
+    let basic_auth = p
+        .authentication
+        .as_ref()
+        .and_then(|a| a.basic_auth.as_ref())
+        .map(|b| (b.username.clone(), b.password.clone()));
     let range = match &p.range_query {
         None => None,
         Some(r) => {
@@ -519,16 +418,12 @@ fn provider_request(
                 .map_err(|e| format!("provider.prometheus.rangeQuery.start: {e}"))?;
             let end = condition::evaluate_time(&r.end, now)
                 .map_err(|e| format!("provider.prometheus.rangeQuery.end: {e}"))?;
-            let step: kube::core::Duration = r.step.parse().map_err(|e| {
-                format!(
-                    "provider.prometheus.rangeQuery.step {:?} is not a duration: {e}",
-                    r.step
-                )
-            })?;
-            let step = Duration::from(step);
-            if step.is_zero() {
-                return Err("provider.prometheus.rangeQuery.step must be positive".to_string());
-            }
+            // check_prometheus has made sure the step parses and is positive.
+            let step = r
+                .step
+                .parse::<kube::core::Duration>()
+                .map(Duration::from)
+                .unwrap_or_default();
             if end < start {
                 return Err("provider.prometheus.rangeQuery: end is before start".to_string());
             }

@@ -5,6 +5,7 @@ pub mod common;
 pub mod constants;
 pub mod duration;
 pub mod rollout;
+pub mod schema_check;
 pub mod validation;
 
 /// API group of every Sluice kind.

@@ -4,7 +4,6 @@
 //! Each error names the field path (as a service owner would write it in YAML) and why.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -12,18 +11,13 @@ use super::constants::{DEFAULT_MAX_TRAFFIC_WEIGHT, MAX_CANARY_STEPS};
 use super::rollout::{CanaryStep, CanaryStrategy, RolloutAnalysis, RolloutSpec, StringMatch};
 
 /// One invalid field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
 pub struct FieldError {
     /// Path of the field, e.g. `spec.strategy.canary.steps[2].setWeight`.
     pub field: String,
     /// What is wrong, in lower case.
     pub message: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
 }
 
 #[derive(Default)]
@@ -211,8 +205,8 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
         let surge = resolve_int_or_percent(canary.max_surge.as_ref(), 100, true);
         let unavailable = resolve_int_or_percent(canary.max_unavailable.as_ref(), 100, false);
         match (surge, unavailable) {
-            (Err(e), _) => errs.add(format!("{C}.maxSurge"), e),
-            (_, Err(e)) => errs.add(format!("{C}.maxUnavailable"), e),
+            (Err(e), _) => errs.add(format!("{C}.maxSurge"), e.to_string()),
+            (_, Err(e)) => errs.add(format!("{C}.maxUnavailable"), e.to_string()),
             (Ok(0), Ok(0)) if canary.max_surge.is_some() || canary.max_unavailable.is_some() => {
                 errs.add(
                     format!("{C}.maxUnavailable"),
@@ -596,27 +590,36 @@ fn validate_analysis(analysis: &RolloutAnalysis, field: &str, errs: &mut Errors)
     }
 }
 
+/// Why an int-or-percentage (`maxSurge`, `maxUnavailable`) is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntOrPercentError {
+    /// A negative number or percentage, as written.
+    #[error("must not be negative, got {0}")]
+    Negative(String),
+    /// Text that is neither a number nor a percentage.
+    #[error("{0:?} is neither a number nor a percentage like \"25%\"")]
+    Unparseable(String),
+}
+
 /// Resolves an int-or-percentage (`maxSurge`, `maxUnavailable`) against `total`. Percentages
 /// round up for surge and down for unavailability, as Kubernetes Deployments do.
 pub fn resolve_int_or_percent(
     value: Option<&IntOrString>,
     total: i32,
     round_up: bool,
-) -> Result<i32, String> {
+) -> Result<i32, IntOrPercentError> {
     let value = value
         .cloned()
         .unwrap_or_else(|| IntOrString::String("25%".to_string()));
     match value {
-        IntOrString::Int(n) if n < 0 => Err(format!("must not be negative, got {n}")),
+        IntOrString::Int(n) if n < 0 => Err(IntOrPercentError::Negative(n.to_string())),
         IntOrString::Int(n) => Ok(n),
         IntOrString::String(s) => {
             let Some(pct) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
-                return Err(format!(
-                    "{s:?} is neither a number nor a percentage like \"25%\""
-                ));
+                return Err(IntOrPercentError::Unparseable(s));
             };
             if pct < 0 {
-                return Err(format!("must not be negative, got {s:?}"));
+                return Err(IntOrPercentError::Negative(format!("{s:?}")));
             }
             let scaled = pct * i64::from(total);
             let v = if round_up {

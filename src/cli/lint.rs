@@ -2,9 +2,11 @@
 //! merge.
 //!
 //! Every document of the `sluice.dev` group is checked against the CRD schema generated from the
-//! API types (unknown fields, types, required fields, enums), then by the rules the controller
-//! applies: `validate_rollout_spec`, metric limits, conditions compiled, PromQL parsed, and every
-//! template a Rollout references present among the files (or named with `--external-template`).
+//! API types (`api::schema_check`), then by the very functions the controller applies:
+//! `api::validation` for Rollouts, `analysis::validation` and `analysis::args` for analysis
+//! specs. What is lint's own is resolving references across files: every template a Rollout
+//! references present among the files (or named with `--external-template`), its required
+//! arguments passed, and no metric name twice among the templates of one analysis.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,13 +16,15 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::analysis::accounting::MetricLimits;
-use crate::analysis::condition::{Condition, ConditionError};
+use crate::analysis::args::{missing_args, substitute_declared};
+use crate::analysis::validation::{MetricError, check_metric, check_provider, check_spec};
 use crate::api::analysis::{
-    AnalysisRun, AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate, Metric,
+    AnalysisRun, AnalysisTemplate, AnalysisTemplateRef, AnalysisTemplateSpec, Argument,
+    ClusterAnalysisTemplate, Metric,
 };
-use crate::api::rollout::{Rollout, RolloutAnalysis};
-use crate::api::validation::validate_rollout_spec;
+use crate::api::rollout::{AnalysisRunArgument, Rollout, RolloutAnalysis};
+use crate::api::schema_check::check_object;
+use crate::api::validation::{FieldError, validate_rollout_spec};
 
 use super::Output;
 use super::yaml_lines::{line_of, split_documents};
@@ -100,6 +104,21 @@ impl Doc<'_> {
             message: message.into(),
         }
     }
+
+    fn field_error(&self, e: &FieldError) -> Finding {
+        self.finding(&e.field, e.message.clone())
+    }
+
+    /// A finding about a metric at `metric` (`spec.metrics[1]`), at the field the error names.
+    fn metric_error(&self, metric: &str, e: &MetricError) -> Finding {
+        let inner = e.field();
+        let field = if inner.is_empty() {
+            metric.to_string()
+        } else {
+            format!("{metric}.{inner}")
+        };
+        self.finding(&field, e.to_string())
+    }
 }
 
 /// A reference from a Rollout to a template, to resolve after every file is read.
@@ -107,7 +126,8 @@ struct Reference {
     finding_at: Finding,
     name: String,
     cluster: bool,
-    args: Vec<String>,
+    /// What the referrer passes.
+    args: Vec<Argument>,
     /// Namespace of the referring object, when its manifest says.
     namespace: Option<String>,
     /// References of one analysis share a group: their templates are merged into one run.
@@ -116,8 +136,8 @@ struct Reference {
 
 /// What a reference needs to know about a template.
 struct TemplateInfo {
-    /// Declared arguments without a value: the analysis must pass them.
-    required: Vec<String>,
+    /// Declared arguments: those without a value must be passed.
+    args: Vec<Argument>,
     /// Metric names.
     metrics: Vec<String>,
     /// Namespace, when the manifest says.
@@ -147,7 +167,7 @@ impl Templates {
 
 fn template_info(spec: &AnalysisTemplateSpec, namespace: Option<String>) -> TemplateInfo {
     TemplateInfo {
-        required: required_args(spec),
+        args: spec.args.clone(),
         metrics: spec.metrics.iter().map(|m| m.name.clone()).collect(),
         namespace,
     }
@@ -241,16 +261,14 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
         };
         match templates.find(&r) {
             Some(info) => {
-                for arg in &info.required {
-                    if !r.args.contains(arg) {
-                        findings.push(Finding {
-                            message: format!(
-                                "{kind} \"{}\" needs argument \"{arg}\", which this analysis does not pass",
-                                r.name
-                            ),
-                            ..r.finding_at.clone()
-                        });
-                    }
+                for arg in missing_args(&info.args, &r.args) {
+                    findings.push(Finding {
+                        message: format!(
+                            "{kind} \"{}\" needs argument \"{arg}\", which this analysis does not pass",
+                            r.name
+                        ),
+                        ..r.finding_at.clone()
+                    });
                 }
                 let seen = merged.entry(r.group.clone()).or_default();
                 for m in &info.metrics {
@@ -361,25 +379,11 @@ fn lint_document(
         return true;
     };
     let before = findings.len();
-    if let Some(obj) = value.as_object() {
-        for (k, v) in obj {
-            if matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
-                continue;
-            }
-            match schema.pointer(&format!("/properties/{k}")) {
-                Some(s) => check_schema(doc, v, s, k, findings),
-                None => findings.push(doc.finding(k, format!("unknown field \"{k}\""))),
-            }
-        }
-    }
-    if value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-        && value.pointer("/metadata/generateName").is_none()
-    {
-        findings.push(doc.finding("metadata.name", "required field is missing"));
-    }
+    findings.extend(
+        check_object(value, &schema)
+            .iter()
+            .map(|e| doc.field_error(e)),
+    );
     if findings.len() > before {
         // The typed checks below would only repeat schema errors in vaguer words.
         return true;
@@ -400,7 +404,7 @@ fn lint_document(
         },
         "AnalysisTemplate" => match serde_json::from_value::<AnalysisTemplate>(value.clone()) {
             Ok(t) => {
-                lint_template(doc, &t.spec, "spec", &namespace, findings, references);
+                lint_template(doc, &t.spec, &namespace, findings, references);
                 templates
                     .namespaced
                     .entry(name)
@@ -412,7 +416,7 @@ fn lint_document(
         "ClusterAnalysisTemplate" => {
             match serde_json::from_value::<ClusterAnalysisTemplate>(value.clone()) {
                 Ok(t) => {
-                    lint_template(doc, &t.spec.template, "spec", &None, findings, references);
+                    lint_template(doc, &t.spec.template, &None, findings, references);
                     templates
                         .cluster
                         .insert(name, template_info(&t.spec.template, None));
@@ -429,7 +433,7 @@ fn lint_document(
                     measurement_retention: run.spec.measurement_retention.clone(),
                     templates: Vec::new(),
                 };
-                lint_template(doc, &spec, "spec", &namespace, findings, references);
+                lint_template(doc, &spec, &namespace, findings, references);
             }
             Err(e) => findings.push(doc.finding("spec", format!("does not decode: {e}"))),
         },
@@ -438,115 +442,17 @@ fn lint_document(
     true
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// Structural schema check: unknown fields, types, required fields, enums.
-fn check_schema(doc: &Doc<'_>, v: &Value, schema: &Value, path: &str, out: &mut Vec<Finding>) {
-    if v.is_null() {
-        // `key:` with no value: the API server drops it like an absent field.
-        return;
-    }
-    if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
-        if !(v.is_string() || v.is_i64() || v.is_u64()) {
-            out.push(doc.finding(
-                path,
-                format!("must be an integer or a string, got {}", type_name(v)),
-            ));
-        }
-        return;
-    }
-    let ty = schema.get("type").and_then(Value::as_str);
-    let ok = match ty {
-        Some("object") => v.is_object(),
-        Some("array") => v.is_array(),
-        Some("string") => v.is_string(),
-        Some("integer") => v.is_i64() || v.is_u64(),
-        Some("number") => v.is_number(),
-        Some("boolean") => v.is_boolean(),
-        _ => true,
-    };
-    if !ok {
-        out.push(doc.finding(
-            path,
-            format!(
-                "must be {} {}, got {}",
-                if ty == Some("integer") || ty == Some("array") || ty == Some("object") {
-                    "an"
-                } else {
-                    "a"
-                },
-                ty.unwrap_or("?"),
-                type_name(v)
-            ),
-        ));
-        return;
-    }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
-        && !allowed.contains(v)
-    {
-        let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-        out.push(doc.finding(path, format!("must be one of {}, got {v}", list.join(", "))));
-    }
-    match v {
-        Value::Object(map) => {
-            let props = schema.get("properties").and_then(Value::as_object);
-            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
-            let preserve =
-                schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-            for (k, child) in map {
-                let child_path = format!("{path}.{k}");
-                match (props.and_then(|p| p.get(k)), additional) {
-                    (Some(s), _) => check_schema(doc, child, s, &child_path, out),
-                    (None, Some(s)) => check_schema(doc, child, s, &child_path, out),
-                    (None, None) if preserve || props.is_none() => {}
-                    (None, None) => {
-                        out.push(doc.finding(&child_path, format!("unknown field \"{k}\"")))
-                    }
-                }
-            }
-            for req in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(r) = req.as_str()
-                    && !map.contains_key(r)
-                {
-                    out.push(doc.finding(&format!("{path}.{r}"), "required field is missing"));
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(s) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    check_schema(doc, item, s, &format!("{path}[{i}]"), out);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-fn analysis_refs(
+/// References from `field` (an analysis of a Rollout, or a template including others) to the
+/// templates it lists, which become one run, passing `args`.
+fn push_references(
     doc: &Doc<'_>,
-    analysis: &RolloutAnalysis,
     field: &str,
+    templates: &[AnalysisTemplateRef],
+    args: Vec<Argument>,
     namespace: &Option<String>,
     references: &mut Vec<Reference>,
 ) {
-    let args: Vec<String> = analysis.args.iter().map(|a| a.name.clone()).collect();
-    for (j, t) in analysis.templates.iter().enumerate() {
+    for (j, t) in templates.iter().enumerate() {
         references.push(Reference {
             finding_at: doc.finding(&format!("{field}.templates[{j}].templateName"), ""),
             name: t.template_name.clone(),
@@ -558,15 +464,28 @@ fn analysis_refs(
     }
 }
 
+fn analysis_refs(
+    doc: &Doc<'_>,
+    analysis: &RolloutAnalysis,
+    field: &str,
+    namespace: &Option<String>,
+    references: &mut Vec<Reference>,
+) {
+    let args = passed_by_rollout(&analysis.args);
+    push_references(doc, field, &analysis.templates, args, namespace, references);
+}
+
 fn lint_rollout(
     doc: &Doc<'_>,
     ro: &Rollout,
     findings: &mut Vec<Finding>,
     references: &mut Vec<Reference>,
 ) {
-    for e in validate_rollout_spec(&ro.spec) {
-        findings.push(doc.finding(&e.field, e.message));
-    }
+    findings.extend(
+        validate_rollout_spec(&ro.spec)
+            .iter()
+            .map(|e| doc.field_error(e)),
+    );
     if let Some(canary) = &ro.spec.strategy.canary {
         for (i, step) in canary.steps.iter().enumerate() {
             if let Some(a) = &step.analysis {
@@ -591,346 +510,75 @@ fn lint_rollout(
     }
 }
 
-/// Arguments a template declares without a value: the Rollout must pass them.
-fn required_args(spec: &AnalysisTemplateSpec) -> Vec<String> {
-    spec.args
-        .iter()
-        .filter(|a| a.value.is_none() && a.value_from.is_none())
-        .map(|a| a.name.clone())
+/// What a Rollout passes, as its templates see it: every argument with a value or a `valueFrom`
+/// (the controller resolves those when it creates the run).
+fn passed_by_rollout(args: &[AnalysisRunArgument]) -> Vec<Argument> {
+    args.iter()
+        .map(|a| Argument {
+            name: a.name.clone(),
+            value: (a.value.is_some() || a.value_from.is_some())
+                .then(|| a.value.clone().unwrap_or_default()),
+            value_from: None,
+        })
         .collect()
 }
 
-/// Supported and known metric providers (Argo Rollouts' list), for a precise message.
-const KNOWN_PROVIDERS: [&str; 12] = [
-    "prometheus",
-    "kayenta",
-    "web",
-    "datadog",
-    "wavefront",
-    "newRelic",
-    "job",
-    "cloudWatch",
-    "graphite",
-    "influxdb",
-    "skywalking",
-    "plugin",
-];
-
-/// Replaces `{{args.NAME}}` with the template's default when it has one, else with a stand-in
-/// that keeps the surrounding syntax valid: a duration inside `[...]` (PromQL ranges), a word
-/// inside quotes, a number elsewhere. Unknown placeholders are reported.
-fn substitute(
-    text: &str,
-    defaults: &BTreeMap<String, Option<String>>,
-    problems: &mut Vec<String>,
-) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find("{{") {
-        let Some(close) = rest[open + 2..].find("}}") else {
-            break;
-        };
-        out.push_str(&rest[..open]);
-        let tag = rest[open + 2..open + 2 + close].trim();
-        let Some(name) = tag.strip_prefix("args.") else {
-            problems.push(format!(
-                "unknown placeholder {{{{{tag}}}}} (only {{{{args.NAME}}}} is supported)"
-            ));
-            out.push('1');
-            rest = &rest[open + 2 + close + 2..];
-            continue;
-        };
-        let value = match defaults.get(name) {
-            Some(Some(v)) => v.clone(),
-            // Undeclared: reported, then stood in for so the other checks still run.
-            None | Some(None) => {
-                if !defaults.contains_key(name) {
-                    problems.push(format!(
-                        "{{{{{tag}}}}} uses argument \"{name}\", which the template does not declare in spec.args"
-                    ));
-                }
-                let quotes = out.matches('"').count() + out.matches('\'').count();
-                if out.trim_end().ends_with('[') {
-                    "5m".to_string()
-                } else if quotes % 2 == 1 {
-                    "x".to_string()
-                } else {
-                    "1".to_string()
-                }
-            }
-        };
-        out.push_str(&value);
-        rest = &rest[open + 2 + close + 2..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn substitute_all(
-    v: &mut Value,
-    defaults: &BTreeMap<String, Option<String>>,
-    problems: &mut Vec<String>,
-) {
-    match v {
-        Value::String(s) => *s = substitute(s, defaults, problems),
-        Value::Array(a) => {
-            for x in a {
-                substitute_all(x, defaults, problems);
-            }
-        }
-        Value::Object(o) => {
-            for x in o.values_mut() {
-                substitute_all(x, defaults, problems);
-            }
-        }
-        _ => {}
-    }
+/// What an including template passes to the templates it includes: its own declared arguments,
+/// whatever their value, since the Rollout supplies those of the merged run.
+fn passed_on(args: &[Argument]) -> Vec<Argument> {
+    args.iter()
+        .map(|a| Argument {
+            value: Some(a.value.clone().unwrap_or_default()),
+            ..a.clone()
+        })
+        .collect()
 }
 
 fn lint_template(
     doc: &Doc<'_>,
     spec: &AnalysisTemplateSpec,
-    base: &str,
     namespace: &Option<String>,
     findings: &mut Vec<Finding>,
     references: &mut Vec<Reference>,
 ) {
-    if spec.metrics.is_empty() && spec.templates.is_empty() {
-        findings.push(doc.finding(
-            &format!("{base}.metrics"),
-            "at least one metric is required",
-        ));
-    }
-    // Declared arguments, with their default when the template gives one.
-    let defaults: BTreeMap<String, Option<String>> = spec
-        .args
-        .iter()
-        .map(|a| (a.name.clone(), a.value.clone()))
-        .collect();
-    let names: Vec<&str> = spec.metrics.iter().map(|m| m.name.as_str()).collect();
+    let checks = check_spec(
+        &spec.metrics,
+        &spec.dry_run,
+        &spec.measurement_retention,
+        !spec.templates.is_empty(),
+    );
+    findings.extend(
+        checks
+            .iter()
+            .map(|e| doc.finding(&e.field(), e.to_string())),
+    );
     for (i, m) in spec.metrics.iter().enumerate() {
-        let field = format!("{base}.metrics[{i}]");
-        if m.name.is_empty() {
-            findings.push(doc.finding(&format!("{field}.name"), "must not be empty"));
-        } else if names[..i].contains(&m.name.as_str()) {
-            findings.push(doc.finding(
-                &format!("{field}.name"),
-                format!("two metrics have the same name \"{}\"", m.name),
-            ));
-        }
-        lint_metric(doc, m, &field, &defaults, findings);
+        lint_metric(doc, m, &format!("spec.metrics[{i}]"), &spec.args, findings);
     }
-    for (list, label) in [
-        (
-            spec.dry_run
-                .iter()
-                .map(|d| d.metric_name.as_str())
-                .collect::<Vec<_>>(),
-            "dryRun",
-        ),
-        (
-            spec.measurement_retention
-                .iter()
-                .map(|d| d.metric_name.as_str())
-                .collect(),
-            "measurementRetention",
-        ),
-    ] {
-        for (i, pattern) in list.iter().enumerate() {
-            let field = format!("{base}.{label}[{i}].metricName");
-            match regex::Regex::new(pattern) {
-                Err(e) => findings
-                    .push(doc.finding(&field, format!("not a valid regular expression: {e}"))),
-                // Templates that include others get metrics from them: only check alone-standing ones.
-                Ok(re) if spec.templates.is_empty() && !names.iter().any(|n| re.is_match(n)) => {
-                    findings.push(doc.finding(&field, format!("\"{pattern}\" matches no metric")))
-                }
-                Ok(_) => {}
-            }
-        }
-    }
-    for (i, r) in spec.measurement_retention.iter().enumerate() {
-        if r.limit < 1 {
-            findings.push(doc.finding(
-                &format!("{base}.measurementRetention[{i}].limit"),
-                format!("must be at least 1, got {}", r.limit),
-            ));
-        }
-    }
-    for (j, t) in spec.templates.iter().enumerate() {
-        references.push(Reference {
-            finding_at: doc.finding(&format!("{base}.templates[{j}].templateName"), ""),
-            name: t.template_name.clone(),
-            cluster: t.cluster_scope,
-            args: spec.args.iter().map(|a| a.name.clone()).collect(),
-            namespace: namespace.clone(),
-            group: format!("{}:{}:{base}", doc.file, doc.first_line),
-        });
-    }
+    let args = passed_on(&spec.args);
+    push_references(doc, "spec", &spec.templates, args, namespace, references);
 }
 
+/// The controller's checks of one metric, on the metric with the template's declared defaults
+/// (or stand-ins) substituted for its arguments.
 fn lint_metric(
     doc: &Doc<'_>,
     raw: &Metric,
     field: &str,
-    defaults: &BTreeMap<String, Option<String>>,
+    declared: &[Argument],
     findings: &mut Vec<Finding>,
 ) {
-    let mut others: Vec<&str> = raw
-        .provider
-        .unsupported
-        .keys()
-        .map(String::as_str)
-        .collect();
-    others.sort_unstable();
-    match (&raw.provider.prometheus, others.as_slice()) {
-        (Some(_), []) => {}
-        (None, []) => {
-            findings.push(doc.finding(
-                &format!("{field}.provider"),
-                "no provider is set (Sluice supports: prometheus)",
-            ));
-            return;
-        }
-        (None, [one]) if KNOWN_PROVIDERS.contains(one) => {
-            findings.push(doc.finding(
-                &format!("{field}.provider.{one}"),
-                format!("the {one} provider is not supported by Sluice (supported: prometheus)"),
-            ));
-            return;
-        }
-        (None, [one]) => {
-            findings.push(doc.finding(
-                &format!("{field}.provider.{one}"),
-                "unknown provider (Sluice supports: prometheus)",
-            ));
-            return;
-        }
-        (_, many) => {
-            findings.push(doc.finding(
-                &format!("{field}.provider"),
-                format!(
-                    "exactly one provider must be set, found {}{}",
-                    if raw.provider.prometheus.is_some() {
-                        "prometheus, "
-                    } else {
-                        ""
-                    },
-                    many.join(", ")
-                ),
-            ));
-            return;
-        }
+    if let Err(e) = check_provider(raw) {
+        findings.push(doc.metric_error(field, &e));
+        return;
     }
-    let mut value = match serde_json::to_value(raw) {
-        Ok(v) => v,
-        Err(e) => {
-            findings.push(doc.finding(field, format!("does not encode: {e}")));
-            return;
-        }
-    };
-    let mut problems = Vec::new();
-    substitute_all(&mut value, defaults, &mut problems);
-    problems.dedup();
-    for p in problems {
-        findings.push(doc.finding(field, p));
+    let substituted = substitute_declared(raw, declared);
+    for p in &substituted.problems {
+        findings.push(doc.finding(field, p.to_string()));
     }
-    let m: Metric = match serde_json::from_value(value) {
-        Ok(m) => m,
-        Err(e) => {
-            findings.push(doc.finding(field, format!("after argument substitution: {e}")));
-            return;
-        }
-    };
-    if let Err(e) = MetricLimits::from_metric(&m) {
-        let limit_field = [
-            "count",
-            "failureLimit",
-            "inconclusiveLimit",
-            "consecutiveErrorLimit",
-            "consecutiveSuccessLimit",
-            "consecutiveFailureLimit",
-            "interval",
-            "initialDelay",
-        ]
-        .into_iter()
-        .find(|f| e.message.starts_with(f))
-        .map_or_else(|| field.to_string(), |f| format!("{field}.{f}"));
-        findings.push(doc.finding(&limit_field, e.message));
-    }
-    for (cond, name) in [
-        (&m.success_condition, "successCondition"),
-        (&m.failure_condition, "failureCondition"),
-    ] {
-        if let Some(c) = cond.as_deref().filter(|c| !c.trim().is_empty())
-            && let Err(e) = Condition::compile(c)
-        {
-            let message = match e {
-                ConditionError::Syntax {
-                    expression,
-                    message,
-                } => format!(
-                    "`{expression}` is not a valid expression: {}",
-                    tidy_parser_message(&message)
-                ),
-                other => other.to_string(),
-            };
-            findings.push(doc.finding(&format!("{field}.{name}"), message));
-        }
-    }
-    if let Some(p) = &m.provider.prometheus {
-        if let Err(e) = promql_parser::parser::parse(&p.query) {
-            findings.push(doc.finding(
-                &format!("{field}.provider.prometheus.query"),
-                format!(
-                    "not valid PromQL: {}",
-                    e.split_whitespace().collect::<Vec<_>>().join(" ")
-                ),
-            ));
-        }
-        if let Some(address) = &p.address
-            && !address.trim().is_empty()
-        {
-            match url::Url::parse(address) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => findings.push(doc.finding(
-                    &format!("{field}.provider.prometheus.address"),
-                    format!("\"{address}\" is not an http(s) URL with a host"),
-                )),
-            }
-        }
-        if let Some(t) = p.timeout
-            && t < 0
-        {
-            findings.push(doc.finding(
-                &format!("{field}.provider.prometheus.timeout"),
-                format!("must not be negative, got {t}"),
-            ));
-        }
-        if let Some(auth) = &p.authentication {
-            for k in auth.unsupported.keys() {
-                findings.push(doc.finding(
-                    &format!("{field}.provider.prometheus.authentication.{k}"),
-                    format!("{k} authentication is not supported by Sluice (supported: basicAuth)"),
-                ));
-            }
-        }
-    }
-}
-
-/// The expression parser reports a multi-line picture (`--> 1:13`, the source, a caret, `= expected
-/// ...`); one line is wanted: "at column 13: expected ...".
-fn tidy_parser_message(message: &str) -> String {
-    let column = message
-        .split("-->")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|pos| pos.split(':').nth(1))
-        .map(str::to_string);
-    let expected = message.rsplit_once("= ").map(|(_, e)| e.trim().to_string());
-    match (column, expected) {
-        (Some(c), Some(e)) => format!("at column {c}: {e}"),
-        _ => message.split_whitespace().collect::<Vec<_>>().join(" "),
+    match substituted.metric {
+        Ok(m) => findings.extend(check_metric(&m).iter().map(|e| doc.metric_error(field, e))),
+        Err(e) => findings.push(doc.finding(field, format!("after argument substitution: {e}"))),
     }
 }
 

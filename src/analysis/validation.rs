@@ -1,0 +1,440 @@
+//! Validation of analysis specs (AnalysisTemplate, ClusterAnalysisTemplate, AnalysisRun) that
+//! needs no cluster.
+//!
+//! Every rule lives here once. `sluice lint` reports every error with its field path; the
+//! AnalysisRun reconciler (`analysis::run`) stops at the first and writes
+//! [`SpecError::status_message`] / [`MetricError::status_message`] into the run's status, so a
+//! problem caught before merge and one caught on status read the same.
+
+use regex::Regex;
+
+use crate::analysis::accounting::{LimitsError, MetricLimits};
+use crate::analysis::condition::{Condition, ConditionError};
+use crate::api::analysis::{Metric, PrometheusMetric};
+use crate::api::common::{DryRun, MeasurementRetention};
+
+/// Providers Argo Rollouts has and Sluice does not implement, to name them in errors.
+pub const KNOWN_PROVIDERS: [&str; 11] = [
+    "kayenta",
+    "web",
+    "datadog",
+    "wavefront",
+    "newRelic",
+    "job",
+    "cloudWatch",
+    "graphite",
+    "influxdb",
+    "skywalking",
+    "plugin",
+];
+
+/// The limit fields a [`LimitsError`] message starts with, to point at the field.
+const LIMIT_FIELDS: [&str; 8] = [
+    "count",
+    "failureLimit",
+    "inconclusiveLimit",
+    "consecutiveErrorLimit",
+    "consecutiveSuccessLimit",
+    "consecutiveFailureLimit",
+    "interval",
+    "initialDelay",
+];
+
+/// What is wrong with one metric. [`MetricError::field`] is the path inside the metric.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricError {
+    /// No provider at all.
+    #[error("no provider is set (Sluice supports: prometheus)")]
+    NoProvider,
+    /// A provider of Argo Rollouts that Sluice does not implement.
+    #[error("the {0} provider is not supported by Sluice (supported: prometheus)")]
+    UnsupportedProvider(String),
+    /// A provider nobody knows: most likely a typo.
+    #[error("unknown provider (Sluice supports: prometheus)")]
+    UnknownProvider(String),
+    /// More than one provider.
+    #[error("exactly one provider must be set, found {}", .0.join(", "))]
+    SeveralProviders(Vec<String>),
+    /// Counts, limits or timings that do not fit together.
+    #[error("{}", .0.message)]
+    Limits(LimitsError),
+    /// A condition that does not parse.
+    #[error("`{expression}` is not a valid expression: {message}")]
+    Condition {
+        /// `successCondition` or `failureCondition`.
+        field: &'static str,
+        /// The expression as written.
+        expression: String,
+        /// What the parser said, on one line.
+        message: String,
+    },
+    /// An empty Prometheus query.
+    #[error("must not be empty")]
+    EmptyQuery,
+    /// A query the PromQL parser rejects.
+    #[error("not valid PromQL: {0}")]
+    InvalidPromQl(String),
+    /// An address that is not an http(s) URL.
+    #[error("\"{0}\" is not an http(s) URL with a host")]
+    InvalidAddress(String),
+    /// A negative query timeout.
+    #[error("must not be negative, got {0}")]
+    NegativeTimeout(i64),
+    /// An authentication method Sluice does not implement.
+    #[error(
+        "{0} authentication is not supported by Sluice (supported: basicAuth, or an Authorization header)"
+    )]
+    UnsupportedAuthentication(String),
+    /// Basic authentication without a user name or a password.
+    #[error("needs both username and password")]
+    IncompleteBasicAuth,
+    /// A range query step that is not a duration.
+    #[error("{step:?} is not a duration: {message}")]
+    InvalidStep {
+        /// The step as written.
+        step: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// A range query step of zero.
+    #[error("must be positive")]
+    ZeroStep,
+}
+
+impl MetricError {
+    /// Path of the field inside the metric (`provider.prometheus.timeout`); empty for the metric
+    /// as a whole.
+    pub fn field(&self) -> String {
+        const P: &str = "provider.prometheus";
+        match self {
+            MetricError::NoProvider | MetricError::SeveralProviders(_) => "provider".into(),
+            MetricError::UnsupportedProvider(p) | MetricError::UnknownProvider(p) => {
+                format!("provider.{p}")
+            }
+            MetricError::Limits(e) => LIMIT_FIELDS
+                .into_iter()
+                .find(|f| e.message.starts_with(f))
+                .unwrap_or_default()
+                .to_string(),
+            MetricError::Condition { field, .. } => (*field).to_string(),
+            MetricError::EmptyQuery | MetricError::InvalidPromQl(_) => format!("{P}.query"),
+            MetricError::InvalidAddress(_) => format!("{P}.address"),
+            MetricError::NegativeTimeout(_) => format!("{P}.timeout"),
+            MetricError::UnsupportedAuthentication(k) => format!("{P}.authentication.{k}"),
+            MetricError::IncompleteBasicAuth => format!("{P}.authentication.basicAuth"),
+            MetricError::InvalidStep { .. } | MetricError::ZeroStep => {
+                format!("{P}.rangeQuery.step")
+            }
+        }
+    }
+
+    /// `FIELD: MESSAGE`, the field inside the metric. Limits and conditions name their field
+    /// in the message already.
+    pub fn located(&self) -> String {
+        match self {
+            MetricError::Limits(e) => e.message.clone(),
+            MetricError::Condition { .. } => format!("condition {self}"),
+            other => format!("{}: {other}", other.field()),
+        }
+    }
+
+    /// The error as an AnalysisRun's status reports it: `metric "NAME": FIELD: MESSAGE`.
+    pub fn status_message(&self, metric: &str) -> String {
+        format!("metric \"{metric}\": {}", self.located())
+    }
+}
+
+/// What is wrong with an analysis spec as a whole. [`SpecError::field`] is the path from the
+/// object (`spec.metrics[2].name`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A spec without metrics (and without templates to take them from).
+    #[error("at least one metric is required")]
+    NoMetrics,
+    /// A metric without a name.
+    #[error("must not be empty")]
+    EmptyMetricName {
+        /// Index of the metric.
+        index: usize,
+    },
+    /// Two metrics with the same name.
+    #[error("two metrics have the same name \"{name}\"")]
+    DuplicateMetricName {
+        /// Index of the second one.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+    /// A `dryRun` or `measurementRetention` pattern that does not compile.
+    #[error("not a valid regular expression: {message}")]
+    InvalidPattern {
+        /// `dryRun` or `measurementRetention`.
+        list: &'static str,
+        /// Index in the list.
+        index: usize,
+        /// What the regex parser said.
+        message: String,
+    },
+    /// A pattern that matches no metric: most likely a typo.
+    #[error("\"{pattern}\" matches no metric")]
+    PatternMatchesNothing {
+        /// `dryRun` or `measurementRetention`.
+        list: &'static str,
+        /// Index in the list.
+        index: usize,
+        /// The pattern.
+        pattern: String,
+    },
+    /// A retention below one measurement.
+    #[error("must be at least 1, got {limit}")]
+    RetentionLimit {
+        /// Index in `measurementRetention`.
+        index: usize,
+        /// The limit.
+        limit: i32,
+    },
+}
+
+impl SpecError {
+    /// Path of the field from the object.
+    pub fn field(&self) -> String {
+        match self {
+            SpecError::NoMetrics => "spec.metrics".into(),
+            SpecError::EmptyMetricName { index } | SpecError::DuplicateMetricName { index, .. } => {
+                format!("spec.metrics[{index}].name")
+            }
+            SpecError::InvalidPattern { list, index, .. }
+            | SpecError::PatternMatchesNothing { list, index, .. } => {
+                format!("spec.{list}[{index}].metricName")
+            }
+            SpecError::RetentionLimit { index, .. } => {
+                format!("spec.measurementRetention[{index}].limit")
+            }
+        }
+    }
+
+    /// The error as an AnalysisRun's status reports it: `FIELD: MESSAGE`. A duplicate name is
+    /// reported by the message alone, which names the metric.
+    pub fn status_message(&self) -> String {
+        match self {
+            SpecError::DuplicateMetricName { .. } => self.to_string(),
+            other => format!("{}: {other}", other.field()),
+        }
+    }
+}
+
+/// Checks the metric list, names, dry-run and retention entries of a spec, in the order the run
+/// reports them. `includes_templates` is true for a template that includes others: it may have
+/// no metrics of its own, and its patterns may match metrics of the included templates.
+pub fn check_spec(
+    metrics: &[Metric],
+    dry_run: &[DryRun],
+    measurement_retention: &[MeasurementRetention],
+    includes_templates: bool,
+) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    if metrics.is_empty() && !includes_templates {
+        errors.push(SpecError::NoMetrics);
+    }
+    let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+    for (index, n) in names.iter().enumerate() {
+        if n.is_empty() {
+            errors.push(SpecError::EmptyMetricName { index });
+        } else if names[..index].contains(n) {
+            errors.push(SpecError::DuplicateMetricName {
+                index,
+                name: n.to_string(),
+            });
+        }
+    }
+    let lists = [
+        (
+            "dryRun",
+            dry_run.iter().map(|d| d.metric_name.as_str()).collect(),
+        ),
+        (
+            "measurementRetention",
+            measurement_retention
+                .iter()
+                .map(|d| d.metric_name.as_str())
+                .collect::<Vec<_>>(),
+        ),
+    ];
+    for (list, patterns) in lists {
+        for (index, pattern) in patterns.into_iter().enumerate() {
+            match Regex::new(pattern) {
+                Err(e) => errors.push(SpecError::InvalidPattern {
+                    list,
+                    index,
+                    message: e.to_string(),
+                }),
+                Ok(re) if !includes_templates && !names.iter().any(|n| re.is_match(n)) => errors
+                    .push(SpecError::PatternMatchesNothing {
+                        list,
+                        index,
+                        pattern: pattern.to_string(),
+                    }),
+                Ok(_) => {}
+            }
+        }
+    }
+    for (index, r) in measurement_retention.iter().enumerate() {
+        if r.limit < 1 {
+            errors.push(SpecError::RetentionLimit {
+                index,
+                limit: r.limit,
+            });
+        }
+    }
+    errors
+}
+
+/// For each pattern, the indexes of the metric names it matches (unanchored regular expression,
+/// as in Argo Rollouts). A pattern that does not compile matches nothing; [`check_spec`] reports
+/// it.
+pub fn matched_metrics<'a>(
+    patterns: impl Iterator<Item = &'a str>,
+    names: &[&str],
+) -> Vec<Vec<usize>> {
+    patterns
+        .map(|p| match Regex::new(p) {
+            Ok(re) => names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| re.is_match(n))
+                .map(|(j, _)| j)
+                .collect(),
+            Err(_) => Vec::new(),
+        })
+        .collect()
+}
+
+/// Checks that exactly one provider is set and that Sluice implements it. Runs before argument
+/// substitution: the placeholders of an unsupported provider are not the problem.
+pub fn check_provider(m: &Metric) -> Result<(), MetricError> {
+    let mut others: Vec<&str> = m.provider.unsupported.keys().map(String::as_str).collect();
+    others.sort_unstable();
+    match (&m.provider.prometheus, others.as_slice()) {
+        (Some(_), []) => Ok(()),
+        (None, []) => Err(MetricError::NoProvider),
+        (None, [one]) if KNOWN_PROVIDERS.contains(one) => {
+            Err(MetricError::UnsupportedProvider(one.to_string()))
+        }
+        (None, [one]) => Err(MetricError::UnknownProvider(one.to_string())),
+        (prometheus, many) => Err(MetricError::SeveralProviders(
+            prometheus
+                .iter()
+                .map(|_| "prometheus")
+                .chain(many.iter().copied())
+                .map(str::to_string)
+                .collect(),
+        )),
+    }
+}
+
+/// Checks counts, limits and timings (after argument substitution).
+pub fn check_limits(m: &Metric) -> Result<MetricLimits, MetricError> {
+    MetricLimits::from_metric(m).map_err(MetricError::Limits)
+}
+
+/// Checks that both conditions parse (after argument substitution).
+pub fn check_conditions(m: &Metric) -> Vec<MetricError> {
+    [
+        (&m.success_condition, "successCondition"),
+        (&m.failure_condition, "failureCondition"),
+    ]
+    .into_iter()
+    .filter_map(|(cond, field)| {
+        let c = cond.as_deref().filter(|c| !c.trim().is_empty())?;
+        match Condition::compile(c) {
+            Ok(_) => None,
+            Err(ConditionError::Syntax {
+                expression,
+                message,
+            }) => Some(MetricError::Condition {
+                field,
+                expression,
+                message,
+            }),
+            // Compiling reports syntax only; evaluation errors come with a value.
+            Err(_) => None,
+        }
+    })
+    .collect()
+}
+
+/// Checks what the controller needs to send a Prometheus query (after argument substitution),
+/// in the order the run reports them.
+pub fn check_prometheus(p: &PrometheusMetric) -> Vec<MetricError> {
+    let mut errors = Vec::new();
+    if p.query.trim().is_empty() {
+        errors.push(MetricError::EmptyQuery);
+    }
+    if let Some(t) = p.timeout
+        && t < 0
+    {
+        errors.push(MetricError::NegativeTimeout(t));
+    }
+    if let Some(auth) = &p.authentication {
+        // BTreeMap: sorted, so the first reported is stable.
+        for k in auth.unsupported.keys() {
+            errors.push(MetricError::UnsupportedAuthentication(k.clone()));
+        }
+        if let Some(b) = &auth.basic_auth
+            && (b.username.is_empty() || b.password.is_empty())
+        {
+            errors.push(MetricError::IncompleteBasicAuth);
+        }
+    }
+    if let Some(r) = &p.range_query {
+        match r.step.parse::<kube::core::Duration>() {
+            Err(e) => errors.push(MetricError::InvalidStep {
+                step: r.step.clone(),
+                message: e.to_string(),
+            }),
+            Ok(step) if std::time::Duration::from(step).is_zero() => {
+                errors.push(MetricError::ZeroStep)
+            }
+            Ok(_) => {}
+        }
+    }
+    errors
+}
+
+/// Checks a query and an address without sending anything: the PromQL parses and the address
+/// is an http(s) URL. Only `sluice lint` runs these: at run time the Prometheus server's answer
+/// is the authority, and a refused query counts as an errored measurement.
+pub fn check_prometheus_offline(p: &PrometheusMetric) -> Vec<MetricError> {
+    let mut errors = Vec::new();
+    if !p.query.trim().is_empty()
+        && let Err(e) = promql_parser::parser::parse(&p.query)
+    {
+        errors.push(MetricError::InvalidPromQl(
+            e.split_whitespace().collect::<Vec<_>>().join(" "),
+        ));
+    }
+    if let Some(address) = &p.address
+        && !address.trim().is_empty()
+    {
+        match url::Url::parse(address) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => errors.push(MetricError::InvalidAddress(address.clone())),
+        }
+    }
+    errors
+}
+
+/// Every check of one metric whose arguments are substituted, as lint runs them: limits,
+/// conditions, the Prometheus request and the offline query checks.
+pub fn check_metric(m: &Metric) -> Vec<MetricError> {
+    let mut errors = Vec::new();
+    if let Err(e) = check_limits(m) {
+        errors.push(e);
+    }
+    errors.extend(check_conditions(m));
+    if let Some(p) = &m.provider.prometheus {
+        errors.extend(check_prometheus(p));
+        errors.extend(check_prometheus_offline(p));
+    }
+    errors
+}
