@@ -392,8 +392,12 @@ async fn invalid_spec_sets_invalid_spec_and_touches_nothing() {
     env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
         .await;
     env.set_image("web", "web:2").await;
-    env.wait_for("web", "weight 20", 60, |r| weight(r) == Some(20))
-        .await;
+    // Wait for a state that holds by itself (the indefinite pause at weight 50): from a timed
+    // pause the controller could move on between these reads and the spec change below.
+    env.wait_for("web", "paused at weight 50", 60, |r| {
+        weight(r) == Some(50) && phase(r) == "Paused"
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     env.cluster.controls().clear_writes();
     // A rule only the controller checks (the API server's CEL rules cannot see it): a step
@@ -432,7 +436,7 @@ async fn invalid_spec_sets_invalid_spec_and_touches_nothing() {
         .filter(|w| w.resource != "events")
         .collect();
     assert!(touched.is_empty(), "an invalid spec changed: {touched:#?}");
-    assert_eq!(env.nginx_weight("web").await, Some(20));
+    assert_eq!(env.nginx_weight("web").await, Some(50));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
