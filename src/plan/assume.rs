@@ -2,7 +2,7 @@
 //! writes landed, before the cluster reacts (no pod starts, no analysis measures).
 //!
 //! The controller uses it to plan again within one reconcile from what it just wrote; the
-//! simulator ([`super::sim::World`]) uses it as its only way of applying a plan, so the
+//! simulator (`sim::World`) uses it as its only way of applying a plan, so the
 //! planner's property tests exercise the same application step the controller relies on.
 
 use super::types::{Observation, ObservedAnalysisRun, ObservedReplicaSet, Plan};
