@@ -89,12 +89,6 @@ impl World {
     /// Applies a plan as the controller does (its writes, and nothing the cluster does in
     /// response), with routers that always take the planned weight.
     pub fn apply(&mut self, p: &Plan) {
-        let before = (
-            self.replica_sets.clone(),
-            self.analysis_runs.clone(),
-            self.traffic.clone(),
-            self.rollout.status.clone(),
-        );
         let mut cluster = self.observe();
         cluster.assume(
             p,
@@ -102,26 +96,24 @@ impl World {
                 canary_weight: p.canary_weight,
             },
         );
-        self.rollout.status = cluster.rollout.status;
-        self.replica_sets = cluster.replica_sets;
-        self.analysis_runs = cluster.analysis_runs;
-        self.workload = cluster.workload;
+        if cluster.replica_sets != self.replica_sets
+            || cluster.analysis_runs != self.analysis_runs
+            || cluster.traffic != self.traffic
+            || cluster.rollout.status != self.rollout.status
+        {
+            self.writes += 1;
+        }
         if let Some(w) = cluster.traffic.canary_weight
             && self.traffic.canary_weight != Some(w)
         {
             self.weight_log.push(w);
         }
+        self.rollout.status = cluster.rollout.status;
+        self.replica_sets = cluster.replica_sets;
+        self.analysis_runs = cluster.analysis_runs;
         self.traffic = cluster.traffic;
+        self.workload = cluster.workload;
         self.events.extend(p.events.iter().cloned());
-        let after = (
-            &self.replica_sets,
-            &self.analysis_runs,
-            &self.traffic,
-            &self.rollout.status,
-        );
-        if (&before.0, &before.1, &before.2, &before.3) != after {
-            self.writes += 1;
-        }
     }
 
     /// Moves the clock; the kubelet starts pods and the analysis controller picks up new runs.
