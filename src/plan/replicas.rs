@@ -19,6 +19,12 @@ pub fn apply_min_pods(count: i32, min_pods: Option<i32>, replicas: i32) -> i32 {
     }
 }
 
+/// Basic canary split for a weight: canary `ceil(replicas × weight / 100)`, stable the rest.
+pub fn basic_targets(replicas: i32, weight: i32) -> (i32, i32) {
+    let new = canary_replicas_for_weight(replicas, weight, 100);
+    (new, replicas - new)
+}
+
 /// The share of traffic (out of `max_weight`) that `available` pods can serve when
 /// `full_size` pods serve all of it. Rounded down so the estimate never overstates capacity.
 pub fn capacity_weight(available: i32, full_size: i32, max_weight: i32) -> i32 {

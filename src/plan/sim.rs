@@ -1,17 +1,25 @@
-//! A deterministic in-memory world for the planner: applies a plan the way the controller and the
-//! cluster would, without any I/O. Used by the planner's tests and by `sluice simulate`.
+//! A deterministic in-memory world for the planner, without any I/O. Used by the planner's tests
+//! and by `sluice demo --simulate`.
+//!
+//! Applying a plan and the user's actions are not simulated here: a plan is applied with
+//! [`Observation::assume`], as the controller assumes its own writes, and an action is the CLI's
+//! patch from [`actions::decide`] applied as the API server would. What the world adds is the
+//! clock and the rest of the cluster: a kubelet starting pods, an analysis controller picking up
+//! new runs, and the runs' results as the test scripts decide.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::actions::{self, Action, Refusal};
+use super::assume::AssumeFacts;
 use super::{
     AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedReplicaSet, ObservedTraffic,
     ObservedWorkload, Plan, PlannedEvent, plan,
 };
 use crate::api::common::AnalysisPhase;
-use crate::api::rollout::{PauseReason, Rollout};
+use crate::api::rollout::Rollout;
 
 /// The simulated cluster around one Rollout.
 #[derive(Debug, Clone)]
@@ -78,91 +86,47 @@ impl World {
         p
     }
 
-    /// Applies a plan: what the controller writes, and what the cluster does at once.
+    /// Applies a plan as the controller does (its writes, and nothing the cluster does in
+    /// response), with routers that always take the planned weight.
     pub fn apply(&mut self, p: &Plan) {
-        let before = (
-            self.replica_sets.clone(),
-            self.analysis_runs.clone(),
-            self.traffic.clone(),
-            self.rollout.status.clone(),
+        let mut cluster = self.observe();
+        cluster.assume(
+            p,
+            AssumeFacts {
+                canary_weight: p.canary_weight,
+            },
         );
-        if p.invalid.is_none() {
-            let name = self.rollout.metadata.name.clone().unwrap_or_default();
-            for d in &p.replica_sets {
-                match self.replica_sets.iter_mut().find(|r| r.hash == d.hash) {
-                    Some(r) => {
-                        r.replicas = d.replicas;
-                        r.revision = d.revision;
-                        r.scale_down_deadline = d.scale_down_deadline;
-                        // Scale-down removes pods at once, unavailable ones first.
-                        r.actual = r.actual.min(d.replicas);
-                        r.available = r.available.min(d.replicas);
-                        r.ready = r.ready.min(d.replicas);
-                    }
-                    None => self.replica_sets.push(ObservedReplicaSet {
-                        name: format!("{name}-{}", d.hash),
-                        hash: d.hash.clone(),
-                        replicas: d.replicas,
-                        actual: 0,
-                        ready: 0,
-                        available: 0,
-                        revision: d.revision,
-                        scale_down_deadline: d.scale_down_deadline,
-                    }),
-                }
-            }
-            self.replica_sets
-                .retain(|r| !p.delete_replica_sets.contains(&r.name));
-            if let Some(w) = p.canary_weight
-                && self.traffic.canary_weight != Some(w)
-            {
-                self.traffic.canary_weight = Some(w);
-                self.weight_log.push(w);
-            }
-            if let Some(h) = &p.stable_service_hash {
-                self.traffic.stable_service_hash = Some(h.clone());
-            }
-            if let Some(h) = &p.canary_service_hash {
-                self.traffic.canary_service_hash = Some(h.clone());
-            }
-            for name in &p.terminate_analysis_runs {
-                if let Some(r) = self.analysis_runs.iter_mut().find(|r| &r.name == name) {
-                    r.terminated = true;
-                }
-            }
-            for req in &p.create_analysis_runs {
-                self.analysis_runs.push(ObservedAnalysisRun {
-                    name: req.name.clone(),
-                    kind: req.kind,
-                    pod_hash: req.pod_hash.clone(),
-                    phase: AnalysisPhase::Running,
-                    message: None,
-                    terminated: false,
-                });
-            }
-            if let (Some(w), Some(n)) = (self.workload.as_mut(), p.workload_replicas) {
-                w.replicas = n;
-            }
-        }
-        self.rollout.status = Some(p.status.clone());
-        self.events.extend(p.events.iter().cloned());
-        let after = (
-            self.replica_sets.clone(),
-            self.analysis_runs.clone(),
-            self.traffic.clone(),
-            self.rollout.status.clone(),
-        );
-        if before != after {
+        if cluster.replica_sets != self.replica_sets
+            || cluster.analysis_runs != self.analysis_runs
+            || cluster.traffic != self.traffic
+            || cluster.rollout.status != self.rollout.status
+        {
             self.writes += 1;
         }
+        if let Some(w) = cluster.traffic.canary_weight
+            && self.traffic.canary_weight != Some(w)
+        {
+            self.weight_log.push(w);
+        }
+        self.rollout.status = cluster.rollout.status;
+        self.replica_sets = cluster.replica_sets;
+        self.analysis_runs = cluster.analysis_runs;
+        self.traffic = cluster.traffic;
+        self.workload = cluster.workload;
+        self.events.extend(p.events.iter().cloned());
     }
 
-    /// Moves the clock and lets the kubelet start pods.
+    /// Moves the clock; the kubelet starts pods and the analysis controller picks up new runs.
     pub fn advance(&mut self, by: Duration) {
         self.now = self
             .now
             .checked_add(jiff::SignedDuration::try_from(by).unwrap_or(jiff::SignedDuration::ZERO))
             .unwrap_or(self.now);
+        for r in &mut self.analysis_runs {
+            if r.phase == AnalysisPhase::Pending && !r.terminated {
+                r.phase = AnalysisPhase::Running;
+            }
+        }
         for r in &mut self.replica_sets {
             r.actual = r.replicas;
             if self.never_ready.contains(&r.hash) {
@@ -205,43 +169,33 @@ impl World {
         }
     }
 
-    fn status_mut(&mut self) -> &mut crate::api::rollout::RolloutStatus {
-        self.rollout.status.get_or_insert_with(Default::default)
+    /// A user action, as `sluice` sends it: the patch is decided from the Rollout as it is and
+    /// applied to it. A refused action changes nothing. The world keeps no ReplicaSet objects,
+    /// so `undo` is always refused here.
+    pub fn act(&mut self, action: &Action) -> Result<String, Refusal> {
+        let patch = actions::decide(&self.rollout, &[], action)?;
+        patch.apply_to(&mut self.rollout)?;
+        Ok(patch.summary)
     }
 
-    /// `sluice promote`: as Argo's CLI does it, a status patch.
+    /// `sluice promote` (ignored when refused, as by the CLI).
     pub fn promote(&mut self) {
-        self.rollout.spec.paused = None;
-        let st = self.status_mut();
-        let inconclusive = st
-            .pause_conditions
-            .iter()
-            .any(|p| p.reason == PauseReason::InconclusiveAnalysisRun);
-        if inconclusive {
-            st.pause_conditions.clear();
-            st.controller_pause = false;
-            st.current_step_index = st.current_step_index.map(|i| i + 1);
-        } else if !st.pause_conditions.is_empty() {
-            st.pause_conditions.clear();
-        } else {
-            st.current_step_index = st.current_step_index.map(|i| i + 1);
-        }
+        let _refused = self.act(&Action::Promote { full: false });
     }
 
-    /// `sluice promote --full`.
+    /// `sluice promote --full` (ignored when refused).
     pub fn promote_full(&mut self) {
-        self.rollout.spec.paused = None;
-        self.status_mut().promote_full = true;
+        let _refused = self.act(&Action::Promote { full: true });
     }
 
-    /// `sluice abort`.
+    /// `sluice abort` (ignored when refused).
     pub fn abort(&mut self) {
-        self.status_mut().abort = true;
+        let _refused = self.act(&Action::Abort);
     }
 
-    /// `sluice retry`.
+    /// `sluice retry` (ignored when refused).
     pub fn retry(&mut self) {
-        self.status_mut().abort = false;
+        let _refused = self.act(&Action::Retry);
     }
 
     /// Sets the phase of the newest non-terminated run of a kind.

@@ -1,0 +1,225 @@
+//! The decisions that move a Rollout between versions: the first version, a new template, a
+//! user's retry or abort, full promotion, an abort, and the promotion itself.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::context::{Ctx, Journal, add_secs, clear_pauses};
+use super::hash;
+use super::types::{DesiredReplicaSet, EventType};
+use crate::api::constants::{self, reason};
+use crate::api::rollout::RolloutStatus;
+
+/// First version of this Rollout: it becomes stable at once, without steps. Returns true when
+/// this is it.
+pub(super) fn adopt_first_version(
+    st: &mut RolloutStatus,
+    current_hash: &str,
+    n_steps: usize,
+) -> bool {
+    if st.stable_rs.is_some() {
+        return false;
+    }
+    st.stable_rs = Some(current_hash.to_string());
+    st.current_step_index = (n_steps > 0).then_some(n_steps as i32);
+    true
+}
+
+/// A new pod template (an update, a rollback via Git, a superseded update) or new steps: resets
+/// what belonged to the previous one and says what happens now.
+pub(super) fn detect_template_change(
+    ctx: &Ctx,
+    st: &mut RolloutStatus,
+    journal: &mut Journal,
+    initial: bool,
+) {
+    let n_steps = ctx.n_steps();
+    let previous = st.current_pod_hash.clone();
+    if previous.as_deref() != Some(ctx.current_hash.as_str()) {
+        st.current_pod_hash = Some(ctx.current_hash.clone());
+        st.abort = false;
+        st.aborted_at = None;
+        st.promote_full = false;
+        clear_pauses(st);
+        st.canary.current_step_analysis_run_status = None;
+        st.canary.current_background_analysis_run_status = None;
+        if initial {
+            journal.event(
+                EventType::Normal,
+                reason::NEW_REPLICA_SET_CREATED,
+                format!(
+                    "first revision {}: deployed without steps",
+                    ctx.current_hash
+                ),
+            );
+        } else if !ctx.in_update() {
+            st.current_step_index = (n_steps > 0).then_some(n_steps);
+            journal.event(
+                EventType::Normal,
+                reason::ROLLED_BACK,
+                format!(
+                    "template is back to the stable version {}: returning to stable without steps",
+                    ctx.stable_hash
+                ),
+            );
+        } else {
+            st.current_step_index = (n_steps > 0).then_some(0);
+            if let Some(p) = previous.as_deref().filter(|p| *p != ctx.stable_hash) {
+                journal.event(
+                    EventType::Normal,
+                    reason::SUPERSEDED,
+                    format!(
+                        "update to {p} superseded by a new template {}",
+                        ctx.current_hash
+                    ),
+                );
+            }
+            journal.event(
+                EventType::Normal,
+                reason::NEW_REPLICA_SET_CREATED,
+                format!(
+                    "rolling out revision {} (pod template hash {})",
+                    ctx.revision, ctx.current_hash
+                ),
+            );
+        }
+    }
+    let steps_hash = hash::steps_hash(ctx.steps);
+    if st.current_step_hash.as_deref() != Some(steps_hash.as_str()) {
+        let had = st.current_step_hash.is_some();
+        st.current_step_hash = Some(steps_hash);
+        if had && ctx.in_update() && previous.as_deref() == Some(ctx.current_hash.as_str()) {
+            // Steps edited in the middle of an update: start them again.
+            st.current_step_index = (n_steps > 0).then_some(0);
+            clear_pauses(st);
+            journal.event(
+                EventType::Normal,
+                reason::REPLICA_SET_UPDATED,
+                "steps changed during the update: restarting from step 0",
+            );
+        }
+    }
+}
+
+/// The user's `retry` (abort cleared after an abort) restarts the update; the user's `abort`
+/// (abort set, not yet started) returns why the update must be aborted.
+pub(super) fn retry_or_user_abort(
+    ctx: &Ctx,
+    st: &mut RolloutStatus,
+    journal: &mut Journal,
+) -> Option<String> {
+    if !st.abort && st.aborted_at.is_some() {
+        st.aborted_at = None;
+        st.current_step_index = (!ctx.steps.is_empty()).then_some(0);
+        clear_pauses(st);
+        st.canary.current_step_analysis_run_status = None;
+        st.canary.current_background_analysis_run_status = None;
+        journal.event(
+            EventType::Normal,
+            reason::ROLLOUT_RETRY,
+            "retrying the update from step 0",
+        );
+    }
+    if st.abort && st.aborted_at.is_none() {
+        if !ctx.in_update() {
+            // Nothing to abort: the Rollout is at its stable version.
+            st.abort = false;
+        } else {
+            return Some("aborted by the user".to_string());
+        }
+    }
+    None
+}
+
+/// `promoteFull` during an update: every remaining step is skipped.
+pub(super) fn promote_full(ctx: &Ctx, st: &mut RolloutStatus, journal: &mut Journal) {
+    if !ctx.in_update() || !st.promote_full || st.abort {
+        return;
+    }
+    let n_steps = ctx.n_steps();
+    if st.current_step_index != Some(n_steps) && n_steps > 0 {
+        journal.event(
+            EventType::Normal,
+            reason::PROMOTE_FULL,
+            "promoted fully: skipping the remaining steps",
+        );
+    }
+    st.current_step_index = (n_steps > 0).then_some(n_steps);
+    clear_pauses(st);
+}
+
+/// Starts an abort (once): the status records when and why, and the steps start over.
+pub(super) fn start_abort(ctx: &Ctx, st: &mut RolloutStatus, journal: &mut Journal, why: &str) {
+    if st.aborted_at.is_some() {
+        return;
+    }
+    let step = st.current_step_index.unwrap_or(0);
+    st.abort = true;
+    st.aborted_at = Some(Time(ctx.now));
+    clear_pauses(st);
+    let n = ctx.steps.len();
+    let message = if n > 0 {
+        format!("aborted at step {} of {n}: {why}", step + 1)
+    } else {
+        format!("aborted: {why}")
+    };
+    journal.event(EventType::Warning, reason::ROLLOUT_ABORTED, message.clone());
+    st.message = Some(message);
+    st.current_step_index = (n > 0).then_some(0);
+}
+
+/// Promotion is due: all steps done, nothing holds the rollout, and the new version is fully
+/// available and carrying all traffic.
+pub(super) fn promotion_due(ctx: &Ctx, st: &RolloutStatus, user_paused: bool, idx: i32) -> bool {
+    let canary_rs = ctx.replica_set(&ctx.current_hash);
+    let fully_available =
+        canary_rs.is_some_and(|r| r.available >= ctx.replicas && r.replicas >= ctx.replicas);
+    let traffic_at_full =
+        !ctx.routing || ctx.replicas == 0 || ctx.obs.traffic.canary_weight == Some(ctx.max_weight);
+    ctx.in_update()
+        && !st.abort
+        && !user_paused
+        && idx >= ctx.n_steps()
+        && fully_available
+        && traffic_at_full
+        && st.pause_conditions.is_empty()
+}
+
+/// Promotes the current version to stable. With traffic routing the previous stable version
+/// stays up for `scaleDownDelaySeconds` (at once down with `dynamicStableScale`).
+pub(super) fn promote(
+    ctx: &Ctx,
+    st: &mut RolloutStatus,
+    journal: &mut Journal,
+    replica_sets: &mut [DesiredReplicaSet],
+) {
+    st.stable_rs = Some(ctx.current_hash.clone());
+    st.promote_full = false;
+    clear_pauses(st);
+    journal.event(
+        EventType::Normal,
+        reason::ROLLOUT_COMPLETED,
+        format!(
+            "promoted revision {} ({}): it is now stable",
+            ctx.revision, ctx.current_hash
+        ),
+    );
+    if ctx.routing
+        && let Some(d) = replica_sets.iter_mut().find(|d| d.hash == ctx.stable_hash)
+    {
+        if ctx.canary.dynamic_stable_scale == Some(true) {
+            d.replicas = 0;
+            d.scale_down_deadline = None;
+        } else {
+            let delay = ctx
+                .canary
+                .scale_down_delay_seconds
+                .unwrap_or(constants::DEFAULT_SCALE_DOWN_DELAY_SECONDS);
+            let deadline = add_secs(ctx.now, i64::from(delay));
+            d.scale_down_deadline = Some(deadline);
+            journal.wake_at(deadline);
+        }
+    }
+    if let Some(d) = replica_sets.iter_mut().find(|d| d.hash == ctx.current_hash) {
+        d.replicas = d.replicas.max(ctx.replicas);
+    }
+}

@@ -1,0 +1,316 @@
+//! The desired ReplicaSets: how many pods each version runs, when old ones scale down, which
+//! are deleted, and the `workloadRef` Deployment's own scale.
+
+use jiff::Timestamp;
+
+use super::context::{Ctx, Journal, add_secs};
+use super::replicas::{
+    Pool, apply_min_pods, basic_targets, canary_replicas_for_weight, rolling_step,
+};
+use super::steps::{desired_canary_replicas, last_weight};
+use super::types::{DesiredReplicaSet, ObservedReplicaSet};
+use crate::api::constants;
+use crate::api::rollout::{RolloutStatus, ScaleDownMode};
+use crate::api::validation;
+
+/// Desired state of every ReplicaSet to keep, given the step `idx` and the canary `weight`
+/// planned.
+pub(super) fn desired(
+    ctx: &Ctx,
+    st: &RolloutStatus,
+    journal: &mut Journal,
+    idx: i32,
+    weight: Option<i32>,
+) -> Vec<DesiredReplicaSet> {
+    let current = ctx.replica_set(&ctx.current_hash);
+    let others: Vec<&ObservedReplicaSet> = ctx
+        .obs
+        .replica_sets
+        .iter()
+        .filter(|r| r.hash != ctx.current_hash && r.hash != ctx.stable_hash)
+        .collect();
+    if !ctx.in_update() {
+        // Settled: the current version is stable and runs at full size.
+        let replicas = apply_min_pods(
+            ctx.replicas,
+            ctx.canary.min_pods_per_replica_set,
+            ctx.replicas,
+        );
+        let mut out = vec![desired_rs(
+            &ctx.current_hash,
+            current,
+            replicas,
+            ctx.revision,
+        )];
+        out.extend(old_replica_sets(ctx, journal, &others));
+        return out;
+    }
+    if ctx.routing {
+        let mut out = routed(ctx, st, journal, idx, weight);
+        out.extend(old_replica_sets(ctx, journal, &others));
+        return out;
+    }
+    basic(ctx, st, idx, &others)
+}
+
+fn desired_rs(
+    hash: &str,
+    existing: Option<&ObservedReplicaSet>,
+    replicas: i32,
+    revision: i64,
+) -> DesiredReplicaSet {
+    DesiredReplicaSet {
+        hash: hash.to_string(),
+        create: existing.is_none(),
+        replicas,
+        revision,
+        scale_down_deadline: None,
+    }
+}
+
+/// With traffic routing: the canary sized for its step (held during an abort until the traffic
+/// left it and `abortScaleDownDelaySeconds` passed), the stable at full size (or shrinking with
+/// the canary's share under `dynamicStableScale`).
+fn routed(
+    ctx: &Ctx,
+    st: &RolloutStatus,
+    journal: &mut Journal,
+    idx: i32,
+    weight: Option<i32>,
+) -> Vec<DesiredReplicaSet> {
+    let current = ctx.replica_set(&ctx.current_hash);
+    let stable = ctx.replica_set(&ctx.stable_hash);
+    let max = ctx.max_weight;
+    let canary_replicas = if st.abort {
+        aborted_canary_replicas(ctx, st, journal)
+    } else {
+        desired_canary_replicas(ctx, idx, last_weight(ctx.steps, idx, max))
+    };
+    let stable_replicas = if ctx.canary.dynamic_stable_scale == Some(true) && !st.abort {
+        let observed = ctx.obs.traffic.canary_weight.unwrap_or(0);
+        let canary_share = weight.unwrap_or(0).max(observed);
+        apply_min_pods(
+            canary_replicas_for_weight(ctx.replicas, max - canary_share, max),
+            ctx.canary.min_pods_per_replica_set,
+            ctx.replicas,
+        )
+    } else {
+        ctx.replicas
+    };
+    let mut out = Vec::new();
+    if let Some(stable) = stable {
+        out.push(desired_rs(
+            &ctx.stable_hash,
+            Some(stable),
+            stable_replicas,
+            stable.revision,
+        ));
+    }
+    out.push(desired_rs(
+        &ctx.current_hash,
+        current,
+        canary_replicas,
+        ctx.revision,
+    ));
+    out
+}
+
+/// During an abort the canary keeps its pods until no traffic reaches it and
+/// `abortScaleDownDelaySeconds` passed (0: it is never scaled down).
+fn aborted_canary_replicas(ctx: &Ctx, st: &RolloutStatus, journal: &mut Journal) -> i32 {
+    let held = ctx.replica_set(&ctx.current_hash).map_or(0, |r| r.replicas);
+    let delay = ctx
+        .canary
+        .abort_scale_down_delay_seconds
+        .unwrap_or(constants::DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS);
+    if delay == 0 {
+        return held;
+    }
+    let traffic = &ctx.obs.traffic;
+    let at = st.aborted_at.as_ref().map_or(ctx.now, |t| t.0);
+    let due = add_secs(at, i64::from(delay));
+    let traffic_gone = traffic.canary_weight.unwrap_or(0) == 0
+        && traffic.canary_service_hash.as_deref() != Some(ctx.current_hash.as_str());
+    if ctx.now >= due && traffic_gone {
+        return 0;
+    }
+    if ctx.now < due {
+        journal.wake_at(due);
+    }
+    held
+}
+
+/// Basic canary (no traffic routing): the replica split moves like a rolling update, within
+/// `maxSurge` and `maxUnavailable`.
+fn basic(
+    ctx: &Ctx,
+    st: &RolloutStatus,
+    idx: i32,
+    others: &[&ObservedReplicaSet],
+) -> Vec<DesiredReplicaSet> {
+    let current = ctx.replica_set(&ctx.current_hash);
+    let stable = ctx.replica_set(&ctx.stable_hash);
+    let weight = if st.abort {
+        0
+    } else {
+        last_weight(ctx.steps, idx, 100)
+    };
+    let (new_target, stable_target) = basic_targets(ctx.replicas, weight);
+    let surge =
+        validation::resolve_int_or_percent(ctx.canary.max_surge.as_ref(), ctx.replicas, true)
+            .unwrap_or(1);
+    let unavailable = validation::resolve_int_or_percent(
+        ctx.canary.max_unavailable.as_ref(),
+        ctx.replicas,
+        false,
+    )
+    .unwrap_or(0);
+    let (surge, unavailable) = if surge == 0 && unavailable == 0 {
+        (1, 0)
+    } else {
+        (surge, unavailable)
+    };
+    // Scale-down priority: the oldest first; then, when aborting, the canary before the
+    // stable, otherwise the stable before the canary.
+    let pool = |r: &ObservedReplicaSet, target: i32| Pool {
+        current: r.replicas,
+        available: r.available,
+        target,
+    };
+    let mut pools: Vec<(String, Option<&ObservedReplicaSet>, Pool, i64)> = Vec::new();
+    let mut olds = others.to_vec();
+    olds.sort_by_key(|r| r.revision);
+    for r in olds {
+        pools.push((r.hash.clone(), Some(r), pool(r, 0), r.revision));
+    }
+    let stable_pool = stable.map(|r| (r.hash.clone(), Some(r), pool(r, stable_target), r.revision));
+    let new_pool = (
+        ctx.current_hash.clone(),
+        current,
+        Pool {
+            current: current.map_or(0, |r| r.replicas),
+            available: current.map_or(0, |r| r.available),
+            target: new_target,
+        },
+        ctx.revision,
+    );
+    if st.abort {
+        pools.push(new_pool);
+        pools.extend(stable_pool);
+    } else {
+        pools.extend(stable_pool);
+        pools.push(new_pool);
+    }
+    let counts = rolling_step(
+        &pools.iter().map(|p| p.2).collect::<Vec<_>>(),
+        ctx.replicas,
+        surge,
+        unavailable,
+    );
+    pools
+        .into_iter()
+        .zip(counts)
+        .map(|((hash, existing, _, revision), count)| desired_rs(&hash, existing, count, revision))
+        .collect()
+}
+
+/// Old ReplicaSets (neither stable nor current) with traffic routing or when settled: scaled
+/// to zero, unless a Service still selects them or their scale-down delay is running (for at
+/// most `scaleDownDelayRevisionLimit` of them).
+fn old_replica_sets(
+    ctx: &Ctx,
+    journal: &mut Journal,
+    others: &[&ObservedReplicaSet],
+) -> Vec<DesiredReplicaSet> {
+    let traffic = &ctx.obs.traffic;
+    let mut out = Vec::new();
+    let mut waiting: Vec<(&ObservedReplicaSet, Timestamp)> = Vec::new();
+    for r in others {
+        let selected = traffic.stable_service_hash.as_deref() == Some(r.hash.as_str())
+            || traffic.canary_service_hash.as_deref() == Some(r.hash.as_str());
+        let keep = match r.scale_down_deadline {
+            Some(deadline) if ctx.now < deadline => {
+                waiting.push((r, deadline));
+                true
+            }
+            _ => selected,
+        };
+        let replicas = if keep { r.replicas } else { 0 };
+        out.push(DesiredReplicaSet {
+            hash: r.hash.clone(),
+            create: false,
+            replicas,
+            revision: r.revision,
+            scale_down_deadline: if replicas == 0 {
+                None
+            } else {
+                r.scale_down_deadline
+            },
+        });
+    }
+    if let Some(limit) = ctx.canary.scale_down_delay_revision_limit {
+        let limit = limit.max(0) as usize;
+        waiting.sort_by_key(|(r, _)| std::cmp::Reverse(r.revision));
+        for (r, _) in waiting.iter().skip(limit) {
+            if let Some(d) = out.iter_mut().find(|d| d.hash == r.hash) {
+                d.replicas = 0;
+                d.scale_down_deadline = None;
+            }
+        }
+        waiting.truncate(limit);
+    }
+    for (_, deadline) in waiting {
+        journal.wake_at(deadline);
+    }
+    out
+}
+
+/// Old ReplicaSets beyond `revisionHistoryLimit` that are idle (no pods, none wanted): deleted,
+/// and dropped from `replica_sets`. Returns their names.
+pub(super) fn prune(
+    ctx: &Ctx,
+    st: &RolloutStatus,
+    replica_sets: &mut Vec<DesiredReplicaSet>,
+) -> Vec<String> {
+    let limit = ctx
+        .obs
+        .rollout
+        .spec
+        .revision_history_limit
+        .unwrap_or(constants::DEFAULT_REVISION_HISTORY_LIMIT)
+        .max(0) as usize;
+    let stable = st.stable_rs.clone().unwrap_or_default();
+    let mut idle: Vec<&ObservedReplicaSet> = ctx
+        .obs
+        .replica_sets
+        .iter()
+        .filter(|r| r.hash != ctx.current_hash && r.hash != stable && r.hash != ctx.stable_hash)
+        .filter(|r| r.replicas == 0 && r.actual == 0)
+        .filter(|r| {
+            replica_sets
+                .iter()
+                .any(|d| d.hash == r.hash && d.replicas == 0)
+        })
+        .collect();
+    idle.sort_by_key(|r| std::cmp::Reverse(r.revision));
+    let deleted: Vec<&ObservedReplicaSet> = idle.into_iter().skip(limit).collect();
+    replica_sets.retain(|d| !deleted.iter().any(|o| o.hash == d.hash));
+    deleted.iter().map(|r| r.name.clone()).collect()
+}
+
+/// Desired `spec.replicas` of the `workloadRef` Deployment under its `scaleDown` mode (None:
+/// leave it).
+pub(super) fn workload_replicas(ctx: &Ctx, st: &RolloutStatus) -> Option<i32> {
+    let workload = ctx.obs.workload.as_ref()?;
+    let mode = ctx.obs.rollout.spec.workload_ref.as_ref()?.scale_down?;
+    let available = ctx.available(&ctx.current_hash);
+    let desired = match mode {
+        ScaleDownMode::Never => return None,
+        ScaleDownMode::Onsuccess => {
+            let healthy = ctx.current_is_stable(st) && available >= ctx.replicas;
+            if healthy { 0 } else { workload.replicas }
+        }
+        ScaleDownMode::Progressively => (ctx.replicas - available).clamp(0, workload.replicas),
+    };
+    (desired != workload.replicas).then_some(desired)
+}
