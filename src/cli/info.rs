@@ -207,6 +207,21 @@ pub struct RolloutView {
     pub conditions: Vec<ConditionView>,
     /// When an analysis failed: the metric and the value that broke it.
     pub failure: Option<FailureView>,
+    /// Metrics of the current revision's running AnalysisRuns whose latest measurement errored,
+    /// with why: shown while the run goes on, not only once it fails.
+    pub analysis_errors: Vec<AnalysisErrorView>,
+}
+
+/// A metric that could not be measured, in a run still running.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisErrorView {
+    /// AnalysisRun name.
+    pub analysis_run: String,
+    /// Metric name.
+    pub metric: String,
+    /// The latest measurement's message.
+    pub message: String,
 }
 
 /// One canary step.
@@ -535,7 +550,10 @@ fn run_view(run: &AnalysisRun) -> RunView {
         });
         (condition, condition_kind, expected_count)
     };
-    let running = matches!(status.phase, AnalysisPhase::Pending | AnalysisPhase::Running);
+    let running = matches!(
+        status.phase,
+        AnalysisPhase::Pending | AnalysisPhase::Running
+    );
     RunView {
         name: run.name_any(),
         kind: run.labels().get(ROLLOUT_TYPE_LABEL).cloned(),
@@ -711,7 +729,12 @@ fn finished(run: &AnalysisRun) -> Option<Timestamp> {
                 .into_iter()
                 .flat_map(|s| &s.metric_results)
                 .flat_map(|m| &m.measurements)
-                .filter_map(|m| m.finished_at.as_ref().or(m.started_at.as_ref()).map(|t| t.0))
+                .filter_map(|m| {
+                    m.finished_at
+                        .as_ref()
+                        .or(m.started_at.as_ref())
+                        .map(|t| t.0)
+                })
                 .max()
         })
         .or_else(|| created(run))
@@ -796,7 +819,10 @@ fn abort_view(ro: &Rollout, status: &RolloutStatus, failure: Option<&FailureView
         .or_else(|| message.as_deref().and_then(step_in_message))
         .or_else(|| progressing.as_deref().and_then(step_in_message));
     let managers = abort_managers(ro);
-    let user = managers.iter().find(|m| m.as_str() != FIELD_MANAGER).cloned();
+    let user = managers
+        .iter()
+        .find(|m| m.as_str() != FIELD_MANAGER)
+        .cloned();
     let by_controller = user.is_none() && managers.iter().any(|m| m == FIELD_MANAGER);
     let says_user = message
         .as_deref()
@@ -905,7 +931,8 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
         .replica_sets
         .iter()
         .find(|rs| {
-            current_hash.is_some() && rs.labels().get(POD_TEMPLATE_HASH_LABEL) == current_hash.as_ref()
+            current_hash.is_some()
+                && rs.labels().get(POD_TEMPLATE_HASH_LABEL) == current_hash.as_ref()
         })
         .and_then(revision_of);
     // A run belongs to the current revision when it carries the current pod hash and, if it
@@ -958,8 +985,14 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
                 snapshot
                     .pods
                     .iter()
-                    .filter(|p| hash.is_some() && p.labels().get(POD_TEMPLATE_HASH_LABEL) == hash.as_ref())
-                    .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+                    .filter(|p| {
+                        hash.is_some() && p.labels().get(POD_TEMPLATE_HASH_LABEL) == hash.as_ref()
+                    })
+                    .flat_map(|p| {
+                        p.status
+                            .iter()
+                            .flat_map(|s| s.container_statuses.iter().flatten())
+                    })
                     .map(|c| c.restart_count)
                     .sum()
             });
@@ -1024,6 +1057,24 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
     let abort = status
         .abort
         .then(|| abort_view(ro, &status, failure.as_ref()));
+    let analysis_errors = runs
+        .iter()
+        .filter(|r| is_current(r))
+        .map(|r| run_view(r))
+        .filter(|r| r.phase == "Running" || r.phase == "Pending")
+        .flat_map(|r| {
+            r.metrics
+                .into_iter()
+                .filter_map(|m| {
+                    Some(AnalysisErrorView {
+                        analysis_run: r.name.clone(),
+                        metric: m.name,
+                        message: m.latest_error?,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let (pause_ends_at, pause_seconds_left) = timed_pause(steps, &status, now);
 
     let mut view = RolloutView {
@@ -1069,6 +1120,7 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
             })
             .collect(),
         failure,
+        analysis_errors,
     };
     if view.aborted {
         // The controller resets currentStepIndex to 0 on abort: marking step 1 "current" would

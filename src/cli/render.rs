@@ -105,16 +105,26 @@ pub fn abort_words(a: &AbortView, step_count: usize) -> String {
             None => "by a user".to_string(),
         },
     };
-    let at = a
-        .at
-        .as_deref()
-        .map(|t| format!(" at {}", clock(t)))
-        .unwrap_or_default();
+    let at =
+        a.at.as_deref()
+            .map(|t| format!(" at {}", clock(t)))
+            .unwrap_or_default();
     let step = match a.step_index {
         Some(i) if step_count > 0 => format!(", at step {} of {step_count}", i + 1),
         _ => String::new(),
     };
-    format!("{who}{at}{step}")
+    // The controller's reason, without the "aborted at step K of N: " it starts with.
+    let why = match (a.cause.as_str(), &a.reason) {
+        ("controller", Some(r)) => {
+            let r = match r.split_once(": ") {
+                Some((head, rest)) if head.starts_with("aborted") => rest,
+                _ => r.as_str(),
+            };
+            format!(": {r}")
+        }
+        _ => String::new(),
+    };
+    format!("{who}{at}{step}{why}")
 }
 
 /// The failure line: the metric, its rounded value, the resolved condition and the limit.
@@ -143,18 +153,9 @@ pub fn failure_line(f: &FailureView) -> String {
 
 /// Errors of the current revision's runs still measuring: `(run, metric, message)`.
 pub fn live_errors(v: &RolloutView) -> Vec<(String, String, String)> {
-    v.revisions
+    v.analysis_errors
         .iter()
-        .filter(|r| r.current)
-        .flat_map(|r| &r.analysis_runs)
-        .filter(|r| r.phase == "Running" || r.phase == "Pending")
-        .flat_map(|r| {
-            r.metrics.iter().filter_map(|m| {
-                m.latest_error
-                    .clone()
-                    .map(|e| (r.name.clone(), m.name.clone(), e))
-            })
-        })
+        .map(|e| (e.analysis_run.clone(), e.metric.clone(), e.message.clone()))
         .collect()
 }
 
@@ -166,18 +167,19 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
     let field = |o: &mut String, k: &str, val: &str| {
         let _ = writeln!(o, "{:<16}{val}", format!("{k}:"));
     };
-    field(&mut o, "Name", &style.bold(&v.name));
-    field(&mut o, "Namespace", &v.namespace);
+    field(
+        &mut o,
+        "Name",
+        &format!("{} (namespace {})", style.bold(&v.name), v.namespace),
+    );
     field(&mut o, "Status", &style.phase(&v.phase));
-    if !v.message.is_empty() {
+    // The controller's own abort message is restated, better, by the Aborted and Failure lines.
+    let restated = v.abort.is_some() && v.message.starts_with("aborted");
+    if !v.message.is_empty() && !restated {
         field(&mut o, "Message", &v.message);
     }
     if let Some(a) = &v.abort {
-        field(
-            &mut o,
-            "Aborted",
-            &style.red(&abort_words(a, v.step_count)),
-        );
+        field(&mut o, "Aborted", &style.red(&abort_words(a, v.step_count)));
     } else if v.aborted {
         let at = v.aborted_at.as_deref().map(clock).unwrap_or("-".into());
         field(&mut o, "Aborted", &style.red(&format!("at {at}")));
@@ -193,19 +195,18 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
         );
     }
     let shown: Vec<&ConditionView> = v.conditions.iter().filter(|c| telling(c)).collect();
-    if !shown.is_empty() {
-        let hidden = v.conditions.len() - shown.len();
-        if hidden > 0 {
-            let _ = writeln!(o, "Conditions:     (+{hidden} more with -o yaml)");
+    for (i, c) in shown.iter().enumerate() {
+        // A message that repeats the status message is said once.
+        let message = if c.message == v.message {
+            ""
         } else {
-            let _ = writeln!(o, "Conditions:");
-        }
-        for c in shown {
-            let line = format!(
-                "  {:<13}{:<7}{:<26}{}",
-                c.type_, c.status, c.reason, c.message
-            );
-            let _ = writeln!(o, "{}", line.trim_end());
+            c.message.as_str()
+        };
+        let row = format!("{:<13}{:<7}{:<26}{message}", c.type_, c.status, c.reason);
+        if i == 0 {
+            field(&mut o, "Conditions", row.trim_end());
+        } else {
+            let _ = writeln!(o, "{:<16}{}", "", row.trim_end());
         }
     }
     field(&mut o, "Strategy", &v.strategy);
@@ -213,7 +214,6 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
         field(&mut o, "  Step", &step);
     }
     if v.update_in_progress || v.aborted {
-        field(&mut o, "  SetWeight", &v.desired_weight.to_string());
         let actual = v
             .actual_weight
             .map_or_else(|| "-".to_string(), |w| w.to_string());
@@ -222,7 +222,12 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
         } else {
             actual
         };
-        field(&mut o, "  ActualWeight", &actual);
+        // One line: the steps' weight and the router's, side by side where they are compared.
+        field(
+            &mut o,
+            "  SetWeight",
+            &format!("{}  ActualWeight: {actual}", v.desired_weight),
+        );
     } else {
         // Fully promoted: the status may still say canary 0 (pointing at the new stable), which
         // reads as "no traffic" to a person.
@@ -260,14 +265,10 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
         ),
     );
 
-    if !v.steps.is_empty() {
-        let _ = writeln!(o, "Steps:");
-        step_lines(&mut o, v, style);
-    }
+    step_lines(&mut o, v, style);
 
-    let _ = writeln!(o, "Revisions:");
     if v.revisions.is_empty() {
-        let _ = writeln!(o, "  (no ReplicaSets yet)");
+        let _ = writeln!(o, "Revisions:      (no ReplicaSets yet)");
     }
     for (i, rev) in v.revisions.iter().enumerate() {
         let last = i + 1 == v.revisions.len() && v.other_analysis_runs.is_empty();
@@ -291,30 +292,42 @@ fn runs_count(n: usize) -> String {
     }
 }
 
-/// Most steps listed one per line; beyond that, the steps done long ago are folded into one.
-const STEPS_SHOWN: usize = 8;
+/// Most step lines; a longer list folds the steps done long ago and those far ahead.
+const STEPS_SHOWN: usize = 6;
 
 fn step_lines(o: &mut String, v: &RolloutView, style: Style) {
+    let n = v.steps.len();
     let focus = v
         .steps
         .iter()
         .position(|s| s.state == "current" || s.state == "aborted")
-        .unwrap_or(v.steps.len());
-    // Fold the done steps before the one just before the focus, if the list is long.
-    let fold = if v.steps.len() > STEPS_SHOWN {
-        focus.saturating_sub(1).min(v.steps.len() - STEPS_SHOWN + 1)
-    } else {
-        0
-    };
-    if fold > 1 {
+        .unwrap_or(n);
+    // Window: the step before the focus, the focus and the ones after, within STEPS_SHOWN
+    // lines counting one line for each folded run of steps.
+    let (mut first, mut last) = (0, n);
+    if n > STEPS_SHOWN {
+        first = focus
+            .saturating_sub(1)
+            .min(n.saturating_sub(STEPS_SHOWN - 1));
+        let room = STEPS_SHOWN - usize::from(first > 0);
+        if n - first > room {
+            last = first + room - 1;
+        }
+    }
+    if first > 0 {
+        let label = if first == 1 {
+            "  1. done".to_string()
+        } else {
+            format!("1-{first}. done")
+        };
         let _ = writeln!(
             o,
             "  {} {}",
             style.green("✔"),
-            style.dim(&format!("  1-{fold}. done"))
+            style.dim(&format!("{label:>5}"))
         );
     }
-    for s in v.steps.iter().skip(if fold > 1 { fold } else { 0 }) {
+    for s in &v.steps[first..last] {
         let line = format!("{:>3}. {}", s.index + 1, s.description);
         let line = match s.state.as_str() {
             "done" => format!("  {} {}", style.green("✔"), line),
@@ -341,10 +354,23 @@ fn step_lines(o: &mut String, v: &RolloutView, style: Style) {
         };
         let _ = writeln!(o, "{line}");
     }
+    if last < n {
+        let label = if last + 1 == n {
+            format!("{n}. {}", v.steps[last].description)
+        } else {
+            format!("{}-{n}. {} more steps", last + 1, n - last)
+        };
+        let _ = writeln!(
+            o,
+            "  {} {}",
+            style.dim("·"),
+            style.dim(&format!("{label:>5}"))
+        );
+    }
 }
 
-/// Full AnalysisRuns listed under the current revision; older ones are counted.
-const RUNS_SHOWN: usize = 3;
+/// AnalysisRuns listed in full under the current revision; the others are counted.
+const RUNS_SHOWN: usize = 2;
 
 fn revision_lines(o: &mut String, rev: &RevisionView, last: bool, style: Style) {
     let (branch, indent) = if last {
@@ -380,7 +406,11 @@ fn revision_lines(o: &mut String, rev: &RevisionView, last: bool, style: Style) 
     }
     // Older revisions are history: one line each, their runs counted.
     if !rev.current && !rev.analysis_runs.is_empty() {
-        let _ = write!(extra, "  {}", style.dim(&runs_count(rev.analysis_runs.len())));
+        let _ = write!(
+            extra,
+            "  {}",
+            style.dim(&runs_count(rev.analysis_runs.len()))
+        );
     }
     let _ = writeln!(
         o,
@@ -394,17 +424,29 @@ fn revision_lines(o: &mut String, rev: &RevisionView, last: bool, style: Style) 
     if !rev.current {
         return;
     }
-    let shown = rev.analysis_runs.len().min(RUNS_SHOWN);
-    let rest = rev.analysis_runs.len() - shown;
-    for (i, run) in rev.analysis_runs.iter().take(shown).enumerate() {
-        run_lines(o, run, indent, i + 1 == shown && rest == 0, style);
+    // The runs that explain the present in full (running, failed, ...); passed ones counted.
+    let full: Vec<&RunView> = rev
+        .analysis_runs
+        .iter()
+        .filter(|r| r.phase != "Successful")
+        .take(RUNS_SHOWN)
+        .collect();
+    let rest = rev.analysis_runs.len() - full.len();
+    for (i, run) in full.iter().enumerate() {
+        run_lines(o, run, indent, i + 1 == full.len() && rest == 0, style);
     }
     if rest > 0 {
-        let _ = writeln!(
-            o,
-            "{indent}└── {}",
-            style.dim(&format!("{} older", runs_count(rest)))
-        );
+        let passed = rev
+            .analysis_runs
+            .iter()
+            .filter(|r| r.phase == "Successful")
+            .count();
+        let words = if passed == rest {
+            format!("{} passed", runs_count(rest))
+        } else {
+            format!("{} more", runs_count(rest))
+        };
+        let _ = writeln!(o, "{indent}└── {}", style.dim(&words));
     }
 }
 
@@ -443,9 +485,28 @@ fn run_lines(o: &mut String, run: &RunView, indent: &str, last: bool, style: Sty
     }
 }
 
+/// `>= 0.95` for `result[0] >= 0.95` (what a screen has room for), else the condition.
+fn short_condition(c: &str) -> String {
+    let c = c.trim();
+    for prefix in ["result[0]", "result"] {
+        if let Some(rest) = c.strip_prefix(prefix) {
+            let rest = rest.trim_start();
+            let op_len = rest
+                .chars()
+                .take_while(|ch| matches!(ch, '<' | '>' | '=' | '!'))
+                .count();
+            let value = rest[op_len..].trim();
+            if op_len > 0 && !value.is_empty() && value.parse::<f64>().is_ok() {
+                return format!("{} {value}", &rest[..op_len]);
+            }
+        }
+    }
+    c.to_string()
+}
+
 /// `success-rate  ◌ Running  last [0.99], [0.97]  (2 ok)  2/5, success: result[0] >= 0.95`.
 fn metric_text(m: &MetricView, style: Style) -> String {
-    let skip = m.last_values.len().saturating_sub(3);
+    let skip = m.last_values.len().saturating_sub(2);
     let values = if m.last_values.is_empty() {
         "no measurement yet".to_string()
     } else {
@@ -481,7 +542,11 @@ fn metric_text(m: &MetricView, style: Style) -> String {
         } else {
             "needs"
         };
-        let _ = write!(text, "  {}", style.dim(&format!("{kind} {c}")));
+        let _ = write!(
+            text,
+            "  {}",
+            style.dim(&format!("{kind} {}", short_condition(c)))
+        );
     }
     text
 }

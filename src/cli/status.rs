@@ -141,7 +141,10 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<i32> {
             live_reason(&target, &ro).await
         };
         let text = match &reason {
-            Some(r) => line(&phase, &format!("{message}{}{r}", if message.is_empty() { "" } else { "; " })),
+            Some(r) => line(
+                &phase,
+                &format!("{message}{}{r}", if message.is_empty() { "" } else { "; " }),
+            ),
             None => line(&phase, &message),
         };
         if code.is_some() || timed_out {
@@ -150,7 +153,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<i32> {
                 name: args.name.clone(),
                 phase: phase.clone(),
                 message: message.clone(),
-                exit_code: if no_wait { code.unwrap_or(0) } else { exit_code },
+                exit_code: if no_wait {
+                    code.unwrap_or(0)
+                } else {
+                    exit_code
+                },
                 timed_out: timed_out && !no_wait,
             };
             match args.output {
