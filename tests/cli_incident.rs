@@ -433,6 +433,41 @@ async fn a_manual_abort_after_an_older_revisions_failure_is_explained_as_manual(
 }
 
 #[tokio::test]
+async fn an_abort_by_the_controller_gives_its_reason_and_blames_no_run() -> Result {
+    let incident = Incident::start().await?;
+    let ro = incident.seed(six_steps()).await?;
+    history(&incident, &ro).await?;
+    incident.controller_status(progressing(1, None)).await?;
+    // The controller itself sets status.abort (progressDeadlineAbort): its field manager owns it.
+    incident
+        .controller_status(aborted(
+            2,
+            "progress deadline exceeded: ReplicaSet \"web-7d9f8b6c5\" has timed out progressing",
+            ("web-7d9f8b6c5-3-2", "Successful"),
+        ))
+        .await?;
+    let explained = incident.ok(&["explain", "web"]).await?;
+    assert!(
+        explained.starts_with(
+            "Aborted by the controller at 14:02:11 UTC, at step 2 of 6: progress deadline \
+             exceeded: ReplicaSet \"web-7d9f8b6c5\" has timed out progressing."
+        ),
+        "{explained}"
+    );
+    let tree = incident.ok(&["get", "rollout", "web"]).await?;
+    assert!(
+        tree.contains("Aborted:        by the controller at 14:02:11 UTC, at step 2 of 6: progress deadline exceeded"),
+        "{tree}"
+    );
+    assert!(
+        tree.contains("  ✖   2. pause: 1m  <- aborted here"),
+        "{tree}"
+    );
+    assert!(!tree.contains("Failure:"), "{tree}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_abort_by_analysis_names_the_resolved_threshold_and_rounded_values() -> Result {
     let incident = Incident::start().await?;
     let ro = incident.seed(six_steps()).await?;
@@ -644,8 +679,8 @@ async fn an_erroring_metric_says_why_while_its_run_is_running() -> Result {
     let explained = incident.ok(&["explain", "web"]).await?;
     assert!(
         explained.contains(&format!(
-            "AnalysisRun web-7d9f8b6c5-3-2 is Running: success-rate last measured Error (2 of 5), \
-             and could not be measured: {why}."
+            "AnalysisRun web-7d9f8b6c5-3-2 is Running: success-rate could not be measured \
+             (2 of 5): {why}."
         )),
         "{explained}"
     );
@@ -872,4 +907,24 @@ async fn watch_at_80x24_during_an_abort_shows_the_failure_at_the_top() -> Result
     assert_eq!(history.matches("Name:").count(), 1, "{history}");
     assert!(lines.len() <= 24);
     Ok(())
+}
+
+#[test]
+fn measured_values_are_rounded_to_four_significant_digits_in_their_shape() {
+    use sluice::cli::info::round_value;
+    for (raw, shown) in [
+        ("0.6892477353288697", "0.6892"),
+        ("[0.6892477353288697]", "[0.6892]"),
+        ("[0.95]", "[0.95]"),
+        ("[0.99,0.123456]", "[0.99,0.1235]"),
+        ("123456.7", "123457"),
+        ("1234.5678", "1235"),
+        ("0.000123456", "0.0001235"),
+        ("42", "42"),
+        ("[]", "[]"),
+        ("connection refused", "connection refused"),
+        ("{\"a\": 1.23456}", "{\"a\": 1.23456}"),
+    ] {
+        assert_eq!(round_value(raw), shown, "{raw}");
+    }
 }

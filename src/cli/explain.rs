@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::info::{FailureView, RolloutView, fetch, round_value, short_duration, view};
 use super::kube::connect;
-use super::render::{clock, live_errors, structured};
+use super::render::{clock, controller_reason, live_errors, structured};
 use super::{KubeArgs, Output};
 
 /// Options of `explain`.
@@ -138,23 +138,24 @@ fn traffic(v: &RolloutView) -> String {
     }
 }
 
-/// "success-rate last measured 0.9712 (2 of 5)", and why the latest measurement failed when it
-/// errored.
+/// "success-rate last measured 0.9712 (2 of 5)", or why it could not be measured when the
+/// latest measurement errored.
 fn metric_words(m: &super::info::MetricView) -> String {
-    let mut text = match m.last_values.last() {
-        Some(val) => format!("{} last measured {}", m.name, round_value(val)),
-        None => format!("{} not measured yet", m.name),
-    };
-    if let Some(n) = m.expected_count {
-        text.push_str(&format!(" ({} of {n})", m.count));
-    }
+    let of = m
+        .expected_count
+        .map(|n| format!(" ({} of {n})", m.count))
+        .unwrap_or_default();
     if let Some(e) = &m.latest_error {
-        text.push_str(&format!(
-            ", and could not be measured: {}",
+        return format!(
+            "{} could not be measured{of}: {}",
+            m.name,
             e.trim_end_matches('.')
-        ));
+        );
     }
-    text
+    match m.last_values.last() {
+        Some(val) => format!("{} last measured {}{of}", m.name, round_value(val)),
+        None => format!("{} not measured yet", m.name),
+    }
 }
 
 /// The sentences for a rollout.
@@ -182,8 +183,8 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
             )),
             (None, Some("controller")) => {
                 let why = abort
-                    .and_then(|a| a.reason.clone())
-                    .map(|r| format!(": {}", r.trim_end_matches('.')))
+                    .and_then(controller_reason)
+                    .map(|r| format!(": {r}"))
                     .unwrap_or_default();
                 out.push(format!(
                     "Aborted by the controller{at}, at {}{why}.",

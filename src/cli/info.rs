@@ -1243,12 +1243,6 @@ pub fn significant(x: f64, digits: i32) -> String {
     }
 }
 
-/// "5m", "2h10m", "3d": how long ago an RFC 3339 instant was.
-pub fn age(rfc3339: &str, now: Timestamp) -> Option<String> {
-    let t: Timestamp = rfc3339.parse().ok()?;
-    Some(short_duration(now.duration_since(t).as_secs().max(0)))
-}
-
 /// Seconds as "45s", "5m", "5m30s", "2h10m", "3d".
 pub fn short_duration(secs: i64) -> String {
     match secs {

@@ -113,18 +113,24 @@ pub fn abort_words(a: &AbortView, step_count: usize) -> String {
         Some(i) if step_count > 0 => format!(", at step {} of {step_count}", i + 1),
         _ => String::new(),
     };
-    // The controller's reason, without the "aborted at step K of N: " it starts with.
-    let why = match (a.cause.as_str(), &a.reason) {
-        ("controller", Some(r)) => {
-            let r = match r.split_once(": ") {
-                Some((head, rest)) if head.starts_with("aborted") => rest,
-                _ => r.as_str(),
-            };
-            format!(": {r}")
-        }
+    let why = match (a.cause.as_str(), controller_reason(a)) {
+        ("controller", Some(r)) => format!(": {r}"),
         _ => String::new(),
     };
     format!("{who}{at}{step}{why}")
+}
+
+/// The controller's reason for an abort, without the "aborted at step K of N: " it starts with.
+pub fn controller_reason(a: &AbortView) -> Option<String> {
+    let r = a.reason.as_deref()?;
+    Some(
+        match r.split_once(": ") {
+            Some((head, rest)) if head.starts_with("aborted") => rest,
+            _ => r,
+        }
+        .trim_end_matches('.')
+        .to_string(),
+    )
 }
 
 /// The failure line: the metric, its rounded value, the resolved condition and the limit.
