@@ -4,9 +4,9 @@ use clap::Args;
 use regex::Regex;
 use serde::Serialize;
 
-use super::info::{FailureView, RolloutView, fetch, view};
+use super::info::{FailureView, RolloutView, fetch, round_value, short_duration, view};
 use super::kube::connect;
-use super::render::structured;
+use super::render::{clock, controller_reason, live_errors, structured};
 use super::{KubeArgs, Output};
 
 /// Options of `explain`.
@@ -31,14 +31,6 @@ pub struct Explanation {
     pub phase: String,
     /// The sentences, in order.
     pub sentences: Vec<String>,
-}
-
-/// "14:02:11 UTC" from an RFC 3339 instant (the day is rarely in doubt during an incident).
-fn clock(rfc3339: &str) -> String {
-    rfc3339
-        .parse::<jiff::Timestamp>()
-        .map(|t| t.strftime("%H:%M:%S UTC").to_string())
-        .unwrap_or_else(|_| rfc3339.to_string())
 }
 
 fn times(n: i32) -> String {
@@ -82,7 +74,11 @@ pub fn threshold_words(condition: &str, kind: &str) -> Option<String> {
 
 /// "metric success-rate measured 0.82, below 0.95, three times (limit 2) in AnalysisRun X".
 fn failure_clause(f: &FailureView) -> String {
-    let value = f.value.clone().unwrap_or_else(|| "no value".to_string());
+    let value = f
+        .value
+        .as_deref()
+        .map(round_value)
+        .unwrap_or_else(|| "no value".to_string());
     match f.phase.as_str() {
         "Error" => format!(
             "metric {} could not be measured {} in a row (limit {}) in AnalysisRun {}: {}",
@@ -142,6 +138,26 @@ fn traffic(v: &RolloutView) -> String {
     }
 }
 
+/// "success-rate last measured 0.9712 (2 of 5)", or why it could not be measured when the
+/// latest measurement errored.
+fn metric_words(m: &super::info::MetricView) -> String {
+    let of = m
+        .expected_count
+        .map(|n| format!(" ({} of {n})", m.count))
+        .unwrap_or_default();
+    if let Some(e) = &m.latest_error {
+        return format!(
+            "{} could not be measured{of}: {}",
+            m.name,
+            e.trim_end_matches('.')
+        );
+    }
+    match m.last_values.last() {
+        Some(val) => format!("{} last measured {}{of}", m.name, round_value(val)),
+        None => format!("{} not measured yet", m.name),
+    }
+}
+
 /// The sentences for a rollout.
 pub fn explain(v: &RolloutView) -> Vec<String> {
     let mut out = Vec::new();
@@ -152,23 +168,44 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
     let stable = v.revisions.iter().find(|r| r.role.contains("stable"));
 
     if v.aborted {
+        let abort = v.abort.as_ref();
         let at = v
             .aborted_at
             .as_deref()
             .map(|t| format!(" at {}", clock(t)))
             .unwrap_or_default();
-        match &v.failure {
-            Some(f) => out.push(format!(
+        let step = abort.and_then(|a| a.step_index);
+        match (&v.failure, abort.map(|a| a.cause.as_str())) {
+            (Some(f), _) => out.push(format!(
                 "Aborted at {}{at} because {}.",
-                step_words(f.step_index, n),
+                step_words(step.or(f.step_index), n),
                 failure_clause(f)
             )),
-            None => {
-                let why = condition("Progressing")
-                    .filter(|c| !c.message.is_empty())
-                    .map(|c| format!(": {}", c.message.trim_end_matches('.')))
-                    .unwrap_or_else(|| " (by `sluice abort` or an analysis)".to_string());
-                out.push(format!("Aborted{at}{why}."));
+            (None, Some("controller")) => {
+                let why = abort
+                    .and_then(controller_reason)
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "Aborted by the controller{at}, at {}{why}.",
+                    step_words(step, n)
+                ));
+            }
+            (None, _) => {
+                // No run of the current revision failed: someone set status.abort. Failures of
+                // earlier revisions are history and are not the cause.
+                let who = abort
+                    .and_then(|a| a.manager.clone())
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default();
+                let revision = canary
+                    .and_then(|c| c.revision)
+                    .map(|r| format!(" of revision {r}"))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "Aborted by a user{who}{at}, at {}{revision}; no analysis of this revision failed.",
+                    step_words(step, n)
+                ));
             }
         }
         out.push(traffic(v));
@@ -244,6 +281,11 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
                 out.push(traffic(v));
                 if desc.ends_with("until promoted") {
                     out.push(format!("Run `sluice promote {name}` to go on."));
+                } else if let Some(left) = v.pause_seconds_left.filter(|l| *l > 0) {
+                    out.push(format!(
+                        "It goes on by itself in {}; `sluice promote {name}` goes on now.",
+                        short_duration(left)
+                    ));
                 } else {
                     out.push(format!(
                         "It goes on by itself when the pause ends; `sluice promote {name}` goes on now."
@@ -309,14 +351,7 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
             }
             for run in canary.map(|c| c.analysis_runs.as_slice()).unwrap_or(&[]) {
                 if run.phase == "Running" || run.phase == "Pending" {
-                    let metrics: Vec<String> = run
-                        .metrics
-                        .iter()
-                        .map(|m| match m.last_values.last() {
-                            Some(val) => format!("{} last measured {val}", m.name),
-                            None => format!("{} not measured yet", m.name),
-                        })
-                        .collect();
+                    let metrics: Vec<String> = run.metrics.iter().map(metric_words).collect();
                     out.push(format!(
                         "AnalysisRun {} is {}{}.",
                         run.name,
@@ -329,6 +364,15 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
                     ));
                 }
             }
+        }
+    }
+    // A metric erroring while its run goes on: say why now, not when the run fails.
+    if !matches!(v.phase.as_str(), "Progressing") {
+        for (run, metric, error) in live_errors(v) {
+            out.push(format!(
+                "Metric {metric} of AnalysisRun {run} could not be measured: {}.",
+                error.trim_end_matches('.')
+            ));
         }
     }
     out

@@ -4,16 +4,20 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
-use crate::api::analysis::{AnalysisRun, Metric};
+use crate::analysis::args::{ResolvedArgs, SecretValues};
+use crate::api::analysis::{AnalysisRun, Argument, Metric};
 use crate::api::common::AnalysisPhase;
 use crate::api::constants::{
-    POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, ROLLOUT_TYPE_LABEL, STEP_INDEX_LABEL,
+    FIELD_MANAGER, POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, ROLLOUT_TYPE_LABEL,
+    STEP_INDEX_LABEL,
 };
-use crate::api::rollout::{CanaryStep, PauseReason, Rollout, RolloutPhase};
+use crate::api::rollout::{CanaryStep, PauseReason, Rollout, RolloutPhase, RolloutStatus};
 
 use super::kube::{CliError, Op, Target};
 
@@ -26,6 +30,10 @@ pub struct Snapshot {
     pub replica_sets: Vec<ReplicaSet>,
     /// AnalysisRuns owned by (or named in the status of) the Rollout.
     pub analysis_runs: Vec<AnalysisRun>,
+    /// Pods of the Rollout (empty when they could not be read: restarts are then unknown).
+    pub pods: Vec<Pod>,
+    /// Whether the Pods were read.
+    pub pods_read: bool,
 }
 
 /// Reads a Rollout and its ReplicaSets and AnalysisRuns.
@@ -64,7 +72,19 @@ pub async fn fetch(target: &Target, name: &str) -> Result<Snapshot, CliError> {
                 .await);
         }
     };
-    Ok(Snapshot::from_objects(rollout, replica_sets, runs))
+    // Pods only add restarts: a user allowed to read Rollouts but not Pods still gets the view.
+    let pod_api: Api<Pod> = Api::namespaced(target.client.clone(), &target.namespace);
+    let pods = pod_api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .ok()
+        .map(|l| l.items);
+    let mut snapshot = Snapshot::from_objects(rollout, replica_sets, runs);
+    if let Some(pods) = pods {
+        snapshot.pods = pods;
+        snapshot.pods_read = true;
+    }
+    Ok(snapshot)
 }
 
 /// Reads one Rollout.
@@ -117,6 +137,8 @@ impl Snapshot {
             rollout,
             replica_sets,
             analysis_runs,
+            pods: Vec::new(),
+            pods_read: false,
         }
     }
 }
@@ -148,6 +170,11 @@ pub struct RolloutView {
     pub desired_weight: i32,
     /// Canary weight last set on the router (from status).
     pub actual_weight: Option<i32>,
+    /// Stable weight last set on the router (from status).
+    pub stable_weight: Option<i32>,
+    /// An update is in progress: the current pod template is not the stable one. When false,
+    /// all traffic is on the stable revision whatever the canary weight in status says.
+    pub update_in_progress: bool,
     /// `spec.paused`.
     pub paused_by_user: bool,
     /// Pause reasons written by the controller.
@@ -156,6 +183,12 @@ pub struct RolloutView {
     pub aborted: bool,
     /// When it was aborted.
     pub aborted_at: Option<String>,
+    /// What aborted the current revision's update, and where.
+    pub abort: Option<AbortView>,
+    /// When the current timed pause step ends (RFC 3339), if in one.
+    pub pause_ends_at: Option<String>,
+    /// Seconds left in the current timed pause step.
+    pub pause_seconds_left: Option<i64>,
     /// Desired pods.
     pub desired_replicas: i32,
     /// Pods of all versions.
@@ -174,6 +207,21 @@ pub struct RolloutView {
     pub conditions: Vec<ConditionView>,
     /// When an analysis failed: the metric and the value that broke it.
     pub failure: Option<FailureView>,
+    /// Metrics of the current revision's running AnalysisRuns whose latest measurement errored,
+    /// with why: shown while the run goes on, not only once it fails.
+    pub analysis_errors: Vec<AnalysisErrorView>,
+}
+
+/// A metric that could not be measured, in a run still running.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisErrorView {
+    /// AnalysisRun name.
+    pub analysis_run: String,
+    /// Metric name.
+    pub metric: String,
+    /// The latest measurement's message.
+    pub message: String,
 }
 
 /// One canary step.
@@ -210,8 +258,33 @@ pub struct RevisionView {
     pub ready: i32,
     /// Available pods.
     pub available: i32,
+    /// Container restarts summed over its pods; `None` when the pods could not be read.
+    pub restarts: Option<i32>,
+    /// When the ReplicaSet was created (RFC 3339).
+    pub created: Option<String>,
+    /// How long ago that was, as a person reads it (`5m`, `2h10m`).
+    pub age: Option<String>,
+    /// The revision being rolled out, or the stable one when no update is in progress.
+    pub current: bool,
     /// AnalysisRuns of this revision, newest first.
     pub analysis_runs: Vec<RunView>,
+}
+
+/// Why and where the current revision's update was aborted.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortView {
+    /// `analysis` (a failed AnalysisRun of the current revision), `user` (`status.abort` set by
+    /// someone: `sluice abort`, kubectl, a GitOps tool) or `controller` (e.g. a progress deadline).
+    pub cause: String,
+    /// The field manager that set `status.abort`, from `metadata.managedFields`, when known.
+    pub manager: Option<String>,
+    /// When (RFC 3339), from `status.abortedAt`.
+    pub at: Option<String>,
+    /// The step (0-based) the update was at when it was aborted, when known.
+    pub step_index: Option<i32>,
+    /// The controller's words for it (`status.message`), when it gave any.
+    pub reason: Option<String>,
 }
 
 /// One AnalysisRun.
@@ -254,6 +327,14 @@ pub struct MetricView {
     pub error: i32,
     /// Metric message.
     pub message: Option<String>,
+    /// Measurements the metric takes in all (`count`), when bounded.
+    pub expected_count: Option<i32>,
+    /// The condition its values are judged by, with `{{args.*}}` resolved.
+    pub condition: Option<String>,
+    /// `successCondition` or `failureCondition`.
+    pub condition_kind: Option<String>,
+    /// The message of the latest measurement when it errored (why it could not be measured).
+    pub latest_error: Option<String>,
 }
 
 /// A status condition.
@@ -285,7 +366,8 @@ pub struct FailureView {
     pub phase: String,
     /// Value of the last failing measurement.
     pub value: Option<String>,
-    /// The condition it was judged by (`successCondition` or `failureCondition`).
+    /// The condition it was judged by (`successCondition` or `failureCondition`), with
+    /// `{{args.*}}` resolved.
     pub condition: Option<String>,
     /// `successCondition` or `failureCondition`.
     pub condition_kind: Option<String>,
@@ -418,8 +500,60 @@ fn revision_of(rs: &ReplicaSet) -> Option<i64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The run's arguments that have a literal value, ready for substitution. Secret-backed ones are
+/// left out on purpose: the CLI never reads Secrets, and a threshold is not kept in one.
+fn literal_args(run: &AnalysisRun) -> ResolvedArgs {
+    let literal: Vec<Argument> = run
+        .spec
+        .args
+        .iter()
+        .filter(|a| a.value.is_some())
+        .cloned()
+        .collect();
+    ResolvedArgs::resolve(&literal, &SecretValues::new()).unwrap_or_default()
+}
+
+/// `text` with its `{{args.*}}` resolved, or as written when an argument is not known here.
+fn resolved(args: &ResolvedArgs, text: &str) -> String {
+    args.substitute(text, "")
+        .unwrap_or_else(|_| text.to_string())
+}
+
+/// The condition a metric's values are judged by, resolved: the success condition, else the
+/// failure condition.
+fn metric_condition(args: &ResolvedArgs, m: &Metric) -> (Option<String>, Option<String>) {
+    match (&m.success_condition, &m.failure_condition) {
+        (Some(c), _) => (
+            Some(resolved(args, c)),
+            Some("successCondition".to_string()),
+        ),
+        (None, Some(c)) => (
+            Some(resolved(args, c)),
+            Some("failureCondition".to_string()),
+        ),
+        (None, None) => (None, None),
+    }
+}
+
 fn run_view(run: &AnalysisRun) -> RunView {
     let status = run.status.clone().unwrap_or_default();
+    let args = literal_args(run);
+    let spec_of = |name: &str| run.spec.metrics.iter().find(|m| m.name == name);
+    let extras = |name: &str| {
+        let spec = spec_of(name);
+        let (condition, condition_kind) = spec
+            .map(|m| metric_condition(&args, m))
+            .unwrap_or((None, None));
+        let expected_count = spec.and_then(|m| match &m.count {
+            Some(IntOrString::String(s)) => resolved(&args, s).trim().parse().ok(),
+            other => int_or_str(other),
+        });
+        (condition, condition_kind, expected_count)
+    };
+    let running = matches!(
+        status.phase,
+        AnalysisPhase::Pending | AnalysisPhase::Running
+    );
     RunView {
         name: run.name_any(),
         kind: run.labels().get(ROLLOUT_TYPE_LABEL).cloned(),
@@ -435,6 +569,20 @@ fn run_view(run: &AnalysisRun) -> RunView {
                 .iter()
                 .map(|m| {
                     let skip = m.measurements.len().saturating_sub(5);
+                    let (condition, condition_kind, expected_count) = extras(&m.name);
+                    // Why the newest measurement could not be taken, while it still matters:
+                    // once the run is over, its own message says why it ended.
+                    let latest_error = m
+                        .measurements
+                        .last()
+                        .filter(|x| x.phase == AnalysisPhase::Error)
+                        .and_then(|x| x.message.clone())
+                        .or_else(|| {
+                            (m.phase == AnalysisPhase::Error)
+                                .then(|| m.message.clone())
+                                .flatten()
+                        })
+                        .filter(|_| running || m.phase == AnalysisPhase::Error);
                     MetricView {
                         name: m.name.clone(),
                         phase: m.phase.as_str().to_string(),
@@ -448,6 +596,10 @@ fn run_view(run: &AnalysisRun) -> RunView {
                         inconclusive: m.inconclusive,
                         error: m.error,
                         message: m.message.clone(),
+                        expected_count,
+                        condition,
+                        condition_kind,
+                        latest_error,
                     }
                 })
                 .collect();
@@ -455,6 +607,7 @@ fn run_view(run: &AnalysisRun) -> RunView {
             // the run will measure.
             for m in &run.spec.metrics {
                 if !metrics.iter().any(|v| v.name == m.name) {
+                    let (condition, condition_kind, expected_count) = extras(&m.name);
                     metrics.push(MetricView {
                         name: m.name.clone(),
                         phase: AnalysisPhase::Pending.as_str().to_string(),
@@ -465,6 +618,10 @@ fn run_view(run: &AnalysisRun) -> RunView {
                         inconclusive: 0,
                         error: 0,
                         message: None,
+                        expected_count,
+                        condition,
+                        condition_kind,
+                        latest_error: None,
                     });
                 }
             }
@@ -473,10 +630,7 @@ fn run_view(run: &AnalysisRun) -> RunView {
     }
 }
 
-fn int_or_str(
-    v: &Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
-) -> Option<i32> {
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+fn int_or_str(v: &Option<IntOrString>) -> Option<i32> {
     match v {
         Some(IntOrString::Int(i)) => Some(*i),
         Some(IntOrString::String(s)) => s.trim().parse().ok(),
@@ -484,40 +638,51 @@ fn int_or_str(
     }
 }
 
-/// The metric and measurement that failed the newest failed run.
-fn failure_of(runs: &[&AnalysisRun]) -> Option<FailureView> {
-    let run = runs.iter().find(|r| {
-        r.status.as_ref().is_some_and(|s| {
-            matches!(
-                s.phase,
-                AnalysisPhase::Failed | AnalysisPhase::Error | AnalysisPhase::Inconclusive
-            )
-        })
-    })?;
+/// A limit as the run judged it: `{{args.*}}` resolved first.
+fn limit_of(args: &ResolvedArgs, v: &Option<IntOrString>) -> Option<i32> {
+    match v {
+        Some(IntOrString::String(s)) => resolved(args, s).trim().parse().ok(),
+        other => int_or_str(other),
+    }
+}
+
+fn failed_phase(run: &AnalysisRun) -> bool {
+    run.status.as_ref().is_some_and(|s| {
+        matches!(
+            s.phase,
+            AnalysisPhase::Failed | AnalysisPhase::Error | AnalysisPhase::Inconclusive
+        )
+    })
+}
+
+/// The metric and measurement that failed `run`.
+fn failure_view(run: &AnalysisRun) -> Option<FailureView> {
     let status = run.status.as_ref()?;
     let result = status
         .metric_results
         .iter()
         .filter(|m| !m.dry_run)
         .max_by_key(|m| m.phase.severity())?;
+    let args = literal_args(run);
     let spec: Option<&Metric> = run.spec.metrics.iter().find(|m| m.name == result.name);
     let (bad_phase, count, limit) = match result.phase {
         AnalysisPhase::Error => (
             AnalysisPhase::Error,
             result.consecutive_error,
-            spec.and_then(|m| int_or_str(&m.consecutive_error_limit))
+            spec.and_then(|m| limit_of(&args, &m.consecutive_error_limit))
                 .unwrap_or(4),
         ),
         AnalysisPhase::Inconclusive => (
             AnalysisPhase::Inconclusive,
             result.inconclusive,
-            spec.and_then(|m| int_or_str(&m.inconclusive_limit))
+            spec.and_then(|m| limit_of(&args, &m.inconclusive_limit))
                 .unwrap_or(0),
         ),
         _ => (
             AnalysisPhase::Failed,
             result.failed,
-            spec.and_then(|m| int_or_str(&m.failure_limit)).unwrap_or(0),
+            spec.and_then(|m| limit_of(&args, &m.failure_limit))
+                .unwrap_or(0),
         ),
     };
     let value = result
@@ -528,11 +693,11 @@ fn failure_of(runs: &[&AnalysisRun]) -> Option<FailureView> {
         .and_then(|m| m.value.clone().or_else(|| m.message.clone()));
     let (condition, condition_kind) = match spec {
         Some(m) if bad_phase == AnalysisPhase::Failed && m.failure_condition.is_some() => (
-            m.failure_condition.clone(),
+            m.failure_condition.as_deref().map(|c| resolved(&args, c)),
             Some("failureCondition".to_string()),
         ),
         Some(m) if m.success_condition.is_some() => (
-            m.success_condition.clone(),
+            m.success_condition.as_deref().map(|c| resolved(&args, c)),
             Some("successCondition".to_string()),
         ),
         _ => (None, None),
@@ -554,12 +719,170 @@ fn failure_of(runs: &[&AnalysisRun]) -> Option<FailureView> {
     })
 }
 
+/// When a run ended: `completedAt`, else its newest measurement, else its creation.
+fn finished(run: &AnalysisRun) -> Option<Timestamp> {
+    let status = run.status.as_ref();
+    status
+        .and_then(|s| s.completed_at.as_ref().map(|t| t.0))
+        .or_else(|| {
+            status
+                .into_iter()
+                .flat_map(|s| &s.metric_results)
+                .flat_map(|m| &m.measurements)
+                .filter_map(|m| {
+                    m.finished_at
+                        .as_ref()
+                        .or(m.started_at.as_ref())
+                        .map(|t| t.0)
+                })
+                .max()
+        })
+        .or_else(|| created(run))
+}
+
+/// The failed run that explains the current state, among the current revision's runs only (an
+/// earlier revision's failure is history). The runs the status names decide when it names any:
+/// after a retry or a manual abort they are the runs of this attempt, which did not fail. When
+/// the status names none, the newest failed run that ended by the abort (if any) is taken.
+fn current_failure(
+    status: &RolloutStatus,
+    runs: &[&AnalysisRun],
+    current: &dyn Fn(&AnalysisRun) -> bool,
+) -> Option<FailureView> {
+    let named: Vec<&str> = [
+        &status.canary.current_step_analysis_run_status,
+        &status.canary.current_background_analysis_run_status,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| r.name.as_str())
+    .collect();
+    let mine = runs.iter().filter(|r| current(r));
+    if !named.is_empty() {
+        return mine
+            .filter(|r| named.contains(&r.name_any().as_str()) && failed_phase(r))
+            .find_map(|r| failure_view(r));
+    }
+    // Slack for a controller that writes abortedAt a moment before the run's final status lands.
+    let by = status
+        .aborted_at
+        .as_ref()
+        .map(|t| t.0 + jiff::SignedDuration::from_secs(60));
+    mine.filter(|r| failed_phase(r))
+        .filter(|r| match (by, finished(r)) {
+            (Some(by), Some(done)) => done <= by,
+            _ => true,
+        })
+        .find_map(|r| failure_view(r))
+}
+
 fn created(run: &AnalysisRun) -> Option<Timestamp> {
     run.metadata.creation_timestamp.as_ref().map(|t| t.0)
 }
 
-/// Computes the view of a snapshot.
+/// The step (1-based in the text, returned 0-based) named by the controller's abort message,
+/// "aborted at step 4 of 6: ...".
+fn step_in_message(text: &str) -> Option<i32> {
+    let rest = &text[text.find("at step ")? + "at step ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let n: i32 = digits.parse().ok()?;
+    (n >= 1).then_some(n - 1)
+}
+
+/// The field managers that last set `status.abort`, from `metadata.managedFields`.
+fn abort_managers(ro: &Rollout) -> Vec<String> {
+    ro.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| {
+            e.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:status"))
+                .and_then(|s| s.get("f:abort"))
+                .is_some()
+        })
+        .filter_map(|e| e.manager.clone())
+        .collect()
+}
+
+/// What aborted the update: a failed run of the current revision, a user, or the controller.
+fn abort_view(ro: &Rollout, status: &RolloutStatus, failure: Option<&FailureView>) -> AbortView {
+    let message = status.message.clone().filter(|m| !m.is_empty());
+    let progressing = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .map(|c| c.message.clone());
+    let step_index = failure
+        .and_then(|f| f.step_index)
+        .or_else(|| message.as_deref().and_then(step_in_message))
+        .or_else(|| progressing.as_deref().and_then(step_in_message));
+    let managers = abort_managers(ro);
+    let user = managers
+        .iter()
+        .find(|m| m.as_str() != FIELD_MANAGER)
+        .cloned();
+    let by_controller = user.is_none() && managers.iter().any(|m| m == FIELD_MANAGER);
+    let says_user = message
+        .as_deref()
+        .is_some_and(|m| m.contains("aborted by the user"));
+    let cause = if failure.is_some() {
+        "analysis"
+    } else if by_controller && !says_user {
+        "controller"
+    } else {
+        "user"
+    };
+    AbortView {
+        cause: cause.to_string(),
+        manager: if cause == "user" { user } else { None },
+        at: status.aborted_at.as_ref().map(time_text),
+        step_index,
+        reason: message,
+    }
+}
+
+/// The end of the current timed pause step and the seconds left, if in one.
+fn timed_pause(
+    steps: &[CanaryStep],
+    status: &RolloutStatus,
+    now: Timestamp,
+) -> (Option<String>, Option<i64>) {
+    let step = status
+        .current_step_index
+        .and_then(|i| steps.get(usize::try_from(i).ok()?));
+    let duration = step
+        .and_then(|s| s.pause.as_ref())
+        .and_then(|p| p.duration.as_ref())
+        .and_then(|d| d.to_std().ok());
+    let start = status
+        .pause_conditions
+        .iter()
+        .find(|p| p.reason == PauseReason::CanaryPauseStep)
+        .map(|p| p.start_time.0);
+    match (duration, start) {
+        (Some(d), Some(start)) if !status.abort => {
+            let Ok(d) = jiff::SignedDuration::try_from(d) else {
+                return (None, None);
+            };
+            let Ok(end) = start.checked_add(d) else {
+                return (None, None);
+            };
+            let left = end.duration_since(now).as_secs().max(0);
+            (Some(end.to_string()), Some(left))
+        }
+        _ => (None, None),
+    }
+}
+
+/// Computes the view of a snapshot, now.
 pub fn view(snapshot: &Snapshot) -> RolloutView {
+    view_at(snapshot, Timestamp::now())
+}
+
+/// Computes the view of a snapshot at `now` (for the time left in a pause).
+pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
     let ro = &snapshot.rollout;
     let status = ro.status.clone().unwrap_or_default();
     let canary = ro.spec.strategy.canary.as_ref();
@@ -603,6 +926,30 @@ pub fn view(snapshot: &Snapshot) -> RolloutView {
 
     let stable = status.stable_rs.clone();
     let current_hash = status.current_pod_hash.clone();
+    let update_in_progress = current_hash.is_some() && current_hash != stable;
+    let current_revision = snapshot
+        .replica_sets
+        .iter()
+        .find(|rs| {
+            current_hash.is_some()
+                && rs.labels().get(POD_TEMPLATE_HASH_LABEL) == current_hash.as_ref()
+        })
+        .and_then(revision_of);
+    // A run belongs to the current revision when it carries the current pod hash and, if it
+    // records a revision, the current one (an undo back to an old template reuses its hash).
+    let is_current = |r: &AnalysisRun| {
+        current_hash.is_some()
+            && r.labels().get(POD_TEMPLATE_HASH_LABEL) == current_hash.as_ref()
+            && match (
+                r.annotations()
+                    .get(REVISION_ANNOTATION)
+                    .and_then(|v| v.trim().parse::<i64>().ok()),
+                current_revision,
+            ) {
+                (Some(run), Some(cur)) => run == cur,
+                _ => true,
+            }
+    };
     let mut runs: Vec<&AnalysisRun> = snapshot.analysis_runs.iter().collect();
     runs.sort_by(|a, b| {
         created(b)
@@ -634,9 +981,25 @@ pub fn view(snapshot: &Snapshot) -> RolloutView {
                     run_view(r)
                 })
                 .collect();
+            let restarts = snapshot.pods_read.then(|| {
+                snapshot
+                    .pods
+                    .iter()
+                    .filter(|p| {
+                        hash.is_some() && p.labels().get(POD_TEMPLATE_HASH_LABEL) == hash.as_ref()
+                    })
+                    .flat_map(|p| {
+                        p.status
+                            .iter()
+                            .flat_map(|s| s.container_statuses.iter().flatten())
+                    })
+                    .map(|c| c.restart_count)
+                    .sum()
+            });
             RevisionView {
                 revision: revision_of(rs),
                 replica_set: rs.name_any(),
+                current: hash.is_some() && hash == current_hash,
                 pod_template_hash: hash,
                 role: roles.join(","),
                 images: rs
@@ -655,6 +1018,13 @@ pub fn view(snapshot: &Snapshot) -> RolloutView {
                 total: rs_status.replicas,
                 ready: rs_status.ready_replicas.unwrap_or(0),
                 available: rs_status.available_replicas.unwrap_or(0),
+                restarts,
+                created: rs.metadata.creation_timestamp.as_ref().map(time_text),
+                age: rs
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| short_duration(now.duration_since(t.0).as_secs().max(0))),
                 analysis_runs,
             }
         })
@@ -671,6 +1041,42 @@ pub fn view(snapshot: &Snapshot) -> RolloutView {
         .map(|(r, _)| run_view(r))
         .collect();
 
+    // Only a rollout that stopped on analysis has "a value that broke it", and only a run of the
+    // current revision can have broken it: an older revision's failure is history.
+    let stopped = status.abort
+        || status.phase == Some(RolloutPhase::Degraded)
+        || status
+            .pause_conditions
+            .iter()
+            .any(|p| p.reason == PauseReason::InconclusiveAnalysisRun);
+    let failure = if stopped {
+        current_failure(&status, &runs, &is_current)
+    } else {
+        None
+    };
+    let abort = status
+        .abort
+        .then(|| abort_view(ro, &status, failure.as_ref()));
+    let analysis_errors = runs
+        .iter()
+        .filter(|r| is_current(r))
+        .map(|r| run_view(r))
+        .filter(|r| r.phase == "Running" || r.phase == "Pending")
+        .flat_map(|r| {
+            r.metrics
+                .into_iter()
+                .filter_map(|m| {
+                    Some(AnalysisErrorView {
+                        analysis_run: r.name.clone(),
+                        metric: m.name,
+                        message: m.latest_error?,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let (pause_ends_at, pause_seconds_left) = timed_pause(steps, &status, now);
+
     let mut view = RolloutView {
         name: ro.name_any(),
         namespace: ro.namespace().unwrap_or_default(),
@@ -683,6 +1089,8 @@ pub fn view(snapshot: &Snapshot) -> RolloutView {
         steps: steps_view,
         desired_weight: desired_weight(steps, index, status.abort),
         actual_weight: status.canary.weights.as_ref().map(|w| w.canary.weight),
+        stable_weight: status.canary.weights.as_ref().map(|w| w.stable.weight),
+        update_in_progress,
         paused_by_user: ro.spec.paused.unwrap_or(false),
         pause_reasons: status
             .pause_conditions
@@ -691,6 +1099,9 @@ pub fn view(snapshot: &Snapshot) -> RolloutView {
             .collect(),
         aborted: status.abort,
         aborted_at: status.aborted_at.as_ref().map(time_text),
+        abort,
+        pause_ends_at,
+        pause_seconds_left,
         desired_replicas: ro.spec.replicas.unwrap_or(1),
         current_replicas: status.replicas.unwrap_or(0),
         updated_replicas: status.updated_replicas.unwrap_or(0),
@@ -708,30 +1119,19 @@ pub fn view(snapshot: &Snapshot) -> RolloutView {
                 message: c.message.clone(),
             })
             .collect(),
-        // Only a rollout that stopped on analysis has "a value that broke it"; an older failed
-        // run of a retried update is history, not the reason for the current state.
-        failure: if status.abort
-            || status.phase == Some(RolloutPhase::Degraded)
-            || status
-                .pause_conditions
-                .iter()
-                .any(|p| p.reason == PauseReason::InconclusiveAnalysisRun)
-        {
-            failure_of(&runs)
-        } else {
-            None
-        },
+        failure,
+        analysis_errors,
     };
     if view.aborted {
         // The controller resets currentStepIndex to 0 on abort: marking step 1 "current" would
-        // mislead. Mark the step whose analysis failed, when known, instead.
-        let failed = view
-            .failure
+        // mislead. Mark the step the update was aborted at, when known, instead.
+        let at = view
+            .abort
             .as_ref()
-            .and_then(|f| f.step_index)
+            .and_then(|a| a.step_index)
             .and_then(|i| usize::try_from(i).ok());
         for s in &mut view.steps {
-            s.state = match failed {
+            s.state = match at {
                 Some(f) if s.index < f => "done",
                 Some(f) if s.index == f => "aborted",
                 _ => "pending",
@@ -740,6 +1140,125 @@ pub fn view(snapshot: &Snapshot) -> RolloutView {
         }
     }
     view
+}
+
+/// The step a person should read for this view, 1-based with the count: the step the update
+/// was aborted at, else the current one (`all done` past the last).
+pub fn step_text(v: &RolloutView) -> Option<String> {
+    if v.step_count == 0 {
+        return None;
+    }
+    let n = v.step_count;
+    if v.aborted {
+        return Some(match v.abort.as_ref().and_then(|a| a.step_index) {
+            Some(i) => format!("{}/{n} (aborted)", i + 1),
+            None => format!("-/{n} (aborted)"),
+        });
+    }
+    Some(match v.current_step_index {
+        Some(i) if usize::try_from(i).is_ok_and(|i| i >= n) => {
+            format!("{n}/{n} (all steps done)")
+        }
+        Some(i) => format!("{}/{n}", i + 1),
+        None => format!("-/{n}"),
+    })
+}
+
+/// The step column of a Rollout read alone (no runs): 1-based `current/total`; for an aborted
+/// update, the step it was aborted at (from the controller's message), as `explain` says it.
+pub fn rollout_step_text(ro: &Rollout) -> String {
+    let status = ro.status.clone().unwrap_or_default();
+    let n = ro
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .map_or(0, |c| c.steps.len());
+    if n == 0 {
+        return "-".to_string();
+    }
+    if status.abort {
+        let from_conditions = || {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Progressing")
+                .and_then(|c| step_in_message(&c.message))
+        };
+        return match status
+            .message
+            .as_deref()
+            .and_then(step_in_message)
+            .or_else(from_conditions)
+        {
+            Some(i) => format!("{}/{n}", i + 1),
+            None => format!("-/{n}"),
+        };
+    }
+    match status.current_step_index {
+        Some(i) => format!("{}/{n}", usize::try_from(i + 1).unwrap_or(0).min(n)),
+        None => format!("-/{n}"),
+    }
+}
+
+/// A measured value as a person reads it: numbers to four significant digits (0.6892, not
+/// 0.6892477353288697), in the shape the provider returned (`[0.6892]`). Anything else as is.
+pub fn round_value(raw: &str) -> String {
+    fn number(v: &serde_json::Value) -> Option<String> {
+        v.as_f64().map(|x| {
+            if v.is_i64() || v.is_u64() {
+                v.to_string()
+            } else {
+                significant(x, 4)
+            }
+        })
+    }
+    match serde_json::from_str::<serde_json::Value>(raw.trim()) {
+        Ok(serde_json::Value::Array(items)) if items.iter().all(|i| i.is_number()) => format!(
+            "[{}]",
+            items
+                .iter()
+                .filter_map(number)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Ok(v @ serde_json::Value::Number(_)) => number(&v).unwrap_or_else(|| raw.to_string()),
+        _ => raw.to_string(),
+    }
+}
+
+/// `x` with `digits` significant digits, trailing zeros dropped; whole digits are never cut
+/// (123456.7 reads 123457).
+pub fn significant(x: f64, digits: i32) -> String {
+    if !x.is_finite() || x == 0.0 {
+        return format!("{x}");
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    let decimals = usize::try_from((digits - 1 - magnitude).max(0)).unwrap_or(0);
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+/// Seconds as "45s", "5m", "5m30s", "2h10m", "3d".
+pub fn short_duration(secs: i64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 600 && s % 60 != 0 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => {
+            let m = (s % 3600) / 60;
+            if m == 0 {
+                format!("{}h", s / 3600)
+            } else {
+                format!("{}h{m}m", s / 3600)
+            }
+        }
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 /// The name of a pause reason as written in status.

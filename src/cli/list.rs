@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::api::rollout::Rollout;
 
-use super::info::{client_phase, desired_weight};
+use super::info::{client_phase, desired_weight, rollout_step_text};
 use super::kube::{Op, connect};
 use super::render::{structured, table};
 use super::{KubeArgs, Output};
@@ -51,6 +51,9 @@ pub struct RolloutRow {
     pub set_weight: i32,
     /// Canary weight last set on the router.
     pub actual_weight: Option<i32>,
+    /// An update is in progress (the current pod template is not the stable one). When false,
+    /// every request goes to the stable version, whatever the canary weight says.
+    pub update_in_progress: bool,
     /// Desired pods.
     pub desired: i32,
     /// Pods.
@@ -74,11 +77,7 @@ pub fn rows(rollouts: &[Rollout]) -> Vec<RolloutRow> {
                 .as_ref()
                 .map(|c| c.steps.as_slice())
                 .unwrap_or(&[]);
-            let step = match (status.current_step_index, steps.len()) {
-                (_, 0) => "-".to_string(),
-                (Some(i), n) => format!("{}/{n}", (i + 1).min(n as i32)),
-                (None, n) => format!("-/{n}"),
-            };
+            let step = rollout_step_text(r);
             RolloutRow {
                 namespace: r.namespace().unwrap_or_default(),
                 name: r.name_any(),
@@ -91,6 +90,8 @@ pub fn rows(rollouts: &[Rollout]) -> Vec<RolloutRow> {
                 step,
                 set_weight: desired_weight(steps, status.current_step_index, status.abort),
                 actual_weight: status.canary.weights.as_ref().map(|w| w.canary.weight),
+                update_in_progress: status.current_pod_hash.is_some()
+                    && status.current_pod_hash != status.stable_rs,
                 desired: r.spec.replicas.unwrap_or(1),
                 current: status.replicas.unwrap_or(0),
                 up_to_date: status.updated_replicas.unwrap_or(0),
@@ -131,7 +132,12 @@ pub fn render_table(rows: &[RolloutRow], all_namespaces: bool) -> String {
                 r.phase.clone(),
                 r.step.clone(),
                 r.set_weight.to_string(),
-                r.actual_weight.map_or("-".into(), |w| w.to_string()),
+                // Fully promoted, the canary weight points at the new stable: all of it.
+                match r.actual_weight {
+                    Some(_) if !r.update_in_progress => "100".to_string(),
+                    Some(w) => w.to_string(),
+                    None => "-".to_string(),
+                },
                 r.desired.to_string(),
                 r.current.to_string(),
                 r.up_to_date.to_string(),

@@ -5,11 +5,14 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
+use kube::api::{Api, ListParams};
+
+use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::Rollout;
 
-use super::info::{client_phase, get_rollout};
-use super::kube::connect;
-use super::render::structured;
+use super::info::{Snapshot, client_phase, get_rollout, view};
+use super::kube::{Target, connect};
+use super::render::{live_errors, structured};
 use super::{KubeArgs, Output};
 
 /// Options of `status`.
@@ -27,6 +30,10 @@ pub struct StatusArgs {
     /// Print the current status once and exit with its code, without waiting.
     #[arg(long)]
     pub no_wait: bool,
+    /// Keep waiting, printing a line each time the status changes (the default; `--watch=false`
+    /// is `--no-wait`, as in `kubectl argo rollouts status`).
+    #[arg(short = 'w', long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub watch: bool,
     /// Output format of the final status.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -100,49 +107,76 @@ pub fn exit_code(v: Verdict, fail_on_pause: bool) -> Option<i32> {
     }
 }
 
-/// Runs `status`: prints each change of phase/message as it waits, then the verdict.
+/// Why a metric of the current revision cannot be measured right now, if one errors: shown
+/// while the run goes on, not only once it fails. Unreadable runs (RBAC) just add nothing.
+async fn live_reason(target: &Target, ro: &Rollout) -> Option<String> {
+    let api: Api<AnalysisRun> = Api::namespaced(target.client.clone(), &target.namespace);
+    let runs = api.list(&ListParams::default()).await.ok()?.items;
+    let v = view(&Snapshot::from_objects(ro.clone(), Vec::new(), runs));
+    let errors: Vec<String> = live_errors(&v)
+        .into_iter()
+        .map(|(run, metric, error)| format!("{metric} in AnalysisRun {run}: {error}"))
+        .collect();
+    (!errors.is_empty()).then(|| format!("erroring: {}", errors.join("; ")))
+}
+
+/// Runs `status`: prints a line each time phase, message or a live analysis error changes as
+/// it waits, then the verdict (not repeated when it is the line already printed).
 pub async fn run(args: StatusArgs) -> anyhow::Result<i32> {
     let target = connect(&args.kube).await?;
+    let no_wait = args.no_wait || !args.watch;
     let deadline = args
         .timeout
         .map(|d| tokio::time::Instant::now() + Duration::from(d));
-    let mut last = (String::new(), String::new());
+    let mut last_printed: Option<String> = None;
     loop {
         let ro = get_rollout(&target, &args.name).await?;
         let (v, phase, message) = verdict(&ro);
         let code = exit_code(v, args.fail_on_pause);
         let timed_out = code.is_none()
-            && (args.no_wait || deadline.is_some_and(|d| tokio::time::Instant::now() >= d));
+            && (no_wait || deadline.is_some_and(|d| tokio::time::Instant::now() >= d));
+        let reason = if code == Some(0) {
+            None
+        } else {
+            live_reason(&target, &ro).await
+        };
+        let text = match &reason {
+            Some(r) => line(
+                &phase,
+                &format!("{message}{}{r}", if message.is_empty() { "" } else { "; " }),
+            ),
+            None => line(&phase, &message),
+        };
         if code.is_some() || timed_out {
             let exit_code = code.unwrap_or(1);
             let report = StatusReport {
                 name: args.name.clone(),
                 phase: phase.clone(),
                 message: message.clone(),
-                exit_code: if args.no_wait {
+                exit_code: if no_wait {
                     code.unwrap_or(0)
                 } else {
                     exit_code
                 },
-                timed_out: timed_out && !args.no_wait,
+                timed_out: timed_out && !no_wait,
             };
             match args.output {
                 Output::Text => {
-                    let line = line(&phase, &message);
+                    if last_printed.as_deref() != Some(text.as_str()) {
+                        println!("{text}");
+                    }
                     if report.timed_out {
-                        println!("{line}\ntimed out waiting for rollout \"{}\"", args.name);
-                    } else {
-                        println!("{line}");
+                        println!("timed out waiting for rollout \"{}\"", args.name);
                     }
                 }
                 other => print!("{}", structured(&report, other)?),
             }
             return Ok(report.exit_code);
         }
-        if args.output == Output::Text && (phase.clone(), message.clone()) != last {
-            println!("{}", line(&phase, &message));
+        if args.output == Output::Text && last_printed.as_deref() != Some(text.as_str()) {
+            println!("{text}");
+            last_printed = Some(text);
         }
-        last = (phase, message);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
