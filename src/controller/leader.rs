@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
 
-use super::context::Clock;
+use super::clock::Clock;
 
 /// Whether this replica may write.
 #[derive(Clone)]
