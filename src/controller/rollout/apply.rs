@@ -83,183 +83,222 @@ pub(super) struct Applied {
 }
 
 /// Applies a plan in the safe order: scale-ups and new ReplicaSets, traffic, Services,
-/// scale-downs, AnalysisRuns, deletions, the workload. Status and Events come after, in
-/// [`super::status`].
+/// scale-downs, AnalysisRuns, deletions, the workload. Status and Events come after. An invalid
+/// spec changes nothing.
 pub(super) async fn apply(
     t: &Target<'_>,
     observed: &Observed,
     plan: &mut Plan,
 ) -> Result<Applied, Error> {
-    let (ro, ns, name, ctx) = (t.rollout.as_ref(), t.namespace.as_str(), &t.name, t.ctx);
-    let obs = &observed.state;
     let mut applied = Applied {
         changed: false,
         weight: None,
     };
-    if plan.invalid.is_none() {
-        let rs_api: Api<ReplicaSet> = ctx.writer.namespaced(ns);
-        let template = obs.template.clone().unwrap_or_default();
-        let selector = pod_selector(ro, ctx);
-
-        // 1. New ReplicaSets and scale-ups.
-        for d in &plan.replica_sets {
-            let observed = obs.replica_sets.iter().find(|r| r.hash == d.hash);
-            match observed {
-                None if d.create => {
-                    applied.changed = true;
-                    let rs = new_replica_set(ro, &template, &selector, d);
-                    match rs_api.create(&post_params(), &rs).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.is_already_exists() => {}
-                        Err(e) => {
-                            return Err(api_error("create replicaset", rs.name_any())(e).into());
-                        }
-                    }
-                }
-                Some(o) if d.replicas > o.replicas || annotations_differ(o, d) => {
-                    applied.changed = true;
-                    if d.replicas >= o.replicas {
-                        patch_rs(&rs_api, o, d).await?;
-                    } else {
-                        // Annotation-only change on a ReplicaSet that scales down later.
-                        patch_rs(
-                            &rs_api,
-                            o,
-                            &plan::DesiredReplicaSet {
-                                replicas: o.replicas,
-                                ..d.clone()
-                            },
-                        )
-                        .await?;
-                    }
-                }
-                _ => {}
-            }
-        }
-
-        // 2. Traffic.
-        if let Some(weight) = plan.canary_weight {
-            let canary = ro.spec.strategy.canary.as_ref();
-            let max = canary
-                .and_then(|c| c.traffic_routing.as_ref())
-                .and_then(|t| t.max_traffic_weight)
-                .unwrap_or(constants::DEFAULT_MAX_TRAFFIC_WEIGHT);
-            let desired = DesiredTraffic {
-                weight,
-                max_weight: max,
-                canary_hash: plan.canary_service_hash.clone(),
-                stable_hash: plan.stable_service_hash.clone(),
-                managed_routes: plan.managed_routes.clone().unwrap_or_default(),
-            };
-            let mut verified = true;
-            if obs.traffic.canary_weight != Some(weight) {
-                applied.changed = true;
-            }
-            for router in &t.routers {
-                router
-                    .apply(&t.router_ctx, &desired)
-                    .await
-                    .map_err(router_error(router.name()))?;
-                let back = router
-                    .observe(&t.router_ctx)
-                    .await
-                    .map_err(router_error(router.name()))?;
-                verified &= back.weight == Some(weight);
-            }
-            if let Some(w) = plan.status.canary.weights.as_mut()
-                && !t.routers.is_empty()
-            {
-                w.verified = Some(verified);
-            }
-            if verified {
-                applied.weight = Some(weight);
-            }
-        }
-
-        // 3. Services.
-        let svc_api: Api<Service> = ctx.writer.namespaced(ns);
-        if let Some(canary) = &ro.spec.strategy.canary {
-            for (svc, want, seen) in [
-                (
-                    &canary.stable_service,
-                    &plan.stable_service_hash,
-                    &obs.traffic.stable_service_hash,
-                ),
-                (
-                    &canary.canary_service,
-                    &plan.canary_service_hash,
-                    &obs.traffic.canary_service_hash,
-                ),
-            ] {
-                let (Some(svc), Some(want)) = (svc.as_ref().filter(|s| !s.is_empty()), want) else {
-                    continue;
-                };
-                if seen.as_ref() == Some(want) {
-                    continue;
-                }
-                applied.changed = true;
-                let patch = json!({
-                    "metadata": {"annotations": {constants::MANAGED_BY_ANNOTATION: name}},
-                    "spec": {"selector": {constants::POD_TEMPLATE_HASH_LABEL: want}}
-                });
-                svc_api
-                    .patch(svc, &patch_params(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(api_error("patch service selector", svc.clone()))?;
-            }
-        }
-
-        // 4. Scale-downs.
-        for d in &plan.replica_sets {
-            if let Some(o) = obs.replica_sets.iter().find(|r| r.hash == d.hash)
-                && d.replicas < o.replicas
-            {
-                applied.changed = true;
-                patch_rs(&rs_api, o, d).await?;
-            }
-        }
-
-        // 5. AnalysisRuns.
-        let ar_api: Api<AnalysisRun> = ctx.writer.namespaced(ns);
-        for run in &plan.terminate_analysis_runs {
-            applied.changed = true;
-            let patch = json!({"spec": {"terminate": true}});
-            match ar_api
-                .patch(run, &patch_params(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                Err(e) => return Err(api_error("terminate analysisrun", run.clone())(e).into()),
-            }
-        }
-        for req in &plan.create_analysis_runs {
-            applied.changed = true;
-            create_analysis_run(ro, req, &observed.templates, &ar_api).await?;
-        }
-
-        // 6. Pruned ReplicaSets.
-        for rs in &plan.delete_replica_sets {
-            applied.changed = true;
-            match rs_api.delete(rs, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                Err(e) => return Err(api_error("delete replicaset", rs.clone())(e).into()),
-            }
-        }
-
-        // 7. The workloadRef Deployment.
-        if let (Some(replicas), Some(w)) = (plan.workload_replicas, &ro.spec.workload_ref) {
-            applied.changed = true;
-            let api: Api<Deployment> = ctx.writer.namespaced(ns);
-            let patch = json!({"spec": {"replicas": replicas}});
-            api.patch(&w.name, &patch_params(), &Patch::Merge(&patch))
-                .await
-                .map_err(api_error("scale deployment", w.name.clone()))?;
+    if plan.invalid.is_some() {
+        return Ok(applied);
+    }
+    let obs = &observed.state;
+    applied.changed |= scale_up(t, obs, plan).await?;
+    if let Some(weight) = plan.canary_weight {
+        let (changed, verified) = traffic(t, obs, plan, weight).await?;
+        applied.changed |= changed;
+        if verified {
+            applied.weight = Some(weight);
         }
     }
-
+    applied.changed |= services(t, obs, plan).await?;
+    applied.changed |= scale_down(t, obs, plan).await?;
+    applied.changed |= analysis_runs(t, &observed.templates, plan).await?;
+    applied.changed |= prune(t, plan).await?;
+    applied.changed |= workload(t, plan).await?;
     Ok(applied)
+}
+
+/// 1. New ReplicaSets and scale-ups (and annotation changes). Returns whether it wrote.
+async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
+    let ro = t.rollout.as_ref();
+    let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
+    let template = obs.template.clone().unwrap_or_default();
+    let selector = pod_selector(ro, t.ctx);
+    let mut changed = false;
+    for d in &plan.replica_sets {
+        let observed = obs.replica_sets.iter().find(|r| r.hash == d.hash);
+        match observed {
+            None if d.create => {
+                changed = true;
+                let rs = new_replica_set(ro, &template, &selector, d);
+                match rs_api.create(&post_params(), &rs).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                    Err(e) => {
+                        return Err(api_error("create replicaset", rs.name_any())(e).into());
+                    }
+                }
+            }
+            Some(o) if d.replicas > o.replicas || annotations_differ(o, d) => {
+                changed = true;
+                if d.replicas >= o.replicas {
+                    patch_rs(&rs_api, o, d).await?;
+                } else {
+                    // Annotation-only change on a ReplicaSet that scales down later.
+                    patch_rs(
+                        &rs_api,
+                        o,
+                        &plan::DesiredReplicaSet {
+                            replicas: o.replicas,
+                            ..d.clone()
+                        },
+                    )
+                    .await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(changed)
+}
+
+/// 2. Traffic: every router to `weight`, each read back. Returns whether the weight changes,
+/// and whether every router reads back `weight` (recorded in status as `verified`).
+async fn traffic(
+    t: &Target<'_>,
+    obs: &Observation,
+    plan: &mut Plan,
+    weight: i32,
+) -> Result<(bool, bool), Error> {
+    let canary = t.rollout.spec.strategy.canary.as_ref();
+    let max = canary
+        .and_then(|c| c.traffic_routing.as_ref())
+        .and_then(|t| t.max_traffic_weight)
+        .unwrap_or(constants::DEFAULT_MAX_TRAFFIC_WEIGHT);
+    let desired = DesiredTraffic {
+        weight,
+        max_weight: max,
+        canary_hash: plan.canary_service_hash.clone(),
+        stable_hash: plan.stable_service_hash.clone(),
+        managed_routes: plan.managed_routes.clone().unwrap_or_default(),
+    };
+    let mut verified = true;
+    let changed = obs.traffic.canary_weight != Some(weight);
+    for router in &t.routers {
+        router
+            .apply(&t.router_ctx, &desired)
+            .await
+            .map_err(router_error(router.name()))?;
+        let back = router
+            .observe(&t.router_ctx)
+            .await
+            .map_err(router_error(router.name()))?;
+        verified &= back.weight == Some(weight);
+    }
+    if let Some(w) = plan.status.canary.weights.as_mut()
+        && !t.routers.is_empty()
+    {
+        w.verified = Some(verified);
+    }
+    Ok((changed, verified))
+}
+
+/// 3. The stable and canary Services' selectors. Returns whether it wrote.
+async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
+    let Some(canary) = &t.rollout.spec.strategy.canary else {
+        return Ok(false);
+    };
+    let svc_api: Api<Service> = t.ctx.writer.namespaced(&t.namespace);
+    let mut changed = false;
+    for (svc, want, seen) in [
+        (
+            &canary.stable_service,
+            &plan.stable_service_hash,
+            &obs.traffic.stable_service_hash,
+        ),
+        (
+            &canary.canary_service,
+            &plan.canary_service_hash,
+            &obs.traffic.canary_service_hash,
+        ),
+    ] {
+        let (Some(svc), Some(want)) = (svc.as_ref().filter(|s| !s.is_empty()), want) else {
+            continue;
+        };
+        if seen.as_ref() == Some(want) {
+            continue;
+        }
+        changed = true;
+        let patch = json!({
+            "metadata": {"annotations": {constants::MANAGED_BY_ANNOTATION: &t.name}},
+            "spec": {"selector": {constants::POD_TEMPLATE_HASH_LABEL: want}}
+        });
+        svc_api
+            .patch(svc, &patch_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_error("patch service selector", svc.clone()))?;
+    }
+    Ok(changed)
+}
+
+/// 4. Scale-downs. Returns whether it wrote.
+async fn scale_down(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
+    let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
+    let mut changed = false;
+    for d in &plan.replica_sets {
+        if let Some(o) = obs.replica_sets.iter().find(|r| r.hash == d.hash)
+            && d.replicas < o.replicas
+        {
+            changed = true;
+            patch_rs(&rs_api, o, d).await?;
+        }
+    }
+    Ok(changed)
+}
+
+/// 5. AnalysisRuns: terminations, then new runs. Returns whether it wrote.
+async fn analysis_runs(t: &Target<'_>, templates: &Templates, plan: &Plan) -> Result<bool, Error> {
+    let ar_api: Api<AnalysisRun> = t.ctx.writer.namespaced(&t.namespace);
+    let mut changed = false;
+    for run in &plan.terminate_analysis_runs {
+        changed = true;
+        let patch = json!({"spec": {"terminate": true}});
+        match ar_api
+            .patch(run, &patch_params(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => return Err(api_error("terminate analysisrun", run.clone())(e).into()),
+        }
+    }
+    for req in &plan.create_analysis_runs {
+        changed = true;
+        create_analysis_run(t.rollout, req, templates, &ar_api).await?;
+    }
+    Ok(changed)
+}
+
+/// 6. Pruned ReplicaSets. Returns whether it wrote.
+async fn prune(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> {
+    let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
+    for rs in &plan.delete_replica_sets {
+        match rs_api.delete(rs, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => return Err(api_error("delete replicaset", rs.clone())(e).into()),
+        }
+    }
+    Ok(!plan.delete_replica_sets.is_empty())
+}
+
+/// 7. The workloadRef Deployment's replicas. Returns whether it wrote.
+async fn workload(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> {
+    let (Some(replicas), Some(w)) = (plan.workload_replicas, &t.rollout.spec.workload_ref) else {
+        return Ok(false);
+    };
+    let api: Api<Deployment> = t.ctx.writer.namespaced(&t.namespace);
+    let patch = json!({"spec": {"replicas": replicas}});
+    api.patch(&w.name, &patch_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(api_error("scale deployment", w.name.clone()))?;
+    Ok(true)
 }
 
 /// The observation after a plan was applied: what the caches will show once our writes arrive.

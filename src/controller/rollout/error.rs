@@ -4,6 +4,11 @@
 use crate::controller::writer::is_not_leader;
 use crate::traffic::TrafficError;
 
+/// The Rollout has no namespace (or name): nothing can be reconciled.
+#[derive(Debug, thiserror::Error)]
+#[error("rollout {0} has no namespace or name")]
+pub struct Unnamed(pub String);
+
 /// A Kubernetes API call that failed: what was being done, and to which object.
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {object}: {source}")]

@@ -55,7 +55,7 @@ impl Error {
 
 /// Reconciles one Rollout.
 pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let target = Target::new(&ro, &ctx)?;
+    let target = Target::new(&ro, &ctx).map_err(observe::Error::from)?;
     if let Some(wait) = wait_before_writing(&target) {
         return Ok(wait);
     }

@@ -11,7 +11,7 @@ use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
-use super::error::{ApiError, RouterError, api_error, router_error};
+use super::error::{ApiError, RouterError, Unnamed, api_error, router_error};
 use super::target::Target;
 use crate::api::analysis::{
     AnalysisTemplate, AnalysisTemplateRef, AnalysisTemplateSpec, ClusterAnalysisTemplate,
@@ -28,9 +28,9 @@ use crate::traffic::TrafficError;
 /// Why observing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The object has no namespace (or name): nothing can be reconciled.
-    #[error("rollout {0} has no namespace or name")]
-    Unnamed(String),
+    /// The object has no namespace (or name).
+    #[error(transparent)]
+    Unnamed(#[from] Unnamed),
     /// A read failed.
     #[error(transparent)]
     Api(#[from] ApiError),

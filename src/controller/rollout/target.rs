@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 
-use super::observe;
+use super::error::Unnamed;
 use crate::api::constants;
 use crate::api::rollout::Rollout;
 use crate::controller::context::Context;
@@ -28,11 +28,9 @@ pub(super) struct Target<'a> {
 
 impl<'a> Target<'a> {
     /// The target for `rollout`; fails for an object without a namespace.
-    pub fn new(rollout: &'a Arc<Rollout>, ctx: &'a Context) -> Result<Self, observe::Error> {
+    pub fn new(rollout: &'a Arc<Rollout>, ctx: &'a Context) -> Result<Self, Unnamed> {
         let name = rollout.name_any();
-        let namespace = rollout
-            .namespace()
-            .ok_or_else(|| observe::Error::Unnamed(name.clone()))?;
+        let namespace = rollout.namespace().ok_or_else(|| Unnamed(name.clone()))?;
         Ok(Target {
             routers: crate::traffic::routers_for(rollout, &ctx.settings.routing),
             router_ctx: RouterContext {
