@@ -32,6 +32,16 @@ impl LeaderGate {
         }
     }
 
+    /// A gate that stays closed (a replica that never leads).
+    #[cfg(test)]
+    pub(crate) fn never() -> Self {
+        let (_tx, rx) = watch::channel(false);
+        LeaderGate {
+            leading: Arc::new(AtomicBool::new(false)),
+            changes: rx,
+        }
+    }
+
     /// True while this replica holds the Lease.
     pub fn is_leader(&self) -> bool {
         self.leading.load(Ordering::SeqCst)

@@ -73,3 +73,73 @@ fn is_read(method: &http::Method) -> bool {
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::PostParams;
+
+    use super::*;
+
+    /// A client whose API server records the method of every request it receives and answers
+    /// each with an empty ConfigMap.
+    fn recording_client() -> (kube::Client, Arc<Mutex<Vec<http::Method>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let service = tower::service_fn(move |request: http::Request<Body>| {
+            log.lock().unwrap().push(request.method().clone());
+            let body = serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c", "namespace": "default"}
+            });
+            async move {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Body::from(
+                    body.to_string().into_bytes(),
+                )))
+            }
+        });
+        (kube::Client::new(service, "default"), seen)
+    }
+
+    fn config_map() -> ConfigMap {
+        ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some("c".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_does_not_lead_reads_but_writes_nothing() {
+        let (client, seen) = recording_client();
+        let writer = Writer::new(client, LeaderGate::never());
+        let api: Api<ConfigMap> = writer.namespaced("default");
+        api.get("c").await.expect("reads pass");
+        let err = api
+            .create(&PostParams::default(), &config_map())
+            .await
+            .expect_err("the write is refused");
+        assert!(is_not_leader(&err), "{err:?}");
+        let err = api
+            .delete("c", &Default::default())
+            .await
+            .expect_err("the delete is refused");
+        assert!(is_not_leader(&err), "{err:?}");
+        assert_eq!(*seen.lock().unwrap(), [http::Method::GET]);
+    }
+
+    #[tokio::test]
+    async fn the_leader_writes() {
+        let (client, seen) = recording_client();
+        let writer = Writer::new(client, LeaderGate::always());
+        let api: Api<ConfigMap> = writer.namespaced("default");
+        api.create(&PostParams::default(), &config_map())
+            .await
+            .expect("the leader's write passes");
+        assert_eq!(*seen.lock().unwrap(), [http::Method::POST]);
+    }
+}
