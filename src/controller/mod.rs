@@ -2,6 +2,13 @@
 //!
 //! Every replica watches and keeps warm caches; only the holder of the leader Lease writes.
 //! A Rollout reconcile is observe (caches) → plan (pure, [`crate::plan`]) → apply → status.
+//!
+//! - [`rollout`]: the Rollout reconcile, one file per step; [`analysis_run`]: AnalysisRuns,
+//!   measured through the [`measurement_pool`].
+//! - [`writer`]: every write, refused while this replica is not the [`leader`].
+//! - `watches`: the watches that fill the caches ([`context::Stores`]) and trigger reconciles.
+//! - [`config`] and [`args`]: how a controller is started; [`clock`]: the one clock it reads;
+//!   [`metrics`] and [`admin`]: what it exports.
 
 pub mod admin;
 pub mod analysis_run;
@@ -26,7 +33,6 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Resource;
-use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
 use kube::runtime::watcher;
 
@@ -168,33 +174,9 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
             ingress_stream,
             referencing(rollouts.clone(), routed("Ingress", routing.clone())),
         );
-    // Istio objects, watched when the mesh's CRDs are installed, so drift made by anyone else
-    // is corrected at once.
-    for (kind, plural) in [
-        ("VirtualService", "virtualservices"),
-        ("DestinationRule", "destinationrules"),
-    ] {
-        let ar = kube::api::ApiResource {
-            group: "networking.istio.io".into(),
-            version: routing.istio_api_version.as_str().into(),
-            api_version: routing.istio_api_version.to_string(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let dyn_api: Api<kube::api::DynamicObject> = match &ns {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        let served = dyn_api
-            .list(&kube::api::ListParams::default().limit(1))
-            .await
-            .is_ok();
-        if !served {
-            tracing::info!(kind, "not served by the API server; not watching it");
-            continue;
-        }
+    for (kind, resource, stream) in watches::istio(&client, &ns, &routing).await {
         let mapper = referencing(rollouts.clone(), routed(kind, routing.clone()));
-        rollout_ctrl = rollout_ctrl.watches_stream_with(watch(dyn_api, all(), None), mapper, ar);
+        rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, resource);
     }
     let rollout_ctrl = rollout_ctrl
         .reconcile_all_on(became_leader)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use kube::api::Api;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -113,6 +113,45 @@ pub(super) fn names_service(r: &Rollout, _ns: &str, name: &str) -> bool {
 /// Whether a Rollout takes its pod template from the Deployment `name` (`workloadRef`).
 pub(super) fn names_workload(r: &Rollout, _ns: &str, name: &str) -> bool {
     r.spec.workload_ref.as_ref().is_some_and(|w| w.name == name)
+}
+
+/// The Istio kinds the routers write, each with its trigger stream, when the API server serves
+/// them (a cluster without the mesh's CRDs is not watched), so that drift made by anyone else is
+/// corrected at once.
+pub(super) async fn istio(
+    client: &kube::Client,
+    ns: &Option<String>,
+    routing: &RoutingConfig,
+) -> Vec<(
+    &'static str,
+    ApiResource,
+    BoxStream<'static, Result<DynamicObject, watcher::Error>>,
+)> {
+    let mut watches = Vec::new();
+    for (kind, plural) in [
+        ("VirtualService", "virtualservices"),
+        ("DestinationRule", "destinationrules"),
+    ] {
+        let resource = ApiResource {
+            group: "networking.istio.io".into(),
+            version: routing.istio_api_version.as_str().into(),
+            api_version: routing.istio_api_version.to_string(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let served = api.list(&ListParams::default().limit(1)).await.is_ok();
+        if !served {
+            tracing::info!(kind, "not served by the API server; not watching it");
+            continue;
+        }
+        let stream = watch(api, watcher::Config::default(), None);
+        watches.push((kind, resource, stream));
+    }
+    watches
 }
 
 /// Watch errors of the auxiliary streams are logged and dropped here: each stream backs off and

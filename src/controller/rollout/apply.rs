@@ -114,7 +114,7 @@ pub(super) async fn apply(
     Ok(applied)
 }
 
-/// 1. New ReplicaSets and scale-ups (and annotation changes). Returns whether it wrote.
+/// New ReplicaSets and scale-ups (and annotation changes). Returns whether it wrote.
 async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
     let ro = t.rollout.as_ref();
     let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
@@ -158,7 +158,7 @@ async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool
     Ok(changed)
 }
 
-/// 2. Traffic: every router to `weight`, each read back. Returns whether the weight changes,
+/// Traffic: every router to `weight`, each read back. Returns whether the weight changes,
 /// and whether every router reads back `weight` (recorded in status as `verified`).
 async fn traffic(
     t: &Target<'_>,
@@ -199,7 +199,7 @@ async fn traffic(
     Ok((changed, verified))
 }
 
-/// 3. The stable and canary Services' selectors. Returns whether it wrote.
+/// The stable and canary Services' selectors. Returns whether it wrote.
 async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
     let Some(canary) = &t.rollout.spec.strategy.canary else {
         return Ok(false);
@@ -237,7 +237,7 @@ async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool
     Ok(changed)
 }
 
-/// 4. Scale-downs. Returns whether it wrote.
+/// Scale-downs. Returns whether it wrote.
 async fn scale_down(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
     let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
     let mut changed = false;
@@ -252,7 +252,7 @@ async fn scale_down(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bo
     Ok(changed)
 }
 
-/// 5. AnalysisRuns: terminations, then new runs. Returns whether it wrote.
+/// AnalysisRuns: terminations, then new runs. Returns whether it wrote.
 async fn analysis_runs(t: &Target<'_>, templates: &Templates, plan: &Plan) -> Result<bool, Error> {
     let ar_api: Api<AnalysisRun> = t.ctx.writer.namespaced(&t.namespace);
     let mut changed = false;
@@ -275,7 +275,7 @@ async fn analysis_runs(t: &Target<'_>, templates: &Templates, plan: &Plan) -> Re
     Ok(changed)
 }
 
-/// 6. Pruned ReplicaSets. Returns whether it wrote.
+/// Pruned ReplicaSets. Returns whether it wrote.
 async fn prune(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> {
     let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
     for rs in &plan.delete_replica_sets {
@@ -288,7 +288,7 @@ async fn prune(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> {
     Ok(!plan.delete_replica_sets.is_empty())
 }
 
-/// 7. The workloadRef Deployment's replicas. Returns whether it wrote.
+/// The workloadRef Deployment's replicas. Returns whether it wrote.
 async fn workload(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> {
     let (Some(replicas), Some(w)) = (plan.workload_replicas, &t.rollout.spec.workload_ref) else {
         return Ok(false);

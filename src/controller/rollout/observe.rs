@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -161,10 +161,27 @@ fn parse_ts(s: Option<&String>) -> Option<Timestamp> {
 
 /// Builds the planner's observation from the caches and the routers.
 async fn state(t: &Target<'_>) -> Result<Observation, Error> {
-    let (ro, ctx, ns) = (t.rollout.as_ref(), t.ctx, &t.namespace);
-    let uid = t.uid();
-    let replica_sets = ctx
-        .stores
+    let replica_sets = replica_sets(t);
+    let analysis_runs = analysis_runs(t);
+    let mut reference_errors = Vec::new();
+    let mut traffic = services(t, &mut reference_errors).await?;
+    traffic.canary_weight = router_weight(t, &mut reference_errors).await?;
+    let (template, workload) = workload(t);
+    Ok(Observation {
+        rollout: t.rollout.as_ref().clone(),
+        template,
+        replica_sets,
+        analysis_runs,
+        traffic,
+        workload,
+        reference_errors,
+    })
+}
+
+/// The Rollout's ReplicaSets (not being deleted), from the cache.
+fn replica_sets(t: &Target<'_>) -> Vec<ObservedReplicaSet> {
+    let (ctx, ns, uid) = (t.ctx, &t.namespace, t.uid());
+    ctx.stores
         .replica_sets
         .state()
         .iter()
@@ -190,9 +207,13 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
                 ),
             })
         })
-        .collect();
-    let analysis_runs = ctx
-        .stores
+        .collect()
+}
+
+/// The Rollout's AnalysisRuns, from the cache.
+fn analysis_runs(t: &Target<'_>) -> Vec<ObservedAnalysisRun> {
+    let (ctx, ns, uid) = (t.ctx, &t.namespace, t.uid());
+    ctx.stores
         .analysis_runs
         .state()
         .iter()
@@ -219,9 +240,16 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
                 terminated: r.spec.terminate,
             })
         })
-        .collect();
+        .collect()
+}
 
-    let mut reference_errors = Vec::new();
+/// The pod-template hashes the stable and canary Services select; a missing Service is a
+/// reference error.
+async fn services(
+    t: &Target<'_>,
+    reference_errors: &mut Vec<FieldError>,
+) -> Result<ObservedTraffic, Error> {
+    let (ro, ctx, ns) = (t.rollout.as_ref(), t.ctx, &t.namespace);
     let mut traffic = ObservedTraffic::default();
     if let Some(canary) = &ro.spec.strategy.canary {
         for (field, svc) in [
@@ -265,6 +293,14 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
             }
         }
     }
+    Ok(traffic)
+}
+
+/// The canary weight the routers read back; an invalid reference is a reference error.
+async fn router_weight(
+    t: &Target<'_>,
+    reference_errors: &mut Vec<FieldError>,
+) -> Result<Option<i32>, Error> {
     let mut weights = Vec::new();
     for router in &t.routers {
         match router.observe(&t.router_ctx).await {
@@ -276,11 +312,17 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
         }
     }
     // Several routers: the highest weight any of them sends is what the canary may receive.
-    traffic.canary_weight = weights.iter().flatten().max().copied();
+    Ok(weights.iter().flatten().max().copied())
+}
 
-    let (template, workload) = match &ro.spec.workload_ref {
+/// The pod template (from the spec, or the `workloadRef` Deployment in the cache) and the
+/// Deployment's replicas.
+fn workload(t: &Target<'_>) -> (Option<PodTemplateSpec>, Option<ObservedWorkload>) {
+    let (ro, ns) = (t.rollout.as_ref(), &t.namespace);
+    match &ro.spec.workload_ref {
         Some(w) => {
-            let dep = ctx
+            let dep = t
+                .ctx
                 .stores
                 .deployments
                 .get(&ObjectRef::new(&w.name).within(ns));
@@ -295,14 +337,5 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
             (template, workload)
         }
         None => (ro.spec.template.clone(), None),
-    };
-    Ok(Observation {
-        rollout: ro.clone(),
-        template,
-        replica_sets,
-        analysis_runs,
-        traffic,
-        workload,
-        reference_errors,
-    })
+    }
 }
