@@ -2,6 +2,7 @@
 
 pub mod accounting;
 pub mod args;
+pub mod build_run;
 pub mod condition;
 pub mod rollout_args;
 pub mod run;

@@ -1,25 +1,21 @@
 //! AnalysisRun reconcile: take due measurements (bounded concurrency, identical queries due at
 //! the same instant sent once), write status, and requeue at the next due time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use tokio::sync::Semaphore;
 
 use super::context::Context;
+use super::writer::is_not_leader;
 use crate::analysis::args::{SecretValues, secret_refs};
-use crate::analysis::run::{self, MeasurementResult, ProviderRequest, ProviderResult};
+use crate::analysis::run::{self, MeasurementResult};
 use crate::api::analysis::AnalysisRun;
 use crate::api::constants::FIELD_MANAGER;
-use crate::metrics::prometheus::PrometheusProvider;
 
 /// Why an AnalysisRun reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,64 +40,9 @@ impl Error {
                 source: kube::Error::Api(s),
                 ..
             } if s.is_conflict() => "conflict",
+            Error::Kube { source, .. } if is_not_leader(source) => "not_leader",
             Error::Kube { .. } => "kube",
         }
-    }
-}
-
-type SharedResult = Shared<BoxFuture<'static, ProviderResult>>;
-
-/// Bounded measurement workers, with identical queries due at the same instant sent once.
-pub struct MeasurementPool {
-    permits: Arc<Semaphore>,
-    in_flight: Mutex<HashMap<String, SharedResult>>,
-}
-
-impl MeasurementPool {
-    /// A pool of `workers` concurrent measurements.
-    pub fn new(workers: usize) -> Self {
-        MeasurementPool {
-            permits: Arc::new(Semaphore::new(workers.max(1))),
-            in_flight: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one measurement, joining an identical one already in flight.
-    pub async fn measure(
-        &self,
-        provider: &PrometheusProvider,
-        req: &ProviderRequest,
-    ) -> ProviderResult {
-        let ProviderRequest::Prometheus(p) = req;
-        // The key holds the real query (with Secret values), so it never leaves this process.
-        let key = format!(
-            "{:?}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
-            p.address, p.query, p.range, p.headers, p.basic_auth
-        );
-        let fut = {
-            let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(f) = map.get(&key) {
-                f.clone()
-            } else {
-                let provider = provider.clone();
-                let permits = self.permits.clone();
-                let request = p.clone();
-                let f: BoxFuture<'static, ProviderResult> = async move {
-                    let _permit = permits.acquire_owned().await;
-                    provider.measure(&request).await
-                }
-                .boxed();
-                let shared = f.shared();
-                map.insert(key.clone(), shared.clone());
-                shared
-            }
-        };
-        let result = fut.await;
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-        result
     }
 }
 
@@ -155,7 +96,7 @@ pub async fn reconcile(run_obj: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<A
         .collect();
     let update = pass.finish(results, finished);
 
-    let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<AnalysisRun> = ctx.writer.namespaced(&ns);
     if run_obj.status.as_ref() != Some(&update.status) {
         if !ctx.leader.is_leader() {
             return Ok(Action::requeue(Duration::from_secs(5)));
@@ -206,9 +147,8 @@ pub async fn reconcile(run_obj: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<A
     let now = ctx.now();
     if let Some(at) = update.delete_at {
         if at <= now {
-            if ctx.leader.is_leader() {
-                let _ = api.delete(&name, &DeleteParams::background()).await;
-            }
+            // Not the leader: refused, and the leader deletes it.
+            let _ = api.delete(&name, &DeleteParams::background()).await;
             return Ok(Action::await_change());
         }
         return Ok(Action::requeue(until(now, at)));
@@ -255,83 +195,4 @@ async fn fetch_secrets(
         }
     }
     Ok(values)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-    use crate::analysis::run::PrometheusRequest;
-    use crate::metrics::prometheus::{AddressAllowlist, PrometheusConfig};
-
-    /// A stand-in for Prometheus's query API that counts requests and answers slowly, so that
-    /// concurrent measurements overlap.
-    async fn counting_server() -> (String, Arc<AtomicUsize>) {
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
-        let app = axum::Router::new().route(
-            "/api/v1/query",
-            axum::routing::get(move || {
-                let counter = counter.clone();
-                async move {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    axum::Json(serde_json::json!({
-                        "status": "success",
-                        "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, "0.99"]}]}
-                    }))
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        (format!("http://{addr}"), hits)
-    }
-
-    fn request(address: &str, query: &str) -> ProviderRequest {
-        ProviderRequest::Prometheus(PrometheusRequest {
-            address: Some(address.to_string()),
-            query: query.to_string(),
-            display_query: query.to_string(),
-            timeout: Duration::from_secs(5),
-            insecure: false,
-            ca_cert: None,
-            headers: Vec::new(),
-            basic_auth: None,
-            range: None,
-        })
-    }
-
-    #[tokio::test]
-    async fn identical_queries_due_together_are_sent_once() {
-        let (address, hits) = counting_server().await;
-        let provider = PrometheusProvider::new(PrometheusConfig {
-            allowlist: AddressAllowlist::allow_any(),
-            default_address: None,
-        })
-        .unwrap();
-        let pool = MeasurementPool::new(8);
-        let same = request(&address, "sum(rate(x[1m]))");
-        let other = request(&address, "sum(rate(y[1m]))");
-        let results = futures::future::join_all([
-            pool.measure(&provider, &same),
-            pool.measure(&provider, &same),
-            pool.measure(&provider, &same),
-            pool.measure(&provider, &other),
-        ])
-        .await;
-        assert!(results.iter().all(|r| r.value.is_ok()), "{results:?}");
-        assert_eq!(
-            hits.load(Ordering::SeqCst),
-            2,
-            "three identical queries, one request"
-        );
-        // Once answered, the next identical query is a new measurement.
-        pool.measure(&provider, &same).await;
-        assert_eq!(hits.load(Ordering::SeqCst), 3);
-    }
 }

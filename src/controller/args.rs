@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::ControllerConfig;
-use super::context::{Settings, system_clock};
+use super::clock::system_clock;
+use super::config::{ControllerConfig, Settings};
 use super::leader::LeaseSettings;
 use crate::metrics::prometheus::{AddressAllowlist, PrometheusConfig};
 

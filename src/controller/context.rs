@@ -1,4 +1,5 @@
-//! Shared state of the controllers: client, caches, recorder, metrics, leadership, settings.
+//! Shared state of the controllers: client and writer, caches, recorder, metrics, leadership,
+//! settings.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,49 +11,15 @@ use k8s_openapi::api::core::v1::Service;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
+use super::clock::Clock;
+use super::config::Settings;
 use super::leader::LeaderGate;
+use super::measurement_pool::MeasurementPool;
 use super::metrics::Metrics;
+use super::writer::Writer;
 use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::Rollout;
 use crate::metrics::prometheus::PrometheusProvider;
-
-/// The clock the controller reads (tests may replace it).
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(Timestamp::now)
-}
-
-/// Settings of a controller process.
-#[derive(Clone)]
-pub struct Settings {
-    /// Only this namespace (None: all).
-    pub namespace: Option<String>,
-    /// Only Rollouts labelled with this instance id (None: only Rollouts without the label).
-    pub instance_id: Option<String>,
-    /// Router settings (Istio API version).
-    pub routing: crate::traffic::RoutingConfig,
-    /// Concurrent measurements across all AnalysisRuns.
-    pub analysis_workers: usize,
-    /// Concurrent Rollout reconciles.
-    pub rollout_workers: u16,
-    /// Longest backoff after repeated errors on one object.
-    pub max_backoff: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            namespace: None,
-            instance_id: None,
-            routing: crate::traffic::RoutingConfig::default(),
-            analysis_workers: 16,
-            rollout_workers: 8,
-            max_backoff: Duration::from_secs(300),
-        }
-    }
-}
 
 /// Watch caches.
 #[derive(Clone)]
@@ -66,7 +33,10 @@ pub struct Stores {
 
 /// Shared by every reconcile.
 pub struct Context {
+    /// Client for reads; writes go through [`Context::writer`].
     pub client: kube::Client,
+    /// Every write: refused while this replica is not the leader.
+    pub writer: Writer,
     pub settings: Settings,
     pub stores: Stores,
     pub recorder: Recorder,
@@ -74,7 +44,7 @@ pub struct Context {
     pub leader: LeaderGate,
     pub clock: Clock,
     pub prometheus: PrometheusProvider,
-    pub measurements: super::analysis_run::MeasurementPool,
+    pub measurements: MeasurementPool,
     /// Consecutive failures per object, for exponential backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     /// True once every cache has synced.
@@ -103,16 +73,19 @@ impl Context {
             instance: Some(identity.to_string()),
         };
         let workers = settings.analysis_workers.max(1);
+        let writer = Writer::new(client.clone(), leader.clone());
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            // Events are writes too.
+            recorder: Recorder::new(writer.client(), reporter),
             client,
+            writer,
             settings,
             stores,
             metrics,
             leader,
             clock,
             prometheus,
-            measurements: super::analysis_run::MeasurementPool::new(workers),
+            measurements: MeasurementPool::new(workers),
             failures: Mutex::new(HashMap::new()),
             ready,
             superseded: Mutex::new(HashMap::new()),

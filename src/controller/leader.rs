@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::watch;
 
-use super::context::Clock;
+use super::clock::Clock;
 
 /// Whether this replica may write.
 #[derive(Clone)]
@@ -28,6 +28,16 @@ impl LeaderGate {
         let (_tx, rx) = watch::channel(true);
         LeaderGate {
             leading: Arc::new(AtomicBool::new(true)),
+            changes: rx,
+        }
+    }
+
+    /// A gate that stays closed (a replica that never leads).
+    #[cfg(test)]
+    pub(crate) fn never() -> Self {
+        let (_tx, rx) = watch::channel(false);
+        LeaderGate {
+            leading: Arc::new(AtomicBool::new(false)),
             changes: rx,
         }
     }

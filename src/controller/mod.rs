@@ -2,14 +2,26 @@
 //!
 //! Every replica watches and keeps warm caches; only the holder of the leader Lease writes.
 //! A Rollout reconcile is observe (caches) → plan (pure, [`crate::plan`]) → apply → status.
+//!
+//! - [`rollout`]: the Rollout reconcile, one file per step; [`analysis_run`]: AnalysisRuns,
+//!   measured through the [`measurement_pool`].
+//! - [`writer`]: every write, refused while this replica is not the [`leader`].
+//! - `watches`: the watches that fill the caches ([`context::Stores`]) and trigger reconciles.
+//! - [`config`] and [`args`]: how a controller is started; [`clock`]: the one clock it reads;
+//!   [`metrics`] and [`admin`]: what it exports.
 
 pub mod admin;
 pub mod analysis_run;
 pub mod args;
+pub mod clock;
+pub mod config;
 pub mod context;
 pub mod leader;
+pub mod measurement_pool;
 pub mod metrics;
 pub mod rollout;
+mod watches;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,51 +32,24 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::Api;
+use kube::Resource;
 use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
+use kube::runtime::watcher;
 
 pub use args::ControllerArgs;
-use context::{Clock, Context, Settings, Stores};
-use leader::{LeaderGate, LeaseSettings};
+pub use config::{ControllerConfig, Settings};
+use context::{Context, Stores};
+use leader::LeaderGate;
 use metrics::{ControllerLabels, ErrorLabels, Metrics};
+use watches::{
+    CappedBackoff, api, cached, label_selector, names_service, names_workload, referencing, routed,
+    wait_ready, watch,
+};
 
 use crate::api::analysis::AnalysisRun;
 use crate::api::constants;
 use crate::api::rollout::Rollout;
-use crate::metrics::prometheus::{PrometheusConfig, PrometheusProvider};
-
-/// Everything needed to start a controller.
-#[derive(Clone)]
-pub struct ControllerConfig {
-    /// Reconcile settings.
-    pub settings: Settings,
-    /// Leader election (None: this replica always writes).
-    pub lease: Option<LeaseSettings>,
-    /// Prometheus provider settings (address allowlist, default address).
-    pub prometheus: PrometheusConfig,
-    /// Address of the admin server (`/healthz`, `/readyz`, `/metrics`); None: not served.
-    pub admin_addr: Option<SocketAddr>,
-    /// The clock.
-    pub clock: Clock,
-    /// This replica's identity (Lease holder, Event reporter instance).
-    pub identity: String,
-}
-
-impl Default for ControllerConfig {
-    fn default() -> Self {
-        ControllerConfig {
-            settings: Settings::default(),
-            lease: None,
-            prometheus: PrometheusConfig::default(),
-            admin_addr: None,
-            clock: context::system_clock(),
-            identity: "sluice".to_string(),
-        }
-    }
-}
+use crate::metrics::prometheus::PrometheusProvider;
 
 /// A running controller.
 pub struct Running {
@@ -101,80 +86,6 @@ impl Drop for Running {
     }
 }
 
-fn label_selector(instance_id: &Option<String>) -> String {
-    match instance_id {
-        Some(id) => format!("{}={id}", constants::INSTANCE_ID_LABEL),
-        None => format!("!{}", constants::INSTANCE_ID_LABEL),
-    }
-}
-
-fn api<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// Watch errors of the auxiliary streams are logged and dropped here: each stream backs off and
-/// re-lists on its own, while an error reaching the controller would pause every trigger stream
-/// at once (kube-runtime backs off the merged trigger stream), delaying reconciles for all kinds.
-async fn log_watch_error<K>(item: Result<K, watcher::Error>) -> Option<Result<K, watcher::Error>> {
-    match item {
-        Ok(o) => Some(Ok(o)),
-        Err(e) => {
-            tracing::debug!(error = %e, "watch interrupted; re-listing");
-            None
-        }
-    }
-}
-
-/// Backoff of the Rollout watch: doubling from 100 ms, capped at 5 s, reset by success.
-struct CappedBackoff {
-    next: Duration,
-}
-
-impl Default for CappedBackoff {
-    fn default() -> Self {
-        CappedBackoff {
-            next: Duration::from_millis(100),
-        }
-    }
-}
-
-impl Iterator for CappedBackoff {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
-        let current = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(5));
-        Some(current)
-    }
-}
-
-impl kube::runtime::utils::Backoff for CappedBackoff {
-    fn reset(&mut self) {
-        self.next = Duration::from_millis(100);
-    }
-}
-
-/// Waits until a cache has synced. Polls with a timeout because a store's readiness future keeps
-/// only the latest waiter's waker: with the controller's runner also waiting, a single long wait
-/// could miss the wake-up.
-async fn wait_ready<K>(store: &Store<K>) -> bool
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
-            Ok(r) => return r.is_ok(),
-            Err(_) => continue,
-        }
-    }
-}
-
 /// Starts the controllers; returns once every cache has synced.
 pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Result<Running> {
     let settings = config.settings.clone();
@@ -202,38 +113,14 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     };
 
     let ns = settings.namespace.clone();
-    let rollout_cfg = watcher::Config::default().labels(&label_selector(&settings.instance_id));
-    let owned_rs_cfg = watcher::Config::default().labels(constants::POD_TEMPLATE_HASH_LABEL);
-    // Each cache is filled by the same stream that triggers reconciles, so a reconcile always
-    // sees at least the change that triggered it (separate watches would race).
-    let (rs_store, rs_writer) = reflector::store();
-    let rs_stream = watcher(api::<ReplicaSet>(&client, &ns), owned_rs_cfg)
-        .default_backoff()
-        .reflect(rs_writer)
-        .touched_objects()
-        .filter_map(log_watch_error);
-    let (svc_store, svc_writer) = reflector::store();
-    let svc_stream = watcher(api::<Service>(&client, &ns), watcher::Config::default())
-        .default_backoff()
-        .reflect(svc_writer)
-        .touched_objects()
-        .filter_map(log_watch_error);
-    let (ar_store, ar_writer) = reflector::store();
-    let ar_stream = watcher(api::<AnalysisRun>(&client, &ns), watcher::Config::default())
-        .default_backoff()
-        .reflect(ar_writer)
-        .touched_objects()
-        .filter_map(log_watch_error);
-    let (dep_store, dep_writer) = reflector::store();
-    let dep_stream = watcher(api::<Deployment>(&client, &ns), watcher::Config::default())
-        .default_backoff()
-        .reflect(dep_writer)
-        .touched_objects()
-        .filter_map(log_watch_error);
-    let ingress_stream = watcher(api::<Ingress>(&client, &ns), watcher::Config::default())
-        .default_backoff()
-        .touched_objects()
-        .filter_map(log_watch_error);
+    let all = watcher::Config::default;
+    let rollout_cfg = all().labels(&label_selector(&settings.instance_id));
+    let owned_rs_cfg = all().labels(constants::POD_TEMPLATE_HASH_LABEL);
+    let (rs_store, rs_stream) = cached(api::<ReplicaSet>(&client, &ns), owned_rs_cfg);
+    let (svc_store, svc_stream) = cached(api::<Service>(&client, &ns), all());
+    let (ar_store, ar_stream) = cached(api::<AnalysisRun>(&client, &ns), all());
+    let (dep_store, dep_stream) = cached(api::<Deployment>(&client, &ns), all());
+    let ingress_stream = watch(api::<Ingress>(&client, &ns), all(), None);
     let rollout_ctrl = Controller::new(api::<Rollout>(&client, &ns), rollout_cfg)
         .trigger_backoff(CappedBackoff::default());
     let stores = Stores {
@@ -274,122 +161,24 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
 
     // Reconcile everything when this replica becomes the leader.
     let mut changes = leader.changes();
-    let leader_metric = metrics.clone();
-    let became_leader = async_stream_from_watch(&mut changes, leader_metric);
+    let became_leader = async_stream_from_watch(&mut changes, metrics.clone());
 
-    let rollouts_store = stores.rollouts.clone();
-    let svc_mapper = {
-        let store = rollouts_store.clone();
-        move |svc: Service| {
-            let ns = svc.namespace();
-            let name = svc.name_any();
-            store
-                .state()
-                .iter()
-                .filter(|r| r.namespace() == ns)
-                .filter(|r| {
-                    r.spec.strategy.canary.as_ref().is_some_and(|c| {
-                        c.stable_service.as_deref() == Some(name.as_str())
-                            || c.canary_service.as_deref() == Some(name.as_str())
-                    })
-                })
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect::<Vec<_>>()
-        }
-    };
-    let deploy_mapper = {
-        let store = rollouts_store.clone();
-        move |d: Deployment| {
-            let ns = d.namespace();
-            let name = d.name_any();
-            store
-                .state()
-                .iter()
-                .filter(|r| r.namespace() == ns)
-                .filter(|r| r.spec.workload_ref.as_ref().is_some_and(|w| w.name == name))
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect::<Vec<_>>()
-        }
-    };
-    let ingress_mapper = {
-        let store = rollouts_store.clone();
-        let routing = settings.routing.clone();
-        move |i: Ingress| {
-            let ns = i.namespace().unwrap_or_default();
-            let name = i.name_any();
-            store
-                .state()
-                .iter()
-                .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
-                .filter(|r| {
-                    crate::traffic::watched_objects(r, &routing)
-                        .iter()
-                        .any(|w| w.is("Ingress", &ns, &name))
-                })
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect::<Vec<_>>()
-        }
-    };
-
-    // Istio objects, watched when the mesh's CRDs are installed, so drift made by anyone else
-    // is corrected at once.
-    let mut istio_streams = Vec::new();
-    for (kind, plural) in [
-        ("VirtualService", "virtualservices"),
-        ("DestinationRule", "destinationrules"),
-    ] {
-        let ar = kube::api::ApiResource {
-            group: "networking.istio.io".into(),
-            version: settings.routing.istio_api_version.as_str().into(),
-            api_version: settings.routing.istio_api_version.to_string(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let dyn_api: Api<kube::api::DynamicObject> = match &ns {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        let served = dyn_api
-            .list(&kube::api::ListParams::default().limit(1))
-            .await
-            .is_ok();
-        if !served {
-            tracing::info!(kind, "not served by the API server; not watching it");
-            continue;
-        }
-        let stream = watcher(dyn_api, watcher::Config::default())
-            .default_backoff()
-            .touched_objects()
-            .filter_map(log_watch_error);
-        istio_streams.push((kind, ar, stream));
-    }
-    let mut rollout_ctrl = rollout_ctrl;
-    for (kind, ar, stream) in istio_streams {
-        let store = rollouts_store.clone();
-        let routing = settings.routing.clone();
-        let mapper = move |o: kube::api::DynamicObject| {
-            let ns = o.namespace().unwrap_or_default();
-            let name = o.name_any();
-            store
-                .state()
-                .iter()
-                .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
-                .filter(|r| {
-                    crate::traffic::watched_objects(r, &routing)
-                        .iter()
-                        .any(|w| w.is(kind, &ns, &name))
-                })
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect::<Vec<_>>()
-        };
-        rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, ar);
-    }
-    let rollout_ctrl = rollout_ctrl
+    let rollouts = stores.rollouts.clone();
+    let routing = settings.routing.clone();
+    let mut rollout_ctrl = rollout_ctrl
         .owns_stream(rs_stream)
         .owns_stream(ar_stream)
-        .watches_stream(svc_stream, svc_mapper)
-        .watches_stream(dep_stream, deploy_mapper)
-        .watches_stream(ingress_stream, ingress_mapper)
+        .watches_stream(svc_stream, referencing(rollouts.clone(), names_service))
+        .watches_stream(dep_stream, referencing(rollouts.clone(), names_workload))
+        .watches_stream(
+            ingress_stream,
+            referencing(rollouts.clone(), routed("Ingress", routing.clone())),
+        );
+    for (kind, resource, stream) in watches::istio(&client, &ns, &routing).await {
+        let mapper = referencing(rollouts.clone(), routed(kind, routing.clone()));
+        rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, resource);
+    }
+    let rollout_ctrl = rollout_ctrl
         .reconcile_all_on(became_leader)
         .with_config(ControllerRuntimeConfig::default().concurrency(settings.rollout_workers));
     let rctx = ctx.clone();

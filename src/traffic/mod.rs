@@ -36,7 +36,9 @@ pub use nginx::NginxRouter;
 /// Everything a router needs to know about the Rollout it serves.
 #[derive(Clone)]
 pub struct RouterContext {
-    /// Client for reads and writes (writes use field manager `sluice`).
+    /// Client for reads and writes (writes use field manager `sluice`). The controller passes
+    /// its leader-gated writer's client, which refuses every write while this replica is not
+    /// the leader, so routers need no leadership check of their own.
     pub client: kube::Client,
     /// The Rollout.
     pub rollout: std::sync::Arc<Rollout>,

@@ -1,0 +1,575 @@
+//! Apply: the writes a plan asks for, in the safe order, all through the leader-gated writer.
+//! Also the finalizer the Rollout carries while it routes traffic, and the traffic restored
+//! when it is deleted.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::error::{ApiError, RouterError, api_error, kube_category, router_error};
+use super::observe::{Observed, TemplateError, Templates};
+use super::target::Target;
+use crate::analysis::build_run::{RunRequest, build_run};
+use crate::api::analysis::{AnalysisRun, AnalysisRunStatus};
+use crate::api::common::AnalysisPhase;
+use crate::api::constants::{self, FIELD_MANAGER};
+use crate::api::rollout::Rollout;
+use crate::controller::context::Context;
+use crate::plan::{
+    self, AnalysisRunRequest, Observation, ObservedAnalysisRun, ObservedReplicaSet, Plan,
+};
+use crate::traffic::DesiredTraffic;
+
+/// Why applying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A write failed (or was refused: not the leader).
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// A router could not write its objects.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// A template an AnalysisRun is built from could not be read.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// A patch could not be built.
+    #[error("build {what} patch: {message}")]
+    Patch {
+        /// Which patch.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Category for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Api(e) => e.category(),
+            Error::Router(e) => e.category(),
+            Error::Template(e) => kube_category(&e.source),
+            Error::Patch { .. } => "invalid",
+        }
+    }
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
+}
+
+/// What applying a plan did.
+pub(super) struct Applied {
+    /// Something was written.
+    pub changed: bool,
+    /// The canary weight read back from every router after the write, when they agree.
+    pub weight: Option<i32>,
+}
+
+/// Applies a plan in the safe order: scale-ups and new ReplicaSets, traffic, Services,
+/// scale-downs, AnalysisRuns, deletions, the workload. Status and Events come after. An invalid
+/// spec changes nothing.
+pub(super) async fn apply(
+    t: &Target<'_>,
+    observed: &Observed,
+    plan: &mut Plan,
+) -> Result<Applied, Error> {
+    let mut applied = Applied {
+        changed: false,
+        weight: None,
+    };
+    if plan.invalid.is_some() {
+        return Ok(applied);
+    }
+    let obs = &observed.state;
+    applied.changed |= scale_up(t, obs, plan).await?;
+    if let Some(weight) = plan.canary_weight {
+        let (changed, verified) = traffic(t, obs, plan, weight).await?;
+        applied.changed |= changed;
+        if verified {
+            applied.weight = Some(weight);
+        }
+    }
+    applied.changed |= services(t, obs, plan).await?;
+    applied.changed |= scale_down(t, obs, plan).await?;
+    applied.changed |= analysis_runs(t, &observed.templates, plan).await?;
+    applied.changed |= prune(t, plan).await?;
+    applied.changed |= workload(t, plan).await?;
+    Ok(applied)
+}
+
+/// New ReplicaSets and scale-ups (and annotation changes). Returns whether it wrote.
+async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
+    let ro = t.rollout.as_ref();
+    let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
+    let template = obs.template.clone().unwrap_or_default();
+    let selector = pod_selector(ro, t.ctx);
+    let mut changed = false;
+    for d in &plan.replica_sets {
+        let observed = obs.replica_sets.iter().find(|r| r.hash == d.hash);
+        match observed {
+            None if d.create => {
+                changed = true;
+                let rs = new_replica_set(ro, &template, &selector, d);
+                match rs_api.create(&post_params(), &rs).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+                    Err(e) => {
+                        return Err(api_error("create replicaset", rs.name_any())(e).into());
+                    }
+                }
+            }
+            Some(o) if d.replicas > o.replicas || annotations_differ(o, d) => {
+                changed = true;
+                if d.replicas >= o.replicas {
+                    patch_rs(&rs_api, o, d).await?;
+                } else {
+                    // Annotation-only change on a ReplicaSet that scales down later.
+                    patch_rs(
+                        &rs_api,
+                        o,
+                        &plan::DesiredReplicaSet {
+                            replicas: o.replicas,
+                            ..d.clone()
+                        },
+                    )
+                    .await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(changed)
+}
+
+/// Traffic: every router to `weight`, each read back. Returns whether the weight changes,
+/// and whether every router reads back `weight` (recorded in status as `verified`).
+async fn traffic(
+    t: &Target<'_>,
+    obs: &Observation,
+    plan: &mut Plan,
+    weight: i32,
+) -> Result<(bool, bool), Error> {
+    let canary = t.rollout.spec.strategy.canary.as_ref();
+    let max = canary
+        .and_then(|c| c.traffic_routing.as_ref())
+        .and_then(|t| t.max_traffic_weight)
+        .unwrap_or(constants::DEFAULT_MAX_TRAFFIC_WEIGHT);
+    let desired = DesiredTraffic {
+        weight,
+        max_weight: max,
+        canary_hash: plan.canary_service_hash.clone(),
+        stable_hash: plan.stable_service_hash.clone(),
+        managed_routes: plan.managed_routes.clone().unwrap_or_default(),
+    };
+    let mut verified = true;
+    let changed = obs.traffic.canary_weight != Some(weight);
+    for router in &t.routers {
+        router
+            .apply(&t.router_ctx, &desired)
+            .await
+            .map_err(router_error(router.name()))?;
+        let back = router
+            .observe(&t.router_ctx)
+            .await
+            .map_err(router_error(router.name()))?;
+        verified &= back.weight == Some(weight);
+    }
+    if let Some(w) = plan.status.canary.weights.as_mut()
+        && !t.routers.is_empty()
+    {
+        w.verified = Some(verified);
+    }
+    Ok((changed, verified))
+}
+
+/// The stable and canary Services' selectors. Returns whether it wrote.
+async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
+    let Some(canary) = &t.rollout.spec.strategy.canary else {
+        return Ok(false);
+    };
+    let svc_api: Api<Service> = t.ctx.writer.namespaced(&t.namespace);
+    let mut changed = false;
+    for (svc, want, seen) in [
+        (
+            &canary.stable_service,
+            &plan.stable_service_hash,
+            &obs.traffic.stable_service_hash,
+        ),
+        (
+            &canary.canary_service,
+            &plan.canary_service_hash,
+            &obs.traffic.canary_service_hash,
+        ),
+    ] {
+        let (Some(svc), Some(want)) = (svc.as_ref().filter(|s| !s.is_empty()), want) else {
+            continue;
+        };
+        if seen.as_ref() == Some(want) {
+            continue;
+        }
+        changed = true;
+        let patch = json!({
+            "metadata": {"annotations": {constants::MANAGED_BY_ANNOTATION: &t.name}},
+            "spec": {"selector": {constants::POD_TEMPLATE_HASH_LABEL: want}}
+        });
+        svc_api
+            .patch(svc, &patch_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_error("patch service selector", svc.clone()))?;
+    }
+    Ok(changed)
+}
+
+/// Scale-downs. Returns whether it wrote.
+async fn scale_down(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
+    let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
+    let mut changed = false;
+    for d in &plan.replica_sets {
+        if let Some(o) = obs.replica_sets.iter().find(|r| r.hash == d.hash)
+            && d.replicas < o.replicas
+        {
+            changed = true;
+            patch_rs(&rs_api, o, d).await?;
+        }
+    }
+    Ok(changed)
+}
+
+/// AnalysisRuns: terminations, then new runs. Returns whether it wrote.
+async fn analysis_runs(t: &Target<'_>, templates: &Templates, plan: &Plan) -> Result<bool, Error> {
+    let ar_api: Api<AnalysisRun> = t.ctx.writer.namespaced(&t.namespace);
+    let mut changed = false;
+    for run in &plan.terminate_analysis_runs {
+        changed = true;
+        let patch = json!({"spec": {"terminate": true}});
+        match ar_api
+            .patch(run, &patch_params(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => return Err(api_error("terminate analysisrun", run.clone())(e).into()),
+        }
+    }
+    for req in &plan.create_analysis_runs {
+        changed = true;
+        create_analysis_run(t.rollout, req, templates, &ar_api).await?;
+    }
+    Ok(changed)
+}
+
+/// Pruned ReplicaSets. Returns whether it wrote.
+async fn prune(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> {
+    let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
+    for rs in &plan.delete_replica_sets {
+        match rs_api.delete(rs, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => return Err(api_error("delete replicaset", rs.clone())(e).into()),
+        }
+    }
+    Ok(!plan.delete_replica_sets.is_empty())
+}
+
+/// The workloadRef Deployment's replicas. Returns whether it wrote.
+async fn workload(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> {
+    let (Some(replicas), Some(w)) = (plan.workload_replicas, &t.rollout.spec.workload_ref) else {
+        return Ok(false);
+    };
+    let api: Api<Deployment> = t.ctx.writer.namespaced(&t.namespace);
+    let patch = json!({"spec": {"replicas": replicas}});
+    api.patch(&w.name, &patch_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(api_error("scale deployment", w.name.clone()))?;
+    Ok(true)
+}
+
+/// The observation after a plan was applied: what the caches will show once our writes arrive.
+pub(super) fn assume_applied(obs: &mut Observation, plan: &Plan, weight: Option<i32>) {
+    for d in &plan.replica_sets {
+        match obs.replica_sets.iter_mut().find(|r| r.hash == d.hash) {
+            Some(r) => {
+                r.replicas = d.replicas;
+                r.revision = d.revision;
+                r.scale_down_deadline = d.scale_down_deadline;
+                r.available = r.available.min(d.replicas);
+                r.ready = r.ready.min(d.replicas);
+                r.actual = r.actual.min(d.replicas);
+            }
+            None if d.create => obs.replica_sets.push(ObservedReplicaSet {
+                name: format!("{}-{}", obs.rollout.name_any(), d.hash),
+                hash: d.hash.clone(),
+                replicas: d.replicas,
+                actual: 0,
+                ready: 0,
+                available: 0,
+                revision: d.revision,
+                scale_down_deadline: d.scale_down_deadline,
+            }),
+            None => {}
+        }
+    }
+    obs.replica_sets
+        .retain(|r| !plan.delete_replica_sets.contains(&r.name));
+    if plan.canary_weight.is_some() {
+        obs.traffic.canary_weight = weight;
+    }
+    if let Some(h) = &plan.stable_service_hash {
+        obs.traffic.stable_service_hash = Some(h.clone());
+    }
+    if let Some(h) = &plan.canary_service_hash {
+        obs.traffic.canary_service_hash = Some(h.clone());
+    }
+    for name in &plan.terminate_analysis_runs {
+        if let Some(r) = obs.analysis_runs.iter_mut().find(|r| &r.name == name) {
+            r.terminated = true;
+        }
+    }
+    for req in &plan.create_analysis_runs {
+        if !obs.analysis_runs.iter().any(|r| r.name == req.name) {
+            obs.analysis_runs.push(ObservedAnalysisRun {
+                name: req.name.clone(),
+                kind: req.kind,
+                pod_hash: req.pod_hash.clone(),
+                phase: AnalysisPhase::Pending,
+                message: None,
+                terminated: false,
+            });
+        }
+    }
+    if let (Some(w), Some(n)) = (obs.workload.as_mut(), plan.workload_replicas) {
+        w.replicas = n;
+    }
+}
+
+/// Adds the finalizer: a JSON patch of the finalizer list, guarded by the resourceVersion we
+/// read (a concurrent change gives a 409 and a retry, never a lost finalizer of someone else).
+pub(super) async fn add_finalizer(t: &Target<'_>) -> Result<(), Error> {
+    let rv = t.rollout.resource_version().unwrap_or_default();
+    let ops = if t.rollout.meta().finalizers.is_some() {
+        json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": constants::TRAFFIC_FINALIZER}
+        ])
+    } else {
+        json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/metadata/finalizers", "value": [constants::TRAFFIC_FINALIZER]}
+        ])
+    };
+    let patch = json_patch(ops, "finalizer")?;
+    let api: Api<Rollout> = t.ctx.writer.namespaced(&t.namespace);
+    api.patch(&t.name, &patch_params(), &Patch::Json::<()>(patch))
+        .await
+        .map_err(api_error("add finalizer", t.name.clone()))?;
+    Ok(())
+}
+
+/// The Rollout is being deleted: gives the user's routing objects back (all traffic to stable,
+/// managed routes and subset labels removed), then lets the Rollout go.
+pub(super) async fn release(t: &Target<'_>) -> Result<(), Error> {
+    if !t.has_finalizer() {
+        return Ok(());
+    }
+    for router in &t.routers {
+        router
+            .cleanup(&t.router_ctx)
+            .await
+            .map_err(router_error(router.name()))?;
+    }
+    remove_finalizer(t).await?;
+    tracing::info!(rollout = %t.name, namespace = %t.namespace, "traffic restored; finalizer removed");
+    Ok(())
+}
+
+async fn remove_finalizer(t: &Target<'_>) -> Result<(), Error> {
+    let Some(index) = t
+        .rollout
+        .finalizers()
+        .iter()
+        .position(|f| f == constants::TRAFFIC_FINALIZER)
+    else {
+        return Ok(());
+    };
+    let rv = t.rollout.resource_version().unwrap_or_default();
+    let ops = json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        {"op": "remove", "path": format!("/metadata/finalizers/{index}")}
+    ]);
+    let patch = json_patch(ops, "finalizer")?;
+    let api: Api<Rollout> = t.ctx.writer.namespaced(&t.namespace);
+    match api
+        .patch(&t.name, &patch_params(), &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(e) => Err(api_error("remove finalizer", t.name.clone())(e).into()),
+    }
+}
+
+fn json_patch(ops: serde_json::Value, what: &'static str) -> Result<json_patch::Patch, Error> {
+    serde_json::from_value(ops).map_err(|e| Error::Patch {
+        what,
+        message: e.to_string(),
+    })
+}
+
+fn annotations_differ(o: &ObservedReplicaSet, d: &plan::DesiredReplicaSet) -> bool {
+    o.revision != d.revision || o.scale_down_deadline != d.scale_down_deadline
+}
+
+async fn patch_rs(
+    api: &Api<ReplicaSet>,
+    o: &ObservedReplicaSet,
+    d: &plan::DesiredReplicaSet,
+) -> Result<(), Error> {
+    if o.replicas == d.replicas && !annotations_differ(o, d) {
+        return Ok(());
+    }
+    let deadline = d.scale_down_deadline.map(|t| t.to_string());
+    let patch = json!({
+        "metadata": {"annotations": {
+            constants::REVISION_ANNOTATION: d.revision.to_string(),
+            constants::SCALE_DOWN_DEADLINE_ANNOTATION: deadline,
+        }},
+        "spec": {"replicas": d.replicas}
+    });
+    api.patch(&o.name, &patch_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(api_error("scale replicaset", o.name.clone()))?;
+    Ok(())
+}
+
+/// A ReplicaSet for one version: the template plus the hash label in labels and selector.
+fn new_replica_set(
+    ro: &Rollout,
+    template: &PodTemplateSpec,
+    selector: &LabelSelector,
+    d: &plan::DesiredReplicaSet,
+) -> ReplicaSet {
+    let mut template = template.clone();
+    let meta = template.metadata.get_or_insert_with(Default::default);
+    meta.labels.get_or_insert_with(Default::default).insert(
+        constants::POD_TEMPLATE_HASH_LABEL.to_string(),
+        d.hash.clone(),
+    );
+    let mut selector = selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(Default::default)
+        .insert(
+            constants::POD_TEMPLATE_HASH_LABEL.to_string(),
+            d.hash.clone(),
+        );
+    let mut labels = meta.labels.clone().unwrap_or_default();
+    labels.insert(
+        constants::POD_TEMPLATE_HASH_LABEL.to_string(),
+        d.hash.clone(),
+    );
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        constants::REVISION_ANNOTATION.to_string(),
+        d.revision.to_string(),
+    );
+    annotations.insert(
+        constants::DESIRED_REPLICAS_ANNOTATION.to_string(),
+        ro.spec.replicas.unwrap_or(1).to_string(),
+    );
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-{}", ro.name_any(), d.hash)),
+            namespace: ro.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner_ref(ro)]),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(d.replicas),
+            min_ready_seconds: ro.spec.min_ready_seconds,
+            selector,
+            template: Some(template),
+        }),
+        status: None,
+    }
+}
+
+/// The selector the Rollout's pods are selected by (from the spec or the workloadRef Deployment).
+fn pod_selector(ro: &Rollout, ctx: &Context) -> LabelSelector {
+    if let Some(w) = &ro.spec.workload_ref {
+        let ns = ro.namespace().unwrap_or_default();
+        if let Some(d) = ctx
+            .stores
+            .deployments
+            .get(&ObjectRef::new(&w.name).within(&ns))
+            && let Some(spec) = &d.spec
+        {
+            return spec.selector.clone();
+        }
+    }
+    ro.spec.selector.clone().unwrap_or_default()
+}
+
+fn owner_ref(ro: &Rollout) -> OwnerReference {
+    OwnerReference {
+        api_version: crate::api::API_VERSION.to_string(),
+        kind: "Rollout".to_string(),
+        name: ro.name_any(),
+        uid: ro.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Creates the AnalysisRun `req` from the templates observed; a run that cannot be evaluated
+/// is created and ended in Error at once, which aborts the step, with the message saying why.
+async fn create_analysis_run(
+    ro: &Rollout,
+    req: &AnalysisRunRequest,
+    templates: &Templates,
+    api: &Api<AnalysisRun>,
+) -> Result<(), Error> {
+    let request = RunRequest {
+        name: &req.name,
+        pod_hash: &req.pod_hash,
+        analysis: &req.analysis,
+        labels: plan::analysis_run_labels(req),
+        owner: owner_ref(ro),
+    };
+    let built = build_run(ro, &request, |r| templates.get(r))?;
+    let created = match api.create(&post_params(), &built.run).await {
+        Ok(c) => c,
+        Err(kube::Error::Api(s)) if s.is_already_exists() => return Ok(()),
+        Err(e) => return Err(api_error("create analysisrun", req.name.clone())(e).into()),
+    };
+    if let Some(message) = built.error {
+        let mut errored = created;
+        errored.status = Some(AnalysisRunStatus {
+            phase: AnalysisPhase::Error,
+            message: Some(message),
+            ..Default::default()
+        });
+        api.replace_status(&req.name, &post_params(), &errored)
+            .await
+            .map_err(api_error("update analysisrun status", req.name.clone()))?;
+    }
+    Ok(())
+}

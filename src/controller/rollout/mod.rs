@@ -1,0 +1,160 @@
+//! Rollout reconcile: observe (caches, routers, templates) → plan (pure) → apply → status.
+//!
+//! - [`observe`] reads everything the decision needs, before anything is decided;
+//! - [`crate::plan::plan`] decides, from that observation and `now` alone;
+//! - [`apply`] writes what the plan asks for, in the safe order;
+//! - [`status`] writes the status and the Events that explain it.
+//!
+//! Every write goes through the leader-gated [`crate::controller::writer::Writer`].
+
+mod apply;
+mod error;
+mod observe;
+mod status;
+mod target;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use observe::Observed;
+use target::Target;
+
+use crate::api::rollout::{Rollout, RolloutStatus};
+use crate::controller::context::Context;
+use crate::plan::{self, Plan};
+
+/// Why a Rollout reconcile failed, by the step that failed; the category labels the error
+/// metric.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading what the plan is made from.
+    #[error("observe: {0}")]
+    Observe(#[from] observe::Error),
+    /// Writing what the plan asks for (and the finalizer, and the cleanup on deletion).
+    #[error("apply: {0}")]
+    Apply(#[from] apply::Error),
+    /// Writing the status.
+    #[error("status: {0}")]
+    Status(#[from] status::Error),
+}
+
+impl Error {
+    /// Category for metrics and logs: `invalid`, `kube`, `conflict`, `traffic`, `not_leader`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Observe(e) => e.category(),
+            Error::Apply(e) => e.category(),
+            Error::Status(e) => e.category(),
+        }
+    }
+}
+
+/// Reconciles one Rollout.
+pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let target = Target::new(&ro, &ctx).map_err(observe::Error::from)?;
+    if let Some(wait) = wait_before_writing(&target) {
+        return Ok(wait);
+    }
+    if ro.meta().deletion_timestamp.is_some() {
+        apply::release(&target).await?;
+        status::forget(&target);
+        return Ok(Action::await_change());
+    }
+    if target.has_routing() && !target.has_finalizer() {
+        apply::add_finalizer(&target).await?;
+        // The patch changed the resourceVersion: plan from the object it produced.
+        return Ok(Action::await_change());
+    }
+    let observed = observe::observe(&target).await?;
+    let plan = plan_and_apply(&target, observed, ctx.now()).await?;
+    status::write(&target, &plan).await?;
+    status::record_metrics(&target, &plan);
+    Ok(match plan.requeue_after {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    })
+}
+
+/// When this reconcile must not act yet: caches not synced, not the leader, or the cache still
+/// behind our own last write.
+fn wait_before_writing(t: &Target<'_>) -> Option<Action> {
+    if !t.ctx.ready.load(std::sync::atomic::Ordering::SeqCst) {
+        return Some(Action::requeue(Duration::from_millis(200)));
+    }
+    if !t.ctx.leader.is_leader() {
+        // Warm caches, no writes: look again when leadership may have changed.
+        return Some(Action::requeue(Duration::from_secs(5)));
+    }
+    let rv = t.rollout.resource_version().unwrap_or_default();
+    if t.ctx.is_superseded(&t.uid(), &rv) {
+        // Our own last write has not reached the cache yet; its watch event reconciles again.
+        tracing::debug!(rollout = %t.name, rv = %rv, "cache behind our last write; waiting");
+        return Some(Action::requeue(Duration::from_millis(500)));
+    }
+    None
+}
+
+/// Plans, applies, then plans again from what was just written (up to three rounds), so that a
+/// step whose effect landed completes in this reconcile: one status write instead of two. A
+/// round acts only on decisions already recorded in status; when a later round decides
+/// something new (next step, promotion, abort), that decision is written first and acted on
+/// next time, so a controller killed at any instant resumes from a state its status explains.
+async fn plan_and_apply(
+    t: &Target<'_>,
+    mut observed: Observed,
+    now: Timestamp,
+) -> Result<Plan, Error> {
+    let mut plan = plan::plan(&observed.state, now);
+    let mut events = Vec::new();
+    let recorded = t.rollout.status.clone().unwrap_or_default();
+    for round in 0..3 {
+        let obs = &observed.state;
+        tracing::debug!(
+            rollout = %t.name,
+            round,
+            replica_sets = ?obs.replica_sets.iter().map(|r| (&r.hash, r.replicas, r.available)).collect::<Vec<_>>(),
+            desired = ?plan.replica_sets.iter().map(|r| (&r.hash, r.replicas)).collect::<Vec<_>>(),
+            weight = ?plan.canary_weight,
+            step = ?plan.status.current_step_index,
+            requeue = ?plan.requeue_after,
+            rv = ?t.rollout.metadata.resource_version,
+            "planned"
+        );
+        if round > 0 && !same_decisions(&plan.status, &recorded) {
+            events.append(&mut plan.events);
+            break;
+        }
+        let applied = apply::apply(t, &observed, &mut plan).await?;
+        events.append(&mut plan.events);
+        if !applied.changed
+            || plan.invalid.is_some()
+            || round == 2
+            || !same_decisions(&plan.status, &recorded)
+        {
+            break;
+        }
+        apply::assume_applied(&mut observed.state, &plan, applied.weight);
+        observed.state.rollout.status = Some(plan.status.clone());
+        plan = plan::plan(&observed.state, now);
+    }
+    plan.events = events;
+    Ok(plan)
+}
+
+/// True when two statuses record the same decisions (version, stable version, step, pauses,
+/// abort, promote-full): what the next writes may rest on.
+fn same_decisions(a: &RolloutStatus, b: &RolloutStatus) -> bool {
+    a.current_pod_hash == b.current_pod_hash
+        && a.current_step_hash == b.current_step_hash
+        && a.stable_rs == b.stable_rs
+        && a.current_step_index == b.current_step_index
+        && a.abort == b.abort
+        && a.aborted_at == b.aborted_at
+        && a.promote_full == b.promote_full
+        && a.pause_conditions == b.pause_conditions
+        && a.controller_pause == b.controller_pause
+}

@@ -1,0 +1,341 @@
+//! Observe: everything a reconcile reads, before anything is decided. The watch caches give the
+//! Rollout's ReplicaSets, AnalysisRuns, Services and workload; the routers read the traffic
+//! objects; the AnalysisTemplates of the analyses the plan may start are read live.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
+use kube::api::{Api, ObjectMeta};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+
+use super::error::{ApiError, RouterError, Unnamed, api_error, router_error};
+use super::target::Target;
+use crate::api::analysis::{
+    AnalysisTemplate, AnalysisTemplateRef, AnalysisTemplateSpec, ClusterAnalysisTemplate,
+};
+use crate::api::constants;
+use crate::api::rollout::Rollout;
+use crate::api::validation::FieldError;
+use crate::plan::{
+    AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedReplicaSet, ObservedTraffic,
+    ObservedWorkload,
+};
+use crate::traffic::TrafficError;
+
+/// Why observing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object has no namespace (or name).
+    #[error(transparent)]
+    Unnamed(#[from] Unnamed),
+    /// A read failed.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// A router could not read its objects.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+}
+
+impl Error {
+    /// Category for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Unnamed(_) => "invalid",
+            Error::Api(e) => e.category(),
+            Error::Router(e) => e.category(),
+        }
+    }
+}
+
+/// What a reconcile knows before it decides.
+pub(super) struct Observed {
+    /// What the planner decides from.
+    pub state: Observation,
+    /// The templates the Rollout's analyses reference, for the runs the plan may start.
+    pub templates: Templates,
+}
+
+/// Reads everything the reconcile of `t` decides from.
+pub(super) async fn observe(t: &Target<'_>) -> Result<Observed, Error> {
+    Ok(Observed {
+        state: state(t).await?,
+        templates: templates(t).await,
+    })
+}
+
+/// How reading one template went: `Ok(None)` when it does not exist.
+type TemplateRead = Result<Option<AnalysisTemplateSpec>, Arc<kube::Error>>;
+
+/// The AnalysisTemplates and ClusterAnalysisTemplates the Rollout's analyses reference, with
+/// the ones they include, by scope and name.
+#[derive(Default)]
+pub(super) struct Templates(BTreeMap<(bool, String), TemplateRead>);
+
+impl Templates {
+    /// The template `r` names. A failed read is reported only here, when a run needs the
+    /// template: a template nobody starts a run from never fails a reconcile.
+    pub fn get(
+        &self,
+        r: &AnalysisTemplateRef,
+    ) -> Result<Option<&AnalysisTemplateSpec>, TemplateError> {
+        match self.0.get(&(r.cluster_scope, r.template_name.clone())) {
+            Some(Ok(spec)) => Ok(spec.as_ref()),
+            Some(Err(source)) => Err(TemplateError {
+                name: r.template_name.clone(),
+                source: source.clone(),
+            }),
+            // Every template reachable from the spec is read; the plan starts no other.
+            None => Ok(None),
+        }
+    }
+}
+
+/// A template that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("get analysis template {name}: {source}")]
+pub struct TemplateError {
+    /// The template's name.
+    pub name: String,
+    /// The error (shared: each run that needs the template reports it).
+    #[source]
+    pub source: Arc<kube::Error>,
+}
+
+/// The analyses whose runs the planner may start: background analysis and analysis steps.
+fn analyses(ro: &Rollout) -> Vec<&crate::api::rollout::RolloutAnalysis> {
+    let Some(canary) = &ro.spec.strategy.canary else {
+        return Vec::new();
+    };
+    canary
+        .analysis
+        .iter()
+        .map(|bg| &bg.analysis)
+        .chain(canary.steps.iter().filter_map(|s| s.analysis.as_ref()))
+        .collect()
+}
+
+/// Reads every template the analyses reference, following `templates[]` inclusions. Live reads
+/// (templates are not watched), as the run is built from them.
+async fn templates(t: &Target<'_>) -> Templates {
+    let mut read = BTreeMap::new();
+    let mut queue: Vec<AnalysisTemplateRef> = analyses(t.rollout)
+        .into_iter()
+        .flat_map(|a| a.templates.iter().cloned())
+        .collect();
+    while let Some(r) = queue.pop() {
+        let key = (r.cluster_scope, r.template_name.clone());
+        if read.contains_key(&key) {
+            continue;
+        }
+        let spec = if r.cluster_scope {
+            let api: Api<ClusterAnalysisTemplate> = Api::all(t.ctx.client.clone());
+            api.get_opt(&r.template_name)
+                .await
+                .map(|t| t.map(|t| t.spec.template))
+        } else {
+            let api: Api<AnalysisTemplate> = Api::namespaced(t.ctx.client.clone(), &t.namespace);
+            api.get_opt(&r.template_name)
+                .await
+                .map(|t| t.map(|t| t.spec))
+        };
+        if let Ok(Some(spec)) = &spec {
+            queue.extend(spec.templates.iter().cloned());
+        }
+        read.insert(key, spec.map_err(Arc::new));
+    }
+    Templates(read)
+}
+
+fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .as_ref()
+        .is_some_and(|refs| refs.iter().any(|r| r.uid == uid))
+}
+
+fn parse_ts(s: Option<&String>) -> Option<Timestamp> {
+    s.and_then(|s| s.parse().ok())
+}
+
+/// Builds the planner's observation from the caches and the routers.
+async fn state(t: &Target<'_>) -> Result<Observation, Error> {
+    let replica_sets = replica_sets(t);
+    let analysis_runs = analysis_runs(t);
+    let mut reference_errors = Vec::new();
+    let mut traffic = services(t, &mut reference_errors).await?;
+    traffic.canary_weight = router_weight(t, &mut reference_errors).await?;
+    let (template, workload) = workload(t);
+    Ok(Observation {
+        rollout: t.rollout.as_ref().clone(),
+        template,
+        replica_sets,
+        analysis_runs,
+        traffic,
+        workload,
+        reference_errors,
+    })
+}
+
+/// The Rollout's ReplicaSets (not being deleted), from the cache.
+fn replica_sets(t: &Target<'_>) -> Vec<ObservedReplicaSet> {
+    let (ctx, ns, uid) = (t.ctx, &t.namespace, t.uid());
+    ctx.stores
+        .replica_sets
+        .state()
+        .iter()
+        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()) && owned_by(rs.meta(), &uid))
+        .filter(|rs| rs.meta().deletion_timestamp.is_none())
+        .filter_map(|rs| {
+            let hash = rs.labels().get(constants::POD_TEMPLATE_HASH_LABEL)?.clone();
+            let status = rs.status.clone().unwrap_or_default();
+            let annotations = rs.annotations();
+            Some(ObservedReplicaSet {
+                name: rs.name_any(),
+                hash,
+                replicas: rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                actual: status.replicas,
+                ready: status.ready_replicas.unwrap_or(0),
+                available: status.available_replicas.unwrap_or(0),
+                revision: annotations
+                    .get(constants::REVISION_ANNOTATION)
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0),
+                scale_down_deadline: parse_ts(
+                    annotations.get(constants::SCALE_DOWN_DEADLINE_ANNOTATION),
+                ),
+            })
+        })
+        .collect()
+}
+
+/// The Rollout's AnalysisRuns, from the cache.
+fn analysis_runs(t: &Target<'_>) -> Vec<ObservedAnalysisRun> {
+    let (ctx, ns, uid) = (t.ctx, &t.namespace, t.uid());
+    ctx.stores
+        .analysis_runs
+        .state()
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && owned_by(r.meta(), &uid))
+        .filter_map(|r| {
+            let labels = r.labels();
+            let kind = match labels
+                .get(constants::ROLLOUT_TYPE_LABEL)
+                .map(String::as_str)
+            {
+                Some(constants::ROLLOUT_TYPE_STEP) => {
+                    AnalysisRunKind::Step(labels.get(constants::STEP_INDEX_LABEL)?.parse().ok()?)
+                }
+                Some(constants::ROLLOUT_TYPE_BACKGROUND) => AnalysisRunKind::Background,
+                _ => return None,
+            };
+            let status = r.status.clone().unwrap_or_default();
+            Some(ObservedAnalysisRun {
+                name: r.name_any(),
+                kind,
+                pod_hash: labels.get(constants::POD_TEMPLATE_HASH_LABEL)?.clone(),
+                phase: status.phase,
+                message: status.message.clone(),
+                terminated: r.spec.terminate,
+            })
+        })
+        .collect()
+}
+
+/// The pod-template hashes the stable and canary Services select; a missing Service is a
+/// reference error.
+async fn services(
+    t: &Target<'_>,
+    reference_errors: &mut Vec<FieldError>,
+) -> Result<ObservedTraffic, Error> {
+    let (ro, ctx, ns) = (t.rollout.as_ref(), t.ctx, &t.namespace);
+    let mut traffic = ObservedTraffic::default();
+    if let Some(canary) = &ro.spec.strategy.canary {
+        for (field, svc) in [
+            ("spec.strategy.canary.stableService", &canary.stable_service),
+            ("spec.strategy.canary.canaryService", &canary.canary_service),
+        ] {
+            let Some(svc) = svc.as_ref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let mut found = ctx
+                .stores
+                .services
+                .get(&ObjectRef::<Service>::new(svc).within(ns));
+            if found.is_none() {
+                // Watches of different kinds are not ordered: confirm with a live read before
+                // calling a Service missing.
+                let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+                found = api
+                    .get_opt(svc)
+                    .await
+                    .map_err(api_error("get service", svc.clone()))?
+                    .map(Arc::new);
+            }
+            match found {
+                None => reference_errors.push(FieldError {
+                    field: field.to_string(),
+                    message: format!("Service {svc:?} not found in namespace {ns:?}"),
+                }),
+                Some(s) => {
+                    let hash = s
+                        .spec
+                        .as_ref()
+                        .and_then(|sp| sp.selector.as_ref())
+                        .and_then(|sel| sel.get(constants::POD_TEMPLATE_HASH_LABEL).cloned());
+                    if field.ends_with("stableService") {
+                        traffic.stable_service_hash = hash;
+                    } else {
+                        traffic.canary_service_hash = hash;
+                    }
+                }
+            }
+        }
+    }
+    Ok(traffic)
+}
+
+/// The canary weight the routers read back; an invalid reference is a reference error.
+async fn router_weight(
+    t: &Target<'_>,
+    reference_errors: &mut Vec<FieldError>,
+) -> Result<Option<i32>, Error> {
+    let mut weights = Vec::new();
+    for router in &t.routers {
+        match router.observe(&t.router_ctx).await {
+            Ok(o) => weights.push(o.weight),
+            Err(TrafficError::InvalidReference { field, message }) => {
+                reference_errors.push(FieldError { field, message })
+            }
+            Err(source) => return Err(router_error(router.name())(source).into()),
+        }
+    }
+    // Several routers: the highest weight any of them sends is what the canary may receive.
+    Ok(weights.iter().flatten().max().copied())
+}
+
+/// The pod template (from the spec, or the `workloadRef` Deployment in the cache) and the
+/// Deployment's replicas.
+fn workload(t: &Target<'_>) -> (Option<PodTemplateSpec>, Option<ObservedWorkload>) {
+    let (ro, ns) = (t.rollout.as_ref(), &t.namespace);
+    match &ro.spec.workload_ref {
+        Some(w) => {
+            let dep = t
+                .ctx
+                .stores
+                .deployments
+                .get(&ObjectRef::new(&w.name).within(ns));
+            let template = dep
+                .as_ref()
+                .and_then(|d| d.spec.as_ref())
+                .map(|s| s.template.clone());
+            let workload = dep.as_ref().map(|d| ObservedWorkload {
+                replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                generation: d.metadata.generation.unwrap_or(0),
+            });
+            (template, workload)
+        }
+        None => (ro.spec.template.clone(), None),
+    }
+}

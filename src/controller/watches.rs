@@ -1,0 +1,212 @@
+//! The watches that feed the caches and trigger Rollout reconciles: one helper per concern
+//! (watch a kind, keep it in a cache, map its objects to the Rollouts that reference them).
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::constants;
+use crate::api::rollout::Rollout;
+use crate::traffic::RoutingConfig;
+
+/// The label selector of the Rollouts (and AnalysisRuns) this controller instance owns.
+pub(super) fn label_selector(instance_id: &Option<String>) -> String {
+    match instance_id {
+        Some(id) => format!("{}={id}", constants::INSTANCE_ID_LABEL),
+        None => format!("!{}", constants::INSTANCE_ID_LABEL),
+    }
+}
+
+/// The API of a namespaced kind, in one namespace or all.
+pub(super) fn api<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A trigger stream: the watch of `api` (backed off), reflected into `cache` when given, as the
+/// objects it touched. Each cache is filled by the same stream that triggers reconciles, so a
+/// reconcile always sees at least the change that triggered it (separate watches would race).
+pub(super) fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    cache: Option<reflector::store::Writer<K>>,
+) -> BoxStream<'static, Result<K, watcher::Error>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    let events = watcher(api, config).default_backoff();
+    let events = match cache {
+        Some(writer) => events.reflect(writer).boxed(),
+        None => events.boxed(),
+    };
+    events.touched_objects().filter_map(log_watch_error).boxed()
+}
+
+/// A watched kind kept in a cache: the cache, and the trigger stream that fills it.
+pub(super) fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (Store<K>, BoxStream<'static, Result<K, watcher::Error>>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    (store, watch(api, config, Some(writer)))
+}
+
+/// Maps an object to the Rollouts of its namespace that reference it: `refers(rollout,
+/// namespace, name)` says whether `rollout` references the object `namespace/name`.
+pub(super) fn referencing<K, F>(
+    rollouts: Store<Rollout>,
+    refers: F,
+) -> impl Fn(K) -> Vec<ObjectRef<Rollout>> + Send + Sync + 'static
+where
+    K: Resource,
+    F: Fn(&Rollout, &str, &str) -> bool + Send + Sync + 'static,
+{
+    move |obj: K| {
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        let name = obj.meta().name.clone().unwrap_or_default();
+        rollouts
+            .state()
+            .iter()
+            .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|r| refers(r, &ns, &name))
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect()
+    }
+}
+
+/// Whether a Rollout's traffic routers read or write the object `kind` `namespace/name`.
+pub(super) fn routed(
+    kind: &'static str,
+    routing: RoutingConfig,
+) -> impl Fn(&Rollout, &str, &str) -> bool + Send + Sync + 'static {
+    move |r, ns, name| {
+        crate::traffic::watched_objects(r, &routing)
+            .iter()
+            .any(|w| w.is(kind, ns, name))
+    }
+}
+
+/// Whether a Rollout names the Service `name` as its stable or canary Service.
+pub(super) fn names_service(r: &Rollout, _ns: &str, name: &str) -> bool {
+    r.spec.strategy.canary.as_ref().is_some_and(|c| {
+        c.stable_service.as_deref() == Some(name) || c.canary_service.as_deref() == Some(name)
+    })
+}
+
+/// Whether a Rollout takes its pod template from the Deployment `name` (`workloadRef`).
+pub(super) fn names_workload(r: &Rollout, _ns: &str, name: &str) -> bool {
+    r.spec.workload_ref.as_ref().is_some_and(|w| w.name == name)
+}
+
+/// The Istio kinds the routers write, each with its trigger stream, when the API server serves
+/// them (a cluster without the mesh's CRDs is not watched), so that drift made by anyone else is
+/// corrected at once.
+pub(super) async fn istio(
+    client: &kube::Client,
+    ns: &Option<String>,
+    routing: &RoutingConfig,
+) -> Vec<(
+    &'static str,
+    ApiResource,
+    BoxStream<'static, Result<DynamicObject, watcher::Error>>,
+)> {
+    let mut watches = Vec::new();
+    for (kind, plural) in [
+        ("VirtualService", "virtualservices"),
+        ("DestinationRule", "destinationrules"),
+    ] {
+        let resource = ApiResource {
+            group: "networking.istio.io".into(),
+            version: routing.istio_api_version.as_str().into(),
+            api_version: routing.istio_api_version.to_string(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let served = api.list(&ListParams::default().limit(1)).await.is_ok();
+        if !served {
+            tracing::info!(kind, "not served by the API server; not watching it");
+            continue;
+        }
+        let stream = watch(api, watcher::Config::default(), None);
+        watches.push((kind, resource, stream));
+    }
+    watches
+}
+
+/// Watch errors of the auxiliary streams are logged and dropped here: each stream backs off and
+/// re-lists on its own, while an error reaching the controller would pause every trigger stream
+/// at once (kube-runtime backs off the merged trigger stream), delaying reconciles for all kinds.
+async fn log_watch_error<K>(item: Result<K, watcher::Error>) -> Option<Result<K, watcher::Error>> {
+    match item {
+        Ok(o) => Some(Ok(o)),
+        Err(e) => {
+            tracing::debug!(error = %e, "watch interrupted; re-listing");
+            None
+        }
+    }
+}
+
+/// Backoff of the Rollout watch: doubling from 100 ms, capped at 5 s, reset by success.
+pub(super) struct CappedBackoff {
+    next: Duration,
+}
+
+impl Default for CappedBackoff {
+    fn default() -> Self {
+        CappedBackoff {
+            next: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Iterator for CappedBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        Some(current)
+    }
+}
+
+impl kube::runtime::utils::Backoff for CappedBackoff {
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+}
+
+/// Waits until a cache has synced. Polls with a timeout because a store's readiness future keeps
+/// only the latest waiter's waker: with the controller's runner also waiting, a single long wait
+/// could miss the wake-up.
+pub(super) async fn wait_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            Ok(r) => return r.is_ok(),
+            Err(_) => continue,
+        }
+    }
+}
