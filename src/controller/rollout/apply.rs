@@ -21,9 +21,7 @@ use crate::api::common::AnalysisPhase;
 use crate::api::constants::{self, FIELD_MANAGER};
 use crate::api::rollout::Rollout;
 use crate::controller::context::Context;
-use crate::plan::{
-    self, AnalysisRunRequest, Observation, ObservedAnalysisRun, ObservedReplicaSet, Plan,
-};
+use crate::plan::{self, AnalysisRunRequest, Observation, ObservedReplicaSet, Plan};
 use crate::traffic::DesiredTraffic;
 
 /// Why applying failed.
@@ -299,64 +297,6 @@ async fn workload(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> {
         .await
         .map_err(api_error("scale deployment", w.name.clone()))?;
     Ok(true)
-}
-
-/// The observation after a plan was applied: what the caches will show once our writes arrive.
-pub(super) fn assume_applied(obs: &mut Observation, plan: &Plan, weight: Option<i32>) {
-    for d in &plan.replica_sets {
-        match obs.replica_sets.iter_mut().find(|r| r.hash == d.hash) {
-            Some(r) => {
-                r.replicas = d.replicas;
-                r.revision = d.revision;
-                r.scale_down_deadline = d.scale_down_deadline;
-                r.available = r.available.min(d.replicas);
-                r.ready = r.ready.min(d.replicas);
-                r.actual = r.actual.min(d.replicas);
-            }
-            None if d.create => obs.replica_sets.push(ObservedReplicaSet {
-                name: format!("{}-{}", obs.rollout.name_any(), d.hash),
-                hash: d.hash.clone(),
-                replicas: d.replicas,
-                actual: 0,
-                ready: 0,
-                available: 0,
-                revision: d.revision,
-                scale_down_deadline: d.scale_down_deadline,
-            }),
-            None => {}
-        }
-    }
-    obs.replica_sets
-        .retain(|r| !plan.delete_replica_sets.contains(&r.name));
-    if plan.canary_weight.is_some() {
-        obs.traffic.canary_weight = weight;
-    }
-    if let Some(h) = &plan.stable_service_hash {
-        obs.traffic.stable_service_hash = Some(h.clone());
-    }
-    if let Some(h) = &plan.canary_service_hash {
-        obs.traffic.canary_service_hash = Some(h.clone());
-    }
-    for name in &plan.terminate_analysis_runs {
-        if let Some(r) = obs.analysis_runs.iter_mut().find(|r| &r.name == name) {
-            r.terminated = true;
-        }
-    }
-    for req in &plan.create_analysis_runs {
-        if !obs.analysis_runs.iter().any(|r| r.name == req.name) {
-            obs.analysis_runs.push(ObservedAnalysisRun {
-                name: req.name.clone(),
-                kind: req.kind,
-                pod_hash: req.pod_hash.clone(),
-                phase: AnalysisPhase::Pending,
-                message: None,
-                terminated: false,
-            });
-        }
-    }
-    if let (Some(w), Some(n)) = (obs.workload.as_mut(), plan.workload_replicas) {
-        w.replicas = n;
-    }
 }
 
 /// Adds the finalizer: a JSON patch of the finalizer list, guarded by the resourceVersion we

@@ -137,8 +137,14 @@ async fn plan_and_apply(
         {
             break;
         }
-        apply::assume_applied(&mut observed.state, &plan, applied.weight);
-        observed.state.rollout.status = Some(plan.status.clone());
+        // What the caches will show once our writes arrive: the same projection the planner's
+        // simulator and property tests use.
+        observed.state.assume(
+            &plan,
+            plan::AssumeFacts {
+                canary_weight: applied.weight,
+            },
+        );
         plan = plan::plan(&observed.state, now);
     }
     plan.events = events;
