@@ -1261,11 +1261,5 @@ pub fn short_duration(secs: i64) -> String {
     }
 }
 
-/// The name of a pause reason as written in status.
-pub fn pause_reason_text(r: PauseReason) -> &'static str {
-    match r {
-        PauseReason::CanaryPauseStep => "CanaryPauseStep",
-        PauseReason::InconclusiveAnalysisRun => "InconclusiveAnalysisRun",
-        PauseReason::BlueGreenPause => "BlueGreenPause",
-    }
-}
+/// The name of a pause reason as written in status (one spelling, shared with the actions).
+pub use crate::plan::actions::pause_reason_text;
