@@ -737,3 +737,156 @@ proptest! {
         prop_assert!(!text.contains(&token), "token leaked: {}", text);
     }
 }
+
+/// The reason of an errored measurement is in status in the pass that took it, on the
+/// measurement and on the metric, while the run keeps retrying; later errors replace it, a good
+/// measurement clears it, and only the run's first error of each metric is reported as an Event.
+#[test]
+fn an_errored_measurement_says_why_at_once_and_is_reported_once() {
+    let refused = "prometheus address \"http://metrics.example:9090\" is not in the controller's \
+                   allowlist of metric provider addresses (allowed: http://prometheus:9090)";
+    let timeout = "query timed out after 30s";
+    let mut b = every_minute(metric("b"), 5);
+    b.name = "b".into();
+    let s = spec(vec![every_minute(metric("a"), 5), b]);
+    let secrets = SecretValues::new();
+
+    // First pass: both metrics error, the run goes on, and each metric's reason is there.
+    let (_, u) = pass(&s, None, &secrets, t0(), |_| Err(refused.to_string()));
+    assert_eq!(u.status.phase, Running);
+    assert_eq!(u.status.message, None, "the run itself has not ended");
+    for name in ["a", "b"] {
+        let r = metric_result(&u.status, name);
+        assert_eq!(r.phase, Running);
+        assert_eq!(r.message.as_deref(), Some(refused));
+        let last = r.measurements.last().unwrap();
+        assert_eq!(last.phase, Error);
+        assert_eq!(last.message.as_deref(), Some(refused));
+    }
+    let reported: Vec<(&str, &str)> = u
+        .first_errors
+        .iter()
+        .map(|e| (e.metric.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(reported, [("a", refused), ("b", refused)]);
+    let note = u.first_errors[0].note();
+    assert_eq!(
+        note,
+        format!(
+            "metric \"a\" could not be measured: {refused} (retried every 10s; more than 4 \
+             errors in a row error the metric)"
+        )
+    );
+    assert!(
+        u.transitions.iter().all(|t| t.metric.is_none()),
+        "a metric still running reports no phase change: {:?}",
+        u.transitions
+    );
+
+    // Ten seconds later: another error, with another reason. The metric shows the latest one
+    // and nothing is reported again.
+    let now = u.requeue_at.unwrap();
+    assert_eq!(now, at(10));
+    let (_, u) = pass(&s, Some(&u.status), &secrets, now, |_| {
+        Err(timeout.to_string())
+    });
+    assert_eq!(u.status.phase, Running);
+    let r = metric_result(&u.status, "a");
+    assert_eq!((r.error, r.consecutive_error), (2, 2));
+    assert_eq!(r.message.as_deref(), Some(timeout));
+    assert_eq!(
+        r.measurements.last().unwrap().message.as_deref(),
+        Some(timeout)
+    );
+    assert_eq!(u.first_errors, []);
+
+    // A good measurement of "a" clears its message; "b" still errors and keeps its reason.
+    let now = u.requeue_at.unwrap();
+    let (_, u) = pass(&s, Some(&u.status), &secrets, now, |r| {
+        if r.metric == "a" {
+            value_for(Successful)
+        } else {
+            Err(timeout.to_string())
+        }
+    });
+    let a = metric_result(&u.status, "a");
+    assert_eq!((a.successful, a.consecutive_error), (1, 0));
+    assert_eq!(a.message, None);
+    assert_eq!(a.measurements.last().unwrap().message, None);
+    assert_eq!(
+        metric_result(&u.status, "b").message.as_deref(),
+        Some(timeout)
+    );
+    assert_eq!(u.first_errors, []);
+
+    // "a" errors again after it recovered: its reason is back in status, but the run has
+    // already reported that "a" errors, so no new report.
+    let now = now + jiff::SignedDuration::from_secs(60);
+    let (reqs, u) = pass(&s, Some(&u.status), &secrets, now, |_| {
+        Err(refused.to_string())
+    });
+    assert!(reqs.iter().any(|r| r.metric == "a"), "{reqs:?}");
+    assert_eq!(
+        metric_result(&u.status, "a").message.as_deref(),
+        Some(refused)
+    );
+    assert_eq!(u.first_errors, []);
+}
+
+/// A metric that errors once and then completes: the first error is reported, and once the
+/// metric has completed its message is its verdict, not the old error.
+#[test]
+fn a_metric_that_errors_then_succeeds_ends_with_its_verdict() {
+    let s = spec(vec![every_minute(metric("a"), 1)]);
+    let secrets = SecretValues::new();
+    let (_, u) = pass(&s, None, &secrets, t0(), |_| value_for(Error));
+    assert_eq!(u.first_errors.len(), 1);
+    assert_eq!(
+        metric_result(&u.status, "a").message.as_deref(),
+        Some("dial tcp 127.0.0.1:9: connection refused")
+    );
+    let (_, u) = pass(&s, Some(&u.status), &secrets, at(10), |_| {
+        value_for(Successful)
+    });
+    assert_eq!(u.status.phase, Successful);
+    let r = metric_result(&u.status, "a");
+    assert_eq!(r.phase, Successful);
+    let msg = r.message.clone().unwrap_or_default();
+    assert!(msg.contains("successful"), "{msg}");
+    assert!(!msg.contains("connection refused"), "{msg}");
+    assert_eq!(u.first_errors, []);
+}
+
+/// The reported reason hides Secret values as status does.
+#[test]
+fn a_first_error_report_hides_secret_values() {
+    let (s, secrets) = secret_spec();
+    let (_, u) = pass(&s, None, &secrets, t0(), |r| {
+        let ProviderRequest::Prometheus(p) = &r.provider;
+        Err(format!(
+            "bad_data: parse error in {} with {:?}",
+            p.query, p.headers
+        ))
+    });
+    assert_eq!(u.first_errors.len(), 1);
+    let note = u.first_errors[0].note();
+    assert!(note.contains("bad_data: parse error in"), "{note}");
+    for secret in ["tok-9f8e7d6c", "tenant-secret-42"] {
+        assert!(!note.contains(secret), "{secret} leaked: {note}");
+    }
+}
+
+/// A run whose error limit is 0 errors its metric on the first error: both the first error and
+/// the metric's completion in Error are reported, each once.
+#[test]
+fn an_error_that_ends_the_metric_is_reported_with_the_completion() {
+    let mut m = every_minute(metric("a"), 3);
+    m.consecutive_error_limit = Some(IntOrString::Int(0));
+    let s = spec(vec![m]);
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| value_for(Error));
+    assert_eq!(u.status.phase, Error);
+    assert_eq!(u.first_errors.len(), 1);
+    assert_eq!(u.first_errors[0].consecutive_error_limit, 0);
+    let reasons: Vec<String> = u.transitions.iter().map(|t| t.reason()).collect();
+    assert_eq!(reasons, ["MetricError", "AnalysisRunError"]);
+}

@@ -5,8 +5,8 @@
 //! 1. [`begin`] with the run, the Secret values its arguments need ([`secret_refs`]) and `now`:
 //!    it returns the measurements to take, with every argument substituted;
 //! 2. it takes them (see `metrics::prometheus`) and hands the results to [`Pass::finish`], which
-//!    returns the new status, when to come back, when to delete the run, and the phase changes to
-//!    report as Events.
+//!    returns the new status, when to come back, when to delete the run, and what to report as
+//!    Events (phase changes, and each metric's first errored measurement).
 //!
 //! [`secret_refs`]: crate::analysis::args::secret_refs
 
@@ -173,6 +173,37 @@ impl Transition {
     }
 }
 
+/// A metric's first errored measurement in a run, to report as a Warning Event at once: the run
+/// keeps retrying (every [`ERROR_RETRY_INTERVAL`]) for a while before the metric errors, and
+/// whoever watches the rollout should not have to wait for that to learn why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstError {
+    /// Name of the metric.
+    pub metric: String,
+    /// Why the measurement could not be taken (Secret values redacted).
+    pub message: String,
+    /// Errors in a row the metric tolerates before it errors.
+    pub consecutive_error_limit: i32,
+}
+
+impl FirstError {
+    /// Event reason. Argo Rollouts has no Event for a single errored measurement (its
+    /// `MetricError` reports a metric that completed in Error), so this one has its own name.
+    pub const REASON: &'static str = "MeasurementError";
+
+    /// Event note: the metric, the reason, and how long the run keeps trying.
+    pub fn note(&self) -> String {
+        format!(
+            "metric \"{}\" could not be measured: {} (retried every {}s; more than {} errors in a \
+             row error the metric)",
+            self.metric,
+            self.message,
+            ERROR_RETRY_INTERVAL.as_secs(),
+            self.consecutive_error_limit
+        )
+    }
+}
+
 /// The outcome of a reconcile pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Update {
@@ -185,6 +216,9 @@ pub struct Update {
     pub delete_at: Option<Timestamp>,
     /// Phase changes of metrics and of the run, for Events.
     pub transitions: Vec<Transition>,
+    /// Metrics whose first errored measurement of the run is in this status, for Events. A
+    /// metric appears here once per run: the `error` counter in status remembers it.
+    pub first_errors: Vec<FirstError>,
 }
 
 struct ResolvedMetric {
@@ -459,6 +493,7 @@ impl Pass {
         } = self;
         let before = st.phase;
         let mut transitions = Vec::new();
+        let mut first_errors = Vec::new();
         match state {
             State::Completed => {}
             State::Invalid(message) => {
@@ -500,7 +535,17 @@ impl Pass {
                         .filter(|(k, _)| k.as_str() == RESOLVED_QUERY_KEY)
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
-                    accounting::record(&mut st.metric_results[idx], measurement, m.retention);
+                    let errored = measurement.phase == AnalysisPhase::Error;
+                    let message = measurement.message.clone().unwrap_or_default();
+                    let result = &mut st.metric_results[idx];
+                    accounting::record(result, measurement, m.retention);
+                    if errored && result.error == 1 {
+                        first_errors.push(FirstError {
+                            metric: m.spec.name.clone(),
+                            message,
+                            consecutive_error_limit: m.limits.consecutive_error_limit,
+                        });
+                    }
                 }
                 // Keep results in the order of the spec, whatever order they were measured in.
                 st.metric_results.sort_by_key(|r| {
@@ -537,6 +582,7 @@ impl Pass {
                     status: st,
                     requeue_at: requeue,
                     transitions,
+                    first_errors,
                 };
             }
         }
@@ -553,6 +599,7 @@ impl Pass {
             status: st,
             requeue_at: None,
             transitions,
+            first_errors,
         }
     }
 }
@@ -631,6 +678,8 @@ fn assess(
                 }
                 r.phase = *phase;
             }
+            // While the metric runs, its message is the latest error's, so the reason shows in
+            // the same status write as the measurement; a later good measurement clears it.
             r.message = message.clone().or_else(|| {
                 r.measurements
                     .last()

@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use super::context::Context;
 use super::writer::is_not_leader;
 use crate::analysis::args::{SecretValues, secret_refs};
-use crate::analysis::run::{self, MeasurementResult};
+use crate::analysis::run::{self, FirstError, MeasurementResult};
 use crate::api::analysis::AnalysisRun;
 use crate::api::constants::FIELD_MANAGER;
 
@@ -143,6 +143,19 @@ pub async fn reconcile(run_obj: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<A
             tracing::warn!(analysisrun = %name, error = %e, "failed to publish event");
         }
         tracing::info!(analysisrun = %name, namespace = %ns, metric = ?t.metric, from = %t.from, to = %t.to, message = ?t.message, "analysis transition");
+    }
+    for e in &update.first_errors {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: FirstError::REASON.to_string(),
+            note: Some(e.note()),
+            action: "Analysis".to_string(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::warn!(analysisrun = %name, error = %err, "failed to publish event");
+        }
+        tracing::warn!(analysisrun = %name, namespace = %ns, metric = %e.metric, message = %e.message, "first measurement error");
     }
     let now = ctx.now();
     if let Some(at) = update.delete_at {
