@@ -48,7 +48,7 @@ fn target(cluster: &support::Target) -> Target {
     Target {
         client: cluster.client(),
         namespace: cluster.ns.clone(),
-        server: cluster.url().to_string(),
+        server: cluster.url(),
     }
 }
 

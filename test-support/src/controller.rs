@@ -50,9 +50,9 @@ impl Env {
         let client = cluster.client();
         let controller = Some(start_controller(&cluster, config()).await);
         Env {
-            cluster,
-            client,
             controller,
+            client,
+            cluster,
         }
     }
 
@@ -60,9 +60,9 @@ impl Env {
         let cluster = cluster().await;
         let client = cluster.client();
         Env {
-            cluster,
-            client,
             controller: None,
+            client,
+            cluster,
         }
     }
 
