@@ -4,8 +4,13 @@
 //! real planner against a simulated cluster (ReplicaSets whose pods start over a few seconds, a
 //! router that applies weights, analysis runs whose outcome is scripted). A good version is
 //! promoted; a bad one is aborted by its analysis and traffic returns to stable without a human.
+//!
+//! The live demo links the in-process API server of `sluice-e2e`, so it exists only with the
+//! `demo` feature (on by default; the container image is built without it).
 
+#[cfg(feature = "demo")]
 pub mod live;
+#[cfg(feature = "demo")]
 pub mod stack;
 
 use std::fmt::Write as _;

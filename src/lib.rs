@@ -5,6 +5,7 @@
 //! 2. [`plan`] (the rollout state machine) and [`analysis`] (measurement accounting): pure.
 //! 3. Providers: [`metrics`] (Prometheus).
 //! 4. The controller and binaries (later layers).
+#![forbid(unsafe_code)]
 
 pub mod analysis;
 pub mod api;

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 
 /// Sluice: progressive delivery for Kubernetes.
@@ -42,6 +44,13 @@ enum Command {
     Cli(sluice::cli::Command),
 }
 
+/// What `sluice demo` says in a binary built without the live demo (the container image: its
+/// controller does not link the in-process API server the demo runs).
+#[cfg(not(feature = "demo"))]
+const WITHOUT_DEMO: &str = "this sluice binary was built without the live demo (cargo feature \
+    `demo`, left out of the container image); `sluice demo --simulate` still runs the in-memory \
+    version, and `cargo run --release -- demo` from a clone of the repository runs the live one";
+
 fn main() -> anyhow::Result<()> {
     // One rustls crypto provider for the whole process (kube and reqwest both use rustls).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -67,6 +76,7 @@ fn main() -> anyhow::Result<()> {
                 std::time::Duration::from_millis(pace_ms),
             )?;
         }
+        #[cfg(feature = "demo")]
         Command::Demo {
             rate,
             keep,
@@ -80,6 +90,12 @@ fn main() -> anyhow::Result<()> {
                 kubeconfig,
             };
             runtime.block_on(sluice::demo::live::run(&mut std::io::stdout(), options))?;
+        }
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => {
+            // A plain message and a failing exit code, as for the CLI's own errors.
+            eprintln!("error: {WITHOUT_DEMO}");
+            std::process::exit(1);
         }
         Command::Crds { dir: Some(dir) } => {
             for path in sluice::crdgen::write_all(&dir)? {

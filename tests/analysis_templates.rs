@@ -3,12 +3,9 @@
 //! and a real Prometheus, succeeds on a healthy canary and fails on a bad one (30% errors,
 //! 300 ms added latency).
 
-mod controller_support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use controller_support::skip_on_real_cluster;
 use serde_json::json;
 use sluice::analysis::args::{ResolvedArgs, merge_args};
 use sluice::analysis::condition::{Condition, Conditions};
@@ -20,6 +17,7 @@ use sluice_e2e::dataplane::DataPlane;
 use sluice_e2e::demo_app::{AppRunner, ERROR_RATIO, LATENCY};
 use sluice_e2e::loadgen::LoadGenerator;
 use sluice_e2e::prometheus::PrometheusServer;
+use sluice_test_support::controller::skip_on_real_cluster;
 
 fn dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis-templates")

@@ -20,6 +20,9 @@ use serde_json::{Value, json};
 use sluice::controller::ControllerArgs;
 use sluice::controller::args::LogFormat;
 use sluice_e2e::{PodInfo, PodProcess, TestCluster};
+use sluice_test_support::cli::kubectl;
+use sluice_test_support::metrics;
+use sluice_test_support::tools::require_tool;
 
 const NAMESPACE: &str = "sluice-system";
 
@@ -579,19 +582,8 @@ fn install_stand_in_crds(cluster: &TestCluster) {
     }
 }
 
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
-    let out = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl is needed (apt-get install kubectl)");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn loopback(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn free_port() -> u16 {
@@ -724,7 +716,7 @@ async fn rendered_chart_runs_one_leader_that_rolls_out_within_its_rbac() {
         for pod in &pods {
             let port = ports.lock().unwrap().get(pod).copied();
             let Some(port) = port else { continue };
-            if let Some(v) = scrape(port, "sluice_leader").await {
+            if let Some(v) = metrics::scrape(loopback(port), "sluice_leader", &[]).await {
                 leaders.insert(pod.clone(), v);
             }
         }
@@ -747,7 +739,7 @@ async fn rendered_chart_runs_one_leader_that_rolls_out_within_its_rbac() {
         for path in ["/healthz", "/readyz"] {
             // Readiness follows the caches' first sync, which may land after /metrics answers.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while http_get(port, path).await.is_none() {
+            while metrics::get_ok(loopback(port), path).await.is_none() {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "{pod}: {path} is not 200"
@@ -933,61 +925,9 @@ spec:
       - pause: {duration: 1s}
 "#;
 
-/// The body of `GET path` on a loopback port, if the answer is 200.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).await.ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.lines()
-        .next()?
-        .contains(" 200 ")
-        .then(|| body.to_string())
-}
-
-/// The value of an unlabelled series from `GET /metrics` on a loopback port.
-async fn scrape(port: u16, series: &str) -> Option<f64> {
-    let body = http_get(port, "/metrics").await?;
-    body.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-fn ensure_promtool() {
-    let ok = || {
-        Command::new("promtool")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !ok() {
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        assert!(
-            apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "prometheus"]) && ok(),
-            "promtool is needed (apt-get install prometheus) and could not be installed"
-        );
-    }
-}
-
 #[test]
 fn alert_rules_pass_promtool_check_and_unit_tests() {
-    ensure_promtool();
+    require_tool("promtool", "prometheus");
     for args in [
         vec!["check", "rules", "charts/sluice/files/sluice-alerts.yaml"],
         vec!["test", "rules", "charts/tests/sluice-alerts.test.yaml"],

@@ -4,8 +4,6 @@
 //! The controller is not running here: each test leaves the Rollout, its ReplicaSets and its
 //! AnalysisRun as a controller would (status subresource patches), then runs the command.
 
-mod controller_support;
-
 use std::path::Path;
 use std::process::Output as ProcessOutput;
 
@@ -19,7 +17,8 @@ use sluice::cli::kube::{CliError, Target};
 use sluice::cli::{explain, get, info, list, status};
 use sluice_e2e::{Fault, TestCluster};
 
-use controller_support::{self as support, Setup, skip_on_real_cluster};
+use sluice_test_support::cli::{self, text};
+use sluice_test_support::controller::{self as support, Setup, skip_on_real_cluster};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -49,7 +48,7 @@ fn target(cluster: &support::Target) -> Target {
     Target {
         client: cluster.client(),
         namespace: cluster.ns.clone(),
-        server: cluster.url().to_string(),
+        server: cluster.url(),
     }
 }
 
@@ -941,16 +940,7 @@ async fn missing_crds_and_unreachable_cluster_are_named() -> Result {
 // the binary, end to end
 
 async fn sluice(kubeconfig: &Path, args: &[&str]) -> Result<ProcessOutput> {
-    Ok(tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env_remove("NO_COLOR")
-        .output()
-        .await?)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    Ok(cli::sluice(env!("CARGO_BIN_EXE_sluice"), kubeconfig, args).await?)
 }
 
 #[tokio::test]
@@ -1128,14 +1118,7 @@ async fn kubectl_plugin_binary_runs_the_same_commands() -> Result {
 /// `kubectl sluice ...`: kubectl finds `kubectl-sluice` on PATH and runs it.
 #[tokio::test]
 async fn kubectl_runs_the_plugin() -> Result {
-    let kubectl = std::process::Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output();
-    assert!(
-        kubectl.is_ok_and(|o| o.status.success()),
-        "kubectl is needed for this test (e2e tests use it too)"
-    );
+    let kubectl = sluice_test_support::tools::kubectl();
     let cluster = cluster().await?;
     seed(&cluster).await?;
     set_status(&cluster, paused_status()).await?;
@@ -1150,7 +1133,7 @@ async fn kubectl_runs_the_plugin() -> Result {
         plugin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = tokio::process::Command::new("kubectl")
+    let out = tokio::process::Command::new(kubectl)
         .args(["sluice", "get", "rollout", "web"])
         .env("KUBECONFIG", &kubeconfig)
         .env("PATH", path)

@@ -2,32 +2,24 @@
 //! promote, abort, explain, retry and promote --full, each as a user would type them, with the
 //! controller reacting to the CLI's patches.
 
-mod controller_support;
-
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use controller_support::{Setup, Target, start_controller};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use sluice::api::rollout::Rollout;
 use sluice::controller::{self, ControllerConfig};
+use sluice_test_support::cli::{self, text};
+use sluice_test_support::controller::{Setup, Target, start_controller};
+use sluice_test_support::tools::Tmux;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 async fn sluice(kubeconfig: &Path, args: &[&str]) -> Result<Output> {
-    Ok(tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .await?)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    Ok(cli::sluice(env!("CARGO_BIN_EXE_sluice"), kubeconfig, args).await?)
 }
 
 /// Runs a command that must succeed; returns its standard output.
@@ -219,37 +211,16 @@ async fn watch_follows_a_controller_driven_rollout_in_tmux() -> Result {
     cluster.write_kubeconfig(&kc)?;
     ok(&kc, &["status", "web", "--timeout", "2m"]).await?;
 
-    ensure_tmux()?;
-    let socket = format!("sluice-ctl-watch-{}", std::process::id());
-    let tmux = |args: &[&str]| -> Result<String> {
-        let out = std::process::Command::new("tmux")
-            .arg("-L")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .map_err(|e| {
-                format!("tmux could not be run ({e}); install it: apt-get install -y tmux")
-            })?;
-        if !out.status.success() {
-            return Err(format!("tmux {args:?}: {}", text(&out.stderr)).into());
-        }
-        Ok(text(&out.stdout))
-    };
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("tmux")
-                .args(["-L", &self.0, "kill-server"])
-                .output();
-        }
-    }
-    let _kill = Kill(socket.clone());
+    let tmux = Tmux::new(
+        format!("sluice-ctl-watch-{}", std::process::id()),
+        Duration::from_secs(120),
+    )?;
     let command = format!(
         "env TERM=xterm-256color KUBECONFIG={} {} get rollout web --watch --timeout 5m",
         kc.display(),
         env!("CARGO_BIN_EXE_sluice")
     );
-    tmux(&[
+    tmux.cmd(&[
         "new-session",
         "-d",
         "-s",
@@ -260,33 +231,21 @@ async fn watch_follows_a_controller_driven_rollout_in_tmux() -> Result {
         "50",
         &command,
     ])?;
-    let wait = |wanted: Vec<&'static str>| {
-        let tmux = &tmux;
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            loop {
-                let pane = tmux(&["capture-pane", "-p", "-S", "-", "-t", "w"])?;
-                if wanted.iter().all(|w| pane.contains(w)) {
-                    return Ok::<String, Box<dyn std::error::Error>>(pane);
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(format!("pane never showed {wanted:?}:\n{pane}").into());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    let healthy = wait(vec!["✔ Healthy", "revision 1"]).await?;
+    let healthy = tmux.wait_for("w", &["✔ Healthy", "revision 1"]).await?;
     println!("--- healthy ---\n{healthy}");
 
     ok(&kc, &["set", "image", "web", "web=web:2"]).await?;
-    let paused = wait(vec![
-        "॥ Paused",
-        "  Step:         2/4",
-        "ActualWeight: 25",
-        "revision 2",
-    ])
-    .await?;
+    let paused = tmux
+        .wait_for(
+            "w",
+            &[
+                "॥ Paused",
+                "  Step:         2/4",
+                "ActualWeight: 25",
+                "revision 2",
+            ],
+        )
+        .await?;
     println!("--- first pause ---\n{paused}");
     assert!(
         paused.contains("▶   2. pause: until promoted  <- current"),
@@ -294,7 +253,9 @@ async fn watch_follows_a_controller_driven_rollout_in_tmux() -> Result {
     );
 
     ok(&kc, &["promote", "web"]).await?;
-    let second = wait(vec!["  Step:         4/4", "ActualWeight: 50"]).await?;
+    let second = tmux
+        .wait_for("w", &["  Step:         4/4", "ActualWeight: 50"])
+        .await?;
     println!("--- second pause ---\n{second}");
     assert_eq!(
         second.matches("Name:").count(),
@@ -304,67 +265,6 @@ async fn watch_follows_a_controller_driven_rollout_in_tmux() -> Result {
     assert!(!second.contains("ActualWeight: 25"), "{second}");
     assert!(!second.contains("✔ Healthy"), "{second}");
     Ok(())
-}
-
-/// Makes sure `tmux` is installed (the Debian package), installing it when missing, as the
-/// Prometheus harness does for `prometheus`. A file lock keeps concurrent test processes from
-/// running apt at once.
-fn ensure_tmux() -> Result {
-    let present = || {
-        std::process::Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if present() {
-        return Ok(());
-    }
-    let lock = std::fs::File::create(std::env::temp_dir().join("sluice-tests-tmux-install.lock"))?;
-    lock.lock()?;
-    if present() {
-        return Ok(());
-    }
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    for args in [
-        &["-o", "DPkg::Lock::Timeout=600", "update", "-qq"][..],
-        &[
-            "-o",
-            "DPkg::Lock::Timeout=600",
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "tmux",
-        ][..],
-    ] {
-        let mut cmd = if root {
-            std::process::Command::new("apt-get")
-        } else {
-            let mut c = std::process::Command::new("sudo");
-            c.arg("apt-get");
-            c
-        };
-        let out = cmd
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .map_err(|e| format!("tmux is missing and apt-get could not be run: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "tmux is missing and apt-get {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .into());
-        }
-    }
-    if present() {
-        Ok(())
-    } else {
-        Err("tmux was installed but is not on PATH".into())
-    }
 }
 
 /// A stand-in for Prometheus' instant-query API that always answers one sample, `value`.

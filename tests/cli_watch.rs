@@ -2,8 +2,6 @@
 //! test cluster, while the test moves the rollout on as a controller would. `capture-pane`
 //! snapshots must show the step, the weight and the analysis values change, redrawn in place.
 
-mod controller_support;
-
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -12,128 +10,10 @@ use serde_json::{Value, json};
 use sluice::api::analysis::AnalysisRun;
 use sluice::api::rollout::Rollout;
 
-use controller_support::{Setup, Target};
+use sluice_test_support::controller::{Setup, Target};
+use sluice_test_support::tools::Tmux;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-/// Makes sure `tmux` is installed (the Debian package), installing it when missing, as the
-/// Prometheus harness does for `prometheus`. A file lock keeps concurrent test processes from
-/// running apt at once.
-fn ensure_tmux() -> Result {
-    let present = || {
-        std::process::Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if present() {
-        return Ok(());
-    }
-    let lock = std::fs::File::create(std::env::temp_dir().join("sluice-tests-tmux-install.lock"))?;
-    lock.lock()?;
-    if present() {
-        return Ok(());
-    }
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    for args in [
-        &["-o", "DPkg::Lock::Timeout=600", "update", "-qq"][..],
-        &[
-            "-o",
-            "DPkg::Lock::Timeout=600",
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "tmux",
-        ][..],
-    ] {
-        let mut cmd = if root {
-            std::process::Command::new("apt-get")
-        } else {
-            let mut c = std::process::Command::new("sudo");
-            c.arg("apt-get");
-            c
-        };
-        let out = cmd
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .map_err(|e| format!("tmux is missing and apt-get could not be run: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "tmux is missing and apt-get {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .into());
-        }
-    }
-    if present() {
-        Ok(())
-    } else {
-        Err("tmux was installed but is not on PATH".into())
-    }
-}
-
-/// A tmux server of our own (its own socket), killed when dropped.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> Result<String> {
-        let out = std::process::Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .map_err(|e| {
-                format!("tmux could not be run ({e}); install it: apt-get install -y tmux")
-            })?;
-        if !out.status.success() {
-            return Err(format!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn capture(&self, session: &str, escapes: bool) -> Result<String> {
-        if escapes {
-            self.cmd(&["capture-pane", "-p", "-e", "-t", session])
-        } else {
-            // -S - : the whole history too, so a frame that scrolled away would be seen.
-            self.cmd(&["capture-pane", "-p", "-S", "-", "-t", session])
-        }
-    }
-
-    /// Waits (generously: a loaded machine) until the pane shows every string.
-    async fn wait_for(&self, wanted: &[&str]) -> Result<String> {
-        self.wait_for_in("watch", wanted).await
-    }
-
-    async fn wait_for_in(&self, session: &str, wanted: &[&str]) -> Result<String> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let pane = self.capture(session, false)?;
-            if wanted.iter().all(|w| pane.contains(w)) {
-                return Ok(pane);
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!("pane never showed {wanted:?}; last:\n{pane}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
-}
 
 async fn seed(client: &kube::Client, ns: &str) -> Result {
     let ros: Api<Rollout> = Api::namespaced(client.clone(), ns);
@@ -245,10 +125,10 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     cluster.write_kubeconfig(&kubeconfig)?;
-    ensure_tmux()?;
-    let tmux = Tmux {
-        socket: format!("sluice-watch-{}", std::process::id()),
-    };
+    let tmux = Tmux::new(
+        format!("sluice-watch-{}", std::process::id()),
+        Duration::from_secs(60),
+    )?;
     let command = format!(
         "env -u NO_COLOR TERM=xterm-256color KUBECONFIG={} {} get rollout web --watch --timeout 5m",
         kubeconfig.display(),
@@ -267,11 +147,14 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
     ])?;
 
     let first = tmux
-        .wait_for(&[
-            "  Step:         1/4",
-            "ActualWeight: 20",
-            "no measurement yet",
-        ])
+        .wait_for(
+            "watch",
+            &[
+                "  Step:         1/4",
+                "ActualWeight: 20",
+                "no measurement yet",
+            ],
+        )
         .await?;
     assert!(
         first.contains("▶   1. setWeight: 20  <- current"),
@@ -282,7 +165,7 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
     set_rollout(&client, &cluster.ns, 1, 20).await?;
     set_measurements(&client, &cluster.ns, &["[0.991]"]).await?;
     let second = tmux
-        .wait_for(&["  Step:         2/4", "last [0.991]"])
+        .wait_for("watch", &["  Step:         2/4", "last [0.991]"])
         .await?;
     assert!(
         second.contains("▶   2. analysis: success-rate  <- current"),
@@ -292,11 +175,14 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
     set_measurements(&client, &cluster.ns, &["[0.991]", "[0.987]"]).await?;
     set_rollout(&client, &cluster.ns, 2, 50).await?;
     let third = tmux
-        .wait_for(&[
-            "  Step:         3/4",
-            "ActualWeight: 50",
-            "last [0.991], [0.987]",
-        ])
+        .wait_for(
+            "watch",
+            &[
+                "  Step:         3/4",
+                "ActualWeight: 50",
+                "last [0.991], [0.987]",
+            ],
+        )
         .await?;
 
     println!("--- first snapshot ---\n{first}\n--- last snapshot ---\n{third}");
@@ -324,7 +210,7 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
         "60",
         &plain_command,
     ])?;
-    tmux.wait_for_in("plain", &["  Step:         3/4"]).await?;
+    tmux.wait_for("plain", &["  Step:         3/4"]).await?;
     let plain = tmux.capture("plain", true)?;
     assert!(
         !plain.contains("\x1b["),
@@ -343,10 +229,10 @@ async fn watch_redraws_step_weight_and_analysis_in_place() -> Result {
         "12",
         &command,
     ])?;
-    tmux.wait_for_in("short", &["  Step:         3/4", "more lines"])
+    tmux.wait_for("short", &["  Step:         3/4", "more lines"])
         .await?;
     set_rollout(&client, &cluster.ns, 3, 50).await?;
-    let short = tmux.wait_for_in("short", &["  Step:         4/4"]).await?;
+    let short = tmux.wait_for("short", &["  Step:         4/4"]).await?;
     assert_eq!(short.matches("Name:").count(), 1, "{short}");
     assert!(!short.contains("3/4"), "{short}");
     Ok(())

@@ -4,12 +4,10 @@
 //! 5. The controller killed in the middle of a step and restarted: the same outcome (promoted),
 //!    and the weight only ever takes the steps' values, in order.
 
-mod closed_loop_support;
-
 use std::time::{Duration, Instant};
 
-use closed_loop_support::*;
 use sluice::demo::stack::{Timeline, rollout_yaml};
+use sluice_test_support::closed_loop::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_stopped_mid_analysis_blocks_progress_then_aborts() {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use sluice::demo::stack::{LocalStack, Timeline, apply_yaml, nginx_app, rollout_yaml, template};
 use sluice_e2e::demo_app::ERROR_RATIO;
-use sluice_e2e::loadgen::LoadGenerator;
+use sluice_test_support::closed_loop::wait_all_served_by;
+use sluice_test_support::rollout::phase;
 
 const NS: &str = "default";
 
@@ -81,35 +82,8 @@ fn sync_loop(client: kube::Client, repo: std::path::PathBuf) -> tokio::task::Joi
     })
 }
 
-fn phase(r: &sluice::api::rollout::Rollout) -> &'static str {
-    r.status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .map_or("", |p| p.as_str())
-}
-
 fn weight(r: &sluice::api::rollout::Rollout) -> i32 {
-    r.status
-        .as_ref()
-        .and_then(|s| s.canary.weights.as_ref())
-        .map_or(0, |w| w.canary.weight)
-}
-
-async fn all_served_by(load: &LoadGenerator, version: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = Instant::now();
-        let w = load.between(now - Duration::from_secs(2), now - Duration::from_secs(1));
-        if !w.is_empty() && w.iter().all(|s| s.version == version && !s.failed()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all served by {version}: {:?}",
-            w.iter().map(|s| (&s.version, s.status)).collect::<Vec<_>>()
-        );
-    }
+    sluice_test_support::rollout::weight(r).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +111,7 @@ async fn git_commits_drive_rollouts_reverts_return_to_stable_and_bad_versions_ab
         .status
         .and_then(|s| s.stable_rs);
     let load = stack.load("web.example", 40);
-    all_served_by(&load, "v1").await;
+    wait_all_served_by(&load, "v1").await;
 
     // A commit with a new image starts a rollout.
     commit_rollout(&repo, "v2", &[], "web v2");
@@ -166,7 +140,7 @@ async fn git_commits_drive_rollouts_reverts_return_to_stable_and_bad_versions_ab
         weights.iter().all(|w| *w == 50 || *w == 0),
         "straight from 50 to 0, no steps: {weights:?}"
     );
-    all_served_by(&load, "v1").await;
+    wait_all_served_by(&load, "v1").await;
     eprintln!(
         "revert to all-v1 traffic: {:.1}s",
         reverted.elapsed().as_secs_f64()
@@ -199,5 +173,5 @@ async fn git_commits_drive_rollouts_reverts_return_to_stable_and_bad_versions_ab
     let st = r.status.unwrap();
     assert!(st.abort);
     assert_eq!(st.stable_rs, v1, "stable is still v1");
-    all_served_by(&load, "v1").await;
+    wait_all_served_by(&load, "v1").await;
 }

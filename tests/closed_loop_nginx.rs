@@ -9,12 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-mod closed_loop_support;
-
-use closed_loop_support::*;
 use sluice::demo::stack::{Timeline, rollout_yaml};
 use sluice_e2e::demo_app::ERROR_RATIO;
 use sluice_e2e::loadgen::split_of;
+use sluice_test_support::closed_loop::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_version_is_promoted_and_traffic_follows_every_weight() {

@@ -2,17 +2,15 @@
 //! Successful advances, Failed aborts, Inconclusive pauses, background analysis from its
 //! starting step, and a blind analysis (Prometheus stopped) never promotes.
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::*;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use sluice::api::analysis::{AnalysisRun, AnalysisTemplate};
 use sluice::controller::ControllerConfig;
 use sluice::metrics::prometheus::{AddressAllowlist, PrometheusConfig};
 use sluice_e2e::prometheus::PrometheusServer;
+use sluice_test_support::controller::*;
 
 /// A template whose measured value is its `value` argument, so each test decides the outcome;
 /// the query still goes through a real Prometheus.

@@ -1,45 +1,13 @@
 //! What operators see: the admin endpoints, metrics (parsed as Prometheus text), and Events on
 //! every transition.
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::*;
 use k8s_openapi::api::events::v1::Event as EventV1;
 use kube::api::{Api, ListParams};
 use sluice::controller::ControllerConfig;
-
-async fn scrape(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-fn samples(text: &str) -> Vec<prometheus_parse::Sample> {
-    // prometheus-parse reads the text format; OpenMetrics adds `# EOF` and `_total` suffixes that
-    // it accepts as plain samples.
-    let lines = text
-        .lines()
-        .filter(|l| *l != "# EOF")
-        .map(|l| Ok(l.to_string()));
-    prometheus_parse::Scrape::parse(lines).unwrap().samples
-}
-
-fn value_of(
-    samples: &[prometheus_parse::Sample],
-    metric: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
-    samples
-        .iter()
-        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-}
+use sluice_test_support::controller::*;
+use sluice_test_support::metrics::{get as scrape, samples, value_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_and_metrics_follow_the_rollout() {

@@ -1,14 +1,12 @@
 //! Reliability of the controller: killed at random points, competing replicas, injected API
 //! faults. The outcome must not change, and no write may undo an earlier one.
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::*;
 use sluice::controller::ControllerConfig;
 use sluice::controller::leader::LeaseSettings;
 use sluice_e2e::Fault;
+use sluice_test_support::controller::*;
 
 const FAST_STEPS: &str = r#"
 canaryService: web-canary

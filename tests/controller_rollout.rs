@@ -1,11 +1,9 @@
 //! The controller against the e2e test cluster with the real kube-rs client: Rollouts progress,
 //! pause, promote, abort and retry through real API objects.
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::*;
+use sluice_test_support::controller::*;
 
 fn steps(extra: &str) -> String {
     format!("{NGINX}{extra}")

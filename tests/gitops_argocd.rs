@@ -3,19 +3,18 @@
 //! `charts/sluice/argocd/argocd-cm.yaml`, run by a real Lua interpreter), and kstatus' rules
 //! for generic resources (what Flux's health checks use), implemented below.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use serde_json::{Value, json};
 use sluice::api::common::AnalysisPhase;
 use sluice::cli::actions::{Action, plan};
 use sluice::plan::AnalysisRunKind;
 use sluice::plan::sim::World;
+use sluice_test_support::tools::require_tool;
+use sluice_test_support::world::*;
 
 const STEPS: &str = r#"
 canaryService: web-canary
@@ -115,25 +114,7 @@ fn recorded() -> Vec<(&'static str, Value)> {
 }
 
 fn ensure_lua() -> &'static str {
-    let ok = || {
-        Command::new("lua5.4")
-            .arg("-v")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !ok() {
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        assert!(
-            apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "lua5.4"]) && ok(),
-            "lua5.4 is needed (apt-get install lua5.4) and could not be installed"
-        );
-    }
+    require_tool("lua5.4", "lua5.4");
     "lua5.4"
 }
 

@@ -44,11 +44,11 @@ fn build(with_configuration: bool, extra: &str) -> Result<Vec<Value>, String> {
     }
     k.push_str(extra);
     std::fs::write(dir.path().join("kustomization.yaml"), k).unwrap();
-    let out = Command::new("kubectl")
+    let out = Command::new(sluice_test_support::tools::kubectl())
         .arg("kustomize")
         .arg(dir.path())
         .output()
-        .expect("kubectl is needed (apt-get install kubectl)");
+        .expect("kubectl runs");
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }

@@ -1,14 +1,12 @@
 //! The Rollout API: Argo compatibility, CEL rules, and cluster-free validation where an invalid
 //! spec names its field and changes nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use sluice::api::rollout::Rollout;
 use sluice::api::validation::validate_rollout_spec;
 use sluice::plan::plan;
+use sluice_test_support::world::*;
 
 /// An Argo Rollouts manifest from its documentation, with only the apiVersion changed.
 const ARGO_NGINX_EXAMPLE: &str = r#"

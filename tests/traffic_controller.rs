@@ -2,17 +2,15 @@
 //! subset level) with promotion and abort, and a GitOps engine re-applying Git every 200 ms
 //! during a whole NGINX canary.
 
-mod controller_support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use controller_support::*;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use sluice_e2e::WriteRecord;
+use sluice_test_support::controller::*;
 
 fn istio(kind: &str, plural: &str) -> ApiResource {
     ApiResource {

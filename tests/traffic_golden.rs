@@ -12,22 +12,11 @@ use sluice::plan::ManagedRoutes;
 use sluice::traffic::{DesiredTraffic, TrafficError, istio, nginx};
 
 fn rollout(canary_yaml: &str) -> Rollout {
-    let canary: Value = serde_yaml::from_str(canary_yaml).unwrap();
-    serde_json::from_value(json!({
-        "apiVersion": "sluice.dev/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": "web", "namespace": "shop", "uid": "4d2a6a1e-0000-4000-8000-000000000001"},
-        "spec": {
-            "replicas": 4,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "web:1"}]}
-            },
-            "strategy": {"canary": canary}
-        }
-    }))
-    .unwrap()
+    sluice_test_support::rollout::canary(canary_yaml)
+        .namespace("shop")
+        .uid("4d2a6a1e-0000-4000-8000-000000000001")
+        .replicas(4)
+        .build()
 }
 
 fn yaml(s: &str) -> Value {

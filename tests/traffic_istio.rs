@@ -1,10 +1,7 @@
 //! The Istio router against the test cluster, with the real kube-rs client.
 
-mod controller_support;
-
 use std::sync::Arc;
 
-use controller_support::{Setup, Target, skip_on_real_cluster};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -17,26 +14,16 @@ use sluice::traffic::{
     routers_for, watched_objects,
 };
 use sluice_e2e::{Fault, WriteRecord};
+use sluice_test_support::controller::{Setup, Target, skip_on_real_cluster};
 
 const NS: &str = "default";
 
 fn rollout(canary_yaml: &str) -> Rollout {
-    let canary: Value = serde_yaml::from_str(canary_yaml).unwrap();
-    serde_json::from_value(json!({
-        "apiVersion": "sluice.dev/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": "web", "namespace": NS, "uid": "9f0e0d0c-1111-4222-8333-444455556666"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "web:1"}]}
-            },
-            "strategy": {"canary": canary}
-        }
-    }))
-    .unwrap()
+    sluice_test_support::rollout::canary(canary_yaml)
+        .namespace(NS)
+        .uid("9f0e0d0c-1111-4222-8333-444455556666")
+        .replicas(2)
+        .build()
 }
 
 fn ar(version: &str, kind: &str, plural: &str) -> ApiResource {

@@ -1,15 +1,12 @@
 //! The NGINX router against the test cluster, with the real kube-rs client.
 
-mod controller_support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use controller_support::skip_on_real_cluster;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice::api::rollout::Rollout;
 use sluice::plan::ManagedRoutes;
 use sluice::traffic::{
@@ -17,6 +14,7 @@ use sluice::traffic::{
     routers_for, watched_objects,
 };
 use sluice_e2e::{Fault, TestCluster, WriteRecord};
+use sluice_test_support::controller::skip_on_real_cluster;
 
 const NS: &str = "default";
 const UID: &str = "0c7d8f7e-1111-4222-8333-444455556666";
@@ -26,22 +24,11 @@ const NEEDS_NO_GC: &str =
     "needs a cluster without a garbage collector (the owning Rollout is not stored)";
 
 fn rollout(canary_yaml: &str) -> Rollout {
-    let canary: Value = serde_yaml::from_str(canary_yaml).unwrap();
-    serde_json::from_value(json!({
-        "apiVersion": "sluice.dev/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": "web", "namespace": NS, "uid": UID},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "web:1"}]}
-            },
-            "strategy": {"canary": canary}
-        }
-    }))
-    .unwrap()
+    sluice_test_support::rollout::canary(canary_yaml)
+        .namespace(NS)
+        .uid(UID)
+        .replicas(2)
+        .build()
 }
 
 const BASIC: &str = r#"

@@ -11,21 +11,9 @@ use sluice::kube_client;
 use sluice_e2e::TestCluster;
 
 fn rollout() -> Rollout {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "sluice.dev/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "web:1"}]}
-            },
-            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
-        }
-    }))
-    .expect("rollout")
+    sluice_test_support::rollout::canary("{steps: [{setWeight: 50}, {pause: {}}]}")
+        .namespace("default")
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,11 @@
-//! Shared setup of the closed-loop scenarios: the local stack with the sample app, its stable
-//! version live, and helpers to read traffic and Rollout state.
-#![allow(dead_code)]
+//! Shared setup of the closed-loop scenarios: the local stack of `sluice demo` with the sample
+//! app, its stable version live, and helpers to read traffic and Rollout state.
 
 use std::time::{Duration, Instant};
 
 use sluice::demo::stack::{LocalStack, nginx_app, rollout_yaml, template};
+
+pub use crate::rollout::phase_is;
 
 pub const NS: &str = "default";
 pub const RATE: u32 = 40;
@@ -25,7 +26,7 @@ pub async fn stack_with_stable(steps: &str) -> LocalStack {
     let stack = LocalStack::start().await.expect("local stack starts");
     stack.apply_yaml(&nginx_app(NS)).await.expect("app");
     stack
-        .apply(template("nginx-success-rate", "1s", Some("3s")).unwrap())
+        .apply(template("nginx-success-rate", "1s", Some("3s")).expect("template"))
         .await
         .expect("template");
     stack
@@ -33,12 +34,7 @@ pub async fn stack_with_stable(steps: &str) -> LocalStack {
         .await
         .expect("rollout v1");
     stack
-        .wait_rollout(NS, "web", Duration::from_secs(60), |r| {
-            r.status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(|p| p.as_str() == "Healthy")
-        })
+        .wait_rollout(NS, "web", Duration::from_secs(60), phase_is("Healthy"))
         .await
         .expect("v1 healthy");
     stack
@@ -72,13 +68,4 @@ pub async fn stable_hash(stack: &LocalStack) -> Option<String> {
         .expect("rollout")
         .status
         .and_then(|s| s.stable_rs)
-}
-
-pub fn phase_is(p: &'static str) -> impl Fn(&sluice::api::rollout::Rollout) -> bool {
-    move |r| {
-        r.status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .is_some_and(|x| x.as_str() == p)
-    }
 }
