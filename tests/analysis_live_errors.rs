@@ -2,11 +2,8 @@
 //! status write that records the measurement (on the measurement and on the metric), and one
 //! Warning Event reports the metric's first error; later errors of the run add none.
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::*;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::events::v1::Event as EventV1;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
@@ -15,6 +12,7 @@ use sluice::api::analysis::AnalysisRun;
 use sluice::api::common::AnalysisPhase;
 use sluice::controller::ControllerConfig;
 use sluice::metrics::prometheus::{AddressAllowlist, PrometheusConfig};
+use sluice_test_support::controller::*;
 
 /// The only address the controller may query; the run asks another one.
 const ALLOWED: &str = "http://prometheus.monitoring:9090";
