@@ -420,8 +420,15 @@ fn undo(ro: &Rollout, rss: &[ReplicaSet], to: Option<i64>) -> Decision {
         .ok_or_else(|| Refusal(format!("ReplicaSet {} has no pod template", rs.name_any())))?;
     // The ReplicaSet's template as the API server stored it, less what the API server filled in
     // and the controller's hash label: the template as it was written, which the controller
-    // hashes to this ReplicaSet's hash and so takes up again instead of starting a new one.
-    let template = hash::canonical_template(template);
+    // hashes to this ReplicaSet's hash and so takes up again instead of starting a new one. A
+    // ReplicaSet named by an earlier release's hash is found again by the spelling that hash
+    // was computed from.
+    let collision_count = ro.status.as_ref().and_then(|s| s.collision_count);
+    let template = rs
+        .labels()
+        .get(POD_TEMPLATE_HASH_LABEL)
+        .and_then(|label| hash::spelling_with_hash(template, label, collision_count))
+        .unwrap_or_else(|| hash::canonical_template(template));
     let images: Vec<String> = rs
         .spec
         .as_ref()

@@ -105,6 +105,136 @@ pub fn canonical_template(template: &PodTemplateSpec) -> Value {
     value
 }
 
+/// Most groups of defaulted fields [`spelling_with_hash`] tries in and out (2^14 spellings,
+/// a fraction of a second).
+const MAX_SPELLING_GROUPS: usize = 14;
+
+/// Defaults that manifests practically never spell out (only the API server writes them): tried
+/// all in or all out, not one by one.
+const RARELY_WRITTEN: &[&str] = &[
+    "resources",
+    "schedulerName",
+    "securityContext",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+];
+
+/// A spelling of `template` (the same pods) whose hash — canonical or version 1 — is `hash`,
+/// if one is found: the template of a ReplicaSet created by version 1 from a manifest that
+/// spelled out some defaults, as that manifest spelled them. Written back into the Rollout
+/// (`undo`), it names that ReplicaSet again instead of a copy of it. The defaults are tried in
+/// and out by field name (`imagePullPolicy` in every container or in none, ...); the spelling
+/// with every default is tried too (a manifest exported from a cluster).
+pub fn spelling_with_hash(
+    template: &PodTemplateSpec,
+    hash: &str,
+    collision_count: Option<i32>,
+) -> Option<Value> {
+    let canonical = canonical_template(template);
+    if hash_json(&canonical.to_string(), collision_count) == hash {
+        return Some(canonical);
+    }
+    let mut stored = serde_json::to_value(template).ok()?;
+    if let Some(labels) = stored
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        labels.remove(POD_TEMPLATE_HASH_LABEL);
+    }
+    if hash_json(&stored.to_string(), collision_count) == hash {
+        return Some(stored);
+    }
+    let mut removed = Vec::new();
+    removed_values(&stored, &canonical, &mut Vec::new(), &mut removed);
+    let mut groups: Vec<&str> = removed
+        .iter()
+        .filter_map(|(path, _)| group(path))
+        .filter(|g| !RARELY_WRITTEN.contains(g))
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    if groups.len() > MAX_SPELLING_GROUPS {
+        return None;
+    }
+    (1u32..1 << groups.len()).find_map(|mask| {
+        let mut spelling = canonical.clone();
+        let chosen = |g: Option<&str>| {
+            g.and_then(|g| groups.iter().position(|x| *x == g))
+                .is_some_and(|i| mask & (1 << i) != 0)
+        };
+        for (path, value) in removed.iter().filter(|(path, _)| chosen(group(path))) {
+            set_at(&mut spelling, path, value.clone());
+        }
+        (hash_json(&spelling.to_string(), collision_count) == hash).then_some(spelling)
+    })
+}
+
+/// A step in a JSON path: an object key or a list index.
+#[derive(Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The field name a removed value is grouped by: the last key of its path.
+fn group(path: &[Step]) -> Option<&str> {
+    path.iter().rev().find_map(|s| match s {
+        Step::Key(k) => Some(k.as_str()),
+        Step::Index(_) => None,
+    })
+}
+
+/// The values `full` has and `reduced` (the same document with values removed) lacks, with
+/// their paths.
+fn removed_values(
+    full: &Value,
+    reduced: &Value,
+    path: &mut Vec<Step>,
+    out: &mut Vec<(Vec<Step>, Value)>,
+) {
+    match (full, reduced) {
+        (Value::Object(f), Value::Object(r)) => {
+            for (key, value) in f {
+                path.push(Step::Key(key.clone()));
+                match r.get(key) {
+                    Some(kept) => removed_values(value, kept, path, out),
+                    None => out.push((path.clone(), value.clone())),
+                }
+                path.pop();
+            }
+        }
+        (Value::Array(f), Value::Array(r)) if f.len() == r.len() => {
+            for (i, (value, kept)) in f.iter().zip(r).enumerate() {
+                path.push(Step::Index(i));
+                removed_values(value, kept, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Puts `value` back at `path` (whose parent exists: only whole values were removed).
+fn set_at(doc: &mut Value, path: &[Step], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut at = doc;
+    for step in parents {
+        let next = match step {
+            Step::Key(k) => at.get_mut(k.as_str()),
+            Step::Index(i) => at.get_mut(*i),
+        };
+        match next {
+            Some(next) => at = next,
+            None => return,
+        }
+    }
+    if let (Step::Key(k), Some(map)) = (last, at.as_object_mut()) {
+        map.insert(k.clone(), value);
+    }
+}
+
 /// Removes `key` when its value is `default`.
 fn remove_default(map: &mut Map<String, Value>, key: &str, default: Value) {
     if map.get(key) == Some(&default) {
@@ -361,6 +491,13 @@ mod tests {
         .unwrap()
     }
 
+    fn stored_without_label() -> PodTemplateSpec {
+        let mut t = defaulted("nginx:1.25", "IfNotPresent");
+        let labels = t.metadata.as_mut().unwrap().labels.as_mut().unwrap();
+        labels.remove(POD_TEMPLATE_HASH_LABEL);
+        t
+    }
+
     fn as_written(image: &str) -> PodTemplateSpec {
         serde_json::from_value(serde_json::json!({
             "metadata": {"labels": {"app": "web"}},
@@ -474,6 +611,42 @@ mod tests {
             &with(serde_json::json!({"name": "a", "emptyDir": {"medium": "Memory"}})),
             &with(serde_json::json!({"name": "a", "emptyDir": {}}))
         ));
+    }
+
+    #[test]
+    fn a_version_1_replica_set_is_found_again_by_its_spelling() {
+        // Written with some defaults spelled out, and hashed as written by version 1.
+        let mut written = as_written("nginx:1.25");
+        let c = &mut written.spec.as_mut().unwrap().containers[0];
+        c.image_pull_policy = Some("IfNotPresent".into());
+        // An empty list is not kept by the API server: it cannot be spelled back.
+        c.args = None;
+        c.ports.as_mut().unwrap()[0].protocol = Some("TCP".into());
+        written.spec.as_mut().unwrap().dns_policy = Some("ClusterFirst".into());
+        let label = legacy_pod_template_hash(&written, None);
+        assert_ne!(label, pod_template_hash(&written, None));
+        // Read back from its ReplicaSet with every default filled in.
+        let stored = defaulted("nginx:1.25", "IfNotPresent");
+        let spelling = spelling_with_hash(&stored, &label, None).expect("found");
+        let spelling: PodTemplateSpec = serde_json::from_value(spelling).unwrap();
+        assert_eq!(legacy_pod_template_hash(&spelling, None), label);
+        assert!(same_template(&spelling, &written));
+        // A template made by the canonical hash is spelled canonically.
+        let new = pod_template_hash(&written, None);
+        let spelling = spelling_with_hash(&stored, &new, None).unwrap();
+        assert_eq!(spelling, canonical_template(&written));
+        // So is a manifest exported with every default.
+        let exported = legacy_pod_template_hash(&stored_without_label(), None);
+        let spelling = spelling_with_hash(&stored, &exported, None).unwrap();
+        assert_eq!(
+            spelling,
+            serde_json::to_value(stored_without_label()).unwrap()
+        );
+        // A hash of other pods is not found.
+        assert_eq!(
+            spelling_with_hash(&stored, &pod_template_hash(&template("x:1"), None), None),
+            None
+        );
     }
 
     #[test]
