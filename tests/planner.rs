@@ -858,3 +858,204 @@ fn phase_is_degraded_with_invalid_spec_and_names_the_field() {
         c.message
     );
 }
+
+/// The Rollout's template as the API server returns it inside a ReplicaSet: with the test
+/// cluster's defaults filled in (the same as kube-apiserver's for these fields).
+fn defaulted(
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> k8s_openapi::api::core::v1::PodTemplateSpec {
+    let mut rs = serde_json::json!({"spec": {"selector": {}, "template": template}});
+    sluice_e2e::defaults::apply("replicasets", &mut rs, &mut || unreachable!());
+    serde_json::from_value(rs["spec"]["template"].clone()).unwrap()
+}
+
+#[test]
+fn a_template_hashes_the_same_after_the_api_servers_defaulting() {
+    use sluice::plan::hash::pod_template_hash;
+    let mut r = rollout(2, STEPS_20_P_50_P_100);
+    let template = r.spec.template.take().unwrap();
+    let mut with_port = template.clone();
+    with_port.spec.as_mut().unwrap().containers[0].ports = Some(vec![
+        serde_json::from_value(serde_json::json!({"containerPort": 8080})).unwrap(),
+    ]);
+    for t in [template, with_port] {
+        let read_back = defaulted(&t);
+        assert_ne!(
+            serde_json::to_value(&read_back).unwrap(),
+            serde_json::to_value(&t).unwrap(),
+            "the defaulting must have filled something in"
+        );
+        assert_eq!(
+            pod_template_hash(&read_back, None),
+            pod_template_hash(&t, None)
+        );
+    }
+}
+
+#[test]
+fn the_stable_template_read_back_from_its_replica_set_returns_to_stable_at_once() {
+    let mut w = settled_world(10, STEPS_20_P_50_P_100);
+    let stable = hash_of(&w);
+    let v1_template = w.rollout.spec.template.clone().unwrap();
+    w.set_image("web:2");
+    until(&mut w, 30, "weight 50", |w| {
+        w.traffic.canary_weight == Some(50)
+    });
+    let before = w.replica_sets.len();
+    // What `kubectl get rs -o yaml` shows of the stable version, pasted back into the Rollout.
+    w.rollout.spec.template = Some(defaulted(&v1_template));
+    let p = w.reconcile();
+    assert!(
+        p.replica_sets.iter().all(|d| !d.create),
+        "{:?}",
+        p.replica_sets
+    );
+    assert_eq!(
+        w.rollout
+            .status
+            .as_ref()
+            .unwrap()
+            .current_pod_hash
+            .as_deref(),
+        Some(stable.as_str())
+    );
+    assert_eq!(step(&w), Some(5), "no steps when going back to stable");
+    assert!(p.events.iter().any(|e| e.reason == "RolledBackToStable"));
+    assert!(p.create_analysis_runs.is_empty());
+    until(&mut w, 10, "healthy", |w| phase(w) == "Healthy");
+    assert_eq!(w.replica_sets.len(), before, "no new ReplicaSet");
+}
+
+#[test]
+fn a_replica_set_named_by_the_earlier_hash_is_kept_on_upgrade() {
+    use sluice::plan::hash::{legacy_pod_template_hash, pod_template_hash};
+    // A manifest that spells out defaults: the earlier hash (of the template as written) and
+    // the canonical one differ.
+    let mut r = rollout(4, STEPS_20_P_50_P_100);
+    let c = &mut r
+        .spec
+        .template
+        .as_mut()
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0];
+    c.image_pull_policy = Some("IfNotPresent".into());
+    let template = r.spec.template.clone().unwrap();
+    let old = legacy_pod_template_hash(&template, None);
+    assert_ne!(old, pod_template_hash(&template, None));
+    let mut w = sluice::plan::sim::World::new(r, t0());
+    w.settle(Duration::from_secs(1), 50);
+    // What an earlier release left in the cluster: everything named by the earlier hash.
+    let new = w
+        .rollout
+        .status
+        .as_ref()
+        .unwrap()
+        .stable_rs
+        .clone()
+        .unwrap();
+    let st = w.rollout.status.as_mut().unwrap();
+    st.stable_rs = Some(old.clone());
+    st.current_pod_hash = Some(old.clone());
+    for rs in &mut w.replica_sets {
+        if rs.hash == new {
+            rs.hash = old.clone();
+            rs.name = format!("web-{old}");
+        }
+    }
+    w.traffic.stable_service_hash = Some(old.clone());
+    w.traffic.canary_service_hash = Some(old.clone());
+    let p = w.reconcile();
+    assert!(p.events.is_empty(), "{:?}", p.events);
+    assert!(
+        p.replica_sets.iter().all(|d| !d.create && d.hash == old),
+        "{:?}",
+        p.replica_sets
+    );
+    assert_eq!(p.status.current_pod_hash.as_deref(), Some(old.as_str()));
+    assert_eq!(phase(&w), "Healthy");
+    assert_eq!(w.pods(&old), 4);
+    // An update from there still rolls out, and a revert returns to the old ReplicaSet.
+    w.set_image("web:2");
+    until(&mut w, 30, "weight 20", |w| {
+        w.traffic.canary_weight == Some(20)
+    });
+    w.set_image("web:1");
+    let p = w.reconcile();
+    assert!(
+        p.events.iter().any(|e| e.reason == "RolledBackToStable"),
+        "{:?}",
+        p.events
+    );
+    assert_eq!(p.status.current_pod_hash.as_deref(), Some(old.as_str()));
+}
+
+#[test]
+fn messages_number_steps_from_one() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+steps:
+- setWeight: 20
+- analysis: {templates: [{templateName: success-rate}]}
+- setWeight: 100
+"#;
+    let mut w = settled_world(4, spec);
+    w.set_image("web:2");
+    until(&mut w, 20, "analysis step", |w| {
+        step(w) == Some(1) && !w.analysis_runs.is_empty()
+    });
+    w.set_run_phase(
+        AnalysisRunKind::Step(1),
+        AnalysisPhase::Failed,
+        "metric failed",
+    );
+    until(&mut w, 5, "aborted", |w| phase(w) == "Degraded");
+    let aborted = w
+        .events
+        .iter()
+        .find(|e| e.reason == "RolloutAborted")
+        .unwrap();
+    // The analysis is the second step; currentStepIndex was 1.
+    assert!(
+        aborted.message.starts_with("aborted at step 2 of 3:"),
+        "{}",
+        aborted.message
+    );
+    w.retry();
+    tick(&mut w, 1);
+    let retry = w
+        .events
+        .iter()
+        .find(|e| e.reason == "RolloutRetry")
+        .unwrap();
+    assert_eq!(retry.message, "retrying the update from step 1");
+    assert_eq!(
+        step(&w),
+        Some(0).max(step(&w)),
+        "currentStepIndex stays 0-based"
+    );
+    let changed = {
+        w.rollout
+            .spec
+            .strategy
+            .canary
+            .as_mut()
+            .unwrap()
+            .steps
+            .remove(2);
+        w.reconcile()
+    };
+    let restarted = changed
+        .events
+        .iter()
+        .find(|e| e.message.starts_with("steps changed"))
+        .unwrap();
+    assert_eq!(
+        restarted.message,
+        "steps changed during the update: restarting from step 1"
+    );
+}

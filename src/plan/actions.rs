@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
+use super::hash;
 use crate::api::common::AnalysisPhase;
 use crate::api::constants::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION};
 use crate::api::rollout::{PauseReason, Rollout, RolloutStatus};
@@ -412,16 +413,22 @@ fn undo(ro: &Rollout, rss: &[ReplicaSet], to: Option<i64>) -> Decision {
                 ))
             })?,
     };
-    let mut template = rs
+    let template = rs
         .spec
         .as_ref()
-        .and_then(|s| s.template.clone())
+        .and_then(|s| s.template.as_ref())
         .ok_or_else(|| Refusal(format!("ReplicaSet {} has no pod template", rs.name_any())))?;
-    // The hash label is the controller's; the Rollout's template never carries it.
-    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
-        labels.remove(POD_TEMPLATE_HASH_LABEL);
-    }
-    let template = serde_json::to_value(&template).map_err(|e| Refusal(e.to_string()))?;
+    // The ReplicaSet's template as the API server stored it, less what the API server filled in
+    // and the controller's hash label: the template as it was written, which the controller
+    // hashes to this ReplicaSet's hash and so takes up again instead of starting a new one. A
+    // ReplicaSet named by an earlier release's hash is found again by the spelling that hash
+    // was computed from.
+    let collision_count = ro.status.as_ref().and_then(|s| s.collision_count);
+    let template = rs
+        .labels()
+        .get(POD_TEMPLATE_HASH_LABEL)
+        .and_then(|label| hash::spelling_with_hash(template, label, collision_count))
+        .unwrap_or_else(|| hash::canonical_template(template));
     let images: Vec<String> = rs
         .spec
         .as_ref()

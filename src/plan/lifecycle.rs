@@ -1,13 +1,44 @@
 //! The decisions that move a Rollout between versions: the first version, a new template, a
 //! user's retry or abort, full promotion, an abort, and the promotion itself.
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::context::{Ctx, Journal, add_secs, clear_pauses};
 use super::hash;
-use super::types::{DesiredReplicaSet, EventType};
+use super::types::{DesiredReplicaSet, EventType, Observation};
 use crate::api::constants::{self, reason};
 use crate::api::rollout::RolloutStatus;
+
+/// The pod-template hash naming the template in force: its canonical hash, unless the same
+/// template is known under its version-1 hash (see [`hash`]) — as the version in force, the
+/// stable one, or an existing ReplicaSet. Such a ReplicaSet is kept rather than replaced by an
+/// identical one, so an upgrade of Sluice replaces no pod, and a template that returns to such
+/// a version (undo, a Git revert) finds it again.
+pub(super) fn template_hash(
+    obs: &Observation,
+    template: &PodTemplateSpec,
+    st: &RolloutStatus,
+) -> String {
+    let canonical = hash::pod_template_hash(template, st.collision_count);
+    let legacy = hash::legacy_pod_template_hash(template, st.collision_count);
+    if legacy == canonical {
+        return canonical;
+    }
+    let named = |h: &str| h == canonical || h == legacy;
+    let in_status = [st.current_pod_hash.as_deref(), st.stable_rs.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|h| named(h));
+    if let Some(h) = in_status {
+        return h.to_string();
+    }
+    let exists = |h: &str| obs.replica_sets.iter().any(|r| r.hash == h);
+    if !exists(&canonical) && exists(&legacy) {
+        return legacy;
+    }
+    canonical
+}
 
 /// First version of this Rollout: it becomes stable at once, without steps. Returns true when
 /// this is it.
@@ -94,7 +125,7 @@ pub(super) fn detect_template_change(
             journal.event(
                 EventType::Normal,
                 reason::REPLICA_SET_UPDATED,
-                "steps changed during the update: restarting from step 0",
+                "steps changed during the update: restarting from step 1",
             );
         }
     }
@@ -116,7 +147,7 @@ pub(super) fn retry_or_user_abort(
         journal.event(
             EventType::Normal,
             reason::ROLLOUT_RETRY,
-            "retrying the update from step 0",
+            "retrying the update from step 1",
         );
     }
     if st.abort && st.aborted_at.is_none() {
@@ -157,8 +188,11 @@ pub(super) fn start_abort(ctx: &Ctx, st: &mut RolloutStatus, journal: &mut Journ
     st.aborted_at = Some(Time(ctx.now));
     clear_pauses(st);
     let n = ctx.steps.len();
+    // Numbered from 1, as everything shown to people; after the last step (waiting for the
+    // pods or for promotion) the abort is reported at the last step.
     let message = if n > 0 {
-        format!("aborted at step {} of {n}: {why}", step + 1)
+        let shown = (step + 1).clamp(1, n as i32);
+        format!("aborted at step {shown} of {n}: {why}")
     } else {
         format!("aborted: {why}")
     };

@@ -56,7 +56,7 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
         Ok(found) => found,
         Err(errors) => return validity::invalid(obs, st, errors, now),
     };
-    let current_hash = hash::pod_template_hash(template, st.collision_count);
+    let current_hash = lifecycle::template_hash(obs, template, &st);
     let initial = lifecycle::adopt_first_version(&mut st, &current_hash, canary.steps.len());
     let ctx = Ctx::new(obs, now, canary, current_hash, &st);
     let mut journal = Journal::default();
