@@ -3,11 +3,8 @@
 //! the stable version take up its ReplicaSet again at once, without steps or analysis; `undo`
 //! to an older revision reuses that revision's ReplicaSet.
 
-mod controller_support;
-
 use std::time::Duration;
 
-use controller_support::*;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -17,6 +14,7 @@ use sluice::controller::ControllerConfig;
 use sluice::metrics::prometheus::{AddressAllowlist, PrometheusConfig};
 use sluice::plan::actions::{Action, decide};
 use sluice_e2e::prometheus::PrometheusServer;
+use sluice_test_support::controller::*;
 
 /// A template that measures a constant through a real Prometheus: Successful after 2 s.
 const TEMPLATE: &str = r#"
