@@ -904,7 +904,9 @@ fn with_templates(
 /// Nothing of the new version may be created and no traffic may move while a plan is invalid.
 fn assert_frozen(w: &sluice::plan::sim::World, p: &sluice::plan::Plan, new_hash: &str) {
     assert!(
-        p.replica_sets.iter().all(|r| r.hash != new_hash && !r.create),
+        p.replica_sets
+            .iter()
+            .all(|r| r.hash != new_hash && !r.create),
         "no ReplicaSet of the new version: {:?}",
         p.replica_sets
     );
@@ -948,7 +950,9 @@ fn a_missing_template_stops_the_update_before_its_first_pod_and_its_creation_res
     );
     assert!(p.invalid.is_none(), "{:?}", p.invalid);
     assert!(
-        p.replica_sets.iter().any(|r| r.hash == new_hash && r.create),
+        p.replica_sets
+            .iter()
+            .any(|r| r.hash == new_hash && r.create),
         "{:?}",
         p.replica_sets
     );
@@ -992,7 +996,9 @@ fn template_problems_name_the_template_and_the_field() {
 
     // An argument nobody supplies.
     let mut needs_more = success_rate("1m");
-    needs_more.args.push(serde_json::from_value(serde_json::json!({"name": "region"})).unwrap());
+    needs_more
+        .args
+        .push(serde_json::from_value(serde_json::json!({"name": "region"})).unwrap());
     let p = plan(
         &with_templates(&w, &[("success-rate", ObservedTemplate::Found(needs_more))]),
         t0(),

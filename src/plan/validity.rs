@@ -312,7 +312,11 @@ fn analysis_errors(
                 metric_errors.extend(check_limits(&m).err());
                 metric_errors.extend(check_conditions(&m));
                 metric_errors.extend(m.provider.prometheus.iter().flat_map(check_prometheus));
-                errors.extend(metric_errors.iter().map(|e| problem(metric_message(index, e))));
+                errors.extend(
+                    metric_errors
+                        .iter()
+                        .map(|e| problem(metric_message(index, e))),
+                );
             }
             Err(e) => errors.push(problem(format!(
                 "spec.metrics[{index}]: after argument substitution: {e}"

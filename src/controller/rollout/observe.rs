@@ -186,10 +186,14 @@ fn locate(spec: &serde_json::Value, error: &serde_json::Error) -> FieldError {
         let Err(whole) = serde_json::from_value::<Metric>(metric.clone()) else {
             continue;
         };
-        let name = metric.get("name").cloned().unwrap_or_default();
         for (k, v) in metric.as_object().into_iter().flatten() {
+            // The field alone, next to the fields every metric needs.
             let mut probe = serde_json::Map::new();
-            probe.insert("name".into(), name.clone());
+            probe.insert("name".into(), "probe".into());
+            probe.insert(
+                "provider".into(),
+                serde_json::json!({"prometheus": {"query": "up"}}),
+            );
             probe.insert(k.clone(), v.clone());
             if let Err(e) = serde_json::from_value::<Metric>(probe.into()) {
                 return FieldError {
@@ -217,7 +221,10 @@ fn unreadable_during_update(
     templates: &Templates,
 ) -> Result<(), TemplateError> {
     let status = state.rollout.status.as_ref();
-    let updating = match (state.template.as_ref(), status.and_then(|s| s.stable_rs.as_ref())) {
+    let updating = match (
+        state.template.as_ref(),
+        status.and_then(|s| s.stable_rs.as_ref()),
+    ) {
         (Some(template), Some(stable)) => {
             crate::plan::hash::pod_template_hash(template, status.and_then(|s| s.collision_count))
                 != *stable
