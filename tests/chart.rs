@@ -875,6 +875,9 @@ async fn rendered_chart_runs_one_leader_that_rolls_out_within_its_rbac() {
         ("networking.k8s.io", "ingresses", "create"),
         ("", "services", "patch"),
         ("coordination.k8s.io", "leases", "create"),
+        // Templates are watched, so that creating or fixing one resumes the Rollouts it held.
+        ("sluice.dev", "analysistemplates", "watch"),
+        ("sluice.dev", "clusteranalysistemplates", "watch"),
     ] {
         let t = (
             needed.0.to_string(),

@@ -791,6 +791,7 @@ fn workload_ref_scale_down_modes() {
                 generation: 1,
             }),
             reference_errors: vec![],
+            analysis_templates: None,
         };
         let p = plan(&obs, t0());
         assert!(p.invalid.is_none(), "{:?}", p.invalid);
@@ -830,6 +831,7 @@ fn missing_workload_ref_deployment_is_an_invalid_spec() {
         traffic: Default::default(),
         workload: None,
         reference_errors: vec![],
+        analysis_templates: None,
     };
     let p = plan(&obs, t0());
     let errs = p.invalid.expect("invalid");
@@ -1058,4 +1060,163 @@ steps:
         restarted.message,
         "steps changed during the update: restarting from step 1"
     );
+}
+
+const STEPS_WITH_ANALYSIS: &str = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+steps:
+- setWeight: 20
+- analysis:
+    templates: [{templateName: success-rate}]
+    args: [{name: service, value: web}]
+- setWeight: 100
+"#;
+
+fn success_rate(interval: &str) -> sluice::api::analysis::AnalysisTemplateSpec {
+    serde_json::from_value(serde_json::json!({
+        "args": [{"name": "service"}, {"name": "threshold", "value": "0.95"}],
+        "metrics": [{
+            "name": "success-rate",
+            "interval": interval,
+            "count": 3,
+            "successCondition": "result[0] >= {{args.threshold}}",
+            "provider": {"prometheus": {"query": "rate(ok{service=\"{{args.service}}\"}[1m])"}}
+        }]
+    }))
+    .unwrap()
+}
+
+fn with_templates(
+    w: &sluice::plan::sim::World,
+    templates: &[(&str, sluice::plan::ObservedTemplate)],
+) -> sluice::plan::Observation {
+    let mut obs = w.observe();
+    obs.analysis_templates = Some(
+        templates
+            .iter()
+            .map(|(name, t)| ((false, name.to_string()), t.clone()))
+            .collect(),
+    );
+    obs
+}
+
+/// Nothing of the new version may be created and no traffic may move while a plan is invalid.
+fn assert_frozen(w: &sluice::plan::sim::World, p: &sluice::plan::Plan, new_hash: &str) {
+    assert!(
+        p.replica_sets
+            .iter()
+            .all(|r| r.hash != new_hash && !r.create),
+        "no ReplicaSet of the new version: {:?}",
+        p.replica_sets
+    );
+    assert_eq!(p.canary_weight, None, "the weight is left as it is");
+    assert!(p.create_analysis_runs.is_empty());
+    assert_eq!(p.status.phase, Some(RolloutPhase::Degraded));
+    let invalid = p
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "InvalidSpec")
+        .expect("InvalidSpec condition");
+    assert_eq!(invalid.status, "True");
+    assert_eq!(w.traffic.canary_weight, Some(0));
+}
+
+#[test]
+fn a_missing_template_stops_the_update_before_its_first_pod_and_its_creation_resumes_it() {
+    use sluice::plan::ObservedTemplate;
+    let mut w = settled_world(4, STEPS_WITH_ANALYSIS);
+    w.set_image("web:2");
+    let new_hash = hash_of(&w);
+    let p = plan(
+        &with_templates(&w, &[("success-rate", ObservedTemplate::Missing)]),
+        t0(),
+    );
+    let errors = p.invalid.clone().expect("invalid");
+    assert_eq!(
+        errors[0].to_string(),
+        "spec.strategy.canary.steps[1].analysis.templates[0]: AnalysisTemplate \"success-rate\" not found"
+    );
+    assert_frozen(&w, &p, &new_hash);
+
+    // The template appears: the same revision proceeds.
+    let p = plan(
+        &with_templates(
+            &w,
+            &[("success-rate", ObservedTemplate::Found(success_rate("1m")))],
+        ),
+        t0(),
+    );
+    assert!(p.invalid.is_none(), "{:?}", p.invalid);
+    assert!(
+        p.replica_sets
+            .iter()
+            .any(|r| r.hash == new_hash && r.create),
+        "{:?}",
+        p.replica_sets
+    );
+}
+
+#[test]
+fn template_problems_name_the_template_and_the_field() {
+    use sluice::api::validation::FieldError;
+    use sluice::plan::ObservedTemplate;
+    let mut w = settled_world(4, STEPS_WITH_ANALYSIS);
+    w.set_image("web:2");
+    let new_hash = hash_of(&w);
+    // A spec that does not decode, as observed.
+    let undecodable = ObservedTemplate::Invalid(FieldError {
+        field: "spec.metrics[0].interval".into(),
+        message: "cannot read \"five minutes\": invalid unit".into(),
+    });
+    let p = plan(&with_templates(&w, &[("success-rate", undecodable)]), t0());
+    let message = p.invalid.clone().expect("invalid")[0].to_string();
+    assert!(
+        message.contains("AnalysisTemplate \"success-rate\": spec.metrics[0].interval: "),
+        "{message}"
+    );
+    assert_frozen(&w, &p, &new_hash);
+
+    // A negative interval decodes but fails the run's own checks.
+    let p = plan(
+        &with_templates(
+            &w,
+            &[("success-rate", ObservedTemplate::Found(success_rate("-1m")))],
+        ),
+        t0(),
+    );
+    let message = p.invalid.clone().expect("invalid")[0].to_string();
+    assert_eq!(
+        message,
+        "spec.strategy.canary.steps[1].analysis: AnalysisTemplate \"success-rate\": \
+         spec.metrics[0].interval: must not be negative"
+    );
+    assert_frozen(&w, &p, &new_hash);
+
+    // An argument nobody supplies.
+    let mut needs_more = success_rate("1m");
+    needs_more
+        .args
+        .push(serde_json::from_value(serde_json::json!({"name": "region"})).unwrap());
+    let p = plan(
+        &with_templates(&w, &[("success-rate", ObservedTemplate::Found(needs_more))]),
+        t0(),
+    );
+    let message = p.invalid.clone().expect("invalid")[0].to_string();
+    assert_eq!(
+        message,
+        "spec.strategy.canary.steps[1].analysis: AnalysisTemplate \"success-rate\": \
+         spec.args: argument \"region\" was not supplied"
+    );
+    assert_frozen(&w, &p, &new_hash);
+
+    // A Rollout at rest starts no analysis: the same template is no reason to stop it.
+    let settled = settled_world(4, STEPS_WITH_ANALYSIS);
+    let p = plan(
+        &with_templates(&settled, &[("success-rate", ObservedTemplate::Missing)]),
+        t0(),
+    );
+    assert!(p.invalid.is_none(), "{:?}", p.invalid);
 }

@@ -43,10 +43,10 @@ use leader::LeaderGate;
 use metrics::{ControllerLabels, ErrorLabels, Metrics};
 use watches::{
     CappedBackoff, api, cached, label_selector, names_service, names_workload, referencing, routed,
-    wait_ready, watch,
+    using_templates, wait_ready, watch, watch_untyped,
 };
 
-use crate::api::analysis::AnalysisRun;
+use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::api::constants;
 use crate::api::rollout::Rollout;
 use crate::metrics::prometheus::PrometheusProvider;
@@ -121,6 +121,12 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     let (ar_store, ar_stream) = cached(api::<AnalysisRun>(&client, &ns), all());
     let (dep_store, dep_stream) = cached(api::<Deployment>(&client, &ns), all());
     let ingress_stream = watch(api::<Ingress>(&client, &ns), all(), None);
+    // Templates are read live when a Rollout is reconciled; their watches only trigger that, so
+    // that creating or fixing a template resumes the Rollouts it held back.
+    let (template_resource, template_stream) =
+        watch_untyped::<AnalysisTemplate>(&client, ns.as_deref());
+    let (cluster_template_resource, cluster_template_stream) =
+        watch_untyped::<ClusterAnalysisTemplate>(&client, None);
     let rollout_ctrl = Controller::new(api::<Rollout>(&client, &ns), rollout_cfg)
         .trigger_backoff(CappedBackoff::default());
     let stores = Stores {
@@ -173,6 +179,16 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         .watches_stream(
             ingress_stream,
             referencing(rollouts.clone(), routed("Ingress", routing.clone())),
+        )
+        .watches_stream_with(
+            template_stream,
+            using_templates(rollouts.clone(), false),
+            template_resource,
+        )
+        .watches_stream_with(
+            cluster_template_stream,
+            using_templates(rollouts.clone(), true),
+            cluster_template_resource,
         );
     for (kind, resource, stream) in watches::istio(&client, &ns, &routing).await {
         let mapper = referencing(rollouts.clone(), routed(kind, routing.clone()));

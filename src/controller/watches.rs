@@ -56,6 +56,65 @@ where
     events.touched_objects().filter_map(log_watch_error).boxed()
 }
 
+/// A trigger stream of a kind read untyped (backed off), with its resource: for kinds whose
+/// changes matter but whose content is read when needed. An untyped object always decodes, so
+/// one object with a spec this controller cannot read never interrupts the watch of the others.
+pub(super) fn watch_untyped<K>(
+    client: &kube::Client,
+    ns: Option<&str>,
+) -> (
+    ApiResource,
+    BoxStream<'static, Result<DynamicObject, watcher::Error>>,
+)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    (resource, watch(api, watcher::Config::default(), None))
+}
+
+/// Maps an AnalysisTemplate (namespaced) or ClusterAnalysisTemplate (`cluster`) to the Rollouts
+/// whose analyses may use it: those with an analysis referencing any template, in its namespace
+/// (every namespace for a cluster template). Templates include other templates, so the name
+/// alone cannot tell whether a Rollout reaches it; template changes are rare, and a reconcile
+/// without change writes nothing.
+pub(super) fn using_templates<K>(
+    rollouts: Store<Rollout>,
+    cluster: bool,
+) -> impl Fn(K) -> Vec<ObjectRef<Rollout>> + Send + Sync + 'static
+where
+    K: Resource,
+{
+    move |obj: K| {
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        rollouts
+            .state()
+            .iter()
+            .filter(|r| cluster || r.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|r| references_templates(r))
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect()
+    }
+}
+
+/// Whether an analysis of the Rollout references a template. Namespaced templates may include
+/// cluster ones and the other way round, so any reference counts for either kind.
+fn references_templates(r: &Rollout) -> bool {
+    let Some(canary) = &r.spec.strategy.canary else {
+        return false;
+    };
+    canary
+        .analysis
+        .iter()
+        .map(|bg| &bg.analysis)
+        .chain(canary.steps.iter().filter_map(|s| s.analysis.as_ref()))
+        .any(|a| !a.templates.is_empty())
+}
+
 /// A watched kind kept in a cache: the cache, and the trigger stream that fills it.
 pub(super) fn cached<K>(
     api: Api<K>,

@@ -44,7 +44,8 @@ pub use assume::AssumeFacts;
 pub use steps::{describe_step, last_weight};
 pub use types::{
     AnalysisRunKind, AnalysisRunRequest, DesiredReplicaSet, EventType, ManagedRoutes, Observation,
-    ObservedAnalysisRun, ObservedReplicaSet, ObservedTraffic, ObservedWorkload, Plan, PlannedEvent,
+    ObservedAnalysisRun, ObservedReplicaSet, ObservedTemplate, ObservedTemplates, ObservedTraffic,
+    ObservedWorkload, Plan, PlannedEvent,
 };
 
 use context::{Ctx, Journal};

@@ -76,6 +76,7 @@ impl World {
             traffic: self.traffic.clone(),
             workload: self.workload.clone(),
             reference_errors: Vec::new(),
+            analysis_templates: None,
         }
     }
 

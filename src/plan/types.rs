@@ -6,6 +6,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
+use std::collections::BTreeMap;
+
+use crate::api::analysis::AnalysisTemplateSpec;
 use crate::api::common::AnalysisPhase;
 use crate::api::rollout::{
     Rollout, RolloutAnalysis, RolloutStatus, SetHeaderRoute, SetMirrorRoute,
@@ -79,6 +82,22 @@ pub struct ObservedWorkload {
     pub generation: i64,
 }
 
+/// An AnalysisTemplate or ClusterAnalysisTemplate referenced by the Rollout's analyses, as read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObservedTemplate {
+    /// It exists; its spec.
+    Found(AnalysisTemplateSpec),
+    /// It does not exist.
+    Missing,
+    /// It exists, but its spec cannot be read as a template (e.g. `interval: five minutes`):
+    /// the field inside the template and why.
+    Invalid(FieldError),
+}
+
+/// The templates the Rollout's analyses reference, with the ones they include, by
+/// `(clusterScope, name)`.
+pub type ObservedTemplates = BTreeMap<(bool, String), ObservedTemplate>;
+
 /// Everything the planner looks at.
 #[derive(Debug, Clone)]
 pub struct Observation {
@@ -99,6 +118,9 @@ pub struct Observation {
     /// VirtualService), found while observing. Handled like an invalid spec: reported, and
     /// nothing else changes.
     pub reference_errors: Vec<FieldError>,
+    /// Every template the analyses reference (None: not observed, e.g. in a simulation; the
+    /// analyses are then not checked before they start).
+    pub analysis_templates: Option<ObservedTemplates>,
 }
 
 /// Desired state of one ReplicaSet.

@@ -1,14 +1,26 @@
 //! An invalid spec, or a spec referencing objects that are missing: reported on the status, and
 //! nothing else changes.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 use super::conditions::{self, Kstatus};
 use super::context::Journal;
-use super::types::{DesiredReplicaSet, EventType, Observation, Plan};
+use super::hash;
+use super::types::{
+    DesiredReplicaSet, EventType, Observation, ObservedTemplate, ObservedTemplates, Plan,
+};
+use crate::analysis::args::{ArgsError, substitute_declared};
+use crate::analysis::rollout_args::{TemplateHashes, resolve_rollout_args};
+use crate::analysis::template::{TemplateError, compose, run_spec};
+use crate::analysis::validation::{
+    MetricError, check_conditions, check_limits, check_prometheus, check_provider, check_spec,
+};
+use crate::api::analysis::{AnalysisTemplateRef, AnalysisTemplateSpec};
 use crate::api::constants::{condition, reason};
-use crate::api::rollout::{CanaryStrategy, RolloutPhase, RolloutStatus};
+use crate::api::rollout::{CanaryStrategy, RolloutAnalysis, RolloutPhase, RolloutStatus};
 use crate::api::validation::{self, FieldError};
 
 /// The canary strategy and the pod template to plan with, or every reason the spec cannot be
@@ -31,7 +43,14 @@ pub(super) fn check(
         return Err(errors);
     }
     match (spec.strategy.canary.as_ref(), obs.template.as_ref()) {
-        (Some(canary), Some(template)) => Ok((canary, template)),
+        (Some(canary), Some(template)) => {
+            let errors = update_analysis_errors(obs, canary, template);
+            if errors.is_empty() {
+                Ok((canary, template))
+            } else {
+                Err(errors)
+            }
+        }
         // Validation guarantees both; keep the planner total anyway.
         _ => Err(vec![FieldError {
             field: "spec.strategy.canary".into(),
@@ -109,4 +128,223 @@ pub(super) fn clear_invalid_spec(st: &mut RolloutStatus, journal: &mut Journal) 
             "spec is valid again",
         );
     }
+}
+
+/// The problems of the analyses an update will run, found before its first pod exists, so that
+/// a broken template stops the update before any traffic moves rather than at its analysis
+/// step. Checked only during an update (the template in force is not the stable version): a
+/// Rollout at rest starts no analysis.
+fn update_analysis_errors(
+    obs: &Observation,
+    canary: &CanaryStrategy,
+    template: &PodTemplateSpec,
+) -> Vec<FieldError> {
+    let Some(templates) = &obs.analysis_templates else {
+        return Vec::new();
+    };
+    let status = obs.rollout.status.as_ref();
+    let Some(stable) = status.and_then(|s| s.stable_rs.as_deref()) else {
+        // The first version becomes stable at once, without steps or analysis.
+        return Vec::new();
+    };
+    let current = hash::pod_template_hash(template, status.and_then(|s| s.collision_count));
+    if current == stable {
+        return Vec::new();
+    }
+    let analyses = canary
+        .analysis
+        .iter()
+        .map(|bg| ("spec.strategy.canary.analysis".to_string(), &bg.analysis))
+        .chain(canary.steps.iter().enumerate().filter_map(|(i, s)| {
+            let a = s.analysis.as_ref()?;
+            Some((format!("spec.strategy.canary.steps[{i}].analysis"), a))
+        }));
+    let hashes = TemplateHashes {
+        stable: Some(stable),
+        latest: Some(&current),
+    };
+    let mut errors: Vec<FieldError> = Vec::new();
+    for (field, analysis) in analyses {
+        for e in analysis_errors(obs, templates, &field, analysis, hashes) {
+            // A template several analyses use is reported once.
+            if !errors.iter().any(|x| x.message == e.message) {
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
+fn kind(r: &AnalysisTemplateRef) -> &'static str {
+    if r.cluster_scope {
+        "ClusterAnalysisTemplate"
+    } else {
+        "AnalysisTemplate"
+    }
+}
+
+/// One analysis (at `field`) resolved as its run would be: every template it reaches exists
+/// and is valid on its own, then the merged run gets every argument it needs and each metric,
+/// with the arguments substituted, passes the checks the run makes when it starts.
+fn analysis_errors(
+    obs: &Observation,
+    templates: &ObservedTemplates,
+    field: &str,
+    analysis: &RolloutAnalysis,
+    hashes: TemplateHashes<'_>,
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    // The templates reached, with the reference (field) that first reached each.
+    let mut found: BTreeMap<(bool, String), (&AnalysisTemplateRef, &AnalysisTemplateSpec)> =
+        BTreeMap::new();
+    let mut queue: Vec<(String, &AnalysisTemplateRef)> = analysis
+        .templates
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("{field}.templates[{i}]"), r))
+        .collect();
+    queue.reverse();
+    let mut seen = Vec::new();
+    while let Some((at, r)) = queue.pop() {
+        let key = (r.cluster_scope, r.template_name.clone());
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key.clone());
+        let name = &r.template_name;
+        let problem = |message: String| FieldError {
+            field: at.clone(),
+            message: format!("{} {name:?}: {message}", kind(r)),
+        };
+        match templates.get(&key) {
+            // Not read (the observation is partial): nothing known to report.
+            None => {}
+            Some(ObservedTemplate::Missing) => errors.push(FieldError {
+                field: at.clone(),
+                message: format!("{} {name:?} not found", kind(r)),
+            }),
+            Some(ObservedTemplate::Invalid(e)) => errors.push(problem(e.to_string())),
+            Some(ObservedTemplate::Found(spec)) => {
+                let includes = !spec.templates.is_empty();
+                for e in check_spec(
+                    &spec.metrics,
+                    &spec.dry_run,
+                    &spec.measurement_retention,
+                    includes,
+                ) {
+                    errors.push(problem(e.status_message()));
+                }
+                for (i, m) in spec.metrics.iter().enumerate() {
+                    if let Err(e) = check_provider(m) {
+                        errors.push(problem(metric_message(i, &e)));
+                    }
+                }
+                found.insert(key, (r, spec));
+                for inner in spec.templates.iter().rev() {
+                    queue.push((at.clone(), inner));
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return errors;
+    }
+    let lookup = |r: &AnalysisTemplateRef| {
+        found
+            .get(&(r.cluster_scope, r.template_name.clone()))
+            .map(|(_, spec)| *spec)
+    };
+    let merged = match compose(&analysis.templates, lookup) {
+        Ok(t) => t,
+        Err(e) => return vec![at(field, e.to_string())],
+    };
+    let rollout = match serde_json::to_value(&obs.rollout) {
+        Ok(v) => v,
+        Err(e) => return vec![at(field, e.to_string())],
+    };
+    let args = match resolve_rollout_args(&analysis.args, &rollout, hashes) {
+        Ok(a) => a,
+        Err(e) => return vec![at(&format!("{field}.args"), e.to_string())],
+    };
+    let run = match run_spec(
+        &merged,
+        &args,
+        &analysis.dry_run,
+        &analysis.measurement_retention,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            // An argument nobody supplies is reported against the template that declares it.
+            let declared_by = match &e {
+                TemplateError::Args(ArgsError::NotSupplied { name }) => found
+                    .values()
+                    .find(|(_, spec)| spec.args.iter().any(|a| &a.name == name))
+                    .map(|(r, _)| *r),
+                _ => None,
+            };
+            let message = match declared_by {
+                Some(r) => format!("{} {:?}: spec.args: {e}", kind(r), r.template_name),
+                None => e.to_string(),
+            };
+            return vec![at(field, message)];
+        }
+    };
+    for m in &run.metrics {
+        // Reported against the template that declares the metric.
+        let Some((r, index)) = found.values().find_map(|(r, spec)| {
+            let i = spec.metrics.iter().position(|x| x.name == m.name)?;
+            Some((*r, i))
+        }) else {
+            continue;
+        };
+        let problem = |message: String| FieldError {
+            field: field.to_string(),
+            message: format!("{} {:?}: {message}", kind(r), r.template_name),
+        };
+        // Secret-backed arguments are not read here: substitution fills them with stand-ins.
+        let substituted = substitute_declared(m, &run.args);
+        for p in &substituted.problems {
+            errors.push(problem(format!("spec.metrics[{index}]: {p}")));
+        }
+        match substituted.metric {
+            Ok(m) => {
+                let mut metric_errors = Vec::new();
+                metric_errors.extend(check_limits(&m).err());
+                metric_errors.extend(check_conditions(&m));
+                metric_errors.extend(m.provider.prometheus.iter().flat_map(check_prometheus));
+                errors.extend(
+                    metric_errors
+                        .iter()
+                        .map(|e| problem(metric_message(index, e))),
+                );
+            }
+            Err(e) => errors.push(problem(format!(
+                "spec.metrics[{index}]: after argument substitution: {e}"
+            ))),
+        }
+    }
+    errors
+}
+
+fn at(field: &str, message: String) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        message,
+    }
+}
+
+/// `spec.metrics[INDEX].FIELD: MESSAGE`, the field named once.
+fn metric_message(index: usize, e: &MetricError) -> String {
+    let inner = e.field();
+    let message = e.to_string();
+    if inner.is_empty() {
+        return format!("spec.metrics[{index}]: {message}");
+    }
+    // Limit messages start with the field's own name.
+    let message = message
+        .strip_prefix(inner.as_str())
+        .map(str::trim_start)
+        .filter(|m| !m.is_empty())
+        .unwrap_or(message.as_str());
+    format!("spec.metrics[{index}].{inner}: {message}")
 }

@@ -24,7 +24,8 @@
 - apiGroups: [sluice.dev]
   resources: [analysisruns/status]
   verbs: [update]
-# AnalysisTemplates: read to build AnalysisRuns.
+# AnalysisTemplates: read to check an update's analyses and build AnalysisRuns; watched so
+# that creating or fixing one resumes the Rollouts it held back.
 - apiGroups: [sluice.dev]
   resources: [analysistemplates]
   verbs: [get, list, watch]

@@ -1,27 +1,27 @@
 //! Observe: everything a reconcile reads, before anything is decided. The watch caches give the
 //! Rollout's ReplicaSets, AnalysisRuns, Services and workload; the routers read the traffic
-//! objects; the AnalysisTemplates of the analyses the plan may start are read live.
+//! objects; the AnalysisTemplates the Rollout's analyses reference are read live.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
-use kube::api::{Api, ObjectMeta};
+use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::error::{ApiError, RouterError, Unnamed, api_error, router_error};
 use super::target::Target;
 use crate::api::analysis::{
-    AnalysisTemplate, AnalysisTemplateRef, AnalysisTemplateSpec, ClusterAnalysisTemplate,
+    AnalysisTemplate, AnalysisTemplateRef, AnalysisTemplateSpec, ClusterAnalysisTemplate, Metric,
 };
 use crate::api::constants;
 use crate::api::rollout::Rollout;
 use crate::api::validation::FieldError;
 use crate::plan::{
-    AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedReplicaSet, ObservedTraffic,
-    ObservedWorkload,
+    AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedReplicaSet, ObservedTemplate,
+    ObservedTemplates, ObservedTraffic, ObservedWorkload,
 };
 use crate::traffic::TrafficError;
 
@@ -37,6 +37,9 @@ pub enum Error {
     /// A router could not read its objects.
     #[error(transparent)]
     Router(#[from] RouterError),
+    /// A template an update uses could not be read.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
 }
 
 impl Error {
@@ -46,6 +49,7 @@ impl Error {
             Error::Unnamed(_) => "invalid",
             Error::Api(e) => e.category(),
             Error::Router(e) => e.category(),
+            Error::Template(e) => super::error::kube_category(&e.source),
         }
     }
 }
@@ -60,10 +64,11 @@ pub(super) struct Observed {
 
 /// Reads everything the reconcile of `t` decides from.
 pub(super) async fn observe(t: &Target<'_>) -> Result<Observed, Error> {
-    Ok(Observed {
-        state: state(t).await?,
-        templates: templates(t).await,
-    })
+    let mut state = state(t).await?;
+    let (templates, observed) = templates(t).await;
+    unreadable_during_update(&state, &templates)?;
+    state.analysis_templates = Some(observed);
+    Ok(Observed { state, templates })
 }
 
 /// How reading one template went: `Ok(None)` when it does not exist.
@@ -117,10 +122,13 @@ fn analyses(ro: &Rollout) -> Vec<&crate::api::rollout::RolloutAnalysis> {
         .collect()
 }
 
-/// Reads every template the analyses reference, following `templates[]` inclusions. Live reads
-/// (templates are not watched), as the run is built from them.
-async fn templates(t: &Target<'_>) -> Templates {
+/// Reads every template the analyses reference, following `templates[]` inclusions: for the
+/// runs the plan may start, and for the planner, which checks them all before an update moves.
+/// Live reads, as JSON: a template whose spec does not decode is reported with its field rather
+/// than failing the read. (Templates are watched only to trigger reconciles.)
+async fn templates(t: &Target<'_>) -> (Templates, ObservedTemplates) {
     let mut read = BTreeMap::new();
+    let mut observed = ObservedTemplates::new();
     let mut queue: Vec<AnalysisTemplateRef> = analyses(t.rollout)
         .into_iter()
         .flat_map(|a| a.templates.iter().cloned())
@@ -130,23 +138,111 @@ async fn templates(t: &Target<'_>) -> Templates {
         if read.contains_key(&key) {
             continue;
         }
-        let spec = if r.cluster_scope {
-            let api: Api<ClusterAnalysisTemplate> = Api::all(t.ctx.client.clone());
-            api.get_opt(&r.template_name)
-                .await
-                .map(|t| t.map(|t| t.spec.template))
+        let api: Api<DynamicObject> = if r.cluster_scope {
+            Api::all_with(
+                t.ctx.client.clone(),
+                &ApiResource::erase::<ClusterAnalysisTemplate>(&()),
+            )
         } else {
-            let api: Api<AnalysisTemplate> = Api::namespaced(t.ctx.client.clone(), &t.namespace);
-            api.get_opt(&r.template_name)
-                .await
-                .map(|t| t.map(|t| t.spec))
+            Api::namespaced_with(
+                t.ctx.client.clone(),
+                &t.namespace,
+                &ApiResource::erase::<AnalysisTemplate>(&()),
+            )
         };
-        if let Ok(Some(spec)) = &spec {
-            queue.extend(spec.templates.iter().cloned());
-        }
-        read.insert(key, spec.map_err(Arc::new));
+        let spec = match api.get_opt(&r.template_name).await {
+            Ok(None) => {
+                observed.insert(key.clone(), ObservedTemplate::Missing);
+                Ok(None)
+            }
+            Ok(Some(obj)) => {
+                let json = obj.data.get("spec").cloned().unwrap_or_default();
+                match serde_json::from_value::<AnalysisTemplateSpec>(json.clone()) {
+                    Ok(spec) => {
+                        queue.extend(spec.templates.iter().cloned());
+                        observed.insert(key.clone(), ObservedTemplate::Found(spec.clone()));
+                        Ok(Some(spec))
+                    }
+                    Err(e) => {
+                        observed.insert(key.clone(), ObservedTemplate::Invalid(locate(&json, &e)));
+                        // No run is built from it: the planner refuses the update first.
+                        Ok(None)
+                    }
+                }
+            }
+            // Left out of the observation: the planner cannot judge what it could not read.
+            Err(e) => Err(Arc::new(e)),
+        };
+        read.insert(key, spec);
     }
-    Templates(read)
+    (Templates(read), observed)
+}
+
+/// Where in a template's spec `error` (from decoding `spec`) is: the first metric that does not
+/// decode, and in it the first field that does not decode on its own.
+fn locate(spec: &serde_json::Value, error: &serde_json::Error) -> FieldError {
+    let metrics = spec.get("metrics").and_then(|m| m.as_array());
+    for (i, metric) in metrics.into_iter().flatten().enumerate() {
+        let Err(whole) = serde_json::from_value::<Metric>(metric.clone()) else {
+            continue;
+        };
+        for (k, v) in metric.as_object().into_iter().flatten() {
+            // The field alone, next to the fields every metric needs.
+            let mut probe = serde_json::Map::new();
+            probe.insert("name".into(), "probe".into());
+            probe.insert(
+                "provider".into(),
+                serde_json::json!({"prometheus": {"query": "up"}}),
+            );
+            probe.insert(k.clone(), v.clone());
+            if let Err(e) = serde_json::from_value::<Metric>(probe.into()) {
+                return FieldError {
+                    field: format!("spec.metrics[{i}].{k}"),
+                    message: format!("cannot read {v}: {e}"),
+                };
+            }
+        }
+        return FieldError {
+            field: format!("spec.metrics[{i}]"),
+            message: whole.to_string(),
+        };
+    }
+    FieldError {
+        field: "spec".into(),
+        message: error.to_string(),
+    }
+}
+
+/// Fails the reconcile when a template could not be read and the Rollout is updating: nothing
+/// may move before every template the update uses is known to be valid. A Rollout at rest
+/// starts no analysis, so there a failed read waits until a run needs the template.
+fn unreadable_during_update(
+    state: &Observation,
+    templates: &Templates,
+) -> Result<(), TemplateError> {
+    let status = state.rollout.status.as_ref();
+    let updating = match (
+        state.template.as_ref(),
+        status.and_then(|s| s.stable_rs.as_ref()),
+    ) {
+        (Some(template), Some(stable)) => {
+            crate::plan::hash::pod_template_hash(template, status.and_then(|s| s.collision_count))
+                != *stable
+        }
+        _ => false,
+    };
+    if !updating {
+        return Ok(());
+    }
+    for ((_, name), read) in &templates.0 {
+        if let Err(source) = read {
+            return Err(TemplateError {
+                name: name.clone(),
+                source: source.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
@@ -175,6 +271,7 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
         traffic,
         workload,
         reference_errors,
+        analysis_templates: None,
     })
 }
 
