@@ -10,8 +10,6 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Resource, ResourceExt};
 use sluice::api::analysis::AnalysisRun;
 use sluice::api::common::AnalysisPhase;
-use sluice::controller::ControllerConfig;
-use sluice::metrics::prometheus::{AddressAllowlist, PrometheusConfig};
 use sluice_test_support::controller::*;
 
 /// The only address the controller may query; the run asks another one.
@@ -35,21 +33,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erroring_metric_says_why_while_the_run_is_running() {
-    let cluster = cluster().await;
-    let client = cluster.client();
-    let config = ControllerConfig {
-        prometheus: PrometheusConfig {
-            allowlist: AddressAllowlist::new([ALLOWED]).unwrap(),
-            default_address: None,
-        },
-        ..config()
-    };
-    let controller = Some(start_controller(&cluster, config).await);
-    let env = Env {
-        cluster,
-        client,
-        controller,
-    };
+    let env = Env::with_config(prometheus_config(ALLOWED, None)).await;
     let runs: Api<AnalysisRun> = Api::namespaced(env.client.clone(), env.ns());
     let run: AnalysisRun = serde_yaml::from_str(RUN).unwrap();
     let created = runs.create(&PostParams::default(), &run).await.unwrap();

@@ -10,8 +10,6 @@ use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use sluice::api::analysis::{AnalysisRun, AnalysisTemplate};
 use sluice::api::rollout::Rollout;
-use sluice::controller::ControllerConfig;
-use sluice::metrics::prometheus::{AddressAllowlist, PrometheusConfig};
 use sluice_e2e::prometheus::PrometheusServer;
 use sluice_test_support::controller::*;
 
@@ -65,24 +63,11 @@ async fn runs(env: &Env) -> Vec<AnalysisRun> {
 }
 
 async fn env(prom: Option<&PrometheusServer>) -> Env {
-    let cluster = cluster().await;
-    let client = cluster.client();
-    let mut config = config();
-    if let Some(prom) = prom {
-        config = ControllerConfig {
-            prometheus: PrometheusConfig {
-                allowlist: AddressAllowlist::new([prom.url()]).unwrap(),
-                default_address: Some(prom.url()),
-            },
-            ..config
-        };
-    }
-    let controller = Some(start_controller(&cluster, config).await);
-    let env = Env {
-        cluster,
-        client,
-        controller,
+    let config = match prom {
+        Some(prom) => prometheus_config(&prom.url(), Some(&prom.url())),
+        None => config(),
     };
+    let env = Env::with_config(config).await;
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
     env

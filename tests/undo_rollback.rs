@@ -10,8 +10,6 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use sluice::api::analysis::{AnalysisRun, AnalysisTemplate};
 use sluice::api::rollout::Rollout;
-use sluice::controller::ControllerConfig;
-use sluice::metrics::prometheus::{AddressAllowlist, PrometheusConfig};
 use sluice::plan::actions::{Action, decide};
 use sluice_e2e::prometheus::PrometheusServer;
 use sluice_test_support::controller::*;
@@ -41,21 +39,7 @@ fn steps() -> String {
 const N_STEPS: i32 = 5;
 
 async fn env(prom: &PrometheusServer) -> Env {
-    let cluster = cluster().await;
-    let client = cluster.client();
-    let config = ControllerConfig {
-        prometheus: PrometheusConfig {
-            allowlist: AddressAllowlist::new([prom.url()]).unwrap(),
-            default_address: Some(prom.url()),
-        },
-        ..config()
-    };
-    let controller = Some(start_controller(&cluster, config).await);
-    let env = Env {
-        cluster,
-        client,
-        controller,
-    };
+    let env = Env::with_config(prometheus_config(&prom.url(), Some(&prom.url()))).await;
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
     let templates: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), env.ns());

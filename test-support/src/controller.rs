@@ -44,7 +44,32 @@ pub async fn start_controller(cluster: &Target, mut config: ControllerConfig) ->
         .expect("controller starts")
 }
 
+/// A controller configuration whose Prometheus provider may query only `allowed`, and uses
+/// `default_address` for templates that name none.
+pub fn prometheus_config(allowed: &str, default_address: Option<&str>) -> ControllerConfig {
+    ControllerConfig {
+        prometheus: sluice::metrics::prometheus::PrometheusConfig {
+            allowlist: sluice::metrics::prometheus::AddressAllowlist::new([allowed])
+                .expect("a valid allowlist entry"),
+            default_address: default_address.map(str::to_string),
+        },
+        ..config()
+    }
+}
+
 impl Env {
+    /// The controller tests' cluster with a controller started from `config`.
+    pub async fn with_config(config: ControllerConfig) -> Env {
+        let cluster = cluster().await;
+        let client = cluster.client();
+        let controller = Some(start_controller(&cluster, config).await);
+        Env {
+            controller,
+            client,
+            cluster,
+        }
+    }
+
     pub async fn new() -> Env {
         let cluster = cluster().await;
         let client = cluster.client();
