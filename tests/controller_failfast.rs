@@ -87,7 +87,11 @@ async fn hashes(env: &Env) -> Vec<String> {
     env.replica_sets()
         .await
         .iter()
-        .filter_map(|rs| rs.labels().get("rollouts-pod-template-hash").cloned())
+        .filter_map(|rs| {
+            rs.labels()
+                .get(sluice::api::constants::POD_TEMPLATE_HASH_LABEL)
+                .cloned()
+        })
         .collect()
 }
 
@@ -153,7 +157,11 @@ async fn a_missing_template_stops_the_update_before_any_pod_and_creating_it_resu
         .replica_sets()
         .await
         .into_iter()
-        .find(|rs| rs.labels().get("rollouts-pod-template-hash") == Some(&current_hash))
+        .find(|rs| {
+            rs.labels()
+                .get(sluice::api::constants::POD_TEMPLATE_HASH_LABEL)
+                == Some(&current_hash)
+        })
         .unwrap();
     assert_eq!(
         new_rs

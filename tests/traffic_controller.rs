@@ -294,7 +294,7 @@ steps:
 async fn subset_hashes(env: &Env) -> (Option<String>, Option<String>) {
     let dr = get(&dr_api(env), "web").await;
     let hash = |i: usize| {
-        dr["spec"]["subsets"][i]["labels"]["rollouts-pod-template-hash"]
+        dr["spec"]["subsets"][i]["labels"][sluice::api::constants::POD_TEMPLATE_HASH_LABEL]
             .as_str()
             .map(str::to_string)
     };
@@ -483,7 +483,12 @@ async fn gitops_reapplying_git_every_200ms_does_not_disturb_a_canary() {
                     .await
                     .ok()
                     .flatten()
-                    .and_then(|s| s.spec?.selector?.get("rollouts-pod-template-hash").cloned());
+                    .and_then(|s| {
+                        s.spec?
+                            .selector?
+                            .get(sluice::api::constants::POD_TEMPLATE_HASH_LABEL)
+                            .cloned()
+                    });
                 samples.lock().unwrap().push((weight, hash));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -728,7 +733,8 @@ async fn gitops_reapplying_istio_objects_every_200ms_does_not_disturb_a_canary()
                     let canary = v["spec"]["http"][0]["route"][1]["weight"]
                         .as_i64()
                         .unwrap_or(0);
-                    let stable = d["spec"]["subsets"][0]["labels"]["rollouts-pod-template-hash"]
+                    let stable = d["spec"]["subsets"][0]["labels"]
+                        [sluice::api::constants::POD_TEMPLATE_HASH_LABEL]
                         .as_str()
                         .map(str::to_string);
                     samples.lock().unwrap().push((canary, stable));

@@ -29,6 +29,7 @@ fn desired(weight: i32) -> DesiredTraffic {
         max_weight: 100,
         canary_hash: None,
         stable_hash: None,
+        legacy_label_hashes: Vec::new(),
         managed_routes: ManagedRoutes::default(),
     }
 }

@@ -114,6 +114,7 @@ fn weight(w: i32) -> DesiredTraffic {
         max_weight: 100,
         canary_hash: None,
         stable_hash: None,
+        legacy_label_hashes: Vec::new(),
         managed_routes: ManagedRoutes::default(),
     }
 }
@@ -276,7 +277,8 @@ trafficRouting:
 "#;
 
 fn subset_hash(dr: &Value, subset: usize) -> Option<&str> {
-    dr["spec"]["subsets"][subset]["labels"]["rollouts-pod-template-hash"].as_str()
+    dr["spec"]["subsets"][subset]["labels"][sluice::api::constants::POD_TEMPLATE_HASH_LABEL]
+        .as_str()
 }
 
 #[tokio::test]

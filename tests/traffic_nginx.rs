@@ -61,6 +61,7 @@ fn weight(w: i32) -> DesiredTraffic {
         max_weight: 100,
         canary_hash: None,
         stable_hash: None,
+        legacy_label_hashes: Vec::new(),
         managed_routes: ManagedRoutes::default(),
     }
 }

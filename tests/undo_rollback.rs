@@ -66,7 +66,7 @@ fn replica_set_of<'a>(rss: &'a [ReplicaSet], hash: &str) -> &'a ReplicaSet {
     rss.iter()
         .find(|rs| {
             rs.labels()
-                .get("rollouts-pod-template-hash")
+                .get(sluice::api::constants::POD_TEMPLATE_HASH_LABEL)
                 .map(String::as_str)
                 == Some(hash)
         })
@@ -188,7 +188,7 @@ async fn a_git_revert_to_the_replica_sets_own_template_goes_straight_back() {
         .labels
         .as_mut()
         .unwrap()
-        .remove("rollouts-pod-template-hash");
+        .remove(sluice::api::constants::POD_TEMPLATE_HASH_LABEL);
     let mut ro: Rollout = env.get("web").await;
     ro.spec.template = Some(template);
     env.rollouts()

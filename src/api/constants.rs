@@ -1,8 +1,25 @@
 //! Every label, annotation, condition type, reason and default Sluice uses, in one place.
 
-/// Label on ReplicaSets, Pods, Services' selectors and AnalysisRuns naming the pod-template hash.
-/// Same key as Argo Rollouts so that existing dashboards and selectors keep working.
-pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
+/// Label on ReplicaSets, Pods, Services' selectors, DestinationRule subsets and AnalysisRuns
+/// naming the pod-template hash.
+///
+/// Deliberately not Argo Rollouts' key: Argo's controller treats every ReplicaSet carrying its key
+/// as its own, and removes its key from the selector of any Service no Argo Rollout references,
+/// so sharing the key would let Argo rewrite the Services of a Sluice Rollout while both run
+/// during a migration.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "rollout.sluice.dev/pod-template-hash";
+/// Argo Rollouts' pod-template hash key, which earlier Sluice versions also used. ReplicaSets
+/// created with it keep it in their (immutable) selector and pods, so Sluice still reads it:
+/// their Services and subsets keep selecting by it until a new revision replaces them.
+pub const LEGACY_POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
+
+/// The pod-template hash a set of labels (or a selector) names: Sluice's key, else the legacy
+/// key.
+pub fn pod_template_hash(labels: &std::collections::BTreeMap<String, String>) -> Option<&String> {
+    labels
+        .get(POD_TEMPLATE_HASH_LABEL)
+        .or_else(|| labels.get(LEGACY_POD_TEMPLATE_HASH_LABEL))
+}
 
 /// Annotation on ReplicaSets: the Rollout revision that created (or last re-used) them.
 pub const REVISION_ANNOTATION: &str = "rollout.sluice.dev/revision";

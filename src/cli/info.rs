@@ -14,8 +14,7 @@ use crate::analysis::args::{ResolvedArgs, SecretValues};
 use crate::api::analysis::{AnalysisRun, Argument, Metric};
 use crate::api::common::AnalysisPhase;
 use crate::api::constants::{
-    FIELD_MANAGER, POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, ROLLOUT_TYPE_LABEL,
-    STEP_INDEX_LABEL,
+    FIELD_MANAGER, REVISION_ANNOTATION, ROLLOUT_TYPE_LABEL, STEP_INDEX_LABEL, pod_template_hash,
 };
 use crate::api::rollout::{CanaryStep, PauseReason, Rollout, RolloutPhase, RolloutStatus};
 
@@ -931,15 +930,14 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
         .replica_sets
         .iter()
         .find(|rs| {
-            current_hash.is_some()
-                && rs.labels().get(POD_TEMPLATE_HASH_LABEL) == current_hash.as_ref()
+            current_hash.is_some() && pod_template_hash(rs.labels()) == current_hash.as_ref()
         })
         .and_then(revision_of);
     // A run belongs to the current revision when it carries the current pod hash and, if it
     // records a revision, the current one (an undo back to an old template reuses its hash).
     let is_current = |r: &AnalysisRun| {
         current_hash.is_some()
-            && r.labels().get(POD_TEMPLATE_HASH_LABEL) == current_hash.as_ref()
+            && pod_template_hash(r.labels()) == current_hash.as_ref()
             && match (
                 r.annotations()
                     .get(REVISION_ANNOTATION)
@@ -961,7 +959,7 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
         .replica_sets
         .iter()
         .map(|rs| {
-            let hash = rs.labels().get(POD_TEMPLATE_HASH_LABEL).cloned();
+            let hash = pod_template_hash(rs.labels()).cloned();
             let mut roles = Vec::new();
             if hash.is_some() && hash == stable {
                 roles.push("stable");
@@ -973,9 +971,7 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
             let analysis_runs = runs
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| {
-                    hash.is_some() && r.labels().get(POD_TEMPLATE_HASH_LABEL) == hash.as_ref()
-                })
+                .filter(|(_, r)| hash.is_some() && pod_template_hash(r.labels()) == hash.as_ref())
                 .map(|(i, r)| {
                     used[i] = true;
                     run_view(r)
@@ -985,9 +981,7 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
                 snapshot
                     .pods
                     .iter()
-                    .filter(|p| {
-                        hash.is_some() && p.labels().get(POD_TEMPLATE_HASH_LABEL) == hash.as_ref()
-                    })
+                    .filter(|p| hash.is_some() && pod_template_hash(p.labels()) == hash.as_ref())
                     .flat_map(|p| {
                         p.status
                             .iter()

@@ -26,6 +26,11 @@ use crate::metrics::prometheus::PrometheusProvider;
 pub struct Stores {
     pub rollouts: Store<Rollout>,
     pub replica_sets: Store<ReplicaSet>,
+    /// ReplicaSets labelled only with the legacy (Argo Rollouts) pod-template hash key, by an
+    /// earlier Sluice version, until they are relabelled. Also holds Argo Rollouts' own
+    /// ReplicaSets when both controllers run in one cluster: read, never written (nothing owned
+    /// by another Rollout is observed).
+    pub legacy_replica_sets: Store<ReplicaSet>,
     pub services: Store<Service>,
     pub analysis_runs: Store<AnalysisRun>,
     pub deployments: Store<Deployment>,

@@ -117,6 +117,13 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     let rollout_cfg = all().labels(&label_selector(&settings.instance_id));
     let owned_rs_cfg = all().labels(constants::POD_TEMPLATE_HASH_LABEL);
     let (rs_store, rs_stream) = cached(api::<ReplicaSet>(&client, &ns), owned_rs_cfg);
+    let legacy_rs_cfg = all().labels(&format!(
+        "{},!{}",
+        constants::LEGACY_POD_TEMPLATE_HASH_LABEL,
+        constants::POD_TEMPLATE_HASH_LABEL
+    ));
+    let (legacy_rs_store, legacy_rs_stream) =
+        cached(api::<ReplicaSet>(&client, &ns), legacy_rs_cfg);
     let (svc_store, svc_stream) = cached(api::<Service>(&client, &ns), all());
     let (ar_store, ar_stream) = cached(api::<AnalysisRun>(&client, &ns), all());
     let (dep_store, dep_stream) = cached(api::<Deployment>(&client, &ns), all());
@@ -132,6 +139,7 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     let stores = Stores {
         rollouts: rollout_ctrl.store(),
         replica_sets: rs_store,
+        legacy_replica_sets: legacy_rs_store,
         services: svc_store,
         analysis_runs: ar_store,
         deployments: dep_store,
@@ -144,6 +152,7 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         tasks.push(tokio::spawn(async move {
             let synced = wait_ready(&stores.rollouts).await
                 && wait_ready(&stores.replica_sets).await
+                && wait_ready(&stores.legacy_replica_sets).await
                 && wait_ready(&stores.services).await
                 && wait_ready(&stores.analysis_runs).await
                 && wait_ready(&stores.deployments).await;
@@ -173,6 +182,7 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     let routing = settings.routing.clone();
     let mut rollout_ctrl = rollout_ctrl
         .owns_stream(rs_stream)
+        .owns_stream(legacy_rs_stream)
         .owns_stream(ar_stream)
         .watches_stream(svc_stream, referencing(rollouts.clone(), names_service))
         .watches_stream(dep_stream, referencing(rollouts.clone(), names_workload))

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::hash;
 use crate::api::common::AnalysisPhase;
-use crate::api::constants::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION};
+use crate::api::constants::{REVISION_ANNOTATION, pod_template_hash};
 use crate::api::rollout::{PauseReason, Rollout, RolloutStatus};
 
 /// An action on a rollout.
@@ -369,8 +369,7 @@ fn undo(ro: &Rollout, rss: &[ReplicaSet], to: Option<i64>) -> Decision {
     let current = revisions
         .iter()
         .find(|(_, rs)| {
-            current_hash.is_some()
-                && rs.labels().get(POD_TEMPLATE_HASH_LABEL) == current_hash.as_ref()
+            current_hash.is_some() && pod_template_hash(rs.labels()) == current_hash.as_ref()
         })
         .or(revisions.last())
         .map(|(r, _)| *r);
@@ -424,9 +423,7 @@ fn undo(ro: &Rollout, rss: &[ReplicaSet], to: Option<i64>) -> Decision {
     // ReplicaSet named by an earlier release's hash is found again by the spelling that hash
     // was computed from.
     let collision_count = ro.status.as_ref().and_then(|s| s.collision_count);
-    let template = rs
-        .labels()
-        .get(POD_TEMPLATE_HASH_LABEL)
+    let template = pod_template_hash(rs.labels())
         .and_then(|label| hash::spelling_with_hash(template, label, collision_count))
         .unwrap_or_else(|| hash::canonical_template(template));
     let images: Vec<String> = rs

@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::api::constants::POD_TEMPLATE_HASH_LABEL;
+use crate::api::constants::{LEGACY_POD_TEMPLATE_HASH_LABEL, POD_TEMPLATE_HASH_LABEL};
 use crate::api::rollout::CanaryStep;
 
 const FNV_OFFSET: u32 = 0x811c_9dc5;
@@ -140,6 +140,7 @@ pub fn spelling_with_hash(
         .and_then(Value::as_object_mut)
     {
         labels.remove(POD_TEMPLATE_HASH_LABEL);
+        labels.remove(LEGACY_POD_TEMPLATE_HASH_LABEL);
     }
     if hash_json(&stored.to_string(), collision_count) == hash {
         return Some(stored);
@@ -279,8 +280,10 @@ fn object<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<
 }
 
 fn canonical_metadata(meta: &mut Map<String, Value>) {
+    // The hash label is the ReplicaSet's addition, under either key, never the user's.
     if let Some(labels) = object(meta, "labels") {
         labels.remove(POD_TEMPLATE_HASH_LABEL);
+        labels.remove(LEGACY_POD_TEMPLATE_HASH_LABEL);
     }
     remove_if_empty_object(meta, "labels");
     remove_if_empty_object(meta, "annotations");
@@ -494,7 +497,7 @@ mod tests {
     fn stored_without_label() -> PodTemplateSpec {
         let mut t = defaulted("nginx:1.25", "IfNotPresent");
         let labels = t.metadata.as_mut().unwrap().labels.as_mut().unwrap();
-        labels.remove(POD_TEMPLATE_HASH_LABEL);
+        labels.remove(LEGACY_POD_TEMPLATE_HASH_LABEL);
         t
     }
 
@@ -528,6 +531,24 @@ mod tests {
             legacy_pod_template_hash(&written, None),
             legacy_pod_template_hash(&read_back, None),
             "version 1 told them apart: the bug"
+        );
+    }
+
+    #[test]
+    fn the_hash_label_counts_under_neither_key() {
+        let legacy = defaulted("nginx:1.25", "IfNotPresent");
+        let mut current = legacy.clone();
+        let labels = current.metadata.as_mut().unwrap().labels.as_mut().unwrap();
+        let hash = labels.remove(LEGACY_POD_TEMPLATE_HASH_LABEL).unwrap();
+        labels.insert(POD_TEMPLATE_HASH_LABEL.into(), hash);
+        let written = as_written("nginx:1.25");
+        assert_eq!(
+            pod_template_hash(&current, None),
+            pod_template_hash(&written, None)
+        );
+        assert_eq!(
+            pod_template_hash(&legacy, None),
+            pod_template_hash(&written, None)
         );
     }
 

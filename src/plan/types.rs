@@ -20,7 +20,7 @@ use crate::api::validation::FieldError;
 pub struct ObservedReplicaSet {
     /// Object name.
     pub name: String,
-    /// Its `rollouts-pod-template-hash`.
+    /// Its pod-template hash label.
     pub hash: String,
     /// `spec.replicas`.
     pub replicas: i32,
@@ -71,6 +71,9 @@ pub struct ObservedTraffic {
     pub stable_service_hash: Option<String>,
     /// Pod hash the canary Service selects.
     pub canary_service_hash: Option<String>,
+    /// Hashes whose ReplicaSet selects its pods by the legacy (Argo Rollouts) hash key, created
+    /// by an earlier Sluice version: Services and subsets select these by that key.
+    pub legacy_label_hashes: Vec<String>,
 }
 
 /// The Deployment referenced by `workloadRef`, as observed.

@@ -1,13 +1,15 @@
 //! Istio DestinationRule subsets (pure): point the canary and stable subsets at their ReplicaSets.
 //!
-//! Only the `rollouts-pod-template-hash` label of the two named subsets changes; every other
+//! Only the pod-template hash label of the two named subsets changes; every other
 //! subset (including `additionalSubsetNames`), label and traffic policy is carried over.
 
 use serde_json::{Value, json};
 
 use super::TrafficError;
 use super::virtual_service::set_annotation;
-use crate::api::constants::{MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL};
+use crate::api::constants::{
+    LEGACY_POD_TEMPLATE_HASH_LABEL, MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL,
+};
 use crate::api::rollout::IstioDestinationRule;
 
 /// Rollout field of the DestinationRule reference.
@@ -42,7 +44,10 @@ fn checked_indices(dr: &Value, cfg: &IstioDestinationRule) -> Result<[usize; 2],
     ])
 }
 
-fn set_hash(dr: &mut Value, i: usize, hash: Option<&str>) {
+/// Points subset `i` at `hash` (None: removes the hash label). The hash goes under the key its
+/// pods carry (the legacy key for hashes in `legacy`) and the other key is removed, so that a
+/// subset never requires both (which selects no pod), e.g. after a migration from Argo Rollouts.
+fn set_hash(dr: &mut Value, i: usize, hash: Option<&str>, legacy: &[String]) {
     let Some(subset) = dr.pointer_mut(&format!("/spec/subsets/{i}")) else {
         return;
     };
@@ -51,11 +56,20 @@ fn set_hash(dr: &mut Value, i: usize, hash: Option<&str>) {
             if !subset.get("labels").is_some_and(Value::is_object) {
                 subset["labels"] = json!({});
             }
-            subset["labels"][POD_TEMPLATE_HASH_LABEL] = json!(h);
+            let (key, other) = if legacy.iter().any(|l| l == h) {
+                (LEGACY_POD_TEMPLATE_HASH_LABEL, POD_TEMPLATE_HASH_LABEL)
+            } else {
+                (POD_TEMPLATE_HASH_LABEL, LEGACY_POD_TEMPLATE_HASH_LABEL)
+            };
+            subset["labels"][key] = json!(h);
+            if let Some(labels) = subset["labels"].as_object_mut() {
+                labels.remove(other);
+            }
         }
         None => {
             if let Some(labels) = subset.get_mut("labels").and_then(Value::as_object_mut) {
                 labels.remove(POD_TEMPLATE_HASH_LABEL);
+                labels.remove(LEGACY_POD_TEMPLATE_HASH_LABEL);
             }
         }
     }
@@ -70,14 +84,15 @@ pub(crate) fn desired_destination_rule(
     rollout: &str,
     canary_hash: Option<&str>,
     stable_hash: Option<&str>,
+    legacy: &[String],
 ) -> Result<Value, TrafficError> {
     let [canary, stable] = checked_indices(live, cfg)?;
     let mut dr = live.clone();
     if let Some(h) = canary_hash {
-        set_hash(&mut dr, canary, Some(h));
+        set_hash(&mut dr, canary, Some(h), legacy);
     }
     if let Some(h) = stable_hash {
-        set_hash(&mut dr, stable, Some(h));
+        set_hash(&mut dr, stable, Some(h), legacy);
     }
     set_annotation(&mut dr, MANAGED_BY_ANNOTATION, Some(rollout));
     Ok(dr)
@@ -91,8 +106,8 @@ pub(crate) fn released_destination_rule(
 ) -> Result<Value, TrafficError> {
     let [canary, stable] = checked_indices(live, cfg)?;
     let mut dr = live.clone();
-    set_hash(&mut dr, canary, None);
-    set_hash(&mut dr, stable, None);
+    set_hash(&mut dr, canary, None, &[]);
+    set_hash(&mut dr, stable, None, &[]);
     set_annotation(&mut dr, MANAGED_BY_ANNOTATION, None);
     Ok(dr)
 }

@@ -280,6 +280,7 @@ pub fn destination_rule_patch(
         &rollout_name,
         desired.canary_hash.as_deref(),
         desired.stable_hash.as_deref(),
+        &desired.legacy_label_hashes,
     )?;
     Ok(guarded_patch(live, &new))
 }
@@ -339,7 +340,7 @@ impl TrafficRouter for IstioRouter {
                 )
                 .await?;
                 let live = to_json(&live, &format!("DestinationRule/{}", cfg.name))?;
-                desired_destination_rule(&live, cfg, &inputs.rollout, None, None)?;
+                desired_destination_rule(&live, cfg, &inputs.rollout, None, None, &[])?;
             }
             let mut weight: Option<i32> = None;
             for (vs, ns) in &inputs.virtual_services {
@@ -382,6 +383,7 @@ impl TrafficRouter for IstioRouter {
                         &rollout,
                         desired.canary_hash.as_deref(),
                         desired.stable_hash.as_deref(),
+                        &desired.legacy_label_hashes,
                     )
                 }
             };

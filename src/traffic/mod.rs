@@ -49,7 +49,7 @@ pub struct RouterContext {
 /// The traffic state the planner wants.
 ///
 /// Contract with the caller for subset-level Istio routing (a DestinationRule whose subsets select
-/// pods by `rollouts-pod-template-hash`): the router writes the hashes it is given, as given, so
+/// pods by the pod-template hash label): the router writes the hashes it is given, as given, so
 /// the caller passes a hash only when pointing a subset at it is safe.
 /// - `canary_hash` is `Some` only once the canary ReplicaSet of that hash is available; until
 ///   then pass `None` and the subset keeps selecting what it selected before.
@@ -69,6 +69,9 @@ pub struct DesiredTraffic {
     pub canary_hash: Option<String>,
     /// Pod-template hash the stable subset must select (None: leave the subset as it is).
     pub stable_hash: Option<String>,
+    /// Hashes whose pods carry only the legacy (Argo Rollouts) hash key, from ReplicaSets an
+    /// earlier Sluice version created: a subset selects these by that key.
+    pub legacy_label_hashes: Vec<String>,
     /// Header and mirror routes to have in place. Empty removes every managed route (end of the
     /// rollout, abort).
     pub managed_routes: ManagedRoutes,

@@ -152,7 +152,7 @@ impl Env {
             .iter()
             .find(|rs| {
                 rs.labels()
-                    .get("rollouts-pod-template-hash")
+                    .get(sluice::api::constants::POD_TEMPLATE_HASH_LABEL)
                     .map(String::as_str)
                     == Some(hash)
             })
@@ -167,7 +167,7 @@ impl Env {
             .ok()?
             .spec?
             .selector?
-            .get("rollouts-pod-template-hash")
+            .get(sluice::api::constants::POD_TEMPLATE_HASH_LABEL)
             .cloned()
     }
 

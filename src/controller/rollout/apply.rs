@@ -109,6 +109,7 @@ pub(super) async fn apply(
     applied.changed |= analysis_runs(t, &observed.templates, plan).await?;
     applied.changed |= prune(t, plan).await?;
     applied.changed |= workload(t, plan).await?;
+    applied.changed |= relabel_legacy(t).await?;
     Ok(applied)
 }
 
@@ -174,6 +175,7 @@ async fn traffic(
         max_weight: max,
         canary_hash: plan.canary_service_hash.clone(),
         stable_hash: plan.stable_service_hash.clone(),
+        legacy_label_hashes: obs.traffic.legacy_label_hashes.clone(),
         managed_routes: plan.managed_routes.clone().unwrap_or_default(),
     };
     let mut verified = true;
@@ -198,39 +200,92 @@ async fn traffic(
 }
 
 /// The stable and canary Services' selectors. Returns whether it wrote.
+///
+/// The hash goes under the key its pods carry (Sluice's, or the legacy one for a ReplicaSet an
+/// earlier version created) and the other key is removed in the same patch: a selector that
+/// requires both (left by Argo Rollouts on a Service it managed before) selects no pod.
 async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
     let Some(canary) = &t.rollout.spec.strategy.canary else {
         return Ok(false);
     };
     let svc_api: Api<Service> = t.ctx.writer.namespaced(&t.namespace);
     let mut changed = false;
-    for (svc, want, seen) in [
-        (
-            &canary.stable_service,
-            &plan.stable_service_hash,
-            &obs.traffic.stable_service_hash,
-        ),
-        (
-            &canary.canary_service,
-            &plan.canary_service_hash,
-            &obs.traffic.canary_service_hash,
-        ),
+    for (svc, want) in [
+        (&canary.stable_service, &plan.stable_service_hash),
+        (&canary.canary_service, &plan.canary_service_hash),
     ] {
         let (Some(svc), Some(want)) = (svc.as_ref().filter(|s| !s.is_empty()), want) else {
             continue;
         };
-        if seen.as_ref() == Some(want) {
+        let (key, other) = if obs.traffic.legacy_label_hashes.contains(want) {
+            (
+                constants::LEGACY_POD_TEMPLATE_HASH_LABEL,
+                constants::POD_TEMPLATE_HASH_LABEL,
+            )
+        } else {
+            (
+                constants::POD_TEMPLATE_HASH_LABEL,
+                constants::LEGACY_POD_TEMPLATE_HASH_LABEL,
+            )
+        };
+        let cached = t
+            .ctx
+            .stores
+            .services
+            .get(&ObjectRef::<Service>::new(svc).within(&t.namespace));
+        let selector = cached
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.selector.as_ref());
+        if selector.is_some_and(|sel| sel.get(key) == Some(want) && !sel.contains_key(other)) {
             continue;
         }
         changed = true;
         let patch = json!({
             "metadata": {"annotations": {constants::MANAGED_BY_ANNOTATION: &t.name}},
-            "spec": {"selector": {constants::POD_TEMPLATE_HASH_LABEL: want}}
+            "spec": {"selector": {key: want, other: null}}
         });
         svc_api
             .patch(svc, &patch_params(), &Patch::Merge(&patch))
             .await
             .map_err(api_error("patch service selector", svc.clone()))?;
+    }
+    Ok(changed)
+}
+
+/// ReplicaSets an earlier version labelled with the legacy (Argo Rollouts) hash key only: Sluice's
+/// key is added to their labels, then the legacy key removed from their labels (their selector
+/// and pods keep it; a ReplicaSet's selector cannot change), each step only once the previous
+/// one is in the cache, so the ReplicaSet is never missing from both watches. Afterwards Argo
+/// Rollouts' controller no longer sees them as its own. Returns whether it wrote.
+async fn relabel_legacy(t: &Target<'_>) -> Result<bool, Error> {
+    let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
+    let in_main_cache: std::collections::BTreeSet<String> = t
+        .ctx
+        .stores
+        .replica_sets
+        .state()
+        .iter()
+        .filter_map(|rs| rs.uid())
+        .collect();
+    let mut changed = false;
+    for rs in super::observe::owned_replica_sets(t) {
+        let labels = rs.labels();
+        let Some(hash) = labels.get(constants::LEGACY_POD_TEMPLATE_HASH_LABEL) else {
+            continue;
+        };
+        let patch = if !labels.contains_key(constants::POD_TEMPLATE_HASH_LABEL) {
+            json!({"metadata": {"labels": {constants::POD_TEMPLATE_HASH_LABEL: hash}}})
+        } else if rs.uid().is_some_and(|uid| in_main_cache.contains(&uid)) {
+            json!({"metadata": {"labels": {constants::LEGACY_POD_TEMPLATE_HASH_LABEL: null}}})
+        } else {
+            continue;
+        };
+        changed = true;
+        rs_api
+            .patch(&rs.name_any(), &patch_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_error("relabel replicaset", rs.name_any()))?;
     }
     Ok(changed)
 }

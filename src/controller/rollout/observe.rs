@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
 use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta};
 use kube::runtime::reflector::ObjectRef;
@@ -257,10 +258,12 @@ fn parse_ts(s: Option<&String>) -> Option<Timestamp> {
 
 /// Builds the planner's observation from the caches and the routers.
 async fn state(t: &Target<'_>) -> Result<Observation, Error> {
-    let replica_sets = replica_sets(t);
+    let owned = owned_replica_sets(t);
+    let replica_sets = replica_sets(&owned);
     let analysis_runs = analysis_runs(t);
     let mut reference_errors = Vec::new();
     let mut traffic = services(t, &mut reference_errors).await?;
+    traffic.legacy_label_hashes = legacy_label_hashes(&owned);
     traffic.canary_weight = router_weight(t, &mut reference_errors).await?;
     let (template, workload) = workload(t);
     Ok(Observation {
@@ -275,17 +278,13 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
     })
 }
 
-/// The Rollout's ReplicaSets (not being deleted), from the cache.
-fn replica_sets(t: &Target<'_>) -> Vec<ObservedReplicaSet> {
-    let (ctx, ns, uid) = (t.ctx, &t.namespace, t.uid());
-    ctx.stores
-        .replica_sets
-        .state()
+/// The Rollout's ReplicaSets (not being deleted).
+fn replica_sets(owned: &[Arc<ReplicaSet>]) -> Vec<ObservedReplicaSet> {
+    owned
         .iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()) && owned_by(rs.meta(), &uid))
         .filter(|rs| rs.meta().deletion_timestamp.is_none())
         .filter_map(|rs| {
-            let hash = rs.labels().get(constants::POD_TEMPLATE_HASH_LABEL)?.clone();
+            let hash = constants::pod_template_hash(rs.labels())?.clone();
             let status = rs.status.clone().unwrap_or_default();
             let annotations = rs.annotations();
             Some(ObservedReplicaSet {
@@ -303,6 +302,39 @@ fn replica_sets(t: &Target<'_>) -> Vec<ObservedReplicaSet> {
                     annotations.get(constants::SCALE_DOWN_DEADLINE_ANNOTATION),
                 ),
             })
+        })
+        .collect()
+}
+
+/// Every ReplicaSet the Rollout owns, from both caches: those labelled with Sluice's hash key
+/// and those an earlier version labelled with the legacy key only (the same object can be in
+/// both while it is being relabelled; the first cache's copy wins).
+pub(super) fn owned_replica_sets(t: &Target<'_>) -> Vec<Arc<ReplicaSet>> {
+    let (stores, ns, uid) = (&t.ctx.stores, &t.namespace, t.uid());
+    let mut seen = std::collections::BTreeSet::new();
+    stores
+        .replica_sets
+        .state()
+        .into_iter()
+        .chain(stores.legacy_replica_sets.state())
+        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()) && owned_by(rs.meta(), &uid))
+        .filter(|rs| seen.insert(rs.uid()))
+        .collect()
+}
+
+/// Hashes whose ReplicaSet selects its pods by the legacy key: their Services and
+/// DestinationRule subsets must select by that key too.
+fn legacy_label_hashes(replica_sets: &[Arc<ReplicaSet>]) -> Vec<String> {
+    replica_sets
+        .iter()
+        .filter_map(|rs| {
+            let labels = rs.spec.as_ref()?.selector.match_labels.as_ref()?;
+            if labels.contains_key(constants::POD_TEMPLATE_HASH_LABEL) {
+                return None;
+            }
+            labels
+                .get(constants::LEGACY_POD_TEMPLATE_HASH_LABEL)
+                .cloned()
         })
         .collect()
 }
@@ -331,7 +363,7 @@ fn analysis_runs(t: &Target<'_>) -> Vec<ObservedAnalysisRun> {
             Some(ObservedAnalysisRun {
                 name: r.name_any(),
                 kind,
-                pod_hash: labels.get(constants::POD_TEMPLATE_HASH_LABEL)?.clone(),
+                pod_hash: constants::pod_template_hash(labels)?.clone(),
                 phase: status.phase,
                 message: status.message.clone(),
                 terminated: r.spec.terminate,
@@ -380,7 +412,7 @@ async fn services(
                         .spec
                         .as_ref()
                         .and_then(|sp| sp.selector.as_ref())
-                        .and_then(|sel| sel.get(constants::POD_TEMPLATE_HASH_LABEL).cloned());
+                        .and_then(|sel| constants::pod_template_hash(sel).cloned());
                     if field.ends_with("stableService") {
                         traffic.stable_service_hash = hash;
                     } else {
