@@ -1,0 +1,380 @@
+//! Argo Rollouts' analysis e2e scenarios (`test/e2e/analysis_test.go`), replayed on the test
+//! cluster with the same actions and expectations. Argo's templates use the `job` and `web`
+//! providers; here each metric is a Prometheus query against a real Prometheus whose result
+//! gives the same outcome (`vector(1)` where Argo's job exits 0, a failing condition where it
+//! exits 1). Each test is named after Argo's; blue-green cases wait for the blue-green strategy.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use sluice::api::analysis::{AnalysisRun, AnalysisTemplate};
+use sluice::api::rollout::Rollout;
+use sluice_e2e::prometheus::PrometheusServer;
+use sluice_test_support::controller::*;
+use sluice_test_support::rollout::phase_is;
+
+async fn env(prom: &PrometheusServer, templates: &[&str]) -> Env {
+    let env = Env::with_config(prometheus_config(&prom.url(), Some(&prom.url()))).await;
+    let api: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), env.ns());
+    for yaml in templates {
+        let template: AnalysisTemplate = serde_yaml::from_str(yaml).expect("template yaml");
+        api.create(&PostParams::default(), &template)
+            .await
+            .expect("create template");
+    }
+    env
+}
+
+async fn runs(env: &Env) -> Vec<AnalysisRun> {
+    let api: Api<AnalysisRun> = Api::namespaced(env.client.clone(), env.ns());
+    let mut runs = api.list(&Default::default()).await.unwrap().items;
+    runs.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
+    runs
+}
+
+fn run_phase(run: &AnalysisRun) -> String {
+    run.status
+        .as_ref()
+        .map(|s| format!("{:?}", s.phase))
+        .unwrap_or_default()
+}
+
+fn is_background(run: &AnalysisRun) -> bool {
+    run.labels().get("rollout-type").map(String::as_str) == Some("Background")
+}
+
+fn is_step(run: &AnalysisRun) -> bool {
+    run.labels().get("rollout-type").map(String::as_str) == Some("Step")
+}
+
+/// Waits until the newest run matching `which` is in `phase`.
+async fn wait_run_phase(env: &Env, which: fn(&AnalysisRun) -> bool, phase: &str, secs: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let all = runs(env).await;
+        let last = all.iter().rev().find(|r| which(r));
+        if last.is_some_and(|r| run_phase(r) == phase) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run reached {phase}: {:?}",
+            all.iter()
+                .map(|r| (r.name_any(), run_phase(r)))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn basic(name: &str, replicas: i32, canary_yaml: &str) -> Rollout {
+    rollout(name, replicas, &format!("{name}:1"), canary_yaml)
+}
+
+async fn healthy_then_update(env: &Env, ro: Rollout) {
+    let name = ro.name_any();
+    env.create(&ro).await;
+    env.wait_for(&name, "healthy", 60, phase_is("Healthy"))
+        .await;
+    assert_eq!(
+        runs(env).await.len(),
+        0,
+        "the first revision is not analysed"
+    );
+    env.set_image(&name, &format!("{name}:2")).await;
+}
+
+/// Argo's `web-background`: measures every 5 s (1 s here) until the rollout completes.
+const WEB_BACKGROUND: &str = r#"
+kind: AnalysisTemplate
+metadata: {name: web-background}
+spec:
+  metrics:
+  - name: web
+    interval: 1s
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: vector(1)}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_canary_background_analysis() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = env(&prom, &[WEB_BACKGROUND]).await;
+    let ro = basic(
+        "rollout-background-analysis",
+        1,
+        "analysis:\n  templates: [{templateName: web-background}]\nsteps:\n- setWeight: 10\n- pause: {}\n",
+    );
+    healthy_then_update(&env, ro).await;
+    env.wait_for(
+        "rollout-background-analysis",
+        "paused",
+        60,
+        phase_is("Paused"),
+    )
+    .await;
+    let all = runs(&env).await;
+    assert_eq!(all.len(), 1, "one background run");
+    assert!(is_background(&all[0]));
+    wait_run_phase(&env, is_background, "Running", 10).await;
+    env.promote("rollout-background-analysis").await;
+    env.wait_for(
+        "rollout-background-analysis",
+        "healthy",
+        60,
+        phase_is("Healthy"),
+    )
+    .await;
+    // Terminated at completion after passing measurements: Successful.
+    wait_run_phase(&env, is_background, "Successful", 30).await;
+}
+
+/// Argo's `web-background-inconclusive`: neither condition ever holds.
+const WEB_BACKGROUND_INCONCLUSIVE: &str = r#"
+kind: AnalysisTemplate
+metadata: {name: web-background-inconclusive}
+spec:
+  metrics:
+  - name: web
+    interval: 1s
+    inconclusiveLimit: 3
+    successCondition: result[0] == 999
+    failureCondition: result[0] == -1
+    provider:
+      prometheus: {query: vector(1)}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_canary_inconclusive_background_analysis() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = env(&prom, &[WEB_BACKGROUND_INCONCLUSIVE]).await;
+    let name = "rollout-background-analysis-inconclusive";
+    let ro = basic(
+        name,
+        2,
+        "steps:\n- setWeight: 10\n- pause: {duration: 30s}\nanalysis:\n  templates: [{templateName: web-background-inconclusive}]\n  startingStep: 1\n",
+    );
+    healthy_then_update(&env, ro).await;
+    env.wait_for(name, "paused", 60, phase_is("Paused")).await;
+    wait_run_phase(&env, is_background, "Running", 20).await;
+    assert_eq!(runs(&env).await.len(), 1);
+    wait_run_phase(&env, is_background, "Inconclusive", 30).await;
+    let r = env
+        .wait_for(name, "paused by the inconclusive run", 30, |r| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.contains("InconclusiveAnalysisRun"))
+        })
+        .await;
+    assert_eq!(phase(&r), "Paused");
+    // Past the 30 s pause it stays paused: the inconclusive run holds it, not the step.
+    let st = r.status.unwrap();
+    assert!(
+        st.pause_conditions
+            .iter()
+            .any(|c| format!("{:?}", c.reason).contains("InconclusiveAnalysis")),
+        "{:?}",
+        st.pause_conditions
+    );
+}
+
+/// Argo's `sleep-job` with its default arguments: one measurement that passes.
+const SLEEP_JOB: &str = r#"
+kind: AnalysisTemplate
+metadata: {name: sleep-job}
+spec:
+  metrics:
+  - name: sleep-job
+    count: 1
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: vector(1)}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_canary_inline_analysis() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = env(&prom, &[SLEEP_JOB]).await;
+    let name = "rollout-inline-analysis";
+    let analysis = "- analysis:\n    templates: [{templateName: sleep-job}]\n";
+    let ro = basic(
+        name,
+        1,
+        &format!("steps:\n- setWeight: 10\n{analysis}- pause: {{}}\n{analysis}{analysis}"),
+    );
+    healthy_then_update(&env, ro).await;
+    env.wait_for(name, "paused", 60, phase_is("Paused")).await;
+    assert_eq!(runs(&env).await.len(), 1);
+    wait_run_phase(&env, is_step, "Successful", 20).await;
+    env.promote(name).await;
+    env.wait_for(name, "healthy", 60, phase_is("Healthy")).await;
+    let all = runs(&env).await;
+    assert_eq!(all.len(), 3, "one run per analysis step");
+    assert!(all.iter().all(|r| run_phase(r) == "Successful"));
+}
+
+/// Argo's `multiple-job`: two metrics in one template, the first after an initial delay.
+const MULTIPLE_JOB: &str = r#"
+kind: AnalysisTemplate
+metadata: {name: multiple-job}
+spec:
+  metrics:
+  - name: sleep-job
+    initialDelay: 4s
+    count: 1
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: vector(1)}
+  - name: sleep-job-rep
+    count: 1
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: vector(1)}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_canary_inline_multiple_analysis() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = env(&prom, &[MULTIPLE_JOB]).await;
+    let name = "rollout-inline-analysis";
+    let ro = basic(
+        name,
+        1,
+        "steps:\n- setWeight: 10\n- pause: {}\n- analysis:\n    templates: [{templateName: multiple-job}]\n",
+    );
+    healthy_then_update(&env, ro).await;
+    env.wait_for(name, "paused", 60, phase_is("Paused")).await;
+    env.promote(name).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = runs(&env).await;
+    assert_eq!(all.len(), 1, "one run for both metrics");
+    assert_eq!(run_phase(&all[0]), "Running", "the delayed metric holds it");
+    wait_run_phase(&env, is_step, "Successful", 30).await;
+    env.wait_for(name, "healthy", 60, phase_is("Healthy")).await;
+    assert_eq!(runs(&env).await.len(), 1);
+}
+
+/// Argo's `multiple-job-fail`: a metric that waits for hours, and one that fails twice.
+const MULTIPLE_JOB_FAIL: &str = r#"
+kind: AnalysisTemplate
+metadata: {name: multiple-job-fail}
+spec:
+  metrics:
+  - name: sleep-job
+    initialDelay: 10000s
+    count: 1
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: vector(1)}
+  - name: sleep-job-rep
+    count: 2
+    interval: 1s
+    failureLimit: 1
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: vector(0)}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_canary_fail_inline_multiple_analysis() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = env(&prom, &[MULTIPLE_JOB_FAIL]).await;
+    let name = "rollout-inline-analysis";
+    let ro = basic(
+        name,
+        1,
+        "steps:\n- setWeight: 10\n- pause: {}\n- analysis:\n    templates: [{templateName: multiple-job-fail}]\n",
+    );
+    healthy_then_update(&env, ro).await;
+    env.wait_for(name, "paused", 60, phase_is("Paused")).await;
+    env.promote(name).await;
+    // Argo checks Progressing one second after the promotion, while its Job's pod starts; a
+    // Prometheus query answers at once, so the run may already have failed by then: what
+    // matters (checked below) is that it fails on the second failure, not the first.
+    // The failing metric fails the run without waiting for the delayed one.
+    wait_run_phase(&env, is_step, "Failed", 30).await;
+    env.wait_for(name, "degraded", 30, phase_is("Degraded"))
+        .await;
+    // Failed by the second failure (failureLimit 1 allows one), not the first.
+    let run = runs(&env).await.pop().unwrap();
+    let result = run
+        .status
+        .unwrap()
+        .metric_results
+        .into_iter()
+        .find(|m| m.name == "sleep-job-rep")
+        .unwrap();
+    assert_eq!(result.failed, 2, "{result:?}");
+}
+
+/// Argo's `template-a` and `template-b`: each gives a default the other's argument overrides,
+/// and the step's args override both.
+const TEMPLATE_A: &str = r#"
+kind: AnalysisTemplate
+metadata: {name: template-a}
+spec:
+  args:
+  - name: host
+    value: SHOULD-NOT-USE
+  - name: repo
+  metrics:
+  - name: metric-1
+    count: 1
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: 'vector({{args.host}})'}
+  - name: metric-2
+    count: 1
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: 'vector({{args.repo}})'}
+"#;
+const TEMPLATE_B: &str = r#"
+kind: AnalysisTemplate
+metadata: {name: template-b}
+spec:
+  args:
+  - name: host
+  - name: repo
+    value: SHOULD-NOT-USE
+  metrics:
+  - name: metric-3
+    count: 1
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: 'vector({{args.host}})'}
+  - name: metric-4
+    count: 1
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: 'vector({{args.repo}})'}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_multiple_analysis() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = env(&prom, &[TEMPLATE_A, TEMPLATE_B]).await;
+    let name = "multi-analysis";
+    // The values are PromQL numbers here, so a default that leaked through would not parse.
+    let ro = basic(
+        name,
+        1,
+        "steps:\n- analysis:\n    templates: [{templateName: template-a}, {templateName: template-b}]\n    args:\n    - {name: host, value: '1'}\n    - {name: repo, value: '1'}\n",
+    );
+    env.create(&ro).await;
+    let r = env.wait_for(name, "healthy", 60, phase_is("Healthy")).await;
+    let v1 = stable(&r);
+    env.set_image(name, &format!("{name}:2")).await;
+    env.wait_for(name, "healthy on the new revision", 60, |r| {
+        phase(r) == "Healthy" && stable(r) == current(r) && stable(r) != v1
+    })
+    .await;
+    let all = runs(&env).await;
+    assert_eq!(all.len(), 1, "two templates, one run");
+    let metrics: Vec<String> = all[0].spec.metrics.iter().map(|m| m.name.clone()).collect();
+    assert_eq!(metrics, ["metric-1", "metric-2", "metric-3", "metric-4"]);
+    assert_eq!(run_phase(&all[0]), "Successful");
+}
