@@ -26,13 +26,8 @@ struct Key {
     reason: String,
     action: String,
     note: Option<String>,
-    regarding: (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    ),
+    /// API version, kind, namespace, name and uid of the object the Event is about.
+    regarding: [Option<String>; 5],
 }
 
 impl Key {
@@ -42,13 +37,13 @@ impl Key {
             reason: ev.reason.clone(),
             action: ev.action.clone(),
             note: ev.note.clone(),
-            regarding: (
+            regarding: [
                 regarding.api_version.clone(),
                 regarding.kind.clone(),
                 regarding.namespace.clone(),
                 regarding.name.clone(),
                 regarding.uid.clone(),
-            ),
+            ],
         }
     }
 }
