@@ -195,8 +195,16 @@ fn summary(world: &World) -> String {
         .as_ref()
         .map(|c| c.steps.clone())
         .unwrap_or_default();
+    // While aborted the index is back at 0; the step that matters is the one of the abort.
+    let aborted_at = st
+        .aborted_at_step_index
+        .filter(|_| st.abort)
+        .and_then(|i| usize::try_from(i).ok())
+        .filter(|i| *i < steps.len());
     let idx = st.current_step_index.unwrap_or(0) as usize;
-    let step = if idx < steps.len() {
+    let step = if let Some(i) = aborted_at {
+        format!("step {}/{} aborted", i + 1, steps.len())
+    } else if idx < steps.len() {
         format!(
             "step {}/{} {}",
             idx + 1,
@@ -240,5 +248,8 @@ mod tests {
         assert!(text.contains("RolloutAborted"), "{text}");
         assert!(text.contains("phase Degraded"), "{text}");
         assert!(text.contains("canary weight 0%"), "{text}");
+        // After the abort, lines name the step of the abort, not the index reset to 0.
+        assert!(text.contains("Degraded    step 4/7 aborted"), "{text}");
+        assert!(!text.contains("Degraded    step 1/7"), "{text}");
     }
 }

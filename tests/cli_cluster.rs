@@ -780,7 +780,11 @@ async fn explain_an_abort_by_analysis() -> Result {
             "Aborted at step 3 of 6 at 14:02:11 UTC because metric success-rate measured [0.82], below 0.95, three times (limit 2) in AnalysisRun web-7f9c6b5d8-2.",
             "Traffic to the canary is 0%.",
             "The stable revision 1 (web:1) serves the users; 4/4 of its pods are ready.",
-            "Run `sluice retry web` after a fix, or change the spec to roll forward.",
+            format!(
+                "Run `sluice retry web -n {}` after a fix, or change the spec to roll forward.",
+                cluster.ns
+            )
+            .as_str(),
         ]
     );
     Ok(())
@@ -812,7 +816,7 @@ async fn explain_progress_pause_and_health() -> Result {
         [
             "Paused at step 5 of 6 (pause: until promoted).",
             "Traffic to the canary is 50%.",
-            "Run `sluice promote web` to go on.",
+            format!("Run `sluice promote web -n {}` to go on.", cluster.ns).as_str(),
         ]
     );
     set_status(&cluster, healthy_status()).await?;

@@ -168,7 +168,10 @@ async fn the_cli_steers_a_rollout_through_the_controller() -> Result {
     assert!(said.starts_with("Aborted"), "{said}");
     assert!(said.contains("Traffic to the canary is 0%."), "{said}");
     assert!(
-        said.contains("Run `sluice retry web` after a fix"),
+        said.contains(&format!(
+            "Run `sluice retry web -n {}` after a fix",
+            cluster.ns
+        )),
         "{said}"
     );
     let out = sluice(&kc, &["promote", "web"]).await?;
@@ -401,7 +404,10 @@ spec:
         "{said}"
     );
     assert!(
-        said.contains("Run `sluice retry web` after a fix"),
+        said.contains(&format!(
+            "Run `sluice retry web -n {}` after a fix",
+            cluster.ns
+        )),
         "{said}"
     );
     let tree = ok(&kc, &["get", "rollout", "web"]).await?;

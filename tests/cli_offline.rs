@@ -86,7 +86,7 @@ fn explain_a_timed_pause_and_a_user_pause() -> Result {
         [
             "Paused at step 2 of 2 (pause: 30s).",
             "Traffic to the canary is 20%.",
-            "It goes on by itself when the pause ends; `sluice promote web` goes on now.",
+            "It goes on by itself when the pause ends; `sluice promote web -n default` goes on now.",
         ]
     );
 
@@ -100,7 +100,7 @@ fn explain_a_timed_pause_and_a_user_pause() -> Result {
         [
             "Paused by the user (spec.paused) at step 1 of 2.",
             "There is no traffic router: traffic follows the ratio of canary to stable pods.",
-            "Run `sluice resume web` to go on.",
+            "Run `sluice resume web -n default` to go on.",
         ]
     );
     Ok(())

@@ -94,6 +94,17 @@ fn rollout_crd_has_status_scale_and_printer_columns() {
     ] {
         assert!(columns.contains(&c), "missing printer column {c}");
     }
+    // The Step column numbers steps from 1, as every other output; JSONPath cannot add 1 to
+    // the 0-based currentStepIndex, so the controller writes currentStep for it.
+    let step = v
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.name == "Step")
+        .unwrap();
+    assert_eq!(step.json_path, ".status.currentStep");
+    assert_eq!(step.type_, "string");
     // Descriptions become `kubectl explain` text.
     assert!(text.contains("Share of traffic"));
     // CEL rules for what the API server can reject on apply.

@@ -67,9 +67,9 @@ use super::duration::IntOrDuration;
     ),
     printcolumn(
         name = "Step",
-        type_ = "integer",
-        json_path = ".status.currentStepIndex",
-        description = "Index of the current canary step"
+        type_ = "string",
+        json_path = ".status.currentStep",
+        description = "Current canary step, numbered from 1, of the step count (the step of the abort while aborted)"
     ),
     printcolumn(
         name = "Weight",
@@ -718,9 +718,20 @@ pub struct RolloutStatus {
     /// Hash of the steps; a change restarts the steps of an update in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step_hash: Option<String>,
-    /// Index of the current step; equal to the number of steps when all are done.
+    /// Index of the current step, from 0 as in Argo Rollouts; equal to the number of steps when
+    /// all are done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step_index: Option<i32>,
+    /// The step as people read it, numbered from 1 with the count (`3/7`): the current step, the
+    /// last one once all are done, and while aborted the step the update was aborted at. Written
+    /// by the controller for the `Step` printer column, which cannot add 1 to
+    /// `currentStepIndex`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
+    /// Index (from 0, as `currentStepIndex`) of the step the update was at when it was aborted.
+    /// Set by the controller with `abortedAt`, cleared with it by retry or a new template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_at_step_index: Option<i32>,
     /// Hash of the stable ReplicaSet.
     #[serde(default, rename = "stableRS", skip_serializing_if = "Option::is_none")]
     pub stable_rs: Option<String>,

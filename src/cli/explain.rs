@@ -158,11 +158,20 @@ fn metric_words(m: &super::info::MetricView) -> String {
     }
 }
 
+/// A command to suggest, with the namespace: it must work when pasted, whatever namespace the
+/// reader's kubeconfig defaults to.
+fn suggest(verb: &str, v: &RolloutView) -> String {
+    format!("`sluice {verb} {} -n {}`", v.name, v.namespace)
+}
+
 /// The sentences for a rollout.
 pub fn explain(v: &RolloutView) -> Vec<String> {
     let mut out = Vec::new();
     let n = v.step_count;
-    let name = &v.name;
+    let retry = suggest("retry", v);
+    let promote = suggest("promote", v);
+    let abort_cmd = suggest("abort", v);
+    let resume = suggest("resume", v);
     let condition = |t: &str| v.conditions.iter().find(|c| c.type_ == t);
     let canary = v.revisions.iter().find(|r| r.role.contains("canary"));
     let stable = v.revisions.iter().find(|r| r.role.contains("stable"));
@@ -219,7 +228,7 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
             ));
         }
         out.push(format!(
-            "Run `sluice retry {name}` after a fix, or change the spec to roll forward."
+            "Run {retry} after a fix, or change the spec to roll forward."
         ));
         return out;
     }
@@ -270,7 +279,7 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
                 ));
                 out.push(traffic(v));
                 out.push(format!(
-                    "Run `sluice promote {name}` to accept it and go on, or `sluice abort {name}` to go back to stable."
+                    "Run {promote} to accept it and go on, or {abort_cmd} to go back to stable."
                 ));
             } else if v.pause_reasons.iter().any(|r| r == "CanaryPauseStep") {
                 let desc = step.map(|s| s.description.clone()).unwrap_or_default();
@@ -280,15 +289,15 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
                 ));
                 out.push(traffic(v));
                 if desc.ends_with("until promoted") {
-                    out.push(format!("Run `sluice promote {name}` to go on."));
+                    out.push(format!("Run {promote} to go on."));
                 } else if let Some(left) = v.pause_seconds_left.filter(|l| *l > 0) {
                     out.push(format!(
-                        "It goes on by itself in {}; `sluice promote {name}` goes on now.",
+                        "It goes on by itself in {}; {promote} goes on now.",
                         short_duration(left)
                     ));
                 } else {
                     out.push(format!(
-                        "It goes on by itself when the pause ends; `sluice promote {name}` goes on now."
+                        "It goes on by itself when the pause ends; {promote} goes on now."
                     ));
                 }
             } else if v.paused_by_user {
@@ -297,7 +306,7 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
                     step_words(v.current_step_index, n)
                 ));
                 out.push(traffic(v));
-                out.push(format!("Run `sluice resume {name}` to go on."));
+                out.push(format!("Run {resume} to go on."));
             } else {
                 out.push(format!("Paused: {}.", v.message.trim_end_matches('.')));
             }

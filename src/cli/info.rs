@@ -813,8 +813,10 @@ fn abort_view(ro: &Rollout, status: &RolloutStatus, failure: Option<&FailureView
         .iter()
         .find(|c| c.type_ == "Progressing")
         .map(|c| c.message.clone());
-    let step_index = failure
-        .and_then(|f| f.step_index)
+    // The controller records the step; status written before it did says it only in words.
+    let step_index = status
+        .aborted_at_step_index
+        .or_else(|| failure.and_then(|f| f.step_index))
         .or_else(|| message.as_deref().and_then(step_in_message))
         .or_else(|| progressing.as_deref().and_then(step_in_message));
     let managers = abort_managers(ro);
@@ -1159,7 +1161,8 @@ pub fn step_text(v: &RolloutView) -> Option<String> {
 }
 
 /// The step column of a Rollout read alone (no runs): 1-based `current/total`; for an aborted
-/// update, the step it was aborted at (from the controller's message), as `explain` says it.
+/// update, the step it was aborted at (`status.abortedAtStepIndex`, or the controller's message
+/// in status written before that field), as `explain` says it.
 pub fn rollout_step_text(ro: &Rollout) -> String {
     let status = ro.status.clone().unwrap_or_default();
     let n = ro
@@ -1179,12 +1182,13 @@ pub fn rollout_step_text(ro: &Rollout) -> String {
                 .find(|c| c.type_ == "Progressing")
                 .and_then(|c| step_in_message(&c.message))
         };
-        return match status
-            .message
-            .as_deref()
-            .and_then(step_in_message)
-            .or_else(from_conditions)
-        {
+        return match status.aborted_at_step_index.or_else(|| {
+            status
+                .message
+                .as_deref()
+                .and_then(step_in_message)
+                .or_else(from_conditions)
+        }) {
             Some(i) => format!("{}/{n}", i + 1),
             None => format!("-/{n}"),
         };

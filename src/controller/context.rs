@@ -8,11 +8,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
 use super::clock::Clock;
 use super::config::Settings;
+use super::events::{EventRecorder, Reporter};
 use super::leader::LeaderGate;
 use super::measurement_pool::MeasurementPool;
 use super::metrics::Metrics;
@@ -44,7 +44,7 @@ pub struct Context {
     pub writer: Writer,
     pub settings: Settings,
     pub stores: Stores,
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     pub metrics: Arc<Metrics>,
     pub leader: LeaderGate,
     pub clock: Clock,
@@ -81,7 +81,7 @@ impl Context {
         let writer = Writer::new(client.clone(), leader.clone());
         Context {
             // Events are writes too.
-            recorder: Recorder::new(writer.client(), reporter),
+            recorder: EventRecorder::new(writer.client(), reporter),
             client,
             writer,
             settings,

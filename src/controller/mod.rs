@@ -5,7 +5,8 @@
 //!
 //! - [`rollout`]: the Rollout reconcile, one file per step; [`analysis_run`]: AnalysisRuns,
 //!   measured through the [`measurement_pool`].
-//! - [`writer`]: every write, refused while this replica is not the [`leader`].
+//! - [`writer`]: every write, refused while this replica is not the [`leader`]; [`events`]:
+//!   the Events, one per distinct fact.
 //! - `watches`: the watches that fill the caches ([`context::Stores`]) and trigger reconciles.
 //! - [`config`] and [`args`]: how a controller is started; [`clock`]: the one clock it reads;
 //!   [`metrics`] and [`admin`]: what it exports.
@@ -16,6 +17,7 @@ pub mod args;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod events;
 pub mod leader;
 pub mod measurement_pool;
 pub mod metrics;

@@ -11,9 +11,11 @@ use kube::api::Api;
 use sluice_e2e::demo_app::{ERROR_RATIO, LATENCY};
 use sluice_e2e::loadgen::{LoadGenerator, split_of};
 
-use super::stack::{LocalStack, nginx_app, rollout_yaml, template};
+use super::stack::{LocalStack, Progress, nginx_app, rollout_yaml, template};
 use crate::analysis::args::ResolvedArgs;
 use crate::api::analysis::AnalysisRun;
+use crate::api::rollout::Rollout;
+use crate::plan::describe_step;
 
 /// Namespace of the sample app.
 pub const NS: &str = "demo";
@@ -31,19 +33,36 @@ pub struct LiveOptions {
     pub kubeconfig: Option<PathBuf>,
 }
 
+/// The analysis arguments of every analysis step: what the summary printed before the first
+/// update says, so it is written once.
+const SUCCESS_RATE: &str = "0.95";
+const P95: &str = "0.25";
+const P99: &str = "0.5";
+const COUNT: &str = "2";
+const WINDOW: &str = "5s";
+/// Every metric's `interval` and `initialDelay` in the demo (the shipped templates say 30 s).
+const INTERVAL: &str = "2s";
+const INITIAL_DELAY: &str = "3s";
+/// The window (seconds before now) over which each line measures the traffic: it ends a second
+/// ago so that the answers to the requests in it have arrived.
+const SPLIT_FROM: Duration = Duration::from_secs(3);
+const SPLIT_TO: Duration = Duration::from_secs(1);
+
 fn steps() -> String {
-    let analysis = "      - analysis:
-          templates: [{templateName: nginx-success-rate}, {templateName: nginx-latency}]
+    let analysis = format!(
+        "      - analysis:
+          templates: [{{templateName: nginx-success-rate}}, {{templateName: nginx-latency}}]
           args:
-          - {name: namespace, value: demo}
-          - {name: ingress, value: web}
-          - {name: service, value: web-canary}
-          - {name: window, value: 5s}
-          - {name: count, value: \"2\"}
-          - {name: success-rate, value: \"0.95\"}
-          - {name: p95-threshold, value: \"0.25\"}
-          - {name: p99-threshold, value: \"0.5\"}
-";
+          - {{name: namespace, value: {NS}}}
+          - {{name: ingress, value: web}}
+          - {{name: service, value: web-canary}}
+          - {{name: window, value: {WINDOW}}}
+          - {{name: count, value: \"{COUNT}\"}}
+          - {{name: success-rate, value: \"{SUCCESS_RATE}\"}}
+          - {{name: p95-threshold, value: \"{P95}\"}}
+          - {{name: p99-threshold, value: \"{P99}\"}}
+"
+    );
     format!(
         "      canaryService: web-canary
       stableService: web-stable
@@ -60,6 +79,61 @@ fn steps() -> String {
     )
 }
 
+/// What the demo's Rollout does, in a few lines, from the Rollout as the cluster has it.
+fn rollout_summary(ro: &Rollout) -> String {
+    let steps = ro
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .map(|c| c.steps.as_slice())
+        .unwrap_or_default();
+    let list = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let d = describe_step(s);
+            // The analysis templates are named on the analysis line below.
+            let d = if d.starts_with("analysis") {
+                "analysis"
+            } else {
+                d.as_str()
+            };
+            format!("{} {d}", i + 1)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "Rollout {NS}/web: {replicas} pods; the first version goes live at once, every later one walks the steps.
+  steps     {list}
+  analysis  AnalysisTemplates nginx-success-rate and nginx-latency: canary success rate >= {SUCCESS_RATE},
+            p95 latency <= {P95}s, p99 <= {P99}s, over a {WINDOW} window; {COUNT} measurements {INTERVAL} apart,
+            the first after {INITIAL_DELAY}; one failed measurement aborts the update
+  router    NGINX: the Ingress web (host {HOST}) sends the canary weight to the Service web-canary,
+            the rest to web-stable",
+        replicas = ro.spec.replicas.unwrap_or(1),
+    )
+}
+
+/// Printed once, before the first update: what each column of the live lines means.
+fn legend(rate: u32) -> String {
+    let window = (SPLIT_FROM - SPLIT_TO).as_secs();
+    format!(
+        "Each line below is printed when something changes (at most once a second):
+  [  4.1s]            time since the update was applied
+  Progressing         the Rollout's phase
+  step 2/7 analysis   the step it is at, numbered from 1, and what the step does
+  weight 10/90        the traffic weights the controller set on nginx: canary / stable, in %
+  measured v2 10.0%   the share of the load generator's requests that the new version answered,
+  (60 req, 0 failed)    over the {window} s ending a second ago ({rate} requests/s x {window} s), and
+                        how many of those requests got a 5xx
+  success-rate=0.998 [x >= {SUCCESS_RATE}] Running
+                      each metric of the newest AnalysisRun: its latest value, its condition
+                        (x is the value) and the metric's phase; \"no data\" until the canary
+                        has answered enough requests to measure
+"
+    )
+}
 const STEP_NAMES: &[&str] = &[
     "setWeight 10",
     "analysis",
@@ -106,11 +180,16 @@ async fn analysis_line(stack: &LocalStack) -> String {
             let value = last
                 .and_then(|x| x.value.clone())
                 .map(|v| {
-                    v.trim_matches(|c| c == '[' || c == ']')
+                    let inner = v.trim_matches(|c| c == '[' || c == ']');
+                    // An empty result: the canary has no series yet.
+                    if inner.trim().is_empty() {
+                        return "no data".to_string();
+                    }
+                    inner
                         .parse::<f64>()
                         .map_or(v.clone(), |f| format!("{f:.3}"))
                 })
-                .unwrap_or_else(|| "-".into());
+                .unwrap_or_else(|| "no data".into());
             let cond = conditions.get(m.name.as_str()).copied().unwrap_or("");
             let cond = args
                 .substitute(cond, "successCondition")
@@ -162,7 +241,7 @@ async fn roll_out(
         let weight = st.canary.weights.as_ref().map_or(0, |w| w.canary.weight);
         let step = st.current_step_index.unwrap_or(0);
         let now = Instant::now();
-        let recent = load.between(now - Duration::from_secs(3), now - Duration::from_secs(1));
+        let recent = load.between(now - SPLIT_FROM, now - SPLIT_TO);
         let split = split_of(&recent, version);
         if first_visible_failure.is_none()
             && stack
@@ -173,15 +252,25 @@ async fn roll_out(
         {
             first_visible_failure = Some(now);
         }
-        let step_name = STEP_NAMES
-            .get(usize::try_from(step).unwrap_or(0))
-            .copied()
-            .unwrap_or("complete");
-        let line = format!(
-            "[{:>5.1}s] {phase:<11} step {}/{} {step_name:<13} weight {weight:>3}/{:<3} measured {version} {:>5.1}% ({} req, {} failed)  {}",
-            started.elapsed().as_secs_f64(),
+        // While aborted, the step the update was aborted at (the index itself is back at 0).
+        let (step, step_name) = match st.aborted_at_step_index.filter(|_| st.abort) {
+            Some(at) => (at, "aborted"),
+            None => (
+                step,
+                STEP_NAMES
+                    .get(usize::try_from(step).unwrap_or(0))
+                    .copied()
+                    .unwrap_or("all done"),
+            ),
+        };
+        let step_text = format!(
+            "{}/{}",
             (step + 1).min(STEP_NAMES.len() as i32),
-            STEP_NAMES.len(),
+            STEP_NAMES.len()
+        );
+        let line = format!(
+            "[{:>5.1}s] {phase:<11} step {step_text} {step_name:<13} weight {weight:>3}/{:<3} measured {version} {:>5.1}% ({} req, {} failed)  {}",
+            started.elapsed().as_secs_f64(),
             100 - weight,
             split.percent(),
             split.total,
@@ -233,35 +322,118 @@ async fn roll_out(
     }
 }
 
+/// The kubeconfig of the local cluster with `namespace` as its context's namespace, so that
+/// `kubectl get rollouts` and `sluice get rollout web` find the demo's objects without `-n`.
+fn kubeconfig_in(yaml: &str, namespace: &str) -> anyhow::Result<String> {
+    let mut config: serde_json::Value = serde_yaml::from_str(yaml)?;
+    let contexts = config
+        .get_mut("contexts")
+        .and_then(serde_json::Value::as_array_mut)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("the test cluster's kubeconfig has no context"))?;
+    for c in contexts {
+        c["context"]["namespace"] = namespace.into();
+    }
+    Ok(serde_yaml::to_string(&config)?)
+}
+
+/// How to run `name` from a shell: the bare name when it is on PATH, else the full path of
+/// this very binary (after `cargo run`, `sluice` is only in `target/`).
+fn command_name(name: &str) -> String {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
+    if on_path {
+        return name.to_string();
+    }
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| name.to_string())
+}
+
+/// The commands to explore the kept cluster; each works when pasted into a shell.
+fn explore_hint(kubeconfig: &std::path::Path, ingress: &str, prometheus: &str) -> String {
+    let sluice = command_name("sluice");
+    let install = if sluice == "sluice" {
+        String::new()
+    } else {
+        "\n  (`cargo install --path .` puts sluice and kubectl-sluice on PATH)".to_string()
+    };
+    format!(
+        "Explore it from another terminal (the kubeconfig's namespace is {NS}, so no -n is needed):
+  export KUBECONFIG={kubeconfig}
+  kubectl get rollouts,analysisruns,pods
+  {sluice} get rollout web
+  {sluice} explain web
+  curl -H 'Host: {HOST}' http://{ingress}/
+  Prometheus: {prometheus}/graph?g0.expr=nginx_ingress_controller_requests{install}",
+        kubeconfig = kubeconfig.display(),
+    )
+}
+
 /// Runs the live demo.
-pub async fn run(out: &mut dyn Write, options: LiveOptions) -> anyhow::Result<()> {
+pub async fn run(out: &mut (dyn Write + Send), options: LiveOptions) -> anyhow::Result<()> {
     writeln!(
         out,
-        "Starting the local cluster: API server, controller, nginx, Prometheus (installed with apt-get when missing)..."
+        "Starting the local cluster (nginx and Prometheus are installed with apt-get when missing, which can take a minute):"
     )?;
-    let stack = LocalStack::start().await?;
+    out.flush()?;
+    let mut progress_error = None;
+    let stack = {
+        let mut report = |p: Progress<'_>| {
+            let written = match p {
+                Progress::Starting(part) => {
+                    write!(out, "  {part:<11} starting...").and_then(|()| out.flush())
+                }
+                Progress::Ready { address, took } => writeln!(
+                    out,
+                    " ready in {:.1}s{}",
+                    took.as_secs_f64(),
+                    if address.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" at {address}")
+                    }
+                ),
+            };
+            if let Err(e) = written {
+                progress_error.get_or_insert(e);
+            }
+        };
+        LocalStack::start_reporting(&mut report).await?
+    };
+    if let Some(e) = progress_error {
+        return Err(e.into());
+    }
     let kubeconfig = options
         .kubeconfig
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("sluice-demo.kubeconfig"));
-    stack.cluster.write_kubeconfig(&kubeconfig)?;
+    std::fs::write(
+        &kubeconfig,
+        kubeconfig_in(&stack.cluster.kubeconfig_yaml(), NS)?,
+    )
+    .map_err(|e| anyhow::anyhow!("write the kubeconfig {}: {e}", kubeconfig.display()))?;
     writeln!(
         out,
-        "  API server   {}\n  nginx        http://{} (Host: {HOST})\n  Prometheus   {}\n  kubeconfig   {}",
-        stack.cluster.url(),
-        stack.dataplane.ingress_addr(),
-        stack.prometheus.url(),
+        "  kubeconfig  {} (namespace {NS})\n",
         kubeconfig.display()
     )?;
     stack.apply_yaml(&nginx_app(NS)).await?;
     for name in ["nginx-success-rate", "nginx-latency"] {
-        let mut t = template(name, "2s", Some("3s"))?;
+        let mut t = template(name, INTERVAL, Some(INITIAL_DELAY))?;
         t["metadata"]["namespace"] = NS.into();
         stack.apply(t).await?;
     }
     stack
         .apply_yaml(&rollout_yaml(NS, 5, "v1", &[], &steps()))
         .await?;
+    writeln!(
+        out,
+        "{}\n",
+        rollout_summary(&stack.rollout(NS, "web").await?)
+    )?;
+    write!(out, "Waiting for web:v1 to be Healthy...")?;
+    out.flush()?;
     stack
         .wait_rollout(NS, "web", Duration::from_secs(60), |r| {
             r.status
@@ -275,9 +447,10 @@ pub async fn run(out: &mut dyn Write, options: LiveOptions) -> anyhow::Result<()
     tokio::time::sleep(Duration::from_secs(2)).await;
     writeln!(
         out,
-        "web:v1 is live (5 pods), {} requests/s through nginx.\n",
+        " web:v1 is live (5 pods); a load generator sends {} requests/s through nginx.\n",
         options.rate
     )?;
+    writeln!(out, "{}", legend(options.rate))?;
 
     writeln!(
         out,
@@ -331,18 +504,56 @@ pub async fn run(out: &mut dyn Write, options: LiveOptions) -> anyhow::Result<()
         )?,
         None => writeln!(out, "  abort latency:   not measured")?,
     }
-    writeln!(
-        out,
-        "\nExplore it:\n  export KUBECONFIG={}\n  kubectl get rollouts,analysisruns,pods -n {NS}\n  sluice get rollout web -n {NS}\n  curl -H 'Host: {HOST}' http://{}/\n  Prometheus: {}/graph?g0.expr=nginx_ingress_controller_requests",
-        kubeconfig.display(),
-        stack.dataplane.ingress_addr(),
-        stack.prometheus.url()
-    )?;
     if options.keep {
-        writeln!(out, "\nEverything keeps running; Ctrl-C stops it.")?;
+        writeln!(
+            out,
+            "\n{}",
+            explore_hint(
+                &kubeconfig,
+                &stack.dataplane.ingress_addr().to_string(),
+                &stack.prometheus.url()
+            )
+        )?;
+        writeln!(
+            out,
+            "\nEverything keeps running, the load generator too; Ctrl-C stops it all."
+        )?;
         out.flush()?;
         tokio::signal::ctrl_c().await?;
+    } else {
+        writeln!(
+            out,
+            "\nEverything has stopped. Run the demo with --keep to explore the cluster afterwards with kubectl and sluice."
+        )?;
     }
     load.stop();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubeconfig_points_at_the_demo_namespace() {
+        let base = "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'http://127.0.0.1:1'}\ncontexts:\n- name: c\n  context: {cluster: c, user: u, namespace: default}\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n";
+        let written = kubeconfig_in(base, "demo").unwrap();
+        let config: kube::config::Kubeconfig = serde_yaml::from_str(&written).unwrap();
+        let ctx = config.contexts[0].context.as_ref().unwrap();
+        assert_eq!(ctx.namespace.as_deref(), Some("demo"));
+        assert_eq!(ctx.cluster, "c");
+        assert_eq!(config.current_context.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn the_summary_lists_every_step_of_the_rollout_it_applies() {
+        let ro: Rollout = serde_yaml::from_str(&rollout_yaml(NS, 5, "v1", &[], &steps())).unwrap();
+        let text = rollout_summary(&ro);
+        assert!(
+            text.contains("steps     1 setWeight 10, 2 analysis, 3 setWeight 25, 4 analysis, 5 setWeight 50, 6 analysis, 7 setWeight 100"),
+            "{text}"
+        );
+        assert!(text.contains("5 pods"), "{text}");
+        assert_eq!(STEP_NAMES.len(), 7);
+    }
 }

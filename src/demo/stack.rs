@@ -60,6 +60,20 @@ pub fn template(name: &str, interval: &str, initial_delay: Option<&str>) -> anyh
     Ok(v)
 }
 
+/// How far [`LocalStack::start_reporting`] is.
+#[derive(Debug, Clone)]
+pub enum Progress<'a> {
+    /// `part` ("API server", "nginx", "Prometheus", "controller") is starting.
+    Starting(&'a str),
+    /// The part that was starting is up.
+    Ready {
+        /// Where it listens (empty for the controller).
+        address: String,
+        /// How long it took to start.
+        took: Duration,
+    },
+}
+
 /// The running local closed loop.
 pub struct LocalStack {
     /// The API server and simulated workloads.
@@ -76,6 +90,16 @@ impl LocalStack {
     /// Starts everything (installing nginx and Prometheus with apt-get when missing); the
     /// controller too.
     pub async fn start() -> anyhow::Result<LocalStack> {
+        Self::start_reporting(&mut |_| ()).await
+    }
+
+    /// [`Self::start`], calling `progress` as each part starts and is up (the demo prints it: starting takes
+    /// long enough that silence would look like a hang).
+    pub async fn start_reporting(
+        progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    ) -> anyhow::Result<LocalStack> {
+        let mut started = Instant::now();
+        progress(Progress::Starting("API server"));
         let cluster = TestCluster::builder()
             .pod_ready_delay(Duration::from_millis(300))
             .start()
@@ -88,12 +112,28 @@ impl LocalStack {
         }
         cluster.install_istio_crds().context("install Istio CRDs")?;
         cluster.set_pod_runner(AppRunner);
+        progress(Progress::Ready {
+            address: cluster.url().to_string(),
+            took: started.elapsed(),
+        });
+        started = Instant::now();
+        progress(Progress::Starting("nginx"));
         let dataplane = DataPlane::start(cluster.client())
             .await
             .context("start nginx")?;
+        progress(Progress::Ready {
+            address: format!("http://{}", dataplane.ingress_addr()),
+            took: started.elapsed(),
+        });
+        started = Instant::now();
+        progress(Progress::Starting("Prometheus"));
         let prometheus = PrometheusServer::start(&[dataplane.metrics_addr()])
             .await
             .context("start prometheus")?;
+        progress(Progress::Ready {
+            address: prometheus.url(),
+            took: started.elapsed(),
+        });
         let controller_config = ControllerConfig {
             prometheus: PrometheusConfig {
                 allowlist: AddressAllowlist::new([prometheus.url()])?,
@@ -108,7 +148,13 @@ impl LocalStack {
             controller: None,
             controller_config,
         };
+        started = Instant::now();
+        progress(Progress::Starting("controller"));
         stack.start_controller().await?;
+        progress(Progress::Ready {
+            address: String::new(),
+            took: started.elapsed(),
+        });
         Ok(stack)
     }
 

@@ -69,6 +69,7 @@ pub(super) fn detect_template_change(
         st.current_pod_hash = Some(ctx.current_hash.clone());
         st.abort = false;
         st.aborted_at = None;
+        st.aborted_at_step_index = None;
         st.promote_full = false;
         clear_pauses(st);
         st.canary.current_step_analysis_run_status = None;
@@ -140,6 +141,7 @@ pub(super) fn retry_or_user_abort(
 ) -> Option<String> {
     if !st.abort && st.aborted_at.is_some() {
         st.aborted_at = None;
+        st.aborted_at_step_index = None;
         st.current_step_index = (!ctx.steps.is_empty()).then_some(0);
         clear_pauses(st);
         st.canary.current_step_analysis_run_status = None;
@@ -192,6 +194,7 @@ pub(super) fn start_abort(ctx: &Ctx, st: &mut RolloutStatus, journal: &mut Journ
     // pods or for promotion) the abort is reported at the last step.
     let message = if n > 0 {
         let shown = (step + 1).clamp(1, n as i32);
+        st.aborted_at_step_index = Some(shown - 1);
         format!("aborted at step {shown} of {n}: {why}")
     } else {
         format!("aborted: {why}")
@@ -199,6 +202,19 @@ pub(super) fn start_abort(ctx: &Ctx, st: &mut RolloutStatus, journal: &mut Journ
     journal.event(EventType::Warning, reason::ROLLOUT_ABORTED, message.clone());
     st.message = Some(message);
     st.current_step_index = (n > 0).then_some(0);
+}
+
+/// `status.currentStep`, the step as people read it (see its description): from 1, with the
+/// count; the step of the abort while aborted.
+pub(super) fn record_current_step(st: &mut RolloutStatus, n_steps: usize) {
+    st.current_step = (n_steps > 0).then(|| {
+        let n = i32::try_from(n_steps).unwrap_or(i32::MAX);
+        let index = match st.aborted_at_step_index.filter(|_| st.abort) {
+            Some(i) => i,
+            None => st.current_step_index.unwrap_or(0),
+        };
+        format!("{}/{n}", (index + 1).clamp(1, n))
+    });
 }
 
 /// Promotion is due: all steps done, nothing holds the rollout, and the new version is fully

@@ -125,6 +125,7 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
         traffic::record_weights(&ctx, &mut st, &mut journal, weight, &services);
         phase::record_phase(&ctx, &mut st, &mut journal, user_paused, idx);
     }
+    lifecycle::record_current_step(&mut st, ctx.steps.len());
 
     Plan {
         invalid: None,

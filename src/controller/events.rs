@@ -1,0 +1,145 @@
+//! Publishing Events (`events.k8s.io/v1`). Like kube-runtime's `Recorder`, a repeat of an Event
+//! within a few minutes becomes a series on the first one (`series.count`) instead of a new
+//! object; unlike it, the note is part of what makes two Events the same. kube-runtime keys its
+//! series on type, reason and action only, so "step 1 of 7 completed" followed by "step 2 of 7
+//! completed" was shown by `kubectl describe` as the first note eight times over. Here each
+//! distinct fact is its own Event, and only a true repeat (same reason and same note) counts up.
+
+use std::collections::HashMap;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+pub use kube::runtime::events::{Event, EventType, Reporter};
+use tokio::sync::Mutex;
+
+/// How long a published Event can still be counted up by a repeat (kube-runtime's and
+/// client-go's window).
+const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
+
+/// What makes two Events the same fact.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    warning: bool,
+    reason: String,
+    action: String,
+    note: Option<String>,
+    /// API version, kind, namespace, name and uid of the object the Event is about.
+    regarding: [Option<String>; 5],
+}
+
+impl Key {
+    fn new(ev: &Event, regarding: &ObjectReference) -> Key {
+        Key {
+            warning: matches!(ev.type_, EventType::Warning),
+            reason: ev.reason.clone(),
+            action: ev.action.clone(),
+            note: ev.note.clone(),
+            regarding: [
+                regarding.api_version.clone(),
+                regarding.kind.clone(),
+                regarding.namespace.clone(),
+                regarding.name.clone(),
+                regarding.uid.clone(),
+            ],
+        }
+    }
+}
+
+/// Publishes Events; one is shared by every reconcile so that repeats are recognised.
+pub struct EventRecorder {
+    client: kube::Client,
+    reporter: Reporter,
+    published: Mutex<HashMap<Key, K8sEvent>>,
+}
+
+impl EventRecorder {
+    /// A recorder writing through `client` as `reporter`.
+    pub fn new(client: kube::Client, reporter: Reporter) -> EventRecorder {
+        EventRecorder {
+            client,
+            reporter,
+            published: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes `ev` about `regarding`: a new Event, or one more in the series of the same
+    /// Event published less than [`SERIES_WINDOW`] ago.
+    pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
+        let now = Timestamp::now();
+        let key = Key::new(ev, regarding);
+        let previous = {
+            let mut published = self.published.lock().await;
+            published.retain(|_, e| last_seen(e).is_some_and(|t| t + SERIES_WINDOW > now));
+            published.get(&key).cloned()
+        };
+        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
+        let event = match previous {
+            Some(mut e) => {
+                let count = e.series.as_ref().map_or(2, |s| s.count + 1);
+                e.series = Some(EventSeries {
+                    count,
+                    last_observed_time: MicroTime(now),
+                });
+                let name = e.metadata.name.clone().unwrap_or_default();
+                let patch = serde_json::json!({"series": e.series});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                e
+            }
+            None => {
+                let e = self.new_event(ev, regarding, now);
+                api.create(&PostParams::default(), &e).await?;
+                e
+            }
+        };
+        self.published.lock().await.insert(key, event);
+        Ok(())
+    }
+
+    fn new_event(&self, ev: &Event, regarding: &ObjectReference, now: Timestamp) -> K8sEvent {
+        let base = regarding
+            .name
+            .as_deref()
+            .unwrap_or(&self.reporter.controller);
+        K8sEvent {
+            action: Some(ev.action.clone()),
+            reason: Some(ev.reason.clone()),
+            note: ev.note.clone(),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(regarding.clone()),
+            related: ev.secondary.clone(),
+            metadata: ObjectMeta {
+                namespace: regarding.namespace.clone(),
+                // Unique per publish, as kube-runtime and client-go name them.
+                name: Some(format!("{base}.{:x}", now.as_nanosecond())),
+                ..Default::default()
+            },
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            type_: Some(
+                match ev.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_string(),
+            ),
+            ..Default::default()
+        }
+    }
+}
+
+fn last_seen(e: &K8sEvent) -> Option<Timestamp> {
+    match &e.series {
+        Some(s) => Some(s.last_observed_time.0),
+        None => e.event_time.as_ref().map(|t| t.0),
+    }
+}
