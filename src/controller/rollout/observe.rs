@@ -1,13 +1,14 @@
 //! Observe: everything a reconcile reads, before anything is decided. The watch caches give the
 //! Rollout's ReplicaSets, AnalysisRuns, Services and workload; the routers read the traffic
-//! objects; the AnalysisTemplates the Rollout's analyses reference are read live.
+//! objects; the AnalysisTemplates the Rollout's analyses reference are read live, and so are
+//! the Rollout's pods while a restart is due.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
-use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
@@ -20,8 +21,8 @@ use crate::api::constants;
 use crate::api::rollout::Rollout;
 use crate::api::validation::FieldError;
 use crate::plan::{
-    AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedReplicaSet, ObservedTemplate,
-    ObservedTemplates, ObservedTraffic, ObservedWorkload,
+    AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedPod, ObservedReplicaSet,
+    ObservedTemplate, ObservedTemplates, ObservedTraffic, ObservedWorkload,
 };
 use crate::traffic::TrafficError;
 
@@ -258,6 +259,7 @@ fn parse_ts(s: Option<&String>) -> Option<Timestamp> {
 /// Builds the planner's observation from the caches and the routers.
 async fn state(t: &Target<'_>) -> Result<Observation, Error> {
     let replica_sets = replica_sets(t);
+    let pods = restart_pods(t).await?;
     let analysis_runs = analysis_runs(t);
     let mut reference_errors = Vec::new();
     let mut traffic = services(t, &mut reference_errors).await?;
@@ -272,6 +274,7 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
         workload,
         reference_errors,
         analysis_templates: None,
+        pods,
     })
 }
 
@@ -305,6 +308,82 @@ fn replica_sets(t: &Target<'_>) -> Vec<ObservedReplicaSet> {
             })
         })
         .collect()
+}
+
+/// The pods of the Rollout's ReplicaSets, read only while a restart is due (never otherwise:
+/// a Rollout without a pending `spec.restartAt` costs no read of its pods). One list scoped to
+/// the namespace and the ReplicaSets' pod-template hashes; a pod counts when its controller is
+/// one of the Rollout's ReplicaSets (two Rollouts with the same template share a hash).
+async fn restart_pods(t: &Target<'_>) -> Result<Option<Vec<ObservedPod>>, Error> {
+    if !crate::plan::restart::due(t.rollout, t.ctx.now()) {
+        return Ok(None);
+    }
+    let (ctx, ns, uid) = (t.ctx, &t.namespace, t.uid());
+    let owners: BTreeMap<String, String> = ctx
+        .stores
+        .replica_sets
+        .state()
+        .iter()
+        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()) && owned_by(rs.meta(), &uid))
+        .filter(|rs| rs.meta().deletion_timestamp.is_none())
+        .filter_map(|rs| {
+            let hash = rs.labels().get(constants::POD_TEMPLATE_HASH_LABEL)?.clone();
+            Some((rs.uid()?, hash))
+        })
+        .collect();
+    if owners.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let hashes: std::collections::BTreeSet<&str> = owners.values().map(String::as_str).collect();
+    let selector = format!(
+        "{} in ({})",
+        constants::POD_TEMPLATE_HASH_LABEL,
+        hashes.into_iter().collect::<Vec<_>>().join(",")
+    );
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(api_error("list pods", t.name.clone()))?;
+    Ok(Some(
+        list.items
+            .iter()
+            .filter_map(|pod| observed_pod(pod, &owners))
+            .collect(),
+    ))
+}
+
+/// A pod as the restart sees it, when its controller is one of `owners` (uid to hash).
+fn observed_pod(pod: &Pod, owners: &BTreeMap<String, String>) -> Option<ObservedPod> {
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))?;
+    let hash = owners.get(&owner.uid)?;
+    let ready_since = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| {
+            c.last_transition_time
+                .as_ref()
+                .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+        });
+    Some(ObservedPod {
+        name: pod.name_any(),
+        hash: hash.clone(),
+        // The API server always sets it; a pod without one is treated as the oldest.
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+        ready_since,
+        deleting: pod.metadata.deletion_timestamp.is_some(),
+    })
 }
 
 /// The Rollout's AnalysisRuns, from the cache.
