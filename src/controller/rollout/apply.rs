@@ -116,7 +116,7 @@ pub(super) async fn apply(
 
 /// Restart evictions, through the Eviction API so that PodDisruptionBudgets apply: candidates
 /// in the plan's order until `limit` pods went. A refusal (429: a PodDisruptionBudget) is not
-/// an error: the next candidate is tried, and the restart tries again later. The outcome is
+/// an error: the restart tries again later. The outcome is
 /// logged per pod and told in one Event. Returns whether a pod was evicted.
 async fn evict(t: &Target<'_>, plan: &mut Plan) -> Result<bool, Error> {
     let Some(e) = plan.evictions.clone() else {
@@ -128,7 +128,8 @@ async fn evict(t: &Target<'_>, plan: &mut Plan) -> Result<bool, Error> {
         if evicted.len() >= e.limit {
             break;
         }
-        match api.evict(pod, &EvictParams::default()).await {
+        let r = api.evict(pod, &EvictParams::default()).await;
+        match r {
             Ok(_) => {
                 tracing::info!(rollout = %t.name, namespace = %t.namespace, pod = %pod, restart_at = %e.restart_at, "evicted pod for restart");
                 evicted.push(pod.clone());
@@ -136,6 +137,9 @@ async fn evict(t: &Target<'_>, plan: &mut Plan) -> Result<bool, Error> {
             Err(kube::Error::Api(s)) if s.code == 429 => {
                 tracing::warn!(rollout = %t.name, namespace = %t.namespace, pod = %pod, reason = %s.message, "eviction refused; retrying later");
                 refused.push(format!("{pod} ({})", s.message));
+                // The client already retried this 429 with backoff before reporting it; the
+                // next reconcile tries again rather than holding this one on other pods.
+                break;
             }
             // Gone already: its ReplicaSet replaces it anyway.
             Err(kube::Error::Api(s)) if s.is_not_found() => {}
