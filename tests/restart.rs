@@ -285,22 +285,6 @@ async fn rollout_pdb_restart() {
     let r = env.get("web").await;
     assert_eq!(restarted_at(&r), None);
     assert_eq!(phase(&r), "Paused");
-    // The refusal is reported (after the client's own retries of the 429).
-    let deadline = std::time::Instant::now() + patience(20);
-    loop {
-        let refused = events(&env, "RestartingPods").await;
-        if refused
-            .iter()
-            .any(|n| n.contains("eviction refused") && n.contains("disruption budget"))
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{refused:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(live_names(&pods(&env).await), before);
-    assert_eq!(restarted_at(&env.get("web").await), None);
-
     pdbs.delete("web", &DeleteParams::default()).await.unwrap();
     // WaitForRolloutAvailableReplicas(0): with 100% unavailable allowed, all go at once.
     let fewest = fewest_available_until_restarted(&env, at, 60).await;
