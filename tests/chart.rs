@@ -4,7 +4,7 @@
 //! the controller uses, the pod is locked down, and the manifests are applied to the test
 //! cluster where the rendered pods run the real `sluice controller`, elect one leader and roll
 //! out a routed canary using only requests the chart's RBAC grants. The test cluster serves no
-//! RBAC, PodDisruptionBudget or NetworkPolicy API and enforces no RBAC: the test installs
+//! RBAC or NetworkPolicy API and enforces no RBAC: the test installs
 //! schema-less stand-in CRDs for those kinds (and the Prometheus Operator's) so that every
 //! rendered object is applied, and checks permissions against the request log instead.
 
@@ -386,6 +386,8 @@ const NAMESPACED: &[(&str, &str, &[&str])] = &[
         &["create", "get", "list", "watch", "patch", "delete"],
     ),
     ("apps", "deployments", &["get", "list", "watch", "patch"]),
+    ("", "pods", &["list"]),
+    ("", "pods/eviction", &["create"]),
     ("", "services", &["get", "list", "watch", "patch"]),
     (
         "networking.k8s.io",
@@ -442,9 +444,21 @@ fn rbac_cluster_wide_grants_exactly_what_the_controller_uses() {
     assert_eq!(lease_role["metadata"]["namespace"], NAMESPACE);
     assert_eq!(grants(lease_role), triples(LEASES));
     bound_to_service_account(one(&docs, "RoleBinding"), lease_role, &docs);
-    // Never Pods, never a Rollout's spec, Secrets only by name.
+    // Pods only listed and evicted (restarts honour PodDisruptionBudgets), never deleted or
+    // written; never a Rollout's spec; Secrets only by name.
     let all = grants(cluster_role);
-    assert!(!all.iter().any(|(_, r, _)| r == "pods"));
+    let pod_rights: BTreeSet<(String, String)> = all
+        .iter()
+        .filter(|(g, r, _)| g.is_empty() && r.starts_with("pods"))
+        .map(|(_, r, v)| (r.clone(), v.clone()))
+        .collect();
+    assert_eq!(
+        pod_rights,
+        BTreeSet::from([
+            ("pods".to_string(), "list".to_string()),
+            ("pods/eviction".to_string(), "create".to_string()),
+        ])
+    );
     assert!(!all.iter().any(|(g, r, v)| g == "sluice.dev"
         && r == "rollouts"
         && ["update", "create", "delete"].contains(&v.as_str())));
@@ -499,7 +513,7 @@ fn rbac_with_watch_namespace_is_namespace_scoped() {
     bound_to_service_account(one(&docs, "ClusterRoleBinding"), cluster_role, &docs);
 }
 
-/// CRDs standing in for built-in kinds the test cluster does not serve (RBAC, PDB,
+/// CRDs standing in for built-in kinds the test cluster does not serve (RBAC,
 /// NetworkPolicy) and for the Prometheus Operator's, so every rendered object is applied.
 fn install_stand_in_crds(cluster: &TestCluster) {
     let kinds = [
@@ -529,13 +543,6 @@ fn install_stand_in_crds(cluster: &TestCluster) {
             "v1",
             "RoleBinding",
             "rolebindings",
-            "Namespaced",
-        ),
-        (
-            "policy",
-            "v1",
-            "PodDisruptionBudget",
-            "poddisruptionbudgets",
             "Namespaced",
         ),
         (

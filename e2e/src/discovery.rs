@@ -104,6 +104,9 @@ fn resource_list(state: &AppState, group: &str, version: &str) -> Option<Value> 
         if v.status_subresource {
             resources.push(json!({"name": format!("{}/status", res.plural), "singularName": "", "namespaced": res.namespaced, "kind": res.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if res.group.is_empty() && res.plural == "pods" {
+            resources.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
+        }
         if v.scale.is_some() {
             resources.push(json!({"name": format!("{}/scale", res.plural), "singularName": "", "namespaced": res.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }

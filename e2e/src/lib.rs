@@ -17,6 +17,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod eviction;
 pub mod managed;
 pub mod openapi;
 pub mod patch;

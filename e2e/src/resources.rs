@@ -179,6 +179,7 @@ pub fn builtins() -> Vec<ResourceDef> {
     use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coordination, core::v1 as core};
     use k8s_openapi::api::{
         discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
+        policy::v1 as policy,
     };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
     vec![
@@ -313,6 +314,18 @@ pub fn builtins() -> Vec<ResourceDef> {
             true,
             &["ing"],
             typed::<networking::Ingress>,
+        ),
+        builtin(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            true,
+            true,
+            false,
+            true,
+            &["pdb"],
+            typed::<policy::PodDisruptionBudget>,
         ),
         builtin(
             "coordination.k8s.io",

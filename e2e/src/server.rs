@@ -170,7 +170,8 @@ fn parse_target(store: &Store, path: &str) -> Option<Result<Target, ApiError>> {
     if let Some(sub) = sub
         && !(sub == "status" && res.has_status(version)
             || sub == "scale" && res.scale(version).is_some()
-            || sub == "finalize" && res.plural == "namespaces")
+            || sub == "finalize" && res.plural == "namespaces"
+            || sub == "eviction" && res.group.is_empty() && res.plural == "pods")
     {
         return not_found();
     }
@@ -262,6 +263,9 @@ async fn handle(
         (&Method::GET, false) if is_watch => "watch",
         (&Method::GET, false) => "list",
         (&Method::POST, false) => "create",
+        // The one subresource created by POST on a named object (verb `create` of
+        // `pods/eviction`, as RBAC sees it).
+        (&Method::POST, true) if target.subresource.as_deref() == Some("eviction") => "create",
         (&Method::PUT, true) => "update",
         (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
@@ -442,6 +446,10 @@ async fn serve_inner(
         }
         "list" => list(state, t, query, headers),
         "watch" => watch(state, t, query),
+        "create" if sub == Some("eviction") => {
+            let status = crate::eviction::evict(store, &ns, &name, &parse_body(body)?)?;
+            Ok(json_response(StatusCode::CREATED, &status, &[]))
+        }
         "create" => {
             let obj = parse_body(body)?;
             let ok = store.create(&write_ctx(query, headers, false), res, &t.version, &ns, obj)?;

@@ -118,4 +118,10 @@ pub mod reason {
     pub const ROLLED_BACK: &str = "RolledBackToStable";
     pub const AVAILABLE: &str = "AvailableReason";
     pub const PROMOTE_FULL: &str = "RolloutPromotedFull";
+    /// Pods evicted for `spec.restartAt` (or refused by a PodDisruptionBudget).
+    pub const RESTARTING_PODS: &str = "RestartingPods";
+    /// Every pod is newer than `spec.restartAt`: `status.restartedAt` recorded.
+    pub const RESTARTED_PODS: &str = "RestartedPods";
+    /// A new pod template or new steps canceled a pending restart.
+    pub const RESTART_CANCELED: &str = "RestartCanceled";
 }

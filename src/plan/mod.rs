@@ -17,8 +17,8 @@
 //! Where things are: `types` (what goes in and out), `lifecycle` (new version, retry, abort,
 //! promotion), `steps` (walking the canary steps), `analysis` (AnalysisRuns), `traffic`
 //! (weights, Services, routes), `replica_sets` (pods per version), `phase` (the status
-//! summary and conditions), `validity` (an invalid spec). [`assume`] applies a plan to an
-//! observation as if it had been written; [`actions`] are the user's actions (promote, abort,
+//! summary and conditions), `validity` (an invalid spec), [`restart`] (`spec.restartAt`).
+//! [`assume`] applies a plan to an observation as if it had been written; [`actions`] are the user's actions (promote, abort,
 //! ...); [`sim`] is an in-memory cluster that runs them all.
 
 pub mod actions;
@@ -31,6 +31,7 @@ mod lifecycle;
 mod phase;
 mod replica_sets;
 pub mod replicas;
+pub mod restart;
 pub mod sim;
 mod steps;
 mod traffic;
@@ -43,9 +44,9 @@ pub use analysis::analysis_run_labels;
 pub use assume::AssumeFacts;
 pub use steps::{describe_step, last_weight};
 pub use types::{
-    AnalysisRunKind, AnalysisRunRequest, DesiredReplicaSet, EventType, ManagedRoutes, Observation,
-    ObservedAnalysisRun, ObservedReplicaSet, ObservedTemplate, ObservedTemplates, ObservedTraffic,
-    ObservedWorkload, Plan, PlannedEvent,
+    AnalysisRunKind, AnalysisRunRequest, DesiredReplicaSet, EventType, Evictions, ManagedRoutes,
+    Observation, ObservedAnalysisRun, ObservedPod, ObservedReplicaSet, ObservedTemplate,
+    ObservedTemplates, ObservedTraffic, ObservedWorkload, Plan, PlannedEvent,
 };
 
 use context::{Ctx, Journal};
@@ -64,7 +65,19 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
 
     // Decisions recorded in the status: what changed since the last plan, the user's actions.
     validity::clear_invalid_spec(&mut st, &mut journal);
+    let seen = (st.current_pod_hash.clone(), st.current_step_hash.clone());
     lifecycle::detect_template_change(&ctx, &mut st, &mut journal, initial);
+
+    // A restart (`spec.restartAt`) evicts before anything else, and then only evicts.
+    let changed =
+        |before: &Option<String>, after: &Option<String>| before.is_some() && before != after;
+    let new_version =
+        changed(&seen.0, &st.current_pod_hash) || changed(&seen.1, &st.current_step_hash);
+    restart::cancel_on_change(obs, &mut st, &mut journal, new_version);
+    let restart = restart::decide(&ctx, &st);
+    if let (restart::Restart::Evict(evictions), Some(observed)) = (&restart, &obs.rollout.status) {
+        return restart::evict_only(obs, evictions.clone(), observed.clone());
+    }
     let mut abort = lifecycle::retry_or_user_abort(&ctx, &mut st, &mut journal);
     lifecycle::promote_full(&ctx, &mut st, &mut journal);
 
@@ -101,11 +114,20 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
     let delete = replica_sets::prune(&ctx, &st, &mut replica_sets);
 
     // Status.
+    restart::record(&restart, &mut st, &mut journal, now);
+    let restarting = restart.message();
     phase::record_counts(&ctx, &mut st);
     traffic::record_weights(&ctx, &mut st, &mut journal, weight, &services);
     analysis::record_status(&ctx, &mut st, &mut journal, &runs, idx);
     st.observed_generation = obs.rollout.metadata.generation;
-    let deadline_exceeded = phase::record_phase(&ctx, &mut st, &mut journal, user_paused, idx);
+    let deadline_exceeded = phase::record_phase(
+        &ctx,
+        &mut st,
+        &mut journal,
+        user_paused,
+        idx,
+        restarting.as_deref(),
+    );
     if deadline_exceeded
         && obs.rollout.spec.progress_deadline_abort == Some(true)
         && !st.abort
@@ -123,7 +145,14 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
         // sequence (Services, canary scale) from the written status.
         weight = traffic::canary_weight(&ctx, &st, idx);
         traffic::record_weights(&ctx, &mut st, &mut journal, weight, &services);
-        phase::record_phase(&ctx, &mut st, &mut journal, user_paused, idx);
+        phase::record_phase(
+            &ctx,
+            &mut st,
+            &mut journal,
+            user_paused,
+            idx,
+            restarting.as_deref(),
+        );
     }
     lifecycle::record_current_step(&mut st, ctx.steps.len());
 
@@ -141,5 +170,6 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
         status: st,
         requeue_after: journal.requeue_after(now),
         events: journal.events,
+        evictions: None,
     }
 }

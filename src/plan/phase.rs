@@ -34,15 +34,16 @@ pub(super) fn record_counts(ctx: &Ctx, st: &mut RolloutStatus) {
 }
 
 /// Sets the phase, its message and the conditions. Returns true when the progress deadline is
-/// exceeded.
+/// exceeded. `restarting` says what a pending restart is doing, if one is.
 pub(super) fn record_phase(
     ctx: &Ctx,
     st: &mut RolloutStatus,
     journal: &mut Journal,
     user_paused: bool,
     idx: i32,
+    restarting: Option<&str>,
 ) -> bool {
-    let (phase, message) = phase_and_message(ctx, st, user_paused, idx);
+    let (phase, message) = phase_and_message(ctx, st, user_paused, idx, restarting);
     let paused = user_paused || !st.pause_conditions.is_empty();
     let exceeded = if st.abort {
         set_progressing(st, false, reason::ROLLOUT_ABORTED, &message, ctx);
@@ -75,7 +76,13 @@ pub(super) fn record_phase(
 }
 
 /// The phase before the progress deadline is considered, and what it is waiting for.
-fn phase_and_message(ctx: &Ctx, st: &RolloutStatus, user_paused: bool, idx: i32) -> (P, String) {
+fn phase_and_message(
+    ctx: &Ctx,
+    st: &RolloutStatus,
+    user_paused: bool,
+    idx: i32,
+    restarting: Option<&str>,
+) -> (P, String) {
     let n_steps = ctx.n_steps();
     let available = st.available_replicas.unwrap_or(0);
     let updated = st.updated_replicas.unwrap_or(0);
@@ -91,6 +98,9 @@ fn phase_and_message(ctx: &Ctx, st: &RolloutStatus, user_paused: bool, idx: i32)
         (P::Paused, "manually paused (spec.paused)".into())
     } else if let Some(p) = st.pause_conditions.first() {
         (P::Paused, format!("{:?}", p.reason))
+    } else if let Some(restarting) = restarting {
+        // As Argo: a pending restart is Progressing ("rollout is restarting"), after pauses.
+        (P::Progressing, restarting.to_string())
     } else if !ctx.current_is_stable(st) {
         let message = if n_steps > 0 && idx < n_steps {
             format!(

@@ -77,6 +77,7 @@ impl World {
             workload: self.workload.clone(),
             reference_errors: Vec::new(),
             analysis_templates: None,
+            pods: None,
         }
     }
 

@@ -15,6 +15,8 @@ use crate::api::rollout::{
 };
 use crate::api::validation::FieldError;
 
+pub use super::restart::{Evictions, ObservedPod};
+
 /// A ReplicaSet owned by the Rollout, as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedReplicaSet {
@@ -124,6 +126,9 @@ pub struct Observation {
     /// Every template the analyses reference (None: not observed, e.g. in a simulation; the
     /// analyses are then not checked before they start).
     pub analysis_templates: Option<ObservedTemplates>,
+    /// Pods of the Rollout's ReplicaSets, read only while a restart (`spec.restartAt`) is due
+    /// (None: not read).
+    pub pods: Option<Vec<ObservedPod>>,
 }
 
 /// Desired state of one ReplicaSet.
@@ -214,6 +219,8 @@ pub struct Plan {
     pub events: Vec<PlannedEvent>,
     /// When to look again even if nothing changes (None: wait for a change).
     pub requeue_after: Option<Duration>,
+    /// Pods to evict for a restart (`spec.restartAt`); a plan that evicts writes nothing else.
+    pub evictions: Option<Evictions>,
 }
 
 impl Plan {

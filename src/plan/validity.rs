@@ -115,6 +115,7 @@ pub(super) fn invalid(
         status: st,
         events: journal.events,
         requeue_after: None,
+        evictions: None,
     }
 }
 

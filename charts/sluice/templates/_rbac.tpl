@@ -1,6 +1,6 @@
 {{- /* Rules on namespaced objects: granted cluster-wide (ClusterRole) by default, or in
-       watchNamespace only (Role). The controller never touches Pods and never writes a
-       Rollout's spec. */}}
+       watchNamespace only (Role). The controller never writes a Rollout's spec, and touches
+       Pods only to restart them (spec.restartAt): listed, then evicted, never deleted. */}}
 {{- define "sluice.namespacedRules" -}}
 # Rollouts: watched and reconciled. patch is for metadata.finalizers only (the traffic-cleanup
 # finalizer of routed Rollouts, so routes go back to stable before a Rollout is deleted); the
@@ -33,6 +33,15 @@
 - apiGroups: [apps]
   resources: [replicasets]
   verbs: [create, get, list, watch, patch, delete]
+# Pods: listed only while a Rollout's restart (spec.restartAt) is due, to find the pods created
+# before it; never watched, got, written or deleted.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+# Pods are restarted through the Eviction API, so PodDisruptionBudgets apply.
+- apiGroups: [""]
+  resources: [pods/eviction]
+  verbs: [create]
 # Deployments: read for workloadRef templates; patched only to scale a referenced Deployment down.
 - apiGroups: [apps]
   resources: [deployments]

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, EvictParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -80,8 +80,9 @@ pub(super) struct Applied {
     pub weight: Option<i32>,
 }
 
-/// Applies a plan in the safe order: scale-ups and new ReplicaSets, traffic, Services,
-/// scale-downs, AnalysisRuns, deletions, the workload. Status and Events come after. An invalid
+/// Applies a plan in the safe order: restart evictions (a plan that evicts asks for nothing
+/// else), scale-ups and new ReplicaSets, traffic, Services, scale-downs, AnalysisRuns,
+/// deletions, the workload. Status and Events come after. An invalid
 /// spec changes nothing.
 pub(super) async fn apply(
     t: &Target<'_>,
@@ -96,6 +97,7 @@ pub(super) async fn apply(
         return Ok(applied);
     }
     let obs = &observed.state;
+    applied.changed |= evict(t, plan).await?;
     applied.changed |= scale_up(t, obs, plan).await?;
     if let Some(weight) = plan.canary_weight {
         let (changed, verified) = traffic(t, obs, plan, weight).await?;
@@ -111,6 +113,87 @@ pub(super) async fn apply(
     applied.changed |= workload(t, plan).await?;
     applied.changed |= relabel_legacy(t).await?;
     Ok(applied)
+}
+
+/// How long one eviction may be retried (429s, by the client) before it counts as refused.
+const EVICTION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Restart evictions, through the Eviction API so that PodDisruptionBudgets apply: candidates
+/// in the plan's order until `limit` pods went. A refusal (429: a PodDisruptionBudget) is not
+/// an error: the restart tries again later. The outcome is
+/// logged per pod and told in one Event. Returns whether a pod was evicted.
+async fn evict(t: &Target<'_>, plan: &mut Plan) -> Result<bool, Error> {
+    let Some(e) = plan.evictions.clone() else {
+        return Ok(false);
+    };
+    let api: Api<Pod> = t.ctx.writer.namespaced(&t.namespace);
+    let (mut evicted, mut refused) = (Vec::new(), Vec::new());
+    for pod in &e.candidates {
+        if evicted.len() >= e.limit {
+            break;
+        }
+        // kube-rs's client retries a 429 with backoff for minutes; a PodDisruptionBudget that
+        // refuses keeps refusing, so waiting here would hold this reconcile (and the Rollout)
+        // for as long. A refusal is final for this reconcile: the restart tries again later.
+        let r = match tokio::time::timeout(EVICTION_PATIENCE, api.evict(pod, &EvictParams::default()))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(rollout = %t.name, namespace = %t.namespace, pod = %pod, "eviction not granted within {EVICTION_PATIENCE:?}; retrying later");
+                refused.push(format!(
+                    "{pod} (not granted within {}s: a PodDisruptionBudget allows no disruption now)",
+                    EVICTION_PATIENCE.as_secs()
+                ));
+                break;
+            }
+        };
+        match r {
+            Ok(_) => {
+                tracing::info!(rollout = %t.name, namespace = %t.namespace, pod = %pod, restart_at = %e.restart_at, "evicted pod for restart");
+                evicted.push(pod.clone());
+            }
+            Err(kube::Error::Api(s)) if s.code == 429 => {
+                tracing::warn!(rollout = %t.name, namespace = %t.namespace, pod = %pod, reason = %s.message, "eviction refused; retrying later");
+                refused.push(format!("{pod} ({})", s.message));
+                // The client already retried this 429 with backoff before reporting it; the
+                // next reconcile tries again rather than holding this one on other pods.
+                break;
+            }
+            // Gone already: its ReplicaSet replaces it anyway.
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(err) => return Err(api_error("evict pod", pod.clone())(err).into()),
+        }
+    }
+    let left = e.remaining.saturating_sub(evicted.len());
+    let mut message = String::new();
+    if !evicted.is_empty() {
+        message = format!(
+            "evicted {} created before {}; {left} of {} pods left to restart",
+            evicted.join(", "),
+            e.restart_at,
+            e.total
+        );
+    }
+    if !refused.is_empty() {
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(&format!("eviction refused for {}", refused.join(", ")));
+    }
+    if !message.is_empty() {
+        let type_ = if evicted.is_empty() {
+            plan::EventType::Warning
+        } else {
+            plan::EventType::Normal
+        };
+        plan.events.push(plan::PlannedEvent {
+            type_,
+            reason: constants::reason::RESTARTING_PODS,
+            message,
+        });
+    }
+    Ok(!evicted.is_empty())
 }
 
 /// New ReplicaSets and scale-ups (and annotation changes). Returns whether it wrote.

@@ -130,10 +130,13 @@ async fn plan_and_apply(
         }
         let applied = apply::apply(t, &observed, &mut plan).await?;
         events.append(&mut plan.events);
+        // While a restart is due, one round: the pods read for it are not projected by
+        // `assume`, and evicting from a stale picture could take more pods than allowed.
         if !applied.changed
             || plan.invalid.is_some()
             || round == 2
             || !same_decisions(&plan.status, &recorded)
+            || observed.state.pods.is_some()
         {
             break;
         }

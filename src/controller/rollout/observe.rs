@@ -1,14 +1,15 @@
 //! Observe: everything a reconcile reads, before anything is decided. The watch caches give the
 //! Rollout's ReplicaSets, AnalysisRuns, Services and workload; the routers read the traffic
-//! objects; the AnalysisTemplates the Rollout's analyses reference are read live.
+//! objects; the AnalysisTemplates the Rollout's analyses reference are read live, and so are
+//! the Rollout's pods while a restart is due.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
-use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
@@ -21,8 +22,8 @@ use crate::api::constants;
 use crate::api::rollout::Rollout;
 use crate::api::validation::FieldError;
 use crate::plan::{
-    AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedReplicaSet, ObservedTemplate,
-    ObservedTemplates, ObservedTraffic, ObservedWorkload,
+    AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedPod, ObservedReplicaSet,
+    ObservedTemplate, ObservedTemplates, ObservedTraffic, ObservedWorkload,
 };
 use crate::traffic::TrafficError;
 
@@ -260,6 +261,7 @@ fn parse_ts(s: Option<&String>) -> Option<Timestamp> {
 async fn state(t: &Target<'_>) -> Result<Observation, Error> {
     let owned = owned_replica_sets(t);
     let replica_sets = replica_sets(&owned);
+    let pods = restart_pods(t, &owned).await?;
     let analysis_runs = analysis_runs(t);
     let mut reference_errors = Vec::new();
     let mut traffic = services(t, &mut reference_errors).await?;
@@ -275,6 +277,7 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
         workload,
         reference_errors,
         analysis_templates: None,
+        pods,
     })
 }
 
@@ -337,6 +340,90 @@ fn legacy_label_hashes(replica_sets: &[Arc<ReplicaSet>]) -> Vec<String> {
                 .cloned()
         })
         .collect()
+}
+
+/// The pods of the Rollout's ReplicaSets, read only while a restart is due (never otherwise:
+/// a Rollout without a pending `spec.restartAt` costs no read of its pods). One list scoped to
+/// the namespace and the ReplicaSets' pod-template hashes; a pod counts when its controller is
+/// one of the Rollout's ReplicaSets (two Rollouts with the same template share a hash).
+async fn restart_pods(
+    t: &Target<'_>,
+    owned: &[Arc<ReplicaSet>],
+) -> Result<Option<Vec<ObservedPod>>, Error> {
+    if !crate::plan::restart::due(t.rollout, t.ctx.now()) {
+        return Ok(None);
+    }
+    let (ctx, ns) = (t.ctx, &t.namespace);
+    let owners: BTreeMap<String, String> = owned
+        .iter()
+        .filter(|rs| rs.meta().deletion_timestamp.is_none())
+        .filter_map(|rs| {
+            let hash = constants::pod_template_hash(rs.labels())?.clone();
+            Some((rs.uid()?, hash))
+        })
+        .collect();
+    if owners.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    // Pods carry the key their ReplicaSet's selector uses: Sluice's, or the legacy one for a
+    // ReplicaSet an earlier version created. One list per key in use.
+    let legacy = legacy_label_hashes(owned);
+    let mut by_key: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for hash in owners.values() {
+        let key = if legacy.contains(hash) {
+            constants::LEGACY_POD_TEMPLATE_HASH_LABEL
+        } else {
+            constants::POD_TEMPLATE_HASH_LABEL
+        };
+        by_key.entry(key).or_default().insert(hash.as_str());
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let mut pods = Vec::new();
+    for (key, hashes) in by_key {
+        let selector = format!(
+            "{key} in ({})",
+            hashes.into_iter().collect::<Vec<_>>().join(",")
+        );
+        let list = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(api_error("list pods", t.name.clone()))?;
+        pods.extend(list.items.iter().filter_map(|pod| observed_pod(pod, &owners)));
+    }
+    Ok(Some(pods))
+}
+
+/// A pod as the restart sees it, when its controller is one of `owners` (uid to hash).
+fn observed_pod(pod: &Pod, owners: &BTreeMap<String, String>) -> Option<ObservedPod> {
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))?;
+    let hash = owners.get(&owner.uid)?;
+    let ready_since = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| {
+            c.last_transition_time
+                .as_ref()
+                .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+        });
+    Some(ObservedPod {
+        name: pod.name_any(),
+        hash: hash.clone(),
+        // The API server always sets it; a pod without one is treated as the oldest.
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+        ready_since,
+        deleting: pod.metadata.deletion_timestamp.is_some(),
+    })
 }
 
 /// The Rollout's AnalysisRuns, from the cache.
