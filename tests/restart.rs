@@ -225,7 +225,7 @@ async fn rollout_restart() {
         let available: Vec<&Pod> = pods.iter().filter(|p| is_available(p)).collect();
         if available.len() == 1 {
             assert_eq!(
-                available[0].labels()["rollouts-pod-template-hash"],
+                available[0].labels()[sluice::api::constants::POD_TEMPLATE_HASH_LABEL],
                 canary_hash,
                 "the stable ReplicaSet restarts first"
             );
@@ -330,10 +330,10 @@ async fn restart_during_an_update_waits_for_available_pods_then_happens() {
         })
         .await;
     assert!(message(&r).contains("maxUnavailable"), "{}", message(&r));
-    let canary_ready = pods(&env)
-        .await
-        .iter()
-        .any(|p| p.labels()[sluice::api::constants::POD_TEMPLATE_HASH_LABEL] == canary_hash && is_available(p));
+    let canary_ready = pods(&env).await.iter().any(|p| {
+        p.labels()[sluice::api::constants::POD_TEMPLATE_HASH_LABEL] == canary_hash
+            && is_available(p)
+    });
     assert!(!canary_ready, "the canary pod was already ready");
     assert!(live_names(&pods(&env).await).is_superset(&before));
 
