@@ -95,7 +95,7 @@ async fn test_canary_promote_full() {
     );
     env.create(&rollout(name, 1, "canary-promote-full:1", &canary))
         .await;
-    env.wait_for(name, "healthy", 60, phase_is("Healthy")).await;
+    let v1 = stable(&env.wait_for(name, "healthy", 60, phase_is("Healthy")).await);
     env.set_image(name, "canary-promote-full:2").await;
     env.wait_for(name, "paused at the 24h pause", 60, |r| {
         phase(r) == "Paused" && step_index(r) == Some(0)
@@ -131,16 +131,10 @@ async fn test_canary_promote_full() {
         .await
         .expect("promote full");
     env.wait_for(name, "healthy on revision 2", 60, |r| {
-        phase(r) == "Healthy" && stable(r) == current(r) && revision_of(r) == Some(2)
+        phase(r) == "Healthy" && stable(r) == current(r) && stable(r) != v1
     })
     .await;
     assert_eq!(run_count(&env).await, 1, "no new analysis was created");
-}
-
-fn revision_of(r: &Rollout) -> Option<i64> {
-    r.annotations()
-        .get("rollout.sluice.dev/revision")
-        .and_then(|v| v.parse().ok())
 }
 
 /// A Rollout referencing a template that does not exist yet is Degraded; creating the template
@@ -271,13 +265,15 @@ async fn test_rollout_good_to_bad_update() {
     env.patch_spec(name, json!({"spec": {"progressDeadlineSeconds": 5}}))
         .await;
     env.patch_spec(name, crash(true, "1")).await;
-    env.wait_for(name, "degraded", 60, phase_is("Degraded"))
-        .await;
+    let rev2 = current(
+        &env.wait_for(name, "degraded", 60, phase_is("Degraded"))
+            .await,
+    );
     assert_eq!(revision_pods(&env, 1).await, 4, "stable kept whole");
     assert_eq!(revision_pods(&env, 2).await, 1, "one surge pod");
     env.patch_spec(name, crash(true, "2")).await;
     env.wait_for(name, "progressing on revision 3", 30, |r| {
-        revision_of(r) == Some(3) && phase(r) == "Progressing"
+        current(r) != rev2 && phase(r) == "Progressing"
     })
     .await;
     env.wait_for(name, "degraded again", 60, phase_is("Degraded"))
@@ -301,13 +297,15 @@ async fn test_rollout_bad_to_good_update() {
         .get_or_insert_with(Default::default)
         .insert(CRASH_LOOP.into(), "true".into());
     env.create(&ro).await;
-    env.wait_for(name, "degraded", 60, phase_is("Degraded"))
-        .await;
+    let bad = current(
+        &env.wait_for(name, "degraded", 60, phase_is("Degraded"))
+            .await,
+    );
     env.patch_spec(name, json!({"spec": {"progressDeadlineSeconds": 60}}))
         .await;
     env.patch_spec(name, crash(false, "")).await;
     env.wait_for(name, "healthy", 60, |r| {
-        phase(r) == "Healthy" && revision_of(r) == Some(2)
+        phase(r) == "Healthy" && stable(r) == current(r) && current(r) != bad
     })
     .await;
     assert_eq!(revision_pods(&env, 2).await, 4);
@@ -333,11 +331,13 @@ async fn test_rollout_bad_to_good_set_weight_update() {
         .get_or_insert_with(Default::default)
         .insert(CRASH_LOOP.into(), "true".into());
     env.create(&ro).await;
-    env.wait_for(name, "degraded", 60, phase_is("Degraded"))
-        .await;
+    let bad = current(
+        &env.wait_for(name, "degraded", 60, phase_is("Degraded"))
+            .await,
+    );
     env.patch_spec(name, crash(false, "")).await;
     env.wait_for(name, "healthy", 60, |r| {
-        phase(r) == "Healthy" && revision_of(r) == Some(2)
+        phase(r) == "Healthy" && stable(r) == current(r) && current(r) != bad
     })
     .await;
     assert_eq!(revision_pods(&env, 2).await, 4);
@@ -380,7 +380,7 @@ async fn test_rollout_abort_retry_promote() {
         "steps:\n- setWeight: 50\n- pause: {duration: 3s}\n",
     ))
     .await;
-    env.wait_for(name, "healthy", 60, phase_is("Healthy")).await;
+    let v1 = stable(&env.wait_for(name, "healthy", 60, phase_is("Healthy")).await);
     env.set_image(name, "abort-retry-promote:2").await;
     env.wait_for(name, "paused", 60, phase_is("Paused")).await;
     assert_eq!(revision_pods(&env, 1).await, 1);
@@ -408,7 +408,7 @@ async fn test_rollout_abort_retry_promote() {
     assert_eq!(revision_pods(&env, 1).await, 1);
     assert_eq!(revision_pods(&env, 2).await, 1);
     env.wait_for(name, "healthy on revision 2", 60, |r| {
-        phase(r) == "Healthy" && stable(r) == current(r) && revision_of(r) == Some(2)
+        phase(r) == "Healthy" && stable(r) == current(r) && stable(r) != v1
     })
     .await;
     assert_eq!(revision_pods(&env, 1).await, 0);

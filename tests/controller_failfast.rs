@@ -95,9 +95,18 @@ async fn hashes(env: &Env) -> Vec<String> {
         .collect()
 }
 
-/// A Healthy Rollout `web` at `web:1`, then updated to `web:2`: returns the stable hash and the
-/// weight before the update.
-async fn healthy_then_updated(env: &Env) -> (String, Option<i32>) {
+/// How the template is broken while the Rollout is at rest.
+enum Breakage {
+    Deleted,
+    BadInterval,
+}
+
+/// A Healthy Rollout `web` at `web:1` with a valid template, the template then broken (the
+/// Rollout at rest becomes Degraded with InvalidSpec, as in Argo Rollouts: its e2e
+/// `TestFixInvalidSpec`), then updated to `web:2`: returns the stable hash and the weight
+/// before the update.
+async fn healthy_then_broken_then_updated(env: &Env, breakage: Breakage) -> (String, Option<i32>) {
+    create_template(env, "1s").await;
     env.create(&rollout("web", 2, "web:1", &steps("0.99")))
         .await;
     let r = env
@@ -105,6 +114,35 @@ async fn healthy_then_updated(env: &Env) -> (String, Option<i32>) {
         .await;
     let stable_hash = stable(&r).expect("stable");
     let before = env.nginx_weight("web").await;
+    match breakage {
+        Breakage::Deleted => {
+            templates(env)
+                .delete("success-rate", &Default::default())
+                .await
+                .expect("delete template");
+        }
+        Breakage::BadInterval => {
+            templates(env)
+                .patch(
+                    "success-rate",
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"spec": {"metrics": [{
+                        "name": "success-rate", "interval": "five minutes", "count": 2,
+                        "successCondition": "result[0] >= 0.95",
+                        "provider": {"prometheus": {"query": "vector({{args.value}})"}}
+                    }]}})),
+                )
+                .await
+                .expect("break template");
+        }
+    }
+    let r = env
+        .wait_for("web", "InvalidSpec at rest", 30, |r| {
+            invalid_spec(r).is_some()
+        })
+        .await;
+    assert_eq!(phase(&r), "Degraded");
+    assert_eq!(stable(&r).as_deref(), Some(stable_hash.as_str()));
     env.set_image("web", "web:2").await;
     (stable_hash, before)
 }
@@ -126,9 +164,13 @@ async fn assert_frozen(env: &Env, stable_hash: &str, weight_before: Option<i32>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_template_stops_the_update_before_any_pod_and_creating_it_resumes() {
     let env = env(None).await;
-    let (stable_hash, weight_before) = healthy_then_updated(&env).await;
+    let (stable_hash, weight_before) =
+        healthy_then_broken_then_updated(&env, Breakage::Deleted).await;
     let r = env
-        .wait_for("web", "InvalidSpec", 30, |r| invalid_spec(r).is_some())
+        .wait_for("web", "InvalidSpec on web:2", 30, |r| {
+            invalid_spec(r).is_some()
+                && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation
+        })
         .await;
     let message = invalid_spec(&r).unwrap();
     assert_eq!(
@@ -175,10 +217,13 @@ async fn a_missing_template_stops_the_update_before_any_pod_and_creating_it_resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_with_a_bad_interval_stops_the_update_and_fixing_it_resumes() {
     let env = env(None).await;
-    create_template(&env, "five minutes").await;
-    let (stable_hash, weight_before) = healthy_then_updated(&env).await;
+    let (stable_hash, weight_before) =
+        healthy_then_broken_then_updated(&env, Breakage::BadInterval).await;
     let r = env
-        .wait_for("web", "InvalidSpec", 30, |r| invalid_spec(r).is_some())
+        .wait_for("web", "InvalidSpec on web:2", 30, |r| {
+            invalid_spec(r).is_some()
+                && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation
+        })
         .await;
     let message = invalid_spec(&r).unwrap();
     assert!(

@@ -155,7 +155,8 @@ impl Facts {
             let name = &self.name;
             return Err(Refusal(format!(
                 "rollout \"{name}\" was aborted; promote does nothing for an aborted update: \
-                 run `sluice retry {name}` to start it again, or change the spec"
+                 run `sluice retry {name}` to start it again, `sluice promote {name} --full` to \
+                 go straight to the new version, or change the spec"
             )));
         }
         Ok(())
@@ -242,7 +243,6 @@ fn promote(f: &Facts) -> Decision {
 
 /// `promote --full`: every remaining step, pause and analysis is skipped.
 fn promote_full(f: &Facts) -> Decision {
-    f.refuse_if_aborted()?;
     let name = &f.name;
     if f.fully_promoted && !f.paused {
         return Err(Refusal(format!(
@@ -254,8 +254,14 @@ fn promote_full(f: &Facts) -> Decision {
             "rollout \"{name}\" is already being fully promoted"
         )));
     }
+    // After an abort too (as Argo's `promote --full`): it ends the abort and goes forward.
+    let ending_abort = if f.status.abort {
+        " (the abort is over: the new version is promoted)"
+    } else {
+        ""
+    };
     let mut patch = f.unpause(format!(
-        "rollout \"{name}\" fully promoted: the remaining steps, pauses and analysis are skipped"
+        "rollout \"{name}\" fully promoted: the remaining steps, pauses and analysis are skipped{ending_abort}"
     ));
     if !f.fully_promoted {
         patch.status_patch = Some(json!({"status": {"promoteFull": true}}));

@@ -163,10 +163,17 @@ pub(super) fn retry_or_user_abort(
     None
 }
 
-/// `promoteFull` during an update: every remaining step is skipped.
+/// `promoteFull` during an update: every remaining step is skipped. It also ends an abort, as
+/// in Argo Rollouts (its e2e `TestCanaryPromoteFull` promotes fully after an abort): the user
+/// chose the new version.
 pub(super) fn promote_full(ctx: &Ctx, st: &mut RolloutStatus, journal: &mut Journal) {
-    if !ctx.in_update() || !st.promote_full || st.abort {
+    if !ctx.in_update() || !st.promote_full {
         return;
+    }
+    if st.abort {
+        st.abort = false;
+        st.aborted_at = None;
+        st.aborted_at_step_index = None;
     }
     let n_steps = ctx.n_steps();
     if st.current_step_index != Some(n_steps) && n_steps > 0 {

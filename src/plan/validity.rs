@@ -44,7 +44,7 @@ pub(super) fn check(
     }
     match (spec.strategy.canary.as_ref(), obs.template.as_ref()) {
         (Some(canary), Some(template)) => {
-            let errors = update_analysis_errors(obs, canary, template);
+            let errors = analysis_reference_errors(obs, canary, template);
             if errors.is_empty() {
                 Ok((canary, template))
             } else {
@@ -131,11 +131,12 @@ pub(super) fn clear_invalid_spec(st: &mut RolloutStatus, journal: &mut Journal) 
     }
 }
 
-/// The problems of the analyses an update will run, found before its first pod exists, so that
-/// a broken template stops the update before any traffic moves rather than at its analysis
-/// step. Checked only during an update (the template in force is not the stable version): a
-/// Rollout at rest starts no analysis.
-fn update_analysis_errors(
+/// The problems of the analyses the Rollout references, found before an update's first pod
+/// exists, so that a broken template stops the update before any traffic moves rather than at
+/// its analysis step. Checked at rest too, as Argo Rollouts does (its e2e `TestFixInvalidSpec`: a
+/// Rollout naming a template that does not exist yet is Degraded until it is created), so that
+/// the next update does not find the problem; at rest the stable version stands for both.
+fn analysis_reference_errors(
     obs: &Observation,
     canary: &CanaryStrategy,
     template: &PodTemplateSpec,
@@ -144,14 +145,11 @@ fn update_analysis_errors(
         return Vec::new();
     };
     let status = obs.rollout.status.as_ref();
-    let Some(stable) = status.and_then(|s| s.stable_rs.as_deref()) else {
-        // The first version becomes stable at once, without steps or analysis.
-        return Vec::new();
-    };
     let current = hash::pod_template_hash(template, status.and_then(|s| s.collision_count));
-    if current == stable {
-        return Vec::new();
-    }
+    // The first version has no stable one yet: it stands for both.
+    let stable = status
+        .and_then(|s| s.stable_rs.as_deref())
+        .unwrap_or(current.as_str());
     let analyses = canary
         .analysis
         .iter()

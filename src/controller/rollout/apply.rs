@@ -135,8 +135,11 @@ async fn evict(t: &Target<'_>, plan: &mut Plan) -> Result<bool, Error> {
         // kube-rs's client retries a 429 with backoff for minutes; a PodDisruptionBudget that
         // refuses keeps refusing, so waiting here would hold this reconcile (and the Rollout)
         // for as long. A refusal is final for this reconcile: the restart tries again later.
-        let r = match tokio::time::timeout(EVICTION_PATIENCE, api.evict(pod, &EvictParams::default()))
-            .await
+        let r = match tokio::time::timeout(
+            EVICTION_PATIENCE,
+            api.evict(pod, &EvictParams::default()),
+        )
+        .await
         {
             Ok(r) => r,
             Err(_) => {

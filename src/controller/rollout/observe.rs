@@ -388,7 +388,11 @@ async fn restart_pods(
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(api_error("list pods", t.name.clone()))?;
-        pods.extend(list.items.iter().filter_map(|pod| observed_pod(pod, &owners)));
+        pods.extend(
+            list.items
+                .iter()
+                .filter_map(|pod| observed_pod(pod, &owners)),
+        );
     }
     Ok(Some(pods))
 }
