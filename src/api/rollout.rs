@@ -263,7 +263,9 @@ pub struct BlueGreenStrategy {
 /// Canary strategy: move traffic (or replicas) to the new version through `steps`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.trafficRouting) || (has(self.canaryService) && has(self.stableService) && self.canaryService != '' && self.stableService != '')").message("trafficRouting requires both canaryService and stableService"))]
+// Istio subset-level routing (a destinationRule, no nginx) selects pods through the subsets and
+// needs no Services, as in Argo Rollouts; `api::validation::requires_services` is the same rule.
+#[x_kube(validation = Rule::new("!has(self.trafficRouting) || (has(self.trafficRouting.istio) && has(self.trafficRouting.istio.destinationRule) && !has(self.trafficRouting.nginx)) || (has(self.canaryService) && has(self.stableService) && self.canaryService != '' && self.stableService != '')").message("trafficRouting requires both canaryService and stableService, except for Istio subset-level routing through a destinationRule"))]
 #[x_kube(validation = Rule::new("!has(self.canaryService) || !has(self.stableService) || self.canaryService == '' || self.canaryService != self.stableService").message("canaryService and stableService must be different Services"))]
 #[x_kube(validation = Rule::new("!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))").message("setWeight must not exceed trafficRouting.maxTrafficWeight (100 by default)"))]
 pub struct CanaryStrategy {

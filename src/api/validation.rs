@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::constants::{DEFAULT_MAX_TRAFFIC_WEIGHT, MAX_CANARY_STEPS};
-use super::rollout::{CanaryStep, CanaryStrategy, RolloutAnalysis, RolloutSpec, StringMatch};
+use super::rollout::{
+    CanaryStep, CanaryStrategy, RolloutAnalysis, RolloutSpec, StringMatch, TrafficRouting,
+};
 
 /// One invalid field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,6 +158,17 @@ fn max_weight(canary: &CanaryStrategy) -> i32 {
         .unwrap_or(DEFAULT_MAX_TRAFFIC_WEIGHT)
 }
 
+/// Whether the routing needs the canary and stable Services. As in Argo Rollouts, Istio
+/// subset-level routing does not: its DestinationRule subsets select the pods by hash, so the
+/// Services (if any) are left to the user.
+pub fn requires_services(routing: &TrafficRouting) -> bool {
+    let subset_only = routing
+        .istio
+        .as_ref()
+        .is_some_and(|i| i.destination_rule.is_some());
+    routing.nginx.is_some() || !subset_only
+}
+
 fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
     const C: &str = "spec.strategy.canary";
     let routing = canary.traffic_routing.as_ref();
@@ -225,17 +238,18 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
 
     if let Some(routing) = routing {
         const T: &str = "spec.strategy.canary.trafficRouting";
-        if !nonempty(&canary.canary_service) {
-            errs.add(
-                format!("{C}.canaryService"),
-                "is required with trafficRouting",
-            );
-        }
-        if !nonempty(&canary.stable_service) {
-            errs.add(
-                format!("{C}.stableService"),
-                "is required with trafficRouting",
-            );
+        if requires_services(routing) {
+            for (set, field) in [
+                (nonempty(&canary.canary_service), "canaryService"),
+                (nonempty(&canary.stable_service), "stableService"),
+            ] {
+                if !set {
+                    errs.add(
+                        format!("{C}.{field}"),
+                        "is required with trafficRouting (except Istio subset-level routing through a destinationRule)",
+                    );
+                }
+            }
         }
         if routing.nginx.is_none() && routing.istio.is_none() {
             errs.add(

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::TrafficError;
+use super::{SubsetHashes, TrafficError};
 use super::virtual_service::set_annotation;
 use crate::api::constants::{MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL};
 use crate::api::rollout::IstioDestinationRule;
@@ -81,6 +81,24 @@ pub(crate) fn desired_destination_rule(
     }
     set_annotation(&mut dr, MANAGED_BY_ANNOTATION, Some(rollout));
     Ok(dr)
+}
+
+/// The hashes the canary and stable subsets of the live DestinationRule select.
+pub(crate) fn subset_hashes(
+    live: &Value,
+    cfg: &IstioDestinationRule,
+) -> Result<SubsetHashes, TrafficError> {
+    let [canary, stable] = checked_indices(live, cfg)?;
+    let hash = |i: usize| {
+        live.pointer(&format!("/spec/subsets/{i}/labels"))
+            .and_then(|labels| labels.get(POD_TEMPLATE_HASH_LABEL))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    Ok(SubsetHashes {
+        canary: hash(canary),
+        stable: hash(stable),
+    })
 }
 
 /// The DestinationRule once the Rollout is gone: the hash labels Sluice put on the canary and
