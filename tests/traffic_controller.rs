@@ -388,7 +388,8 @@ async fn istio_subset_split_without_services_routes_by_subsets_only() {
     let user_selector = env.service_hash("web").await;
     create(&vs_api(&env), NAMED_SUBSET_VS).await;
     create(&dr_api(&env), SUBSET_DR).await;
-    env.create(&rollout("web", 1, "web:1", ARGO_SUBSET_ONLY)).await;
+    env.create(&rollout("web", 1, "web:1", ARGO_SUBSET_ONLY))
+        .await;
     let r = env
         .wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
         .await;

@@ -5,8 +5,8 @@
 
 use serde_json::{Value, json};
 
-use super::{SubsetHashes, TrafficError};
 use super::virtual_service::set_annotation;
+use super::{SubsetHashes, TrafficError};
 use crate::api::constants::{MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL};
 use crate::api::rollout::IstioDestinationRule;
 
