@@ -879,6 +879,54 @@ fn invalid_spec_message(r: &sluice::api::rollout::Rollout) -> Option<String> {
         .map(|c| c.message.clone())
 }
 
+/// An Argo Rollouts ALB canary: the API server keeps `alb` (it is not pruned into a Rollout
+/// without routing), and the controller refuses it by name with what to use instead, creating
+/// nothing. Switching to NGINX makes the same Rollout run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alb_rollout_is_refused_by_name_and_runs_once_switched_to_nginx() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    let alb = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  alb: {ingress: web, servicePort: 80}
+steps:
+- setWeight: 20
+- pause: {}
+"#;
+    env.create(&rollout("web", 2, "web:1", alb)).await;
+    let r = env
+        .wait_for("web", "InvalidSpec", 60, |r| {
+            invalid_spec_message(r).is_some()
+        })
+        .await;
+    let message = invalid_spec_message(&r).unwrap();
+    assert!(
+        message.starts_with(
+            "spec.strategy.canary.trafficRouting.alb: AWS ALB traffic routing \
+             (trafficRouting.alb) is not supported by Sluice; use trafficRouting.nginx or \
+             trafficRouting.istio"
+        ),
+        "{message}"
+    );
+    assert_eq!(phase(&r), "Degraded");
+    assert!(env.replica_sets().await.is_empty(), "nothing created");
+
+    env.patch_spec(
+        "web",
+        json!({"spec": {"strategy": {"canary": {"trafficRouting": {
+            "alb": null, "nginx": {"stableIngress": "web"}
+        }}}}}),
+    )
+    .await;
+    env.wait_for("web", "healthy", 60, |r| {
+        phase(r) == "Healthy" && invalid_spec_message(r).is_none()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_stable_ingress_is_reported_and_the_rollout_resumes_once_it_exists() {
     let env = Env::new().await;

@@ -82,7 +82,7 @@ impl DurationString {
         }
         text.parse::<kube::core::Duration>()
             .map(Some)
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("not a Go duration such as 30s, 5m or 1h30m ({e})"))
     }
 
     /// The text as written.

@@ -263,9 +263,10 @@ pub struct BlueGreenStrategy {
 /// Canary strategy: move traffic (or replicas) to the new version through `steps`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
-// Istio subset-level routing (a destinationRule, no nginx) selects pods through the subsets and
-// needs no Services, as in Argo Rollouts; `api::validation::requires_services` is the same rule.
-#[x_kube(validation = Rule::new("!has(self.trafficRouting) || (has(self.trafficRouting.istio) && has(self.trafficRouting.istio.destinationRule) && !has(self.trafficRouting.nginx)) || (has(self.canaryService) && has(self.stableService) && self.canaryService != '' && self.stableService != '')").message("trafficRouting requires both canaryService and stableService, except for Istio subset-level routing through a destinationRule"))]
+// NGINX and host-level Istio need both Services; Istio subset-level routing (a destinationRule)
+// selects pods through the subsets and needs none, as in Argo Rollouts.
+// `api::validation::requires_services` is the same rule.
+#[x_kube(validation = Rule::new("!has(self.trafficRouting) || !(has(self.trafficRouting.nginx) || (has(self.trafficRouting.istio) && !has(self.trafficRouting.istio.destinationRule))) || (has(self.canaryService) && has(self.stableService) && self.canaryService != '' && self.stableService != '')").message("trafficRouting with nginx or host-level istio requires both canaryService and stableService"))]
 #[x_kube(validation = Rule::new("!has(self.canaryService) || !has(self.stableService) || self.canaryService == '' || self.canaryService != self.stableService").message("canaryService and stableService must be different Services"))]
 #[x_kube(validation = Rule::new("!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))").message("setWeight must not exceed trafficRouting.maxTrafficWeight (100 by default)"))]
 pub struct CanaryStrategy {
@@ -331,6 +332,17 @@ pub struct CanaryStrategy {
     /// Background analysis: runs from `startingStep` until the rollout completes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<RolloutAnalysisBackground>,
+    /// Argo Rollouts' ping-pong Services. Not supported by Sluice (use `canaryService` and
+    /// `stableService`); kept by the schema so that the Rollout is refused by name instead of the
+    /// API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub ping_pong: Option<serde_json::Value>,
+    /// Argo Rollouts' replica progress threshold. Not supported by Sluice: a step waits for every
+    /// canary pod it asks for to be available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub replica_progress_threshold: Option<serde_json::Value>,
 }
 
 /// One canary step. Exactly one action per step.
@@ -512,6 +524,55 @@ pub struct TrafficRouting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_traffic_weight: Option<i32>,
+    /// Argo Rollouts' AWS ALB router. Not supported by Sluice (use `nginx` or `istio`); kept by
+    /// the schema so that the Rollout is refused by name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub alb: Option<serde_json::Value>,
+    /// Argo Rollouts' SMI router. Not supported by Sluice (use `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub smi: Option<serde_json::Value>,
+    /// Argo Rollouts' AWS App Mesh router. Not supported by Sluice (use `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub app_mesh: Option<serde_json::Value>,
+    /// Argo Rollouts' Apache APISIX router. Not supported by Sluice (use `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub apisix: Option<serde_json::Value>,
+    /// Argo Rollouts' Ambassador router. Not supported by Sluice (use `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub ambassador: Option<serde_json::Value>,
+    /// Argo Rollouts' Traefik router. Not supported by Sluice (use `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub traefik: Option<serde_json::Value>,
+    /// Argo Rollouts' traffic router plugins, by plugin name. Not supported by Sluice (use
+    /// `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub plugins: Option<serde_json::Value>,
+}
+
+impl TrafficRouting {
+    /// The routers of Argo Rollouts this Rollout configures that Sluice does not implement, by
+    /// field name.
+    pub fn unsupported_routers(&self) -> Vec<&'static str> {
+        [
+            ("alb", self.alb.is_some()),
+            ("smi", self.smi.is_some()),
+            ("appMesh", self.app_mesh.is_some()),
+            ("apisix", self.apisix.is_some()),
+            ("ambassador", self.ambassador.is_some()),
+            ("traefik", self.traefik.is_some()),
+            ("plugins", self.plugins.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
 }
 
 /// NGINX ingress routing.

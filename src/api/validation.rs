@@ -158,15 +158,56 @@ fn max_weight(canary: &CanaryStrategy) -> i32 {
         .unwrap_or(DEFAULT_MAX_TRAFFIC_WEIGHT)
 }
 
-/// Whether the routing needs the canary and stable Services. As in Argo Rollouts, Istio
-/// subset-level routing does not: its DestinationRule subsets select the pods by hash, so the
-/// Services (if any) are left to the user.
+/// Plugin of the Gateway API router (`trafficRouting.plugins`), which Sluice will carry out
+/// natively.
+pub const GATEWAY_API_PLUGIN: &str = "argoproj-labs/gatewayAPI";
+
+/// Why an Argo Rollouts router Sluice does not implement is refused, and what to use instead.
+fn unsupported_router_message(name: &str, routing: &TrafficRouting) -> String {
+    const INSTEAD: &str = "use trafficRouting.nginx or trafficRouting.istio";
+    let router = match name {
+        "alb" => "AWS ALB traffic routing (trafficRouting.alb)",
+        "smi" => "SMI traffic routing (trafficRouting.smi)",
+        "appMesh" => "AWS App Mesh traffic routing (trafficRouting.appMesh)",
+        "apisix" => "APISIX traffic routing (trafficRouting.apisix)",
+        "ambassador" => "Ambassador traffic routing (trafficRouting.ambassador)",
+        "traefik" => "Traefik traffic routing (trafficRouting.traefik)",
+        _ => {
+            let plugins: Vec<String> = routing
+                .plugins
+                .as_ref()
+                .and_then(|p| p.as_object())
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            if plugins.iter().any(|p| p == GATEWAY_API_PLUGIN) {
+                return format!(
+                    "the Gateway API plugin ({GATEWAY_API_PLUGIN}) is not supported by Sluice \
+                     yet; {INSTEAD}"
+                );
+            }
+            return format!(
+                "traffic router plugins ({}) are not supported by Sluice; {INSTEAD}",
+                if plugins.is_empty() {
+                    "none named".to_string()
+                } else {
+                    plugins.join(", ")
+                }
+            );
+        }
+    };
+    format!("{router} is not supported by Sluice; {INSTEAD}")
+}
+
+/// Whether the routing needs the canary and stable Services: NGINX and host-level Istio do. As in
+/// Argo Rollouts, Istio subset-level routing does not: its DestinationRule subsets select the
+/// pods by hash, so the Services (if any) are left to the user. (Routers Sluice does not
+/// implement are refused on their own.)
 pub fn requires_services(routing: &TrafficRouting) -> bool {
-    let subset_only = routing
+    let host_level_istio = routing
         .istio
         .as_ref()
-        .is_some_and(|i| i.destination_rule.is_some());
-    routing.nginx.is_some() || !subset_only
+        .is_some_and(|i| i.destination_rule.is_none());
+    routing.nginx.is_some() || host_level_istio
 }
 
 fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
@@ -229,6 +270,19 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
             _ => {}
         }
     }
+    if canary.ping_pong.is_some() {
+        errs.add(
+            format!("{C}.pingPong"),
+            "pingPong is not supported by Sluice; use canaryService and stableService",
+        );
+    }
+    if canary.replica_progress_threshold.is_some() {
+        errs.add(
+            format!("{C}.replicaProgressThreshold"),
+            "replicaProgressThreshold is not supported by Sluice; remove it: a step waits until \
+             every canary pod it asks for is available",
+        );
+    }
     if canary.dynamic_stable_scale == Some(true) && canary.scale_down_delay_seconds.is_some() {
         errs.add(
             format!("{C}.scaleDownDelaySeconds"),
@@ -251,7 +305,14 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
                 }
             }
         }
-        if routing.nginx.is_none() && routing.istio.is_none() {
+        let unsupported = routing.unsupported_routers();
+        for name in &unsupported {
+            errs.add(
+                format!("{T}.{name}"),
+                unsupported_router_message(name, routing),
+            );
+        }
+        if routing.nginx.is_none() && routing.istio.is_none() && unsupported.is_empty() {
             errs.add(
                 T,
                 "must configure nginx or istio (other routers are not supported)",
@@ -428,13 +489,14 @@ fn validate_step(
     if step.experiment.is_some() {
         errs.add(
             format!("{field}.experiment"),
-            "experiment steps are not supported by Sluice",
+            "experiment steps are not supported by Sluice; use an analysis step (Prometheus \
+             metrics) against the canary, with setCanaryScale for a fixed number of canary pods",
         );
     }
     if step.plugin.is_some() {
         errs.add(
             format!("{field}.plugin"),
-            "step plugins are not supported by Sluice",
+            "step plugins are not supported by Sluice; use analysis steps (Prometheus metrics)",
         );
     }
     if let Some(w) = step.set_weight

@@ -382,6 +382,14 @@ fn lint_document(
         ));
         return true;
     }
+    if kind == "Experiment" {
+        findings.push(doc.finding(
+            "kind",
+            "the Experiment kind is not supported by Sluice; run the candidate as a canary with \
+             analysis steps (Prometheus metrics) instead",
+        ));
+        return true;
+    }
     let Some(schema) = schema_of(kind) else {
         findings.push(doc.finding(
             "kind",
