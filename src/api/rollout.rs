@@ -140,12 +140,48 @@ fn pod_template_schema(generator: &mut schemars::SchemaGenerator) -> schemars::S
     // client-side `kubectl apply` (the last-applied annotation is limited to 256 KiB). Keep the
     // structure (so the API server validates types), drop the nested descriptions.
     let mut schema = generator.subschema_for::<PodTemplateSpec>();
+    quantities_accept_numbers(&mut schema);
     strip_descriptions(&mut schema);
     schema.ensure_object().insert(
         "description".into(),
         "Pod template of the version to run. Changing it starts a new rollout.".into(),
     );
     schema
+}
+
+/// Resource quantities (`cpu: 0.5`) may be written as YAML numbers, as a Deployment accepts
+/// them; a structural schema cannot say "number or string", so, as Argo Rollouts' CRD does, a
+/// quantity keeps whatever is written. Lint and validation check it against the quantity
+/// grammar (`api::quantity`), and the API server checks the ReplicaSet built from it.
+fn quantities_accept_numbers(schema: &mut schemars::Schema) {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let is_quantity = map
+                    .get("description")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|d| d.starts_with("Quantity is a fixed-point"));
+                if is_quantity {
+                    map.clear();
+                    map.insert(
+                        "x-kubernetes-preserve-unknown-fields".into(),
+                        serde_json::Value::Bool(true),
+                    );
+                    return;
+                }
+                for (_, v) in map.iter_mut() {
+                    walk(v);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = schema.clone().to_value();
+    walk(&mut value);
+    if let Ok(changed) = schemars::Schema::try_from(value) {
+        *schema = changed;
+    }
 }
 
 fn strip_descriptions(schema: &mut schemars::Schema) {

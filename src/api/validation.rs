@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::constants::{DEFAULT_MAX_TRAFFIC_WEIGHT, MAX_CANARY_STEPS};
@@ -111,6 +112,13 @@ fn validate_template_and_selector(spec: &RolloutSpec, errs: &mut Errors) {
             errs.add("spec.workloadRef.name", "must not be empty");
         }
     }
+    if let Some(template) = &spec.template {
+        errs.0.extend(super::quantity::check_pod_template(
+            template,
+            "spec.template",
+        ));
+        check_container_names(template, errs);
+    }
     // With a workloadRef the selector may come from the Deployment.
     if spec.workload_ref.is_some() {
         return;
@@ -145,6 +153,42 @@ fn validate_template_and_selector(spec: &RolloutSpec, errs: &mut Errors) {
                 format!(
                     "{k}={v} does not match the template's labels (spec.template.metadata.labels)"
                 ),
+            );
+        }
+    }
+}
+
+/// Container names must be unique across containers, init and ephemeral containers, or the API
+/// server refuses every ReplicaSet of the template (Argo's `TestMalformedRolloutEphemeralCtr`).
+fn check_container_names(template: &PodTemplateSpec, errs: &mut Errors) {
+    let Some(spec) = &template.spec else {
+        return;
+    };
+    let names = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("containers[{i}]"), &c.name))
+        .chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, c)| (format!("initContainers[{i}]"), &c.name)),
+        )
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, c)| (format!("ephemeralContainers[{i}]"), &c.name)),
+        );
+    let mut seen = BTreeSet::new();
+    for (at, name) in names {
+        if !seen.insert(name.as_str()) {
+            errs.add(
+                format!("spec.template.spec.{at}.name"),
+                format!("duplicate container name {name:?}: names must be unique across containers, initContainers and ephemeralContainers"),
             );
         }
     }
