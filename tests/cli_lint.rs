@@ -266,3 +266,55 @@ fn templated_interval_and_limits_are_checked_with_the_values_passed() -> Result 
     );
     Ok(())
 }
+
+/// `# expect: TEXT` lines of a fixture: each must be part of some finding.
+fn expectations(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# expect: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Manifests shaped like Argo Rollouts' own examples, with only `apiVersion` changed: those using
+/// supported features lint clean, those using features Sluice lacks are told so by name (and
+/// nothing else is reported about them), malformed ones are rejected with their field.
+#[test]
+fn argo_shaped_manifests_lint_as_supported_unsupported_or_malformed() -> Result {
+    let root = Path::new("tests/fixtures/argo");
+    for f in yaml_files(&root.join("supported"))? {
+        let report = lint_paths(std::slice::from_ref(&f), &[])?;
+        assert!(report.objects > 0, "{}: no Sluice object", f.display());
+        assert!(
+            report.findings.is_empty(),
+            "{}: {:#?}",
+            f.display(),
+            report.findings
+        );
+    }
+    for (dir, only_not_supported) in [("unsupported", true), ("malformed", false)] {
+        let files = yaml_files(&root.join(dir))?;
+        assert!(files.len() >= 3, "{dir} fixtures are missing");
+        for f in files {
+            let expected = expectations(&std::fs::read_to_string(&f)?);
+            assert!(!expected.is_empty(), "{}: no `# expect:` line", f.display());
+            let report = lint_paths(std::slice::from_ref(&f), &[])?;
+            let got: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
+            for e in &expected {
+                assert!(
+                    got.iter().any(|g| g.contains(e.as_str())),
+                    "{}: expected {e:?} in {got:#?}",
+                    f.display()
+                );
+            }
+            if only_not_supported {
+                assert!(
+                    got.iter().all(|g| g.contains("not supported by Sluice")),
+                    "{}: {got:#?}",
+                    f.display()
+                );
+            }
+            assert!(got.len() >= expected.len(), "{}: {got:#?}", f.display());
+        }
+    }
+    Ok(())
+}
