@@ -75,7 +75,7 @@ pub fn validate_rollout_spec(spec: &RolloutSpec) -> Vec<FieldError> {
         ),
         (None, Some(_)) => errs.add(
             "spec.strategy.blueGreen",
-            "the blueGreen strategy is not supported yet; use canary",
+            "the blueGreen strategy is not supported by Sluice yet; use canary",
         ),
         (Some(canary), None) => validate_canary(canary, &mut errs),
     }
