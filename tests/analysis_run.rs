@@ -312,7 +312,7 @@ fn unsupported_or_missing_provider_is_a_clear_error() {
     assert_eq!(
         u.status.message.as_deref(),
         Some(
-            "metric \"a\": provider.web: the web provider is not supported by Sluice (supported: prometheus)"
+            "metric \"a\": provider.web: the web provider is not supported by Sluice yet (planned); use the prometheus provider"
         )
     );
     s.metrics[0].provider = MetricProvider::default();

@@ -165,13 +165,13 @@ fn what_cannot_carry_over_is_reported_with_its_line() -> Result {
     assert_eq!(
         notes,
         [
-            "19: Rollout/web spec.strategy.canary.trafficRouting.alb: the alb traffic router is not supported by Sluice (supported: nginx, istio)",
-            "23: Rollout/web spec.strategy.canary.steps[1].experiment: experiment steps are not supported by Sluice",
-            "27: Rollout/web spec.strategy.canary.steps[2].plugin: step plugins are not supported by Sluice",
-            "45: Rollout/bg spec.strategy.blueGreen: the blueGreen strategy is not supported by Sluice (canary only)",
-            "56: AnalysisTemplate/dd spec.metrics[0].provider.datadog: the datadog metric provider is not supported by Sluice (supported: prometheus)",
-            "64: AnalysisTemplate/dd spec.metrics[1].provider.prometheus.authentication.sigv4: sigv4 authentication is not supported by Sluice (supported: basicAuth)",
-            "68: Experiment/exp kind: Experiment has no Sluice counterpart; left out of the output",
+            "19: Rollout/web spec.strategy.canary.trafficRouting.alb: AWS ALB traffic routing (trafficRouting.alb) is not supported by Sluice; use trafficRouting.nginx or trafficRouting.istio",
+            "23: Rollout/web spec.strategy.canary.steps[1].experiment: experiment steps are not supported by Sluice; use an analysis step (Prometheus metrics) against the canary, with setCanaryScale for a fixed number of canary pods",
+            "27: Rollout/web spec.strategy.canary.steps[2].plugin: step plugins are not supported by Sluice; use analysis steps (Prometheus metrics)",
+            "45: Rollout/bg spec.strategy.blueGreen: the blueGreen strategy is not supported by Sluice yet; use canary",
+            "56: AnalysisTemplate/dd spec.metrics[0].provider.datadog: the datadog provider is not supported by Sluice; use the prometheus provider",
+            "64: AnalysisTemplate/dd spec.metrics[1].provider.prometheus.authentication.sigv4: sigv4 authentication is not supported by Sluice (supported: basicAuth, or an Authorization header)",
+            "68: Experiment/exp kind: Experiment is not supported by Sluice; left out of the output",
         ]
     );
     assert_eq!(c.converted, 3);
@@ -214,5 +214,49 @@ fn binary_prints_yaml_and_exits_one_when_something_does_not_carry_over() -> Resu
         )),
         "{stderr}"
     );
+    Ok(())
+}
+
+/// Convert runs every check of lint on its output: a manifest that only changes `apiVersion` but
+/// would be refused (Services missing for NGINX, a quantity that is none, a templated interval
+/// whose value is no duration) is reported at its input line, never "everything carried over".
+#[test]
+fn convert_reports_what_lint_would_refuse_in_its_output() -> Result {
+    let argo = ARGO_CLEAN
+        .replace("      canaryService: rollouts-demo-canary\n", "")
+        .replace(
+            "        image: argoproj/rollouts-demo:blue\n",
+            "        image: argoproj/rollouts-demo:blue\n        resources:\n          limits: {memory: invalid}\n",
+        )
+        .replace("    interval: 5m\n", "    interval: \"5\"\n");
+    let c = convert(&argo)?;
+    let notes: Vec<String> = c
+        .notes
+        .iter()
+        .map(|n| format!("{}: {} {}: {}", n.line, n.object, n.field, n.message))
+        .collect();
+    assert_eq!(notes.len(), 3, "{notes:#?}");
+    assert!(
+        notes[0].starts_with(
+            "20: Rollout/rollouts-demo spec.template.spec.containers[0].resources.limits.memory: \
+             \"invalid\" is not a quantity"
+        ),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[1].starts_with(
+            "22: Rollout/rollouts-demo spec.strategy.canary.canaryService: is required"
+        ),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[2].starts_with(
+            "41: AnalysisTemplate/success-rate spec.metrics[0].interval: interval cannot read \"5\""
+        ),
+        "{notes:#?}"
+    );
+    // The same as lint says about the output.
+    let report = lint_sources(&[("converted.yaml".into(), c.yaml)], &[]);
+    assert_eq!(report.findings.len(), 3, "{:#?}", report.findings);
     Ok(())
 }

@@ -210,3 +210,111 @@ fn repository_templates_and_chart_examples_lint_clean() -> Result {
     assert!(report.findings.is_empty(), "{:#?}", report.findings);
     Ok(())
 }
+
+/// `{{args.*}}` in `interval`, `initialDelay`, `count` and the limits decodes (Argo Rollouts
+/// types them as strings); the values a Rollout passes are checked against the fields, and a
+/// value that does not fit is reported at the Rollout's reference, naming template, metric and
+/// field. A template with problems of its own is never reported as missing.
+#[test]
+fn templated_interval_and_limits_are_checked_with_the_values_passed() -> Result {
+    let text =
+        std::fs::read_to_string("tests/fixtures/argo/supported/analysis-templated-limits.yaml")?;
+    let clean = lint_sources(&[("t.yaml".into(), text.clone())], &[]);
+    assert!(clean.findings.is_empty(), "{:#?}", clean.findings);
+
+    let bad = text.replace("value: 1m", "value: \"5\"");
+    let report = lint_sources(&[("t.yaml".into(), bad)], &[]);
+    let got: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains(
+            "spec.strategy.canary.steps[1].analysis.templates[0].templateName: AnalysisTemplate \
+             \"success-rate\" with the arguments passed here: metric \"success-rate\": \
+             initialDelay cannot read \"5\""
+        ),
+        "{got:#?}"
+    );
+
+    let bad_count = text.replace("value: \"5\"", "value: five");
+    let report = lint_sources(&[("t.yaml".into(), bad_count)], &[]);
+    assert!(
+        report.findings.iter().any(|f| f
+            .message
+            .contains("metric \"success-rate\": count \"five\" is not an integer")),
+        "{:#?}",
+        report.findings
+    );
+
+    // A template whose own spec is wrong is reported there, not as missing from the Rollout.
+    let typo = text.replace("    interval: \"{{args.interval}}\"", "    intervall: 5m");
+    let report = lint_sources(&[("t.yaml".into(), typo)], &[]);
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| !f.message.contains("not among")),
+        "{:#?}",
+        report.findings
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.message.contains("unknown field \"intervall\"")),
+        "{:#?}",
+        report.findings
+    );
+    Ok(())
+}
+
+/// `# expect: TEXT` lines of a fixture: each must be part of some finding.
+fn expectations(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# expect: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Manifests shaped like Argo Rollouts' own examples, with only `apiVersion` changed: those using
+/// supported features lint clean, those using features Sluice lacks are told so by name (and
+/// nothing else is reported about them), malformed ones are rejected with their field.
+#[test]
+fn argo_shaped_manifests_lint_as_supported_unsupported_or_malformed() -> Result {
+    let root = Path::new("tests/fixtures/argo");
+    for f in yaml_files(&root.join("supported"))? {
+        let report = lint_paths(std::slice::from_ref(&f), &[])?;
+        assert!(report.objects > 0, "{}: no Sluice object", f.display());
+        assert!(
+            report.findings.is_empty(),
+            "{}: {:#?}",
+            f.display(),
+            report.findings
+        );
+    }
+    for (dir, only_not_supported) in [("unsupported", true), ("malformed", false)] {
+        let files = yaml_files(&root.join(dir))?;
+        assert!(files.len() >= 3, "{dir} fixtures are missing");
+        for f in files {
+            let expected = expectations(&std::fs::read_to_string(&f)?);
+            assert!(!expected.is_empty(), "{}: no `# expect:` line", f.display());
+            let report = lint_paths(std::slice::from_ref(&f), &[])?;
+            let got: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
+            for e in &expected {
+                assert!(
+                    got.iter().any(|g| g.contains(e.as_str())),
+                    "{}: expected {e:?} in {got:#?}",
+                    f.display()
+                );
+            }
+            if only_not_supported {
+                assert!(
+                    got.iter().all(|g| g.contains("not supported by Sluice")),
+                    "{}: {got:#?}",
+                    f.display()
+                );
+            }
+            assert!(got.len() >= expected.len(), "{}: {got:#?}", f.display());
+        }
+    }
+    Ok(())
+}

@@ -228,8 +228,8 @@ async fn a_template_with_a_bad_interval_stops_the_update_and_fixing_it_resumes()
     let message = invalid_spec(&r).unwrap();
     assert!(
         message.starts_with(
-            "spec.strategy.canary.steps[1].analysis.templates[0]: AnalysisTemplate \"success-rate\": \
-             spec.metrics[0].interval: cannot read \"five minutes\": "
+            "spec.strategy.canary.steps[1].analysis: AnalysisTemplate \"success-rate\": \
+             spec.metrics[0].interval: cannot read \"five minutes\": not a Go duration"
         ),
         "{message}"
     );

@@ -512,3 +512,97 @@ async fn workload_ref_scale_down_modes() {
         }
     }
 }
+
+/// Argo's `TestContainerResourceFormats` and `TestMalformedRollout`: `cpu: 0.001` written as a
+/// number is accepted and reaches the ReplicaSet as the same quantity; `memory: invalid` is
+/// reported as InvalidSpec naming the field, and no ReplicaSet is ever attempted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numeric_quantities_run_and_a_malformed_quantity_is_invalid_spec() {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+    let env = Env::new().await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("sluice.dev", "v1alpha1", "Rollout"),
+        "rollouts",
+    );
+    let raw: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), env.ns(), &ar);
+    let manifest = |name: &str, requests: serde_json::Value| {
+        serde_json::from_value::<DynamicObject>(serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{
+                        "name": "a", "image": "nginx:1.19-alpine",
+                        "resources": {"requests": requests}
+                    }]}
+                },
+                "strategy": {"canary": {}}
+            }
+        }))
+        .unwrap()
+    };
+    raw.create(
+        &PostParams::default(),
+        &manifest("formats", serde_json::json!({"cpu": 0.001})),
+    )
+    .await
+    .expect("a numeric quantity is accepted");
+    env.wait_for("formats", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    let rs = env.replica_sets().await;
+    let cpu = rs[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .as_ref()
+        .unwrap()
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["cpu"]
+        .0
+        .clone();
+    assert!(cpu == "0.001" || cpu == "1m", "{cpu}");
+
+    raw.create(
+        &PostParams::default(),
+        &manifest("malformed", serde_json::json!({"memory": "invalid"})),
+    )
+    .await
+    .expect("stored: the API server keeps what it cannot read, as Argo's CRD does");
+    let r = env
+        .wait_for("malformed", "InvalidSpec", 60, |r| phase(r) == "Degraded")
+        .await;
+    let condition = r
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "InvalidSpec")
+        .expect("an InvalidSpec condition");
+    assert!(
+        condition.message.starts_with(
+            "spec.template.spec.containers[0].resources.requests.memory: \"invalid\" is not a quantity"
+        ),
+        "{}",
+        condition.message
+    );
+    assert_eq!(
+        env.replica_sets().await.len(),
+        1,
+        "only the first Rollout's"
+    );
+}

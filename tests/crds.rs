@@ -257,3 +257,189 @@ async fn shipped_crds_apply_strictly_and_strict_validation_names_an_unknown_fiel
         "no default filled in: {stored}"
     );
 }
+
+/// The test cluster with the shipped CRDs, and the Rollouts API of its `default` namespace.
+async fn cluster_with_crds() -> (
+    sluice_e2e::TestCluster,
+    kube::api::Api<kube::api::DynamicObject>,
+) {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+    let cluster = sluice_e2e::TestCluster::start().await.unwrap();
+    let client = cluster.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (file, crd) in shipped_crds()
+        .into_iter()
+        .filter(|(f, _)| f.starts_with("crds/"))
+    {
+        let name = crd["metadata"]["name"].as_str().unwrap().to_string();
+        crds.patch(
+            &name,
+            &PatchParams::apply("sluice-test"),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("sluice.dev", "v1alpha1", "Rollout"),
+        "rollouts",
+    );
+    let rollouts: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
+    (cluster, rollouts)
+}
+
+fn argo_style_rollout(name: &str, canary: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "nginx:1.19-alpine"}]}
+            },
+            "strategy": {"canary": canary}
+        }
+    })
+}
+
+/// Argo Rollouts' subset-level Istio example names no Services: the CRD accepts it, as Argo's
+/// does. NGINX and host-level Istio still need both Services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_subset_split_without_services_is_accepted_and_nginx_without_them_is_refused() {
+    use kube::api::PostParams;
+    let (_cluster, rollouts) = cluster_with_crds().await;
+    let subset = argo_style_rollout(
+        "istio-subset-split",
+        serde_json::json!({
+            "trafficRouting": {"istio": {
+                "virtualService": {"name": "istio-subset-split-vsvc", "routes": ["primary"]},
+                "destinationRule": {"name": "istio-subset-split-destrule",
+                                    "canarySubsetName": "canary", "stableSubsetName": "stable"}
+            }},
+            "steps": [{"setWeight": 10}, {"pause": {}}]
+        }),
+    );
+    rollouts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(subset).unwrap(),
+        )
+        .await
+        .expect("subset-level routing needs no Services");
+    for (name, routing) in [
+        (
+            "nginx",
+            serde_json::json!({"nginx": {"stableIngress": "web"}}),
+        ),
+        (
+            "istio-host",
+            serde_json::json!({"istio": {"virtualService": {"name": "web"}}}),
+        ),
+    ] {
+        let r = argo_style_rollout(
+            name,
+            serde_json::json!({"trafficRouting": routing, "steps": [{"setWeight": 10}]}),
+        );
+        let err = rollouts
+            .create(&PostParams::default(), &serde_json::from_value(r).unwrap())
+            .await
+            .expect_err("the Services are required");
+        assert!(
+            err.to_string()
+                .contains("requires both canaryService and stableService"),
+            "{name}: {err}"
+        );
+    }
+}
+
+/// Argo Rollouts fields Sluice does not implement are kept by the schema, not pruned: the
+/// controller and lint refuse them by name, where a pruned field would be a Rollout silently
+/// doing something else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_argo_fields_are_stored_not_pruned() {
+    use kube::api::PostParams;
+    let (cluster, rollouts) = cluster_with_crds().await;
+    let r = argo_style_rollout(
+        "alb",
+        serde_json::json!({
+            "canaryService": "c", "stableService": "s",
+            "pingPong": {"pingService": "ping", "pongService": "pong"},
+            "trafficRouting": {
+                "alb": {"ingress": "web", "servicePort": 80},
+                "smi": {"trafficSplitName": "web"},
+                "appMesh": {"virtualService": {"name": "web"}},
+                "apisix": {"route": {"name": "web"}},
+                "ambassador": {"mappings": ["web"]},
+                "traefik": {"weightedTraefikServiceName": "web"},
+                "plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}}
+            },
+            "steps": [
+                {"experiment": {"templates": [{"name": "baseline", "specRef": "stable"}]}},
+                {"plugin": {"name": "x"}}
+            ]
+        }),
+    );
+    rollouts
+        .create(&PostParams::default(), &serde_json::from_value(r).unwrap())
+        .await
+        .expect("stored");
+    let stored = cluster
+        .object("sluice.dev", "rollouts", "default", "alb")
+        .unwrap();
+    let canary = &stored["spec"]["strategy"]["canary"];
+    assert_eq!(canary["pingPong"]["pongService"], "pong");
+    for (router, key) in [
+        ("alb", "ingress"),
+        ("smi", "trafficSplitName"),
+        ("appMesh", "virtualService"),
+        ("apisix", "route"),
+        ("ambassador", "mappings"),
+        ("traefik", "weightedTraefikServiceName"),
+        ("plugins", "argoproj-labs/gatewayAPI"),
+    ] {
+        assert!(
+            !canary["trafficRouting"][router][key].is_null(),
+            "{router} pruned: {canary}"
+        );
+    }
+    assert_eq!(
+        canary["steps"][0]["experiment"]["templates"][0]["name"],
+        "baseline"
+    );
+
+    // What the controller and lint say about it.
+    let spec: sluice::api::rollout::RolloutSpec =
+        serde_json::from_value(stored["spec"].clone()).unwrap();
+    let errors = sluice::api::validation::validate_rollout_spec(&spec);
+    for field in [
+        "spec.strategy.canary.pingPong",
+        "spec.strategy.canary.trafficRouting.alb",
+        "spec.strategy.canary.trafficRouting.smi",
+        "spec.strategy.canary.trafficRouting.appMesh",
+        "spec.strategy.canary.trafficRouting.apisix",
+        "spec.strategy.canary.trafficRouting.ambassador",
+        "spec.strategy.canary.trafficRouting.traefik",
+        "spec.strategy.canary.trafficRouting.plugins",
+        "spec.strategy.canary.steps[0].experiment",
+        "spec.strategy.canary.steps[1].plugin",
+    ] {
+        let e = errors
+            .iter()
+            .find(|e| e.field == field)
+            .unwrap_or_else(|| panic!("{field} not reported: {errors:#?}"));
+        assert!(e.message.contains("not supported by Sluice"), "{e}");
+    }
+    let plugins = errors
+        .iter()
+        .find(|e| e.field.ends_with("plugins"))
+        .unwrap();
+    assert!(
+        plugins
+            .message
+            .contains("argoproj-labs/gatewayAPI) is not supported by Sluice yet"),
+        "{plugins}"
+    );
+}

@@ -1222,3 +1222,66 @@ fn template_problems_name_the_template_and_the_field() {
     );
     assert!(p.invalid.is_none(), "{:?}", p.invalid);
 }
+
+/// Argo Rollouts types `interval`, `initialDelay`, `count` and the limits so that they may be
+/// `{{args.NAME}}`: the Rollout's values are substituted before the update's first pod, and a
+/// value that does not fit the field stops the update naming the template, metric and field.
+#[test]
+fn templated_interval_count_and_limits_are_checked_with_the_rollouts_values() {
+    use sluice::plan::ObservedTemplate;
+    const STEPS: &str = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting: {nginx: {stableIngress: web}}
+steps:
+- setWeight: 20
+- analysis:
+    templates: [{templateName: success-rate}]
+    args:
+    - {name: interval, value: INTERVAL}
+    - {name: count, value: "4"}
+    - {name: failure-limit, value: "1"}
+- setWeight: 100
+"#;
+    let template: sluice::api::analysis::AnalysisTemplateSpec =
+        serde_json::from_value(serde_json::json!({
+            "args": [{"name": "interval"}, {"name": "count"}, {"name": "failure-limit"},
+                     {"name": "delay", "value": "10s"}],
+            "metrics": [{
+                "name": "success-rate",
+                "interval": "{{args.interval}}",
+                "initialDelay": "{{ args.delay }}",
+                "count": "{{args.count}}",
+                "failureLimit": "{{args.failure-limit}}",
+                "inconclusiveLimit": "{{args.failure-limit}}",
+                "successCondition": "result[0] >= 0.95",
+                "provider": {"prometheus": {"query": "rate(ok[{{args.interval}}])"}}
+            }]
+        }))
+        .expect("a templated interval decodes");
+    let observe = |interval: &str| {
+        let mut w = settled_world(4, &STEPS.replace("INTERVAL", interval));
+        w.set_image("web:2");
+        let hash = hash_of(&w);
+        let obs = with_templates(
+            &w,
+            &[("success-rate", ObservedTemplate::Found(template.clone()))],
+        );
+        (w, obs, hash)
+    };
+    let (_, obs, _) = observe("30s");
+    let p = plan(&obs, t0());
+    assert!(p.invalid.is_none(), "{:?}", p.invalid);
+
+    let (w, obs, hash) = observe("\"5\"");
+    let p = plan(&obs, t0());
+    let message = p.invalid.clone().expect("invalid")[0].to_string();
+    assert!(
+        message.starts_with(
+            "spec.strategy.canary.steps[1].analysis: AnalysisTemplate \"success-rate\": \
+             spec.metrics[0].interval: cannot read \"5\": "
+        ),
+        "{message}"
+    );
+    assert_frozen(&w, &p, &hash);
+}

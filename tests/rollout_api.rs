@@ -262,7 +262,7 @@ fn invalid_cases() -> Vec<(&'static str, serde_json::Value, &'static str, &'stat
             "blue green",
             json!({"spec": {"strategy": {"canary": null, "blueGreen": {"activeService": "x"}}}}),
             "spec.strategy.blueGreen",
-            "not supported yet",
+            "not supported by Sluice yet",
         ),
         (
             "duplicate args",

@@ -352,6 +352,86 @@ async fn istio_subset_level_canary_moves_subsets_and_abort_restores_the_canary_s
     );
 }
 
+/// Argo Rollouts' `examples/istio/istio-subset-split.yaml`: subset-level routing with a named
+/// route and neither `canaryService` nor `stableService`. The DestinationRule subsets alone
+/// select the versions; the user's Service is never touched.
+const ARGO_SUBSET_ONLY: &str = r#"
+trafficRouting:
+  istio:
+    virtualService: {name: web, routes: [primary]}
+    destinationRule: {name: web, canarySubsetName: canary, stableSubsetName: stable}
+steps:
+- setWeight: 10
+- pause: {}
+"#;
+
+const NAMED_SUBSET_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web]
+  http:
+  - name: primary
+    route:
+    - destination: {host: web, subset: stable}
+      weight: 100
+    - destination: {host: web, subset: canary}
+      weight: 0
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_subset_split_without_services_routes_by_subsets_only() {
+    let env = Env::new().await;
+    // The host's Service, as the example ships it: it selects every pod of the app.
+    env.services(&["web"]).await;
+    let user_selector = env.service_hash("web").await;
+    create(&vs_api(&env), NAMED_SUBSET_VS).await;
+    create(&dr_api(&env), SUBSET_DR).await;
+    env.create(&rollout("web", 1, "web:1", ARGO_SUBSET_ONLY))
+        .await;
+    let r = env
+        .wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    assert_eq!(invalid_spec_message(&r), None);
+    let v1 = stable(&r).unwrap();
+    wait_until("both subsets on v1", 30, || async {
+        subset_hashes(&env).await == (Some(v1.clone()), Some(v1.clone()))
+    })
+    .await;
+
+    env.set_image("web", "web:2").await;
+    let r = env
+        .wait_for("web", "paused at 10", 60, |r| {
+            step(r) == Some(1) && weight(r) == Some(10) && phase(r) == "Paused"
+        })
+        .await;
+    let v2 = current(&r).unwrap();
+    assert_eq!(
+        subset_hashes(&env).await,
+        (Some(v1.clone()), Some(v2.clone()))
+    );
+    assert_eq!(vs_weights(&env).await, (90, 10));
+
+    env.promote("web").await;
+    let r = env
+        .wait_for("web", "promoted", 60, |r| {
+            phase(r) == "Healthy" && stable(r).as_deref() == Some(v2.as_str())
+        })
+        .await;
+    assert_eq!(weight(&r), Some(0));
+    wait_until("both subsets on v2", 30, || async {
+        subset_hashes(&env).await == (Some(v2.clone()), Some(v2.clone()))
+    })
+    .await;
+    assert_eq!(vs_weights(&env).await, (100, 0));
+    assert_eq!(
+        env.service_hash("web").await,
+        user_selector,
+        "the user's Service is not Sluice's to change"
+    );
+}
+
 /// Git's version of the objects a GitOps engine keeps applying.
 fn git_objects(ns: &str, image: &str) -> Vec<(&'static str, Value)> {
     let mut ro = serde_json::to_value(rollout("web", 3, image, GITOPS_NGINX)).unwrap();
@@ -803,6 +883,54 @@ fn invalid_spec_message(r: &sluice::api::rollout::Rollout) -> Option<String> {
         .iter()
         .find(|c| c.type_ == "InvalidSpec" && c.status == "True")
         .map(|c| c.message.clone())
+}
+
+/// An Argo Rollouts ALB canary: the API server keeps `alb` (it is not pruned into a Rollout
+/// without routing), and the controller refuses it by name with what to use instead, creating
+/// nothing. Switching to NGINX makes the same Rollout run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alb_rollout_is_refused_by_name_and_runs_once_switched_to_nginx() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    let alb = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  alb: {ingress: web, servicePort: 80}
+steps:
+- setWeight: 20
+- pause: {}
+"#;
+    env.create(&rollout("web", 2, "web:1", alb)).await;
+    let r = env
+        .wait_for("web", "InvalidSpec", 60, |r| {
+            invalid_spec_message(r).is_some()
+        })
+        .await;
+    let message = invalid_spec_message(&r).unwrap();
+    assert!(
+        message.starts_with(
+            "spec.strategy.canary.trafficRouting.alb: AWS ALB traffic routing \
+             (trafficRouting.alb) is not supported by Sluice; use trafficRouting.nginx or \
+             trafficRouting.istio"
+        ),
+        "{message}"
+    );
+    assert_eq!(phase(&r), "Degraded");
+    assert!(env.replica_sets().await.is_empty(), "nothing created");
+
+    env.patch_spec(
+        "web",
+        json!({"spec": {"strategy": {"canary": {"trafficRouting": {
+            "alb": null, "nginx": {"stableIngress": "web"}
+        }}}}}),
+    )
+    .await;
+    env.wait_for("web", "healthy", 60, |r| {
+        phase(r) == "Healthy" && invalid_spec_message(r).is_none()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::analysis::{Measurement, Metric, MetricResult, RunSummary};
 use crate::api::common::AnalysisPhase;
+use crate::api::duration::DurationString;
 
 /// Consecutive errors tolerated when `consecutiveErrorLimit` is omitted.
 pub const DEFAULT_CONSECUTIVE_ERROR_LIMIT: i32 = 4;
@@ -89,10 +90,18 @@ impl MetricLimits {
             metric: m.name.clone(),
             message,
         };
-        let duration = |field: &str, d: &Option<kube::core::Duration>| match d {
-            Some(d) if d.is_negative() => Err(err(format!("{field} must not be negative"))),
-            Some(d) => Ok(Some(Duration::from(*d))),
-            None => Ok(None),
+        let duration = |field: &str, d: &Option<DurationString>| {
+            let parsed = match d {
+                Some(d) => d
+                    .parse()
+                    .map_err(|e| err(format!("{field} cannot read {:?}: {e}", d.as_str())))?,
+                None => None,
+            };
+            match parsed {
+                Some(d) if d.is_negative() => Err(err(format!("{field} must not be negative"))),
+                Some(d) => Ok(Some(Duration::from(d))),
+                None => Ok(None),
+            }
         };
         let interval = duration("interval", &m.interval)?.filter(|d| !d.is_zero());
         let initial_delay = duration("initialDelay", &m.initial_delay)?;

@@ -213,11 +213,31 @@ pub struct DeclaredSubstitution {
     pub problems: Vec<PlaceholderError>,
     /// The metric after substitution, or why it no longer decodes.
     pub metric: Result<Metric, serde_json::Error>,
+    /// True when a stand-in (not a declared value) went into `count`, a limit, `interval` or
+    /// `initialDelay`: how those fit together is then known only once the values are supplied,
+    /// so the limit checks wait for them.
+    pub limits_stand_in: bool,
 }
+
+/// Metric fields that hold a Go duration: a placeholder there stands in for one.
+const DURATION_FIELDS: [&str; 2] = [".interval", ".initialDelay"];
+
+/// Metric fields whose values are checked together (`MetricLimits`).
+const LIMIT_FIELDS: [&str; 8] = [
+    ".count",
+    ".failureLimit",
+    ".inconclusiveLimit",
+    ".consecutiveErrorLimit",
+    ".consecutiveSuccessLimit",
+    ".consecutiveFailureLimit",
+    ".interval",
+    ".initialDelay",
+];
 
 /// Replaces `{{args.NAME}}` in every string of a template's metric with the argument's declared
 /// default when it has one, else with a stand-in that keeps the surrounding syntax valid: a
-/// duration inside `[...]` (PromQL ranges), a word inside quotes, a number elsewhere.
+/// duration in `interval` and `initialDelay` and inside `[...]` (PromQL ranges), a word inside
+/// quotes, a number elsewhere.
 pub fn substitute_declared(metric: &Metric, declared: &[Argument]) -> DeclaredSubstitution {
     let mut problems = Vec::new();
     let mut json = match serde_json::to_value(metric) {
@@ -226,10 +246,16 @@ pub fn substitute_declared(metric: &Metric, declared: &[Argument]) -> DeclaredSu
             return DeclaredSubstitution {
                 problems,
                 metric: Err(e),
+                limits_stand_in: false,
             };
         }
     };
-    let fill = |tag: &str, before: &str, problems: &mut Vec<PlaceholderError>| {
+    let mut limits_stand_in = false;
+    let fill = |tag: &str,
+                before: &str,
+                path: &str,
+                problems: &mut Vec<PlaceholderError>,
+                limits_stand_in: &mut bool| {
         let Some(name) = tag.strip_prefix("args.") else {
             problems.push(PlaceholderError::Unknown {
                 tag: tag.to_string(),
@@ -246,8 +272,13 @@ pub fn substitute_declared(metric: &Metric, declared: &[Argument]) -> DeclaredSu
                 name: name.to_string(),
             });
         }
+        if LIMIT_FIELDS.contains(&path) {
+            *limits_stand_in = true;
+        }
         let quotes = before.matches('"').count() + before.matches('\'').count();
-        if before.trim_end().ends_with('[') {
+        if DURATION_FIELDS.iter().any(|f| path.ends_with(f)) {
+            "1m".to_string()
+        } else if before.trim_end().ends_with('[') {
             "5m".to_string()
         } else if quotes % 2 == 1 {
             "x".to_string()
@@ -255,9 +286,15 @@ pub fn substitute_declared(metric: &Metric, declared: &[Argument]) -> DeclaredSu
             "1".to_string()
         }
     };
-    let filled = for_each_string(&mut json, "", &mut |s: &mut String, _: &str| {
+    let filled = for_each_string(&mut json, "", &mut |s: &mut String, path: &str| {
         *s = replace_placeholders(s, |tag, before| {
-            Ok::<_, std::convert::Infallible>(fill(tag, before, &mut problems))
+            Ok::<_, std::convert::Infallible>(fill(
+                tag,
+                before,
+                path,
+                &mut problems,
+                &mut limits_stand_in,
+            ))
         })?;
         Ok::<_, std::convert::Infallible>(())
     });
@@ -266,6 +303,7 @@ pub fn substitute_declared(metric: &Metric, declared: &[Argument]) -> DeclaredSu
     DeclaredSubstitution {
         problems,
         metric: serde_json::from_value(json),
+        limits_stand_in,
     }
 }
 

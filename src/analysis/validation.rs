@@ -28,6 +28,17 @@ pub const KNOWN_PROVIDERS: [&str; 11] = [
     "plugin",
 ];
 
+/// Providers of [`KNOWN_PROVIDERS`] Sluice is going to implement.
+pub const PLANNED_PROVIDERS: [&str; 2] = ["web", "job"];
+
+fn planned(provider: &str) -> &'static str {
+    if PLANNED_PROVIDERS.contains(&provider) {
+        " yet (planned)"
+    } else {
+        ""
+    }
+}
+
 /// The limit fields a [`LimitsError`] message starts with, to point at the field.
 const LIMIT_FIELDS: [&str; 8] = [
     "count",
@@ -47,7 +58,11 @@ pub enum MetricError {
     #[error("no provider is set (Sluice supports: prometheus)")]
     NoProvider,
     /// A provider of Argo Rollouts that Sluice does not implement.
-    #[error("the {0} provider is not supported by Sluice (supported: prometheus)")]
+    #[error(
+        "the {provider} provider is not supported by Sluice{yet}; use the prometheus provider",
+        provider = .0,
+        yet = planned(.0)
+    )]
     UnsupportedProvider(String),
     /// A provider nobody knows: most likely a typo.
     #[error("unknown provider (Sluice supports: prometheus)")]

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
-use kube::core::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::api::common::{AnalysisPhase, DryRun, FieldRef, MeasurementRetention};
+use crate::api::duration::DurationString;
 
 /// The metrics, arguments and options an AnalysisTemplate or ClusterAnalysisTemplate declares.
 ///
@@ -91,12 +91,13 @@ pub struct Metric {
     pub name: String,
     /// Time between two measurements, as a Go duration (`30s`, `5m`). Without it the metric is
     /// measured once, unless `count` says otherwise; with it and without `count` the metric is
-    /// measured until the run is terminated.
+    /// measured until the run is terminated. May be `"{{args.NAME}}"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<Duration>,
-    /// Time to wait after the run starts before the first measurement, as a Go duration.
+    pub interval: Option<DurationString>,
+    /// Time to wait after the run starts before the first measurement, as a Go duration. May be
+    /// `"{{args.NAME}}"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial_delay: Option<Duration>,
+    pub initial_delay: Option<DurationString>,
     /// Number of measurements to take (an integer, or a string such as `"{{args.count}}"`).
     /// Errored measurements do not count. Omitted or 0 with an `interval`: measure until the run
     /// is terminated.

@@ -66,6 +66,61 @@ pub fn parse_go_or_seconds(text: &str) -> Result<std::time::Duration, DurationEr
     Ok(parsed.into())
 }
 
+/// A Go duration string (`30s`, `5m`, `1h30m`), as Argo Rollouts' `DurationString`. It is kept
+/// as written so that an analysis template may use a `{{args.NAME}}` placeholder: the text is
+/// read as a duration only after the arguments are substituted, when the run is built.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct DurationString(pub String);
+
+impl DurationString {
+    /// The duration, or why the text is not one (empty text is no duration: `None`).
+    pub fn parse(&self) -> Result<Option<kube::core::Duration>, String> {
+        let text = self.0.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse::<kube::core::Duration>()
+            .map(Some)
+            .map_err(|e| format!("not a Go duration such as 30s, 5m or 1h30m ({e})"))
+    }
+
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for DurationString {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DurationString(s.to_string()))
+    }
+}
+
+impl From<&str> for DurationString {
+    fn from(s: &str) -> Self {
+        DurationString(s.to_string())
+    }
+}
+
+impl fmt::Display for DurationString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl JsonSchema for DurationString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DurationString".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
+    }
+}
+
 impl JsonSchema for IntOrDuration {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "IntOrDuration".into()

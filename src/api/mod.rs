@@ -4,6 +4,7 @@ pub mod analysis;
 pub mod common;
 pub mod constants;
 pub mod duration;
+pub mod quantity;
 pub mod rollout;
 pub mod schema_check;
 pub mod validation;

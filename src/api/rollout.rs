@@ -140,12 +140,48 @@ fn pod_template_schema(generator: &mut schemars::SchemaGenerator) -> schemars::S
     // client-side `kubectl apply` (the last-applied annotation is limited to 256 KiB). Keep the
     // structure (so the API server validates types), drop the nested descriptions.
     let mut schema = generator.subschema_for::<PodTemplateSpec>();
+    quantities_accept_numbers(&mut schema);
     strip_descriptions(&mut schema);
     schema.ensure_object().insert(
         "description".into(),
         "Pod template of the version to run. Changing it starts a new rollout.".into(),
     );
     schema
+}
+
+/// Resource quantities (`cpu: 0.5`) may be written as YAML numbers, as a Deployment accepts
+/// them; a structural schema cannot say "number or string", so, as Argo Rollouts' CRD does, a
+/// quantity keeps whatever is written. Lint and validation check it against the quantity
+/// grammar (`api::quantity`), and the API server checks the ReplicaSet built from it.
+fn quantities_accept_numbers(schema: &mut schemars::Schema) {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let is_quantity = map
+                    .get("description")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|d| d.starts_with("Quantity is a fixed-point"));
+                if is_quantity {
+                    map.clear();
+                    map.insert(
+                        "x-kubernetes-preserve-unknown-fields".into(),
+                        serde_json::Value::Bool(true),
+                    );
+                    return;
+                }
+                for (_, v) in map.iter_mut() {
+                    walk(v);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = schema.clone().to_value();
+    walk(&mut value);
+    if let Ok(changed) = schemars::Schema::try_from(value) {
+        *schema = changed;
+    }
 }
 
 fn strip_descriptions(schema: &mut schemars::Schema) {
@@ -263,7 +299,10 @@ pub struct BlueGreenStrategy {
 /// Canary strategy: move traffic (or replicas) to the new version through `steps`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.trafficRouting) || (has(self.canaryService) && has(self.stableService) && self.canaryService != '' && self.stableService != '')").message("trafficRouting requires both canaryService and stableService"))]
+// NGINX and host-level Istio need both Services; Istio subset-level routing (a destinationRule)
+// selects pods through the subsets and needs none, as in Argo Rollouts.
+// `api::validation::requires_services` is the same rule.
+#[x_kube(validation = Rule::new("!has(self.trafficRouting) || !(has(self.trafficRouting.nginx) || (has(self.trafficRouting.istio) && !has(self.trafficRouting.istio.destinationRule))) || (has(self.canaryService) && has(self.stableService) && self.canaryService != '' && self.stableService != '')").message("trafficRouting with nginx or host-level istio requires both canaryService and stableService"))]
 #[x_kube(validation = Rule::new("!has(self.canaryService) || !has(self.stableService) || self.canaryService == '' || self.canaryService != self.stableService").message("canaryService and stableService must be different Services"))]
 #[x_kube(validation = Rule::new("!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))").message("setWeight must not exceed trafficRouting.maxTrafficWeight (100 by default)"))]
 pub struct CanaryStrategy {
@@ -329,6 +368,17 @@ pub struct CanaryStrategy {
     /// Background analysis: runs from `startingStep` until the rollout completes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<RolloutAnalysisBackground>,
+    /// Argo Rollouts' ping-pong Services. Not supported by Sluice (use `canaryService` and
+    /// `stableService`); kept by the schema so that the Rollout is refused by name instead of the
+    /// API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub ping_pong: Option<serde_json::Value>,
+    /// Argo Rollouts' replica progress threshold. Not supported by Sluice: a step waits for every
+    /// canary pod it asks for to be available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub replica_progress_threshold: Option<serde_json::Value>,
 }
 
 /// One canary step. Exactly one action per step.
@@ -510,6 +560,55 @@ pub struct TrafficRouting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_traffic_weight: Option<i32>,
+    /// Argo Rollouts' AWS ALB router. Not supported by Sluice (use `nginx` or `istio`); kept by
+    /// the schema so that the Rollout is refused by name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub alb: Option<serde_json::Value>,
+    /// Argo Rollouts' SMI router. Not supported by Sluice (use `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub smi: Option<serde_json::Value>,
+    /// Argo Rollouts' AWS App Mesh router. Not supported by Sluice (use `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub app_mesh: Option<serde_json::Value>,
+    /// Argo Rollouts' Apache APISIX router. Not supported by Sluice (use `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub apisix: Option<serde_json::Value>,
+    /// Argo Rollouts' Ambassador router. Not supported by Sluice (use `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub ambassador: Option<serde_json::Value>,
+    /// Argo Rollouts' Traefik router. Not supported by Sluice (use `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub traefik: Option<serde_json::Value>,
+    /// Argo Rollouts' traffic router plugins, by plugin name. Not supported by Sluice (use
+    /// `nginx` or `istio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub plugins: Option<serde_json::Value>,
+}
+
+impl TrafficRouting {
+    /// The routers of Argo Rollouts this Rollout configures that Sluice does not implement, by
+    /// field name.
+    pub fn unsupported_routers(&self) -> Vec<&'static str> {
+        [
+            ("alb", self.alb.is_some()),
+            ("smi", self.smi.is_some()),
+            ("appMesh", self.app_mesh.is_some()),
+            ("apisix", self.apisix.is_some()),
+            ("ambassador", self.ambassador.is_some()),
+            ("traefik", self.traefik.is_some()),
+            ("plugins", self.plugins.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
 }
 
 /// NGINX ingress routing.

@@ -5,10 +5,13 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::constants::{DEFAULT_MAX_TRAFFIC_WEIGHT, MAX_CANARY_STEPS};
-use super::rollout::{CanaryStep, CanaryStrategy, RolloutAnalysis, RolloutSpec, StringMatch};
+use super::rollout::{
+    CanaryStep, CanaryStrategy, RolloutAnalysis, RolloutSpec, StringMatch, TrafficRouting,
+};
 
 /// One invalid field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +75,7 @@ pub fn validate_rollout_spec(spec: &RolloutSpec) -> Vec<FieldError> {
         ),
         (None, Some(_)) => errs.add(
             "spec.strategy.blueGreen",
-            "the blueGreen strategy is not supported yet; use canary",
+            "the blueGreen strategy is not supported by Sluice yet; use canary",
         ),
         (Some(canary), None) => validate_canary(canary, &mut errs),
     }
@@ -108,6 +111,13 @@ fn validate_template_and_selector(spec: &RolloutSpec, errs: &mut Errors) {
         if w.name.is_empty() {
             errs.add("spec.workloadRef.name", "must not be empty");
         }
+    }
+    if let Some(template) = &spec.template {
+        errs.0.extend(super::quantity::check_pod_template(
+            template,
+            "spec.template",
+        ));
+        check_container_names(template, errs);
     }
     // With a workloadRef the selector may come from the Deployment.
     if spec.workload_ref.is_some() {
@@ -148,12 +158,100 @@ fn validate_template_and_selector(spec: &RolloutSpec, errs: &mut Errors) {
     }
 }
 
+/// Container names must be unique across containers, init and ephemeral containers, or the API
+/// server refuses every ReplicaSet of the template (Argo's `TestMalformedRolloutEphemeralCtr`).
+fn check_container_names(template: &PodTemplateSpec, errs: &mut Errors) {
+    let Some(spec) = &template.spec else {
+        return;
+    };
+    let names = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("containers[{i}]"), &c.name))
+        .chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, c)| (format!("initContainers[{i}]"), &c.name)),
+        )
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, c)| (format!("ephemeralContainers[{i}]"), &c.name)),
+        );
+    let mut seen = BTreeSet::new();
+    for (at, name) in names {
+        if !seen.insert(name.as_str()) {
+            errs.add(
+                format!("spec.template.spec.{at}.name"),
+                format!("duplicate container name {name:?}: names must be unique across containers, initContainers and ephemeralContainers"),
+            );
+        }
+    }
+}
+
 fn max_weight(canary: &CanaryStrategy) -> i32 {
     canary
         .traffic_routing
         .as_ref()
         .and_then(|t| t.max_traffic_weight)
         .unwrap_or(DEFAULT_MAX_TRAFFIC_WEIGHT)
+}
+
+/// Plugin of the Gateway API router (`trafficRouting.plugins`), which Sluice will carry out
+/// natively.
+pub const GATEWAY_API_PLUGIN: &str = "argoproj-labs/gatewayAPI";
+
+/// Why an Argo Rollouts router Sluice does not implement is refused, and what to use instead.
+fn unsupported_router_message(name: &str, routing: &TrafficRouting) -> String {
+    const INSTEAD: &str = "use trafficRouting.nginx or trafficRouting.istio";
+    let router = match name {
+        "alb" => "AWS ALB traffic routing (trafficRouting.alb)",
+        "smi" => "SMI traffic routing (trafficRouting.smi)",
+        "appMesh" => "AWS App Mesh traffic routing (trafficRouting.appMesh)",
+        "apisix" => "APISIX traffic routing (trafficRouting.apisix)",
+        "ambassador" => "Ambassador traffic routing (trafficRouting.ambassador)",
+        "traefik" => "Traefik traffic routing (trafficRouting.traefik)",
+        _ => {
+            let plugins: Vec<String> = routing
+                .plugins
+                .as_ref()
+                .and_then(|p| p.as_object())
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            if plugins.iter().any(|p| p == GATEWAY_API_PLUGIN) {
+                return format!(
+                    "the Gateway API plugin ({GATEWAY_API_PLUGIN}) is not supported by Sluice \
+                     yet; {INSTEAD}"
+                );
+            }
+            return format!(
+                "traffic router plugins ({}) are not supported by Sluice; {INSTEAD}",
+                if plugins.is_empty() {
+                    "none named".to_string()
+                } else {
+                    plugins.join(", ")
+                }
+            );
+        }
+    };
+    format!("{router} is not supported by Sluice; {INSTEAD}")
+}
+
+/// Whether the routing needs the canary and stable Services: NGINX and host-level Istio do. As in
+/// Argo Rollouts, Istio subset-level routing does not: its DestinationRule subsets select the
+/// pods by hash, so the Services (if any) are left to the user. (Routers Sluice does not
+/// implement are refused on their own.)
+pub fn requires_services(routing: &TrafficRouting) -> bool {
+    let host_level_istio = routing
+        .istio
+        .as_ref()
+        .is_some_and(|i| i.destination_rule.is_none());
+    routing.nginx.is_some() || host_level_istio
 }
 
 fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
@@ -216,6 +314,19 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
             _ => {}
         }
     }
+    if canary.ping_pong.is_some() {
+        errs.add(
+            format!("{C}.pingPong"),
+            "pingPong is not supported by Sluice; use canaryService and stableService",
+        );
+    }
+    if canary.replica_progress_threshold.is_some() {
+        errs.add(
+            format!("{C}.replicaProgressThreshold"),
+            "replicaProgressThreshold is not supported by Sluice; remove it: a step waits until \
+             every canary pod it asks for is available",
+        );
+    }
     if canary.dynamic_stable_scale == Some(true) && canary.scale_down_delay_seconds.is_some() {
         errs.add(
             format!("{C}.scaleDownDelaySeconds"),
@@ -225,19 +336,27 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
 
     if let Some(routing) = routing {
         const T: &str = "spec.strategy.canary.trafficRouting";
-        if !nonempty(&canary.canary_service) {
+        if requires_services(routing) {
+            for (set, field) in [
+                (nonempty(&canary.canary_service), "canaryService"),
+                (nonempty(&canary.stable_service), "stableService"),
+            ] {
+                if !set {
+                    errs.add(
+                        format!("{C}.{field}"),
+                        "is required with trafficRouting (except Istio subset-level routing through a destinationRule)",
+                    );
+                }
+            }
+        }
+        let unsupported = routing.unsupported_routers();
+        for name in &unsupported {
             errs.add(
-                format!("{C}.canaryService"),
-                "is required with trafficRouting",
+                format!("{T}.{name}"),
+                unsupported_router_message(name, routing),
             );
         }
-        if !nonempty(&canary.stable_service) {
-            errs.add(
-                format!("{C}.stableService"),
-                "is required with trafficRouting",
-            );
-        }
-        if routing.nginx.is_none() && routing.istio.is_none() {
+        if routing.nginx.is_none() && routing.istio.is_none() && unsupported.is_empty() {
             errs.add(
                 T,
                 "must configure nginx or istio (other routers are not supported)",
@@ -414,13 +533,14 @@ fn validate_step(
     if step.experiment.is_some() {
         errs.add(
             format!("{field}.experiment"),
-            "experiment steps are not supported by Sluice",
+            "experiment steps are not supported by Sluice; use an analysis step (Prometheus \
+             metrics) against the canary, with setCanaryScale for a fixed number of canary pods",
         );
     }
     if step.plugin.is_some() {
         errs.add(
             format!("{field}.plugin"),
-            "step plugins are not supported by Sluice",
+            "step plugins are not supported by Sluice; use analysis steps (Prometheus metrics)",
         );
     }
     if let Some(w) = step.set_weight

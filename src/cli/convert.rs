@@ -2,8 +2,9 @@
 //!
 //! Sluice keeps Argo's field names, so converting is changing `apiVersion`. What Sluice does not
 //! do (experiments, step plugins, blue-green, other traffic routers, other metric providers...)
-//! is kept in the output as written, so nothing is silently lost, and reported: the controller
-//! would refuse it with an `InvalidSpec` condition naming the field.
+//! is kept in the output as written, so nothing is silently lost. The output then goes through
+//! every check of `sluice lint`, and each finding is reported at its input line: exactly what
+//! the controller would refuse with an `InvalidSpec` condition naming the field.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,17 +53,17 @@ const KINDS: [&str; 4] = [
     "ClusterAnalysisTemplate",
     "AnalysisRun",
 ];
-const SUPPORTED_ROUTERS: [&str; 4] = ["nginx", "istio", "managedRoutes", "maxTrafficWeight"];
-const SUPPORTED_AUTH: [&str; 1] = ["basicAuth"];
 
 /// Converts every document of `text`. Documents that are not Argo Rollouts objects pass through
 /// unchanged; an `Experiment` has no Sluice counterpart and is left out (with a note).
 pub fn convert(text: &str) -> Result<Conversion, String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
+    // Per output document: its first line in the input and its object (`Kind/name`).
+    let mut origins: Vec<(usize, String)> = Vec::new();
     let mut notes = Vec::new();
     let mut converted = 0;
     for d in split_documents(text) {
-        let mut value: Value = serde_yaml::from_str(&d.text).map_err(|e| {
+        let value: Value = serde_yaml::from_str(&d.text).map_err(|e| {
             format!(
                 "line {}: not valid YAML: {e}",
                 d.first_line + e.location().map_or(1, |l| l.line()) - 1
@@ -95,12 +96,13 @@ pub fn convert(text: &str) -> Result<Conversion, String> {
         };
         if !api.starts_with("argoproj.io/") {
             out.push(d.text.clone());
+            origins.push((d.first_line, object));
             continue;
         }
         if !KINDS.contains(&kind.as_str()) {
             note(
                 "kind",
-                format!("{kind} has no Sluice counterpart; left out of the output"),
+                format!("{kind} is not supported by Sluice; left out of the output"),
             );
             continue;
         }
@@ -110,30 +112,55 @@ pub fn convert(text: &str) -> Result<Conversion, String> {
                 format!("{api} is not argoproj.io/v1alpha1; converted as if it were"),
             );
         }
-        value["apiVersion"] = Value::String("sluice.dev/v1alpha1".into());
         converted += 1;
-        match kind.as_str() {
-            "Rollout" => rollout_notes(&value, &mut note),
-            "AnalysisRun" => {
-                metrics_notes(value.pointer("/spec/metrics"), "spec.metrics", &mut note)
-            }
-            _ => metrics_notes(value.pointer("/spec/metrics"), "spec.metrics", &mut note),
+        if kind == "Rollout" {
+            annotation_notes(&value, &mut note);
         }
         // Rewrite only the apiVersion line so comments, key order and formatting survive.
         out.push(rewrite_api_version(&d.text));
+        origins.push((d.first_line, object));
     }
-    let yaml = out
+    let docs: Vec<String> = out
         .iter()
         .map(|d| d.trim_end_matches('\n').to_string())
-        .collect::<Vec<_>>()
-        .join("\n---\n")
-        + "\n";
+        .collect();
+    let yaml = docs.join("\n---\n") + "\n";
+    notes.extend(lint_notes(&yaml, &docs, &origins));
     notes.sort_by_key(|n| n.line);
     Ok(Conversion {
         yaml,
         converted,
         notes,
     })
+}
+
+/// What `sluice lint` finds in the converted output, at the input's lines: exactly what the
+/// controller would refuse. A template referenced but not in the file is no conversion problem:
+/// it may well be converted from another file.
+fn lint_notes(yaml: &str, docs: &[String], origins: &[(usize, String)]) -> Vec<Note> {
+    let report = super::lint::lint_sources(&[("converted".to_string(), yaml.to_string())], &[]);
+    // Output line (1-based) where each document starts: one `---` line between documents.
+    let mut starts = Vec::new();
+    let mut line = 1;
+    for d in docs {
+        starts.push(line);
+        line += d.lines().count() + 1;
+    }
+    report
+        .findings
+        .into_iter()
+        .filter(|f| !f.message.contains("is not among the linted files"))
+        .map(|f| {
+            let i = starts.iter().rposition(|s| *s <= f.line).unwrap_or(0);
+            let (first, object) = origins.get(i).cloned().unwrap_or((1, String::new()));
+            Note {
+                line: first + f.line - starts.get(i).copied().unwrap_or(1),
+                object,
+                field: f.field,
+                message: f.message,
+            }
+        })
+        .collect()
 }
 
 fn rewrite_api_version(text: &str) -> String {
@@ -152,55 +179,8 @@ fn rewrite_api_version(text: &str) -> String {
         + "\n"
 }
 
-fn rollout_notes(value: &Value, note: &mut impl FnMut(&str, String)) {
-    if value.pointer("/spec/strategy/blueGreen").is_some() {
-        note(
-            "spec.strategy.blueGreen",
-            "the blueGreen strategy is not supported by Sluice (canary only)".into(),
-        );
-    }
-    let canary = value.pointer("/spec/strategy/canary");
-    for (i, step) in canary
-        .and_then(|c| c.get("steps"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        if step.get("experiment").is_some() {
-            note(
-                &format!("spec.strategy.canary.steps[{i}].experiment"),
-                "experiment steps are not supported by Sluice".into(),
-            );
-        }
-        if step.get("plugin").is_some() {
-            note(
-                &format!("spec.strategy.canary.steps[{i}].plugin"),
-                "step plugins are not supported by Sluice".into(),
-            );
-        }
-    }
-    if let Some(routing) = canary
-        .and_then(|c| c.get("trafficRouting"))
-        .and_then(Value::as_object)
-    {
-        for k in routing.keys() {
-            if !SUPPORTED_ROUTERS.contains(&k.as_str()) {
-                note(
-                    &format!("spec.strategy.canary.trafficRouting.{k}"),
-                    format!(
-                        "the {k} traffic router is not supported by Sluice (supported: nginx, istio)"
-                    ),
-                );
-            }
-        }
-    }
-    if canary.and_then(|c| c.get("pingPong")).is_some() {
-        note(
-            "spec.strategy.canary.pingPong",
-            "ping-pong services are not supported by Sluice".into(),
-        );
-    }
+/// Argo Rollouts' own annotations, which lint cannot tell from anyone else's.
+fn annotation_notes(value: &Value, note: &mut impl FnMut(&str, String)) {
     if let Some(ann) = value
         .pointer("/metadata/annotations")
         .and_then(Value::as_object)
@@ -210,58 +190,6 @@ fn rollout_notes(value: &Value, note: &mut impl FnMut(&str, String)) {
                 "metadata.annotations",
                 format!("annotation {k} is Argo Rollouts' and means nothing to Sluice"),
             );
-        }
-    }
-    // The rest is what the schema does not know: report each unknown field.
-    if let Ok(text) = serde_yaml::to_string(value) {
-        let report = super::lint::lint_sources(&[("converted".to_string(), text)], &[]);
-        for f in report.findings {
-            if f.message.starts_with("unknown field")
-                && !f.field.contains(".experiment")
-                && !f.field.contains(".plugin")
-                && !f.field.starts_with("spec.strategy.canary.trafficRouting.")
-                && !f.field.ends_with("pingPong")
-            {
-                note(
-                    &f.field,
-                    format!("{} in Sluice's Rollout; not carried over", f.message),
-                );
-            }
-        }
-    }
-}
-
-fn metrics_notes(metrics: Option<&Value>, base: &str, note: &mut impl FnMut(&str, String)) {
-    for (i, m) in metrics
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let Some(provider) = m.get("provider").and_then(Value::as_object) else {
-            continue;
-        };
-        for k in provider.keys().filter(|k| *k != "prometheus") {
-            note(
-                &format!("{base}[{i}].provider.{k}"),
-                format!(
-                    "the {k} metric provider is not supported by Sluice (supported: prometheus)"
-                ),
-            );
-        }
-        if let Some(auth) = m
-            .pointer("/provider/prometheus/authentication")
-            .and_then(Value::as_object)
-        {
-            for k in auth
-                .keys()
-                .filter(|k| !SUPPORTED_AUTH.contains(&k.as_str()))
-            {
-                note(
-                    &format!("{base}[{i}].provider.prometheus.authentication.{k}"),
-                    format!("{k} authentication is not supported by Sluice (supported: basicAuth)"),
-                );
-            }
         }
     }
 }

@@ -16,7 +16,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::analysis::args::{missing_args, substitute_declared};
+use crate::analysis::args::{PlaceholderError, missing_args, substitute_declared};
 use crate::analysis::validation::{MetricError, check_metric, check_provider, check_spec};
 use crate::api::analysis::{
     AnalysisRun, AnalysisTemplate, AnalysisTemplateRef, AnalysisTemplateSpec, Argument,
@@ -128,6 +128,8 @@ struct Reference {
     cluster: bool,
     /// What the referrer passes.
     args: Vec<Argument>,
+    /// The literal values among them (a Rollout's `value`s), by argument name.
+    literal: BTreeMap<String, String>,
     /// Namespace of the referring object, when its manifest says.
     namespace: Option<String>,
     /// References of one analysis share a group: their templates are merged into one run.
@@ -140,6 +142,8 @@ struct TemplateInfo {
     args: Vec<Argument>,
     /// Metric names.
     metrics: Vec<String>,
+    /// The metrics, to check with the values a Rollout passes.
+    metric_specs: Vec<Metric>,
     /// Namespace, when the manifest says.
     namespace: Option<String>,
 }
@@ -169,6 +173,7 @@ fn template_info(spec: &AnalysisTemplateSpec, namespace: Option<String>) -> Temp
     TemplateInfo {
         args: spec.args.clone(),
         metrics: spec.metrics.iter().map(|m| m.name.clone()).collect(),
+        metric_specs: spec.metrics.clone(),
         namespace,
     }
 }
@@ -261,6 +266,15 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
         };
         match templates.find(&r) {
             Some(info) => {
+                for problem in checks_with_passed_values(&r, info) {
+                    findings.push(Finding {
+                        message: format!(
+                            "{kind} \"{}\" with the arguments passed here: {problem}",
+                            r.name
+                        ),
+                        ..r.finding_at.clone()
+                    });
+                }
                 for arg in missing_args(&info.args, &r.args) {
                     findings.push(Finding {
                         message: format!(
@@ -368,6 +382,14 @@ fn lint_document(
         ));
         return true;
     }
+    if kind == "Experiment" {
+        findings.push(doc.finding(
+            "kind",
+            "the Experiment kind is not supported by Sluice; run the candidate as a canary with \
+             analysis steps (Prometheus metrics) instead",
+        ));
+        return true;
+    }
     let Some(schema) = schema_of(kind) else {
         findings.push(doc.finding(
             "kind",
@@ -384,10 +406,6 @@ fn lint_document(
             .iter()
             .map(|e| doc.field_error(e)),
     );
-    if findings.len() > before {
-        // The typed checks below would only repeat schema errors in vaguer words.
-        return true;
-    }
     let name = value
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -397,6 +415,29 @@ fn lint_document(
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .map(str::to_string);
+    // A template with problems of its own is still among the files: the Rollouts referencing it
+    // are not told it is missing.
+    let unreadable = || TemplateInfo {
+        args: Vec::new(),
+        metrics: Vec::new(),
+        metric_specs: Vec::new(),
+        namespace: namespace.clone(),
+    };
+    if findings.len() > before {
+        match kind {
+            "AnalysisTemplate" => templates
+                .namespaced
+                .entry(name)
+                .or_default()
+                .push(unreadable()),
+            "ClusterAnalysisTemplate" => {
+                templates.cluster.insert(name, unreadable());
+            }
+            _ => {}
+        }
+        // The typed checks below would only repeat schema errors in vaguer words.
+        return true;
+    }
     match kind {
         "Rollout" => match serde_json::from_value::<Rollout>(value.clone()) {
             Ok(ro) => lint_rollout(doc, &ro, findings, references),
@@ -411,7 +452,14 @@ fn lint_document(
                     .or_default()
                     .push(template_info(&t.spec, namespace.clone()));
             }
-            Err(e) => findings.push(doc.finding("spec", format!("does not decode: {e}"))),
+            Err(e) => {
+                findings.push(doc.finding("spec", format!("does not decode: {e}")));
+                templates
+                    .namespaced
+                    .entry(name)
+                    .or_default()
+                    .push(unreadable());
+            }
         },
         "ClusterAnalysisTemplate" => {
             match serde_json::from_value::<ClusterAnalysisTemplate>(value.clone()) {
@@ -421,7 +469,10 @@ fn lint_document(
                         .cluster
                         .insert(name, template_info(&t.spec.template, None));
                 }
-                Err(e) => findings.push(doc.finding("spec", format!("does not decode: {e}"))),
+                Err(e) => {
+                    findings.push(doc.finding("spec", format!("does not decode: {e}")));
+                    templates.cluster.insert(name, unreadable());
+                }
             }
         }
         "AnalysisRun" => match serde_json::from_value::<AnalysisRun>(value.clone()) {
@@ -449,6 +500,7 @@ fn push_references(
     field: &str,
     templates: &[AnalysisTemplateRef],
     args: Vec<Argument>,
+    literal: BTreeMap<String, String>,
     namespace: &Option<String>,
     references: &mut Vec<Reference>,
 ) {
@@ -458,6 +510,7 @@ fn push_references(
             name: t.template_name.clone(),
             cluster: t.cluster_scope,
             args: args.clone(),
+            literal: literal.clone(),
             namespace: namespace.clone(),
             group: format!("{}:{}:{field}", doc.file, doc.first_line),
         });
@@ -472,7 +525,20 @@ fn analysis_refs(
     references: &mut Vec<Reference>,
 ) {
     let args = passed_by_rollout(&analysis.args);
-    push_references(doc, field, &analysis.templates, args, namespace, references);
+    let literal = analysis
+        .args
+        .iter()
+        .filter_map(|a| Some((a.name.clone(), a.value.clone()?)))
+        .collect();
+    push_references(
+        doc,
+        field,
+        &analysis.templates,
+        args,
+        literal,
+        namespace,
+        references,
+    );
 }
 
 fn lint_rollout(
@@ -556,7 +622,15 @@ fn lint_template(
         lint_metric(doc, m, &format!("spec.metrics[{i}]"), &spec.args, findings);
     }
     let args = passed_on(&spec.args);
-    push_references(doc, "spec", &spec.templates, args, namespace, references);
+    push_references(
+        doc,
+        "spec",
+        &spec.templates,
+        args,
+        BTreeMap::new(),
+        namespace,
+        references,
+    );
 }
 
 /// The controller's checks of one metric, on the metric with the template's declared defaults
@@ -572,14 +646,76 @@ fn lint_metric(
         findings.push(doc.metric_error(field, &e));
         return;
     }
-    let substituted = substitute_declared(raw, declared);
-    for p in &substituted.problems {
+    let (problems, checked) = metric_checks(raw, declared);
+    for p in &problems {
         findings.push(doc.finding(field, p.to_string()));
     }
-    match substituted.metric {
-        Ok(m) => findings.extend(check_metric(&m).iter().map(|e| doc.metric_error(field, e))),
+    match checked {
+        Ok(errors) => findings.extend(errors.iter().map(|e| doc.metric_error(field, e))),
         Err(e) => findings.push(doc.finding(field, format!("after argument substitution: {e}"))),
     }
+}
+
+/// The checks of one metric with `declared` substituted for its arguments. Counts, limits and
+/// durations that got a stand-in are left to the check with the values a Rollout passes.
+fn metric_checks(
+    raw: &Metric,
+    declared: &[Argument],
+) -> (Vec<PlaceholderError>, Result<Vec<MetricError>, String>) {
+    let substituted = substitute_declared(raw, declared);
+    let checked = substituted
+        .metric
+        .map(|m| {
+            let mut errors = check_metric(&m);
+            if substituted.limits_stand_in {
+                errors.retain(|e| !matches!(e, MetricError::Limits(_)));
+            }
+            errors
+        })
+        .map_err(|e| e.to_string());
+    (substituted.problems, checked)
+}
+
+/// A template's metrics checked with the literal values a Rollout passes: what the run will
+/// measure with. Only what the template alone does not already report.
+fn checks_with_passed_values(r: &Reference, info: &TemplateInfo) -> Vec<String> {
+    if r.literal.is_empty() {
+        return Vec::new();
+    }
+    let with_values: Vec<Argument> = info
+        .args
+        .iter()
+        .map(|a| match r.literal.get(&a.name) {
+            Some(v) => Argument {
+                name: a.name.clone(),
+                value: Some(v.clone()),
+                value_from: None,
+            },
+            None => a.clone(),
+        })
+        .collect();
+    let mut out = Vec::new();
+    for m in &info.metric_specs {
+        if check_provider(m).is_err() {
+            continue;
+        }
+        let (_, alone) = metric_checks(m, &info.args);
+        let (_, passed) = metric_checks(m, &with_values);
+        let alone = alone.unwrap_or_default();
+        match passed {
+            Ok(errors) => out.extend(
+                errors
+                    .iter()
+                    .filter(|e| !alone.contains(e))
+                    .map(|e| format!("metric \"{}\": {}", m.name, e.located())),
+            ),
+            Err(e) => out.push(format!(
+                "metric \"{}\": after argument substitution: {e}",
+                m.name
+            )),
+        }
+    }
+    out
 }
 
 /// Runs `lint`: prints findings, exits 1 when there is any.

@@ -308,7 +308,10 @@ fn analysis_errors(
         match substituted.metric {
             Ok(m) => {
                 let mut metric_errors = Vec::new();
-                metric_errors.extend(check_limits(&m).err());
+                // A Secret-backed value is not read here; limits it fills are checked by the run.
+                if !substituted.limits_stand_in {
+                    metric_errors.extend(check_limits(&m).err());
+                }
                 metric_errors.extend(check_conditions(&m));
                 metric_errors.extend(m.provider.prometheus.iter().flat_map(check_prometheus));
                 errors.extend(

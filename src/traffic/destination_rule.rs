@@ -5,8 +5,8 @@
 
 use serde_json::{Value, json};
 
-use super::TrafficError;
 use super::virtual_service::set_annotation;
+use super::{SubsetHashes, TrafficError};
 use crate::api::constants::{
     LEGACY_POD_TEMPLATE_HASH_LABEL, MANAGED_BY_ANNOTATION, POD_TEMPLATE_HASH_LABEL,
 };
@@ -96,6 +96,28 @@ pub(crate) fn desired_destination_rule(
     }
     set_annotation(&mut dr, MANAGED_BY_ANNOTATION, Some(rollout));
     Ok(dr)
+}
+
+/// The hashes the canary and stable subsets of the live DestinationRule select.
+pub(crate) fn subset_hashes(
+    live: &Value,
+    cfg: &IstioDestinationRule,
+) -> Result<SubsetHashes, TrafficError> {
+    let [canary, stable] = checked_indices(live, cfg)?;
+    let hash = |i: usize| {
+        live.pointer(&format!("/spec/subsets/{i}/labels"))
+            .and_then(|labels| {
+                labels
+                    .get(POD_TEMPLATE_HASH_LABEL)
+                    .or_else(|| labels.get(LEGACY_POD_TEMPLATE_HASH_LABEL))
+            })
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    Ok(SubsetHashes {
+        canary: hash(canary),
+        stable: hash(stable),
+    })
 }
 
 /// The DestinationRule once the Rollout is gone: the hash labels Sluice put on the canary and

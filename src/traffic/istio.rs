@@ -19,8 +19,8 @@ use super::virtual_service::{
     released_virtual_service,
 };
 use super::{
-    DesiredTraffic, IstioApiVersion, RouterContext, RouterObservation, RoutingConfig, TrafficError,
-    TrafficRouter, WatchedObject,
+    DesiredTraffic, IstioApiVersion, RouterContext, RouterObservation, RoutingConfig, SubsetHashes,
+    TrafficError, TrafficRouter, WatchedObject,
 };
 use crate::api::rollout::{IstioDestinationRule, Rollout};
 
@@ -330,6 +330,7 @@ impl TrafficRouter for IstioRouter {
             // Every reference is checked as `apply` checks it (the objects exist, the routes,
             // destinations and subsets are there), so that an invalid reference is reported
             // before anything is planned.
+            let mut subsets = SubsetHashes::default();
             if let Some(cfg) = &inputs.destination_rule {
                 let live = get_required(
                     &self.dr_api(ctx),
@@ -341,6 +342,7 @@ impl TrafficRouter for IstioRouter {
                 .await?;
                 let live = to_json(&live, &format!("DestinationRule/{}", cfg.name))?;
                 desired_destination_rule(&live, cfg, &inputs.rollout, None, None, &[])?;
+                subsets = destination_rule::subset_hashes(&live, cfg)?;
             }
             let mut weight: Option<i32> = None;
             for (vs, ns) in &inputs.virtual_services {
@@ -352,7 +354,10 @@ impl TrafficRouter for IstioRouter {
                     weight = Some(weight.map_or(w, |m| m.max(w)));
                 }
             }
-            Ok(RouterObservation { weight })
+            Ok(RouterObservation {
+                weight,
+                subset_hashes: subsets,
+            })
         })
     }
 

@@ -88,6 +88,20 @@ pub struct RouterObservation {
     /// After a successful [`TrafficRouter::apply`], `observe` returning `Some(desired.weight)` is
     /// what `status.canary.weights.verified` reports.
     pub weight: Option<i32>,
+    /// Pod-template hashes the router's own pod selectors select: the canary and stable subsets of
+    /// an Istio DestinationRule (None when the router has no such selector, or the subset selects
+    /// no hash yet). With subset-level routing and no Services, these are what tells the planner
+    /// which version receives the traffic.
+    pub subset_hashes: SubsetHashes,
+}
+
+/// The pod-template hashes selected by the canary and stable subsets of a DestinationRule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubsetHashes {
+    /// Hash the canary subset selects.
+    pub canary: Option<String>,
+    /// Hash the stable subset selects.
+    pub stable: Option<String>,
 }
 
 /// An object a router reads or writes: the controller watches these and maps their events back

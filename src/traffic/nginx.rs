@@ -218,7 +218,10 @@ impl TrafficRouter for NginxRouter {
                     weight = Some(weight.map_or(w, |m| m.max(w)));
                 }
             }
-            Ok(RouterObservation { weight })
+            Ok(RouterObservation {
+                weight,
+                ..Default::default()
+            })
         })
     }
 

@@ -25,7 +25,7 @@ use crate::plan::{
     AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedPod, ObservedReplicaSet,
     ObservedTemplate, ObservedTemplates, ObservedTraffic, ObservedWorkload,
 };
-use crate::traffic::TrafficError;
+use crate::traffic::{SubsetHashes, TrafficError};
 
 /// Why observing failed.
 #[derive(Debug, thiserror::Error)]
@@ -266,7 +266,19 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
     let mut reference_errors = Vec::new();
     let mut traffic = services(t, &mut reference_errors).await?;
     traffic.legacy_label_hashes = legacy_label_hashes(&owned);
-    traffic.canary_weight = router_weight(t, &mut reference_errors).await?;
+    let (weight, subsets) = routers(t, &mut reference_errors).await?;
+    traffic.canary_weight = weight;
+    // Subset-level routing without Services: the DestinationRule subsets are the selectors that
+    // decide which version receives the traffic, so the planner reads them in the Services' place.
+    if let Some(canary) = &t.rollout.spec.strategy.canary {
+        let configured = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+        if !configured(&canary.canary_service) && subsets.canary.is_some() {
+            traffic.canary_service_hash = subsets.canary;
+        }
+        if !configured(&canary.stable_service) && subsets.stable.is_some() {
+            traffic.stable_service_hash = subsets.stable;
+        }
+    }
     let (template, workload) = workload(t);
     Ok(Observation {
         rollout: t.rollout.as_ref().clone(),
@@ -516,15 +528,22 @@ async fn services(
     Ok(traffic)
 }
 
-/// The canary weight the routers read back; an invalid reference is a reference error.
-async fn router_weight(
+/// The canary weight the routers read back, and the hashes their subsets select; an invalid
+/// reference is a reference error.
+async fn routers(
     t: &Target<'_>,
     reference_errors: &mut Vec<FieldError>,
-) -> Result<Option<i32>, Error> {
+) -> Result<(Option<i32>, SubsetHashes), Error> {
     let mut weights = Vec::new();
+    let mut subsets = SubsetHashes::default();
     for router in &t.routers {
         match router.observe(&t.router_ctx).await {
-            Ok(o) => weights.push(o.weight),
+            Ok(o) => {
+                weights.push(o.weight);
+                if o.subset_hashes != SubsetHashes::default() {
+                    subsets = o.subset_hashes;
+                }
+            }
             Err(TrafficError::InvalidReference { field, message }) => {
                 reference_errors.push(FieldError { field, message })
             }
@@ -532,7 +551,7 @@ async fn router_weight(
         }
     }
     // Several routers: the highest weight any of them sends is what the canary may receive.
-    Ok(weights.iter().flatten().max().copied())
+    Ok((weights.iter().flatten().max().copied(), subsets))
 }
 
 /// The pod template (from the spec, or the `workloadRef` Deployment in the cache) and the
