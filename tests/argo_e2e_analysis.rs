@@ -378,3 +378,162 @@ async fn test_multiple_analysis() {
     assert_eq!(metrics, ["metric-1", "metric-2", "metric-3", "metric-4"]);
     assert_eq!(run_phase(&all[0]), "Successful");
 }
+
+/// The Secret Argo's `analysis-secret` templates read their value from; here the value is the
+/// PromQL number the query returns.
+async fn example_secret(env: &Env) {
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), env.ns());
+    let secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "example-secret"},
+        "type": "Opaque",
+        "stringData": {"secretValue": "1"}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+}
+
+/// Argo's `analysis-secret`: count, interval and failure limit from arguments, the measured
+/// value from a Secret.
+const ANALYSIS_SECRET: &str = r#"
+kind: AnalysisTemplate
+metadata: {name: analysis-secret}
+spec:
+  args:
+  - name: analysis-interval
+    value: "1s"
+  - name: analysis-runs
+    value: "2"
+  - name: failure-limit
+    value: "1"
+  - name: inconclusive-limit
+    value: "1"
+  - name: secret-value
+    valueFrom:
+      secretKeyRef: {name: example-secret, key: secretValue}
+  metrics:
+  - name: webmetric
+    count: "{{args.analysis-runs}}"
+    interval: "{{args.analysis-interval}}"
+    failureLimit: "{{args.failure-limit}}"
+    successCondition: result[0] == 1
+    provider:
+      prometheus: {query: "vector({{args.secret-value}})"}
+"#;
+
+/// Argo's `analysis-secret-args`: the Rollout's step gives every argument but the Secret's.
+const ANALYSIS_SECRET_ARGS: &str = r#"
+kind: AnalysisTemplate
+metadata: {name: analysis-secret-args}
+spec:
+  args:
+  - name: analysis-interval
+    value: "100s"
+  - name: analysis-runs
+    value: "10"
+  - name: failure-limit
+  - name: inconclusive-limit
+  - name: success-condition
+  - name: secret-value
+    valueFrom:
+      secretKeyRef: {name: example-secret, key: secretValue}
+  metrics:
+  - name: webmetric
+    count: "{{args.analysis-runs}}"
+    interval: "{{args.analysis-interval}}"
+    initialDelay: "{{args.analysis-interval}}"
+    failureLimit: "{{args.failure-limit}}"
+    successCondition: "result[0] == {{args.success-condition}}"
+    provider:
+      prometheus: {query: "vector({{args.secret-value}})"}
+"#;
+
+fn metric_count(run: &AnalysisRun) -> i32 {
+    run.status
+        .as_ref()
+        .and_then(|s| s.metric_results.first())
+        .map(|m| m.count)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_analysis_with_secret() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = env(&prom, &[ANALYSIS_SECRET]).await;
+    example_secret(&env).await;
+    let name = "rollout-secret";
+    let ro = basic(
+        name,
+        1,
+        "steps:\n- setWeight: 25\n- analysis:\n    templates: [{templateName: analysis-secret}]\n- pause: {}\n",
+    );
+    healthy_then_update(&env, ro).await;
+    env.wait_for(name, "paused after the analysis", 60, |r| {
+        phase(r) == "Paused" && r.status.as_ref().and_then(|s| s.current_step_index) == Some(2)
+    })
+    .await;
+    let all = runs(&env).await;
+    assert_eq!(run_phase(&all[0]), "Successful");
+    assert_eq!(metric_count(&all[0]), 2, "count from the argument");
+    env.promote(name).await;
+    env.wait_for(name, "healthy on the new revision", 60, |r| {
+        phase(r) == "Healthy" && stable(r) == current(r)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_analysis_with_args() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = env(&prom, &[ANALYSIS_SECRET_ARGS]).await;
+    example_secret(&env).await;
+    let name = "rollout-secret";
+    let ro = basic(
+        name,
+        1,
+        "steps:\n- setWeight: 25\n- analysis:\n    templates: [{templateName: analysis-secret-args}]\n    args:\n    - {name: failure-limit, value: '2'}\n    - {name: analysis-interval, value: 1s}\n    - {name: analysis-runs, value: '3'}\n    - {name: inconclusive-limit, value: '2'}\n    - {name: success-condition, value: '1'}\n- pause: {}\n",
+    );
+    healthy_then_update(&env, ro).await;
+    env.wait_for(name, "paused after the analysis", 60, |r| {
+        phase(r) == "Paused" && r.status.as_ref().and_then(|s| s.current_step_index) == Some(2)
+    })
+    .await;
+    let all = runs(&env).await;
+    assert_eq!(run_phase(&all[0]), "Successful");
+    assert_eq!(
+        metric_count(&all[0]),
+        3,
+        "the Rollout's count overrides the template's"
+    );
+    env.promote(name).await;
+    env.wait_for(name, "healthy on the new revision", 60, |r| {
+        phase(r) == "Healthy" && stable(r) == current(r)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_background_analysis_with_args() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = env(&prom, &[ANALYSIS_SECRET]).await;
+    example_secret(&env).await;
+    let name = "rollout-bg-analysis";
+    let ro = basic(
+        name,
+        1,
+        "analysis:\n  templates: [{templateName: analysis-secret}]\n  startingStep: 1\n  args:\n  - {name: failure-limit, value: '2'}\n  - {name: analysis-interval, value: 10s}\n  - {name: inconclusive-limit, value: '2'}\nsteps:\n- setWeight: 25\n- pause: {}\n",
+    );
+    healthy_then_update(&env, ro).await;
+    env.wait_for(name, "paused", 60, phase_is("Paused")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs(&env).await.len(), 1);
+    wait_run_phase(&env, is_background, "Running", 10).await;
+    env.promote(name).await;
+    env.wait_for(name, "healthy", 60, |r| {
+        phase(r) == "Healthy" && stable(r) == current(r)
+    })
+    .await;
+    wait_run_phase(&env, is_background, "Successful", 30).await;
+}

@@ -76,6 +76,10 @@ fn template(spec: &mut Map<String, Value>) {
 /// Applies the defaults of `plural` (a built-in resource) to `obj` in place. `cluster_ip` is
 /// called when a Service needs an address.
 pub fn apply(plural: &str, obj: &mut Value, cluster_ip: &mut dyn FnMut() -> String) {
+    if plural == "secrets" {
+        secret(obj);
+        return;
+    }
     let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
@@ -134,9 +138,44 @@ pub fn apply(plural: &str, obj: &mut Value, cluster_ip: &mut dyn FnMut() -> Stri
     }
 }
 
+/// A Secret as kube-apiserver stores it: `stringData` is a write-only convenience merged into
+/// `data` (base64, and winning over a `data` key of the same name), never stored itself; `type`
+/// defaults to `Opaque`.
+fn secret(obj: &mut Value) {
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(strings)) = map.remove("stringData") {
+        let data = map.entry("data").or_insert_with(|| json!({}));
+        if !data.is_object() {
+            *data = json!({});
+        }
+        if let Some(data) = data.as_object_mut() {
+            for (k, v) in strings {
+                if let Some(v) = v.as_str() {
+                    data.insert(k, json!(crate::protobuf::base64(v.as_bytes())));
+                }
+            }
+        }
+    }
+    set_default(map, "type", json!("Opaque"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_string_data_is_merged_into_data() {
+        let mut s = json!({"metadata": {"name": "s"}, "data": {"a": "eA==", "b": "eQ=="},
+                           "stringData": {"b": "hello", "c": "1"}});
+        apply("secrets", &mut s, &mut || unreachable!());
+        assert_eq!(
+            s,
+            json!({"metadata": {"name": "s"}, "type": "Opaque",
+                   "data": {"a": "eA==", "b": "aGVsbG8=", "c": "MQ=="}})
+        );
+    }
 
     #[test]
     fn deployment_template_gets_the_real_defaults() {
