@@ -1334,3 +1334,109 @@ async fn an_out_of_band_virtual_service_edit_is_corrected_at_once() {
     })
     .await;
 }
+
+/// Whether the Rollout still carries the traffic finalizer or the routing record.
+async fn routing_marks(env: &Env) -> (bool, bool) {
+    let r = env.get("web").await;
+    let finalizer = r
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .iter()
+        .any(|f| f == "rollout.sluice.dev/traffic-cleanup");
+    let record = r
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key("rollout.sluice.dev/managed-routing");
+    (finalizer, record)
+}
+
+/// Argo e2e scenario 10 of issue "Argo's own e2e suite": removing `trafficRouting` from a live
+/// Rollout mid-canary gives the VirtualService back (all traffic to stable), as deleting the
+/// Rollout does, and the Rollout goes on without a router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_istio_routing_from_a_live_rollout_returns_the_virtual_service_to_stable() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    create(&vs_api(&env), HOST_VS).await;
+    env.create(&rollout("web", 2, "web:1", ISTIO_HOST)).await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    assert_eq!(routing_marks(&env).await, (true, true));
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "weight 20", 60, |r| weight(r) == Some(20))
+        .await;
+    assert_eq!(vs_weights(&env).await, (80, 20));
+
+    // The delays apply to routed canaries only: a user removing the router removes them too.
+    env.patch_spec(
+        "web",
+        json!({"spec": {"strategy": {"canary": {
+            "trafficRouting": null, "scaleDownDelaySeconds": null, "abortScaleDownDelaySeconds": null
+        }}}}),
+    )
+    .await;
+    wait_until("virtual service back to stable", 30, || async {
+        vs_weights(&env).await == (100, 0)
+    })
+    .await;
+    wait_until("finalizer and record gone", 30, || async {
+        routing_marks(&env).await == (false, false)
+    })
+    .await;
+    let vs = get(&vs_api(&env), "web").await;
+    assert!(
+        !vs["metadata"]["annotations"]
+            .as_object()
+            .is_some_and(|a| a.contains_key("rollout.sluice.dev/managed-by-rollouts")),
+        "{vs}"
+    );
+    // Still a Rollout, now a basic canary: it completes by replica counts.
+    env.promote("web").await;
+    env.wait_for("web", "healthy on web:2", 60, |r| {
+        phase(r) == "Healthy" && stable(r) == current(r)
+    })
+    .await;
+    assert_eq!(vs_weights(&env).await, (100, 0), "never touched again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_nginx_routing_from_a_live_rollout_deletes_the_canary_ingress() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    env.create(&rollout(
+        "web",
+        2,
+        "web:1",
+        &format!("{NGINX}steps:\n- setWeight: 30\n- pause: {{}}\n"),
+    ))
+    .await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "paused at 30", 60, |r| weight(r) == Some(30))
+        .await;
+    let ingresses: Api<Ingress> = Api::namespaced(env.client.clone(), env.ns());
+    assert!(ingresses.get_opt("web-web-canary").await.unwrap().is_some());
+    env.patch_spec(
+        "web",
+        json!({"spec": {"strategy": {"canary": {
+            "trafficRouting": null, "scaleDownDelaySeconds": null, "abortScaleDownDelaySeconds": null
+        }}}}),
+    )
+    .await;
+    wait_until("canary ingress deleted", 30, || async {
+        ingresses.get_opt("web-web-canary").await.unwrap().is_none()
+    })
+    .await;
+    wait_until("finalizer and record gone", 30, || async {
+        routing_marks(&env).await == (false, false)
+    })
+    .await;
+    assert!(
+        ingresses.get_opt("web").await.unwrap().is_some(),
+        "the user's Ingress stays"
+    );
+}

@@ -31,6 +31,11 @@ pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "rollout.sluice.dev/scale-down-
 /// Annotation on objects Sluice modifies but does not own (Services, VirtualServices,
 /// DestinationRules): the Rollout managing them.
 pub const MANAGED_BY_ANNOTATION: &str = "rollout.sluice.dev/managed-by-rollouts";
+/// Annotation on a Rollout that routes traffic: the routing Sluice manages for it (the
+/// `trafficRouting`, `canaryService` and `stableService` it last applied, as JSON), recorded with
+/// the traffic finalizer so that the routers' objects can be given back when `trafficRouting` is
+/// removed from the spec of a live Rollout, not only when the Rollout is deleted.
+pub const MANAGED_ROUTING_ANNOTATION: &str = "rollout.sluice.dev/managed-routing";
 /// Label on a Rollout selecting the controller instance that reconciles it (sharding).
 pub const INSTANCE_ID_LABEL: &str = "rollout.sluice.dev/controller-instance-id";
 

@@ -440,22 +440,27 @@ async fn workload(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> {
     Ok(true)
 }
 
-/// Adds the finalizer: a JSON patch of the finalizer list, guarded by the resourceVersion we
+/// Adds the finalizer and records the routing it guards (see
+/// [`constants::MANAGED_ROUTING_ANNOTATION`]): one JSON patch guarded by the resourceVersion we
 /// read (a concurrent change gives a 409 and a retry, never a lost finalizer of someone else).
 pub(super) async fn add_finalizer(t: &Target<'_>) -> Result<(), Error> {
     let rv = t.rollout.resource_version().unwrap_or_default();
-    let ops = if t.rollout.meta().finalizers.is_some() {
-        json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-            {"op": "add", "path": "/metadata/finalizers/-", "value": constants::TRAFFIC_FINALIZER}
-        ])
-    } else {
-        json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-            {"op": "add", "path": "/metadata/finalizers", "value": [constants::TRAFFIC_FINALIZER]}
-        ])
-    };
-    let patch = json_patch(ops, "finalizer")?;
+    let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
+    if !t.has_finalizer() {
+        ops.push(if t.rollout.meta().finalizers.is_some() {
+            json!({"op": "add", "path": "/metadata/finalizers/-", "value": constants::TRAFFIC_FINALIZER})
+        } else {
+            json!({"op": "add", "path": "/metadata/finalizers", "value": [constants::TRAFFIC_FINALIZER]})
+        });
+    }
+    if let Some(record) = t.routing_record() {
+        ops.push(if t.rollout.meta().annotations.is_some() {
+            json!({"op": "add", "path": annotation_path(), "value": record})
+        } else {
+            json!({"op": "add", "path": "/metadata/annotations", "value": {constants::MANAGED_ROUTING_ANNOTATION: record}})
+        });
+    }
+    let patch = json_patch(json!(ops), "finalizer")?;
     let api: Api<Rollout> = t.ctx.writer.namespaced(&t.namespace);
     api.patch(&t.name, &patch_params(), &Patch::Json::<()>(patch))
         .await
@@ -463,17 +468,37 @@ pub(super) async fn add_finalizer(t: &Target<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-/// The Rollout is being deleted: gives the user's routing objects back (all traffic to stable,
-/// managed routes and subset labels removed), then lets the Rollout go.
+/// JSON pointer of the managed-routing annotation.
+fn annotation_path() -> String {
+    format!(
+        "/metadata/annotations/{}",
+        constants::MANAGED_ROUTING_ANNOTATION
+            .replace('~', "~0")
+            .replace('/', "~1")
+    )
+}
+
+/// The Rollout is being deleted, or `trafficRouting` was removed from its spec: gives the user's
+/// routing objects back (all traffic to stable, managed routes and subset labels removed, canary
+/// Ingresses deleted), then drops the finalizer and the routing record.
 pub(super) async fn release(t: &Target<'_>) -> Result<(), Error> {
     if !t.has_finalizer() {
         return Ok(());
     }
-    for router in &t.routers {
-        router
-            .cleanup(&t.router_ctx)
-            .await
-            .map_err(router_error(router.name()))?;
+    match t.routers_to_release() {
+        Some((routers, ctx)) => {
+            for router in &routers {
+                router
+                    .cleanup(&ctx)
+                    .await
+                    .map_err(router_error(router.name()))?;
+            }
+        }
+        None => tracing::warn!(
+            rollout = %t.name,
+            namespace = %t.namespace,
+            "traffic routing removed but no record of it: its objects are left as they are"
+        ),
     }
     remove_finalizer(t).await?;
     tracing::info!(rollout = %t.name, namespace = %t.namespace, "traffic restored; finalizer removed");
@@ -490,11 +515,14 @@ async fn remove_finalizer(t: &Target<'_>) -> Result<(), Error> {
         return Ok(());
     };
     let rv = t.rollout.resource_version().unwrap_or_default();
-    let ops = json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-        {"op": "remove", "path": format!("/metadata/finalizers/{index}")}
-    ]);
-    let patch = json_patch(ops, "finalizer")?;
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}),
+        json!({"op": "remove", "path": format!("/metadata/finalizers/{index}")}),
+    ];
+    if t.recorded_routing().is_some() {
+        ops.push(json!({"op": "remove", "path": annotation_path()}));
+    }
+    let patch = json_patch(json!(ops), "finalizer")?;
     let api: Api<Rollout> = t.ctx.writer.namespaced(&t.namespace);
     match api
         .patch(&t.name, &patch_params(), &Patch::Json::<()>(patch))

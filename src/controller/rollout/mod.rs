@@ -64,9 +64,19 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Er
         status::forget(&target);
         return Ok(Action::await_change());
     }
-    if target.has_routing() && !target.has_finalizer() {
+    if target.has_routing()
+        && (!target.has_finalizer()
+            || target.recorded_routing() != target.routing_record().as_ref())
+    {
         apply::add_finalizer(&target).await?;
         // The patch changed the resourceVersion: plan from the object it produced.
+        return Ok(Action::await_change());
+    }
+    if !target.has_routing() && target.has_finalizer() {
+        // `trafficRouting` was removed from a live Rollout: the user's routing objects go back
+        // to them as on deletion (all traffic to stable, managed routes and subset labels
+        // removed, canary Ingresses deleted), then the Rollout goes on as a basic canary.
+        apply::release(&target).await?;
         return Ok(Action::await_change());
     }
     let observed = observe::observe(&target).await?;

@@ -58,6 +58,52 @@ impl<'a> Target<'a> {
             .any(|f| f == constants::TRAFFIC_FINALIZER)
     }
 
+    /// The routing the spec asks for, as recorded in [`constants::MANAGED_ROUTING_ANNOTATION`]
+    /// (None without routing).
+    pub fn routing_record(&self) -> Option<String> {
+        let canary = self.rollout.spec.strategy.canary.as_ref()?;
+        let routing = canary.traffic_routing.as_ref()?;
+        let record = serde_json::json!({
+            "canaryService": canary.canary_service,
+            "stableService": canary.stable_service,
+            "trafficRouting": routing,
+        });
+        Some(record.to_string())
+    }
+
+    /// The routing recorded on the Rollout when Sluice last took it over.
+    pub fn recorded_routing(&self) -> Option<&String> {
+        self.rollout
+            .annotations()
+            .get(constants::MANAGED_ROUTING_ANNOTATION)
+    }
+
+    /// The routers whose objects Sluice must give back, with their context: the spec's, or,
+    /// once `trafficRouting` is gone from the spec, those of the routing recorded when it was
+    /// taken over (None: nothing recorded, e.g. set up by a version that did not record it).
+    pub fn routers_to_release(&self) -> Option<(Vec<Box<dyn TrafficRouter>>, RouterContext)> {
+        if self.has_routing() {
+            let routers = crate::traffic::routers_for(self.rollout, &self.ctx.settings.routing);
+            return Some((routers, self.router_ctx.clone()));
+        }
+        let record: serde_json::Value = serde_json::from_str(self.recorded_routing()?).ok()?;
+        let mut shadow = self.rollout.as_ref().clone();
+        let canary = shadow
+            .spec
+            .strategy
+            .canary
+            .get_or_insert_with(Default::default);
+        canary.traffic_routing = serde_json::from_value(record["trafficRouting"].clone()).ok()?;
+        canary.canary_service = serde_json::from_value(record["canaryService"].clone()).ok()?;
+        canary.stable_service = serde_json::from_value(record["stableService"].clone()).ok()?;
+        let routers = crate::traffic::routers_for(&shadow, &self.ctx.settings.routing);
+        let ctx = RouterContext {
+            rollout: Arc::new(shadow),
+            ..self.router_ctx.clone()
+        };
+        Some((routers, ctx))
+    }
+
     /// True when the Rollout routes traffic (and so needs the finalizer).
     pub fn has_routing(&self) -> bool {
         self.rollout
