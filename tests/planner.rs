@@ -1220,3 +1220,148 @@ fn template_problems_name_the_template_and_the_field() {
     );
     assert!(p.invalid.is_none(), "{:?}", p.invalid);
 }
+
+/// Sum of pods (`spec.replicas`) over every ReplicaSet of the world.
+fn total_pods(w: &sluice::plan::sim::World) -> i32 {
+    w.replica_sets.iter().map(|r| r.replicas).sum()
+}
+
+#[test]
+fn basic_canary_surges_a_canary_pod_beside_a_full_stable() {
+    // Argo's TestCanaryWithPausedRollout: 3 replicas, setWeight 20, default maxSurge and
+    // maxUnavailable (25%: one pod of surge, none unavailable).
+    let mut w = settled_world(3, "steps:\n- setWeight: 20\n- pause: {}\n");
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (1, 3));
+    // A third version while paused: the second goes, the third gets the canary pod.
+    w.set_image("web:3");
+    let v3 = hash_of(&w);
+    until(&mut w, 20, "paused on v3", |w| {
+        phase(w) == "Paused" && w.pods(&v3) == 1
+    });
+    assert_eq!((w.pods(&v1), w.pods(&v2), w.pods(&v3)), (3, 0, 1));
+}
+
+#[test]
+fn basic_canary_with_one_replica_keeps_its_stable_pod_at_every_partial_weight() {
+    for weight in [1, 20, 50, 99] {
+        let mut w = settled_world(
+            1,
+            &format!("steps:\n- setWeight: {weight}\n- pause: {{}}\n"),
+        );
+        let v1 = hash_of(&w);
+        w.set_image("web:2");
+        let v2 = hash_of(&w);
+        until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+        assert_eq!(
+            (w.pods(&v2), w.pods(&v1)),
+            (1, 1),
+            "setWeight {weight}: one canary pod beside the stable one"
+        );
+        w.promote();
+        until(&mut w, 20, "healthy", |w| phase(w) == "Healthy");
+        assert_eq!((w.pods(&v2), w.pods(&v1)), (1, 0));
+    }
+}
+
+#[test]
+fn basic_canary_scaled_during_an_update_returns_to_its_split() {
+    // Argo's TestRolloutScalingDuringUpdate: canary pods never become available; 4 → 8 → 4.
+    let spec = "maxSurge: 2\nmaxUnavailable: 0\n";
+    let mut w = settled_world(4, spec);
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    w.never_ready.insert(v2.clone());
+    until(&mut w, 20, "6 pods", |w| total_pods(w) == 6);
+    for _ in 0..5 {
+        tick(&mut w, 1);
+    }
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (2, 4));
+    w.rollout.spec.replicas = Some(8);
+    until(&mut w, 20, "10 pods", |w| total_pods(w) == 10);
+    for _ in 0..5 {
+        tick(&mut w, 1);
+    }
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (6, 4));
+    w.rollout.spec.replicas = Some(4);
+    until(&mut w, 20, "6 pods", |w| total_pods(w) == 6);
+    for _ in 0..5 {
+        tick(&mut w, 1);
+    }
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (2, 4));
+}
+
+#[test]
+fn replicas_changed_while_paused_keep_the_split_and_never_empty_the_stable() {
+    // Argo's TestRolloutScalingWhenPaused (basic canary) and the same with traffic routing,
+    // as an HPA writing the scale subresource would.
+    let mut w = settled_world(1, "steps:\n- setWeight: 25\n- pause: {}\n");
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (1, 1));
+    w.rollout.spec.replicas = Some(8);
+    until(&mut w, 30, "8 available", |w| {
+        w.replica_sets.iter().map(|r| r.available).sum::<i32>() >= 8 && w.pods(&v2) == 2
+    });
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (2, 6));
+    w.rollout.spec.replicas = Some(4);
+    until(&mut w, 30, "1 / 3", |w| {
+        w.pods(&v2) == 1 && w.pods(&v1) == 3
+    });
+    assert_eq!(phase(&w), "Paused");
+
+    let routed = format!("{ROUTED}steps:\n- setWeight: 25\n- pause: {{}}\n");
+    let mut w = settled_world(4, &routed);
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (1, 4));
+    for (replicas, canary) in [(8, 2), (2, 1), (0, 0), (5, 2)] {
+        w.rollout.spec.replicas = Some(replicas);
+        for _ in 0..10 {
+            tick(&mut w, 1);
+            if replicas > 0 {
+                assert!(w.pods(&v1) > 0, "the stable is never emptied mid-canary");
+            }
+        }
+        assert_eq!(
+            (w.pods(&v2), w.pods(&v1)),
+            (canary, replicas),
+            "{replicas} replicas at 25%"
+        );
+        assert_eq!(phase(&w), "Paused");
+    }
+}
+
+#[test]
+fn a_bad_first_version_then_a_bad_update_keeps_the_first_and_surges_one_pod() {
+    // Argo's TestRolloutBadToBadUpdate: 4 replicas, maxSurge 1, maxUnavailable 0, no steps;
+    // neither version ever becomes available.
+    let mut w = sluice::plan::sim::World::new(rollout(4, "maxSurge: 1\nmaxUnavailable: 0\n"), t0());
+    let v1 = hash_of(&w);
+    w.never_ready.insert(v1.clone());
+    for _ in 0..10 {
+        tick(&mut w, 1);
+    }
+    assert_eq!(w.pods(&v1), 4);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    w.never_ready.insert(v2.clone());
+    for _ in 0..20 {
+        tick(&mut w, 1);
+        assert!(total_pods(&w) <= 5, "maxSurge 1");
+    }
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (1, 4));
+    // A fixed version then replaces the first.
+    w.set_image("web:3");
+    let v3 = hash_of(&w);
+    until(&mut w, 40, "healthy on v3", |w| phase(w) == "Healthy");
+    assert_eq!((w.pods(&v3), w.pods(&v2), w.pods(&v1)), (4, 0, 0));
+}

@@ -5,13 +5,13 @@ use jiff::Timestamp;
 
 use super::context::{Ctx, Journal, add_secs};
 use super::replicas::{
-    Pool, apply_min_pods, basic_targets, canary_replicas_for_weight, rolling_step,
+    BasicCanary, Counts, apply_min_pods, basic_canary_counts, canary_replicas_for_weight,
+    surge_and_unavailable,
 };
 use super::steps::{desired_canary_replicas, last_weight};
 use super::types::{DesiredReplicaSet, ObservedReplicaSet};
 use crate::api::constants;
 use crate::api::rollout::{RolloutStatus, ScaleDownMode};
-use crate::api::validation;
 
 /// Desired state of every ReplicaSet to keep, given the step `idx` and the canary `weight`
 /// planned.
@@ -140,8 +140,33 @@ fn aborted_canary_replicas(ctx: &Ctx, st: &RolloutStatus, journal: &mut Journal)
     held
 }
 
-/// Basic canary (no traffic routing): the replica split moves like a rolling update, within
-/// `maxSurge` and `maxUnavailable`.
+/// The basic canary's arithmetic for the weight `weight`, from the spec.
+pub(super) fn basic_params(ctx: &Ctx, weight: i32) -> BasicCanary {
+    let (max_surge, max_unavailable) = surge_and_unavailable(
+        ctx.canary.max_surge.as_ref(),
+        ctx.canary.max_unavailable.as_ref(),
+        ctx.replicas,
+    );
+    BasicCanary {
+        replicas: ctx.replicas,
+        weight,
+        max_weight: 100,
+        max_surge,
+        max_unavailable,
+    }
+}
+
+fn counts(r: &ObservedReplicaSet) -> Counts {
+    Counts {
+        replicas: r.replicas,
+        available: r.available,
+    }
+}
+
+/// Basic canary (no traffic routing): one move of Argo's rolling arithmetic per plan, in
+/// Argo's order: the stable first; the canary once the stable is where it should be; older
+/// ReplicaSets once both are. Each move is computed from what was observed, so the next plan
+/// sees its effect (pods created, pods available) before the next one.
 fn basic(
     ctx: &Ctx,
     st: &RolloutStatus,
@@ -155,62 +180,71 @@ fn basic(
     } else {
         last_weight(ctx.steps, idx, 100)
     };
-    let (new_target, stable_target) = basic_targets(ctx.replicas, weight);
-    let surge =
-        validation::resolve_int_or_percent(ctx.canary.max_surge.as_ref(), ctx.replicas, true)
-            .unwrap_or(1);
-    let unavailable = validation::resolve_int_or_percent(
-        ctx.canary.max_unavailable.as_ref(),
-        ctx.replicas,
-        false,
-    )
-    .unwrap_or(0);
-    let (surge, unavailable) = if surge == 0 && unavailable == 0 {
-        (1, 0)
+    let params = basic_params(ctx, weight);
+    let others_replicas: i32 = others.iter().map(|r| r.replicas).sum();
+    let (canary_want, stable_want) = basic_canary_counts(
+        &params,
+        Some(current.map_or_else(Counts::default, counts)),
+        stable.map(counts),
+        others_replicas,
+    );
+    let stable_now = stable.map(|r| r.replicas);
+    let canary_now = current.map_or(0, |r| r.replicas);
+    let stable_moves = stable_now.is_some_and(|n| n != stable_want);
+    let canary_count = if stable_moves {
+        canary_now
     } else {
-        (surge, unavailable)
+        canary_want
     };
-    // Scale-down priority: the oldest first; then, when aborting, the canary before the
-    // stable, otherwise the stable before the canary.
-    let pool = |r: &ObservedReplicaSet, target: i32| Pool {
-        current: r.replicas,
-        available: r.available,
-        target,
-    };
-    let mut pools: Vec<(String, Option<&ObservedReplicaSet>, Pool, i64)> = Vec::new();
-    let mut olds = others.to_vec();
-    olds.sort_by_key(|r| r.revision);
-    for r in olds {
-        pools.push((r.hash.clone(), Some(r), pool(r, 0), r.revision));
+    let mut out = Vec::new();
+    if let Some(stable) = stable {
+        out.push(desired_rs(
+            &ctx.stable_hash,
+            Some(stable),
+            stable_want,
+            stable.revision,
+        ));
     }
-    let stable_pool = stable.map(|r| (r.hash.clone(), Some(r), pool(r, stable_target), r.revision));
-    let new_pool = (
-        ctx.current_hash.clone(),
+    // A canary not created yet is created even while the stable moves (with 0 pods then).
+    out.push(desired_rs(
+        &ctx.current_hash,
         current,
-        Pool {
-            current: current.map_or(0, |r| r.replicas),
-            available: current.map_or(0, |r| r.available),
-            target: new_target,
-        },
+        canary_count,
         ctx.revision,
-    );
-    if st.abort {
-        pools.push(new_pool);
-        pools.extend(stable_pool);
-    } else {
-        pools.extend(stable_pool);
-        pools.push(new_pool);
-    }
-    let counts = rolling_step(
-        &pools.iter().map(|p| p.2).collect::<Vec<_>>(),
-        ctx.replicas,
-        surge,
-        unavailable,
-    );
-    pools
+    ));
+    let settle_others = !stable_moves && canary_count == canary_now;
+    out.extend(basic_others(ctx, others, settle_others));
+    out
+}
+
+/// Older ReplicaSets of a basic canary, once the stable and the canary are where they should
+/// be: unavailable pods go at once; available ones only while `replicas - maxUnavailable` pods
+/// stay available overall, the newest ReplicaSet first.
+fn basic_others(ctx: &Ctx, others: &[&ObservedReplicaSet], settle: bool) -> Vec<DesiredReplicaSet> {
+    let mut sorted = others.to_vec();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.revision));
+    let params = basic_params(ctx, 0);
+    let available: i32 = ctx.obs.replica_sets.iter().map(|r| r.available).sum();
+    let mut may_remove = available - (ctx.replicas - params.max_unavailable);
+    sorted
         .into_iter()
-        .zip(counts)
-        .map(|((hash, existing, _, revision), count)| desired_rs(&hash, existing, count, revision))
+        .map(|r| {
+            let mut replicas = r.replicas;
+            if settle && replicas > 0 {
+                // Pods that do not serve can always go.
+                replicas = replicas.min(r.available.max(0));
+                let removed = replicas.min(may_remove.max(0));
+                replicas -= removed;
+                may_remove -= removed;
+            }
+            DesiredReplicaSet {
+                hash: r.hash.clone(),
+                create: false,
+                replicas,
+                revision: r.revision,
+                scale_down_deadline: None,
+            }
+        })
         .collect()
 }
 
