@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sluice::api::constants;
 use sluice_test_support::controller::*;
@@ -279,4 +279,294 @@ async fn test_rollout_bad_to_bad_update() {
     expect_revision_pod_count(&env, "3", 4).await;
     expect_revision_pod_count(&env, "2", 0).await;
     expect_revision_pod_count(&env, "1", 0).await;
+}
+
+fn virtual_services(env: &Env) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        env.client.clone(),
+        env.ns(),
+        &ApiResource {
+            group: "networking.istio.io".into(),
+            version: "v1".into(),
+            api_version: "networking.istio.io/v1".into(),
+            kind: "VirtualService".into(),
+            plural: "virtualservices".into(),
+        },
+    )
+}
+
+/// The VirtualService `web` of Argo's Istio host-split fixtures: one HTTP route `primary`
+/// between the stable and the canary Service.
+async fn host_split_virtual_service(env: &Env) {
+    let vs: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "web"},
+        "spec": {"hosts": ["web.example.com"], "http": [{"name": "primary", "route": [
+            {"destination": {"host": "web-stable"}, "weight": 100},
+            {"destination": {"host": "web-canary"}, "weight": 0}
+        ]}]}
+    }))
+    .expect("a VirtualService");
+    virtual_services(env)
+        .create(&PostParams::default(), &vs)
+        .await
+        .expect("create the VirtualService");
+}
+
+/// The scale-down deadline annotation of the ReplicaSet of `revision` (Argo's
+/// `argo-rollouts.argoproj.io/scale-down-deadline` is Sluice's
+/// `rollout.sluice.dev/scale-down-deadline`).
+async fn revision_scale_down_deadline(env: &Env, revision: &str) -> Option<String> {
+    env.replica_sets()
+        .await
+        .iter()
+        .find(|rs| {
+            rs.annotations()
+                .get(constants::REVISION_ANNOTATION)
+                .map(String::as_str)
+                == Some(revision)
+        })
+        .and_then(|rs| {
+            rs.annotations()
+                .get(constants::SCALE_DOWN_DEADLINE_ANNOTATION)
+                .cloned()
+        })
+}
+
+/// Waits until the ReplicaSet of `revision` exists and is the stable one of a Healthy Rollout.
+async fn healthy_on_revision(env: &Env, name: &str, revision: &str) {
+    let deadline = std::time::Instant::now() + patience(60);
+    loop {
+        let hash = env.replica_sets().await.iter().find_map(|rs| {
+            (rs.annotations()
+                .get(constants::REVISION_ANNOTATION)
+                .map(String::as_str)
+                == Some(revision))
+            .then(|| rs.labels().get(constants::POD_TEMPLATE_HASH_LABEL).cloned())
+            .flatten()
+        });
+        let r = env.get(name).await;
+        if hash.is_some() && stable(&r) == hash && phase(&r) == "Healthy" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never Healthy on revision {revision}: {:#?}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `spec.replicas` of the ReplicaSet of `revision`.
+async fn revision_replicas(env: &Env, revision: &str) -> i32 {
+    let hash = revision_hash(env, revision).await;
+    env.pods_of(&hash).await
+}
+
+/// Argo: `IstioSuite.TestIstioUpdateInMiddleZeroCanaryReplicas` (fixture
+/// `istio/istio-host-split-update-in-middle.yaml`). `setWeight: 0` then `setCanaryScale: 1`
+/// then a pause: the update pauses with one canary pod; a new revision in the middle pauses
+/// again with one pod of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_istio_update_in_middle_zero_canary_replicas() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    host_split_virtual_service(&env).await;
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  istio:
+    virtualService: {name: web, routes: [primary]}
+steps:
+- setWeight: 0
+- setCanaryScale: {replicas: 1}
+- pause: {}
+"#;
+    env.create(&rollout("web", 2, "web:1", spec)).await;
+    healthy(&env, "web").await;
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "Paused", 60, phase_is("Paused")).await;
+    expect_revision_pod_count(&env, "2", 1).await;
+    env.set_image("web", "web:3").await;
+    expect_revision_pod_count(&env, "3", 1).await;
+    env.wait_for("web", "Paused on revision 3", 60, |r| {
+        phase(r) == "Paused" && step(r) == Some(2)
+    })
+    .await;
+    expect_revision_pod_count(&env, "3", 1).await;
+}
+
+/// Argo: `IstioSuite.TestIstioAbortUpdateDeleteAllCanaryPods` (fixture
+/// `istio/istio-rollout-abort-delete-all-canary-pods.yaml`). On abort, with the default
+/// `abortScaleDownDelaySeconds` (30 s), the canary keeps its 4 pods and its ReplicaSet carries
+/// the scale-down deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_istio_abort_update_delete_all_canary_pods() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    host_split_virtual_service(&env).await;
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  istio:
+    virtualService: {name: web, routes: [primary]}
+steps:
+- setCanaryScale: {replicas: 2}
+- setWeight: 20
+- pause: {}
+- setCanaryScale: {replicas: 4}
+- setWeight: 40
+- pause: {}
+"#;
+    env.create(&rollout("web", 5, "web:1", spec)).await;
+    healthy(&env, "web").await;
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "Paused", 60, phase_is("Paused")).await;
+    expect_revision_pod_count(&env, "2", 2).await;
+    env.promote("web").await;
+    env.wait_for("web", "Paused at the second pause", 60, |r| {
+        phase(r) == "Paused" && step(r) == Some(5)
+    })
+    .await;
+    expect_revision_pod_count(&env, "2", 4).await;
+    env.patch_status("web", json!({"abort": true})).await;
+    env.wait_for("web", "Degraded", 60, phase_is("Degraded"))
+        .await;
+    expect_revision_pod_count(&env, "1", 5).await;
+    expect_revision_pod_count(&env, "2", 4).await;
+    let deadline = revision_scale_down_deadline(&env, "2").await;
+    let deadline: jiff::Timestamp = deadline
+        .expect("the aborted canary carries a scale-down deadline")
+        .parse()
+        .expect("an RFC 3339 instant");
+    let aborted_at = env
+        .get("web")
+        .await
+        .status
+        .and_then(|s| s.aborted_at)
+        .expect("abortedAt")
+        .0;
+    assert_eq!(
+        deadline.as_second() - aborted_at.as_second(),
+        30,
+        "the deadline is abortScaleDownDelaySeconds after the abort"
+    );
+}
+
+/// Argo: `CanarySuite.TestCanaryUnScaleDownOnAbort` (fixture
+/// `functional/canary-unscaledownonabort.yaml`, ALB replaced by NGINX).
+/// `abortScaleDownDelaySeconds: 0` keeps the aborted canary up, without a deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_canary_un_scale_down_on_abort() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+abortScaleDownDelaySeconds: 0
+trafficRouting:
+  nginx: {stableIngress: web}
+steps:
+- setWeight: 50
+- pause: {}
+"#;
+    env.create(&rollout("web", 1, "web:1", spec)).await;
+    healthy(&env, "web").await;
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "Paused", 60, phase_is("Paused")).await;
+    env.patch_status("web", json!({"abort": true})).await;
+    env.wait_for("web", "Degraded", 60, phase_is("Degraded"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    expect_revision_pod_count(&env, "2", 1).await;
+    assert_eq!(revision_scale_down_deadline(&env, "2").await, None);
+}
+
+/// Argo: `CanarySuite.TestCanaryScaleDownDelay` (fixture `functional/canary-scaledowndelay.yaml`,
+/// ALB replaced by NGINX): `scaleDownDelayRevisionLimit: 1` keeps only the newest previous
+/// stable up during its delay; a template that returns becomes a new revision and loses its
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_canary_scale_down_delay() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    let spec = r#"
+scaleDownDelayRevisionLimit: 1
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  nginx: {stableIngress: web}
+"#;
+    env.create(&rollout("web", 1, "web:1", spec)).await;
+    healthy(&env, "web").await;
+    let rev =
+        |tag: &str| json!({"spec": {"template": {"metadata": {"annotations": {"rev": tag}}}}});
+    env.patch_spec("web", rev("two")).await;
+    healthy_on_revision(&env, "web", "2").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(revision_replicas(&env, "1").await, 1);
+    assert!(revision_scale_down_deadline(&env, "1").await.is_some());
+
+    env.patch_spec("web", rev("three")).await;
+    healthy_on_revision(&env, "web", "3").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        revision_replicas(&env, "1").await,
+        0,
+        "beyond the revision limit"
+    );
+    assert_eq!(revision_scale_down_deadline(&env, "1").await, None);
+    assert_eq!(revision_replicas(&env, "2").await, 1);
+    assert!(revision_scale_down_deadline(&env, "2").await.is_some());
+
+    // Back to the template of revision 2: its ReplicaSet becomes revision 4.
+    env.patch_spec("web", rev("two")).await;
+    healthy_on_revision(&env, "web", "4").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(revision_replicas(&env, "1").await, 0);
+    assert_eq!(revision_scale_down_deadline(&env, "1").await, None);
+    assert_eq!(revision_replicas(&env, "4").await, 1);
+    assert_eq!(revision_scale_down_deadline(&env, "4").await, None);
+    assert_eq!(revision_replicas(&env, "3").await, 1);
+    assert!(revision_scale_down_deadline(&env, "3").await.is_some());
+}
+
+/// Argo: `CanarySuite.TestCanaryScaleDownDelayWithProgressDeadline`: a previous stable waiting
+/// out its scale-down delay is no lack of progress; the Rollout stays Healthy past
+/// `progressDeadlineSeconds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_canary_scale_down_delay_with_progress_deadline() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    let spec = r#"
+scaleDownDelayRevisionLimit: 1
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  nginx: {stableIngress: web}
+"#;
+    env.create(&rollout("web", 1, "web:1", spec)).await;
+    healthy(&env, "web").await;
+    env.patch_spec("web", json!({"spec": {"progressDeadlineSeconds": 5}}))
+        .await;
+    env.patch_spec(
+        "web",
+        json!({"spec": {"template": {"metadata": {"annotations": {"rev": "two"}}}}}),
+    )
+    .await;
+    healthy_on_revision(&env, "web", "2").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(phase(&env.get("web").await), "Healthy");
+    assert_eq!(
+        revision_replicas(&env, "1").await,
+        1,
+        "still waiting out its delay"
+    );
 }

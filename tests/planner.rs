@@ -1365,3 +1365,114 @@ fn a_bad_first_version_then_a_bad_update_keeps_the_first_and_surges_one_pod() {
     until(&mut w, 40, "healthy on v3", |w| phase(w) == "Healthy");
     assert_eq!((w.pods(&v3), w.pods(&v2), w.pods(&v1)), (4, 0, 0));
 }
+
+#[test]
+fn previous_stable_waits_out_its_scale_down_delay_within_the_revision_limit() {
+    let spec = format!("{ROUTED}scaleDownDelayRevisionLimit: 1\n");
+    let mut w = settled_world(1, &spec);
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "promoted", |w| {
+        w.rollout.status.as_ref().unwrap().stable_rs.as_deref() == Some(v2.as_str())
+    });
+    for _ in 0..5 {
+        tick(&mut w, 1);
+    }
+    assert_eq!(phase(&w), "Healthy");
+    assert_eq!(
+        w.pods(&v1),
+        1,
+        "the previous stable waits out scaleDownDelaySeconds"
+    );
+    w.set_image("web:3");
+    let v3 = hash_of(&w);
+    until(&mut w, 20, "promoted", |w| {
+        w.rollout.status.as_ref().unwrap().stable_rs.as_deref() == Some(v3.as_str())
+    });
+    for _ in 0..3 {
+        tick(&mut w, 1);
+    }
+    assert_eq!(w.pods(&v1), 0, "beyond scaleDownDelayRevisionLimit");
+    assert_eq!(w.pods(&v2), 1);
+    until(&mut w, 40, "delay over", |w| w.pods(&v2) == 0);
+}
+
+#[test]
+fn an_aborted_canary_carries_its_scale_down_deadline_while_it_keeps_its_pods() {
+    let spec = format!("{ROUTED}steps:\n- setWeight: 50\n- pause: {{}}\n");
+    let mut w = settled_world(4, &spec);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+    w.abort();
+    tick(&mut w, 1);
+    tick(&mut w, 1);
+    let aborted_at = w
+        .rollout
+        .status
+        .as_ref()
+        .unwrap()
+        .aborted_at
+        .clone()
+        .unwrap()
+        .0;
+    let rs = w
+        .replica_sets
+        .iter()
+        .find(|r| r.hash == v2)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        rs.replicas, 2,
+        "the canary keeps its pods during abortScaleDownDelaySeconds"
+    );
+    assert_eq!(
+        rs.scale_down_deadline,
+        Some(
+            aborted_at
+                .checked_add(jiff::SignedDuration::from_secs(30))
+                .unwrap()
+        )
+    );
+    until(&mut w, 40, "scaled down", |w| w.pods(&v2) == 0);
+    let rs = w.replica_sets.iter().find(|r| r.hash == v2).unwrap();
+    assert_eq!(
+        rs.scale_down_deadline, None,
+        "the deadline goes with the pods"
+    );
+}
+
+#[test]
+fn set_weight_zero_then_set_canary_scale_reaches_the_pause() {
+    // Argo's TestIstioUpdateInMiddleZeroCanaryReplicas.
+    let spec = format!(
+        "{ROUTED}steps:\n- setWeight: 0\n- setCanaryScale: {{replicas: 1}}\n- pause: {{}}\n"
+    );
+    let mut w = settled_world(2, &spec);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+    assert_eq!(step(&w), Some(2));
+    assert_eq!(w.pods(&v2), 1);
+    w.set_image("web:3");
+    let v3 = hash_of(&w);
+    until(&mut w, 20, "paused on v3", |w| {
+        phase(w) == "Paused" && w.pods(&v3) == 1
+    });
+    until(&mut w, 5, "superseded canary down", |w| w.pods(&v2) == 0);
+    assert_eq!(phase(&w), "Paused");
+}
+
+#[test]
+fn match_traffic_weight_before_a_set_weight_step_does_not_wait_for_the_next_size() {
+    let spec = format!(
+        "{ROUTED}steps:\n- setCanaryScale: {{replicas: 3}}\n- setCanaryScale: {{matchTrafficWeight: true}}\n- setWeight: 50\n- pause: {{}}\n"
+    );
+    let mut w = settled_world(4, &spec);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 30, "paused", |w| phase(w) == "Paused");
+    assert_eq!(step(&w), Some(3));
+    assert_eq!(w.pods(&v2), 2);
+}

@@ -81,10 +81,13 @@ fn routed(
     let current = ctx.replica_set(&ctx.current_hash);
     let stable = ctx.replica_set(&ctx.stable_hash);
     let max = ctx.max_weight;
-    let canary_replicas = if st.abort {
+    let (canary_replicas, canary_deadline) = if st.abort {
         aborted_canary_replicas(ctx, st, journal)
     } else {
-        desired_canary_replicas(ctx, idx, last_weight(ctx.steps, idx, max))
+        (
+            desired_canary_replicas(ctx, idx, last_weight(ctx.steps, idx, max)),
+            None,
+        )
     };
     let stable_replicas = if ctx.canary.dynamic_stable_scale == Some(true) && !st.abort {
         let observed = ctx.obs.traffic.canary_weight.unwrap_or(0);
@@ -106,25 +109,28 @@ fn routed(
             stable.revision,
         ));
     }
-    out.push(desired_rs(
-        &ctx.current_hash,
-        current,
-        canary_replicas,
-        ctx.revision,
-    ));
+    let mut canary = desired_rs(&ctx.current_hash, current, canary_replicas, ctx.revision);
+    canary.scale_down_deadline = canary_deadline;
+    out.push(canary);
     out
 }
 
 /// During an abort the canary keeps its pods until no traffic reaches it and
-/// `abortScaleDownDelaySeconds` passed (0: it is never scaled down).
-fn aborted_canary_replicas(ctx: &Ctx, st: &RolloutStatus, journal: &mut Journal) -> i32 {
+/// `abortScaleDownDelaySeconds` passed (0: it is never scaled down). While it waits, its
+/// ReplicaSet carries the scale-down deadline (`aborted_at + delay`, the instant it goes once
+/// the traffic has left), as Argo marks it, so users and tools see the delay.
+fn aborted_canary_replicas(
+    ctx: &Ctx,
+    st: &RolloutStatus,
+    journal: &mut Journal,
+) -> (i32, Option<Timestamp>) {
     let held = ctx.replica_set(&ctx.current_hash).map_or(0, |r| r.replicas);
     let delay = ctx
         .canary
         .abort_scale_down_delay_seconds
         .unwrap_or(constants::DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS);
     if delay == 0 {
-        return held;
+        return (held, None);
     }
     let traffic = &ctx.obs.traffic;
     let at = st.aborted_at.as_ref().map_or(ctx.now, |t| t.0);
@@ -132,12 +138,12 @@ fn aborted_canary_replicas(ctx: &Ctx, st: &RolloutStatus, journal: &mut Journal)
     let traffic_gone = traffic.canary_weight.unwrap_or(0) == 0
         && traffic.canary_service_hash.as_deref() != Some(ctx.current_hash.as_str());
     if ctx.now >= due && traffic_gone {
-        return 0;
+        return (0, None);
     }
     if ctx.now < due {
         journal.wake_at(due);
     }
-    held
+    (held, (held > 0).then_some(due))
 }
 
 /// The basic canary's arithmetic for the weight `weight`, from the spec.
@@ -259,10 +265,24 @@ fn old_replica_sets(
     let traffic = &ctx.obs.traffic;
     let mut out = Vec::new();
     let mut waiting: Vec<(&ObservedReplicaSet, Timestamp)> = Vec::new();
+    let delayed = ctx.routing && ctx.canary.dynamic_stable_scale != Some(true);
     for r in others {
-        let selected = traffic.stable_service_hash.as_deref() == Some(r.hash.as_str())
-            || traffic.canary_service_hash.as_deref() == Some(r.hash.as_str());
-        let keep = match r.scale_down_deadline {
+        let by_stable = traffic.stable_service_hash.as_deref() == Some(r.hash.as_str());
+        let selected = by_stable || traffic.canary_service_hash.as_deref() == Some(r.hash.as_str());
+        // The previous stable, still behind the stable Service after a promotion: it gets its
+        // scale-down delay now if the promotion's own plan did not write it (a promotion
+        // decided in a later round of a reconcile is recorded before it is acted on).
+        let deadline = match r.scale_down_deadline {
+            None if delayed && by_stable && r.replicas > 0 => {
+                let delay = ctx
+                    .canary
+                    .scale_down_delay_seconds
+                    .unwrap_or(constants::DEFAULT_SCALE_DOWN_DELAY_SECONDS);
+                Some(add_secs(ctx.now, i64::from(delay)))
+            }
+            observed => observed,
+        };
+        let keep = match deadline {
             Some(deadline) if ctx.now < deadline => {
                 waiting.push((r, deadline));
                 true
@@ -275,11 +295,7 @@ fn old_replica_sets(
             create: false,
             replicas,
             revision: r.revision,
-            scale_down_deadline: if replicas == 0 {
-                None
-            } else {
-                r.scale_down_deadline
-            },
+            scale_down_deadline: if replicas == 0 { None } else { deadline },
         });
     }
     if let Some(limit) = ctx.canary.scale_down_delay_revision_limit {
