@@ -570,3 +570,79 @@ trafficRouting:
         "still waiting out its delay"
     );
 }
+
+/// (stable, canary) weights of the first TLS route of the VirtualService `web`.
+async fn tls_weights(env: &Env) -> (i64, i64) {
+    let vs = virtual_services(env)
+        .get("web")
+        .await
+        .expect("VirtualService");
+    let route = &vs.data["spec"]["tls"][0]["route"];
+    (
+        route[0]["weight"].as_i64().unwrap_or(-1),
+        route[1]["weight"].as_i64().unwrap_or(-1),
+    )
+}
+
+/// Argo: `IstioSuite.TestIstioHostSplitOnlyTls` (fixture `istio/istio-host-only-tls-split.yaml`).
+/// The VirtualService has TLS routes only, and the Rollout still names an HTTP route `primary`
+/// in `routes`: the missing HTTP route is ignored and the TLS route is weighted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_istio_host_split_only_tls() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    let vs: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "web"},
+        "spec": {"hosts": ["web-tls"], "tls": [{
+            "match": [{"port": 3000, "sniHosts": ["web-tls"]}],
+            "route": [
+                {"destination": {"host": "web-stable"}, "weight": 100},
+                {"destination": {"host": "web-canary"}, "weight": 0}
+            ]
+        }]}
+    }))
+    .expect("a VirtualService");
+    virtual_services(&env)
+        .create(&PostParams::default(), &vs)
+        .await
+        .expect("create the VirtualService");
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  istio:
+    virtualService:
+      name: web
+      routes: [primary]
+      tlsRoutes:
+      - port: 3000
+        sniHosts: [web-tls]
+steps:
+- setWeight: 10
+- pause: {}
+"#;
+    env.create(&rollout("web", 1, "web:1", spec)).await;
+    healthy(&env, "web").await;
+    assert_eq!(tls_weights(&env).await, (100, 0));
+    let rev1 = revision_hash(&env, "1").await;
+    assert_eq!(env.service_hash("web-canary").await, Some(rev1.clone()));
+    assert_eq!(env.service_hash("web-stable").await, Some(rev1.clone()));
+
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "Paused", 60, phase_is("Paused")).await;
+    assert_eq!(tls_weights(&env).await, (90, 10));
+    let rev2 = revision_hash(&env, "2").await;
+    assert_eq!(env.service_hash("web-canary").await, Some(rev2.clone()));
+    assert_eq!(env.service_hash("web-stable").await, Some(rev1.clone()));
+
+    env.promote("web").await;
+    healthy_on_revision(&env, "web", "2").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(tls_weights(&env).await, (100, 0));
+    assert_eq!(env.service_hash("web-canary").await, Some(rev2.clone()));
+    assert_eq!(env.service_hash("web-stable").await, Some(rev2));
+    // Within its scaleDownDelaySeconds, the previous stable keeps its pod.
+    expect_revision_pod_count(&env, "1", 1).await;
+}
