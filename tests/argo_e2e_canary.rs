@@ -646,3 +646,134 @@ steps:
     // Within its scaleDownDelaySeconds, the previous stable keeps its pod.
     expect_revision_pod_count(&env, "1", 1).await;
 }
+
+/// The HTTP routes of the VirtualService `web`: (name, [(destination host, weight)]).
+async fn http_routes(env: &Env) -> Vec<(String, Vec<(String, i64)>)> {
+    let vs = virtual_services(env)
+        .get("web")
+        .await
+        .expect("VirtualService");
+    vs.data["spec"]["http"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let name = r["name"].as_str().unwrap_or_default().to_string();
+            let dests = r["route"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|d| {
+                    (
+                        d["destination"]["host"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        d["weight"].as_i64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            (name, dests)
+        })
+        .collect()
+}
+
+fn weight_to(route: &(String, Vec<(String, i64)>), host: &str) -> i64 {
+    route
+        .1
+        .iter()
+        .find(|(h, _)| h == host)
+        .map(|(_, w)| *w)
+        .unwrap_or_else(|| panic!("no destination {host} in route {route:?}"))
+}
+
+/// Argo: `HeaderRouteSuite.TestIstioHostHeaderRoute` (fixture `header-routing/istio-hr-host.yaml`).
+/// Each pause is reported only once the VirtualService has the header route of the steps
+/// before it: checked at once when the status says Paused (Argo's test waits a second more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_istio_host_header_route() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    let vs: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "web"},
+        "spec": {"hosts": ["web.example.com"], "http": [{"name": "primary", "route": [
+            {"destination": {"host": "web-stable"}, "weight": 80},
+            {"destination": {"host": "web-canary"}, "weight": 20}
+        ]}]}
+    }))
+    .expect("a VirtualService");
+    virtual_services(&env)
+        .create(&PostParams::default(), &vs)
+        .await
+        .expect("create the VirtualService");
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  managedRoutes:
+  - name: set-header-1
+  istio:
+    virtualService: {name: web, routes: [primary]}
+steps:
+- setWeight: 20
+- setHeaderRoute:
+    name: set-header-1
+    match:
+    - headerName: agent
+      headerValue: {regex: firefox(.*)}
+- pause: {}
+- setHeaderRoute:
+    name: set-header-1
+    match:
+    - headerName: agent
+      headerValue: {regex: chrome(.*)}
+- pause: {}
+- setWeight: 40
+- setHeaderRoute:
+    name: set-header-1
+- pause: {}
+"#;
+    env.create(&rollout("web", 5, "web:1", spec)).await;
+    healthy(&env, "web").await;
+    assert_eq!(http_routes(&env).await[0].0, "primary");
+
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "Paused at step 3", 60, |r| {
+        phase(r) == "Paused" && step(r) == Some(2)
+    })
+    .await;
+    let routes = http_routes(&env).await;
+    assert_eq!(routes[0].0, "set-header-1", "{routes:?}");
+    assert_eq!(weight_to(&routes[0], "web-canary"), 100);
+    assert_eq!(weight_to(&routes[1], "web-stable"), 80);
+    assert_eq!(weight_to(&routes[1], "web-canary"), 20);
+
+    env.promote("web").await;
+    env.wait_for("web", "Paused at step 5", 60, |r| {
+        phase(r) == "Paused" && step(r) == Some(4)
+    })
+    .await;
+    let routes = http_routes(&env).await;
+    assert_eq!(routes[0].0, "set-header-1", "{routes:?}");
+
+    env.promote("web").await;
+    env.wait_for("web", "Paused at step 8", 60, |r| {
+        phase(r) == "Paused" && step(r) == Some(7)
+    })
+    .await;
+    let routes = http_routes(&env).await;
+    assert_eq!(routes.len(), 1, "the header route is gone: {routes:?}");
+    assert_eq!(weight_to(&routes[0], "web-stable"), 60);
+    assert_eq!(weight_to(&routes[0], "web-canary"), 40);
+
+    env.patch_status("web", json!({"promoteFull": true})).await;
+    healthy_on_revision(&env, "web", "2").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let routes = http_routes(&env).await;
+    assert_eq!(weight_to(&routes[0], "web-stable"), 100);
+    assert_eq!(weight_to(&routes[0], "web-canary"), 0);
+}

@@ -1476,3 +1476,47 @@ fn match_traffic_weight_before_a_set_weight_step_does_not_wait_for_the_next_size
     assert_eq!(step(&w), Some(3));
     assert_eq!(w.pods(&v2), 2);
 }
+
+#[test]
+fn a_header_route_step_is_passed_only_after_a_plan_carrying_its_route() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  managedRoutes: [{name: hdr}]
+  istio: {virtualService: {name: web, routes: [primary]}}
+steps:
+- setWeight: 20
+- setHeaderRoute: {name: hdr, match: [{headerName: agent, headerValue: {exact: x}}]}
+- pause: {}
+"#;
+    let mut w = settled_world(4, spec);
+    w.set_image("web:2");
+    let mut carried_at: Option<i32> = None;
+    for _ in 0..20 {
+        w.advance(Duration::from_secs(1));
+        let recorded = step(&w);
+        let p = w.reconcile();
+        let routes = p.managed_routes.clone().unwrap_or_default();
+        if !routes.header_routes.is_empty() && carried_at.is_none() {
+            carried_at = recorded.or(Some(-1));
+            assert_eq!(
+                p.status.current_step_index,
+                Some(1),
+                "the first plan carrying the route stops at the header step"
+            );
+        }
+        if p.status.current_step_index >= Some(2) {
+            assert!(
+                carried_at.is_some(),
+                "status passed the header step before any plan carried its route"
+            );
+            assert!(!routes.header_routes.is_empty());
+        }
+        if phase(&w) == "Paused" {
+            break;
+        }
+    }
+    assert_eq!(phase(&w), "Paused");
+    assert_eq!(step(&w), Some(2));
+}

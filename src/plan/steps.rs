@@ -96,8 +96,18 @@ fn step_state(
     } else if let Some(analysis) = &step.analysis {
         analysis_state(ctx, st, journal, requests, idx, analysis)
     } else {
-        // setHeaderRoute / setMirrorRoute: applied with the plan's managed routes.
-        StepState::Done
+        // setHeaderRoute / setMirrorRoute: the plan that stops at this step carries its route
+        // (see `traffic::managed_routes`), and the status that records the stop is written only
+        // after that plan was applied, or before any plan that moves on. So the step is done
+        // once an observed status records it as the current step: the status never reports a
+        // later step while the routers still have the previous routes.
+        let recorded = ctx
+            .obs
+            .rollout
+            .status
+            .as_ref()
+            .and_then(|s| s.current_step_index);
+        (recorded == Some(idx)).into()
     }
 }
 
