@@ -777,3 +777,30 @@ steps:
     assert_eq!(weight_to(&routes[0], "web-stable"), 100);
     assert_eq!(weight_to(&routes[0], "web-canary"), 0);
 }
+
+/// Argo: `CanarySuite.TestRolloutWithMaxSurgeScalingDuringUpdate`. 4 replicas, `maxSurge: 100%`
+/// (`maxUnavailable` 25%), no steps; the update's pods are slow to start (here: two minutes),
+/// and the Rollout is scaled to 8 and back to 4 meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_rollout_with_max_surge_scaling_during_update() {
+    let env = Env::new().await;
+    env.create(&rollout("web", 4, "web:1", "maxSurge: 100%\n"))
+        .await;
+    healthy(&env, "web").await;
+    env.patch_spec(
+        "web",
+        json!({"spec": {"template": {
+            "metadata": {"annotations": {"e2e.sluice.dev/ready-after": "120s"}},
+            "spec": {"containers": [{"name": "web", "image": "web:2"}]}
+        }}}),
+    )
+    .await;
+    wait_for_replicas(&env, "web", 7).await;
+    expect_canary_stable_pod_count(&env, "web", 4, 3).await;
+    scale_rollout(&env, "web", 8).await;
+    wait_for_replicas(&env, "web", 11).await;
+    expect_canary_stable_pod_count(&env, "web", 8, 3).await;
+    scale_rollout(&env, "web", 4).await;
+    wait_for_replicas(&env, "web", 7).await;
+    expect_canary_stable_pod_count(&env, "web", 4, 3).await;
+}
