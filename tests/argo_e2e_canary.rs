@@ -28,19 +28,27 @@ async fn pod_count(env: &Env, hash: &str) -> usize {
         .count()
 }
 
-/// The pod-template hash of the ReplicaSet of `revision`.
+/// The pod-template hash of the ReplicaSet of `revision`, once it exists.
 async fn revision_hash(env: &Env, revision: &str) -> String {
-    env.replica_sets()
-        .await
-        .iter()
-        .find(|rs| {
-            rs.annotations()
+    let deadline = std::time::Instant::now() + patience(30);
+    loop {
+        let found = env.replica_sets().await.iter().find_map(|rs| {
+            (rs.annotations()
                 .get(constants::REVISION_ANNOTATION)
                 .map(String::as_str)
-                == Some(revision)
-        })
-        .and_then(|rs| rs.labels().get(constants::POD_TEMPLATE_HASH_LABEL).cloned())
-        .unwrap_or_else(|| panic!("no ReplicaSet of revision {revision}"))
+                == Some(revision))
+            .then(|| rs.labels().get(constants::POD_TEMPLATE_HASH_LABEL).cloned())
+            .flatten()
+        });
+        if let Some(hash) = found {
+            return hash;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ReplicaSet of revision {revision}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until the pods of `revision` number `n` (Argo's `ExpectRevisionPodCount`), and checks
@@ -161,8 +169,9 @@ steps:
     env.set_image("web", "web:2").await;
     env.wait_for("web", "Paused", 60, phase_is("Paused")).await;
     env.set_image("web", "web:3").await;
+    let rev3 = revision_hash(&env, "3").await;
     env.wait_for("web", "Paused on revision 3", 60, |r| {
-        phase(r) == "Paused" && step(r) == Some(1) && current(r) != stable(r)
+        phase(r) == "Paused" && step(r) == Some(1) && current(r).as_deref() == Some(rev3.as_str())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -392,8 +401,9 @@ steps:
     expect_revision_pod_count(&env, "2", 1).await;
     env.set_image("web", "web:3").await;
     expect_revision_pod_count(&env, "3", 1).await;
+    let rev3 = revision_hash(&env, "3").await;
     env.wait_for("web", "Paused on revision 3", 60, |r| {
-        phase(r) == "Paused" && step(r) == Some(2)
+        phase(r) == "Paused" && step(r) == Some(2) && current(r).as_deref() == Some(rev3.as_str())
     })
     .await;
     expect_revision_pod_count(&env, "3", 1).await;
@@ -803,4 +813,47 @@ async fn test_rollout_with_max_surge_scaling_during_update() {
     scale_rollout(&env, "web", 4).await;
     wait_for_replicas(&env, "web", 7).await;
     expect_canary_stable_pod_count(&env, "web", 4, 3).await;
+}
+
+/// `spec.replicas` written through the scale subresource (as an HPA does) while a canary with
+/// traffic routing is paused: the canary follows the weight, the stable runs the full count, and
+/// the stable is never scaled to 0 on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpa_scaling_a_paused_routed_canary_keeps_the_split_per_revision() {
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    let spec = format!("{NGINX}steps:\n- setWeight: 25\n- pause: {{}}\n");
+    env.create(&rollout("web", 4, "web:1", &spec)).await;
+    healthy(&env, "web").await;
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "Paused", 60, phase_is("Paused")).await;
+    expect_canary_stable_pod_count(&env, "web", 1, 4).await;
+    let stable_hash = stable(&env.get("web").await).expect("stable");
+    for (replicas, canary) in [(8, 2), (2, 1), (5, 2)] {
+        scale_through_subresource(&env, "web", replicas).await;
+        let deadline = std::time::Instant::now() + patience(30);
+        loop {
+            assert!(
+                env.pods_of(&stable_hash).await > 0,
+                "the stable is never scaled to 0 mid-canary"
+            );
+            let r = env.get("web").await;
+            let canary_hash = current(&r).expect("current");
+            if env.pods_of(&canary_hash).await == canary
+                && env.pods_of(&stable_hash).await == replicas
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{replicas} replicas at 25%: {:?}",
+                replica_set_counts(&env).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        expect_canary_stable_pod_count(&env, "web", canary as usize, replicas as usize).await;
+        assert_eq!(phase(&env.get("web").await), "Paused");
+        assert_eq!(env.nginx_weight("web").await, Some(25));
+    }
 }
