@@ -1285,3 +1285,303 @@ steps:
     );
     assert_frozen(&w, &p, &hash);
 }
+
+/// Sum of pods (`spec.replicas`) over every ReplicaSet of the world.
+fn total_pods(w: &sluice::plan::sim::World) -> i32 {
+    w.replica_sets.iter().map(|r| r.replicas).sum()
+}
+
+#[test]
+fn basic_canary_surges_a_canary_pod_beside_a_full_stable() {
+    // Argo's TestCanaryWithPausedRollout: 3 replicas, setWeight 20, default maxSurge and
+    // maxUnavailable (25%: one pod of surge, none unavailable).
+    let mut w = settled_world(3, "steps:\n- setWeight: 20\n- pause: {}\n");
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (1, 3));
+    // A third version while paused: the second goes, the third gets the canary pod.
+    w.set_image("web:3");
+    let v3 = hash_of(&w);
+    until(&mut w, 20, "paused on v3", |w| {
+        phase(w) == "Paused" && w.pods(&v3) == 1
+    });
+    assert_eq!((w.pods(&v1), w.pods(&v2), w.pods(&v3)), (3, 0, 1));
+}
+
+#[test]
+fn basic_canary_with_one_replica_keeps_its_stable_pod_at_every_partial_weight() {
+    for weight in [1, 20, 50, 99] {
+        let mut w = settled_world(
+            1,
+            &format!("steps:\n- setWeight: {weight}\n- pause: {{}}\n"),
+        );
+        let v1 = hash_of(&w);
+        w.set_image("web:2");
+        let v2 = hash_of(&w);
+        until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+        assert_eq!(
+            (w.pods(&v2), w.pods(&v1)),
+            (1, 1),
+            "setWeight {weight}: one canary pod beside the stable one"
+        );
+        w.promote();
+        until(&mut w, 20, "healthy", |w| phase(w) == "Healthy");
+        assert_eq!((w.pods(&v2), w.pods(&v1)), (1, 0));
+    }
+}
+
+#[test]
+fn basic_canary_scaled_during_an_update_returns_to_its_split() {
+    // Argo's TestRolloutScalingDuringUpdate: canary pods never become available; 4 → 8 → 4.
+    let spec = "maxSurge: 2\nmaxUnavailable: 0\n";
+    let mut w = settled_world(4, spec);
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    w.never_ready.insert(v2.clone());
+    until(&mut w, 20, "6 pods", |w| total_pods(w) == 6);
+    for _ in 0..5 {
+        tick(&mut w, 1);
+    }
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (2, 4));
+    w.rollout.spec.replicas = Some(8);
+    until(&mut w, 20, "10 pods", |w| total_pods(w) == 10);
+    for _ in 0..5 {
+        tick(&mut w, 1);
+    }
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (6, 4));
+    w.rollout.spec.replicas = Some(4);
+    until(&mut w, 20, "6 pods", |w| total_pods(w) == 6);
+    for _ in 0..5 {
+        tick(&mut w, 1);
+    }
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (2, 4));
+}
+
+#[test]
+fn replicas_changed_while_paused_keep_the_split_and_never_empty_the_stable() {
+    // Argo's TestRolloutScalingWhenPaused (basic canary) and the same with traffic routing,
+    // as an HPA writing the scale subresource would.
+    let mut w = settled_world(1, "steps:\n- setWeight: 25\n- pause: {}\n");
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (1, 1));
+    w.rollout.spec.replicas = Some(8);
+    until(&mut w, 30, "8 available", |w| {
+        w.replica_sets.iter().map(|r| r.available).sum::<i32>() >= 8 && w.pods(&v2) == 2
+    });
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (2, 6));
+    w.rollout.spec.replicas = Some(4);
+    until(&mut w, 30, "1 / 3", |w| {
+        w.pods(&v2) == 1 && w.pods(&v1) == 3
+    });
+    assert_eq!(phase(&w), "Paused");
+
+    let routed = format!("{ROUTED}steps:\n- setWeight: 25\n- pause: {{}}\n");
+    let mut w = settled_world(4, &routed);
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (1, 4));
+    for (replicas, canary) in [(8, 2), (2, 1), (0, 0), (5, 2)] {
+        w.rollout.spec.replicas = Some(replicas);
+        for _ in 0..10 {
+            tick(&mut w, 1);
+            if replicas > 0 {
+                assert!(w.pods(&v1) > 0, "the stable is never emptied mid-canary");
+            }
+        }
+        assert_eq!(
+            (w.pods(&v2), w.pods(&v1)),
+            (canary, replicas),
+            "{replicas} replicas at 25%"
+        );
+        assert_eq!(phase(&w), "Paused");
+    }
+}
+
+#[test]
+fn a_bad_first_version_then_a_bad_update_keeps_the_first_and_surges_one_pod() {
+    // Argo's TestRolloutBadToBadUpdate: 4 replicas, maxSurge 1, maxUnavailable 0, no steps;
+    // neither version ever becomes available.
+    let mut w = sluice::plan::sim::World::new(rollout(4, "maxSurge: 1\nmaxUnavailable: 0\n"), t0());
+    let v1 = hash_of(&w);
+    w.never_ready.insert(v1.clone());
+    for _ in 0..10 {
+        tick(&mut w, 1);
+    }
+    assert_eq!(w.pods(&v1), 4);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    w.never_ready.insert(v2.clone());
+    for _ in 0..20 {
+        tick(&mut w, 1);
+        assert!(total_pods(&w) <= 5, "maxSurge 1");
+    }
+    assert_eq!((w.pods(&v2), w.pods(&v1)), (1, 4));
+    // A fixed version then replaces the first.
+    w.set_image("web:3");
+    let v3 = hash_of(&w);
+    until(&mut w, 40, "healthy on v3", |w| phase(w) == "Healthy");
+    assert_eq!((w.pods(&v3), w.pods(&v2), w.pods(&v1)), (4, 0, 0));
+}
+
+#[test]
+fn previous_stable_waits_out_its_scale_down_delay_within_the_revision_limit() {
+    let spec = format!("{ROUTED}scaleDownDelayRevisionLimit: 1\n");
+    let mut w = settled_world(1, &spec);
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "promoted", |w| {
+        w.rollout.status.as_ref().unwrap().stable_rs.as_deref() == Some(v2.as_str())
+    });
+    for _ in 0..5 {
+        tick(&mut w, 1);
+    }
+    assert_eq!(phase(&w), "Healthy");
+    assert_eq!(
+        w.pods(&v1),
+        1,
+        "the previous stable waits out scaleDownDelaySeconds"
+    );
+    w.set_image("web:3");
+    let v3 = hash_of(&w);
+    until(&mut w, 20, "promoted", |w| {
+        w.rollout.status.as_ref().unwrap().stable_rs.as_deref() == Some(v3.as_str())
+    });
+    for _ in 0..3 {
+        tick(&mut w, 1);
+    }
+    assert_eq!(w.pods(&v1), 0, "beyond scaleDownDelayRevisionLimit");
+    assert_eq!(w.pods(&v2), 1);
+    until(&mut w, 40, "delay over", |w| w.pods(&v2) == 0);
+}
+
+#[test]
+fn an_aborted_canary_carries_its_scale_down_deadline_while_it_keeps_its_pods() {
+    let spec = format!("{ROUTED}steps:\n- setWeight: 50\n- pause: {{}}\n");
+    let mut w = settled_world(4, &spec);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+    w.abort();
+    tick(&mut w, 1);
+    tick(&mut w, 1);
+    let aborted_at = w
+        .rollout
+        .status
+        .as_ref()
+        .unwrap()
+        .aborted_at
+        .clone()
+        .unwrap()
+        .0;
+    let rs = w
+        .replica_sets
+        .iter()
+        .find(|r| r.hash == v2)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        rs.replicas, 2,
+        "the canary keeps its pods during abortScaleDownDelaySeconds"
+    );
+    assert_eq!(
+        rs.scale_down_deadline,
+        Some(
+            aborted_at
+                .checked_add(jiff::SignedDuration::from_secs(30))
+                .unwrap()
+        )
+    );
+    until(&mut w, 40, "scaled down", |w| w.pods(&v2) == 0);
+    let rs = w.replica_sets.iter().find(|r| r.hash == v2).unwrap();
+    assert_eq!(
+        rs.scale_down_deadline, None,
+        "the deadline goes with the pods"
+    );
+}
+
+#[test]
+fn set_weight_zero_then_set_canary_scale_reaches_the_pause() {
+    // Argo's TestIstioUpdateInMiddleZeroCanaryReplicas.
+    let spec = format!(
+        "{ROUTED}steps:\n- setWeight: 0\n- setCanaryScale: {{replicas: 1}}\n- pause: {{}}\n"
+    );
+    let mut w = settled_world(2, &spec);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 20, "paused", |w| phase(w) == "Paused");
+    assert_eq!(step(&w), Some(2));
+    assert_eq!(w.pods(&v2), 1);
+    w.set_image("web:3");
+    let v3 = hash_of(&w);
+    until(&mut w, 20, "paused on v3", |w| {
+        phase(w) == "Paused" && w.pods(&v3) == 1
+    });
+    until(&mut w, 5, "superseded canary down", |w| w.pods(&v2) == 0);
+    assert_eq!(phase(&w), "Paused");
+}
+
+#[test]
+fn match_traffic_weight_before_a_set_weight_step_does_not_wait_for_the_next_size() {
+    let spec = format!(
+        "{ROUTED}steps:\n- setCanaryScale: {{replicas: 3}}\n- setCanaryScale: {{matchTrafficWeight: true}}\n- setWeight: 50\n- pause: {{}}\n"
+    );
+    let mut w = settled_world(4, &spec);
+    w.set_image("web:2");
+    let v2 = hash_of(&w);
+    until(&mut w, 30, "paused", |w| phase(w) == "Paused");
+    assert_eq!(step(&w), Some(3));
+    assert_eq!(w.pods(&v2), 2);
+}
+
+#[test]
+fn a_header_route_step_is_passed_only_after_a_plan_carrying_its_route() {
+    let spec = r#"
+canaryService: web-canary
+stableService: web-stable
+trafficRouting:
+  managedRoutes: [{name: hdr}]
+  istio: {virtualService: {name: web, routes: [primary]}}
+steps:
+- setWeight: 20
+- setHeaderRoute: {name: hdr, match: [{headerName: agent, headerValue: {exact: x}}]}
+- pause: {}
+"#;
+    let mut w = settled_world(4, spec);
+    w.set_image("web:2");
+    let mut carried_at: Option<i32> = None;
+    for _ in 0..20 {
+        w.advance(Duration::from_secs(1));
+        let recorded = step(&w);
+        let p = w.reconcile();
+        let routes = p.managed_routes.clone().unwrap_or_default();
+        if !routes.header_routes.is_empty() && carried_at.is_none() {
+            carried_at = recorded.or(Some(-1));
+            assert_eq!(
+                p.status.current_step_index,
+                Some(1),
+                "the first plan carrying the route stops at the header step"
+            );
+        }
+        if p.status.current_step_index >= Some(2) {
+            assert!(
+                carried_at.is_some(),
+                "status passed the header step before any plan carried its route"
+            );
+            assert!(!routes.header_routes.is_empty());
+        }
+        if phase(&w) == "Paused" {
+            break;
+        }
+    }
+    assert_eq!(phase(&w), "Paused");
+    assert_eq!(step(&w), Some(2));
+}

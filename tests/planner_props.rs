@@ -282,3 +282,69 @@ proptest! {
         prop_assert_eq!(w.rollout.status.as_ref().unwrap().phase.map(|p| p.as_str()), Some("Healthy"));
     }
 }
+
+fn basic_step_strategy() -> impl Strategy<Value = StepKind> {
+    prop_oneof![
+        (0..=100i32).prop_map(StepKind::Weight),
+        proptest::option::of(0..30u8).prop_map(StepKind::Pause),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    /// The basic canary moves like Argo's rolling update: a plan never takes the pod count
+    /// above `replicas + maxSurge` nor the available pods below `replicas - maxUnavailable`
+    /// (unless it already was there), and a partial weight never empties either side.
+    #[test]
+    fn basic_canary_stays_within_surge_and_unavailability(
+        replicas in 1..8i32,
+        surge in 0..3i32,
+        unavailable in 0..3i32,
+        kinds in proptest::collection::vec(basic_step_strategy(), 0..6),
+        events in proptest::collection::vec(event_strategy(), 0..40),
+        ready in proptest::option::of(1..3i32),
+    ) {
+        let mut r = rollout(replicas, &format!("maxSurge: {surge}\nmaxUnavailable: {unavailable}\n"));
+        r.spec.strategy.canary.as_mut().unwrap().steps = to_steps(&kinds);
+        let mut w = World::new(r, t0());
+        w.settle(Duration::from_secs(1), 50);
+        w.pods_ready_per_tick = ready;
+        let (max_surge, max_unavailable) = sluice::plan::replicas::surge_and_unavailable(
+            Some(&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(surge)),
+            Some(&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(unavailable)),
+            replicas,
+        );
+        let mut image = 1;
+        for e in &events {
+            apply_event(&mut w, e, &mut image);
+            let total_before: i32 = w.replica_sets.iter().map(|r| r.replicas).sum();
+            let available_before: i32 = w.replica_sets.iter().map(|r| r.available).sum();
+            w.reconcile();
+            let total: i32 = w.replica_sets.iter().map(|r| r.replicas).sum();
+            let available: i32 = w.replica_sets.iter().map(|r| r.available).sum();
+            if total_before <= replicas + max_surge {
+                prop_assert!(total <= replicas + max_surge,
+                    "{total} pods with maxSurge {max_surge}: {:?}", w.replica_sets);
+            }
+            if available_before >= replicas - max_unavailable {
+                prop_assert!(available >= replicas - max_unavailable,
+                    "{available} available with maxUnavailable {max_unavailable}: {:?}", w.replica_sets);
+            }
+            let st = w.rollout.status.clone().unwrap_or_default();
+            let paused_mid_way = !st.pause_conditions.is_empty() && !st.abort
+                && st.stable_rs != st.current_pod_hash;
+            let weight = sluice::plan::last_weight(
+                &w.rollout.spec.strategy.canary.as_ref().unwrap().steps,
+                st.current_step_index.unwrap_or(0),
+                100,
+            );
+            if paused_mid_way && weight > 0 && weight < 100 && w.replica_sets.len() == 2 {
+                let stable = st.stable_rs.clone().unwrap_or_default();
+                let current = st.current_pod_hash.clone().unwrap_or_default();
+                prop_assert!(w.pods(&stable) > 0 && w.pods(&current) > 0,
+                    "weight {weight}: {:?}", w.replica_sets);
+            }
+        }
+    }
+}

@@ -5,13 +5,13 @@ use jiff::Timestamp;
 
 use super::context::{Ctx, Journal, add_secs};
 use super::replicas::{
-    Pool, apply_min_pods, basic_targets, canary_replicas_for_weight, rolling_step,
+    BasicCanary, Counts, apply_min_pods, basic_canary_counts, canary_replicas_for_weight,
+    surge_and_unavailable,
 };
 use super::steps::{desired_canary_replicas, last_weight};
 use super::types::{DesiredReplicaSet, ObservedReplicaSet};
 use crate::api::constants;
 use crate::api::rollout::{RolloutStatus, ScaleDownMode};
-use crate::api::validation;
 
 /// Desired state of every ReplicaSet to keep, given the step `idx` and the canary `weight`
 /// planned.
@@ -81,10 +81,13 @@ fn routed(
     let current = ctx.replica_set(&ctx.current_hash);
     let stable = ctx.replica_set(&ctx.stable_hash);
     let max = ctx.max_weight;
-    let canary_replicas = if st.abort {
+    let (canary_replicas, canary_deadline) = if st.abort {
         aborted_canary_replicas(ctx, st, journal)
     } else {
-        desired_canary_replicas(ctx, idx, last_weight(ctx.steps, idx, max))
+        (
+            desired_canary_replicas(ctx, idx, last_weight(ctx.steps, idx, max)),
+            None,
+        )
     };
     let stable_replicas = if ctx.canary.dynamic_stable_scale == Some(true) && !st.abort {
         let observed = ctx.obs.traffic.canary_weight.unwrap_or(0);
@@ -106,25 +109,28 @@ fn routed(
             stable.revision,
         ));
     }
-    out.push(desired_rs(
-        &ctx.current_hash,
-        current,
-        canary_replicas,
-        ctx.revision,
-    ));
+    let mut canary = desired_rs(&ctx.current_hash, current, canary_replicas, ctx.revision);
+    canary.scale_down_deadline = canary_deadline;
+    out.push(canary);
     out
 }
 
 /// During an abort the canary keeps its pods until no traffic reaches it and
-/// `abortScaleDownDelaySeconds` passed (0: it is never scaled down).
-fn aborted_canary_replicas(ctx: &Ctx, st: &RolloutStatus, journal: &mut Journal) -> i32 {
+/// `abortScaleDownDelaySeconds` passed (0: it is never scaled down). While it waits, its
+/// ReplicaSet carries the scale-down deadline (`aborted_at + delay`, the instant it goes once
+/// the traffic has left), as Argo marks it, so users and tools see the delay.
+fn aborted_canary_replicas(
+    ctx: &Ctx,
+    st: &RolloutStatus,
+    journal: &mut Journal,
+) -> (i32, Option<Timestamp>) {
     let held = ctx.replica_set(&ctx.current_hash).map_or(0, |r| r.replicas);
     let delay = ctx
         .canary
         .abort_scale_down_delay_seconds
         .unwrap_or(constants::DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS);
     if delay == 0 {
-        return held;
+        return (held, None);
     }
     let traffic = &ctx.obs.traffic;
     let at = st.aborted_at.as_ref().map_or(ctx.now, |t| t.0);
@@ -132,16 +138,41 @@ fn aborted_canary_replicas(ctx: &Ctx, st: &RolloutStatus, journal: &mut Journal)
     let traffic_gone = traffic.canary_weight.unwrap_or(0) == 0
         && traffic.canary_service_hash.as_deref() != Some(ctx.current_hash.as_str());
     if ctx.now >= due && traffic_gone {
-        return 0;
+        return (0, None);
     }
     if ctx.now < due {
         journal.wake_at(due);
     }
-    held
+    (held, (held > 0).then_some(due))
 }
 
-/// Basic canary (no traffic routing): the replica split moves like a rolling update, within
-/// `maxSurge` and `maxUnavailable`.
+/// The basic canary's arithmetic for the weight `weight`, from the spec.
+pub(super) fn basic_params(ctx: &Ctx, weight: i32) -> BasicCanary {
+    let (max_surge, max_unavailable) = surge_and_unavailable(
+        ctx.canary.max_surge.as_ref(),
+        ctx.canary.max_unavailable.as_ref(),
+        ctx.replicas,
+    );
+    BasicCanary {
+        replicas: ctx.replicas,
+        weight,
+        max_weight: 100,
+        max_surge,
+        max_unavailable,
+    }
+}
+
+fn counts(r: &ObservedReplicaSet) -> Counts {
+    Counts {
+        replicas: r.replicas,
+        available: r.available,
+    }
+}
+
+/// Basic canary (no traffic routing): one move of Argo's rolling arithmetic per plan, in
+/// Argo's order: the stable first; the canary once the stable is where it should be; older
+/// ReplicaSets once both are. Each move is computed from what was observed, so the next plan
+/// sees its effect (pods created, pods available) before the next one.
 fn basic(
     ctx: &Ctx,
     st: &RolloutStatus,
@@ -155,62 +186,71 @@ fn basic(
     } else {
         last_weight(ctx.steps, idx, 100)
     };
-    let (new_target, stable_target) = basic_targets(ctx.replicas, weight);
-    let surge =
-        validation::resolve_int_or_percent(ctx.canary.max_surge.as_ref(), ctx.replicas, true)
-            .unwrap_or(1);
-    let unavailable = validation::resolve_int_or_percent(
-        ctx.canary.max_unavailable.as_ref(),
-        ctx.replicas,
-        false,
-    )
-    .unwrap_or(0);
-    let (surge, unavailable) = if surge == 0 && unavailable == 0 {
-        (1, 0)
+    let params = basic_params(ctx, weight);
+    let others_replicas: i32 = others.iter().map(|r| r.replicas).sum();
+    let (canary_want, stable_want) = basic_canary_counts(
+        &params,
+        Some(current.map_or_else(Counts::default, counts)),
+        stable.map(counts),
+        others_replicas,
+    );
+    let stable_now = stable.map(|r| r.replicas);
+    let canary_now = current.map_or(0, |r| r.replicas);
+    let stable_moves = stable_now.is_some_and(|n| n != stable_want);
+    let canary_count = if stable_moves {
+        canary_now
     } else {
-        (surge, unavailable)
+        canary_want
     };
-    // Scale-down priority: the oldest first; then, when aborting, the canary before the
-    // stable, otherwise the stable before the canary.
-    let pool = |r: &ObservedReplicaSet, target: i32| Pool {
-        current: r.replicas,
-        available: r.available,
-        target,
-    };
-    let mut pools: Vec<(String, Option<&ObservedReplicaSet>, Pool, i64)> = Vec::new();
-    let mut olds = others.to_vec();
-    olds.sort_by_key(|r| r.revision);
-    for r in olds {
-        pools.push((r.hash.clone(), Some(r), pool(r, 0), r.revision));
+    let mut out = Vec::new();
+    if let Some(stable) = stable {
+        out.push(desired_rs(
+            &ctx.stable_hash,
+            Some(stable),
+            stable_want,
+            stable.revision,
+        ));
     }
-    let stable_pool = stable.map(|r| (r.hash.clone(), Some(r), pool(r, stable_target), r.revision));
-    let new_pool = (
-        ctx.current_hash.clone(),
+    // A canary not created yet is created even while the stable moves (with 0 pods then).
+    out.push(desired_rs(
+        &ctx.current_hash,
         current,
-        Pool {
-            current: current.map_or(0, |r| r.replicas),
-            available: current.map_or(0, |r| r.available),
-            target: new_target,
-        },
+        canary_count,
         ctx.revision,
-    );
-    if st.abort {
-        pools.push(new_pool);
-        pools.extend(stable_pool);
-    } else {
-        pools.extend(stable_pool);
-        pools.push(new_pool);
-    }
-    let counts = rolling_step(
-        &pools.iter().map(|p| p.2).collect::<Vec<_>>(),
-        ctx.replicas,
-        surge,
-        unavailable,
-    );
-    pools
+    ));
+    let settle_others = !stable_moves && canary_count == canary_now;
+    out.extend(basic_others(ctx, others, settle_others));
+    out
+}
+
+/// Older ReplicaSets of a basic canary, once the stable and the canary are where they should
+/// be: unavailable pods go at once; available ones only while `replicas - maxUnavailable` pods
+/// stay available overall, the newest ReplicaSet first.
+fn basic_others(ctx: &Ctx, others: &[&ObservedReplicaSet], settle: bool) -> Vec<DesiredReplicaSet> {
+    let mut sorted = others.to_vec();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.revision));
+    let params = basic_params(ctx, 0);
+    let available: i32 = ctx.obs.replica_sets.iter().map(|r| r.available).sum();
+    let mut may_remove = available - (ctx.replicas - params.max_unavailable);
+    sorted
         .into_iter()
-        .zip(counts)
-        .map(|((hash, existing, _, revision), count)| desired_rs(&hash, existing, count, revision))
+        .map(|r| {
+            let mut replicas = r.replicas;
+            if settle && replicas > 0 {
+                // Pods that do not serve can always go.
+                replicas = replicas.min(r.available.max(0));
+                let removed = replicas.min(may_remove.max(0));
+                replicas -= removed;
+                may_remove -= removed;
+            }
+            DesiredReplicaSet {
+                hash: r.hash.clone(),
+                create: false,
+                replicas,
+                revision: r.revision,
+                scale_down_deadline: None,
+            }
+        })
         .collect()
 }
 
@@ -225,10 +265,24 @@ fn old_replica_sets(
     let traffic = &ctx.obs.traffic;
     let mut out = Vec::new();
     let mut waiting: Vec<(&ObservedReplicaSet, Timestamp)> = Vec::new();
+    let delayed = ctx.routing && ctx.canary.dynamic_stable_scale != Some(true);
     for r in others {
-        let selected = traffic.stable_service_hash.as_deref() == Some(r.hash.as_str())
-            || traffic.canary_service_hash.as_deref() == Some(r.hash.as_str());
-        let keep = match r.scale_down_deadline {
+        let by_stable = traffic.stable_service_hash.as_deref() == Some(r.hash.as_str());
+        let selected = by_stable || traffic.canary_service_hash.as_deref() == Some(r.hash.as_str());
+        // The previous stable, still behind the stable Service after a promotion: it gets its
+        // scale-down delay now if the promotion's own plan did not write it (a promotion
+        // decided in a later round of a reconcile is recorded before it is acted on).
+        let deadline = match r.scale_down_deadline {
+            None if delayed && by_stable && r.replicas > 0 => {
+                let delay = ctx
+                    .canary
+                    .scale_down_delay_seconds
+                    .unwrap_or(constants::DEFAULT_SCALE_DOWN_DELAY_SECONDS);
+                Some(add_secs(ctx.now, i64::from(delay)))
+            }
+            observed => observed,
+        };
+        let keep = match deadline {
             Some(deadline) if ctx.now < deadline => {
                 waiting.push((r, deadline));
                 true
@@ -241,11 +295,7 @@ fn old_replica_sets(
             create: false,
             replicas,
             revision: r.revision,
-            scale_down_deadline: if replicas == 0 {
-                None
-            } else {
-                r.scale_down_deadline
-            },
+            scale_down_deadline: if replicas == 0 { None } else { deadline },
         });
     }
     if let Some(limit) = ctx.canary.scale_down_delay_revision_limit {

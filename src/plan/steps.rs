@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::analysis::{request_run, run_for};
 use super::context::{Ctx, Journal, add, clear_pauses, hold};
-use super::replicas::{apply_min_pods, basic_targets, canary_replicas_for_weight};
-use super::types::{AnalysisRunKind, AnalysisRunRequest, EventType};
+use super::replica_sets::basic_params;
+use super::replicas::{Counts, apply_min_pods, basic_canary_at_target, canary_replicas_for_weight};
+use super::types::{AnalysisRunKind, AnalysisRunRequest, EventType, ObservedReplicaSet};
 use crate::api::common::AnalysisPhase;
 use crate::api::constants::reason;
 use crate::api::rollout::{CanaryStep, PauseReason, RolloutAnalysis, RolloutPause, RolloutStatus};
@@ -87,16 +88,26 @@ fn step_state(
     } else if let Some(pause) = &step.pause {
         pause_over(ctx, st, journal, idx, pause).into()
     } else if step.set_canary_scale.is_some() {
-        let weight = last_weight(ctx.steps, idx + 1, ctx.max_weight);
-        let want = desired_canary_replicas(ctx, idx + 1, weight);
+        let weight = last_weight(ctx.steps, idx, ctx.max_weight);
+        let want = desired_canary_replicas(ctx, idx, weight);
         ctx.replica_set(&ctx.current_hash)
             .is_some_and(|r| r.replicas == want && r.available >= want)
             .into()
     } else if let Some(analysis) = &step.analysis {
         analysis_state(ctx, st, journal, requests, idx, analysis)
     } else {
-        // setHeaderRoute / setMirrorRoute: applied with the plan's managed routes.
-        StepState::Done
+        // setHeaderRoute / setMirrorRoute: the plan that stops at this step carries its route
+        // (see `traffic::managed_routes`), and the status that records the stop is written only
+        // after that plan was applied, or before any plan that moves on. So the step is done
+        // once an observed status records it as the current step: the status never reports a
+        // later step while the routers still have the previous routes.
+        let recorded = ctx
+            .obs
+            .rollout
+            .status
+            .as_ref()
+            .and_then(|s| s.current_step_index);
+        (recorded == Some(idx)).into()
     }
 }
 
@@ -106,24 +117,34 @@ fn weight_reached(ctx: &Ctx, idx: i32, w: i32) -> bool {
     let obs = ctx.obs;
     let canary_rs = ctx.replica_set(&ctx.current_hash);
     if ctx.routing {
-        let want = desired_canary_replicas(ctx, idx + 1, w);
+        let want = desired_canary_replicas(ctx, idx, w);
         let ready = canary_rs.is_some_and(|r| r.available >= want && r.replicas >= want);
         let svc =
             obs.traffic.canary_service_hash.as_deref() == Some(ctx.current_hash.as_str()) || w == 0;
         return ready && svc && obs.traffic.canary_weight == Some(w);
     }
-    // Basic canary: the replica split has reached its target.
-    let (new_target, stable_target) = basic_targets(ctx.replicas, w);
-    let stable_rs = ctx.replica_set(&ctx.stable_hash);
-    let others: i32 = obs
+    // Basic canary: the replica split has reached its target (Argo's test, so a step is done
+    // exactly when Argo would move on).
+    let entry = |r: &ObservedReplicaSet| {
+        (
+            Counts {
+                replicas: r.replicas,
+                available: r.available,
+            },
+            r.actual,
+        )
+    };
+    let others = obs
         .replica_sets
         .iter()
-        .filter(|r| r.hash != ctx.stable_hash && r.hash != ctx.current_hash)
-        .map(|r| r.replicas)
-        .sum();
-    canary_rs.is_some_and(|r| r.replicas == new_target && r.available >= new_target)
-        && stable_rs.map_or(stable_target == 0, |r| r.replicas == stable_target)
-        && others == 0
+        .filter(|r| r.hash != ctx.stable_hash && r.hash != ctx.current_hash);
+    basic_canary_at_target(
+        &basic_params(ctx, w),
+        canary_rs.map(entry),
+        ctx.replica_set(&ctx.stable_hash).map(entry),
+        others.clone().map(|r| r.replicas).sum(),
+        others.map(|r| r.available).sum(),
+    )
 }
 
 /// A `pause` step: held by a pause condition until its duration passed or the user promoted.

@@ -117,7 +117,16 @@ pub(super) fn managed_routes(ctx: &Ctx, st: &RolloutStatus) -> Option<ManagedRou
     if ctx.current_is_stable(st) || st.abort {
         return Some(routes);
     }
-    let reached = (st.current_step_index.unwrap_or(0).max(0) as usize).min(ctx.steps.len());
+    let mut reached = (st.current_step_index.unwrap_or(0).max(0) as usize).min(ctx.steps.len());
+    // A header or mirror step the rollout stands at is applied now; it is done only once a
+    // status recording it is observed (see `steps`).
+    if ctx
+        .steps
+        .get(reached)
+        .is_some_and(|s| s.set_header_route.is_some() || s.set_mirror_route.is_some())
+    {
+        reached += 1;
+    }
     for step in &ctx.steps[..reached] {
         if let Some(h) = &step.set_header_route {
             routes.header_routes.retain(|r| r.name != h.name);

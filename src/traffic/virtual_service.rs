@@ -201,7 +201,15 @@ fn select(vs: &Value, inputs: &VsInputs) -> Result<Selected, TrafficError> {
         }
         sel.http = own;
     }
-    for want in &cfg.routes {
+    // As in Argo Rollouts: the named HTTP routes are looked up only in a VirtualService that has
+    // an `http` section; one with TLS or TCP routes only ignores them (Argo's own e2e manifest
+    // for TLS-only splitting names an HTTP route `primary` it does not have).
+    let http_routes = if vs.pointer("/spec/http").is_some() {
+        cfg.routes.as_slice()
+    } else {
+        &[]
+    };
+    for want in http_routes {
         if managed.contains(want.as_str()) {
             return Err(inputs.invalid(format!(
                 "route '{want}' is listed in managedRoutes and cannot also be weighted"
