@@ -119,6 +119,11 @@ pub mod reason {
     pub const TRAFFIC_WEIGHT_UPDATED: &str = "TrafficWeightUpdated";
     pub const ROLLOUT_STEP_COMPLETED: &str = "RolloutStepCompleted";
     pub const SCALING_REPLICA_SET: &str = "ScalingReplicaSet";
+    /// A new template is being rolled out (Argo's reason and order: before
+    /// `RolloutUpdated` and `NewReplicaSetCreated`).
+    pub const ROLLOUT_NOT_COMPLETED: &str = "RolloutNotCompleted";
+    /// The template changed: a new revision.
+    pub const ROLLOUT_UPDATED: &str = "RolloutUpdated";
     pub const SUPERSEDED: &str = "RolloutSuperseded";
     pub const ROLLED_BACK: &str = "RolledBackToStable";
     pub const AVAILABLE: &str = "AvailableReason";

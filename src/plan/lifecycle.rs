@@ -74,6 +74,21 @@ pub(super) fn detect_template_change(
         clear_pauses(st);
         st.canary.current_step_analysis_run_status = None;
         st.canary.current_background_analysis_run_status = None;
+        // Argo's two Events for every new template, before the ReplicaSet's: alert rules and
+        // notification triggers written for Argo key on them.
+        journal.event(
+            EventType::Normal,
+            reason::ROLLOUT_NOT_COMPLETED,
+            format!(
+                "rollout not completed, started update to revision {} ({})",
+                ctx.revision, ctx.current_hash
+            ),
+        );
+        journal.event(
+            EventType::Normal,
+            reason::ROLLOUT_UPDATED,
+            format!("rollout updated to revision {}", ctx.revision),
+        );
         if initial {
             journal.event(
                 EventType::Normal,

@@ -40,6 +40,8 @@ mod validity;
 
 use jiff::Timestamp;
 
+use crate::api::rollout::RolloutStatus;
+
 pub use analysis::analysis_run_labels;
 pub use assume::AssumeFacts;
 pub use steps::{describe_step, last_weight};
@@ -155,6 +157,7 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
         );
     }
     lifecycle::record_current_step(&mut st, ctx.steps.len());
+    state_change_events(&ctx, &st, &mut journal);
 
     Plan {
         invalid: None,
@@ -171,5 +174,43 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
         requeue_after: journal.requeue_after(now),
         events: journal.events,
         evictions: None,
+    }
+}
+
+/// Events on changes of state seen only by comparing the status before and after, as Argo
+/// Rollouts emits them: `RolloutResumed` when the pause conditions go (not by an abort, which
+/// clears them too), and `RolloutCompleted` when the first revision is first Healthy (its
+/// "initial deploy"; later revisions complete at their promotion).
+fn state_change_events(ctx: &Ctx, st: &RolloutStatus, journal: &mut Journal) {
+    let before = ctx.obs.rollout.status.as_ref();
+    let was_paused = before.is_some_and(|b| !b.pause_conditions.is_empty());
+    if was_paused && st.pause_conditions.is_empty() && !st.abort {
+        // Resumed before a promotion decided in the same plan: the pause ended first.
+        let at = journal
+            .events
+            .iter()
+            .position(|e| e.reason == crate::api::constants::reason::ROLLOUT_COMPLETED)
+            .unwrap_or(journal.events.len());
+        journal.events.insert(
+            at,
+            PlannedEvent {
+                type_: EventType::Normal,
+                reason: crate::api::constants::reason::ROLLOUT_RESUMED,
+                message: "rollout is resumed".into(),
+            },
+        );
+    }
+    let healthy = |s: Option<&RolloutStatus>| {
+        s.and_then(|s| s.phase.as_ref()) == Some(&crate::api::rollout::RolloutPhase::Healthy)
+    };
+    if ctx.revision == 1 && !healthy(before) && healthy(Some(st)) {
+        journal.event(
+            EventType::Normal,
+            crate::api::constants::reason::ROLLOUT_COMPLETED,
+            format!(
+                "rollout completed update to revision 1 ({}): initial deploy",
+                ctx.current_hash
+            ),
+        );
     }
 }

@@ -108,11 +108,66 @@ pub(super) async fn apply(
     }
     applied.changed |= services(t, obs, plan).await?;
     applied.changed |= scale_down(t, obs, plan).await?;
+    record_scaling(obs, plan);
     applied.changed |= analysis_runs(t, &observed.templates, plan).await?;
     applied.changed |= prune(t, plan).await?;
     applied.changed |= workload(t, plan).await?;
     applied.changed |= relabel_legacy(t).await?;
     Ok(applied)
+}
+
+/// One `ScalingReplicaSet` Event per ReplicaSet whose size the plan changed (Argo's reason and
+/// wording), placed after the Events of a new revision (a ReplicaSet is created, then scaled)
+/// and before those of the status (step completed, paused, completed), as Argo emits them.
+fn record_scaling(obs: &Observation, plan: &mut Plan) {
+    let mut scaled = Vec::new();
+    for d in &plan.replica_sets {
+        let from = match obs.replica_sets.iter().find(|r| r.hash == d.hash) {
+            Some(o) => o.replicas,
+            None if d.create => 0,
+            None => continue,
+        };
+        if from == d.replicas {
+            continue;
+        }
+        let (verb, name) = (
+            if d.replicas > from { "up" } else { "down" },
+            obs.replica_sets
+                .iter()
+                .find(|r| r.hash == d.hash)
+                .map_or_else(
+                    || {
+                        format!(
+                            "{}-{}",
+                            obs.rollout.metadata.name.as_deref().unwrap_or_default(),
+                            d.hash
+                        )
+                    },
+                    |o| o.name.clone(),
+                ),
+        );
+        scaled.push(plan::PlannedEvent {
+            type_: plan::EventType::Normal,
+            reason: constants::reason::SCALING_REPLICA_SET,
+            message: format!(
+                "Scaled {verb} ReplicaSet {name} (revision {}) from {from} to {}",
+                d.revision, d.replicas
+            ),
+        });
+    }
+    let revision_events = [
+        constants::reason::ROLLOUT_NOT_COMPLETED,
+        constants::reason::ROLLOUT_UPDATED,
+        constants::reason::NEW_REPLICA_SET_CREATED,
+        constants::reason::SUPERSEDED,
+        constants::reason::ROLLED_BACK,
+    ];
+    let at = plan
+        .events
+        .iter()
+        .rposition(|e| revision_events.contains(&e.reason))
+        .map_or(0, |i| i + 1);
+    plan.events.splice(at..at, scaled);
 }
 
 /// How long one eviction may be retried (429s, by the client) before it counts as refused.
