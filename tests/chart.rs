@@ -819,7 +819,8 @@ async fn rendered_chart_runs_one_leader_that_rolls_out_within_its_rbac() {
             None => w.resource.clone(),
         };
         if w.resource == "rollouts" && w.subresource.is_none() {
-            // The only write to a Rollout itself: its finalizer (JSON patch on metadata.finalizers).
+            // The only write to a Rollout itself: its finalizer and, with it, the record of the
+            // routing it guards (JSON patch on metadata.finalizers and that one annotation).
             let ops = w
                 .body
                 .as_ref()
@@ -829,10 +830,14 @@ async fn rendered_chart_runs_one_leader_that_rolls_out_within_its_rbac() {
             assert!(
                 !ops.is_empty()
                     && ops.iter().all(|op| {
+                        let path = op["path"].as_str().unwrap_or_default();
                         op["op"] == "test"
-                            || op["path"]
-                                .as_str()
-                                .is_some_and(|p| p.starts_with("/metadata/finalizers"))
+                            || path.starts_with("/metadata/finalizers")
+                            || path == "/metadata/annotations/rollout.sluice.dev~1managed-routing"
+                            || (path == "/metadata/annotations"
+                                && op["value"].as_object().is_some_and(|a| {
+                                    a.keys().all(|k| k == "rollout.sluice.dev/managed-routing")
+                                }))
                     }),
                 "the controller wrote more than the finalizer of a Rollout: {:?}",
                 w.body
