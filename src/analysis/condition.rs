@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use expr::{Context, Environment, Program, Value};
 
-use crate::analysis::value::{MetricValue, format_float};
+use crate::analysis::value::{MetricValue, format_float, readable_against};
 use crate::api::common::AnalysisPhase;
 
 /// Why a condition could not decide a measurement.
@@ -213,7 +213,10 @@ fn explain_comparison(source: &str, value: &MetricValue, success: bool) -> Optio
         _ => return None,
     };
     let (op, rhs) = (caps.get(2)?.as_str(), caps.get(3)?.as_str());
-    let x = format_float(measured);
+    let x = match rhs.replace('_', "").parse::<f64>() {
+        Ok(threshold) => readable_against(measured, threshold),
+        Err(_) => format_float(measured),
+    };
     Some(if success {
         format!("{x} is not {op} {rhs}")
     } else {

@@ -55,6 +55,36 @@ pub fn format_float(f: f64) -> String {
     }
 }
 
+/// `x` with `digits` significant digits, trailing zeros dropped; whole digits are never cut
+/// (123456.7 reads 123457).
+pub fn significant(x: f64, digits: i32) -> String {
+    if !x.is_finite() || x == 0.0 {
+        return format_float(x);
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    let decimals = usize::try_from((digits - 1 - magnitude).max(0)).unwrap_or(0);
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+/// `x` as a person compares it with `threshold`: four significant digits (0.6892, not
+/// 0.6892477353288697), more when fewer would read as the threshold itself (0.94996 against 0.95
+/// reads 0.94996, never "0.95 is not >= 0.95").
+pub fn readable_against(x: f64, threshold: f64) -> String {
+    for digits in 4..=17 {
+        let text = significant(x, digits);
+        let reads_as_threshold = text.parse::<f64>().is_ok_and(|r| r == threshold);
+        if !reads_as_threshold || x == threshold {
+            return text;
+        }
+    }
+    format_float(x)
+}
+
 impl fmt::Display for MetricValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -77,6 +107,16 @@ impl fmt::Display for MetricValue {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn readable_against_rounds_but_never_reads_as_the_threshold() {
+        assert_eq!(readable_against(0.6892477353288697, 0.95), "0.6892");
+        assert_eq!(readable_against(0.949996, 0.95), "0.949996");
+        assert_eq!(readable_against(0.95, 0.95), "0.95");
+        assert_eq!(readable_against(1234.5678, 1000.0), "1235");
+        assert_eq!(readable_against(f64::NAN, 0.95), "NaN");
+    }
+
     use super::*;
 
     #[test]

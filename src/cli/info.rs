@@ -1225,21 +1225,7 @@ pub fn round_value(raw: &str) -> String {
     }
 }
 
-/// `x` with `digits` significant digits, trailing zeros dropped; whole digits are never cut
-/// (123456.7 reads 123457).
-pub fn significant(x: f64, digits: i32) -> String {
-    if !x.is_finite() || x == 0.0 {
-        return format!("{x}");
-    }
-    let magnitude = x.abs().log10().floor() as i32;
-    let decimals = usize::try_from((digits - 1 - magnitude).max(0)).unwrap_or(0);
-    let text = format!("{x:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    }
-}
+pub use crate::analysis::value::significant;
 
 /// Seconds as "45s", "5m", "5m30s", "2h10m", "3d".
 pub fn short_duration(secs: i64) -> String {
