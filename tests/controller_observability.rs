@@ -51,21 +51,31 @@ async fn admin_endpoints_and_metrics_follow_the_rollout() {
     })
     .await;
 
-    let (code, text) = scrape(addr, "/metrics").await;
-    assert_eq!(code, 200);
-    let s = samples(&text);
-    let info = value_of(
-        &s,
-        "sluice_rollout_info",
-        &[
-            ("namespace", env.ns()),
-            ("name", "web"),
-            ("phase", "Paused"),
-            ("strategy", "canary"),
-            ("traffic_router", "nginx"),
-        ],
-    );
-    assert_eq!(info, Some(1.0), "{text}");
+    // The gauges are set right after the status is written: give them that moment.
+    let paused_info = |s: &_| {
+        value_of(
+            s,
+            "sluice_rollout_info",
+            &[
+                ("namespace", env.ns()),
+                ("name", "web"),
+                ("phase", "Paused"),
+                ("strategy", "canary"),
+                ("traffic_router", "nginx"),
+            ],
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (s, text) = loop {
+        let (code, text) = scrape(addr, "/metrics").await;
+        assert_eq!(code, 200);
+        let s = samples(&text);
+        if paused_info(&s).is_some() || std::time::Instant::now() > deadline {
+            break (s, text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(paused_info(&s), Some(1.0), "{text}");
     assert_eq!(
         value_of(&s, "sluice_rollout_canary_weight", &[("name", "web")]),
         Some(30.0)

@@ -1214,10 +1214,27 @@ fn template_problems_name_the_template_and_the_field() {
     );
     assert_frozen(&w, &p, &new_hash);
 
-    // A Rollout at rest starts no analysis: the same template is no reason to stop it.
+    // At rest a missing template is reported as Argo does (its e2e TestFixInvalidSpec), but
+    // the arguments are the next update's business: one nobody supplies yet stops nothing.
     let settled = settled_world(4, STEPS_WITH_ANALYSIS);
     let p = plan(
         &with_templates(&settled, &[("success-rate", ObservedTemplate::Missing)]),
+        t0(),
+    );
+    let message = p.invalid.clone().expect("invalid")[0].to_string();
+    assert!(
+        message.contains("AnalysisTemplate \"success-rate\" not found"),
+        "{message}"
+    );
+    let mut needs_more = success_rate("1m");
+    needs_more
+        .args
+        .push(serde_json::from_value(serde_json::json!({"name": "region"})).unwrap());
+    let p = plan(
+        &with_templates(
+            &settled,
+            &[("success-rate", ObservedTemplate::Found(needs_more))],
+        ),
         t0(),
     );
     assert!(p.invalid.is_none(), "{:?}", p.invalid);

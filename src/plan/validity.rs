@@ -162,9 +162,13 @@ fn analysis_reference_errors(
         stable: Some(stable),
         latest: Some(&current),
     };
+    // At rest only the templates are checked (they exist, each is valid, they merge): the
+    // arguments are resolved from the Rollout as the update that runs them will be (a `fieldRef`
+    // may name a label the next template adds), as Argo does when it creates the run.
+    let at_rest = current == stable;
     let mut errors: Vec<FieldError> = Vec::new();
     for (field, analysis) in analyses {
-        for e in analysis_errors(obs, templates, &field, analysis, hashes) {
+        for e in analysis_errors(obs, templates, &field, analysis, hashes, at_rest) {
             // A template several analyses use is reported once.
             if !errors.iter().any(|x| x.message == e.message) {
                 errors.push(e);
@@ -191,6 +195,7 @@ fn analysis_errors(
     field: &str,
     analysis: &RolloutAnalysis,
     hashes: TemplateHashes<'_>,
+    templates_only: bool,
 ) -> Vec<FieldError> {
     let mut errors = Vec::new();
     // The templates reached, with the reference (field) that first reached each.
@@ -257,6 +262,9 @@ fn analysis_errors(
         Ok(t) => t,
         Err(e) => return vec![at(field, e.to_string())],
     };
+    if templates_only {
+        return Vec::new();
+    }
     let rollout = match serde_json::to_value(&obs.rollout) {
         Ok(v) => v,
         Err(e) => return vec![at(field, e.to_string())],
