@@ -125,10 +125,19 @@ pub fn decode_error(res: &ResourceDef, obj: &Value) -> Option<String> {
     let spec = pod_spec_of(kind, obj)?;
     let lists = ["containers", "initContainers", "ephemeralContainers"];
     for list in lists {
-        for c in spec.get(list).and_then(Value::as_array).into_iter().flatten() {
+        for c in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             for part in ["limits", "requests"] {
                 let map = c.pointer(&format!("/resources/{part}"));
-                for q in map.and_then(Value::as_object).into_iter().flat_map(Map::values) {
+                for q in map
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flat_map(Map::values)
+                {
                     if let Err(e) = quantity_text(q).and_then(|t| parse_quantity(&t)) {
                         return Some(e.to_string());
                     }
@@ -232,7 +241,9 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 /// `ValidatePodSpec`, the parts listed in the module's documentation.
@@ -665,7 +676,9 @@ fn scale_decimal(m: i128, exp: i32) -> i128 {
         }
         v
     } else {
-        let div = 10i128.checked_pow(exp.unsigned_abs().min(38)).unwrap_or(i128::MAX);
+        let div = 10i128
+            .checked_pow(exp.unsigned_abs().min(38))
+            .unwrap_or(i128::MAX);
         let q = m / div;
         if m % div == 0 { q } else { q + 1 }
     }
