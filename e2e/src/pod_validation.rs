@@ -694,7 +694,7 @@ impl Quantity {
             return "0".to_string();
         }
         const NANO: u128 = 1_000_000_000;
-        if self.format == Format::BinarySi && v % NANO == 0 && v / NANO >= 1024 {
+        if self.format == Format::BinarySi && v.is_multiple_of(NANO) && v / NANO >= 1024 {
             let bytes = v / NANO;
             for (pow, suffix) in [
                 (60, "Ei"),
@@ -704,13 +704,13 @@ impl Quantity {
                 (20, "Mi"),
                 (10, "Ki"),
             ] {
-                if bytes % (1u128 << pow) == 0 {
+                if bytes.is_multiple_of(1u128 << pow) {
                     return format!("{sign}{}{suffix}", bytes >> pow);
                 }
             }
         }
         let (mut mantissa, mut exp) = (v, -9i32);
-        while mantissa % 1000 == 0 && exp < 18 {
+        while mantissa.is_multiple_of(1000) && exp < 18 {
             mantissa /= 1000;
             exp += 3;
         }

@@ -148,21 +148,15 @@ async fn evict(t: &Target<'_>, plan: &mut Plan) -> Result<bool, Error> {
         // kube-rs's client retries a 429 with backoff for minutes; a PodDisruptionBudget that
         // refuses keeps refusing, so waiting here would hold this reconcile (and the Rollout)
         // for as long. A refusal is final for this reconcile: the restart tries again later.
-        let r = match tokio::time::timeout(
-            EVICTION_PATIENCE,
-            api.evict(pod, &EvictParams::default()),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(rollout = %t.name, namespace = %t.namespace, pod = %pod, "eviction not granted within {EVICTION_PATIENCE:?}; retrying later");
-                refused.push(format!(
-                    "{pod} (not granted within {}s: a PodDisruptionBudget allows no disruption now)",
-                    EVICTION_PATIENCE.as_secs()
-                ));
-                break;
-            }
+        let Ok(r) =
+            tokio::time::timeout(EVICTION_PATIENCE, api.evict(pod, &EvictParams::default())).await
+        else {
+            tracing::warn!(rollout = %t.name, namespace = %t.namespace, pod = %pod, "eviction not granted within {EVICTION_PATIENCE:?}; retrying later");
+            refused.push(format!(
+                "{pod} (not granted within {}s: a PodDisruptionBudget allows no disruption now)",
+                EVICTION_PATIENCE.as_secs()
+            ));
+            break;
         };
         match r {
             Ok(_) => {
