@@ -793,6 +793,7 @@ fn workload_ref_scale_down_modes() {
             reference_errors: vec![],
             analysis_templates: None,
             pods: None,
+            refused_replica_set: None,
         };
         let p = plan(&obs, t0());
         assert!(p.invalid.is_none(), "{:?}", p.invalid);
@@ -834,6 +835,7 @@ fn missing_workload_ref_deployment_is_an_invalid_spec() {
         reference_errors: vec![],
         analysis_templates: None,
         pods: None,
+        refused_replica_set: None,
     };
     let p = plan(&obs, t0());
     let errs = p.invalid.expect("invalid");

@@ -21,6 +21,7 @@ pub mod eviction;
 pub mod managed;
 pub mod openapi;
 pub mod patch;
+pub mod pod_validation;
 pub mod process;
 pub mod prometheus;
 pub mod protobuf;

@@ -529,6 +529,13 @@ impl Store {
             let unknown =
                 crate::openapi::prune_builtin(&res.group, &res.kind, obj).unwrap_or_default();
             let meta = obj.get("metadata").cloned();
+            // A quantity that does not parse fails the decoding, before any validation.
+            if let Some(e) = crate::pod_validation::decode_error(res, obj) {
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{version}\" cannot be handled as a {}: {e}",
+                    res.kind, res.kind
+                )));
+            }
             *obj = check(obj).map_err(|e| {
                 ApiError::bad_request(format!(
                     "{} in version \"{version}\" cannot be handled as a {}: {e}",
@@ -548,6 +555,7 @@ impl Store {
                 });
             }
             crate::events::validate_core_write(res, obj)?;
+            crate::pod_validation::validate(res, obj, old.is_none())?;
             return Self::field_validation(ctx, res, version, &unknown, patched.as_deref());
         }
         let Some(def) = res.version(version) else {

@@ -102,6 +102,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const NEW_REPLICA_SET_CREATED: &str = "NewReplicaSetCreated";
     pub const REPLICA_SET_UPDATED: &str = "ReplicaSetUpdated";
+    /// The API server refused a new ReplicaSet (Argo Rollouts' reason, kept for its alerts).
+    pub const REPLICA_SET_CREATE_ERROR: &str = "ReplicaSetCreateError";
     pub const NEW_REPLICA_SET_AVAILABLE: &str = "NewReplicaSetAvailable";
     pub const ROLLOUT_PAUSED: &str = "RolloutPaused";
     pub const ROLLOUT_RESUMED: &str = "RolloutResumed";

@@ -57,6 +57,9 @@ pub struct Context {
     /// Per Rollout (by uid), the resourceVersion a reconcile planned from whose successor it then
     /// wrote (or found written by someone else, a 409). See [`Context::is_superseded`].
     superseded: Mutex<HashMap<String, String>>,
+    /// Per Rollout (by uid), the last ReplicaSet the API server refused to create. Kept in
+    /// memory: after a restart the create is tried once more, and refused again.
+    refusals: Mutex<HashMap<String, crate::plan::RefusedReplicaSet>>,
 }
 
 impl Context {
@@ -94,6 +97,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             ready,
             superseded: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(HashMap::new()),
         }
     }
 
@@ -135,6 +139,24 @@ impl Context {
     /// Forgets a deleted Rollout.
     pub fn forget_superseded(&self, uid: &str) {
         let mut map = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(uid);
+    }
+
+    /// Remembers that the API server refused the ReplicaSet `refused` of the Rollout `uid`.
+    pub fn refuse(&self, uid: &str, refused: crate::plan::RefusedReplicaSet) {
+        let mut map = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(uid.to_string(), refused);
+    }
+
+    /// The last ReplicaSet of the Rollout `uid` the API server refused, if any.
+    pub fn refusal(&self, uid: &str) -> Option<crate::plan::RefusedReplicaSet> {
+        let map = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(uid).cloned()
+    }
+
+    /// Forgets the refusals of a deleted Rollout.
+    pub fn forget_refusal(&self, uid: &str) {
+        let mut map = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(uid);
     }
 

@@ -48,7 +48,7 @@ pub use steps::{describe_step, last_weight};
 pub use types::{
     AnalysisRunKind, AnalysisRunRequest, DesiredReplicaSet, EventType, Evictions, ManagedRoutes,
     Observation, ObservedAnalysisRun, ObservedPod, ObservedReplicaSet, ObservedTemplate,
-    ObservedTemplates, ObservedTraffic, ObservedWorkload, Plan, PlannedEvent,
+    ObservedTemplates, ObservedTraffic, ObservedWorkload, Plan, PlannedEvent, RefusedReplicaSet,
 };
 
 use context::{Ctx, Journal};

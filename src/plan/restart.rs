@@ -418,6 +418,7 @@ mod tests {
             reference_errors: Vec::new(),
             analysis_templates: None,
             pods,
+            refused_replica_set: None,
         }
     }
 

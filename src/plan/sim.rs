@@ -78,6 +78,7 @@ impl World {
             reference_errors: Vec::new(),
             analysis_templates: None,
             pods: None,
+            refused_replica_set: None,
         }
     }
 

@@ -103,6 +103,21 @@ pub enum ObservedTemplate {
 /// `(clusterScope, name)`.
 pub type ObservedTemplates = BTreeMap<(bool, String), ObservedTemplate>;
 
+/// The API server refused to create the ReplicaSet of a pod template (422 Invalid, or 400: the
+/// template can never become pods), as the controller saw when it tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedReplicaSet {
+    /// Pod-template hash of the refused ReplicaSet.
+    pub hash: String,
+    /// Name of the refused ReplicaSet.
+    pub name: String,
+    /// The API server's causes (`status.details.causes`: field and message), or its message
+    /// under `spec.template` when it gave none.
+    pub causes: Vec<FieldError>,
+    /// The API server's message, whole.
+    pub message: String,
+}
+
 /// Everything the planner looks at.
 #[derive(Debug, Clone)]
 pub struct Observation {
@@ -129,6 +144,9 @@ pub struct Observation {
     /// Pods of the Rollout's ReplicaSets, read only while a restart (`spec.restartAt`) is due
     /// (None: not read).
     pub pods: Option<Vec<ObservedPod>>,
+    /// The last ReplicaSet the API server refused to create (None: none). While it is the
+    /// current template's, the spec is reported invalid and the create is not planned again.
+    pub refused_replica_set: Option<RefusedReplicaSet>,
 }
 
 /// Desired state of one ReplicaSet.

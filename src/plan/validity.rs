@@ -39,6 +39,7 @@ pub(super) fn check(
         });
     }
     errors.extend(obs.reference_errors.iter().cloned());
+    errors.extend(refusal_errors(obs));
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -57,6 +58,35 @@ pub(super) fn check(
             message: "is required".into(),
         }]),
     }
+}
+
+/// The API server's refusal of the current template's ReplicaSet, as field errors: while the
+/// template is the one refused and its ReplicaSet does not exist, the spec is invalid, so the
+/// create is not planned again (the same template is refused every time). A changed template
+/// has another hash, and its ReplicaSet is tried.
+fn refusal_errors(obs: &Observation) -> Vec<FieldError> {
+    let (Some(refused), Some(template)) = (&obs.refused_replica_set, &obs.template) else {
+        return Vec::new();
+    };
+    let st = obs.rollout.status.clone().unwrap_or_default();
+    let current = super::lifecycle::template_hash(obs, template, &st);
+    if refused.hash != current || obs.replica_sets.iter().any(|r| r.hash == current) {
+        return Vec::new();
+    }
+    let said = |message: &str| {
+        format!(
+            "ReplicaSet {:?} refused by the API server: {message}",
+            refused.name
+        )
+    };
+    refused
+        .causes
+        .iter()
+        .map(|c| FieldError {
+            field: c.field.clone(),
+            message: said(&c.message),
+        })
+        .collect()
 }
 
 /// The plan for an invalid spec: the `InvalidSpec` condition and a Degraded phase; every
@@ -357,4 +387,142 @@ fn metric_message(index: usize, e: &MetricError) -> String {
         .filter(|m| !m.is_empty())
         .unwrap_or(message.as_str());
     format!("spec.metrics[{index}].{inner}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::rollout::Rollout;
+    use crate::plan::sim::World;
+    use crate::plan::{RefusedReplicaSet, plan};
+
+    const T: &str = "2026-01-01T00:00:00Z";
+
+    fn now() -> Timestamp {
+        T.parse().unwrap()
+    }
+
+    fn world() -> World {
+        let ro: Rollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default", "generation": 1},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
+                "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+            }
+        }))
+        .unwrap();
+        World::new(ro, now())
+    }
+
+    fn current_hash(w: &World) -> String {
+        let st = w.rollout.status.clone().unwrap_or_default();
+        hash::pod_template_hash(
+            w.rollout.spec.template.as_ref().unwrap(),
+            st.collision_count,
+        )
+    }
+
+    fn refusal(hash: &str) -> RefusedReplicaSet {
+        RefusedReplicaSet {
+            hash: hash.to_string(),
+            name: format!("web-{hash}"),
+            causes: vec![FieldError {
+                field: "spec.template.spec.containers[0].env[0].name".into(),
+                message: "Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='".into(),
+            }],
+            message: String::new(),
+        }
+    }
+
+    fn invalid_spec_message(p: &Plan) -> Option<String> {
+        conditions::find(&p.status.conditions, condition::INVALID_SPEC).map(|c| c.message.clone())
+    }
+
+    #[test]
+    fn a_refused_first_version_is_invalid_spec_naming_field_and_replica_set() {
+        let w = world();
+        let hash = current_hash(&w);
+        let mut obs = w.observe();
+        // Without the refusal the first version's ReplicaSet is created.
+        assert!(plan(&obs, now()).replica_sets.iter().any(|r| r.create));
+        obs.refused_replica_set = Some(refusal(&hash));
+        let p = plan(&obs, now());
+        assert!(p.invalid.is_some());
+        assert!(p.replica_sets.is_empty(), "{:?}", p.replica_sets);
+        assert_eq!(p.canary_weight, None);
+        assert_eq!(p.status.phase, Some(RolloutPhase::Degraded));
+        let message = invalid_spec_message(&p).expect("InvalidSpec condition");
+        assert!(
+            message.starts_with(&format!(
+                "spec.template.spec.containers[0].env[0].name: ReplicaSet \"web-{hash}\" refused by the API server: Invalid value: \"A=B\""
+            )),
+            "{message}"
+        );
+        assert!(p.events.iter().any(|e| e.reason == reason::INVALID_SPEC));
+    }
+
+    #[test]
+    fn a_refused_update_leaves_stable_and_traffic_alone() {
+        let mut w = world();
+        w.settle(Duration::from_secs(1), 50);
+        let stable = current_hash(&w);
+        let before = w.rollout.status.clone().unwrap();
+        assert_eq!(before.stable_rs.as_deref(), Some(stable.as_str()));
+        w.set_image("web:2");
+        let canary = current_hash(&w);
+        let mut obs = w.observe();
+        obs.refused_replica_set = Some(refusal(&canary));
+        let p = plan(&obs, now());
+        assert!(p.invalid.is_some());
+        assert!(p.replica_sets.iter().all(|r| !r.create && r.hash == stable));
+        assert_eq!(p.replica_sets[0].replicas, 2);
+        assert_eq!(p.canary_weight, None);
+        assert_eq!(p.stable_service_hash, None);
+        assert!(p.create_analysis_runs.is_empty());
+        assert_eq!(p.status.stable_rs.as_deref(), Some(stable.as_str()));
+        assert_eq!(p.status.current_pod_hash, before.current_pod_hash);
+    }
+
+    #[test]
+    fn a_changed_template_is_tried_again_and_the_condition_cleared() {
+        let mut w = world();
+        let refused = current_hash(&w);
+        let mut obs = w.observe();
+        obs.refused_replica_set = Some(refusal(&refused));
+        let p = plan(&obs, now());
+        w.rollout.status = Some(p.status.clone());
+        // The user fixes the template: another hash, which was never refused.
+        w.set_image("web:fixed");
+        let fixed = current_hash(&w);
+        assert_ne!(fixed, refused);
+        let mut obs = w.observe();
+        obs.refused_replica_set = Some(refusal(&refused));
+        let p = plan(&obs, now());
+        assert!(p.invalid.is_none());
+        assert!(p.replica_sets.iter().any(|r| r.create && r.hash == fixed));
+        assert_eq!(invalid_spec_message(&p), None);
+        assert!(
+            p.events
+                .iter()
+                .any(|e| e.reason == reason::INVALID_SPEC && e.message == "spec is valid again")
+        );
+    }
+
+    #[test]
+    fn a_refusal_of_a_replica_set_that_exists_is_stale() {
+        let mut w = world();
+        w.settle(Duration::from_secs(1), 50);
+        let hash = current_hash(&w);
+        let mut obs = w.observe();
+        obs.refused_replica_set = Some(refusal(&hash));
+        let p = plan(&obs, now());
+        assert!(p.invalid.is_none());
+        assert_eq!(invalid_spec_message(&p), None);
+    }
 }

@@ -20,6 +20,7 @@ use crate::api::analysis::{AnalysisRun, AnalysisRunStatus};
 use crate::api::common::AnalysisPhase;
 use crate::api::constants::{self, FIELD_MANAGER};
 use crate::api::rollout::Rollout;
+use crate::api::validation::FieldError;
 use crate::controller::context::Context;
 use crate::plan::{self, AnalysisRunRequest, Observation, ObservedReplicaSet, Plan};
 use crate::traffic::DesiredTraffic;
@@ -78,6 +79,9 @@ pub(super) struct Applied {
     pub changed: bool,
     /// The canary weight read back from every router after the write, when they agree.
     pub weight: Option<i32>,
+    /// The API server refused the new ReplicaSet: nothing after it was applied. Recorded in the
+    /// context, so that every later observation carries it.
+    pub refused: Option<plan::RefusedReplicaSet>,
 }
 
 /// Applies a plan in the safe order: restart evictions (a plan that evicts asks for nothing
@@ -92,13 +96,22 @@ pub(super) async fn apply(
     let mut applied = Applied {
         changed: false,
         weight: None,
+        refused: None,
     };
     if plan.invalid.is_some() {
         return Ok(applied);
     }
     let obs = &observed.state;
     applied.changed |= evict(t, plan).await?;
-    applied.changed |= scale_up(t, obs, plan).await?;
+    match scale_up(t, obs, plan).await? {
+        ScaledUp::Changed(changed) => applied.changed |= changed,
+        // Nothing may move towards a version that cannot exist: stop before traffic.
+        ScaledUp::Refused(refused) => {
+            t.ctx.refuse(&t.uid(), refused.clone());
+            applied.refused = Some(refused);
+            return Ok(applied);
+        }
+    }
     if let Some(weight) = plan.canary_weight {
         let (changed, verified) = traffic(t, obs, plan, weight).await?;
         applied.changed |= changed;
@@ -248,8 +261,54 @@ async fn evict(t: &Target<'_>, plan: &mut Plan) -> Result<bool, Error> {
     Ok(!evicted.is_empty())
 }
 
-/// New ReplicaSets and scale-ups (and annotation changes). Returns whether it wrote.
-async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
+/// What [`scale_up`] did.
+enum ScaledUp {
+    /// Whether it wrote.
+    Changed(bool),
+    /// The API server refused to create the new ReplicaSet.
+    Refused(plan::RefusedReplicaSet),
+}
+
+/// A create the API server refused for what the object is (422 Invalid, or 400 when the body
+/// cannot even be decoded, e.g. a malformed quantity): the same template is refused every
+/// time, so it is reported rather than retried. Anything else (a 500, a timeout, a 409, a
+/// webhook that is down) may pass next time and is retried with backoff.
+fn refusal(rs: &ReplicaSet, hash: &str, error: &kube::Error) -> Option<plan::RefusedReplicaSet> {
+    let kube::Error::Api(s) = error else {
+        return None;
+    };
+    if !(s.code == 422 || (s.code == 400 && s.reason == "BadRequest")) {
+        return None;
+    }
+    let mut causes: Vec<FieldError> = s
+        .details
+        .iter()
+        .flat_map(|d| d.causes.iter())
+        .map(|c| FieldError {
+            field: if c.field.is_empty() {
+                "spec.template".to_string()
+            } else {
+                c.field.clone()
+            },
+            message: c.message.clone(),
+        })
+        .collect();
+    if causes.is_empty() {
+        causes.push(FieldError {
+            field: "spec.template".into(),
+            message: s.message.clone(),
+        });
+    }
+    Some(plan::RefusedReplicaSet {
+        hash: hash.to_string(),
+        name: rs.name_any(),
+        causes,
+        message: s.message.clone(),
+    })
+}
+
+/// New ReplicaSets and scale-ups (and annotation changes).
+async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<ScaledUp, Error> {
     let ro = t.rollout.as_ref();
     let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
     let template = obs.template.clone().unwrap_or_default();
@@ -265,6 +324,10 @@ async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.is_already_exists() => {}
                     Err(e) => {
+                        if let Some(refused) = refusal(&rs, &d.hash, &e) {
+                            tracing::warn!(rollout = %t.name, namespace = %t.namespace, replicaset = %refused.name, error = %e, "replicaset refused by the API server; not retrying this template");
+                            return Ok(ScaledUp::Refused(refused));
+                        }
                         return Err(api_error("create replicaset", rs.name_any())(e).into());
                     }
                 }
@@ -289,7 +352,7 @@ async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool
             _ => {}
         }
     }
-    Ok(changed)
+    Ok(ScaledUp::Changed(changed))
 }
 
 /// Traffic: every router to `weight`, each read back. Returns whether the weight changes,

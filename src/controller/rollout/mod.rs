@@ -139,6 +139,23 @@ async fn plan_and_apply(
             break;
         }
         let applied = apply::apply(t, &observed, &mut plan).await?;
+        if let Some(refused) = applied.refused {
+            // The API server refused the new version's ReplicaSet: what this round decided
+            // did not happen. Plan again knowing it: the spec is invalid, nothing else moves.
+            let message = format!(
+                "Failed to create new replica set {:?}: {}",
+                refused.name, refused.message
+            );
+            observed.state.refused_replica_set = Some(refused);
+            plan = plan::plan(&observed.state, now);
+            events.push(plan::PlannedEvent {
+                type_: plan::EventType::Warning,
+                reason: crate::api::constants::reason::REPLICA_SET_CREATE_ERROR,
+                message,
+            });
+            events.append(&mut plan.events);
+            break;
+        }
         events.append(&mut plan.events);
         // While a restart is due, one round: the pods read for it are not projected by
         // `assume`, and evicting from a stale picture could take more pods than allowed.

@@ -290,6 +290,7 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
         reference_errors,
         analysis_templates: None,
         pods,
+        refused_replica_set: t.ctx.refusal(&t.uid()),
     })
 }
 

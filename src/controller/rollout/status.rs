@@ -115,8 +115,9 @@ pub(super) fn record_metrics(t: &Target<'_>, plan: &Plan) {
     );
 }
 
-/// Forgets a deleted Rollout: its metrics and the versions it superseded.
+/// Forgets a deleted Rollout: its metrics, the versions it superseded, the ReplicaSet refused.
 pub(super) fn forget(t: &Target<'_>) {
     t.ctx.metrics.forget_rollout(&t.namespace, &t.name);
     t.ctx.forget_superseded(&t.uid());
+    t.ctx.forget_refusal(&t.uid());
 }
