@@ -17,7 +17,8 @@
 //! Where things are: `types` (what goes in and out), `lifecycle` (new version, retry, abort,
 //! promotion), `steps` (walking the canary steps), `analysis` (AnalysisRuns), `traffic`
 //! (weights, Services, routes), `replica_sets` (pods per version), `phase` (the status
-//! summary and conditions), `validity` (an invalid spec), [`restart`] (`spec.restartAt`).
+//! summary and conditions), `validity` (an invalid spec), [`restart`] (`spec.restartAt`),
+//! [`ephemeral`] (`canaryMetadata` / `stableMetadata` per ReplicaSet).
 //! [`assume`] applies a plan to an observation as if it had been written; [`actions`] are the user's actions (promote, abort,
 //! ...); [`sim`] is an in-memory cluster that runs them all.
 
@@ -26,6 +27,7 @@ mod analysis;
 pub mod assume;
 mod conditions;
 mod context;
+pub mod ephemeral;
 pub mod hash;
 mod lifecycle;
 mod phase;
