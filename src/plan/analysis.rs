@@ -116,6 +116,7 @@ pub(super) fn stale_runs(ctx: &Ctx, st: &RolloutStatus, idx: i32) -> Vec<String>
             || !ctx.in_update()
             || settled
             || st.promote_full
+            || ctx.fast_rollback
             || matches!(run.kind, AnalysisRunKind::Step(i) if i != idx);
         let finished_ok = run.phase.is_completed() && !st.abort && run.pod_hash == ctx.current_hash;
         if stale && !finished_ok {

@@ -84,6 +84,7 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
     }
     let mut abort = lifecycle::retry_or_user_abort(&ctx, &mut st, &mut journal);
     lifecycle::promote_full(&ctx, &mut st, &mut journal);
+    lifecycle::fast_rollback(&ctx, &mut st);
 
     // Steps and analysis.
     let user_paused = obs.rollout.spec.paused == Some(true);
@@ -97,7 +98,7 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
     if ctx.n_steps() > 0 {
         st.current_step_index = Some(idx);
     }
-    if ctx.in_update() && !st.abort && !st.promote_full {
+    if ctx.in_update() && !st.abort && !st.promote_full && !ctx.fast_rollback {
         let background = analysis::background(&ctx, &mut st, &mut journal, &mut runs, idx);
         abort = abort.or(background);
     }
