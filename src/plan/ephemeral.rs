@@ -342,7 +342,12 @@ mod tests {
         );
         // Already there: nothing to do.
         let done = map(&[("app", "web"), ("role2", "canary2")]);
-        let c = change(Some(&done), Some(&map(&[("a", "1")])), Some(&want), Some(&want));
+        let c = change(
+            Some(&done),
+            Some(&map(&[("a", "1")])),
+            Some(&want),
+            Some(&want),
+        );
         assert!(c.is_empty());
         // Nothing wanted any more: the recorded keys go.
         let c = change(Some(&done), None, Some(&want), None);
@@ -376,7 +381,11 @@ mod tests {
         inject(&mut template, Some(&m));
         let meta = template.metadata.as_ref().unwrap();
         assert_eq!(
-            meta.labels.as_ref().unwrap().get("role").map(String::as_str),
+            meta.labels
+                .as_ref()
+                .unwrap()
+                .get("role")
+                .map(String::as_str),
             Some("stable")
         );
         let annotations = BTreeMap::from([(

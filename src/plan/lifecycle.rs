@@ -498,7 +498,11 @@ mod tests {
         let d = p.replica_sets.iter().find(|d| d.hash == hash_of("two"));
         // Scaled up (within maxSurge) at once, not created again.
         assert_eq!(d.map(|d| (d.replicas > 0, d.create)), Some((true, false)));
-        assert_eq!(d.map(|d| d.revision), Some(5), "the next revision, as in Argo");
+        assert_eq!(
+            d.map(|d| d.revision),
+            Some(5),
+            "the next revision, as in Argo"
+        );
 
         // Outside the window: an update like any other, from the first step.
         let obs = observation(Some(1), &["one", "two", "three", "four"], "two");

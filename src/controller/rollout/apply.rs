@@ -344,7 +344,10 @@ async fn ephemeral_metadata(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> 
             rs_api
                 .patch(&name, &patch_params(), &Patch::Merge(&patch))
                 .await
-                .map_err(api_error("patch replicaset ephemeral metadata", name.clone()))?;
+                .map_err(api_error(
+                    "patch replicaset ephemeral metadata",
+                    name.clone(),
+                ))?;
         }
         // A ReplicaSet scaled to zero has no pods to keep (those still terminating go anyway).
         if spec.and_then(|s| s.replicas) != Some(0) {
@@ -357,7 +360,10 @@ async fn ephemeral_metadata(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> 
         rs_api
             .patch(&name, &patch_params(), &Patch::Merge(&patch))
             .await
-            .map_err(api_error("record replicaset ephemeral metadata", name.clone()))?;
+            .map_err(api_error(
+                "record replicaset ephemeral metadata",
+                name.clone(),
+            ))?;
         tracing::info!(rollout = %t.name, namespace = %t.namespace, replica_set = %name, metadata = ?want, "synced ephemeral metadata");
     }
     Ok(changed)
