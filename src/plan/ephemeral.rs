@@ -268,7 +268,13 @@ mod tests {
         let stable = md(&[("role", "stable")], &[("note", "s")]);
         let ro = rollout(Some(canary.clone()), Some(stable.clone()));
         // (stableRS, currentPodHash, ReplicaSet, expected)
-        let table: &[(Option<&str>, Option<&str>, &str, Option<&ObjectMetadata>)] = &[
+        type Row<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a ObjectMetadata>,
+        );
+        let table: &[Row] = &[
             // First version: no stable yet, the current one becomes it.
             (None, Some("a"), "a", Some(&stable)),
             // Settled.
