@@ -386,7 +386,7 @@ const NAMESPACED: &[(&str, &str, &[&str])] = &[
         &["create", "get", "list", "watch", "patch", "delete"],
     ),
     ("apps", "deployments", &["get", "list", "watch", "patch"]),
-    ("", "pods", &["list"]),
+    ("", "pods", &["list", "patch"]),
     ("", "pods/eviction", &["create"]),
     ("", "services", &["get", "list", "watch", "patch"]),
     (
@@ -444,8 +444,9 @@ fn rbac_cluster_wide_grants_exactly_what_the_controller_uses() {
     assert_eq!(lease_role["metadata"]["namespace"], NAMESPACE);
     assert_eq!(grants(lease_role), triples(LEASES));
     bound_to_service_account(one(&docs, "RoleBinding"), lease_role, &docs);
-    // Pods only listed and evicted (restarts honour PodDisruptionBudgets), never deleted or
-    // written; never a Rollout's spec; Secrets only by name.
+    // Pods only listed, evicted (restarts honour PodDisruptionBudgets) and patched (ephemeral
+    // labels and annotations), never deleted or replaced; never a Rollout's spec; Secrets only
+    // by name.
     let all = grants(cluster_role);
     let pod_rights: BTreeSet<(String, String)> = all
         .iter()
@@ -456,6 +457,7 @@ fn rbac_cluster_wide_grants_exactly_what_the_controller_uses() {
         pod_rights,
         BTreeSet::from([
             ("pods".to_string(), "list".to_string()),
+            ("pods".to_string(), "patch".to_string()),
             ("pods/eviction".to_string(), "create".to_string()),
         ])
     );

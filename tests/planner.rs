@@ -807,6 +807,7 @@ fn workload_ref_scale_down_modes() {
             available: 3,
             revision: 1,
             scale_down_deadline: None,
+            created: None,
         }];
         obs.rollout.status = Some(p.status.clone());
         let p2 = plan(&obs, t0());

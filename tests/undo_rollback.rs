@@ -87,7 +87,11 @@ async fn undo(env: &Env, to_revision: Option<i64>) {
 
 /// web:1 stable, web:2 past its analysis and paused at its last step (50%).
 async fn update_to_v2_paused_at_50(env: &Env) -> (String, String) {
-    env.create(&rollout("web", 3, "web:1", &steps())).await;
+    update_to_v2_paused_at_50_with(env, &steps()).await
+}
+
+async fn update_to_v2_paused_at_50_with(env: &Env, canary: &str) -> (String, String) {
+    env.create(&rollout("web", 3, "web:1", canary)).await;
     let r = env
         .wait_for("web", "web:1 healthy", 60, |r| phase(r) == "Healthy")
         .await;
@@ -238,4 +242,70 @@ async fn undo_after_a_full_promotion_reuses_the_earlier_replica_set() {
         Some("3"),
         "it becomes the newest revision, as in Argo Rollouts"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_reuses_a_replica_set_carrying_ephemeral_metadata() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = env(&prom).await;
+    let canary = format!(
+        "canaryMetadata:\n  labels: {{role: canary}}\nstableMetadata:\n  labels: {{role: stable}}\n  annotations: {{team: web}}\n{}",
+        steps()
+    );
+    let (v1, v2) = update_to_v2_paused_at_50_with(&env, &canary).await;
+    let rss = env.replica_sets().await;
+    // The stable ReplicaSet's template carries the stable metadata (its pods do too).
+    let stored = replica_set_of(&rss, &v1)
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .as_ref()
+        .unwrap();
+    let meta = stored.metadata.as_ref().unwrap();
+    assert_eq!(
+        meta.labels
+            .as_ref()
+            .unwrap()
+            .get("role")
+            .map(String::as_str),
+        Some("stable")
+    );
+    assert_eq!(
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get("team"))
+            .map(String::as_str),
+        Some("web")
+    );
+    // What undo writes back is the Rollout's template, without the metadata of a role.
+    let ro = env.get("web").await;
+    let patch = decide(&ro, &rss, &Action::Undo { to_revision: None }).expect("undo");
+    let written = &patch.json_patch.as_ref().unwrap()[0]["value"];
+    assert_eq!(
+        written["metadata"]["labels"],
+        serde_json::json!({"app": "web"})
+    );
+    assert!(
+        written["metadata"].get("annotations").is_none(),
+        "{written}"
+    );
+    let runs_before = runs(&env).await.len();
+
+    undo(&env, None).await;
+    straight_back(&env, &v1, &rss, runs_before).await;
+    assert_eq!(env.pods_of(&v2).await, 0, "the canary is scaled down");
+    // The same ReplicaSet (straight_back checked no other was created), still stable, with its
+    // pods' metadata kept.
+    let after = env.replica_sets().await;
+    let kept = replica_set_of(&after, &v1);
+    assert_eq!(kept.name_any(), replica_set_of(&rss, &v1).name_any());
+    let labels = kept
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    assert_eq!(labels.get("role").map(String::as_str), Some("stable"));
 }

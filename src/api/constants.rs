@@ -28,6 +28,10 @@ pub const DESIRED_REPLICAS_ANNOTATION: &str = "rollout.sluice.dev/desired-replic
 /// Annotation on ReplicaSets: RFC 3339 instant after which a previous stable ReplicaSet is scaled
 /// down (kept up for `scaleDownDelaySeconds` so routers and kube-proxy can drain).
 pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "rollout.sluice.dev/scale-down-deadline";
+/// Annotation on ReplicaSets: the ephemeral metadata (`canaryMetadata` or `stableMetadata`, as
+/// JSON) last put on its pod template and pods, so that keys no longer wanted are taken off again
+/// and nothing else is touched (Argo Rollouts' `rollout.argoproj.io/ephemeral-metadata`).
+pub const EPHEMERAL_METADATA_ANNOTATION: &str = "rollout.sluice.dev/ephemeral-metadata";
 /// Annotation on objects Sluice modifies but does not own (Services, VirtualServices,
 /// DestinationRules): the Rollout managing them.
 pub const MANAGED_BY_ANNOTATION: &str = "rollout.sluice.dev/managed-by-rollouts";

@@ -133,6 +133,23 @@ pub struct RolloutSpec {
     /// Retention of finished AnalysisRuns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisRunStrategy>,
+    /// Fast rollback to recent revisions: a template equal to one of the last `revisions`
+    /// revisions whose ReplicaSet still exists goes straight back to that ReplicaSet, without
+    /// steps or analysis (going back to the stable version always does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_window: Option<RollbackWindow>,
+}
+
+/// How far back a rollback skips steps and analysis.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackWindow {
+    /// Number of revisions: a rollback to a ReplicaSet with fewer than this many ReplicaSets
+    /// created between it and the stable one is fast. 0 (the default): only a rollback to the
+    /// stable version is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub revisions: Option<i32>,
 }
 
 fn pod_template_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {

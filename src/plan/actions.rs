@@ -428,6 +428,9 @@ fn undo(ro: &Rollout, rss: &[ReplicaSet], to: Option<i64>) -> Decision {
     // hashes to this ReplicaSet's hash and so takes up again instead of starting a new one. A
     // ReplicaSet named by an earlier release's hash is found again by the spelling that hash
     // was computed from.
+    // Less, too, the ephemeral metadata (`canaryMetadata` / `stableMetadata`) put on it while
+    // it held a role: it was never part of the Rollout's template.
+    let template = &super::ephemeral::strip(template, rs.annotations());
     let collision_count = ro.status.as_ref().and_then(|s| s.collision_count);
     let template = pod_template_hash(rs.labels())
         .and_then(|label| hash::spelling_with_hash(template, label, collision_count))

@@ -9,12 +9,29 @@ use crate::api::common::AnalysisPhase;
 use crate::api::constants::{self, reason};
 use crate::api::rollout::{PauseReason, RolloutAnalysis, RolloutAnalysisRunStatus, RolloutStatus};
 
-/// The live run of `kind` for the current version (terminated runs are never reused).
+/// The live run of `kind` for the current version and revision (terminated runs are never
+/// reused). A template that returns (a rollback outside the rollback window) is a new revision
+/// and is analysed again, as in Argo Rollouts: the run of its earlier revision does not count.
 pub(super) fn run_for<'a>(ctx: &Ctx<'a>, kind: AnalysisRunKind) -> Option<&'a ObservedAnalysisRun> {
-    ctx.obs
-        .analysis_runs
-        .iter()
-        .find(|r| r.kind == kind && r.pod_hash == ctx.current_hash && !r.terminated)
+    let base = run_name(ctx, kind);
+    let of_revision =
+        |name: &str| name == base || name.strip_prefix(&base).is_some_and(|s| s.starts_with('.'));
+    ctx.obs.analysis_runs.iter().find(|r| {
+        r.kind == kind && r.pod_hash == ctx.current_hash && !r.terminated && of_revision(&r.name)
+    })
+}
+
+/// The name of the run of `kind` for the current revision (Argo Rollouts' naming).
+fn run_name(ctx: &Ctx, kind: AnalysisRunKind) -> String {
+    let rollout = ctx.obs.rollout.metadata.name.clone().unwrap_or_default();
+    match kind {
+        AnalysisRunKind::Step(i) => {
+            format!("{rollout}-{}-{}-{i}", ctx.current_hash, ctx.revision)
+        }
+        AnalysisRunKind::Background => {
+            format!("{rollout}-{}-{}", ctx.current_hash, ctx.revision)
+        }
+    }
 }
 
 /// Asks for a run of `kind` (once per plan), named `<rollout>-<hash>-<revision>[-<step>]` with
@@ -28,15 +45,7 @@ pub(super) fn request_run(
     if requests.iter().any(|r| r.kind == kind) {
         return;
     }
-    let rollout = ctx.obs.rollout.metadata.name.clone().unwrap_or_default();
-    let base = match kind {
-        AnalysisRunKind::Step(i) => {
-            format!("{rollout}-{}-{}-{i}", ctx.current_hash, ctx.revision)
-        }
-        AnalysisRunKind::Background => {
-            format!("{rollout}-{}-{}", ctx.current_hash, ctx.revision)
-        }
-    };
+    let base = run_name(ctx, kind);
     let taken = |name: &str| ctx.obs.analysis_runs.iter().any(|r| r.name == name);
     let mut name = base.clone();
     let mut n = 1;
@@ -116,6 +125,7 @@ pub(super) fn stale_runs(ctx: &Ctx, st: &RolloutStatus, idx: i32) -> Vec<String>
             || !ctx.in_update()
             || settled
             || st.promote_full
+            || ctx.fast_rollback
             || matches!(run.kind, AnalysisRunKind::Step(i) if i != idx);
         let finished_ok = run.phase.is_completed() && !st.abort && run.pod_hash == ctx.current_hash;
         if stale && !finished_ok {

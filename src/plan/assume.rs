@@ -55,6 +55,8 @@ impl Observation {
                     available: 0,
                     revision: d.revision,
                     scale_down_deadline: d.scale_down_deadline,
+                    // Not known until the API server has it; the newest anyway.
+                    created: None,
                 }),
                 None => {}
             }

@@ -27,6 +27,9 @@ pub(super) struct Ctx<'a> {
     pub stable_hash: String,
     /// Revision of the current version.
     pub revision: i64,
+    /// The template went back to an earlier ReplicaSet within `rollbackWindow`: no steps, no
+    /// analysis (see [`super::lifecycle::within_rollback_window`]).
+    pub fast_rollback: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -50,6 +53,9 @@ impl<'a> Ctx<'a> {
             Some(rs) if rs.revision == max_revision => rs.revision,
             _ => max_revision + 1,
         };
+        let stable_hash = status.stable_rs.clone().unwrap_or_default();
+        let fast_rollback =
+            super::lifecycle::within_rollback_window(obs, &current_hash, &stable_hash);
         Ctx {
             obs,
             now,
@@ -67,9 +73,10 @@ impl<'a> Ctx<'a> {
                 .as_ref()
                 .and_then(|t| t.max_traffic_weight)
                 .unwrap_or(constants::DEFAULT_MAX_TRAFFIC_WEIGHT),
-            stable_hash: status.stable_rs.clone().unwrap_or_default(),
+            stable_hash,
             current_hash,
             revision,
+            fast_rollback,
         }
     }
 

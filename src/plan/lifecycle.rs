@@ -108,6 +108,16 @@ pub(super) fn detect_template_change(
                     ctx.stable_hash
                 ),
             );
+        } else if ctx.fast_rollback {
+            st.current_step_index = (n_steps > 0).then_some(n_steps);
+            journal.event(
+                EventType::Normal,
+                reason::ROLLED_BACK,
+                format!(
+                    "template is back to the ReplicaSet of {} within the rollback window: going straight to it without steps or analysis",
+                    ctx.current_hash
+                ),
+            );
         } else {
             st.current_step_index = (n_steps > 0).then_some(0);
             if let Some(p) = previous.as_deref().filter(|p| *p != ctx.stable_hash) {
@@ -145,6 +155,60 @@ pub(super) fn detect_template_change(
             );
         }
     }
+}
+
+/// Argo Rollouts' rollback window (`spec.rollbackWindow.revisions`): the template in force is
+/// that of an existing ReplicaSet created before the stable one, with fewer than `revisions`
+/// ReplicaSets created between the two. The order is that of creation (a reused ReplicaSet
+/// keeps its place), strict: ReplicaSets created in the same second are not ordered, so such a
+/// rollback is not fast (as in Argo Rollouts, whose timestamps have the same grain).
+pub(super) fn within_rollback_window(obs: &Observation, current: &str, stable: &str) -> bool {
+    let Some(window) = obs
+        .rollout
+        .spec
+        .rollback_window
+        .as_ref()
+        .and_then(|w| w.revisions)
+        .filter(|n| *n > 0)
+    else {
+        return false;
+    };
+    let created = |hash: &str| {
+        obs.replica_sets
+            .iter()
+            .find(|r| r.hash == hash)
+            .and_then(|r| r.created)
+    };
+    if current == stable {
+        return false;
+    }
+    let (Some(new), Some(stable)) = (created(current), created(stable)) else {
+        return false;
+    };
+    if new >= stable {
+        return false;
+    }
+    let between = obs
+        .replica_sets
+        .iter()
+        .filter_map(|r| r.created)
+        .filter(|c| new < *c && *c < stable)
+        .count();
+    between < usize::try_from(window).unwrap_or(0)
+}
+
+/// Within the rollback window (see [`within_rollback_window`]), every plan goes to the end of
+/// the steps, with no pause and no abort, as Argo Rollouts does: the ReplicaSet ran before.
+pub(super) fn fast_rollback(ctx: &Ctx, st: &mut RolloutStatus) {
+    if !ctx.in_update() || !ctx.fast_rollback {
+        return;
+    }
+    st.abort = false;
+    st.aborted_at = None;
+    st.aborted_at_step_index = None;
+    clear_pauses(st);
+    let n_steps = ctx.n_steps();
+    st.current_step_index = (n_steps > 0).then_some(n_steps);
 }
 
 /// The user's `retry` (abort cleared after an abort) restarts the update; the user's `abort`
@@ -293,5 +357,157 @@ pub(super) fn promote(
     }
     if let Some(d) = replica_sets.iter_mut().find(|d| d.hash == ctx.current_hash) {
         d.replicas = d.replicas.max(ctx.replicas);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::rollout::Rollout;
+    use crate::plan::types::{ObservedReplicaSet, ObservedTraffic};
+    use crate::plan::{self, Observation};
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn template(rev: &str) -> serde_json::Value {
+        json!({"metadata": {"labels": {"app": "web", "rev": rev}},
+            "spec": {"containers": [{"name": "web", "image": "web:1"}]}})
+    }
+
+    fn hash_of(rev: &str) -> String {
+        plan::hash::pod_template_hash(&serde_json::from_value(template(rev)).unwrap(), None)
+    }
+
+    /// A Rollout whose ReplicaSets are those of `revs` (created in that order, 10 s apart, all
+    /// running), the last one stable, and whose template is now that of `to`.
+    fn observation(window: Option<i32>, revs: &[&str], to: &str) -> Observation {
+        let stable = hash_of(revs.last().unwrap());
+        let mut spec = json!({
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": template(to),
+            "strategy": {"canary": {"steps": [
+                {"setWeight": 50},
+                {"analysis": {"templates": [{"templateName": "t"}]}}
+            ]}}
+        });
+        if let Some(n) = window {
+            spec["rollbackWindow"] = json!({"revisions": n});
+        }
+        let ro: Rollout = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "default", "generation": 5},
+            "spec": spec,
+            "status": {"stableRS": stable, "currentPodHash": stable, "currentStepIndex": 2}
+        }))
+        .unwrap();
+        let replica_sets = revs
+            .iter()
+            .enumerate()
+            .map(|(i, rev)| {
+                let last = i + 1 == revs.len();
+                ObservedReplicaSet {
+                    name: format!("web-{}", hash_of(rev)),
+                    hash: hash_of(rev),
+                    replicas: if last { 2 } else { 0 },
+                    actual: if last { 2 } else { 0 },
+                    ready: if last { 2 } else { 0 },
+                    available: if last { 2 } else { 0 },
+                    revision: i as i64 + 1,
+                    scale_down_deadline: None,
+                    created: Some(at(10 * i as i64)),
+                }
+            })
+            .collect();
+        Observation {
+            template: ro.spec.template.clone(),
+            rollout: ro,
+            replica_sets,
+            analysis_runs: Vec::new(),
+            traffic: ObservedTraffic::default(),
+            workload: None,
+            reference_errors: Vec::new(),
+            analysis_templates: None,
+            pods: None,
+        }
+    }
+
+    #[test]
+    fn the_window_counts_replica_sets_created_between_the_target_and_the_stable_one() {
+        let revs = ["one", "two", "three", "four"];
+        // (window, target, within)
+        let table: &[(Option<i32>, &str, bool)] = &[
+            (None, "three", false),
+            (Some(0), "three", false),
+            // Nothing between three and four.
+            (Some(1), "three", true),
+            // two: three lies between.
+            (Some(1), "two", false),
+            (Some(2), "two", true),
+            // one: two and three lie between (Argo's comparison is strict: 2 < 2 is false).
+            (Some(2), "one", false),
+            (Some(3), "one", true),
+            // The stable one itself is not a rollback within the window (it is one anyway).
+            (Some(3), "four", false),
+            // A template no ReplicaSet has.
+            (Some(3), "five", false),
+        ];
+        for (window, to, within) in table {
+            let obs = observation(*window, &revs, to);
+            assert_eq!(
+                within_rollback_window(&obs, &hash_of(to), &hash_of("four")),
+                *within,
+                "window {window:?}, back to {to}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_replica_set_created_after_the_stable_one_is_not_a_rollback() {
+        // `two` was reused (undone to) after `three`: `three` is now stable but older.
+        let mut obs = observation(Some(5), &["one", "two", "three"], "two");
+        obs.replica_sets[1].created = Some(at(100));
+        assert!(!within_rollback_window(
+            &obs,
+            &hash_of("two"),
+            &hash_of("three")
+        ));
+        // Created in the same second as the stable one: not ordered, not a rollback.
+        obs.replica_sets[1].created = obs.replica_sets[2].created;
+        assert!(!within_rollback_window(
+            &obs,
+            &hash_of("two"),
+            &hash_of("three")
+        ));
+    }
+
+    #[test]
+    fn a_rollback_within_the_window_skips_steps_and_analysis() {
+        let obs = observation(Some(2), &["one", "two", "three", "four"], "two");
+        let p = plan::plan(&obs, at(100));
+        assert!(p.invalid.is_none(), "{:?}", p.invalid);
+        assert_eq!(p.status.current_pod_hash, Some(hash_of("two")));
+        assert_eq!(p.status.current_step_index, Some(2), "past every step");
+        assert!(p.create_analysis_runs.is_empty());
+        assert!(p.events.iter().any(|e| e.reason == reason::ROLLED_BACK));
+        let d = p.replica_sets.iter().find(|d| d.hash == hash_of("two"));
+        // Scaled up (within maxSurge) at once, not created again.
+        assert_eq!(d.map(|d| (d.replicas > 0, d.create)), Some((true, false)));
+        assert_eq!(
+            d.map(|d| d.revision),
+            Some(5),
+            "the next revision, as in Argo"
+        );
+
+        // Outside the window: an update like any other, from the first step.
+        let obs = observation(Some(1), &["one", "two", "three", "four"], "two");
+        let p = plan::plan(&obs, at(100));
+        assert_eq!(p.status.current_step_index, Some(0));
+        assert!(!p.events.iter().any(|e| e.reason == reason::ROLLED_BACK));
     }
 }

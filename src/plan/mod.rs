@@ -17,7 +17,8 @@
 //! Where things are: `types` (what goes in and out), `lifecycle` (new version, retry, abort,
 //! promotion), `steps` (walking the canary steps), `analysis` (AnalysisRuns), `traffic`
 //! (weights, Services, routes), `replica_sets` (pods per version), `phase` (the status
-//! summary and conditions), `validity` (an invalid spec), [`restart`] (`spec.restartAt`).
+//! summary and conditions), `validity` (an invalid spec), [`restart`] (`spec.restartAt`),
+//! [`ephemeral`] (`canaryMetadata` / `stableMetadata` per ReplicaSet).
 //! [`assume`] applies a plan to an observation as if it had been written; [`actions`] are the user's actions (promote, abort,
 //! ...); [`sim`] is an in-memory cluster that runs them all.
 
@@ -26,6 +27,7 @@ mod analysis;
 pub mod assume;
 mod conditions;
 mod context;
+pub mod ephemeral;
 pub mod hash;
 mod lifecycle;
 mod phase;
@@ -82,6 +84,7 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
     }
     let mut abort = lifecycle::retry_or_user_abort(&ctx, &mut st, &mut journal);
     lifecycle::promote_full(&ctx, &mut st, &mut journal);
+    lifecycle::fast_rollback(&ctx, &mut st);
 
     // Steps and analysis.
     let user_paused = obs.rollout.spec.paused == Some(true);
@@ -95,7 +98,7 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
     if ctx.n_steps() > 0 {
         st.current_step_index = Some(idx);
     }
-    if ctx.in_update() && !st.abort && !st.promote_full {
+    if ctx.in_update() && !st.abort && !st.promote_full && !ctx.fast_rollback {
         let background = analysis::background(&ctx, &mut st, &mut journal, &mut runs, idx);
         abort = abort.or(background);
     }

@@ -378,6 +378,7 @@ mod tests {
             available: replicas,
             revision,
             scale_down_deadline: None,
+            created: None,
         }
     }
 

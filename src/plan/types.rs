@@ -36,6 +36,10 @@ pub struct ObservedReplicaSet {
     pub revision: i64,
     /// Scale-down deadline annotation, if any.
     pub scale_down_deadline: Option<Timestamp>,
+    /// `metadata.creationTimestamp` (None: not known yet). Orders the ReplicaSets for
+    /// `rollbackWindow`, as in Argo Rollouts: a reused ReplicaSet gets a new revision, but keeps
+    /// its place.
+    pub created: Option<Timestamp>,
 }
 
 /// Why an AnalysisRun exists.

@@ -1,6 +1,7 @@
 {{- /* Rules on namespaced objects: granted cluster-wide (ClusterRole) by default, or in
        watchNamespace only (Role). The controller never writes a Rollout's spec, and touches
-       Pods only to restart them (spec.restartAt): listed, then evicted, never deleted. */}}
+       Pods only to restart them (spec.restartAt: listed, then evicted) and to put a Rollout's
+       ephemeral labels and annotations on them (patched); never deleted. */}}
 {{- define "sluice.namespacedRules" -}}
 # Rollouts: watched and reconciled. patch is for metadata.finalizers only (the traffic-cleanup
 # finalizer of routed Rollouts, so routes go back to stable before a Rollout is deleted); the
@@ -34,10 +35,12 @@
   resources: [replicasets]
   verbs: [create, get, list, watch, patch, delete]
 # Pods: listed only while a Rollout's restart (spec.restartAt) is due, to find the pods created
-# before it; never watched, got, written or deleted.
+# before it, or while a ReplicaSet's ephemeral metadata (canaryMetadata / stableMetadata) is out
+# of date; patched only then, in their labels and annotations, so that pods switch role without
+# being replaced. Never watched, got, updated or deleted.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, patch]
 # Pods are restarted through the Eviction API, so PodDisruptionBudgets apply.
 - apiGroups: [""]
   resources: [pods/eviction]

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
-use kube::api::{Api, DeleteParams, EvictParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, EvictParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -112,6 +114,7 @@ pub(super) async fn apply(
             return Ok(applied);
         }
     }
+    applied.changed |= ephemeral_metadata(t, plan).await?;
     if let Some(weight) = plan.canary_weight {
         let (changed, verified) = traffic(t, obs, plan, weight).await?;
         applied.changed |= changed;
@@ -353,6 +356,139 @@ async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<Scal
         }
     }
     Ok(ScaledUp::Changed(changed))
+}
+
+/// Ephemeral metadata (`canaryMetadata` / `stableMetadata`, see [`plan::ephemeral`]): each
+/// ReplicaSet whose recorded metadata is not what its role wants gets its pod template changed
+/// first (so that pods it creates meanwhile carry the new metadata), then its existing pods
+/// patched in place, then the record; a controller stopped in between finds the record still
+/// old and finishes. Pods are read only for such a ReplicaSet, never otherwise. A ReplicaSet
+/// created by this plan already carries its metadata (see `new_replica_set`). Returns whether
+/// it wrote.
+async fn ephemeral_metadata(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> {
+    let ro = t.rollout.as_ref();
+    if !plan::ephemeral::configured(ro) {
+        return Ok(false);
+    }
+    let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
+    let mut changed = false;
+    for rs in super::observe::owned_replica_sets(t) {
+        if rs.meta().deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(hash) = constants::pod_template_hash(rs.labels()) else {
+            continue;
+        };
+        let want = plan::ephemeral::desired(ro, &plan.status, hash);
+        let was = plan::ephemeral::recorded(rs.annotations());
+        let spec = rs.spec.as_ref();
+        let meta = spec
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.metadata.as_ref());
+        let template_change = plan::ephemeral::change(
+            meta.and_then(|m| m.labels.as_ref()),
+            meta.and_then(|m| m.annotations.as_ref()),
+            was.as_ref(),
+            want.as_ref(),
+        );
+        if template_change.is_empty() && was == want {
+            continue;
+        }
+        changed = true;
+        let name = rs.name_any();
+        if !template_change.is_empty() {
+            let patch = json!({"spec": {"template": {"metadata": template_change.merge_patch()}}});
+            rs_api
+                .patch(&name, &patch_params(), &Patch::Merge(&patch))
+                .await
+                .map_err(api_error(
+                    "patch replicaset ephemeral metadata",
+                    name.clone(),
+                ))?;
+        }
+        // A ReplicaSet scaled to zero has no pods to keep (those still terminating go anyway).
+        if spec.and_then(|s| s.replicas) != Some(0) {
+            ephemeral_pods(t, &rs, was.as_ref(), want.as_ref()).await?;
+        }
+        let record = plan::ephemeral::record(want.as_ref());
+        let patch = json!({"metadata": {"annotations": {
+            constants::EPHEMERAL_METADATA_ANNOTATION: record,
+        }}});
+        rs_api
+            .patch(&name, &patch_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_error(
+                "record replicaset ephemeral metadata",
+                name.clone(),
+            ))?;
+        tracing::info!(rollout = %t.name, namespace = %t.namespace, replica_set = %name, metadata = ?want, "synced ephemeral metadata");
+    }
+    Ok(changed)
+}
+
+/// The pods of `rs` (those it controls), each patched from `was` to `want` where it differs.
+async fn ephemeral_pods(
+    t: &Target<'_>,
+    rs: &ReplicaSet,
+    was: Option<&crate::api::common::ObjectMetadata>,
+    want: Option<&crate::api::common::ObjectMetadata>,
+) -> Result<(), Error> {
+    let name = rs.name_any();
+    let selects = |key: &str| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.as_ref())
+            .and_then(|m| m.get(key))
+            .cloned()
+    };
+    // Pods carry the key their ReplicaSet's selector uses (the legacy one for a ReplicaSet an
+    // earlier version created).
+    let Some((key, hash)) = [
+        constants::POD_TEMPLATE_HASH_LABEL,
+        constants::LEGACY_POD_TEMPLATE_HASH_LABEL,
+    ]
+    .into_iter()
+    .find_map(|k| selects(k).map(|h| (k, h))) else {
+        return Ok(());
+    };
+    let read: Api<Pod> = Api::namespaced(t.ctx.client.clone(), &t.namespace);
+    let pods = read
+        .list(&ListParams::default().labels(&format!("{key}={hash}")))
+        .await
+        .map_err(api_error("list pods", name.clone()))?;
+    let write: Api<Pod> = t.ctx.writer.namespaced(&t.namespace);
+    let uid = rs.uid();
+    for pod in &pods.items {
+        let controlled = pod
+            .owner_references()
+            .iter()
+            .any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref());
+        if !controlled || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let c = plan::ephemeral::change(
+            pod.metadata.labels.as_ref(),
+            pod.metadata.annotations.as_ref(),
+            was,
+            want,
+        );
+        if c.is_empty() {
+            continue;
+        }
+        let patch = json!({"metadata": c.merge_patch()});
+        match write
+            .patch(&pod.name_any(), &patch_params(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            // Gone already: its ReplicaSet's template carries the metadata for its successor.
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => {
+                return Err(api_error("patch pod ephemeral metadata", pod.name_any())(e).into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Traffic: every router to `weight`, each read back. Returns whether the weight changes,
@@ -687,6 +823,8 @@ fn new_replica_set(
     d: &plan::DesiredReplicaSet,
 ) -> ReplicaSet {
     let mut template = template.clone();
+    let ephemeral = plan::ephemeral::for_new_replica_set(ro, &d.hash);
+    plan::ephemeral::inject(&mut template, ephemeral.as_ref());
     let meta = template.metadata.get_or_insert_with(Default::default);
     meta.labels.get_or_insert_with(Default::default).insert(
         constants::POD_TEMPLATE_HASH_LABEL.to_string(),
@@ -714,6 +852,9 @@ fn new_replica_set(
         constants::DESIRED_REPLICAS_ANNOTATION.to_string(),
         ro.spec.replicas.unwrap_or(1).to_string(),
     );
+    if let Some(record) = plan::ephemeral::record(ephemeral.as_ref()) {
+        annotations.insert(constants::EPHEMERAL_METADATA_ANNOTATION.to_string(), record);
+    }
     ReplicaSet {
         metadata: ObjectMeta {
             name: Some(format!("{}-{}", ro.name_any(), d.hash)),

@@ -317,6 +317,7 @@ fn replica_sets(owned: &[Arc<ReplicaSet>]) -> Vec<ObservedReplicaSet> {
                 scale_down_deadline: parse_ts(
                     annotations.get(constants::SCALE_DOWN_DEADLINE_ANNOTATION),
                 ),
+                created: rs.metadata.creation_timestamp.as_ref().map(|t| t.0),
             })
         })
         .collect()
