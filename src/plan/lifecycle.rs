@@ -434,6 +434,7 @@ mod tests {
             reference_errors: Vec::new(),
             analysis_templates: None,
             pods: None,
+            refused_replica_set: None,
         }
     }
 
