@@ -333,29 +333,6 @@ async fn test_canary_dynamic_stable_scale_abort_scale_down_delay() {
     );
 }
 
-/// Argo's `UndoRollout(revision)`: the pod template of `revision`'s ReplicaSet, as `sluice undo
-/// --to-revision` writes it.
-async fn undo(env: &Env, name: &str, revision: i64) {
-    use kube::api::{Patch, PatchParams};
-    use sluice::plan::actions::{Action, decide};
-    let ro = env.get(name).await;
-    let rss = env.replica_sets().await;
-    let patch = decide(
-        &ro,
-        &rss,
-        &Action::Undo {
-            to_revision: Some(revision),
-        },
-    )
-    .expect("undo is possible");
-    let ops: json_patch::Patch =
-        serde_json::from_value(patch.json_patch.expect("undo is a JSON patch")).expect("ops");
-    env.rollouts()
-        .patch(name, &PatchParams::default(), &Patch::Json::<()>(ops))
-        .await
-        .expect("undo patch");
-}
-
 /// Argo: `CanarySuite.TestCanaryDynamicStableScaleRollbackToStable` (fixture
 /// `functional/canary-dynamic-stable-scale.yaml`). Undo to the stable revision at 25%: the
 /// stable (now revision 3) scales up to 4 but traffic stays 25% on the previous canary until the

@@ -253,3 +253,54 @@ pub async fn update_spec(env: &Env, name: &str) {
 pub async fn service_selects(env: &Env, service: &str) -> Option<String> {
     env.service_hash(service).await
 }
+
+/// A `sluice` CLI action, decided from the Rollout and its ReplicaSets as they are and sent as
+/// the CLI sends it (Argo's fixtures drive its CLI's functions the same way). A refused action
+/// changes nothing and returns the refusal.
+pub async fn act(
+    env: &Env,
+    name: &str,
+    action: &sluice::plan::actions::Action,
+) -> Result<String, sluice::plan::actions::Refusal> {
+    use kube::api::{Patch, PatchParams};
+    let ro = env.get(name).await;
+    let rss = env.replica_sets().await;
+    let patch = sluice::plan::actions::decide(&ro, &rss, action)?;
+    let api = env.rollouts();
+    if let Some(ops) = patch.json_patch {
+        let ops: json_patch::Patch = serde_json::from_value(ops).expect("a JSON patch");
+        api.patch(name, &PatchParams::default(), &Patch::Json::<()>(ops))
+            .await
+            .expect("JSON patch");
+    }
+    if let Some(spec) = patch.spec_patch {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&spec))
+            .await
+            .expect("spec patch");
+    }
+    if let Some(status) = patch.status_patch {
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("status patch");
+    }
+    Ok(patch.summary)
+}
+
+/// Argo's `PromoteRolloutFull` (`promote --full`); refused, as by the CLI, when there is
+/// nothing to promote.
+pub async fn promote_full(env: &Env, name: &str) {
+    let _refused = act(env, name, &sluice::plan::actions::Action::Promote { full: true }).await;
+}
+
+/// Argo's `UndoRollout(revision)` (`undo --to-revision`).
+pub async fn undo(env: &Env, name: &str, revision: i64) {
+    act(
+        env,
+        name,
+        &sluice::plan::actions::Action::Undo {
+            to_revision: Some(revision),
+        },
+    )
+    .await
+    .expect("undo is possible");
+}
