@@ -385,3 +385,552 @@ async fn test_canary_dynamic_stable_scale_rollback_to_stable() {
     assert_eq!(w.stable.pod_template_hash.as_deref(), Some(rev3.as_str()));
     assert_eq!(w.stable.weight, 100);
 }
+
+// ---- FunctionalSuite ----
+
+fn deployments(env: &Env) -> kube::Api<k8s_openapi::api::apps::v1::Deployment> {
+    kube::Api::namespaced(env.client.clone(), env.ns())
+}
+
+/// The Deployment `web` of Argo's workloadRef scenarios (`replicas: 0`, one container).
+async fn create_deployment(env: &Env, image: &str) {
+    let d = serde_json::from_value(json!({
+        "metadata": {"name": "web", "labels": {"app.kubernetes.io/instance": "rollout-canary"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": image}]}}}
+    }))
+    .expect("a Deployment");
+    deployments(env)
+        .create(&kube::api::PostParams::default(), &d)
+        .await
+        .expect("create the Deployment");
+}
+
+/// Argo's `UpdateResource` of the Deployment's pod template (its one container, and whether
+/// its pods crash-loop, as Argo's `rollouts-demo:error` image does).
+async fn set_deployment_container(env: &Env, image: &str, crash: bool) {
+    let annotations = if crash {
+        json!({sluice_e2e::sim::CRASH_LOOP: "true"})
+    } else {
+        json!({sluice_e2e::sim::CRASH_LOOP: null})
+    };
+    deployments(env)
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"template": {
+                "metadata": {"annotations": annotations},
+                "spec": {"containers": [{"name": "web", "image": image}]}
+            }}})),
+        )
+        .await
+        .expect("update the Deployment");
+}
+
+fn workload_observed_generation(r: &Rollout) -> Option<String> {
+    r.status
+        .as_ref()
+        .and_then(|s| s.workload_observed_generation.clone())
+}
+
+/// The selector of the Service `name`.
+async fn service_selector(env: &Env, name: &str) -> std::collections::BTreeMap<String, String> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(env.client.clone(), env.ns());
+    api.get(name)
+        .await
+        .expect("Service")
+        .spec
+        .and_then(|s| s.selector)
+        .unwrap_or_default()
+}
+
+fn selector_of(hash: Option<String>) -> std::collections::BTreeMap<String, String> {
+    let mut s = std::collections::BTreeMap::from([("app".to_string(), "web".to_string())]);
+    if let Some(hash) = hash {
+        s.insert(
+            sluice::api::constants::POD_TEMPLATE_HASH_LABEL.to_string(),
+            hash,
+        );
+    }
+    s
+}
+
+/// A canary Rollout `web` taking its template from the Deployment `deployment` (Argo's
+/// blue-green `activeService` is the canary's `stableService` here).
+fn workload_ref_rollout(deployment: &str) -> Rollout {
+    let mut ro = rollout("web", 1, "web:1", "stableService: web-stable\n");
+    ro.spec.template = None;
+    ro.spec.selector = None;
+    ro.spec.progress_deadline_seconds = Some(5);
+    ro.spec.revision_history_limit = Some(2);
+    ro.spec.workload_ref = Some(
+        serde_json::from_value(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}),
+        )
+        .expect("a workloadRef"),
+    );
+    ro
+}
+
+/// Argo: `FunctionalSuite.TestWorkloadRef` (blue-green there, a canary here). Degraded while the
+/// Deployment is missing, without touching the Service; Healthy once it exists, with
+/// `workloadObservedGeneration`; a bad template in the Deployment is Degraded, a good one
+/// Healthy; a workloadRef to a missing Deployment and back; the resolved template is never
+/// written into the Rollout; an inline template afterwards drops `workloadObservedGeneration`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_workload_ref() {
+    let env = Env::new().await;
+    env.services(&["web-stable"]).await;
+    env.create(&workload_ref_rollout("web")).await;
+    degraded(&env, "web").await;
+    assert_eq!(service_selector(&env, "web-stable").await, selector_of(None));
+
+    create_deployment(&env, "rollouts-demo:green").await;
+    let r = healthy(&env, "web").await;
+    assert_eq!(workload_observed_generation(&r).as_deref(), Some("1"));
+    assert_eq!(
+        service_selector(&env, "web-stable").await,
+        selector_of(current(&r))
+    );
+
+    set_deployment_container(&env, "rollouts-demo:error", true).await;
+    let r = degraded(&env, "web").await;
+    assert_eq!(workload_observed_generation(&r).as_deref(), Some("2"));
+
+    set_deployment_container(&env, "rollouts-demo:blue", false).await;
+    env.wait_for("web", "Healthy on the third template", 60, |r| {
+        phase(r) == "Healthy" && workload_observed_generation(r).as_deref() == Some("3")
+    })
+    .await;
+    env.patch_spec(
+        "web",
+        json!({"spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "non-existent-deploy"}}}),
+    )
+    .await;
+    degraded(&env, "web").await;
+    env.patch_spec(
+        "web",
+        json!({"spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}}),
+    )
+    .await;
+    let r = healthy(&env, "web").await;
+    assert_eq!(
+        service_selector(&env, "web-stable").await,
+        selector_of(current(&r))
+    );
+    assert!(r.spec.selector.is_none(), "resolved selector not persisted");
+    assert!(
+        r.spec
+            .template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .is_none_or(|s| s.containers.is_empty()),
+        "resolved template not persisted"
+    );
+
+    // The same Rollout with its template inline instead (Argo re-applies the manifest).
+    let mut inline = rollout("web", 1, "rollouts-demo:blue", "stableService: web-stable\n");
+    inline.metadata.resource_version = r.metadata.resource_version.clone();
+    inline.spec.progress_deadline_seconds = Some(5);
+    inline.spec.revision_history_limit = Some(2);
+    env.rollouts()
+        .replace("web", &kube::api::PostParams::default(), &inline)
+        .await
+        .expect("replace with an inline template");
+    env.wait_for("web", "Healthy without workloadObservedGeneration", 60, |r| {
+        phase(r) == "Healthy" && workload_observed_generation(r).is_none()
+    })
+    .await;
+}
+
+/// Argo: `FunctionalSuite.TestWorkloadRefTemplate`. A Rollout with both a workloadRef and a
+/// template (labels only) is Degraded with one condition, InvalidSpec, naming the conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_workload_ref_template() {
+    let env = Env::new().await;
+    env.services(&["web-stable"]).await;
+    create_deployment(&env, "rollouts-demo:green").await;
+    let mut ro = workload_ref_rollout("web");
+    ro.spec.selector =
+        Some(serde_json::from_value(json!({"matchLabels": {"app": "rollout-demo-deploy"}})).unwrap());
+    ro.spec.template = Some(
+        serde_json::from_value(json!({"metadata": {"labels": {"app": "web"}}}))
+            .expect("a labels-only template"),
+    );
+    env.rollouts()
+        .create(&kube::api::PostParams::default(), &ro)
+        .await
+        .map(|_| ())
+        .or_else(|e| {
+            // Refused at the door is Sluice's stricter form of the same answer.
+            let text = e.to_string();
+            assert!(text.contains("workloadRef") && text.contains("template"), "{text}");
+            Err(e)
+        })
+        .expect("the API server stores it; the controller reports it");
+    let r = degraded(&env, "web").await;
+    let conditions = r.status.map(|s| s.conditions).unwrap_or_default();
+    let invalid: Vec<_> = conditions
+        .iter()
+        .filter(|c| c.type_ == "InvalidSpec")
+        .collect();
+    assert_eq!(invalid.len(), 1, "{conditions:#?}");
+    let message = &invalid[0].message;
+    assert!(
+        message.contains("template") && message.contains("workloadRef"),
+        "{message}"
+    );
+    assert!(env.replica_sets().await.is_empty(), "nothing created");
+}
+
+/// Millicores of a CPU quantity as the API server stores it (`1m`, `0.001`, a number).
+fn millicores(q: &str) -> Option<f64> {
+    match q.strip_suffix('m') {
+        Some(m) => m.parse().ok(),
+        None => q.parse::<f64>().ok().map(|cores| cores * 1000.0),
+    }
+}
+
+/// Argo: `FunctionalSuite.TestContainerResourceFormats`. `cpu: 0.001` as a YAML number, as a
+/// string, and `1m`: accepted, Healthy, and every container of the pods requests 1m.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_container_resource_formats() {
+    use kube::api::{Api, DynamicObject};
+    use kube::core::{ApiResource, GroupVersionKind};
+    let env = Env::new().await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("sluice.dev", "v1alpha1", "Rollout"),
+        "rollouts",
+    );
+    let container = |name: &str, cpu: Value| {
+        json!({"name": name, "image": "nginx:1.19-alpine", "command": ["sleep", "infinity"],
+            "resources": {"requests": {"cpu": cpu}}})
+    };
+    let manifest: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                    container("a", json!(0.001)),
+                    container("b", json!("0.001")),
+                    container("c", json!("1m")),
+                ]}
+            },
+            "strategy": {"canary": {}}
+        }
+    }))
+    .expect("a manifest");
+    Api::<DynamicObject>::namespaced_with(env.client.clone(), env.ns(), &ar)
+        .create(&kube::api::PostParams::default(), &manifest)
+        .await
+        .expect("every format is accepted");
+    let r = healthy(&env, "web").await;
+    let pods = pods_of_hash(&env, &current(&r).expect("current hash")).await;
+    assert_eq!(pods.len(), 1);
+    let spec = pods[0].spec.as_ref().expect("pod spec");
+    for c in &spec.containers {
+        let cpu = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("cpu"))
+            .map(|q| q.0.clone())
+            .unwrap_or_default();
+        assert_eq!(millicores(&cpu), Some(1.0), "container {}: cpu {cpu}", c.name);
+    }
+}
+
+/// Argo: `FunctionalSuite.TestRolloutPodVolumesItemsSpec`. A pod template with a ConfigMap
+/// volume projecting `items`, a read-only mount and lifecycle hooks becomes Healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_rollout_pod_volumes_items_spec() {
+    let env = Env::new().await;
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "rollout-items"},
+        "data": {
+            "game.properties": "enemy.types=aliens,monsters\nplayer.maximum-lives=5\n",
+            "user-interface.properties": "color.good=purple\ncolor.bad=yellow\nallow.textmode=true\n"
+        }
+    }))
+    .expect("a ConfigMap");
+    kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(env.client.clone(), env.ns())
+        .create(&kube::api::PostParams::default(), &cm)
+        .await
+        .expect("create the ConfigMap");
+    let ro = with_template(
+        rollout(
+            "web",
+            2,
+            "nginx:1.19-alpine",
+            "maxUnavailable: 100%\nsteps:\n- setWeight: 25\n- pause: {}\n",
+        ),
+        |t| {
+            t["spec"]["containers"][0]["lifecycle"] = json!({
+                "postStart": {"exec": {"command": ["sleep", "5"]}},
+                "preStop": {"exec": {"command": ["sleep", "5"]}}
+            });
+            t["spec"]["containers"][0]["resources"] =
+                json!({"requests": {"memory": "16Mi", "cpu": "1m"}});
+            t["spec"]["containers"][0]["volumeMounts"] =
+                json!([{"name": "rollout-items", "mountPath": "/config", "readOnly": true}]);
+            t["spec"]["volumes"] = json!([{"name": "rollout-items", "configMap": {
+                "name": "rollout-items",
+                "items": [
+                    {"key": "game.properties", "path": "game.properties"},
+                    {"key": "user-interface.properties", "path": "user-interface.properties"}
+                ]
+            }}]);
+        },
+    );
+    env.create(&ro).await;
+    let r = healthy(&env, "web").await;
+    let pods = pods_of_hash(&env, &current(&r).expect("current hash")).await;
+    assert_eq!(pods.len(), 2);
+    let items = serde_json::to_value(&pods[0].spec.as_ref().expect("pod spec").volumes)
+        .expect("volumes")[0]["configMap"]["items"]
+        .clone();
+    assert_eq!(items.as_array().map(Vec::len), Some(2), "{items}");
+}
+
+/// `kubectl wait --for=<condition> rollout/web` against the test cluster (or the real one);
+/// returns whether it succeeded and what it printed.
+async fn kubectl_wait(env: &Env, condition: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-kubectl-wait-{}-{}",
+        std::process::id(),
+        env.ns()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let kubeconfig = dir.join("kubeconfig");
+    env.cluster
+        .write_kubeconfig(&kubeconfig)
+        .expect("write a kubeconfig");
+    let out = tokio::process::Command::new(sluice_test_support::tools::kubectl())
+        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "wait",
+            &format!("--for=condition={condition}"),
+            "rollout/web",
+            "--timeout=60s",
+        ])
+        .output()
+        .await
+        .expect("kubectl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn expect_kubectl_wait(env: &Env, condition: &str) {
+    let (ok, text) = kubectl_wait(env, condition).await;
+    assert!(
+        ok && text.contains("rollout.sluice.dev/web condition met"),
+        "kubectl wait --for=condition={condition}: {text}"
+    );
+}
+
+/// The revision of the stable ReplicaSet (Argo's `ExpectActiveRevision`, for a canary).
+async fn stable_revision(env: &Env) -> String {
+    let r = env.get("web").await;
+    let hash = stable(&r).expect("status.stableRS");
+    env.replica_sets()
+        .await
+        .iter()
+        .find(|rs| {
+            rs.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(sluice::api::constants::POD_TEMPLATE_HASH_LABEL))
+                == Some(&hash)
+        })
+        .and_then(|rs| rs.metadata.annotations.as_ref())
+        .and_then(|a| a.get(sluice::api::constants::REVISION_ANNOTATION).cloned())
+        .expect("the stable ReplicaSet's revision")
+}
+
+/// Argo: `FunctionalSuite.TestKubectlWaitForPaused` (blue-green without auto-promotion there; a
+/// canary pausing at its first step here), with the real `kubectl wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_kubectl_wait_for_paused() {
+    let env = Env::new().await;
+    env.services(&["web-stable"]).await;
+    env.create(&rollout(
+        "web",
+        1,
+        "web:1",
+        "stableService: web-stable\nsteps:\n- pause: {}\n",
+    ))
+    .await;
+    healthy(&env, "web").await;
+    update_spec(&env, "web").await;
+    expect_kubectl_wait(&env, "Paused").await;
+    assert_eq!(phase(&env.get("web").await), "Paused");
+    assert_eq!(stable_revision(&env).await, "1");
+    env.promote("web").await;
+    expect_kubectl_wait(&env, "Paused=False").await;
+    healthy(&env, "web").await;
+    assert_eq!(stable_revision(&env).await, "2");
+}
+
+/// Argo: `FunctionalSuite.TestKubectlWaitForCompleted` (blue-green with auto-promotion there; a
+/// canary without steps here), with the real `kubectl wait`: pods ready 5 s after they start,
+/// so the update is Healthy=False (and Completed=False) first, then Healthy=True and
+/// Completed=True on revision 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_kubectl_wait_for_completed() {
+    let env = Env::new().await;
+    env.services(&["web-stable"]).await;
+    let ro = with_template(rollout("web", 1, "web:1", "stableService: web-stable\n"), |t| {
+        t["metadata"]["annotations"] = json!({READY_AFTER: "5s"});
+    });
+    env.create(&ro).await;
+    healthy(&env, "web").await;
+    update_spec(&env, "web").await;
+    expect_kubectl_wait(&env, "Healthy=False").await;
+    expect_kubectl_wait(&env, "Completed=False").await;
+    assert_eq!(phase(&env.get("web").await), "Progressing");
+    assert_eq!(stable_revision(&env).await, "1");
+    expect_kubectl_wait(&env, "Healthy=True").await;
+    expect_kubectl_wait(&env, "Completed=True").await;
+    assert_eq!(stable_revision(&env).await, "2");
+}
+
+/// Argo: `FunctionalSuite.TestControllerMetrics`: the controller's `/metrics` answers 200, here
+/// with Sluice's metric names (`docs/metrics.md`) for a Rollout it reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_controller_metrics() {
+    use sluice_test_support::metrics::{get as scrape, samples, value_of};
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let controller = start_controller(
+        &cluster,
+        sluice::controller::ControllerConfig {
+            admin_addr: Some("127.0.0.1:0".parse().expect("an address")),
+            ..config()
+        },
+    )
+    .await;
+    let addr = controller.admin_addr.expect("the admin address");
+    let env = Env {
+        cluster,
+        client,
+        controller: Some(controller),
+    };
+    env.create(&rollout("web", 1, "web:1", "{}")).await;
+    healthy(&env, "web").await;
+    let (code, text) = scrape(addr, "/metrics").await;
+    assert_eq!(code, 200, "{text}");
+    let s = samples(&text);
+    let ns = env.ns().to_string();
+    assert_eq!(
+        value_of(
+            &s,
+            "sluice_rollout_info",
+            &[("namespace", ns.as_str()), ("name", "web"), ("phase", "Healthy")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value_of(&s, "sluice_reconcile_total", &[("controller", "rollout")])
+            .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+}
+
+/// Argo: `FunctionalSuite.TestScaleDownProgressivelyCompletedCanary`: a canary migrated from a
+/// Deployment with `scaleDown: progressively` leaves the Deployment at 0 after the migration,
+/// through a scale-up of the Rollout and through a whole canary update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_scale_down_progressively_completed_canary() {
+    let env = Env::new().await;
+    env.services(&["web-stable"]).await;
+    let d = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "rollouts-demo:green",
+                    "resources": {"requests": {"memory": "16Mi", "cpu": "1m"}}}]}}}
+    }))
+    .expect("a Deployment");
+    deployments(&env)
+        .create(&kube::api::PostParams::default(), &d)
+        .await
+        .expect("create the Deployment");
+    let steps = "maxSurge: 1\nmaxUnavailable: 0\nsteps:\n- setWeight: 25\n- pause: {duration: 2s}\n- setWeight: 50\n- pause: {duration: 2s}\n- setWeight: 75\n- pause: {duration: 2s}\n";
+    let mut ro = rollout("web", 4, "web:1", steps);
+    ro.spec.template = None;
+    ro.spec.workload_ref = Some(
+        serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "scaleDown": "progressively"}))
+            .expect("a workloadRef"),
+    );
+    env.create(&ro).await;
+    healthy(&env, "web").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deployment_replicas = || async {
+        deployments(&env)
+            .get("web")
+            .await
+            .expect("the Deployment")
+            .spec
+            .and_then(|s| s.replicas)
+    };
+    assert_eq!(deployment_replicas().await, Some(0));
+    assert_eq!(phase(&env.get("web").await), "Healthy");
+
+    scale_rollout(&env, "web", 8).await;
+    env.wait_for("web", "8 available", 60, |r| {
+        r.status.as_ref().and_then(|s| s.available_replicas) == Some(8)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(deployment_replicas().await, Some(0));
+    let st = env.get("web").await.status.unwrap_or_default();
+    assert_eq!(
+        (
+            st.replicas,
+            st.updated_replicas,
+            st.ready_replicas,
+            st.available_replicas
+        ),
+        (Some(8), Some(8), Some(8), Some(8))
+    );
+
+    // Argo's `UpdateWorkloadRef`: a new pod template in the Deployment.
+    deployments(&env)
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {"update": "1"}}}}})),
+        )
+        .await
+        .expect("update the Deployment");
+    paused(&env, "web").await;
+    env.promote("web").await;
+    env.wait_for("web", "Paused at 50%", 60, |r| {
+        phase(r) == "Paused" && step(r) == Some(3)
+    })
+    .await;
+    env.promote("web").await;
+    env.wait_for("web", "Paused at 75%", 60, |r| {
+        phase(r) == "Paused" && step(r) == Some(5)
+    })
+    .await;
+    env.promote("web").await;
+    env.wait_for("web", "Healthy on revision 2", 60, |r| {
+        phase(r) == "Healthy" && stable(r) == current(r) && step(r) == Some(6)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(deployment_replicas().await, Some(0));
+}
