@@ -85,7 +85,8 @@ fn subset_hash(dr: &DynamicObject, i: usize) -> Option<String> {
 }
 
 async fn healthy(env: &Env) {
-    env.wait_for("web", "Healthy", 60, phase_is("Healthy")).await;
+    env.wait_for("web", "Healthy", 60, phase_is("Healthy"))
+        .await;
 }
 
 /// Healthy with revision `revision` as the stable (Argo's `WaitForRolloutStatus("Healthy")`
@@ -138,7 +139,13 @@ fn host_split_rollout(tls: bool) -> sluice::api::rollout::Rollout {
 async fn host_split(tls: bool) {
     let env = Env::new().await;
     env.services(&["web-stable", "web-canary"]).await;
-    create_istio(&env, "VirtualService", "virtualservices", host_split_vs(tls)).await;
+    create_istio(
+        &env,
+        "VirtualService",
+        "virtualservices",
+        host_split_vs(tls),
+    )
+    .await;
     env.create(&host_split_rollout(tls)).await;
     healthy(&env).await;
     let spec = vs_spec(&env).await;
@@ -147,8 +154,14 @@ async fn host_split(tls: bool) {
         assert_eq!(weights(&spec, "tls", 0), vec![100, 0]);
     }
     let rev1 = revision_hash(&env, "1").await;
-    assert_eq!(service_selects(&env, "web-canary").await, Some(rev1.clone()));
-    assert_eq!(service_selects(&env, "web-stable").await, Some(rev1.clone()));
+    assert_eq!(
+        service_selects(&env, "web-canary").await,
+        Some(rev1.clone())
+    );
+    assert_eq!(
+        service_selects(&env, "web-stable").await,
+        Some(rev1.clone())
+    );
 
     update_spec(&env, "web").await;
     paused(&env).await;
@@ -158,8 +171,14 @@ async fn host_split(tls: bool) {
         assert_eq!(weights(&spec, "tls", 0), vec![90, 10]);
     }
     let rev2 = revision_hash(&env, "2").await;
-    assert_eq!(service_selects(&env, "web-canary").await, Some(rev2.clone()));
-    assert_eq!(service_selects(&env, "web-stable").await, Some(rev1.clone()));
+    assert_eq!(
+        service_selects(&env, "web-canary").await,
+        Some(rev2.clone())
+    );
+    assert_eq!(
+        service_selects(&env, "web-stable").await,
+        Some(rev1.clone())
+    );
 
     env.promote("web").await;
     healthy_on(&env, "2").await;
@@ -169,7 +188,10 @@ async fn host_split(tls: bool) {
     if tls {
         assert_eq!(weights(&spec, "tls", 0), vec![100, 0]);
     }
-    assert_eq!(service_selects(&env, "web-canary").await, Some(rev2.clone()));
+    assert_eq!(
+        service_selects(&env, "web-canary").await,
+        Some(rev2.clone())
+    );
     assert_eq!(service_selects(&env, "web-stable").await, Some(rev2));
     // Within scaleDownDelaySeconds, the previous stable keeps its pod.
     expect_revision_pod_count(&env, "1", 1).await;
@@ -322,7 +344,13 @@ async fn test_istio_subset_split_single_route() {
 async fn test_istio_abort_update() {
     let env = Env::new().await;
     env.services(&["web-stable", "web-canary"]).await;
-    create_istio(&env, "VirtualService", "virtualservices", host_split_vs(false)).await;
+    create_istio(
+        &env,
+        "VirtualService",
+        "virtualservices",
+        host_split_vs(false),
+    )
+    .await;
     env.create(&host_split_rollout(false)).await;
     healthy(&env).await;
     abort(&env, "web").await;

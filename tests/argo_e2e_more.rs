@@ -198,10 +198,8 @@ async fn test_canary_with_spec_pause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_canary_progress_deadline_exceeded_with_pause() {
     let env = Env::new().await;
-    env.create(&slow_rollout_with(
-        "steps:\n- setWeight: 20\n- pause: {}\n",
-    ))
-    .await;
+    env.create(&slow_rollout_with("steps:\n- setWeight: 20\n- pause: {}\n"))
+        .await;
     degraded(&env, "web").await;
     healthy(&env, "web").await;
     wait_for_replicas(&env, "web", 3).await;
@@ -289,10 +287,7 @@ async fn test_canary_dynamic_stable_scale() {
 /// The canary and stable weights of the status (`status.canary.weights`).
 fn weights(r: &Rollout) -> (Option<i32>, Option<i32>) {
     let w = r.status.as_ref().and_then(|s| s.canary.weights.as_ref());
-    (
-        w.map(|w| w.canary.weight),
-        w.map(|w| w.stable.weight),
-    )
+    (w.map(|w| w.canary.weight), w.map(|w| w.stable.weight))
 }
 
 /// Argo: `CanarySuite.TestCanaryDynamicStableScaleAbortScaleDownDelay` (fixture
@@ -357,8 +352,14 @@ async fn test_canary_dynamic_stable_scale_rollback_to_stable() {
     expect_revision_pod_count(&env, "2", 1).await;
     let rev2 = revision_hash(&env, "2").await;
     let rev3 = revision_hash(&env, "3").await;
-    assert_eq!(service_selects(&env, "web-canary").await, Some(rev2.clone()));
-    assert_eq!(service_selects(&env, "web-stable").await, Some(rev3.clone()));
+    assert_eq!(
+        service_selects(&env, "web-canary").await,
+        Some(rev2.clone())
+    );
+    assert_eq!(
+        service_selects(&env, "web-stable").await,
+        Some(rev3.clone())
+    );
     let r = env.get("web").await;
     let w = r
         .status
@@ -372,8 +373,14 @@ async fn test_canary_dynamic_stable_scale_rollback_to_stable() {
 
     mark_pods_ready(&env, "3", 1).await;
     wait_for_revision_pod_count(&env, "2", 0).await;
-    assert_eq!(service_selects(&env, "web-canary").await, Some(rev3.clone()));
-    assert_eq!(service_selects(&env, "web-stable").await, Some(rev3.clone()));
+    assert_eq!(
+        service_selects(&env, "web-canary").await,
+        Some(rev3.clone())
+    );
+    assert_eq!(
+        service_selects(&env, "web-stable").await,
+        Some(rev3.clone())
+    );
     let r = env.get("web").await;
     let w = r
         .status
@@ -485,7 +492,10 @@ async fn test_workload_ref() {
     env.services(&["web-stable"]).await;
     env.create(&workload_ref_rollout("web")).await;
     degraded(&env, "web").await;
-    assert_eq!(service_selector(&env, "web-stable").await, selector_of(None));
+    assert_eq!(
+        service_selector(&env, "web-stable").await,
+        selector_of(None)
+    );
 
     create_deployment(&env, "rollouts-demo:green").await;
     let r = healthy(&env, "web").await;
@@ -531,7 +541,12 @@ async fn test_workload_ref() {
     );
 
     // The same Rollout with its template inline instead (Argo re-applies the manifest).
-    let mut inline = rollout("web", 1, "rollouts-demo:blue", "stableService: web-stable\n");
+    let mut inline = rollout(
+        "web",
+        1,
+        "rollouts-demo:blue",
+        "stableService: web-stable\n",
+    );
     inline.metadata.resource_version = r.metadata.resource_version.clone();
     inline.spec.progress_deadline_seconds = Some(5);
     inline.spec.revision_history_limit = Some(2);
@@ -539,9 +554,12 @@ async fn test_workload_ref() {
         .replace("web", &kube::api::PostParams::default(), &inline)
         .await
         .expect("replace with an inline template");
-    env.wait_for("web", "Healthy without workloadObservedGeneration", 60, |r| {
-        phase(r) == "Healthy" && workload_observed_generation(r).is_none()
-    })
+    env.wait_for(
+        "web",
+        "Healthy without workloadObservedGeneration",
+        60,
+        |r| phase(r) == "Healthy" && workload_observed_generation(r).is_none(),
+    )
     .await;
 }
 
@@ -553,8 +571,9 @@ async fn test_workload_ref_template() {
     env.services(&["web-stable"]).await;
     create_deployment(&env, "rollouts-demo:green").await;
     let mut ro = workload_ref_rollout("web");
-    ro.spec.selector =
-        Some(serde_json::from_value(json!({"matchLabels": {"app": "rollout-demo-deploy"}})).unwrap());
+    ro.spec.selector = Some(
+        serde_json::from_value(json!({"matchLabels": {"app": "rollout-demo-deploy"}})).unwrap(),
+    );
     ro.spec.template = Some(
         serde_json::from_value(json!({"metadata": {"labels": {"app": "web"}}}))
             .expect("a labels-only template"),
@@ -574,17 +593,16 @@ async fn test_workload_ref_template() {
         "{message}"
     );
     // The Deployment's own ReplicaSet aside, nothing was created.
-    let created = env
-        .replica_sets()
-        .await
-        .iter()
-        .filter(|rs| {
-            rs.metadata
-                .labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key(sluice::api::constants::POD_TEMPLATE_HASH_LABEL))
-        })
-        .count();
+    let created =
+        env.replica_sets()
+            .await
+            .iter()
+            .filter(|rs| {
+                rs.metadata.labels.as_ref().is_some_and(|l| {
+                    l.contains_key(sluice::api::constants::POD_TEMPLATE_HASH_LABEL)
+                })
+            })
+            .count();
     assert_eq!(created, 0, "nothing created");
 }
 
@@ -646,7 +664,12 @@ async fn test_container_resource_formats() {
             .and_then(|r| r.get("cpu"))
             .map(|q| q.0.clone())
             .unwrap_or_default();
-        assert_eq!(millicores(&cpu), Some(1.0), "container {}: cpu {cpu}", c.name);
+        assert_eq!(
+            millicores(&cpu),
+            Some(1.0),
+            "container {}: cpu {cpu}",
+            c.name
+        );
     }
 }
 
@@ -793,9 +816,12 @@ async fn test_kubectl_wait_for_paused() {
 async fn test_kubectl_wait_for_completed() {
     let env = Env::new().await;
     env.services(&["web-stable"]).await;
-    let ro = with_template(rollout("web", 1, "web:1", "stableService: web-stable\n"), |t| {
-        t["metadata"]["annotations"] = json!({READY_AFTER: "5s"});
-    });
+    let ro = with_template(
+        rollout("web", 1, "web:1", "stableService: web-stable\n"),
+        |t| {
+            t["metadata"]["annotations"] = json!({READY_AFTER: "5s"});
+        },
+    );
     env.create(&ro).await;
     healthy(&env, "web").await;
     update_spec(&env, "web").await;
@@ -839,7 +865,11 @@ async fn test_controller_metrics() {
         value_of(
             &s,
             "sluice_rollout_info",
-            &[("namespace", ns.as_str()), ("name", "web"), ("phase", "Healthy")]
+            &[
+                ("namespace", ns.as_str()),
+                ("name", "web"),
+                ("phase", "Healthy")
+            ]
         ),
         Some(1.0),
         "{text}"
@@ -914,7 +944,9 @@ async fn test_scale_down_progressively_completed_canary() {
         .patch(
             "web",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {"update": "1"}}}}})),
+            &kube::api::Patch::Merge(
+                json!({"spec": {"template": {"metadata": {"annotations": {"update": "1"}}}}}),
+            ),
         )
         .await
         .expect("update the Deployment");

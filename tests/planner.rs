@@ -1639,7 +1639,11 @@ fn dynamic_stable_scale_abort_without_a_delay_shrinks_the_canary_with_its_traffi
             canary_sizes.push(w.pods(&canary));
         }
     }
-    assert_eq!(canary_sizes, vec![3, 2, 1, 0], "one pod per stable pod ready");
+    assert_eq!(
+        canary_sizes,
+        vec![3, 2, 1, 0],
+        "one pod per stable pod ready"
+    );
     assert_eq!(w.pods(&stable), 4);
     assert_eq!(w.traffic.canary_weight, Some(0));
 }
@@ -1663,7 +1667,11 @@ fn an_aborted_canary_gets_its_deadline_once_the_stable_can_take_all_traffic() {
         match full_at {
             None => {
                 assert_eq!(w.pods(&canary), 3, "the canary keeps its pods");
-                assert_eq!(canary_deadline(&w, &canary), None, "not before the stable is full");
+                assert_eq!(
+                    canary_deadline(&w, &canary),
+                    None,
+                    "not before the stable is full"
+                );
             }
             Some(at) if w.pods(&canary) > 0 => {
                 let due = at.checked_add(jiff::SignedDuration::from_secs(10)).unwrap();
@@ -1690,12 +1698,22 @@ fn dynamic_stable_scale_rollback_holds_the_weight_until_the_stable_can_serve_it(
     assert_eq!(hash_of(&w), stable);
     w.reconcile();
     assert_eq!(w.pods(&stable), 4, "the stable scales up at once");
-    assert_eq!(w.traffic.canary_weight, Some(25), "held: 3 of 4 stable pods");
+    assert_eq!(
+        w.traffic.canary_weight,
+        Some(25),
+        "held: 3 of 4 stable pods"
+    );
     assert_eq!(w.pods(&canary), 1, "the previous canary keeps serving");
-    assert_eq!(w.traffic.canary_service_hash.as_deref(), Some(canary.as_str()));
+    assert_eq!(
+        w.traffic.canary_service_hash.as_deref(),
+        Some(canary.as_str())
+    );
     until(&mut w, 10, "back on stable", |w| {
         w.traffic.canary_weight == Some(0) && w.pods(&canary) == 0
     });
     assert_eq!(w.pods(&stable), 4);
-    assert_eq!(w.traffic.canary_service_hash.as_deref(), Some(stable.as_str()));
+    assert_eq!(
+        w.traffic.canary_service_hash.as_deref(),
+        Some(stable.as_str())
+    );
 }

@@ -146,8 +146,10 @@ fn a_workload_ref_rollout_must_have_an_empty_template() {
         )
         .unwrap(),
     );
-    r.spec.template =
-        Some(serde_json::from_value(serde_json::json!({"metadata": {"labels": {"app": "web"}}})).unwrap());
+    r.spec.template = Some(
+        serde_json::from_value(serde_json::json!({"metadata": {"labels": {"app": "web"}}}))
+            .unwrap(),
+    );
     let errs = validate_rollout_spec(&r.spec);
     assert!(
         errs.iter()

@@ -245,9 +245,10 @@ fn unmet_readiness_gates(pod: &Value) -> Vec<String> {
         .flatten()
         .map(|g| s(g, "/conditionType"))
         .filter(|kind| {
-            !conditions.into_iter().flatten().any(|c| {
-                s(c, "/type") == *kind && s(c, "/status") == "True"
-            })
+            !conditions
+                .into_iter()
+                .flatten()
+                .any(|c| s(c, "/type") == *kind && s(c, "/status") == "True")
         })
         .map(str::to_string)
         .collect()

@@ -204,10 +204,9 @@ async fn readiness_gates_hold_a_pod_unready_until_their_condition_is_true() {
     let name = listed[0].metadata.name.clone().unwrap();
     let mut pod = pods.get_status(&name).await.unwrap();
     let status = pod.status.get_or_insert_with(Default::default);
-    status
-        .conditions
-        .get_or_insert_with(Vec::new)
-        .push(serde_json::from_value(json!({"type": "example.com/ready", "status": "True"})).unwrap());
+    status.conditions.get_or_insert_with(Vec::new).push(
+        serde_json::from_value(json!({"type": "example.com/ready", "status": "True"})).unwrap(),
+    );
     pods.replace_status(&name, &PostParams::default(), &pod)
         .await
         .unwrap();
@@ -216,7 +215,12 @@ async fn readiness_gates_hold_a_pod_unready_until_their_condition_is_true() {
     })
     .await;
     eventually("the ReplicaSet counts one ready pod", || async {
-        let s = rs_api.get("gated").await.unwrap().status.unwrap_or_default();
+        let s = rs_api
+            .get("gated")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
         s.ready_replicas == Some(1) && s.available_replicas == Some(1)
     })
     .await;

@@ -289,7 +289,12 @@ pub async fn act(
 /// Argo's `PromoteRolloutFull` (`promote --full`); refused, as by the CLI, when there is
 /// nothing to promote.
 pub async fn promote_full(env: &Env, name: &str) {
-    let _refused = act(env, name, &sluice::plan::actions::Action::Promote { full: true }).await;
+    let _refused = act(
+        env,
+        name,
+        &sluice::plan::actions::Action::Promote { full: true },
+    )
+    .await;
 }
 
 /// Argo's `UndoRollout(revision)` (`undo --to-revision`).
