@@ -728,10 +728,12 @@ async fn test_rollout_pod_volumes_items_spec() {
 /// `kubectl wait --for=<condition> rollout/web` against the test cluster (or the real one);
 /// returns whether it succeeded and what it printed.
 async fn kubectl_wait(env: &Env, condition: &str) -> (bool, String) {
+    // One kubeconfig per call: tests of this file run in parallel, each on its own cluster.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "sluice-kubectl-wait-{}-{}",
         std::process::id(),
-        env.ns()
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = dir.join("kubeconfig");
@@ -749,6 +751,7 @@ async fn kubectl_wait(env: &Env, condition: &str) -> (bool, String) {
         .output()
         .await
         .expect("kubectl runs");
+    let _ = std::fs::remove_dir_all(&dir);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
