@@ -7,6 +7,7 @@ use std::time::Duration;
 use common::*;
 use sluice::api::common::AnalysisPhase;
 use sluice::api::rollout::{PauseReason, RolloutPhase};
+use sluice::plan::sim::World;
 use sluice::plan::{AnalysisRunKind, plan};
 
 const STEPS_20_P_50_P_100: &str = r#"
@@ -1604,4 +1605,135 @@ steps:
     }
     assert_eq!(phase(&w), "Paused");
     assert_eq!(step(&w), Some(2));
+}
+
+/// Argo's `canary-dynamic-stable-scale.yaml` steps, with `extra` in the canary strategy.
+fn dynamic_stable_scale_world(extra: &str) -> (World, String, String) {
+    let spec = format!(
+        "{ROUTED}dynamicStableScale: true\n{extra}steps:\n- setWeight: 25\n- pause: {{}}\n- setWeight: 75\n- pause: {{}}\n"
+    );
+    let mut w = settled_world(4, &spec);
+    let stable = hash_of(&w);
+    w.set_image("web:2");
+    let canary = hash_of(&w);
+    until(&mut w, 20, "paused at 25%", |w| phase(w) == "Paused");
+    (w, stable, canary)
+}
+
+fn canary_deadline(w: &World, hash: &str) -> Option<jiff::Timestamp> {
+    w.replica_sets
+        .iter()
+        .find(|r| r.hash == hash)
+        .and_then(|r| r.scale_down_deadline)
+}
+
+fn available(w: &World, hash: &str) -> i32 {
+    w.replica_sets
+        .iter()
+        .find(|r| r.hash == hash)
+        .map_or(0, |r| r.available)
+}
+
+#[test]
+fn dynamic_stable_scale_abort_without_a_delay_shrinks_the_canary_with_its_traffic() {
+    // Argo's TestCanaryDynamicStableScale: no abortScaleDownDelaySeconds, so no delay at all.
+    let (mut w, stable, canary) = dynamic_stable_scale_world("");
+    w.promote();
+    until(&mut w, 20, "paused at 75%", |w| {
+        phase(w) == "Paused" && step(w) == Some(3)
+    });
+    assert_eq!((w.pods(&stable), w.pods(&canary)), (1, 3));
+    w.pods_ready_per_tick = Some(1);
+    w.abort();
+    let mut canary_sizes = vec![w.pods(&canary)];
+    for _ in 0..20 {
+        tick(&mut w, 1);
+        let weight = w.traffic.canary_weight.unwrap_or(0);
+        assert!(
+            w.pods(&canary) >= (weight * 4 + 99) / 100,
+            "the canary keeps the pods its traffic needs: {} pods at {weight}%",
+            w.pods(&canary)
+        );
+        assert_eq!(canary_deadline(&w, &canary), None, "no delay, no deadline");
+        if canary_sizes.last() != Some(&w.pods(&canary)) {
+            canary_sizes.push(w.pods(&canary));
+        }
+    }
+    assert_eq!(
+        canary_sizes,
+        vec![3, 2, 1, 0],
+        "one pod per stable pod ready"
+    );
+    assert_eq!(w.pods(&stable), 4);
+    assert_eq!(w.traffic.canary_weight, Some(0));
+}
+
+#[test]
+fn an_aborted_canary_gets_its_deadline_once_the_stable_can_take_all_traffic() {
+    // Argo's TestCanaryDynamicStableScaleAbortScaleDownDelay.
+    let (mut w, stable, canary) = dynamic_stable_scale_world("abortScaleDownDelaySeconds: 10\n");
+    w.promote();
+    until(&mut w, 20, "paused at 75%", |w| {
+        phase(w) == "Paused" && step(w) == Some(3)
+    });
+    w.pods_ready_per_tick = Some(1);
+    w.abort();
+    let mut full_at = None;
+    for _ in 0..30 {
+        tick(&mut w, 1);
+        if full_at.is_none() && available(&w, &stable) >= 4 {
+            full_at = Some(w.now);
+        }
+        match full_at {
+            None => {
+                assert_eq!(w.pods(&canary), 3, "the canary keeps its pods");
+                assert_eq!(
+                    canary_deadline(&w, &canary),
+                    None,
+                    "not before the stable is full"
+                );
+            }
+            Some(at) if w.pods(&canary) > 0 => {
+                let due = at.checked_add(jiff::SignedDuration::from_secs(10)).unwrap();
+                assert_eq!(canary_deadline(&w, &canary), Some(due));
+                assert_eq!(w.pods(&canary), 3);
+                assert!(w.now < due);
+            }
+            Some(_) => break,
+        }
+    }
+    assert!(full_at.is_some());
+    assert_eq!(w.pods(&canary), 0, "gone at its deadline");
+    assert_eq!(w.traffic.canary_weight, Some(0));
+}
+
+#[test]
+fn dynamic_stable_scale_rollback_holds_the_weight_until_the_stable_can_serve_it() {
+    // Argo's TestCanaryDynamicStableScaleRollbackToStable.
+    let (mut w, stable, canary) = dynamic_stable_scale_world("");
+    assert_eq!((w.pods(&stable), w.pods(&canary)), (3, 1));
+    assert_eq!(w.traffic.canary_weight, Some(25));
+    w.pods_ready_per_tick = Some(1);
+    w.set_image("web:1");
+    assert_eq!(hash_of(&w), stable);
+    w.reconcile();
+    assert_eq!(w.pods(&stable), 4, "the stable scales up at once");
+    assert_eq!(
+        w.traffic.canary_weight,
+        Some(25),
+        "held: 3 of 4 stable pods"
+    );
+    assert_eq!(w.pods(&canary), 1, "the previous canary keeps serving");
+    assert_eq!(
+        w.traffic.canary_service_hash.as_deref(),
+        Some(canary.as_str())
+    );
+    until(&mut w, 10, "back on stable", |w| {
+        w.traffic.canary_weight == Some(0) && w.pods(&canary) == 0
+    });
+    assert_eq!(w.pods(&stable), 4);
+    assert_eq!(
+        w.traffic.canary_service_hash.as_deref(),
+        Some(stable.as_str())
+    );
 }

@@ -134,6 +134,32 @@ fn cel_rule_makes_the_selector_immutable() {
     assert!(old.clone().validate_cel_update(&old).is_ok());
 }
 
+/// Argo's `TestWorkloadRefTemplate`: a workloadRef Rollout whose template has only labels is
+/// refused (they would be ignored), as Argo refuses it; without them it is valid.
+#[test]
+fn a_workload_ref_rollout_must_have_an_empty_template() {
+    let mut r = rollout(1, "{}");
+    r.spec.selector = None;
+    r.spec.workload_ref = Some(
+        serde_json::from_value(
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}),
+        )
+        .unwrap(),
+    );
+    r.spec.template = Some(
+        serde_json::from_value(serde_json::json!({"metadata": {"labels": {"app": "web"}}}))
+            .unwrap(),
+    );
+    let errs = validate_rollout_spec(&r.spec);
+    assert!(
+        errs.iter()
+            .any(|e| e.field == "spec.template" && e.message.contains("must be empty")),
+        "{errs:?}"
+    );
+    r.spec.template = None;
+    assert_eq!(validate_rollout_spec(&r.spec), vec![]);
+}
+
 /// Each invalid spec: (what to merge into a valid routed Rollout, field named, words in message).
 fn invalid_cases() -> Vec<(&'static str, serde_json::Value, &'static str, &'static str)> {
     use serde_json::json;

@@ -226,6 +226,34 @@ fn template_hash(template: &Value) -> String {
         .collect()
 }
 
+/// The pod conditions the simulated kubelet writes; any other condition type belongs to whoever
+/// wrote it (readiness gates).
+const KUBELET_CONDITIONS: [&str; 5] = [
+    "PodReadyToStartContainers",
+    "Initialized",
+    "Ready",
+    "ContainersReady",
+    "PodScheduled",
+];
+
+/// The `spec.readinessGates` condition types of a pod whose condition is not True.
+fn unmet_readiness_gates(pod: &Value) -> Vec<String> {
+    let conditions = pod.pointer("/status/conditions").and_then(Value::as_array);
+    pod.pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|g| s(g, "/conditionType"))
+        .filter(|kind| {
+            !conditions
+                .into_iter()
+                .flatten()
+                .any(|c| s(c, "/type") == *kind && s(c, "/status") == "True")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// Whether two statuses differ, ignoring nothing: statuses are built deterministically.
 fn differs(current: Option<&Value>, desired: &Value) -> bool {
     current != Some(desired)
@@ -869,7 +897,11 @@ impl Sim {
                 _ => None,
             };
             let process_ok = runner.is_none() || matches!(state.process, Process::Running(_));
-            let ready = started && !crash && !never_ready && process_ok;
+            let containers_ready = started && !crash && !never_ready && process_ok;
+            // As the kubelet: a pod with readiness gates is Ready only once every gate's
+            // condition, written by someone else through the status subresource, is True.
+            let gates_open = unmet_readiness_gates(pod).is_empty();
+            let ready = containers_ready && gates_open;
             match (&state.ready_since, ready) {
                 (None, true) => state.ready_since = Some((now, wall_now.clone())),
                 (Some(_), false) => {
@@ -883,7 +915,14 @@ impl Sim {
             } else {
                 state.ip.clone()
             };
-            let desired = self.pod_status(pod, state, started, ready, crash || process_failed, &ip);
+            let desired = self.pod_status(
+                pod,
+                state,
+                started,
+                containers_ready,
+                crash || process_failed,
+                &ip,
+            );
             if differs(pod.get("status"), &desired) {
                 let mut obj = (**pod).clone();
                 obj["status"] = desired;
@@ -1011,20 +1050,41 @@ impl Sim {
         pod: &Value,
         state: &PodState,
         started: bool,
-        ready: bool,
+        containers_ready: bool,
         crashing: bool,
         ip: &str,
     ) -> Value {
         let created = s(pod, "/metadata/creationTimestamp");
         let cond = |kind: &str, ok: bool, since: &str| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": since});
+        // Conditions the kubelet does not own (readiness gates') are kept as they were written.
+        let foreign: Vec<Value> = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| !KUBELET_CONDITIONS.contains(&s(c, "/type")))
+            .cloned()
+            .collect();
         if !started {
-            return json!({"phase": "Pending", "conditions": [cond("PodScheduled", true, created)], "qosClass": "BestEffort"});
+            let mut conditions = vec![cond("PodScheduled", true, created)];
+            conditions.extend(foreign);
+            return json!({"phase": "Pending", "conditions": conditions, "qosClass": "BestEffort"});
         }
+        let unmet = unmet_readiness_gates(pod);
+        let ready = containers_ready && unmet.is_empty();
         let ready_time = state
             .ready_since
             .as_ref()
             .map(|(_, t)| t.as_str())
             .unwrap_or(state.not_ready_since.as_str());
+        let mut ready_condition = cond("Ready", ready, ready_time);
+        if containers_ready && !unmet.is_empty() {
+            ready_condition["reason"] = json!("ReadinessGatesNotReady");
+            ready_condition["message"] = json!(format!(
+                "corev1.PodReadinessGate(s) not ready: {}",
+                unmet.join(", ")
+            ));
+        }
         let containers: Vec<Value> = pod
             .pointer("/spec/containers")
             .and_then(Value::as_array)
@@ -1038,19 +1098,21 @@ impl Sim {
                 };
                 json!({
                     "name": c.get("name"), "image": c.get("image"), "imageID": "", "containerID": format!("sim://{}", s(pod, "/metadata/uid")),
-                    "ready": ready, "started": !crashing, "restartCount": state.restarts, "state": state_json,
+                    "ready": containers_ready, "started": !crashing, "restartCount": state.restarts, "state": state_json,
                 })
             })
             .collect();
+        let mut conditions = vec![
+            cond("PodReadyToStartContainers", true, &state.started_at),
+            cond("Initialized", true, created),
+            ready_condition,
+            cond("ContainersReady", containers_ready, ready_time),
+            cond("PodScheduled", true, created),
+        ];
+        conditions.extend(foreign);
         let mut status = json!({
             "phase": "Running",
-            "conditions": [
-                cond("PodReadyToStartContainers", true, &state.started_at),
-                cond("Initialized", true, created),
-                cond("Ready", ready, ready_time),
-                cond("ContainersReady", ready, ready_time),
-                cond("PodScheduled", true, created),
-            ],
+            "conditions": conditions,
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
             "podIP": ip,

@@ -161,6 +161,80 @@ async fn annotated_pods_never_become_ready_or_crash_loop() {
     }
 }
 
+/// `spec.readinessGates`: a pod whose containers run is Ready only once someone sets each gate's
+/// condition True through the status subresource (what Argo's e2e `MarkPodsReady` does); the
+/// kubelet keeps that condition when it next writes the status.
+#[tokio::test]
+async fn readiness_gates_hold_a_pod_unready_until_their_condition_is_true() {
+    let cluster = TestCluster::start().await.unwrap();
+    let client = cluster.client();
+    let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut rs = serde_json::to_value(replicaset("gated", 2, json!({}))).unwrap();
+    rs["spec"]["template"]["spec"]["readinessGates"] =
+        json!([{"conditionType": "example.com/ready"}]);
+    rs_api
+        .create(&PostParams::default(), &serde_json::from_value(rs).unwrap())
+        .await
+        .unwrap();
+    eventually("gated pods running with ready containers", || async {
+        let p = pods_of(&pods, "gated").await;
+        p.len() == 2
+            && p.iter().all(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "ContainersReady" && c.status == "True")
+                    })
+            })
+    })
+    .await;
+    let listed = pods_of(&pods, "gated").await;
+    assert!(listed.iter().all(|p| !ready(p)));
+    let reason = listed[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.reason.clone());
+    assert_eq!(reason.as_deref(), Some("ReadinessGatesNotReady"));
+
+    let name = listed[0].metadata.name.clone().unwrap();
+    let mut pod = pods.get_status(&name).await.unwrap();
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.conditions.get_or_insert_with(Vec::new).push(
+        serde_json::from_value(json!({"type": "example.com/ready", "status": "True"})).unwrap(),
+    );
+    pods.replace_status(&name, &PostParams::default(), &pod)
+        .await
+        .unwrap();
+    eventually("the marked pod is ready", || async {
+        pods.get(&name).await.map(|p| ready(&p)).unwrap_or(false)
+    })
+    .await;
+    eventually("the ReplicaSet counts one ready pod", || async {
+        let s = rs_api
+            .get("gated")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        s.ready_replicas == Some(1) && s.available_replicas == Some(1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pod = pods.get(&name).await.unwrap();
+    assert!(ready(&pod), "the kubelet kept the gate's condition");
+    let others: Vec<Pod> = pods_of(&pods, "gated")
+        .await
+        .into_iter()
+        .filter(|p| p.metadata.name.as_deref() != Some(name.as_str()))
+        .collect();
+    assert!(others.iter().all(|p| !ready(p)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn min_ready_seconds_delays_availability_under_a_paused_clock() {
     let cluster = TestCluster::start().await.unwrap();

@@ -84,10 +84,25 @@ pub fn validate_rollout_spec(spec: &RolloutSpec) -> Vec<FieldError> {
 
 fn validate_template_and_selector(spec: &RolloutSpec, errs: &mut Errors) {
     let has_template = spec.template.as_ref().is_some_and(|t| t.spec.is_some());
+    // As Argo: labels or annotations in the template of a workloadRef Rollout would be ignored
+    // (the Deployment's template is used), so they are refused rather than silently dropped.
+    let has_metadata = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .is_some_and(|m| {
+            m.labels.as_ref().is_some_and(|l| !l.is_empty())
+                || m.annotations.as_ref().is_some_and(|a| !a.is_empty())
+        });
     match (&spec.workload_ref, has_template) {
         (Some(_), true) => errs.add(
             "spec.template",
             "template and workloadRef are mutually exclusive",
+        ),
+        (Some(_), false) if has_metadata => errs.add(
+            "spec.template",
+            "template must be empty for a workloadRef Rollout: template and workloadRef are \
+             mutually exclusive",
         ),
         (None, false) => errs.add(
             "spec.template",

@@ -125,6 +125,9 @@ pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
     traffic::record_weights(&ctx, &mut st, &mut journal, weight, &services);
     analysis::record_status(&ctx, &mut st, &mut journal, &runs, idx);
     st.observed_generation = obs.rollout.metadata.generation;
+    // Argo's `workloadObservedGeneration`: the generation of the `workloadRef` Deployment whose
+    // template this plan used (none with an inline template).
+    st.workload_observed_generation = obs.workload.as_ref().map(|w| w.generation.to_string());
     let deadline_exceeded = phase::record_phase(
         &ctx,
         &mut st,

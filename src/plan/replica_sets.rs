@@ -116,15 +116,31 @@ fn routed(
 }
 
 /// During an abort the canary keeps its pods until no traffic reaches it and
-/// `abortScaleDownDelaySeconds` passed (0: it is never scaled down). While it waits, its
-/// ReplicaSet carries the scale-down deadline (`aborted_at + delay`, the instant it goes once
-/// the traffic has left), as Argo marks it, so users and tools see the delay.
+/// `abortScaleDownDelaySeconds` passed (0: it is never scaled down). As in Argo, the delay
+/// counts from the moment the stable can take all the traffic (its available pods reach
+/// `spec.replicas`; at once unless the stable is short of pods or scales up under
+/// `dynamicStableScale`): from then on the canary's ReplicaSet carries the scale-down deadline,
+/// so users and tools see it, and the deadline it carries is kept. With `dynamicStableScale`
+/// and no explicit delay there is none: the canary shrinks with the traffic still reaching it.
 fn aborted_canary_replicas(
     ctx: &Ctx,
     st: &RolloutStatus,
     journal: &mut Journal,
 ) -> (i32, Option<Timestamp>) {
-    let held = ctx.replica_set(&ctx.current_hash).map_or(0, |r| r.replicas);
+    let current = ctx.replica_set(&ctx.current_hash);
+    let held = current.map_or(0, |r| r.replicas);
+    let traffic = &ctx.obs.traffic;
+    if ctx.canary.dynamic_stable_scale == Some(true)
+        && ctx.canary.abort_scale_down_delay_seconds.is_none()
+    {
+        let serving = canary_replicas_for_weight(
+            ctx.replicas,
+            traffic.canary_weight.unwrap_or(0),
+            ctx.max_weight,
+        );
+        let serving = apply_min_pods(serving, ctx.canary.min_pods_per_replica_set, ctx.replicas);
+        return (serving.min(held), None);
+    }
     let delay = ctx
         .canary
         .abort_scale_down_delay_seconds
@@ -132,9 +148,18 @@ fn aborted_canary_replicas(
     if delay == 0 {
         return (held, None);
     }
-    let traffic = &ctx.obs.traffic;
-    let at = st.aborted_at.as_ref().map_or(ctx.now, |t| t.0);
-    let due = add_secs(at, i64::from(delay));
+    let aborted_at = st.aborted_at.as_ref().map_or(ctx.now, |t| t.0);
+    // A deadline written before this abort (the ReplicaSet's earlier life as a delayed old
+    // stable) is not this abort's.
+    let written = current
+        .and_then(|r| r.scale_down_deadline)
+        .filter(|d| *d > aborted_at);
+    let stable_serves_all = ctx.available(&ctx.stable_hash) >= ctx.replicas;
+    let due = match written {
+        Some(due) => due,
+        None if stable_serves_all => add_secs(ctx.now, i64::from(delay)),
+        None => return (held, None),
+    };
     let traffic_gone = traffic.canary_weight.unwrap_or(0) == 0
         && traffic.canary_service_hash.as_deref() != Some(ctx.current_hash.as_str());
     if ctx.now >= due && traffic_gone {

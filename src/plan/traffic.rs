@@ -37,8 +37,9 @@ pub(super) fn canary_weight(ctx: &Ctx, st: &RolloutStatus, idx: i32) -> Option<i
         if just_promoted && !stable_ok {
             return Some(observed.unwrap_or(ctx.max_weight));
         }
-        if ctx.canary.dynamic_stable_scale == Some(true) && st.abort {
-            // Give traffic back only as fast as the stable pods can take it.
+        if ctx.canary.dynamic_stable_scale == Some(true) {
+            // Give traffic back only as fast as the stable pods can take it: on abort, and on
+            // a rollback to the stable revision (whose ReplicaSet scales up again).
             let floor = (ctx.max_weight - stable_capacity())
                 .max(0)
                 .min(observed.unwrap_or(0));

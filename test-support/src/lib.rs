@@ -12,11 +12,13 @@
 //!   a tool), and tmux sessions that show the CLI as a person sees it.
 //! - [`cli`]: runners for the `sluice` binary and kubectl.
 //! - [`metrics`]: scraping and reading a Prometheus text endpoint.
+//! - [`argo`]: the checks and actions of Argo Rollouts' e2e fixtures, for ported scenarios.
 //!
 //! Everything here panics or returns an error with the state that explains a failure: it is
 //! test code, and a failing test should say why.
 #![forbid(unsafe_code)]
 
+pub mod argo;
 pub mod cli;
 #[cfg(feature = "demo")]
 pub mod closed_loop;
