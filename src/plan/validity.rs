@@ -192,9 +192,10 @@ fn analysis_reference_errors(
         stable: Some(stable),
         latest: Some(&current),
     };
-    // At rest only the templates are checked (they exist, each is valid, they merge): the
-    // arguments are resolved from the Rollout as the update that runs them will be (a `fieldRef`
-    // may name a label the next template adds), as Argo does when it creates the run.
+    // At rest the templates are checked (they exist, each is valid, they merge, their literal
+    // values are sound), but not the arguments: those are resolved from the Rollout as the update
+    // that runs them will be (a `fieldRef` may name a label the next template adds), as Argo
+    // does when it creates the run.
     let at_rest = current == stable;
     let mut errors: Vec<FieldError> = Vec::new();
     for (field, analysis) in analyses {
@@ -292,15 +293,15 @@ fn analysis_errors(
         Ok(t) => t,
         Err(e) => return vec![at(field, e.to_string())],
     };
-    if templates_only {
-        return Vec::new();
-    }
     let rollout = match serde_json::to_value(&obs.rollout) {
         Ok(v) => v,
         Err(e) => return vec![at(field, e.to_string())],
     };
     let args = match resolve_rollout_args(&analysis.args, &rollout, hashes) {
         Ok(a) => a,
+        // At rest the arguments are the next update's: a `fieldRef` may name a label its
+        // template adds.
+        Err(_) if templates_only => return Vec::new(),
         Err(e) => return vec![at(&format!("{field}.args"), e.to_string())],
     };
     let run = match run_spec(
@@ -310,6 +311,7 @@ fn analysis_errors(
         &analysis.measurement_retention,
     ) {
         Ok(r) => r,
+        Err(TemplateError::Args(_)) if templates_only => return Vec::new(),
         Err(e) => {
             // An argument nobody supplies is reported against the template that declares it.
             let declared_by = match &e {
