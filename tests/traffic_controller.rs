@@ -424,7 +424,10 @@ async fn istio_subset_split_without_services_routes_by_subsets_only() {
         subset_hashes(&env).await == (Some(v2.clone()), Some(v2.clone()))
     })
     .await;
-    assert_eq!(vs_weights(&env).await, (100, 0));
+    wait_until("all traffic on the stable subset", 30, || async {
+        vs_weights(&env).await == (100, 0)
+    })
+    .await;
     assert_eq!(
         env.service_hash("web").await,
         user_selector,
