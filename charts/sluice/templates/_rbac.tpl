@@ -49,7 +49,7 @@
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, patch]
-# Services: the rollouts-pod-template-hash key of the canary and stable Service selectors.
+# Services: the pod-template hash key of the canary and stable Service selectors.
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, patch]
