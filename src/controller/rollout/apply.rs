@@ -138,30 +138,16 @@ pub(super) async fn apply(
 fn record_scaling(obs: &Observation, plan: &mut Plan) {
     let mut scaled = Vec::new();
     for d in &plan.replica_sets {
-        let from = match obs.replica_sets.iter().find(|r| r.hash == d.hash) {
-            Some(o) => o.replicas,
-            None if d.create => 0,
+        let observed = obs.replica_sets.iter().find(|r| r.hash == d.hash);
+        let (from, name) = match observed {
+            Some(o) => (o.replicas, o.name.clone()),
+            None if d.create => (0, replica_set_name(&obs.rollout, &d.hash)),
             None => continue,
         };
         if from == d.replicas {
             continue;
         }
-        let (verb, name) = (
-            if d.replicas > from { "up" } else { "down" },
-            obs.replica_sets
-                .iter()
-                .find(|r| r.hash == d.hash)
-                .map_or_else(
-                    || {
-                        format!(
-                            "{}-{}",
-                            obs.rollout.metadata.name.as_deref().unwrap_or_default(),
-                            d.hash
-                        )
-                    },
-                    |o| o.name.clone(),
-                ),
-        );
+        let verb = if d.replicas > from { "up" } else { "down" };
         scaled.push(plan::PlannedEvent {
             type_: plan::EventType::Normal,
             reason: constants::reason::SCALING_REPLICA_SET,
@@ -184,6 +170,11 @@ fn record_scaling(obs: &Observation, plan: &mut Plan) {
         .rposition(|e| revision_events.contains(&e.reason))
         .map_or(0, |i| i + 1);
     plan.events.splice(at..at, scaled);
+}
+
+/// The name of the ReplicaSet of `hash`: `<rollout>-<hash>`.
+fn replica_set_name(ro: &Rollout, hash: &str) -> String {
+    format!("{}-{hash}", ro.name_any())
 }
 
 /// How long one eviction may be retried (429s, by the client) before it counts as refused.
@@ -857,7 +848,7 @@ fn new_replica_set(
     }
     ReplicaSet {
         metadata: ObjectMeta {
-            name: Some(format!("{}-{}", ro.name_any(), d.hash)),
+            name: Some(replica_set_name(ro, &d.hash)),
             namespace: ro.namespace(),
             labels: Some(labels),
             annotations: Some(annotations),
