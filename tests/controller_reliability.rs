@@ -113,6 +113,77 @@ async fn killed_and_restarted_controller_reaches_the_same_outcome_50_times() {
     }
 }
 
+/// The Service watch lags a second and a half behind the others: a reconcile woken by the
+/// status write that follows a canary Service switch finds the Service cache still at the old
+/// selector. The controller must plan from what it wrote, not set the weight back to 0 until
+/// the cache catches up (traffic moving backwards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_service_watch_never_moves_traffic_backwards() {
+    lagging_watch_never_moves_traffic_backwards("services").await;
+}
+
+/// The same with the ReplicaSet watch behind: the planner sees fewer available canary pods
+/// than it already routed traffic to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_set_watch_never_moves_traffic_backwards() {
+    lagging_watch_never_moves_traffic_backwards("replicasets").await;
+}
+
+async fn lagging_watch_never_moves_traffic_backwards(plural: &str) {
+    if skip_on_real_cluster("needs a lagging watch and the write log") {
+        return;
+    }
+    let env = Env::new().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    env.create(&rollout("web", 4, "web:0", FAST_STEPS)).await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    let mut previous = current(&env.get("web").await);
+    for image in ["web:1", "web:2"] {
+        env.cluster.controls().clear_writes();
+        env.cluster
+            .controls()
+            .lag_watch(plural, Duration::from_millis(1500));
+        env.set_image("web", image).await;
+        let r = env
+            .wait_for("web", &format!("{image} promoted"), 90, |r| {
+                current(r) != previous
+                    && phase(r) == "Healthy"
+                    && stable(r) == current(r)
+                    && weight(r) == Some(0)
+            })
+            .await;
+        previous = current(&r);
+        env.cluster.controls().lag_watch(plural, Duration::ZERO);
+        assert_eq!(
+            env.service_hash("web-stable").await,
+            current(&r),
+            "{image}: stable Service on the new version"
+        );
+        let weights = written_weights(env.cluster.controls());
+        let last_nonzero = weights.iter().rposition(|w| *w != 0).unwrap_or(0);
+        assert!(
+            weights[..=last_nonzero].windows(2).all(|p| p[0] <= p[1]),
+            "{image}: weights moved backwards: {weights:?}"
+        );
+        assert_eq!(weights.first(), Some(&25), "{image}: {weights:?}");
+        assert_eq!(weights.last(), Some(&0), "{image}: {weights:?}");
+        // Each selector switch written once: the write is remembered, not repeated.
+        let service_writes = env
+            .cluster
+            .controls()
+            .writes()
+            .into_iter()
+            .filter(|w| w.resource == "services" && w.code < 300)
+            .count();
+        assert_eq!(
+            service_writes, 2,
+            "{image}: canary switch and stable switch"
+        );
+    }
+}
+
 fn leader_config(identity: &str, namespace: &str) -> ControllerConfig {
     ControllerConfig {
         lease: Some(LeaseSettings {

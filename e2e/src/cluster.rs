@@ -329,6 +329,12 @@ impl TestCluster {
         self.state.controls.clear_writes()
     }
 
+    /// Delivers every later watch event of `plural` `lag` late (`Duration::ZERO` ends it): one
+    /// watch behind the others, as can happen on a loaded API server.
+    pub fn lag_watch(&self, plural: &str, lag: std::time::Duration) {
+        self.state.controls.lag_watch(plural, lag)
+    }
+
     /// Ends every open watch stream (clients resume from their last resourceVersion).
     pub fn drop_watches(&self) {
         self.state.watch_epoch.send_modify(|e| *e += 1);

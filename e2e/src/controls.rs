@@ -151,6 +151,8 @@ pub struct Controls {
     faults: Mutex<Vec<Fault>>,
     writes: Mutex<Vec<WriteRecord>>,
     counts: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Per plural resource, how late watch events are delivered.
+    watch_lag: Mutex<std::collections::BTreeMap<String, std::time::Duration>>,
 }
 
 impl Controls {
@@ -217,6 +219,27 @@ impl Controls {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Delivers every later watch event of `plural` this much late, in order: a watch that lags
+    /// behind the others. Watches of different kinds are not ordered on a real API server
+    /// either; this makes the lag large and certain instead of rare. `Duration::ZERO` ends it.
+    pub fn lag_watch(&self, plural: &str, lag: std::time::Duration) {
+        let mut map = self.watch_lag.lock().unwrap_or_else(|e| e.into_inner());
+        if lag.is_zero() {
+            map.remove(plural);
+        } else {
+            map.insert(plural.to_string(), lag);
+        }
+    }
+
+    /// The lag set by [`Controls::lag_watch`] for `plural`.
+    pub fn watch_lag(&self, plural: &str) -> Option<std::time::Duration> {
+        self.watch_lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(plural)
+            .copied()
     }
 
     pub fn clear_writes(&self) {

@@ -916,6 +916,8 @@ fn watch(
     epoch.mark_unchanged();
     let interval = state.settings.bookmark_interval;
     let kind = res.kind.clone();
+    let controls = state.controls.clone();
+    let plural = res.plural.clone();
     let stream = async_stream::stream! {
         let mut progress = start_rv;
         let serve = |obj: &Value| -> Value {
@@ -963,6 +965,9 @@ fn watch(
                         }
                         progress = event.rv;
                         if let Some(line) = emit(&event) {
+                            if let Some(lag) = controls.watch_lag(&plural) {
+                                tokio::time::sleep(lag).await;
+                            }
                             yield line;
                         }
                     }

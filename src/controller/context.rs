@@ -60,6 +60,9 @@ pub struct Context {
     /// Per Rollout (by uid), the last ReplicaSet the API server refused to create. Kept in
     /// memory: after a restart the create is tried once more, and refused again.
     refusals: Mutex<HashMap<String, crate::plan::RefusedReplicaSet>>,
+    /// Services as our own last write left them, by namespace and name, until the watch cache
+    /// shows that version or a later one. See [`Context::service`].
+    written_services: Mutex<HashMap<(String, String), Arc<Service>>>,
 }
 
 impl Context {
@@ -98,6 +101,7 @@ impl Context {
             ready,
             superseded: Mutex::new(HashMap::new()),
             refusals: Mutex::new(HashMap::new()),
+            written_services: Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,6 +138,56 @@ impl Context {
     pub fn is_superseded(&self, uid: &str, resource_version: &str) -> bool {
         let map = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
         map.get(uid).is_some_and(|rv| rv == resource_version)
+    }
+
+    /// The Service `name` in `namespace` as the controller last knew it: the watch cache, or
+    /// the object our own last write returned while the cache is still behind it.
+    ///
+    /// Watches of different kinds are not ordered, so a reconcile woken by the status write that
+    /// followed a selector switch can find the Service cache still at the old selector. Planning
+    /// from that, the canary would look unswitched and its weight would be set back to 0 for a
+    /// moment: traffic moving backwards. Versions are compared as numbers, as client-go's
+    /// mutation cache does; an unparsable version counts as the cache having caught up.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        use kube::ResourceExt;
+        use kube::runtime::reflector::ObjectRef;
+        let cached = self
+            .stores
+            .services
+            .get(&ObjectRef::<Service>::new(name).within(namespace));
+        let key = (namespace.to_string(), name.to_string());
+        let mut written = self
+            .written_services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(ours) = written.get(&key).cloned() else {
+            return cached;
+        };
+        let version = |s: &Service| s.resource_version().and_then(|v| v.parse::<u64>().ok());
+        let cache_behind = match (&cached, version(&ours)) {
+            (Some(c), Some(ours)) => version(c).is_some_and(|c| c < ours),
+            // Gone from the cache: deleted since (only existing Services are patched). The
+            // caller reads the API server before calling it missing.
+            (None, _) | (_, None) => false,
+        };
+        if cache_behind {
+            return Some(ours);
+        }
+        written.remove(&key);
+        cached
+    }
+
+    /// Records a Service as one of our writes returned it (see [`Context::service`]).
+    pub fn remember_service(&self, written: Service) {
+        use kube::ResourceExt;
+        let (Some(namespace), name) = (written.namespace(), written.name_any()) else {
+            return;
+        };
+        let mut map = self
+            .written_services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.insert((namespace, name), Arc::new(written));
     }
 
     /// Forgets a deleted Rollout.

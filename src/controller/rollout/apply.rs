@@ -553,12 +553,8 @@ async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool
                 constants::LEGACY_POD_TEMPLATE_HASH_LABEL,
             )
         };
-        let cached = t
-            .ctx
-            .stores
-            .services
-            .get(&ObjectRef::<Service>::new(svc).within(&t.namespace));
-        let selector = cached
+        let known = t.ctx.service(&t.namespace, svc);
+        let selector = known
             .as_ref()
             .and_then(|s| s.spec.as_ref())
             .and_then(|s| s.selector.as_ref());
@@ -570,10 +566,11 @@ async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool
             "metadata": {"annotations": {constants::MANAGED_BY_ANNOTATION: &t.name}},
             "spec": {"selector": {key: want, other: null}}
         });
-        svc_api
+        let written = svc_api
             .patch(svc, &patch_params(), &Patch::Merge(&patch))
             .await
             .map_err(api_error("patch service selector", svc.clone()))?;
+        t.ctx.remember_service(written);
     }
     Ok(changed)
 }

@@ -493,10 +493,7 @@ async fn services(
             let Some(svc) = svc.as_ref().filter(|s| !s.is_empty()) else {
                 continue;
             };
-            let mut found = ctx
-                .stores
-                .services
-                .get(&ObjectRef::<Service>::new(svc).within(ns));
+            let mut found = ctx.service(ns, svc);
             if found.is_none() {
                 // Watches of different kinds are not ordered: confirm with a live read before
                 // calling a Service missing.
