@@ -262,6 +262,103 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
     assert!(non_lease("replica-b") > 0, "the new leader wrote");
 }
 
+/// A partitioned leader: every Lease request of replica-a hangs (its renewals never answer)
+/// while its other requests go through. It must stop writing at its renew deadline, before
+/// its Lease expires; replica-b then takes over and finishes the rollout, and the write log has
+/// no write of replica-a after the takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_stops_writing_before_its_lease_expires() {
+    if skip_on_real_cluster("needs fault injection per identity and the write log") {
+        return;
+    }
+    let env = Env::without_controller().await;
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    let a = sluice::controller::start(
+        env.cluster.controls().client_as("replica-a").unwrap(),
+        leader_config("replica-a", env.ns()),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !a.leader.is_leader() {
+        assert!(std::time::Instant::now() < deadline, "replica-a never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = sluice::controller::start(
+        env.cluster.controls().client_as("replica-b").unwrap(),
+        leader_config("replica-b", env.ns()),
+    )
+    .await
+    .unwrap();
+    env.create(&rollout("web", 2, "web:1", FAST_STEPS)).await;
+    env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    // An update in progress, so replica-a has writes to make when the partition starts.
+    env.set_image("web", "web:2").await;
+    env.wait_for("web", "first step", 30, |r| weight(r) == Some(25))
+        .await;
+    env.cluster.controls().inject(
+        Fault::hang(Duration::from_secs(120))
+            .resource("leases")
+            .identity("replica-a")
+            .times(10_000),
+    );
+    let partitioned = std::time::Instant::now();
+    while a.leader.is_leader() {
+        // Lease duration 3 s: the gate closes at the renew deadline, 2 s after the last renewal
+        // started, so well within the duration.
+        assert!(
+            partitioned.elapsed() < Duration::from_secs(3),
+            "replica-a still leads {:?} after its renewals stopped",
+            partitioned.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a_stopped = partitioned.elapsed();
+    while !b.leader.is_leader() {
+        assert!(
+            partitioned.elapsed() < Duration::from_secs(10),
+            "replica-b never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b_leads = partitioned.elapsed();
+    assert!(
+        a_stopped < b_leads,
+        "a stopped {a_stopped:?}, b led {b_leads:?}"
+    );
+    env.wait_for("web", "promoted by the new leader", 60, |r| {
+        phase(r) == "Healthy" && stable(r) == current(r) && weight(r) == Some(0)
+    })
+    .await;
+    let writes = env.cluster.controls().writes();
+    let takeover = writes
+        .iter()
+        .find(|w| {
+            w.identity.as_deref() == Some("replica-b") && w.resource == "leases" && w.code < 300
+        })
+        .map(|w| w.seq)
+        .expect("replica-b wrote the Lease to take it");
+    let late: Vec<_> = writes
+        .iter()
+        .filter(|w| w.identity.as_deref() == Some("replica-a") && w.seq > takeover && w.code < 300)
+        .map(|w| format!("{} {} {:?}", w.verb, w.resource, w.name))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "replica-a wrote after the takeover: {late:?}"
+    );
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.identity.as_deref() == Some("replica-b") && w.resource == "ingresses"),
+        "the new leader moved the traffic"
+    );
+    a.abort();
+    b.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_converges_through_conflicts_errors_and_dropped_watches() {
     if skip_on_real_cluster("needs fault injection and dropped watches") {

@@ -2,10 +2,19 @@
 //!
 //! Every replica watches and caches; only the holder of the Lease writes. The gate is checked
 //! right before every write, so losing the Lease stops writes at once.
+//!
+//! A leader that cannot renew (its API server unreachable, its renewals hanging) must stop
+//! writing before another replica may take the Lease. Each successful renewal opens the gate
+//! until a *renew deadline*, two thirds of the lease duration after the renewal was started
+//! (client-go's defaults, 10 s of 15, have the same ratio); the gate closes by itself at that
+//! instant even if the renewal that would extend it is still hanging. Other candidates consider
+//! the Lease expired only a full duration after its recorded renew time, which is taken after
+//! our instant: the margin between our last write and a takeover is at least a third of the
+//! duration (5 s with the default 15 s), minus clock skew between the replicas' clocks.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -19,6 +28,9 @@ use super::clock::Clock;
 #[derive(Clone)]
 pub struct LeaderGate {
     leading: Arc<AtomicBool>,
+    /// The renew deadline: the gate is closed from this instant on, renewal or not (None: no
+    /// deadline, leader election disabled).
+    valid_until: Arc<Mutex<Option<Instant>>>,
     changes: watch::Receiver<bool>,
 }
 
@@ -28,6 +40,7 @@ impl LeaderGate {
         let (_tx, rx) = watch::channel(true);
         LeaderGate {
             leading: Arc::new(AtomicBool::new(true)),
+            valid_until: Arc::new(Mutex::new(None)),
             changes: rx,
         }
     }
@@ -38,13 +51,19 @@ impl LeaderGate {
         let (_tx, rx) = watch::channel(false);
         LeaderGate {
             leading: Arc::new(AtomicBool::new(false)),
+            valid_until: Arc::new(Mutex::new(None)),
             changes: rx,
         }
     }
 
-    /// True while this replica holds the Lease.
+    /// True while this replica holds the Lease and its renew deadline has not passed.
     pub fn is_leader(&self) -> bool {
-        self.leading.load(Ordering::SeqCst)
+        self.leading.load(Ordering::SeqCst) && self.within_deadline(Instant::now())
+    }
+
+    fn within_deadline(&self, now: Instant) -> bool {
+        let until = self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.is_none_or(|t| now < t)
     }
 
     /// Changes of leadership.
@@ -75,34 +94,49 @@ pub fn start(
     clock: Clock,
 ) -> (LeaderGate, tokio::task::JoinHandle<()>) {
     let leading = Arc::new(AtomicBool::new(false));
+    let valid_until = Arc::new(Mutex::new(Some(Instant::now())));
     let (tx, rx) = watch::channel(false);
     let gate = LeaderGate {
         leading: leading.clone(),
+        valid_until: valid_until.clone(),
         changes: rx,
     };
+    let renew_deadline = renew_deadline(settings.duration);
+    let loop_gate = gate.clone();
     let task = tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
-        let mut renewed_at: Option<std::time::Instant> = None;
         loop {
-            let result = try_acquire_or_renew(&api, &settings, &clock).await;
-            let now = std::time::Instant::now();
-            let holds = match result {
-                Ok(holds) => {
-                    if holds {
-                        renewed_at = Some(now);
-                    }
-                    holds
+            let started = Instant::now();
+            // A renewal may not outlive the gate it would extend: once the deadline has
+            // passed, the answer no longer matters (another replica may hold the Lease).
+            let patience = if loop_gate.is_leader() {
+                let until = *valid_until.lock().unwrap_or_else(|e| e.into_inner());
+                until.map_or(settings.duration, |t| t.saturating_duration_since(started))
+            } else {
+                settings.duration
+            };
+            let attempt =
+                tokio::time::timeout(patience, try_acquire_or_renew(&api, &settings, &clock)).await;
+            let holds = match attempt {
+                Ok(Ok(true)) => {
+                    *valid_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(started + renew_deadline);
+                    true
                 }
-                // Keep leading through transient errors until the Lease would have expired.
-                Err(e) => {
+                Ok(Ok(false)) => false,
+                // Keep leading through transient errors until the renew deadline.
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "lease renewal failed");
-                    renewed_at.is_some_and(|t| now.duration_since(t) < settings.duration)
-                        && leading.load(Ordering::SeqCst)
+                    loop_gate.is_leader()
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        waited = ?patience,
+                        "lease renewal did not answer before the renew deadline"
+                    );
+                    loop_gate.is_leader()
                 }
             };
-            if !holds {
-                renewed_at = None;
-            }
             if leading.swap(holds, Ordering::SeqCst) != holds {
                 tracing::info!(identity = %settings.identity, leading = holds, "leadership changed");
                 let _ = tx.send(holds);
@@ -111,6 +145,12 @@ pub fn start(
         }
     });
     (gate, task)
+}
+
+/// How long after starting a successful renewal the holder may go on writing: two thirds of the
+/// lease duration (see the module doc).
+pub fn renew_deadline(duration: Duration) -> Duration {
+    duration * 2 / 3
 }
 
 fn micro(t: Timestamp) -> MicroTime {
