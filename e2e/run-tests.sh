@@ -14,6 +14,8 @@ need tmux tmux                  # `sluice get --watch` seen as a person sees it
 need python3 python3            # Helm SDK driver, pod processes
 need kubectl kubernetes-client  # kubectl against the test cluster
 need git git                    # the GitOps closed loop commits to a local repository
+need chromium chromium          # the dashboard's browser tests (headless)
+need chromedriver chromium-driver  # ... driven through WebDriver
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]} (apt-get)" >&2
     $SUDO apt-get update -qq

@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod crdgen;
+pub mod dashboard;
 pub mod demo;
 pub mod kube_client;
 pub mod metrics;

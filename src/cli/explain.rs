@@ -42,16 +42,23 @@ fn times(n: i32) -> String {
     }
 }
 
-/// How a measured value relates to the threshold of a simple condition such as
-/// `result[0] >= 0.95`: "below 0.95". `None` when the condition is not of that simple form.
-pub fn threshold_words(condition: &str, kind: &str) -> Option<String> {
+/// The comparison and the number of a simple condition such as `result[0] >= 0.95`
+/// (`(">=", "0.95")`), also what the dashboard draws as a chart's threshold line. `None` when
+/// the condition is not of that simple form.
+pub fn threshold_parts(condition: &str) -> Option<(String, String)> {
     let re = Regex::new(
         r"^\s*(?:result(?:\[0\])?|default\(\s*result(?:\[0\])?\s*,\s*[^)]*\))\s*(>=|<=|>|<|==|!=)\s*([-+0-9.eE]+)\s*$",
     )
     .ok()?;
     let caps = re.captures(condition)?;
-    let op = caps.get(1)?.as_str();
-    let t = caps.get(2)?.as_str();
+    Some((caps.get(1)?.as_str().to_string(), caps.get(2)?.as_str().to_string()))
+}
+
+/// How a measured value relates to the threshold of a simple condition such as
+/// `result[0] >= 0.95`: "below 0.95". `None` when the condition is not of that simple form.
+pub fn threshold_words(condition: &str, kind: &str) -> Option<String> {
+    let (op, t) = threshold_parts(condition)?;
+    let (op, t) = (op.as_str(), t.as_str());
     // A failed successCondition means the comparison was false; a met failureCondition means it
     // was true.
     let words = match (kind, op) {

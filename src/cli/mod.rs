@@ -89,6 +89,8 @@ pub enum Command {
     Lint(lint::LintArgs),
     /// Convert Argo Rollouts manifests (argoproj.io/v1alpha1) to Sluice.
     Convert(convert::ConvertArgs),
+    /// Serve a web dashboard of the rollouts on this machine (with your kubeconfig's rights).
+    Dashboard(crate::dashboard::DashboardArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script.
@@ -118,6 +120,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Undo(args) => ClusterCommand::Undo(args),
         Command::Set { what } => ClusterCommand::Set(what),
         Command::Explain(args) => ClusterCommand::Explain(args),
+        Command::Dashboard(args) => ClusterCommand::Dashboard(args),
     };
     drop(out);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -138,6 +141,7 @@ enum ClusterCommand {
     Undo(actions::UndoArgs),
     Set(actions::SetWhat),
     Explain(explain::ExplainArgs),
+    Dashboard(crate::dashboard::DashboardArgs),
 }
 
 /// Runs a cluster command. Its errors already read as one line (`kube::CliError`): print them
@@ -154,6 +158,7 @@ async fn run_cluster(command: ClusterCommand) -> anyhow::Result<i32> {
         ClusterCommand::Undo(args) => actions::run_undo(args).await,
         ClusterCommand::Set(what) => actions::run_set(what).await,
         ClusterCommand::Explain(args) => explain::run(args).await,
+        ClusterCommand::Dashboard(args) => crate::dashboard::run(args).await,
     };
     match result {
         Ok(code) => Ok(code),
