@@ -64,10 +64,11 @@ async fn browser() -> Result<Browser> {
     }))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let connected = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await;
+        let connected =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await;
         match connected {
             Ok(client) => {
                 return Ok(Browser {
@@ -76,7 +77,9 @@ async fn browser() -> Result<Browser> {
                 });
             }
             Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(format!("chromedriver on port {port} never took a session: {e}").into());
+                return Err(
+                    format!("chromedriver on port {port} never took a session: {e}").into(),
+                );
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
@@ -183,9 +186,7 @@ async fn analysis_run(env: &Env, hash: &str, uid: &str) -> Result {
             "provider": {"prometheus": {"address": "http://127.0.0.1:1", "query": "up"}}}]}
     }))?;
     api.create(&PostParams::default(), &run).await?;
-    let m = |at: &str, v: &str, phase: &str| {
-        json!({"phase": phase, "value": v, "startedAt": at, "finishedAt": at})
-    };
+    let m = |at: &str, v: &str, phase: &str| json!({"phase": phase, "value": v, "startedAt": at, "finishedAt": at});
     let status = json!({"status": {"phase": "Successful",
         "message": "<img src=x onerror=\"window.__xss=1\"> run message",
         "metricResults": [{"name": "success-rate", "phase": "Successful", "count": 3,
@@ -258,7 +259,11 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
     wait_text(c, "table.rollouts", "api").await?;
     let rows = c.find_all(Locator::Css("table.rollouts tbody tr")).await?;
     assert_eq!(rows.len(), 2);
-    assert!(text_of(c, "tr[data-rollout='web']").await?.contains("Healthy"));
+    assert!(
+        text_of(c, "tr[data-rollout='web']")
+            .await?
+            .contains("Healthy")
+    );
     std::fs::write(screenshots().join("overview.png"), c.screenshot().await?)?;
     c.find(Locator::Css("input[name='q']"))
         .await?
@@ -271,7 +276,8 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
     until("the filtered overview", || async {
         let rows = c.find_all(Locator::Css("table.rollouts tbody tr")).await?;
         let names: Vec<String> = futures::future::try_join_all(
-            rows.iter().map(|r| async move { r.attr("data-rollout").await }),
+            rows.iter()
+                .map(|r| async move { r.attr("data-rollout").await }),
         )
         .await?
         .into_iter()
@@ -297,16 +303,33 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
         3,
         "one mark per measurement"
     );
-    assert_eq!(chart.find_all(Locator::Css(".point.failed")).await?.len(), 1);
+    assert_eq!(
+        chart.find_all(Locator::Css(".point.failed")).await?.len(),
+        1
+    );
+    std::fs::write(
+        screenshots().join("analysis.png"),
+        chart.screenshot().await?,
+    )?;
     let threshold = chart.find(Locator::Css("line.threshold")).await?;
-    assert_eq!(threshold.attr("data-threshold").await?.as_deref(), Some("0.95"));
+    assert_eq!(
+        threshold.attr("data-threshold").await?.as_deref(),
+        Some("0.95")
+    );
     let events = text_of(c, "table.events").await?;
-    assert!(events.contains("<script>window.__xss=2</script>"), "{events}");
     assert!(
-        text_of(c, "article.run").await?.contains("<img src=x onerror="),
+        events.contains("<script>window.__xss=2</script>"),
+        "{events}"
+    );
+    assert!(
+        text_of(c, "article.run")
+            .await?
+            .contains("<img src=x onerror="),
         "the run's message is shown as text"
     );
-    let xss = c.execute("return window.__xss === undefined;", vec![]).await?;
+    let xss = c
+        .execute("return window.__xss === undefined;", vec![])
+        .await?;
     assert_eq!(xss, json!(true), "no script from the cluster ran");
 
     // The controller steps; the page follows without a reload (the marker survives).
@@ -315,7 +338,9 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
     wait_text(c, "#actual-weight", "20%").await?;
     wait_text(c, "ol.ladder li.current", "pause").await?;
     assert!(
-        text_of(c, "ol.ladder li.current").await?.contains("until promoted"),
+        text_of(c, "ol.ladder li.current")
+            .await?
+            .contains("until promoted"),
         "the current step says it waits for a promotion"
     );
 
@@ -334,9 +359,15 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
     let marker = c.execute("return window.__marker;", vec![]).await?;
     assert_eq!(marker, json!("same page"), "the page was never reloaded");
     let pushes = c
-        .execute("return Number(document.getElementById('live').dataset.updates || 0);", vec![])
+        .execute(
+            "return Number(document.getElementById('live').dataset.updates || 0);",
+            vec![],
+        )
         .await?;
-    assert!(pushes.as_u64().unwrap_or(0) >= 3, "pushed updates: {pushes}");
+    assert!(
+        pushes.as_u64().unwrap_or(0) >= 3,
+        "pushed updates: {pushes}"
+    );
     std::fs::write(screenshots().join("aborted.png"), c.screenshot().await?)?;
 
     // Narrow screens still show the page without sideways scrolling of the whole document.
@@ -359,8 +390,13 @@ async fn a_refused_action_shows_the_rbac_error() -> Result {
         return Ok(());
     }
     let env = Env::new().await;
-    env.create(&rollout("web", 1, "web:1", "steps:\n- setWeight: 50\n- pause: {}\n"))
-        .await;
+    env.create(&rollout(
+        "web",
+        1,
+        "web:1",
+        "steps:\n- setWeight: 50\n- pause: {}\n",
+    ))
+    .await;
     env.wait_for("web", "web healthy", 60, |r| phase(r) == "Healthy")
         .await;
     env.set_image("web", "web:2").await;
@@ -394,11 +430,7 @@ async fn a_refused_action_shows_the_rbac_error() -> Result {
         "{answer}"
     );
     assert!(answer.contains("ask for RBAC verb \"patch\""), "{answer}");
-    let role = c
-        .find(Locator::Css("#result"))
-        .await?
-        .attr("role")
-        .await?;
+    let role = c.find(Locator::Css("#result")).await?.attr("role").await?;
     assert_eq!(role.as_deref(), Some("alert"));
     // Nothing changed.
     let r = env.get("web").await;

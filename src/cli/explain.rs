@@ -51,7 +51,10 @@ pub fn threshold_parts(condition: &str) -> Option<(String, String)> {
     )
     .ok()?;
     let caps = re.captures(condition)?;
-    Some((caps.get(1)?.as_str().to_string(), caps.get(2)?.as_str().to_string()))
+    Some((
+        caps.get(1)?.as_str().to_string(),
+        caps.get(2)?.as_str().to_string(),
+    ))
 }
 
 /// How a measured value relates to the threshold of a simple condition such as

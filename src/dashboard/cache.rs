@@ -119,8 +119,18 @@ impl Cache {
             tx.clone(),
             errors.clone(),
         );
-        let (pods, t4) = spawn(api::<Pod>(client, namespace), "pods", tx.clone(), errors.clone());
-        let (events, t5) = spawn(api::<Event>(client, namespace), "events", tx, errors.clone());
+        let (pods, t4) = spawn(
+            api::<Pod>(client, namespace),
+            "pods",
+            tx.clone(),
+            errors.clone(),
+        );
+        let (events, t5) = spawn(
+            api::<Event>(client, namespace),
+            "events",
+            tx,
+            errors.clone(),
+        );
         Cache {
             rollouts,
             replica_sets,
@@ -154,7 +164,12 @@ impl Cache {
 
     /// Every Rollout, sorted by namespace and name.
     pub fn rollouts(&self) -> Vec<Rollout> {
-        let mut all: Vec<Rollout> = self.rollouts.state().iter().map(|r| (**r).clone()).collect();
+        let mut all: Vec<Rollout> = self
+            .rollouts
+            .state()
+            .iter()
+            .map(|r| (**r).clone())
+            .collect();
         all.sort_by_key(|r| (r.namespace().unwrap_or_default(), r.name_any()));
         all
     }

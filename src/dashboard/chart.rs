@@ -141,7 +141,10 @@ pub fn metric_chart(metric: &str, points: &[Point], threshold: Option<Threshold>
     let line: Vec<String> = points
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| p.value.map(|v| format!("{:.1},{:.1}", x_of(i, p.at), y_of(v))))
+        .filter_map(|(i, p)| {
+            p.value
+                .map(|v| format!("{:.1},{:.1}", x_of(i, p.at), y_of(v)))
+        })
         .collect();
     let title = match threshold {
         Some(t) => format!(

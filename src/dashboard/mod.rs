@@ -131,7 +131,11 @@ fn new_token() -> anyhow::Result<String> {
 
 /// Starts the dashboard on `addr` for the cluster of `target`: the namespace of `target`, or
 /// every namespace with `all_namespaces`.
-pub async fn serve(target: Target, all_namespaces: bool, addr: SocketAddr) -> anyhow::Result<Dashboard> {
+pub async fn serve(
+    target: Target,
+    all_namespaces: bool,
+    addr: SocketAddr,
+) -> anyhow::Result<Dashboard> {
     let namespace = (!all_namespaces).then(|| target.namespace.clone());
     let cache = Cache::start(&target.client, namespace.as_deref());
     let listener = tokio::net::TcpListener::bind(addr)
@@ -161,8 +165,24 @@ pub async fn serve(target: Target, all_namespaces: bool, addr: SocketAddr) -> an
         .route("/live", get(overview_live))
         .route("/live/rollouts/{ns}/{name}", get(rollout_live))
         .route("/api/rollouts/{ns}/{name}/{action}", post(run_action))
-        .route("/static/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
-        .route("/static/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }))
+        .route(
+            "/static/app.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    APP_JS,
+                )
+            }),
+        )
+        .route(
+            "/static/style.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    STYLE_CSS,
+                )
+            }),
+        )
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app);
     let task = tokio::spawn(async move {
@@ -187,9 +207,18 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     }
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     res
 }
@@ -233,7 +262,10 @@ async fn overview_page(State(app): State<Arc<App>>, Query(filter): Query<Filter>
     pages::page("Rollouts", &app.token, &live_url, Some(form), live)
 }
 
-async fn rollout_page(State(app): State<Arc<App>>, Path((ns, name)): Path<(String, String)>) -> Markup {
+async fn rollout_page(
+    State(app): State<Arc<App>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Markup {
     let live_url = format!("/live/rollouts/{}/{}", path_part(&ns), path_part(&name));
     let live = render(&app, &Live::Rollout(ns.clone(), name.clone())).await;
     let actions = pages::actions(&ns, &name);
@@ -264,7 +296,10 @@ fn stream(app: Arc<App>, live: Live) -> impl Stream<Item = Result<Event, Infalli
     )
 }
 
-async fn overview_live(State(app): State<Arc<App>>, Query(filter): Query<Filter>) -> impl IntoResponse {
+async fn overview_live(
+    State(app): State<Arc<App>>,
+    Query(filter): Query<Filter>,
+) -> impl IntoResponse {
     Sse::new(stream(app, Live::Overview(filter))).keep_alive(KeepAlive::default())
 }
 
@@ -320,7 +355,11 @@ async fn run_action(
         );
     }
     let Some(action) = parse_action(&action, Timestamp::now()) else {
-        return answer(StatusCode::NOT_FOUND, false, format!("unknown action \"{action}\""));
+        return answer(
+            StatusCode::NOT_FOUND,
+            false,
+            format!("unknown action \"{action}\""),
+        );
     };
     let target = Target {
         client: app.client.clone(),

@@ -39,7 +39,12 @@ fn images(ro: &Rollout) -> Vec<String> {
         .template
         .as_ref()
         .and_then(|t| t.spec.as_ref())
-        .map(|s| s.containers.iter().filter_map(|c| c.image.clone()).collect())
+        .map(|s| {
+            s.containers
+                .iter()
+                .filter_map(|c| c.image.clone())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -49,7 +54,13 @@ fn phase_badge(phase: &str) -> Markup {
 }
 
 /// The whole page around `live` (the part the server pushes again on changes).
-pub fn page(title: &str, token: &str, live_url: &str, actions: Option<Markup>, live: Markup) -> Markup {
+pub fn page(
+    title: &str,
+    token: &str,
+    live_url: &str,
+    actions: Option<Markup>,
+    live: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -88,17 +99,23 @@ fn watch_errors(cache: &Cache) -> Markup {
 
 /// The overview's filter form (outside the live part: a push must not reset what is typed).
 pub fn filter_form(cache: &Cache, filter: &Filter, namespaces_watched: Option<&str>) -> Markup {
-    let mut namespaces: Vec<String> = cache.rollouts().iter().filter_map(|r| r.namespace()).collect();
+    let mut namespaces: Vec<String> = cache
+        .rollouts()
+        .iter()
+        .filter_map(|r| r.namespace())
+        .collect();
     namespaces.dedup();
     html! {
         form class="filter" method="get" action="/" role="search" {
-            label { "Namespace "
-                select name="ns" {
-                    option value="" selected[filter.ns.is_empty()] {
-                        (namespaces_watched.map_or("all namespaces".to_string(), |n| n.to_string()))
-                    }
-                    @for ns in &namespaces {
-                        option value=(ns) selected[filter.ns == *ns] { (ns) }
+            @if let Some(ns) = namespaces_watched {
+                span { "Namespace " b { (ns) } }
+            } @else {
+                label { "Namespace "
+                    select name="ns" {
+                        option value="" selected[filter.ns.is_empty()] { "all namespaces" }
+                        @for ns in &namespaces {
+                            option value=(ns) selected[filter.ns == *ns] { (ns) }
+                        }
                     }
                 }
             }
@@ -121,7 +138,10 @@ pub fn overview(cache: &Cache, filter: &Filter) -> Markup {
         .filter(|r| {
             q.is_empty()
                 || r.name_any().to_lowercase().contains(&q)
-                || r.namespace().unwrap_or_default().to_lowercase().contains(&q)
+                || r.namespace()
+                    .unwrap_or_default()
+                    .to_lowercase()
+                    .contains(&q)
                 || images(r).iter().any(|i| i.to_lowercase().contains(&q))
         })
         .collect();
@@ -172,9 +192,21 @@ pub fn overview(cache: &Cache, filter: &Filter) -> Markup {
 pub fn actions(namespace: &str, name: &str) -> Markup {
     const ACTIONS: [(&str, &str, &str); 8] = [
         ("promote", "Promote", "go on to the next step"),
-        ("promote-full", "Promote full", "skip every remaining step and analysis"),
-        ("abort", "Abort", "send all traffic back to the stable version"),
-        ("retry", "Retry", "start the aborted update again from its first step"),
+        (
+            "promote-full",
+            "Promote full",
+            "skip every remaining step and analysis",
+        ),
+        (
+            "abort",
+            "Abort",
+            "send all traffic back to the stable version",
+        ),
+        (
+            "retry",
+            "Retry",
+            "start the aborted update again from its first step",
+        ),
         ("pause", "Pause", "pause the rollout"),
         ("resume", "Resume", "resume the paused rollout"),
         ("restart", "Restart", "restart every pod"),

@@ -15,7 +15,11 @@ fn weights(kind: &str, obj: &DynamicObject) -> Vec<String> {
         "Ingress" => {
             let a = obj.annotations();
             match a.get("nginx.ingress.kubernetes.io/canary-weight") {
-                Some(w) if a.get("nginx.ingress.kubernetes.io/canary").map(String::as_str) == Some("true") => {
+                Some(w)
+                    if a.get("nginx.ingress.kubernetes.io/canary")
+                        .map(String::as_str)
+                        == Some("true") =>
+                {
                     vec![format!("canary-weight {w}")]
                 }
                 _ => vec!["stable Ingress".to_string()],
@@ -28,21 +32,32 @@ fn weights(kind: &str, obj: &DynamicObject) -> Vec<String> {
             .into_iter()
             .flatten()
             .flat_map(|route| {
-                let name = route.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                let name = route
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 route
                     .get("route")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
                     .map(move |d| {
-                        let host = d.pointer("/destination/host").and_then(Value::as_str).unwrap_or("?");
+                        let host = d
+                            .pointer("/destination/host")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?");
                         let subset = d
                             .pointer("/destination/subset")
                             .and_then(Value::as_str)
                             .map(|s| format!("/{s}"))
                             .unwrap_or_default();
                         let weight = d.get("weight").and_then(Value::as_i64).unwrap_or(0);
-                        let route = if name.is_empty() { String::new() } else { format!("{name}: ") };
+                        let route = if name.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{name}: ")
+                        };
                         format!("{route}{host}{subset} {weight}")
                     })
             })
