@@ -87,9 +87,10 @@ async fn browser() -> Result<Browser> {
 }
 
 /// `sluice dashboard --port 0` with `kubeconfig`; its URL is the one it prints.
-async fn dashboard(kubeconfig: &Path) -> Result<(Child, String)> {
+async fn dashboard(kubeconfig: &Path, extra: &[&str]) -> Result<(Child, String)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["dashboard", "--port", "0"])
+        .args(extra)
         .env("KUBECONFIG", kubeconfig)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -230,15 +231,27 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
     env.stable_ingress().await;
     env.create(&rollout("web", 2, "web:1", &format!("{NGINX}{WEB_STEPS}")))
         .await;
+    // A second rollout in another namespace, for the filters.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "other"}}))?,
+        )
+        .await?;
     let mut api_rollout = serde_json::to_value(rollout(
         "api",
         1,
         "api:1",
         "steps:\n- setWeight: 50\n- pause: {}\n",
     ))?;
-    api_rollout["spec"]["selector"]["matchLabels"]["app"] = json!("api");
-    api_rollout["spec"]["template"]["metadata"]["labels"]["app"] = json!("api");
-    env.create(&serde_json::from_value(api_rollout)?).await;
+    api_rollout["metadata"]["namespace"] = json!("other");
+    Api::<sluice::api::rollout::Rollout>::namespaced(env.client.clone(), "other")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(api_rollout)?,
+        )
+        .await?;
     let web = env
         .wait_for("web", "web healthy", 60, |r| phase(r) == "Healthy")
         .await;
@@ -250,7 +263,7 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     env.cluster.write_kubeconfig(&kubeconfig)?;
-    let (_dash, url) = dashboard(&kubeconfig).await?;
+    let (_dash, url) = dashboard(&kubeconfig, &["-A"]).await?;
     let b = browser().await?;
     let c = &b.client;
 
@@ -265,15 +278,7 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
             .contains("Healthy")
     );
     std::fs::write(screenshots().join("overview.png"), c.screenshot().await?)?;
-    c.find(Locator::Css("input[name='q']"))
-        .await?
-        .send_keys("api")
-        .await?;
-    c.find(Locator::Css("form.filter button[type='submit']"))
-        .await?
-        .click()
-        .await?;
-    until("the filtered overview", || async {
+    let shown = || async {
         let rows = c.find_all(Locator::Css("table.rollouts tbody tr")).await?;
         let names: Vec<String> = futures::future::try_join_all(
             rows.iter()
@@ -283,13 +288,37 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
         .into_iter()
         .flatten()
         .collect();
-        Ok((names == ["api"]).then_some(()))
+        Ok::<_, Box<dyn std::error::Error>>(names)
+    };
+    c.find(Locator::Css("select[name='ns']"))
+        .await?
+        .select_by_value("other")
+        .await?;
+    c.find(Locator::Css("form.filter button[type='submit']"))
+        .await?
+        .click()
+        .await?;
+    until("the overview of namespace other", || async {
+        Ok((shown().await? == ["api"]).then_some(()))
+    })
+    .await?;
+    c.goto(&format!("{url}/")).await?;
+    c.find(Locator::Css("input[name='q']"))
+        .await?
+        .send_keys("WEB:1")
+        .await?;
+    c.find(Locator::Css("form.filter button[type='submit']"))
+        .await?
+        .click()
+        .await?;
+    until("the overview filtered by image", || async {
+        Ok((shown().await? == ["web"]).then_some(()))
     })
     .await?;
 
     // The rollout page: the ladder, the plotted analysis with its threshold, hostile text as
     // text.
-    c.find(Locator::LinkText("api")).await?;
+    c.find(Locator::LinkText("web")).await?;
     c.goto(&format!("{url}/rollouts/default/web")).await?;
     wait_text(c, "#conn", "live").await?;
     let steps = c.find_all(Locator::Css("ol.ladder li")).await?;
@@ -419,7 +448,7 @@ async fn a_refused_action_shows_the_rbac_error() -> Result {
             .identity("viewer")
             .times(100),
     );
-    let (_dash, url) = dashboard(&kubeconfig).await?;
+    let (_dash, url) = dashboard(&kubeconfig, &[]).await?;
     let b = browser().await?;
     let c = &b.client;
     c.goto(&format!("{url}/rollouts/default/web")).await?;

@@ -175,8 +175,7 @@ pub fn metric_chart(metric: &str, points: &[Point], threshold: Option<Threshold>
             @if let Some(t) = threshold {
                 line class="threshold" data-threshold=(t.value) x1=(LEFT) x2=(WIDTH - RIGHT)
                     y1=(format!("{:.1}", y_of(t.value))) y2=(format!("{:.1}", y_of(t.value))) {}
-                text class="threshold-label" x=(WIDTH - RIGHT - 2.0) y=(format!("{:.1}", y_of(t.value) - 4.0))
-                    text-anchor="end" { "threshold " (t.op) " " (fmt(t.value)) }
+                text class="threshold-label" x=(LEFT + 4.0) y=(format!("{:.1}", y_of(t.value) - 4.0)) { "threshold " (t.op) " " (fmt(t.value)) }
             }
             @if line.len() > 1 {
                 polyline class="series" points=(line.join(" ")) {}
