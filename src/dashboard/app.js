@@ -37,6 +37,8 @@ if (actions) {
     const button = e.target.closest("button[data-action]");
     if (!button) return;
     pending = button.dataset.action;
+    // A cancelled dialog keeps the previous returnValue: clear it, or Escape would confirm.
+    dialog.returnValue = "";
     text.textContent = button.dataset.label + " " + actions.dataset.namespace + "/" +
       actions.dataset.name + ": " + button.dataset.what + "?";
     dialog.showModal();

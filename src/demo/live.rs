@@ -415,9 +415,29 @@ pub async fn run(out: &mut (dyn Write + Send), options: LiveOptions) -> anyhow::
     .map_err(|e| anyhow::anyhow!("write the kubeconfig {}: {e}", kubeconfig.display()))?;
     writeln!(
         out,
-        "  kubeconfig  {} (namespace {NS})\n",
+        "  kubeconfig  {} (namespace {NS})",
         kubeconfig.display()
     )?;
+    // The dashboard of the demo's namespace, for as long as the demo runs (port 3100 when it
+    // is free, as `sluice dashboard` would take).
+    let dashboard_target = crate::cli::kube::Target {
+        client: stack.cluster.client(),
+        namespace: NS.to_string(),
+        server: stack.cluster.url().to_string(),
+    };
+    let dashboard = match crate::dashboard::serve(
+        dashboard_target.clone(),
+        false,
+        ([127, 0, 0, 1], 3100).into(),
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(_) => {
+            crate::dashboard::serve(dashboard_target, false, ([127, 0, 0, 1], 0).into()).await?
+        }
+    };
+    writeln!(out, "  dashboard   {}\n", dashboard.url())?;
     stack.apply_yaml(&nginx_app(NS)).await?;
     for name in ["nginx-success-rate", "nginx-latency"] {
         let mut t = template(name, INTERVAL, Some(INITIAL_DELAY))?;
@@ -527,6 +547,7 @@ pub async fn run(out: &mut (dyn Write + Send), options: LiveOptions) -> anyhow::
         )?;
     }
     load.stop();
+    drop(dashboard);
     Ok(())
 }
 
