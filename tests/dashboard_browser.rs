@@ -133,8 +133,30 @@ where
     }
 }
 
+/// The text of the element at `css`, read in one script: the live part may be swapped between
+/// a find and a read.
 async fn text_of(c: &Client, css: &str) -> Result<String> {
-    Ok(c.find(Locator::Css(css)).await?.text().await?)
+    let text = c
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+            vec![json!(css)],
+        )
+        .await?;
+    text.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no element {css}").into())
+}
+
+/// Counts the elements at `css`, in one script.
+async fn count(c: &Client, css: &str) -> Result<u64> {
+    let n = c
+        .execute(
+            "return document.querySelectorAll(arguments[0]).length;",
+            vec![json!(css)],
+        )
+        .await?;
+    n.as_u64()
+        .ok_or_else(|| format!("no count for {css}").into())
 }
 
 /// Waits until the element at `css` shows text containing `wanted`.
@@ -270,8 +292,7 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
     // Overview: both rollouts, then only the one the filter names.
     c.goto(&format!("{url}/")).await?;
     wait_text(c, "table.rollouts", "api").await?;
-    let rows = c.find_all(Locator::Css("table.rollouts tbody tr")).await?;
-    assert_eq!(rows.len(), 2);
+    assert_eq!(count(c, "table.rollouts tbody tr").await?, 2);
     assert!(
         text_of(c, "tr[data-rollout='web']")
             .await?
@@ -279,15 +300,13 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
     );
     std::fs::write(screenshots().join("overview.png"), c.screenshot().await?)?;
     let shown = || async {
-        let rows = c.find_all(Locator::Css("table.rollouts tbody tr")).await?;
-        let names: Vec<String> = futures::future::try_join_all(
-            rows.iter()
-                .map(|r| async move { r.attr("data-rollout").await }),
-        )
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
+        let names = c
+            .execute(
+                "return [...document.querySelectorAll('table.rollouts tbody tr')]\
+                 .map(r => r.dataset.rollout);",
+                vec![],
+            )
+            .await?;
         Ok::<_, Box<dyn std::error::Error>>(names)
     };
     c.find(Locator::Css("select[name='ns']"))
@@ -299,7 +318,7 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
         .click()
         .await?;
     until("the overview of namespace other", || async {
-        Ok((shown().await? == ["api"]).then_some(()))
+        Ok((shown().await? == json!(["api"])).then_some(()))
     })
     .await?;
     c.goto(&format!("{url}/")).await?;
@@ -312,7 +331,7 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
         .click()
         .await?;
     until("the overview filtered by image", || async {
-        Ok((shown().await? == ["web"]).then_some(()))
+        Ok((shown().await? == json!(["web"])).then_some(()))
     })
     .await?;
 
@@ -321,30 +340,32 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
     c.find(Locator::LinkText("web")).await?;
     c.goto(&format!("{url}/rollouts/default/web")).await?;
     wait_text(c, "#conn", "live").await?;
-    let steps = c.find_all(Locator::Css("ol.ladder li")).await?;
-    assert_eq!(steps.len(), 4);
-    let chart = c
-        .find(Locator::Css("svg.chart[data-metric='success-rate']"))
+    assert_eq!(count(c, "ol.ladder li").await?, 4);
+    let chart = "svg.chart[data-metric='success-rate']";
+    let points = c
+        .execute(
+            "return document.querySelector(arguments[0]).getAttribute('data-points');",
+            vec![json!(chart)],
+        )
         .await?;
-    assert_eq!(chart.attr("data-points").await?.as_deref(), Some("3"));
+    assert_eq!(points, json!("3"));
     assert_eq!(
-        chart.find_all(Locator::Css(".point")).await?.len(),
+        count(c, &format!("{chart} .point")).await?,
         3,
         "one mark per measurement"
     );
+    assert_eq!(count(c, &format!("{chart} .point.failed")).await?, 1);
     assert_eq!(
-        chart.find_all(Locator::Css(".point.failed")).await?.len(),
-        1
+        count(c, &format!("{chart} line.threshold[data-threshold='0.95']")).await?,
+        1,
+        "the threshold line"
     );
-    std::fs::write(
-        screenshots().join("analysis.png"),
-        chart.screenshot().await?,
-    )?;
-    let threshold = chart.find(Locator::Css("line.threshold")).await?;
-    assert_eq!(
-        threshold.attr("data-threshold").await?.as_deref(),
-        Some("0.95")
-    );
+    let shot = until("a screenshot of the chart", || async {
+        let element = c.find(Locator::Css(chart)).await?;
+        Ok(Some(element.screenshot().await?))
+    })
+    .await?;
+    std::fs::write(screenshots().join("analysis.png"), shot)?;
     let events = text_of(c, "table.events").await?;
     assert!(
         events.contains("<script>window.__xss=2</script>"),
