@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
@@ -474,12 +475,56 @@ async fn a_refused_action_shows_the_rbac_error() -> Result {
     let c = &b.client;
     c.goto(&format!("{url}/rollouts/default/web")).await?;
     wait_text(c, "main h1", "Paused").await?;
-    let answer = act(c, "abort").await?;
+    // By keyboard alone: Enter on the focused button opens the dialog with Confirm focused,
+    // Enter confirms; later, Escape cancels without a request.
+    let key = |k: Key| async move {
+        c.active_element().await?.send_keys(&k).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    c.execute(
+        "document.querySelector(\"button[data-action='abort']\").focus();",
+        vec![],
+    )
+    .await?;
+    key(Key::Enter).await?;
+    key(Key::Enter).await?;
+    let answer = until("the answer to abort", || async {
+        let t = text_of(c, "#result").await?;
+        Ok((t.starts_with("Done") || t.starts_with("Failed")).then_some(t))
+    })
+    .await?;
     assert!(
         answer.starts_with("Failed: forbidden: not allowed to patch rollouts"),
         "{answer}"
     );
     assert!(answer.contains("ask for RBAC verb \"patch\""), "{answer}");
+    c.execute(
+        "document.getElementById('result').textContent = '';",
+        vec![],
+    )
+    .await?;
+    c.execute(
+        "document.querySelector(\"button[data-action='abort']\").focus();",
+        vec![],
+    )
+    .await?;
+    key(Key::Enter).await?;
+    let focused = c
+        .execute("return document.activeElement.id;", vec![])
+        .await?;
+    assert_eq!(focused, json!("confirm-ok"), "Confirm has the focus");
+    key(Key::Escape).await?;
+    let open = c
+        .execute("return document.getElementById('confirm').open;", vec![])
+        .await?;
+    assert_eq!(open, json!(false), "Escape closes the dialog");
+    // (The dialog was last closed with "ok", just above.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        text_of(c, "#result").await?,
+        "",
+        "a cancelled action sends nothing"
+    );
     let role = c.find(Locator::Css("#result")).await?.attr("role").await?;
     assert_eq!(role.as_deref(), Some("alert"));
     // Nothing changed.

@@ -37,7 +37,8 @@ if (actions) {
     const button = e.target.closest("button[data-action]");
     if (!button) return;
     pending = button.dataset.action;
-    // A cancelled dialog keeps the previous returnValue: clear it, or Escape would confirm.
+    // The HTML standard leaves returnValue as it was when a dialog is cancelled (Escape):
+    // clear it, so that a cancel after a confirmation is never taken for one.
     dialog.returnValue = "";
     text.textContent = button.dataset.label + " " + actions.dataset.namespace + "/" +
       actions.dataset.name + ": " + button.dataset.what + "?";
