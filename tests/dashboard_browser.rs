@@ -262,10 +262,11 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
             &serde_json::from_value(json!({"metadata": {"name": "other"}}))?,
         )
         .await?;
+    // Its image is markup: the overview must show it as text.
     let mut api_rollout = serde_json::to_value(rollout(
         "api",
         1,
-        "api:1",
+        "api:1<img src=x onerror=\"window.__xss=4\">",
         "steps:\n- setWeight: 50\n- pause: {}\n",
     ))?;
     api_rollout["metadata"]["namespace"] = json!("other");
@@ -299,6 +300,16 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
             .await?
             .contains("Healthy")
     );
+    assert!(
+        text_of(c, "tr[data-rollout='api']")
+            .await?
+            .contains("api:1<img src=x onerror="),
+        "the image is shown as text"
+    );
+    let xss = c
+        .execute("return window.__xss === undefined;", vec![])
+        .await?;
+    assert_eq!(xss, json!(true), "no script from the cluster ran");
     std::fs::write(screenshots().join("overview.png"), c.screenshot().await?)?;
     let shown = || async {
         let names = c

@@ -255,10 +255,26 @@ fn path_part(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// A digest of a rendered live part: the page names the one it was served with, so that its
+/// stream does not push the same thing again at once.
+fn digest(html: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    html.hash(&mut h);
+    h.finish()
+}
+
+/// `?v=`: the digest of what the page already shows.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Shown {
+    #[serde(default)]
+    v: Option<u64>,
+}
+
 async fn overview_page(State(app): State<Arc<App>>, Query(filter): Query<Filter>) -> Markup {
-    let live_url = format!("/live?{}", query(&filter));
     let form = pages::filter_form(&app.cache, &filter, app.namespace.as_deref());
-    let live = render(&app, &Live::Overview(filter)).await;
+    let live = render(&app, &Live::Overview(filter.clone())).await;
+    let live_url = format!("/live?{}&v={}", query(&filter), digest(&live.0));
     pages::page("Rollouts", &app.token, &live_url, Some(form), live)
 }
 
@@ -266,18 +282,29 @@ async fn rollout_page(
     State(app): State<Arc<App>>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Markup {
-    let live_url = format!("/live/rollouts/{}/{}", path_part(&ns), path_part(&name));
     let live = render(&app, &Live::Rollout(ns.clone(), name.clone())).await;
+    let live_url = format!(
+        "/live/rollouts/{}/{}?v={}",
+        path_part(&ns),
+        path_part(&name),
+        digest(&live.0)
+    );
     let actions = pages::actions(&ns, &name);
     pages::page(&name, &app.token, &live_url, Some(actions), live)
 }
 
 /// The live part, again after every change the watches report (changes within 200 ms are
-/// rendered once), only when it differs from what the page has.
-fn stream(app: Arc<App>, live: Live) -> impl Stream<Item = Result<Event, Infallible>> {
+/// rendered once), only when it differs from what the page has: `shown` is the digest of what
+/// the page was served with (so a page is not pushed what it already shows, and a reconnect
+/// starts over from there).
+fn stream(
+    app: Arc<App>,
+    live: Live,
+    shown: Option<u64>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let rx = app.cache.subscribe();
     futures::stream::unfold(
-        (app, live, rx, String::new(), true),
+        (app, live, rx, shown, true),
         |(app, live, mut rx, last, mut first)| async move {
             loop {
                 if !first {
@@ -287,9 +314,10 @@ fn stream(app: Arc<App>, live: Live) -> impl Stream<Item = Result<Event, Infalli
                 }
                 first = false;
                 let html = render(&app, &live).await.into_string();
-                if html != last {
+                let now = digest(&html);
+                if Some(now) != last {
                     let event = Event::default().event("render").data(&html);
-                    return Some((Ok(event), (app, live, rx, html, false)));
+                    return Some((Ok(event), (app, live, rx, Some(now), false)));
                 }
             }
         },
@@ -299,15 +327,17 @@ fn stream(app: Arc<App>, live: Live) -> impl Stream<Item = Result<Event, Infalli
 async fn overview_live(
     State(app): State<Arc<App>>,
     Query(filter): Query<Filter>,
+    Query(shown): Query<Shown>,
 ) -> impl IntoResponse {
-    Sse::new(stream(app, Live::Overview(filter))).keep_alive(KeepAlive::default())
+    Sse::new(stream(app, Live::Overview(filter), shown.v)).keep_alive(KeepAlive::default())
 }
 
 async fn rollout_live(
     State(app): State<Arc<App>>,
     Path((ns, name)): Path<(String, String)>,
+    Query(shown): Query<Shown>,
 ) -> impl IntoResponse {
-    Sse::new(stream(app, Live::Rollout(ns, name))).keep_alive(KeepAlive::default())
+    Sse::new(stream(app, Live::Rollout(ns, name), shown.v)).keep_alive(KeepAlive::default())
 }
 
 /// The answer to an action: whether it was done, and the CLI's line or the API server's error.
