@@ -456,7 +456,7 @@ async fn a_refused_action_shows_the_rbac_error() -> Result {
         "web",
         1,
         "web:1",
-        "steps:\n- setWeight: 50\n- pause: {}\n",
+        "steps:\n- setWeight: 50\n- pause: {duration: 1h}\n",
     ))
     .await;
     env.wait_for("web", "web healthy", 60, |r| phase(r) == "Healthy")
@@ -486,6 +486,12 @@ async fn a_refused_action_shows_the_rbac_error() -> Result {
     let c = &b.client;
     c.goto(&format!("{url}/rollouts/default/web")).await?;
     wait_text(c, "main h1", "Paused").await?;
+    // The timed pause counts down in the page.
+    let left = text_of(c, "ol.ladder li.current .pause-left").await?;
+    assert!(
+        left.starts_with("59m") && left.ends_with("s left"),
+        "time left in the pause: {left:?}"
+    );
     // By keyboard alone: Enter on the focused button opens the dialog with Confirm focused,
     // Enter confirms; later, Escape cancels without a request.
     let key = |k: Key| async move {
@@ -548,6 +554,13 @@ async fn a_refused_action_shows_the_rbac_error() -> Result {
         .send()
         .await?;
     assert_eq!(res.status(), reqwest::StatusCode::FORBIDDEN);
+    // A page asked for under another host name (DNS rebinding) is not served.
+    let res = reqwest::Client::new()
+        .get(format!("{url}/"))
+        .header("host", "attacker.example")
+        .send()
+        .await?;
+    assert_eq!(res.status(), reqwest::StatusCode::MISDIRECTED_REQUEST);
     b.client.clone().close().await?;
     Ok(())
 }

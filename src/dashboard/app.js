@@ -15,6 +15,7 @@ function countdown() {
   }
 }
 setInterval(countdown, 1000);
+countdown();
 
 if (live && live.dataset.live) {
   const events = new EventSource(live.dataset.live);
