@@ -300,6 +300,11 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
             .await?
             .contains("Healthy")
     );
+    assert_eq!(
+        text_of(c, "tr[data-rollout='web'] td.weight").await?,
+        "100% / 100%",
+        "fully promoted, the stable version takes all traffic"
+    );
     assert!(
         text_of(c, "tr[data-rollout='api']")
             .await?

@@ -48,6 +48,12 @@ fn images(ro: &Rollout) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The canary weight a person should read: once an update is fully promoted, the canary is the
+/// new stable and takes all traffic, whatever weight status last recorded (as `sluice list`).
+fn actual_weight(actual: Option<i32>, update_in_progress: bool) -> Option<i32> {
+    actual.map(|w| if update_in_progress { w } else { 100 })
+}
+
 /// The phase as a label with its word (never colour alone).
 fn phase_badge(phase: &str) -> Markup {
     html! { span class={"badge phase-" (phase.to_lowercase())} { (phase) } }
@@ -173,7 +179,7 @@ pub fn overview(cache: &Cache, filter: &Filter) -> Markup {
                             td { (row.step) }
                             td class="weight" {
                                 (row.set_weight) "% / "
-                                (row.actual_weight.map_or("-".to_string(), |w| format!("{w}%")))
+                                (actual_weight(row.actual_weight, row.update_in_progress).map_or("-".to_string(), |w| format!("{w}%")))
                             }
                             td { @for i in images(ro) { div { code { (i) } } } }
                             td { (row.available) "/" (row.desired) " available" }
@@ -324,9 +330,9 @@ pub fn rollout(cache: &Cache, v: &RolloutView, snapshot_pods: &[Pod], router: Ma
         section aria-labelledby="h-weights" {
             h2 id="h-weights" { "Traffic" }
             p { "Canary weight: desired " span id="desired-weight" { (v.desired_weight) "%" }
-                ", actual " span id="actual-weight" { (v.actual_weight.map_or("-".to_string(), |w| format!("{w}%"))) }
+                ", actual " span id="actual-weight" { (actual_weight(v.actual_weight, v.update_in_progress).map_or("-".to_string(), |w| format!("{w}%"))) }
                 @if let Some(s) = v.stable_weight { ", stable " (s) "%" } }
-            (weight_bars(v.desired_weight, v.actual_weight))
+            (weight_bars(v.desired_weight, actual_weight(v.actual_weight, v.update_in_progress)))
             (router)
         }
         }
