@@ -415,6 +415,12 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
     let answer = act(c, "promote").await?;
     assert!(answer.starts_with("Done"), "{answer}");
     wait_text(c, "#actual-weight", "50%").await?;
+    wait_text(
+        c,
+        "ul.router li[data-name='web-web-canary']",
+        "canary-weight 50",
+    )
+    .await?;
     assert_eq!(env.nginx_weight("web").await, Some(50));
 
     // Abort: weight 0, Degraded with the reason.
