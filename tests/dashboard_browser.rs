@@ -441,6 +441,8 @@ async fn dashboard_in_a_browser_lists_plots_promotes_and_aborts_live() -> Result
         pushes.as_u64().unwrap_or(0) >= 3,
         "pushed updates: {pushes}"
     );
+    // The whole page, not only the first screen.
+    c.set_window_size(1280, 2400).await?;
     std::fs::write(screenshots().join("aborted.png"), c.screenshot().await?)?;
 
     // Narrow screens still show the page without sideways scrolling of the whole document.
