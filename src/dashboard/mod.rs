@@ -434,3 +434,42 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_in_urls_are_the_cli_actions() {
+        let now: Timestamp = "2026-01-01T00:00:00.6Z".parse().unwrap();
+        assert_eq!(
+            parse_action("promote", now),
+            Some(Action::Promote { full: false })
+        );
+        assert_eq!(
+            parse_action("promote-full", now),
+            Some(Action::Promote { full: true })
+        );
+        assert_eq!(parse_action("abort", now), Some(Action::Abort));
+        assert_eq!(
+            parse_action("undo", now),
+            Some(Action::Undo { to_revision: None })
+        );
+        // restartAt has second precision, as `sluice restart` writes it.
+        assert_eq!(
+            parse_action("restart", now),
+            Some(Action::Restart {
+                at: "2026-01-01T00:00:01Z".parse().unwrap()
+            })
+        );
+        assert_eq!(parse_action("delete", now), None);
+    }
+
+    #[test]
+    fn the_token_is_random_hex() {
+        let (a, b) = (new_token().unwrap(), new_token().unwrap());
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

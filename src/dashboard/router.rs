@@ -115,3 +115,57 @@ pub async fn objects(client: &Client, rollout: &Rollout) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).expect("a valid object")
+    }
+
+    #[test]
+    fn virtual_service_routes_with_their_weights() {
+        let vs = object(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "web"},
+            "spec": {"http": [{"name": "primary", "route": [
+                {"destination": {"host": "web", "subset": "stable"}, "weight": 80},
+                {"destination": {"host": "web", "subset": "canary"}, "weight": 20}
+            ]}]}
+        }));
+        assert_eq!(
+            weights("VirtualService", &vs),
+            ["primary: web/stable 80", "primary: web/canary 20"]
+        );
+    }
+
+    #[test]
+    fn canary_ingress_weight_and_stable_ingress() {
+        let canary = object(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "web-web-canary", "annotations": {
+                "nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": "30"}}
+        }));
+        assert_eq!(weights("Ingress", &canary), ["canary-weight 30"]);
+        let stable = object(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "web"}
+        }));
+        assert_eq!(weights("Ingress", &stable), ["stable Ingress"]);
+    }
+
+    #[test]
+    fn destination_rule_subsets() {
+        let dr = object(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "web"},
+            "spec": {"subsets": [{"name": "canary", "labels": {"rollout.sluice.dev/pod-template-hash": "abc"}}]}
+        }));
+        assert_eq!(
+            weights("DestinationRule", &dr),
+            ["subset canary (rollout.sluice.dev/pod-template-hash=abc)"]
+        );
+    }
+}
