@@ -145,7 +145,7 @@ pub async fn serve(
     let token = new_token()?;
     let port = addr.port();
     let mut hosts = vec![addr.to_string(), format!("localhost:{port}")];
-    if addr.ip().is_unspecified() || !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() {
         // Reached from elsewhere by a name this process cannot know: the token still guards
         // every write.
         hosts.clear();
