@@ -15,5 +15,6 @@ pub mod crdgen;
 pub mod demo;
 pub mod kube_client;
 pub mod metrics;
+pub mod notifications;
 pub mod plan;
 pub mod traffic;
