@@ -184,6 +184,7 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
             leader.clone(),
             metrics.clone(),
             stores.rollouts.clone(),
+            stores.replica_sets.clone(),
             &config.identity,
         )?);
         ctx.recorder.notify_with(notifier.clone());

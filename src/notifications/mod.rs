@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -170,6 +171,7 @@ pub struct Notifier {
     leader: LeaderGate,
     metrics: Arc<Metrics>,
     rollouts: Store<Rollout>,
+    replica_sets: Store<ReplicaSet>,
     recorder: EventRecorder,
     http: reqwest::Client,
     config: Mutex<Option<(Instant, Option<Arc<Config>>)>>,
@@ -187,6 +189,7 @@ impl Notifier {
         leader: LeaderGate,
         metrics: Arc<Metrics>,
         rollouts: Store<Rollout>,
+        replica_sets: Store<ReplicaSet>,
         identity: &str,
     ) -> anyhow::Result<Notifier> {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -212,6 +215,7 @@ impl Notifier {
             leader,
             metrics,
             rollouts,
+            replica_sets,
             recorder,
             http,
             config: Mutex::new(None),
@@ -284,7 +288,9 @@ impl Notifier {
         };
         let trigger = trigger_for_reason(&ev.reason);
         let event = event_value(ev, &trigger);
-        let (destinations, problems) = destinations(&config, &ro, &trigger, &event);
+        let revision = self.revision(&ro);
+        let (destinations, problems) =
+            destinations(&config, &ro, revision.as_deref(), &trigger, &event);
         for p in problems {
             self.count_failure("", &trigger, "config");
             self.report(&ro, &format!("notification {trigger} not queued: {p}"))
@@ -318,6 +324,29 @@ impl Notifier {
         }
         drop(outboxes);
         self.wake.notify_one();
+    }
+
+    /// The revision of the Rollout's current version: its ReplicaSet's revision annotation.
+    fn revision(&self, ro: &Rollout) -> Option<String> {
+        let hash = ro.status.as_ref()?.current_pod_hash.clone()?;
+        let uid = ro.uid()?;
+        let ns = ro.namespace();
+        self.replica_sets
+            .state()
+            .iter()
+            .find(|rs| {
+                rs.namespace() == ns
+                    && rs
+                        .labels()
+                        .get(crate::api::constants::POD_TEMPLATE_HASH_LABEL)
+                        == Some(&hash)
+                    && rs.owner_references().iter().any(|o| o.uid == uid)
+            })
+            .and_then(|rs| {
+                rs.annotations()
+                    .get(crate::api::constants::REVISION_ANNOTATION)
+                    .cloned()
+            })
     }
 
     async fn rollout(&self, ns: &str, name: &str) -> Option<Arc<Rollout>> {
@@ -551,8 +580,10 @@ impl Notifier {
         let event = serde_json::json!({
             "reason": p.reason, "message": p.message, "trigger": p.trigger, "type": p.type_,
         });
+        let revision = self.revision(ro);
         let vars = template::variables(
             &rollout_value(ro),
+            revision.as_deref(),
             &event,
             &dest.s,
             &dest.r,
@@ -700,6 +731,7 @@ fn rollout_value(ro: &Rollout) -> Value {
 fn destinations(
     config: &Config,
     ro: &Rollout,
+    revision: Option<&str>,
     trigger: &str,
     event: &Value,
 ) -> (Vec<Destination>, Vec<String>) {
@@ -751,7 +783,14 @@ fn destinations(
             ));
             continue;
         }
-        let vars = template::variables(&rollout, event, &s.service, &s.recipient, &config.context);
+        let vars = template::variables(
+            &rollout,
+            revision,
+            event,
+            &s.service,
+            &s.recipient,
+            &config.context,
+        );
         let mut templates = Vec::new();
         for c in &conditions {
             let fire = match &c.when {
@@ -779,7 +818,7 @@ fn destinations(
     (out, problems)
 }
 
-/// A short id of a transition: the Rollout, its revision and the Event.
+/// A short id of a transition: the Rollout, its current version and the Event.
 fn transition_id(ro: &Rollout, ev: &Event) -> String {
     use std::hash::{Hash, Hasher};
     // FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`'s promise.
@@ -797,9 +836,9 @@ fn transition_id(ro: &Rollout, ev: &Event) -> String {
     }
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
     ro.uid().unwrap_or_default().hash(&mut h);
-    ro.annotations()
-        .get(crate::api::constants::REVISION_ANNOTATION)
-        .cloned()
+    ro.status
+        .as_ref()
+        .and_then(|s| s.current_pod_hash.clone())
         .unwrap_or_default()
         .hash(&mut h);
     ev.reason.hash(&mut h);

@@ -353,8 +353,7 @@ mod tests {
 
     fn vars() -> Value {
         let rollout = json!({
-            "metadata": {"name": "web", "namespace": "shop",
-                "annotations": {"rollout.sluice.dev/revision": "3"}},
+            "metadata": {"name": "web", "namespace": "shop"},
             "spec": {"template": {"spec": {"containers": [{"image": "web:2"}]}}},
             "status": {"phase": "Degraded", "currentStep": "2/4"}
         });
@@ -365,7 +364,7 @@ mod tests {
             "rolloutUrl".to_string(),
             "https://dash.example/rollouts/{{ namespace }}/{{ name }}".to_string(),
         );
-        template::variables(&rollout, &event, "slack", "#ops", &ctx)
+        template::variables(&rollout, Some("3"), &event, "slack", "#ops", &ctx)
     }
 
     #[test]

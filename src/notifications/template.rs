@@ -86,13 +86,13 @@ pub fn eval_condition(expr: &str, vars: &Value) -> Result<bool, String> {
 /// The variables a template and a condition read.
 pub fn variables(
     rollout: &Value,
+    revision: Option<&str>,
     event: &Value,
     service: &str,
     recipient: &str,
     context: &BTreeMap<String, String>,
 ) -> Value {
     let meta = &rollout["metadata"];
-    let revision = meta["annotations"][crate::api::constants::REVISION_ANNOTATION].clone();
     serde_json::json!({
         "rollout": rollout,
         "event": event,
@@ -101,7 +101,7 @@ pub fn variables(
         "context": context,
         "name": meta["name"],
         "namespace": meta["namespace"],
-        "revision": revision,
+        "revision": revision.unwrap_or_default(),
     })
 }
 
@@ -231,14 +231,20 @@ mod tests {
 
     fn vars() -> Value {
         let rollout = serde_json::json!({
-            "metadata": {"name": "web", "namespace": "shop",
-                "annotations": {"rollout.sluice.dev/revision": "3"}},
+            "metadata": {"name": "web", "namespace": "shop"},
             "spec": {"template": {"spec": {"containers": [{"image": "web:2"}]}}},
             "status": {"phase": "Degraded", "currentStep": "2/4"}
         });
         let event = serde_json::json!({"reason": "RolloutAborted", "message": "aborted at step 2 of 4: x",
             "trigger": "on-rollout-aborted", "type": "Warning"});
-        variables(&rollout, &event, "slack", "#ops", &BTreeMap::new())
+        variables(
+            &rollout,
+            Some("3"),
+            &event,
+            "slack",
+            "#ops",
+            &BTreeMap::new(),
+        )
     }
 
     #[test]
