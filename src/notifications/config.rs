@@ -533,6 +533,82 @@ pub fn annotation_subscriptions(
     (subs, errors)
 }
 
+impl Config {
+    /// Parses a ConfigMap's `data` without its Secret (for offline checks): every `$name`
+    /// stands for a placeholder URL.
+    pub fn parse_without_secret(data: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let mut placeholders = BTreeMap::new();
+        for value in data.values() {
+            let mut rest = value.as_str();
+            while let Some(at) = rest.find('$') {
+                let after = &rest[at + 1..];
+                let len = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+                    .unwrap_or(after.len());
+                let name = after[..len].trim_end_matches('.');
+                if !name.is_empty() {
+                    placeholders.insert(name.to_string(), "https://secret.invalid/".to_string());
+                }
+                rest = &after[len..];
+            }
+        }
+        Config::parse(data, &placeholders)
+    }
+
+    /// What is wrong with a Rollout's subscription annotations under this configuration:
+    /// `(annotation, problem)` pairs.
+    pub fn check_subscriptions(
+        &self,
+        annotations: &BTreeMap<String, String>,
+    ) -> Vec<(String, String)> {
+        let services: Vec<&str> = self.services.keys().map(String::as_str).collect();
+        let (subs, errors) =
+            annotation_subscriptions(annotations, &services, &self.default_triggers);
+        let mut out: Vec<(String, String)> = errors
+            .into_iter()
+            .map(|e| (e.annotation, e.message))
+            .collect();
+        for (key, _) in annotations {
+            let Some(rest) = super::SUBSCRIBE_PREFIXES
+                .iter()
+                .find_map(|p| key.strip_prefix(p))
+            else {
+                continue;
+            };
+            for s in subs.iter().filter(|s| rest.ends_with(s.service.as_str())) {
+                if !self.services.contains_key(&s.service) {
+                    out.push((
+                        key.clone(),
+                        format!(
+                            "service {:?} is not configured in ConfigMap {} (configured: {})",
+                            s.service,
+                            super::CONFIG_MAP_NAME,
+                            if services.is_empty() {
+                                "none".to_string()
+                            } else {
+                                services.join(", ")
+                            }
+                        ),
+                    ));
+                } else if rest.starts_with(s.trigger.as_str()) && self.trigger(&s.trigger).is_none()
+                {
+                    out.push((
+                        key.clone(),
+                        format!(
+                            "trigger {:?} is neither configured in ConfigMap {} nor built in",
+                            s.trigger,
+                            super::CONFIG_MAP_NAME
+                        ),
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,6 +734,35 @@ mod tests {
                 s("on-rollout-completed", "teams", "ops"),
             ]
         );
+    }
+
+    #[test]
+    fn subscriptions_are_checked_offline_against_the_configmap() {
+        let data = map(&[
+            ("service.slack", "token: $slack-token\n"),
+            ("service.teams", "recipientUrls:\n  ops: $teams-url\n"),
+        ]);
+        let c = Config::parse_without_secret(&data).unwrap();
+        let ann = map(&[
+            (
+                "notifications.sluice.dev/subscribe.on-rollout-aborted.slack",
+                "ops",
+            ),
+            (
+                "notifications.sluice.dev/subscribe.on-rollout-aborted.pager",
+                "ops",
+            ),
+            (
+                "notifications.argoproj.io/subscribe.on-rollout-exploded.teams",
+                "ops",
+            ),
+        ]);
+        let problems = c.check_subscriptions(&ann);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].0.ends_with("on-rollout-exploded.teams"));
+        assert!(problems[0].1.contains("on-rollout-exploded"));
+        assert!(problems[1].0.ends_with(".pager"));
+        assert!(problems[1].1.contains("configured: slack, teams"));
     }
 
     #[test]
