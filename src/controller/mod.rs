@@ -183,8 +183,7 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
             ctx.writer.clone(),
             leader.clone(),
             metrics.clone(),
-            stores.rollouts.clone(),
-            stores.replica_sets.clone(),
+            &stores,
             &config.identity,
         )?);
         ctx.recorder.notify_with(notifier.clone());

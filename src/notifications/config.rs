@@ -232,10 +232,11 @@ impl Config {
             } else if key == "service.slack" || key.starts_with("service.slack.") {
                 let name = key.strip_prefix("service.").unwrap_or(key);
                 let mut svc: SlackService = yaml(key, value)?;
-                for field in [&mut svc.token, &mut svc.api_url, &mut svc.webhook_url] {
-                    if let Some(v) = field {
-                        *v = substitute(key, v, secret, &mut config.secrets)?;
-                    }
+                for v in [&mut svc.token, &mut svc.api_url, &mut svc.webhook_url]
+                    .into_iter()
+                    .flatten()
+                {
+                    *v = substitute(key, v, secret, &mut config.secrets)?;
                 }
                 for url in svc.recipient_urls.values_mut() {
                     *url = substitute(key, url, secret, &mut config.secrets)?;
@@ -568,7 +569,7 @@ impl Config {
             .into_iter()
             .map(|e| (e.annotation, e.message))
             .collect();
-        for (key, _) in annotations {
+        for key in annotations.keys() {
             let Some(rest) = super::SUBSCRIBE_PREFIXES
                 .iter()
                 .find_map(|p| key.strip_prefix(p))

@@ -181,15 +181,15 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// A notifier reading the configuration with `client` and writing through `writer`.
+    /// A notifier reading the configuration with `client` and writing through `writer`; the
+    /// Rollouts and their ReplicaSets come from the controller's caches.
     pub fn new(
         settings: NotificationSettings,
         client: kube::Client,
         writer: Writer,
         leader: LeaderGate,
         metrics: Arc<Metrics>,
-        rollouts: Store<Rollout>,
-        replica_sets: Store<ReplicaSet>,
+        stores: &crate::controller::context::Stores,
         identity: &str,
     ) -> anyhow::Result<Notifier> {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -214,8 +214,8 @@ impl Notifier {
             writer,
             leader,
             metrics,
-            rollouts,
-            replica_sets,
+            rollouts: stores.rollouts.clone(),
+            replica_sets: stores.replica_sets.clone(),
             recorder,
             http,
             config: Mutex::new(None),
