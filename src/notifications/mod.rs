@@ -393,6 +393,9 @@ impl Notifier {
                 self.adopt_outboxes().await;
                 self.send_pending().await
             } else {
+                // Another replica leads and delivers: what this one remembers goes stale, and
+                // is read again from the annotations if it leads again.
+                self.outboxes.lock().await.clear();
                 None
             };
             let wait = next
@@ -545,17 +548,7 @@ impl Notifier {
     fn rate_limited(&self, dest: &str) -> Option<Duration> {
         let mut sent = self.sent_at.lock().unwrap_or_else(|e| e.into_inner());
         let window = sent.entry(dest.to_string()).or_default();
-        let minute = Duration::from_secs(60);
-        while window.front().is_some_and(|t| t.elapsed() >= minute) {
-            window.pop_front();
-        }
-        if window.len() >= self.settings.rate_per_minute.max(1) as usize {
-            return window
-                .front()
-                .map(|t| minute.saturating_sub(t.elapsed()) + Duration::from_millis(10));
-        }
-        window.push_back(Instant::now());
-        None
+        take_slot(window, self.settings.rate_per_minute, Instant::now())
     }
 
     /// Renders and sends one transition to one destination, with retries.
@@ -705,6 +698,25 @@ impl Notifier {
             tracing::debug!(error = %e, "failed to publish a notification Event");
         }
     }
+}
+
+/// Takes a send slot in a one-minute sliding window of `per_minute` slots (the instants of the
+/// sends in the last minute); None when taken, else how long until one frees.
+fn take_slot(window: &mut VecDeque<Instant>, per_minute: u32, now: Instant) -> Option<Duration> {
+    let minute = Duration::from_secs(60);
+    while window
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= minute)
+    {
+        window.pop_front();
+    }
+    if window.len() >= per_minute.max(1) as usize {
+        return window.front().map(|t| {
+            minute.saturating_sub(now.saturating_duration_since(*t)) + Duration::from_millis(10)
+        });
+    }
+    window.push_back(now);
+    None
 }
 
 fn event_value(ev: &Event, trigger: &str) -> Value {
@@ -889,6 +901,22 @@ mod tests {
             trigger_for_reason("ScalingReplicaSet"),
             "on-scaling-replica-set"
         );
+    }
+
+    #[test]
+    fn a_destination_gets_its_share_per_minute_then_waits() {
+        let t0 = Instant::now();
+        let mut w = VecDeque::new();
+        assert_eq!(take_slot(&mut w, 2, t0), None);
+        assert_eq!(take_slot(&mut w, 2, t0 + Duration::from_secs(10)), None);
+        let wait = take_slot(&mut w, 2, t0 + Duration::from_secs(20)).unwrap();
+        assert!(
+            wait > Duration::from_secs(39) && wait < Duration::from_secs(41),
+            "{wait:?}"
+        );
+        // The first send left the window: a slot frees.
+        assert_eq!(take_slot(&mut w, 2, t0 + Duration::from_secs(61)), None);
+        assert!(take_slot(&mut w, 2, t0 + Duration::from_secs(62)).is_some());
     }
 
     #[test]
