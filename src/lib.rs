@@ -16,5 +16,6 @@ pub mod dashboard;
 pub mod demo;
 pub mod kube_client;
 pub mod metrics;
+pub mod notifications;
 pub mod plan;
 pub mod traffic;

@@ -278,6 +278,35 @@ fn custom_values_reach_the_controller_flags() {
     );
     let np = one(&docs, "NetworkPolicy");
     assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], "admin");
+    // Notifications: the allowlist flags, and the ConfigMap and Secret under the names the
+    // controller reads, in its namespace, parsed by the controller's own parser.
+    assert!(a.notifications);
+    assert_eq!(
+        a.notification_url_allow,
+        vec!["https://hooks.slack.com/", "https://slack.com/api/"]
+    );
+    let cm = find(&docs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == sluice::notifications::CONFIG_MAP_NAME)
+        .expect("the notification ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], NAMESPACE);
+    let secret = one(&docs, "Secret");
+    assert_eq!(
+        secret["metadata"]["name"],
+        sluice::notifications::SECRET_NAME
+    );
+    assert_eq!(secret["metadata"]["namespace"], NAMESPACE);
+    let data: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(cm["data"].clone()).unwrap();
+    let secret_data: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(secret["stringData"].clone()).unwrap();
+    let parsed = sluice::notifications::config::Config::parse(&data, &secret_data)
+        .expect("the chart's example configuration parses");
+    assert!(parsed.services.contains_key("slack"));
+    assert_eq!(
+        parsed.default_triggers,
+        vec!["on-rollout-aborted", "on-rollout-completed"]
+    );
 }
 
 #[test]
@@ -415,11 +444,16 @@ const CLUSTER_TEMPLATES: &[(&str, &str, &[&str])] = &[(
     "clusteranalysistemplates",
     &["get", "list", "watch"],
 )];
-const LEASES: &[(&str, &str, &[&str])] = &[(
-    "coordination.k8s.io",
-    "leases",
-    &["get", "create", "update"],
-)];
+const LEASES: &[(&str, &str, &[&str])] = &[
+    (
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update"],
+    ),
+    // The notification ConfigMap and Secret, read by name.
+    ("", "configmaps", &["get"]),
+    ("", "secrets", &["get"]),
+];
 
 fn bound_to_service_account(binding: &Value, role: &Value, docs: &[Value]) {
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);

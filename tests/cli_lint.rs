@@ -318,3 +318,52 @@ fn argo_shaped_manifests_lint_as_supported_unsupported_or_malformed() -> Result 
     }
     Ok(())
 }
+
+#[test]
+fn notification_subscriptions_are_checked_against_the_configmap() -> Result {
+    let rollout = std::fs::read_to_string(Path::new(FIXTURES).join("good/rollout-nginx.yaml"))?;
+    let annotated = rollout.replacen(
+        "kind: Rollout\nmetadata:\n",
+        "kind: Rollout\nmetadata:\n  annotations:\n    notifications.sluice.dev/subscribe.on-rollout-aborted.slack: deploys\n    notifications.argoproj.io/subscribe.on-rollout-aborted.pagerduty: oncall\n    notifications.sluice.dev/subscribe.on-rollout-explodes.slack: deploys\n",
+        1,
+    );
+    assert_ne!(annotated, rollout, "fixture changed");
+    // Without the ConfigMap among the files nothing can be checked.
+    let alone = lint_sources(&[("rollout.yaml".into(), annotated.clone())], &[]);
+    assert!(alone.findings.is_empty(), "{:#?}", alone.findings);
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sluice-notifications\ndata:\n  service.slack: |\n    token: $slack-token\n";
+    let both = lint_sources(
+        &[
+            ("rollout.yaml".into(), annotated),
+            ("notifications.yaml".into(), cm.to_string()),
+        ],
+        &[],
+    );
+    let got: Vec<(String, String)> = both
+        .findings
+        .iter()
+        .map(|f| (f.field.clone(), f.message.clone()))
+        .collect();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(
+        got.iter()
+            .any(|(f, m)| f.ends_with("on-rollout-aborted.pagerduty]")
+                && m.contains("service \"pagerduty\" is not configured"))
+    );
+    assert!(
+        got.iter()
+            .any(|(f, m)| f.ends_with("on-rollout-explodes.slack]")
+                && m.contains("trigger \"on-rollout-explodes\""))
+    );
+    // A broken ConfigMap is reported as such.
+    let broken = lint_sources(
+        &[(
+            "notifications.yaml".into(),
+            cm.replace("service.slack", "service.pager"),
+        )],
+        &[],
+    );
+    assert_eq!(broken.findings.len(), 1, "{:#?}", broken.findings);
+    assert!(broken.findings[0].message.contains("service.pager"));
+    Ok(())
+}

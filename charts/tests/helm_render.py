@@ -46,6 +46,17 @@ SCENARIOS = {
         },
         "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
         "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
+        "notifications": {
+            "urlAllowlist": ["https://hooks.slack.com/", "https://slack.com/api/"],
+            "configMap": {
+                "create": True,
+                "data": {
+                    "service.slack": "token: $slack-token\n",
+                    "defaultTriggers": "- on-rollout-aborted\n- on-rollout-completed\n",
+                },
+            },
+            "secret": {"create": True, "stringData": {"slack-token": "xoxb-example"}},
+        },
     },
 }
 
@@ -55,6 +66,7 @@ INVALID = {
     "wrong type": {"replicaCount": "two"},
     "bad log format": {"controller": {"logFormat": "xml"}},
     "bad instance id": {"controller": {"instanceID": "Has Spaces"}},
+    "unknown notification key": {"notifications": {"configMap": {"data": {"service.pager": "x"}}}},
 }
 
 

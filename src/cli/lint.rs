@@ -226,6 +226,7 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
     let mut references = Vec::new();
     let mut templates = Templates::default();
     let mut objects = 0;
+    let mut notifications = Notifications::default();
     for (file, text) in sources {
         for d in split_documents(text) {
             let doc = Doc {
@@ -246,6 +247,7 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
                     continue;
                 }
             };
+            notifications.collect(&doc, &value);
             if lint_document(&doc, &value, &mut findings, &mut references, &mut templates) {
                 objects += 1;
             }
@@ -314,6 +316,7 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
             }),
         }
     }
+    notifications.check(&mut findings);
     findings.sort();
     findings.dedup();
     Report {
@@ -754,4 +757,68 @@ pub fn is_yaml(path: &Path) -> bool {
         path.extension().and_then(|x| x.to_str()),
         Some("yaml" | "yml")
     )
+}
+
+/// Notification subscriptions (Rollout annotations) and the notification ConfigMap, when the
+/// linted files hold both: every subscription must name a configured service and a known
+/// trigger.
+#[derive(Default)]
+struct Notifications {
+    config: Option<(
+        Finding,
+        Result<crate::notifications::config::Config, String>,
+    )>,
+    subscriptions: Vec<(Finding, BTreeMap<String, String>)>,
+}
+
+impl Notifications {
+    fn collect(&mut self, doc: &Doc<'_>, value: &Value) {
+        let kind = value["kind"].as_str().unwrap_or_default();
+        if kind == "ConfigMap" && value["metadata"]["name"] == crate::notifications::CONFIG_MAP_NAME
+        {
+            let data: BTreeMap<String, String> =
+                serde_json::from_value(value["data"].clone()).unwrap_or_default();
+            let parsed = crate::notifications::config::Config::parse_without_secret(&data)
+                .map_err(|e| e.to_string());
+            self.config = Some((doc.finding("data", ""), parsed));
+        } else if kind == "Rollout" {
+            let annotations: BTreeMap<String, String> =
+                serde_json::from_value(value["metadata"]["annotations"].clone())
+                    .unwrap_or_default();
+            let subscribes = annotations.keys().any(|k| {
+                crate::notifications::SUBSCRIBE_PREFIXES
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            });
+            if subscribes {
+                self.subscriptions
+                    .push((doc.finding("metadata.annotations", ""), annotations));
+            }
+        }
+    }
+
+    fn check(&self, findings: &mut Vec<Finding>) {
+        let Some((at, config)) = &self.config else {
+            return;
+        };
+        let config = match config {
+            Ok(c) => c,
+            Err(e) => {
+                findings.push(Finding {
+                    message: format!("ConfigMap {}: {e}", crate::notifications::CONFIG_MAP_NAME),
+                    ..at.clone()
+                });
+                return;
+            }
+        };
+        for (at, annotations) in &self.subscriptions {
+            for (annotation, problem) in config.check_subscriptions(annotations) {
+                findings.push(Finding {
+                    field: format!("metadata.annotations[{annotation}]"),
+                    message: problem,
+                    ..at.clone()
+                });
+            }
+        }
+    }
 }

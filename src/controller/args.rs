@@ -72,6 +72,14 @@ pub struct ControllerArgs {
     /// Concurrent analysis measurements.
     #[arg(long, default_value_t = 16)]
     pub analysis_workers: usize,
+    /// URLs notifications may be sent to (URL prefixes, repeatable or comma-separated). Empty
+    /// allows any URL.
+    #[arg(long = "notification-url-allow", value_delimiter = ',')]
+    pub notification_url_allow: Vec<String>,
+    /// Send notifications (configured by the ConfigMap sluice-notifications in the lease
+    /// namespace).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub notifications: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -108,7 +116,22 @@ impl ControllerArgs {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--istio-api-version: {e}"))?,
         };
+        let notifications = if self.notifications {
+            let allow = if self.notification_url_allow.is_empty() {
+                AddressAllowlist::allow_any()
+            } else {
+                AddressAllowlist::new(self.notification_url_allow.iter())
+                    .map_err(|e| anyhow::anyhow!("--notification-url-allow: {e}"))?
+            };
+            Some(crate::notifications::NotificationSettings::new(
+                self.lease_namespace.clone(),
+                allow,
+            ))
+        } else {
+            None
+        };
         Ok(ControllerConfig {
+            notifications,
             settings: Settings {
                 namespace: self.namespace.clone(),
                 instance_id: self.instance_id.clone(),

@@ -22,6 +22,8 @@ pub struct ControllerConfig {
     pub clock: Clock,
     /// This replica's identity (Lease holder, Event reporter instance).
     pub identity: String,
+    /// Notifications (None: none are sent).
+    pub notifications: Option<crate::notifications::NotificationSettings>,
 }
 
 impl Default for ControllerConfig {
@@ -33,6 +35,7 @@ impl Default for ControllerConfig {
             admin_addr: None,
             clock: system_clock(),
             identity: "sluice".to_string(),
+            notifications: None,
         }
     }
 }

@@ -53,6 +53,9 @@ pub struct EventRecorder {
     client: kube::Client,
     reporter: Reporter,
     published: Mutex<HashMap<Key, K8sEvent>>,
+    /// Told of every Event before it is published: Events are the transitions notifications
+    /// fire on.
+    notifier: std::sync::OnceLock<std::sync::Arc<crate::notifications::Notifier>>,
 }
 
 impl EventRecorder {
@@ -62,12 +65,29 @@ impl EventRecorder {
             client,
             reporter,
             published: Mutex::new(HashMap::new()),
+            notifier: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends notifications for the Events published from now on.
+    pub fn notify_with(&self, notifier: std::sync::Arc<crate::notifications::Notifier>) {
+        let _ = self.notifier.set(notifier);
     }
 
     /// Publishes `ev` about `regarding`: a new Event, or one more in the series of the same
     /// Event published less than [`SERIES_WINDOW`] ago.
     pub async fn publish(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
+        if let Some(n) = self.notifier.get() {
+            // Queued (in the Rollout's outbox) before the Event is written: a failed Event
+            // write must not lose the notification.
+            n.on_event(ev, regarding).await;
+        }
+        self.record(ev, regarding).await
+    }
+
+    /// Publishes `ev` like [`EventRecorder::publish`], without notifying (for the notifier's
+    /// own Events).
+    pub async fn record(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
         let now = Timestamp::now();
         let key = Key::new(ev, regarding);
         let previous = {

@@ -44,6 +44,20 @@ pub struct MetricPhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub service: String,
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationFailureLabels {
+    pub service: String,
+    pub trigger: String,
+    /// `http_status`, `timeout`, `connect`, `refused_url`, `config`, `template`, `overflow`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -60,6 +74,10 @@ pub struct Metrics {
     pub measurements: Family<ResultLabels, Counter>,
     pub leader: Gauge,
     pub in_flight: Gauge,
+    /// Notifications delivered, by service and trigger.
+    pub notifications_sent: Family<NotificationLabels, Counter>,
+    /// Failed notification sends (each failed round of tries), by service, trigger and reason.
+    pub notifications_failed: Family<NotificationFailureLabels, Counter>,
     /// The labels last exported per Rollout, so stale series can be removed.
     info_labels: Mutex<std::collections::HashMap<(String, String), RolloutInfoLabels>>,
     metric_labels: Mutex<std::collections::HashMap<(String, String), Vec<MetricPhaseLabels>>>,
@@ -128,6 +146,18 @@ impl Metrics {
             "Reconciles running now (queue pressure)",
             in_flight.clone(),
         );
+        let notifications_sent = Family::<NotificationLabels, Counter>::default();
+        let notifications_failed = Family::<NotificationFailureLabels, Counter>::default();
+        registry.register(
+            "notifications_sent",
+            "Notifications delivered, by service and trigger",
+            notifications_sent.clone(),
+        );
+        registry.register(
+            "notifications_failed",
+            "Notification sends that failed, by service, trigger and reason",
+            notifications_failed.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -139,6 +169,8 @@ impl Metrics {
             measurements,
             leader,
             in_flight,
+            notifications_sent,
+            notifications_failed,
             info_labels: Mutex::new(Default::default()),
             metric_labels: Mutex::new(Default::default()),
         }

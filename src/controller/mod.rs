@@ -176,6 +176,20 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         ready.clone(),
     ));
 
+    if let Some(n) = config.notifications.clone() {
+        let notifier = Arc::new(crate::notifications::Notifier::new(
+            n,
+            client.clone(),
+            ctx.writer.clone(),
+            leader.clone(),
+            metrics.clone(),
+            &stores,
+            &config.identity,
+        )?);
+        ctx.recorder.notify_with(notifier.clone());
+        tasks.push(tokio::spawn(notifier.run()));
+    }
+
     // Reconcile everything when this replica becomes the leader.
     let mut changes = leader.changes();
     let became_leader = async_stream_from_watch(&mut changes, metrics.clone());

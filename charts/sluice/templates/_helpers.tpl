@@ -61,6 +61,10 @@ app.kubernetes.io/component: controller
 {{- with .Values.controller.defaultPrometheusAddress }}
 - --default-prometheus-address={{ . }}
 {{- end }}
+- --notifications={{ .Values.notifications.enabled }}
+{{- range .Values.notifications.urlAllowlist }}
+- --notification-url-allow={{ . }}
+{{- end }}
 {{- range .Values.controller.extraArgs }}
 - {{ . | quote }}
 {{- end }}

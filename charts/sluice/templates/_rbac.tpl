@@ -3,9 +3,10 @@
        Pods only to restart them (spec.restartAt: listed, then evicted) and to put a Rollout's
        ephemeral labels and annotations on them (patched); never deleted. */}}
 {{- define "sluice.namespacedRules" -}}
-# Rollouts: watched and reconciled. patch is for metadata.finalizers only (the traffic-cleanup
-# finalizer of routed Rollouts, so routes go back to stable before a Rollout is deleted); the
-# spec is never written (Git owns it).
+# Rollouts: watched and reconciled. patch is for metadata only: the traffic-cleanup finalizer
+# of routed Rollouts (so routes go back to stable before a Rollout is deleted) and the
+# notification outbox annotations (notifications.sluice.dev/pending and /delivered); the spec is
+# never written (Git owns it).
 - apiGroups: [sluice.dev]
   resources: [rollouts]
   verbs: [get, list, watch, patch]
