@@ -726,10 +726,10 @@ fn validate_step(
         |name: &str| routing.is_some_and(|r| r.managed_routes.iter().any(|m| m.name == name));
     if let Some(route) = &step.set_header_route {
         let f = format!("{field}.setHeaderRoute");
-        if routing.and_then(|r| r.istio.as_ref()).is_none() {
+        if !routing.is_some_and(|r| r.istio.is_some() || r.has_gateway_api()) {
             errs.add(
                 &f,
-                "requires trafficRouting.istio (with NGINX, use canary-by-header in additionalIngressAnnotations)",
+                "requires trafficRouting.istio or trafficRouting.gatewayAPI (with NGINX, use canary-by-header in additionalIngressAnnotations)",
             );
         }
         if !managed(&route.name) {
@@ -754,8 +754,25 @@ fn validate_step(
     }
     if let Some(route) = &step.set_mirror_route {
         let f = format!("{field}.setMirrorRoute");
-        if routing.and_then(|r| r.istio.as_ref()).is_none() {
-            errs.add(&f, "requires trafficRouting.istio");
+        let gateway_api = routing.is_some_and(|r| r.has_gateway_api());
+        if !routing.is_some_and(|r| r.istio.is_some()) && !gateway_api {
+            errs.add(
+                &f,
+                "requires trafficRouting.istio or trafficRouting.gatewayAPI",
+            );
+        }
+        if gateway_api {
+            // The Gateway API matches methods by name only.
+            for (i, m) in route.match_.iter().enumerate() {
+                if let Some(method) = &m.method
+                    && (method.exact.is_none() || method.prefix.is_some() || method.regex.is_some())
+                {
+                    errs.add(
+                        format!("{f}.match[{i}].method"),
+                        "must be an exact method name with trafficRouting.gatewayAPI",
+                    );
+                }
+            }
         }
         if !managed(&route.name) {
             errs.add(
