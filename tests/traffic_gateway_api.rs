@@ -151,6 +151,33 @@ async fn gateway_api_canary_weights_each_step_and_leaves_foreign_backends_and_ru
         "a rule without both Services is never touched"
     );
     assert_eq!(during["spec"]["parentRefs"], before["spec"]["parentRefs"]);
+    // `sluice get` and `explain` name the route and the weight applied to it.
+    let view = sluice::cli::info::view(&sluice::cli::info::Snapshot::from_objects(
+        env.get("web").await,
+        vec![],
+        vec![],
+    ));
+    assert_eq!(view.strategy, "Canary (gatewayAPI)");
+    assert_eq!(view.traffic_routes, ["HTTPRoute web"]);
+    assert_eq!(
+        (view.actual_weight, view.stable_weight),
+        (Some(20), Some(80))
+    );
+    let text = sluice::cli::get::render_view(
+        &view,
+        sluice::cli::Output::Text,
+        sluice::cli::render::Style::plain(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("Routes:") && text.contains("HTTPRoute web"),
+        "{text}"
+    );
+    let explained = sluice::cli::explain::explain(&view).join("\n");
+    assert!(
+        explained.contains("Traffic to the canary is 20% (weights applied to HTTPRoute web)."),
+        "{explained}"
+    );
 
     env.promote("web").await;
     env.wait_for("web", "at 60", 60, |r| {
