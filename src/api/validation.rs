@@ -322,6 +322,43 @@ fn validate_gateway_api(
     if g.namespace.as_deref() == Some("") {
         errs.add(format!("{field}.namespace"), "must not be empty when set");
     }
+    // The plugin's configuration is kept as written (the API server prunes nothing there): a
+    // route kind Sluice does not know would otherwise be silently ignored.
+    const KNOWN: [&str; 12] = [
+        "httpRoute",
+        "httpRoutes",
+        "grpcRoute",
+        "grpcRoutes",
+        "tcpRoute",
+        "tcpRoutes",
+        "tlsRoute",
+        "tlsRoutes",
+        "httpRouteSelector",
+        "grpcRouteSelector",
+        "tcpRouteSelector",
+        "tlsRouteSelector",
+    ];
+    let raw = routing
+        .plugins
+        .as_ref()
+        .and_then(|p| p.get(GATEWAY_API_PLUGIN))
+        .and_then(serde_json::Value::as_object)
+        .filter(|_| routing.gateway_api.is_none());
+    for key in raw.into_iter().flat_map(|r| r.keys()) {
+        let lower = key.to_ascii_lowercase();
+        let route_like = ["route", "routes", "routeselector"]
+            .iter()
+            .any(|suffix| lower.ends_with(suffix));
+        if route_like && !KNOWN.contains(&key.as_str()) {
+            errs.add(
+                format!("{field}.{key}"),
+                format!(
+                    "unknown route kind {key:?}: Sluice weights httpRoute(s), grpcRoute(s), \
+                     tcpRoute(s) and tlsRoute(s)"
+                ),
+            );
+        }
+    }
     // Sluice's header and mirror rules carry the managed route's name as the rule's `name`,
     // which the Gateway API restricts to lower-case DNS names.
     for (i, r) in routing.managed_routes.iter().enumerate() {
