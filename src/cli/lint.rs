@@ -516,17 +516,26 @@ fn lint_document(
         "Rollout" => match serde_json::from_value::<Rollout>(value.clone()) {
             Ok(ro) => {
                 lint_rollout(doc, &ro, findings, references);
-                let has_gateway_api = ro
+                let gateway_api = ro
                     .spec
                     .strategy
                     .canary
                     .as_ref()
                     .and_then(|c| c.traffic_routing.as_ref())
-                    .is_some_and(|t| t.has_gateway_api());
-                // A manifest without a namespace is applied to the current one: "" stands for
-                // it, and matches any route manifest's namespace.
-                let ns = ro.metadata.namespace.clone().unwrap_or_default();
-                if has_gateway_api && let Ok(routes) = route_inputs(&ro, &ns) {
+                    .and_then(|t| t.gateway_api_config().ok().flatten());
+                // A manifest without a namespace is applied to the current one, which may well
+                // be the routes' (Argo's plugin examples name it): only namespaces both known
+                // and different make the routes cross-namespace. "" stands for an unknown one
+                // and matches any route manifest's namespace.
+                let ns = ro
+                    .metadata
+                    .namespace
+                    .clone()
+                    .or_else(|| gateway_api.as_ref().and_then(|(_, g)| g.namespace.clone()))
+                    .unwrap_or_default();
+                if gateway_api.is_some()
+                    && let Ok(routes) = route_inputs(&ro, &ns)
+                {
                     for route in routes {
                         gateway
                             .references
