@@ -338,6 +338,10 @@ async fn istio_subset_split_without_services_is_accepted_and_nginx_without_them_
             "istio-host",
             serde_json::json!({"istio": {"virtualService": {"name": "web"}}}),
         ),
+        (
+            "gateway-api",
+            serde_json::json!({"gatewayAPI": {"httpRoute": "web"}}),
+        ),
     ] {
         let r = argo_style_rollout(
             name,
@@ -374,7 +378,7 @@ async fn unsupported_argo_fields_are_stored_not_pruned() {
                 "apisix": {"route": {"name": "web"}},
                 "ambassador": {"mappings": ["web"]},
                 "traefik": {"weightedTraefikServiceName": "web"},
-                "plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}}
+                "plugins": {"acme/router": {"route": "web"}}
             },
             "steps": [
                 {"experiment": {"templates": [{"name": "baseline", "specRef": "stable"}]}},
@@ -398,7 +402,7 @@ async fn unsupported_argo_fields_are_stored_not_pruned() {
         ("apisix", "route"),
         ("ambassador", "mappings"),
         ("traefik", "weightedTraefikServiceName"),
-        ("plugins", "argoproj-labs/gatewayAPI"),
+        ("plugins", "acme/router"),
     ] {
         assert!(
             !canary["trafficRouting"][router][key].is_null(),
@@ -439,7 +443,7 @@ async fn unsupported_argo_fields_are_stored_not_pruned() {
     assert!(
         plugins
             .message
-            .contains("argoproj-labs/gatewayAPI) is not supported by Sluice yet"),
+            .contains("plugins (acme/router) are not supported by Sluice"),
         "{plugins}"
     );
 }

@@ -295,7 +295,9 @@ impl TestCluster {
         Ok(count)
     }
 
-    /// Installs the Istio `VirtualService` and `DestinationRule` CRDs shipped with this crate.
+    /// Installs the CRDs shipped with this crate in `e2e/crds`: Istio's `VirtualService` and
+    /// `DestinationRule`, and the Gateway API's `HTTPRoute`, `GRPCRoute`, `TCPRoute`, `TLSRoute` and
+    /// `ReferenceGrant`.
     pub fn install_istio_crds(&self) -> Result<usize, ClusterError> {
         self.load_crds_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"))
     }

@@ -326,3 +326,54 @@ async fn install_crd_refuses_what_the_api_refuses() {
             .is_none()
     );
 }
+
+/// The Gateway API CRDs default what the real ones default (backendRef group, kind and weight), keep
+/// the fields they do not type, and refuse what they type wrongly.
+#[tokio::test]
+async fn the_gateway_api_crds_default_and_validate_routes() {
+    use kube::api::DynamicObject;
+    use kube::discovery::ApiResource;
+    let cluster = sluice_e2e::TestCluster::start()
+        .await
+        .expect("test cluster starts");
+    cluster.install_istio_crds().expect("e2e crds");
+    let ar = ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "HTTPRoute".into(),
+        plural: "httproutes".into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(cluster.client(), "default", &ar);
+    let route = |weight: Value| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "web"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "rules": [{
+                    "timeouts": {"request": "10s"},
+                    "backendRefs": [{"name": "stable", "port": 80, "weight": weight}, {"name": "canary", "port": 80}]
+                }]
+            }
+        }))
+        .expect("route")
+    };
+    let created = api
+        .create(&PostParams::default(), &route(json!(100)))
+        .await
+        .expect("a valid route is stored");
+    let rule = &created.data["spec"]["rules"][0];
+    assert_eq!(rule["timeouts"], json!({"request": "10s"}));
+    assert_eq!(
+        rule["backendRefs"][1],
+        json!({"group": "", "kind": "Service", "name": "canary", "port": 80, "weight": 1})
+    );
+    assert_eq!(
+        created.data["spec"]["parentRefs"][0]["kind"],
+        json!("Gateway")
+    );
+    let mut bad = route(json!(-1));
+    bad.metadata.name = Some("bad".into());
+    assert_eq!(code(api.create(&PostParams::default(), &bad).await), 422);
+}

@@ -60,7 +60,7 @@ spec:
 async fn kubectl_lists_shows_and_server_side_applies() {
     let cluster = TestCluster::start().await.unwrap();
     cluster.install_crd(sluice_e2e::example_crd()).unwrap();
-    assert_eq!(cluster.install_istio_crds().unwrap(), 2);
+    assert_eq!(cluster.install_istio_crds().unwrap(), 7);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     cluster.write_kubeconfig(&kubeconfig).unwrap();

@@ -49,7 +49,8 @@ pub struct Setup {
     pub pod_ready_delay: Option<Duration>,
     /// Sluice's CRDs are installed.
     pub crds: bool,
-    /// The Istio CRDs are installed (on a real cluster: only when it lacks them).
+    /// The Istio and Gateway API CRDs of `e2e/crds` are installed (on a real cluster: only when it
+    /// lacks them).
     pub istio: bool,
 }
 
