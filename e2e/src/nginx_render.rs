@@ -3,6 +3,7 @@
 //! Ingresses (with ingress-nginx's canary annotations) are served on the ingress port, matched by
 //! `Host` and path. VirtualServices (routes with weights, subsets from DestinationRules, header
 //! matches) are served on the mesh port, matched by `Host` against the VirtualService's `hosts`.
+//! HTTPRoutes are served on the gateway port (see [`gateway`]).
 //!
 //! Every backend (a Service, or a Service subset) gets an internal server on a unix socket that
 //! round-robins over its ready pods' ports. A route's split is a weighted upstream over those
@@ -15,6 +16,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::Value;
+
+mod gateway;
 
 /// Annotation prefix of ingress-nginx.
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io";
@@ -32,6 +35,12 @@ pub struct Model {
     pub ingresses: Vec<Value>,
     pub virtual_services: Vec<Value>,
     pub destination_rules: Vec<Value>,
+    /// `gateway.networking.k8s.io/v1` HTTPRoutes.
+    pub http_routes: Vec<Value>,
+    /// ReferenceGrants (any served version: the fields read are the same).
+    pub reference_grants: Vec<Value>,
+    /// (namespace, name) of every Service.
+    pub services: BTreeSet<(String, String)>,
     /// (namespace, service) -> ready endpoints.
     pub endpoints: BTreeMap<(String, String), Vec<Endpoint>>,
     /// (namespace, pod) -> labels.
@@ -44,6 +53,9 @@ pub struct Backend {
     pub namespace: String,
     pub service: String,
     pub subset: Option<String>,
+    /// A Gateway API backendRef that cannot be used (no such Service, no ReferenceGrant for
+    /// it...): its share of requests is answered with 500.
+    pub invalid: bool,
 }
 
 impl Backend {
@@ -74,6 +86,8 @@ impl BackendIds {
 pub struct Ports {
     pub ingress: u16,
     pub mesh: u16,
+    /// Where HTTPRoutes are served (one listener of one Gateway).
+    pub gateway: u16,
 }
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
@@ -176,6 +190,11 @@ struct Location {
 
 struct Renderer<'a> {
     model: &'a Model,
+    ports: Ports,
+    /// http-level directives of the HTTPRoutes (the maps of their matches).
+    gateway_http: String,
+    /// The gateway port's servers.
+    gateway_servers: String,
     ids: &'a mut BackendIds,
     dir: &'a Path,
     splits: Vec<Split>,
@@ -212,6 +231,7 @@ impl Renderer<'_> {
                     namespace: ns.to_string(),
                     service: rule.service.clone(),
                     subset: None,
+                    invalid: false,
                 };
                 // The canary Ingress for the same host and path, in the same namespace.
                 let canary = model.ingresses.iter().find_map(|c| {
@@ -248,6 +268,7 @@ impl Renderer<'_> {
                         namespace: ns.to_string(),
                         service: canary_service.clone(),
                         subset: None,
+                        invalid: false,
                     };
                     loc.vars[4].1 = canary_service.clone();
                     let canary_route = self.split(
@@ -312,6 +333,7 @@ impl Renderer<'_> {
             namespace,
             service,
             subset,
+            invalid: false,
         }
     }
 
@@ -491,8 +513,11 @@ impl Renderer<'_> {
              \x20 proxy_http_version 1.1;\n  proxy_set_header Connection \"\";\n  proxy_next_upstream off;\n\
              \x20 proxy_connect_timeout 2s;\n  proxy_read_timeout 30s;\n  server_names_hash_bucket_size 128;\n\
              \x20 variables_hash_bucket_size 128;\n\
-             \x20 log_format sluice escape=none '$sl_kind|$sl_namespace|$sl_ingress|$sl_service|$sl_canary_service|$sl_backend|$status|$request_time|$upstream_http_x_version|$upstream_http_x_workload|$msec';\n"
+             \x20 log_format sluice escape=none '$sl_kind|$sl_namespace|$sl_ingress|$sl_service|$sl_canary_service|$sl_backend|$status|$request_time|$upstream_http_x_version|$upstream_http_x_workload|$msec';\n\
+             \x20 log_format sluice_gw escape=none 'gw|$http_x_sluice_route|$sl_gw_backend|$status|$request_time|$upstream_http_x_version|$upstream_http_x_workload|$msec';\n\
+             \x20 proxy_set_header X-Sluice-Route \"\";\n"
         );
+        out.push_str(&self.gateway_http);
         // Backend name in the access log, from the socket that answered.
         let backends: Vec<Backend> = self.backends.iter().cloned().collect();
         out.push_str("  map $upstream_addr $sl_backend {\n    default \"\";\n");
@@ -505,6 +530,26 @@ impl Renderer<'_> {
         for b in &backends {
             let id = self.ids.id(b);
             let sock = self.socket(b);
+            if *b == gateway::discard() {
+                let _ = writeln!(
+                    out,
+                    "  server {{\n    listen unix:{sock};\n    location / {{ return 204; }}\n  }}"
+                );
+                continue;
+            }
+            // Requests sent by an HTTPRoute rule (main or mirrored) are logged here, where the
+            // backend is known; the header says which route and rule sent them.
+            let gw_log = format!(
+                "set $sl_gw_backend {};\n      access_log {dir}/access.log sluice_gw if=$http_x_sluice_route;",
+                quote(&b.log_name())
+            );
+            if b.invalid {
+                let _ = writeln!(
+                    out,
+                    "  server {{\n    listen unix:{sock};\n    location / {{\n      {gw_log}\n      return 500;\n    }}\n  }}"
+                );
+                continue;
+            }
             let ports_of = self.endpoints(b);
             let _ = writeln!(out, "  upstream pods_{id} {{");
             if ports_of.is_empty() {
@@ -517,7 +562,7 @@ impl Renderer<'_> {
             out.push_str("  }\n");
             let _ = writeln!(
                 out,
-                "  server {{\n    listen unix:{sock};\n    location / {{ proxy_pass http://pods_{id}; }}\n  }}"
+                "  server {{\n    listen unix:{sock};\n    location / {{\n      {gw_log}\n      proxy_set_header Connection \"\";\n      proxy_set_header X-Sluice-Route \"\";\n      proxy_pass http://pods_{id};\n    }}\n  }}"
             );
         }
         let splits = std::mem::take(&mut self.splits);
@@ -571,6 +616,7 @@ impl Renderer<'_> {
             }
             out.push_str("  }\n");
         }
+        out.push_str(&self.gateway_servers);
         out.push_str("}\n");
         out
     }
@@ -580,6 +626,9 @@ impl Renderer<'_> {
 pub fn render(model: &Model, ids: &mut BackendIds, dir: &Path, ports: Ports, root: bool) -> String {
     let mut r = Renderer {
         model,
+        ports,
+        gateway_http: String::new(),
+        gateway_servers: String::new(),
         ids,
         dir,
         splits: Vec::new(),
@@ -588,6 +637,7 @@ pub fn render(model: &Model, ids: &mut BackendIds, dir: &Path, ports: Ports, roo
     };
     r.ingresses(ports.ingress);
     r.virtual_services(ports.mesh);
+    r.http_routes();
     r.finish(ports, root)
 }
 
@@ -624,6 +674,7 @@ mod tests {
     const PORTS: Ports = Ports {
         ingress: 8000,
         mesh: 8001,
+        gateway: 8002,
     };
 
     #[test]
