@@ -588,6 +588,7 @@ impl DataPlane {
         dp.tasks.push(tokio::spawn(tail_log(log_path, metrics)));
         // Config sync loop.
         let shared = dp.shared.clone();
+        let master = dp.child.as_ref().map(std::process::Child::id);
         dp.tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -595,7 +596,7 @@ impl DataPlane {
                 let config = nginx_render::render(&model, &mut ids, &path, ports, root);
                 let changed = shared.lock().map(|s| s.config != config).unwrap_or(false);
                 if changed {
-                    let result = reload(&binary, &path, &config).await;
+                    let result = reload(&binary, &path, &config, master).await;
                     if let Ok(mut s) = shared.lock() {
                         match result {
                             Ok(()) => {
@@ -713,7 +714,57 @@ impl Drop for DataPlane {
     }
 }
 
-async fn reload(binary: &Path, dir: &Path, config: &str) -> Result<(), String> {
+/// The worker processes of the nginx master `master` (children in /proc).
+fn workers(master: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid ...`; comm may hold spaces, so split after its `)`.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(master)
+        })
+        .collect()
+}
+
+/// Writes `config` and reloads nginx. Returns once only workers started after the reload are
+/// left: until the old ones exit they still accept requests with the old configuration, and a
+/// test that measures a split right after a change would count some of those.
+async fn reload(
+    binary: &Path,
+    dir: &Path,
+    config: &str,
+    master: Option<u32>,
+) -> Result<(), String> {
+    let old = master.map(workers).unwrap_or_default();
+    reload_signal(binary, dir, config).await?;
+    let Some(master) = master else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = workers(master);
+        if !now.is_empty() && now.iter().all(|w| !old.contains(w)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "nginx reload: old workers {old:?} still running after 10s (now {now:?})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn reload_signal(binary: &Path, dir: &Path, config: &str) -> Result<(), String> {
     let conf = dir.join("nginx.conf");
     let tmp = dir.join("nginx.conf.new");
     tokio::fs::write(&tmp, config)
