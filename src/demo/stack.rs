@@ -39,6 +39,14 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "istio-latency.yaml",
         include_str!("../../analysis-templates/istio-latency.yaml"),
     ),
+    (
+        "gateway-api-success-rate.yaml",
+        include_str!("../../analysis-templates/gateway-api-success-rate.yaml"),
+    ),
+    (
+        "gateway-api-latency.yaml",
+        include_str!("../../analysis-templates/gateway-api-latency.yaml"),
+    ),
 ];
 
 /// A template of [`TEMPLATES`] by name, with every metric's `interval` (and `initialDelay`, when
