@@ -165,7 +165,7 @@ fn what_cannot_carry_over_is_reported_with_its_line() -> Result {
     assert_eq!(
         notes,
         [
-            "19: Rollout/web spec.strategy.canary.trafficRouting.alb: AWS ALB traffic routing (trafficRouting.alb) is not supported by Sluice; use trafficRouting.nginx or trafficRouting.istio",
+            "19: Rollout/web spec.strategy.canary.trafficRouting.alb: AWS ALB traffic routing (trafficRouting.alb) is not supported by Sluice; use trafficRouting.nginx, trafficRouting.istio or trafficRouting.gatewayAPI",
             "23: Rollout/web spec.strategy.canary.steps[1].experiment: experiment steps are not supported by Sluice; use an analysis step (Prometheus metrics) against the canary, with setCanaryScale for a fixed number of canary pods",
             "27: Rollout/web spec.strategy.canary.steps[2].plugin: step plugins are not supported by Sluice; use analysis steps (Prometheus metrics)",
             "45: Rollout/bg spec.strategy.blueGreen: the blueGreen strategy is not supported by Sluice yet; use canary",

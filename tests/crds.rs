@@ -374,7 +374,7 @@ async fn unsupported_argo_fields_are_stored_not_pruned() {
                 "apisix": {"route": {"name": "web"}},
                 "ambassador": {"mappings": ["web"]},
                 "traefik": {"weightedTraefikServiceName": "web"},
-                "plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}}
+                "plugins": {"acme/router": {"route": "web"}}
             },
             "steps": [
                 {"experiment": {"templates": [{"name": "baseline", "specRef": "stable"}]}},
@@ -398,7 +398,7 @@ async fn unsupported_argo_fields_are_stored_not_pruned() {
         ("apisix", "route"),
         ("ambassador", "mappings"),
         ("traefik", "weightedTraefikServiceName"),
-        ("plugins", "argoproj-labs/gatewayAPI"),
+        ("plugins", "acme/router"),
     ] {
         assert!(
             !canary["trafficRouting"][router][key].is_null(),
@@ -439,7 +439,7 @@ async fn unsupported_argo_fields_are_stored_not_pruned() {
     assert!(
         plugins
             .message
-            .contains("argoproj-labs/gatewayAPI) is not supported by Sluice yet"),
+            .contains("plugins (acme/router) are not supported by Sluice"),
         "{plugins}"
     );
 }

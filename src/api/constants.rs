@@ -40,6 +40,11 @@ pub const MANAGED_BY_ANNOTATION: &str = "rollout.sluice.dev/managed-by-rollouts"
 /// the traffic finalizer so that the routers' objects can be given back when `trafficRouting` is
 /// removed from the spec of a live Rollout, not only when the Rollout is deleted.
 pub const MANAGED_ROUTING_ANNOTATION: &str = "rollout.sluice.dev/managed-routing";
+/// Annotation on Gateway API routes: the names (comma-separated) of the rules Sluice inserted for
+/// `setHeaderRoute` / `setMirrorRoute` steps. Written in the same patch as the rules, so a rule is
+/// Sluice's exactly when its name is listed here; a user rule that happens to carry a managed
+/// route's name is never taken for one of Sluice's.
+pub const MANAGED_RULES_ANNOTATION: &str = "rollout.sluice.dev/managed-rules";
 /// Label on a Rollout selecting the controller instance that reconciles it (sharding).
 pub const INSTANCE_ID_LABEL: &str = "rollout.sluice.dev/controller-instance-id";
 

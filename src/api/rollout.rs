@@ -316,10 +316,11 @@ pub struct BlueGreenStrategy {
 /// Canary strategy: move traffic (or replicas) to the new version through `steps`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
-// NGINX and host-level Istio need both Services; Istio subset-level routing (a destinationRule)
-// selects pods through the subsets and needs none, as in Argo Rollouts.
+// NGINX, the Gateway API and host-level Istio need both Services; Istio subset-level routing (a
+// destinationRule) selects pods through the subsets and needs none, as in Argo Rollouts. (The
+// Gateway API plugin shape is checked by `api::validation` only: its key is not a CEL name.)
 // `api::validation::requires_services` is the same rule.
-#[x_kube(validation = Rule::new("!has(self.trafficRouting) || !(has(self.trafficRouting.nginx) || (has(self.trafficRouting.istio) && !has(self.trafficRouting.istio.destinationRule))) || (has(self.canaryService) && has(self.stableService) && self.canaryService != '' && self.stableService != '')").message("trafficRouting with nginx or host-level istio requires both canaryService and stableService"))]
+#[x_kube(validation = Rule::new("!has(self.trafficRouting) || !(has(self.trafficRouting.nginx) || has(self.trafficRouting.gatewayAPI) || (has(self.trafficRouting.istio) && !has(self.trafficRouting.istio.destinationRule))) || (has(self.canaryService) && has(self.stableService) && self.canaryService != '' && self.stableService != '')").message("trafficRouting with nginx, gatewayAPI or host-level istio requires both canaryService and stableService"))]
 #[x_kube(validation = Rule::new("!has(self.canaryService) || !has(self.stableService) || self.canaryService == '' || self.canaryService != self.stableService").message("canaryService and stableService must be different Services"))]
 #[x_kube(validation = Rule::new("!has(self.steps) || self.steps.all(s, !has(s.setWeight) || s.setWeight <= (has(self.trafficRouting) && has(self.trafficRouting.maxTrafficWeight) ? self.trafficRouting.maxTrafficWeight : 100))").message("setWeight must not exceed trafficRouting.maxTrafficWeight (100 by default)"))]
 pub struct CanaryStrategy {
@@ -570,6 +571,15 @@ pub struct TrafficRouting {
     /// Istio: route weights in VirtualServices (and subsets in a DestinationRule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub istio: Option<IstioTrafficRouting>,
+    /// Gateway API: the weights of the stable and canary Services' `backendRefs` in HTTPRoutes,
+    /// GRPCRoutes, TCPRoutes or TLSRoutes. The same settings are accepted in Argo Rollouts'
+    /// plugin shape, `plugins["argoproj-labs/gatewayAPI"]`.
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gateway_api: Option<GatewayApiTrafficRouting>,
     /// Routes Sluice owns for `setHeaderRoute` and `setMirrorRoute`, highest precedence first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_routes: Vec<ManagedRoute>,
@@ -577,37 +587,42 @@ pub struct TrafficRouting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_traffic_weight: Option<i32>,
-    /// Argo Rollouts' AWS ALB router. Not supported by Sluice (use `nginx` or `istio`); kept by
+    /// Argo Rollouts' AWS ALB router. Not supported by Sluice (use `nginx`, `istio` or `gatewayAPI`); kept by
     /// the schema so that the Rollout is refused by name instead of the API server dropping it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown")]
     pub alb: Option<serde_json::Value>,
-    /// Argo Rollouts' SMI router. Not supported by Sluice (use `nginx` or `istio`).
+    /// Argo Rollouts' SMI router. Not supported by Sluice (use `nginx`, `istio` or `gatewayAPI`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown")]
     pub smi: Option<serde_json::Value>,
-    /// Argo Rollouts' AWS App Mesh router. Not supported by Sluice (use `nginx` or `istio`).
+    /// Argo Rollouts' AWS App Mesh router. Not supported by Sluice (use `nginx`, `istio` or `gatewayAPI`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown")]
     pub app_mesh: Option<serde_json::Value>,
-    /// Argo Rollouts' Apache APISIX router. Not supported by Sluice (use `nginx` or `istio`).
+    /// Argo Rollouts' Apache APISIX router. Not supported by Sluice (use `nginx`, `istio` or `gatewayAPI`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown")]
     pub apisix: Option<serde_json::Value>,
-    /// Argo Rollouts' Ambassador router. Not supported by Sluice (use `nginx` or `istio`).
+    /// Argo Rollouts' Ambassador router. Not supported by Sluice (use `nginx`, `istio` or `gatewayAPI`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown")]
     pub ambassador: Option<serde_json::Value>,
-    /// Argo Rollouts' Traefik router. Not supported by Sluice (use `nginx` or `istio`).
+    /// Argo Rollouts' Traefik router. Not supported by Sluice (use `nginx`, `istio` or `gatewayAPI`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown")]
     pub traefik: Option<serde_json::Value>,
-    /// Argo Rollouts' traffic router plugins, by plugin name. Not supported by Sluice (use
-    /// `nginx` or `istio`).
+    /// Argo Rollouts' traffic router plugins, by plugin name. Sluice carries out
+    /// `argoproj-labs/gatewayAPI` itself (the same settings as `gatewayAPI`); any other plugin is
+    /// not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown")]
     pub plugins: Option<serde_json::Value>,
 }
+
+/// Name of Argo Rollouts' Gateway API traffic-router plugin, whose configuration
+/// (`trafficRouting.plugins["argoproj-labs/gatewayAPI"]`) Sluice reads as `gatewayAPI`.
+pub const GATEWAY_API_PLUGIN: &str = "argoproj-labs/gatewayAPI";
 
 impl TrafficRouting {
     /// The routers of Argo Rollouts this Rollout configures that Sluice does not implement, by
@@ -620,12 +635,161 @@ impl TrafficRouting {
             ("apisix", self.apisix.is_some()),
             ("ambassador", self.ambassador.is_some()),
             ("traefik", self.traefik.is_some()),
-            ("plugins", self.plugins.is_some()),
+            ("plugins", !self.unsupported_plugins().is_empty()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
         .collect()
     }
+
+    /// The names of the configured plugins Sluice does not carry out (every plugin but
+    /// [`GATEWAY_API_PLUGIN`]); `plugins` set to something that is not a map counts as one
+    /// unnamed plugin.
+    pub fn unsupported_plugins(&self) -> Vec<String> {
+        match &self.plugins {
+            None => Vec::new(),
+            Some(serde_json::Value::Object(map)) => map
+                .keys()
+                .filter(|k| k.as_str() != GATEWAY_API_PLUGIN)
+                .cloned()
+                .collect(),
+            Some(_) => vec![String::new()],
+        }
+    }
+
+    /// Whether Gateway API routing is configured, in either shape (readable or not).
+    pub fn has_gateway_api(&self) -> bool {
+        self.gateway_api.is_some()
+            || self
+                .plugins
+                .as_ref()
+                .is_some_and(|p| p.get(GATEWAY_API_PLUGIN).is_some())
+    }
+
+    /// The Gateway API routing, from `gatewayAPI` or from the `argoproj-labs/gatewayAPI` plugin,
+    /// with the field it came from. `Err` names the field and says what is wrong when both are
+    /// set or the plugin's configuration cannot be read.
+    pub fn gateway_api_config(
+        &self,
+    ) -> Result<Option<(String, GatewayApiTrafficRouting)>, (String, String)> {
+        const T: &str = "spec.strategy.canary.trafficRouting";
+        let plugin = self
+            .plugins
+            .as_ref()
+            .and_then(|p| p.get(GATEWAY_API_PLUGIN))
+            .map(|config| {
+                let field = format!("{T}.plugins[\"{GATEWAY_API_PLUGIN}\"]");
+                serde_json::from_value::<GatewayApiTrafficRouting>(config.clone())
+                    .map(|c| (field.clone(), c))
+                    .map_err(|e| (field, format!("cannot be read: {e}")))
+            })
+            .transpose()?;
+        match (&self.gateway_api, plugin) {
+            (Some(_), Some((field, _))) => Err((
+                field,
+                "gatewayAPI and the argoproj-labs/gatewayAPI plugin are mutually exclusive; keep one"
+                    .into(),
+            )),
+            (Some(g), None) => Ok(Some((format!("{T}.gatewayAPI"), g.clone()))),
+            (None, plugin) => Ok(plugin),
+        }
+    }
+}
+
+/// Gateway API routing: which routes carry the stable and canary Services' weights. Field names
+/// are those of Argo Rollouts' `argoproj-labs/gatewayAPI` plugin.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiTrafficRouting {
+    /// The HTTPRoute (`gateway.networking.k8s.io/v1`) whose rules are weighted; header and
+    /// mirror routes are added to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub http_route: Option<String>,
+    /// Several HTTPRoutes; header and mirror routes go to those with `useHeaderRoutes: true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub http_routes: Vec<GatewayApiRoute>,
+    /// The GRPCRoute (`gateway.networking.k8s.io/v1`) whose rules are weighted; header routes are
+    /// added to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub grpc_route: Option<String>,
+    /// Several GRPCRoutes; header routes go to those with `useHeaderRoutes: true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub grpc_routes: Vec<GatewayApiRoute>,
+    /// The TCPRoute (`gateway.networking.k8s.io/v1alpha2`) whose rules are weighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub tcp_route: Option<String>,
+    /// Several TCPRoutes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tcp_routes: Vec<GatewayApiRoute>,
+    /// The TLSRoute (`gateway.networking.k8s.io/v1alpha2`) whose rules are weighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub tls_route: Option<String>,
+    /// Several TLSRoutes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tls_routes: Vec<GatewayApiRoute>,
+    /// Namespace of the routes (default: the Rollout's). Routes in another namespace reference
+    /// the Services with a `namespace` on their backendRefs, which the Gateway accepts only when
+    /// a ReferenceGrant in the Rollout's namespace allows it; that ReferenceGrant is yours to
+    /// create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub namespace: Option<String>,
+    /// Argo plugin only: the ConfigMap where the plugin records its managed routes. Sluice keeps
+    /// that record on the routes themselves and ignores this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+    /// Argo plugin only: how mirror routes are written. Sluice always writes a managed rule with
+    /// a `RequestMirror` filter (the plugin's `rule` mode) and ignores this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_mode: Option<String>,
+    /// Argo plugin only: the in-progress label the plugin puts on routes. Ignored by Sluice,
+    /// which marks the routes it manages with an annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_in_progress_label: Option<bool>,
+    /// Argo plugin only; ignored (see `disableInProgressLabel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress_label_key: Option<String>,
+    /// Argo plugin only; ignored (see `disableInProgressLabel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress_label_value: Option<String>,
+    /// Argo plugin's route discovery by label. Not supported by Sluice (name the routes); kept
+    /// by the schema so that the Rollout is refused by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub http_route_selector: Option<serde_json::Value>,
+    /// Not supported by Sluice (see `httpRouteSelector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub grpc_route_selector: Option<serde_json::Value>,
+    /// Not supported by Sluice (see `httpRouteSelector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub tcp_route_selector: Option<serde_json::Value>,
+    /// Not supported by Sluice (see `httpRouteSelector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown")]
+    pub tls_route_selector: Option<serde_json::Value>,
+}
+
+/// A route named in a `httpRoutes`, `grpcRoutes`, `tcpRoutes` or `tlsRoutes` list.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRoute {
+    /// Route name.
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Header (and mirror) routes of `setHeaderRoute` / `setMirrorRoute` steps are added to this
+    /// route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_header_routes: Option<bool>,
 }
 
 /// NGINX ingress routing.

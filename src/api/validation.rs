@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::constants::{DEFAULT_MAX_TRAFFIC_WEIGHT, MAX_CANARY_STEPS};
 use super::rollout::{
-    CanaryStep, CanaryStrategy, RolloutAnalysis, RolloutSpec, StringMatch, TrafficRouting,
+    CanaryStep, CanaryStrategy, GatewayApiRoute, GatewayApiTrafficRouting, RolloutAnalysis,
+    RolloutSpec, StringMatch, TrafficRouting,
 };
 
 /// One invalid field.
@@ -217,13 +218,13 @@ fn max_weight(canary: &CanaryStrategy) -> i32 {
         .unwrap_or(DEFAULT_MAX_TRAFFIC_WEIGHT)
 }
 
-/// Plugin of the Gateway API router (`trafficRouting.plugins`), which Sluice will carry out
-/// natively.
-pub const GATEWAY_API_PLUGIN: &str = "argoproj-labs/gatewayAPI";
+pub use super::rollout::GATEWAY_API_PLUGIN;
+
+/// What to use instead of a router Sluice does not implement.
+const INSTEAD: &str = "use trafficRouting.nginx, trafficRouting.istio or trafficRouting.gatewayAPI";
 
 /// Why an Argo Rollouts router Sluice does not implement is refused, and what to use instead.
 fn unsupported_router_message(name: &str, routing: &TrafficRouting) -> String {
-    const INSTEAD: &str = "use trafficRouting.nginx or trafficRouting.istio";
     let router = match name {
         "alb" => "AWS ALB traffic routing (trafficRouting.alb)",
         "smi" => "SMI traffic routing (trafficRouting.smi)",
@@ -233,19 +234,13 @@ fn unsupported_router_message(name: &str, routing: &TrafficRouting) -> String {
         "traefik" => "Traefik traffic routing (trafficRouting.traefik)",
         _ => {
             let plugins: Vec<String> = routing
-                .plugins
-                .as_ref()
-                .and_then(|p| p.as_object())
-                .map(|p| p.keys().cloned().collect())
-                .unwrap_or_default();
-            if plugins.iter().any(|p| p == GATEWAY_API_PLUGIN) {
-                return format!(
-                    "the Gateway API plugin ({GATEWAY_API_PLUGIN}) is not supported by Sluice \
-                     yet; {INSTEAD}"
-                );
-            }
+                .unsupported_plugins()
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect();
             return format!(
-                "traffic router plugins ({}) are not supported by Sluice; {INSTEAD}",
+                "traffic router plugins ({}) are not supported by Sluice (of Argo Rollouts' \
+                 plugins only {GATEWAY_API_PLUGIN} is, carried out natively); {INSTEAD}",
                 if plugins.is_empty() {
                     "none named".to_string()
                 } else {
@@ -257,7 +252,108 @@ fn unsupported_router_message(name: &str, routing: &TrafficRouting) -> String {
     format!("{router} is not supported by Sluice; {INSTEAD}")
 }
 
-/// Whether the routing needs the canary and stable Services: NGINX and host-level Istio do. As in
+/// The Gateway API routing's own rules (the routes named, one form per kind, no discovery by
+/// label); `field` is where it was configured (`gatewayAPI` or the plugin's entry).
+fn validate_gateway_api(
+    field: &str,
+    g: &GatewayApiTrafficRouting,
+    routing: &TrafficRouting,
+    errs: &mut Errors,
+) {
+    let kinds: [(&str, &Option<String>, &Vec<GatewayApiRoute>); 4] = [
+        ("http", &g.http_route, &g.http_routes),
+        ("grpc", &g.grpc_route, &g.grpc_routes),
+        ("tcp", &g.tcp_route, &g.tcp_routes),
+        ("tls", &g.tls_route, &g.tls_routes),
+    ];
+    let mut any = false;
+    for (kind, single, list) in kinds {
+        if let Some(name) = single {
+            any = true;
+            if name.is_empty() {
+                errs.add(format!("{field}.{kind}Route"), "must not be empty");
+            }
+            if !list.is_empty() {
+                errs.add(
+                    format!("{field}.{kind}Routes"),
+                    format!("{kind}Route and {kind}Routes are mutually exclusive"),
+                );
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, r) in list.iter().enumerate() {
+            any = true;
+            if r.name.is_empty() {
+                errs.add(
+                    format!("{field}.{kind}Routes[{i}].name"),
+                    "must not be empty",
+                );
+            } else if !seen.insert(r.name.as_str()) {
+                errs.add(
+                    format!("{field}.{kind}Routes[{i}].name"),
+                    format!("duplicate route name {:?}", r.name),
+                );
+            }
+        }
+    }
+    for (kind, selector) in [
+        ("http", &g.http_route_selector),
+        ("grpc", &g.grpc_route_selector),
+        ("tcp", &g.tcp_route_selector),
+        ("tls", &g.tls_route_selector),
+    ] {
+        if selector.is_some() {
+            any = true;
+            errs.add(
+                format!("{field}.{kind}RouteSelector"),
+                format!(
+                    "route discovery by label is not supported by Sluice; name the routes in \
+                     {kind}Route or {kind}Routes"
+                ),
+            );
+        }
+    }
+    if !any {
+        errs.add(
+            field,
+            "names no route: set httpRoute(s), grpcRoute(s), tcpRoute(s) or tlsRoute(s)",
+        );
+    }
+    if g.namespace.as_deref() == Some("") {
+        errs.add(format!("{field}.namespace"), "must not be empty when set");
+    }
+    // Sluice's header and mirror rules carry the managed route's name as the rule's `name`,
+    // which the Gateway API restricts to lower-case DNS names.
+    for (i, r) in routing.managed_routes.iter().enumerate() {
+        if !is_dns_subdomain(&r.name) {
+            errs.add(
+                format!("spec.strategy.canary.trafficRouting.managedRoutes[{i}].name"),
+                format!(
+                    "{:?} cannot name a Gateway API route rule: use lower-case letters, digits, \
+                     '-' and '.', starting and ending with a letter or digit",
+                    r.name
+                ),
+            );
+        }
+    }
+}
+
+/// A lower-case RFC 1123 subdomain (at most 253 characters), as Gateway API `SectionName`s are.
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Whether the routing needs the canary and stable Services: NGINX, the Gateway API (in either
+/// shape) and host-level Istio do. As in
 /// Argo Rollouts, Istio subset-level routing does not: its DestinationRule subsets select the
 /// pods by hash, so the Services (if any) are left to the user. (Routers Sluice does not
 /// implement are refused on their own.)
@@ -266,7 +362,7 @@ pub fn requires_services(routing: &TrafficRouting) -> bool {
         .istio
         .as_ref()
         .is_some_and(|i| i.destination_rule.is_none());
-    routing.nginx.is_some() || host_level_istio
+    routing.nginx.is_some() || host_level_istio || routing.has_gateway_api()
 }
 
 fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
@@ -371,10 +467,26 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
                 unsupported_router_message(name, routing),
             );
         }
-        if routing.nginx.is_none() && routing.istio.is_none() && unsupported.is_empty() {
+        let gateway_api = match routing.gateway_api_config() {
+            Ok(g) => {
+                if let Some((field, config)) = &g {
+                    validate_gateway_api(field, config, routing, errs);
+                }
+                g.is_some()
+            }
+            Err((field, message)) => {
+                errs.add(field, message);
+                true
+            }
+        };
+        if routing.nginx.is_none()
+            && routing.istio.is_none()
+            && !gateway_api
+            && unsupported.is_empty()
+        {
             errs.add(
                 T,
-                "must configure nginx or istio (other routers are not supported)",
+                "must configure nginx, istio or gatewayAPI (other routers are not supported)",
             );
         }
         if let Some(w) = routing.max_traffic_weight

@@ -213,6 +213,63 @@ pub(super) async fn istio(
     watches
 }
 
+/// The Gateway API route kinds the Gateway API router writes, each with its trigger stream,
+/// when the API server serves them (TCPRoute and TLSRoute are experimental and often absent).
+pub(super) async fn gateway_api(
+    client: &kube::Client,
+    ns: &Option<String>,
+) -> Vec<(
+    &'static str,
+    ApiResource,
+    BoxStream<'static, Result<DynamicObject, watcher::Error>>,
+)> {
+    let mut watches = Vec::new();
+    for kind in crate::traffic::RouteKind::ALL {
+        let resource = crate::traffic::gateway_api::route_resource(kind);
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let served = api.list(&ListParams::default().limit(1)).await.is_ok();
+        if !served {
+            tracing::info!(
+                kind = kind.kind(),
+                "not served by the API server; not watching it"
+            );
+            continue;
+        }
+        let stream = watch(api, watcher::Config::default(), None);
+        watches.push((kind.kind(), resource, stream));
+    }
+    watches
+}
+
+/// Maps a routing object to the Rollouts (in any namespace) whose routers read or write it: a
+/// Gateway API route may live in another namespace than the Rollouts weighting it.
+pub(super) fn routed_anywhere<K>(
+    rollouts: Store<Rollout>,
+    kind: &'static str,
+    routing: RoutingConfig,
+) -> impl Fn(K) -> Vec<ObjectRef<Rollout>> + Send + Sync + 'static
+where
+    K: Resource,
+{
+    move |obj: K| {
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        let name = obj.meta().name.clone().unwrap_or_default();
+        rollouts
+            .state()
+            .iter()
+            .filter(|r| {
+                crate::traffic::watched_objects(r, &routing)
+                    .iter()
+                    .any(|w| w.is(kind, &ns, &name))
+            })
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect()
+    }
+}
+
 /// Watch errors of the auxiliary streams are logged and dropped here: each stream backs off and
 /// re-lists on its own, while an error reaching the controller would pause every trigger stream
 /// at once (kube-runtime backs off the merged trigger stream), delaying reconciles for all kinds.

@@ -6,15 +6,17 @@
 //! ([`TrafficRouter::cleanup`]). Each router splits into a pure part (build the desired object or
 //! patch) and a thin part that writes it.
 //!
-//! - [`routers_for`] builds the routers of a Rollout (NGINX, Istio, or [`NoRouter`]).
+//! - [`routers_for`] builds the routers of a Rollout (NGINX, Istio, Gateway API, or
+//!   [`NoRouter`]).
 //! - [`watched_objects`] lists the objects they read or write, so the controller can watch them
 //!   and map their events back to the Rollout.
 //! - `observe` checks every reference as `apply` does, so an invalid reference
 //!   ([`TrafficError::InvalidReference`]) is known before planning; `apply` reads and checks all
 //!   objects before writing any, so a bad reference never half-applies.
 //! - Writes go under the field manager `sluice`: the canary Ingress is created and then patched;
-//!   user objects (VirtualServices, DestinationRules) only ever get JSON patches of what differs,
-//!   guarded by a `test` of their resourceVersion. Nothing is written when nothing differs.
+//!   user objects (VirtualServices, DestinationRules, Gateway API routes) only ever get JSON
+//!   patches of what differs, guarded by a `test` of their resourceVersion. Nothing is written
+//!   when nothing differs.
 
 use futures::future::BoxFuture;
 
@@ -23,6 +25,8 @@ use crate::plan::ManagedRoutes;
 
 mod canary_ingress;
 mod destination_rule;
+pub mod gateway_api;
+pub mod gateway_route;
 pub mod istio;
 mod json_diff;
 mod kube_io;
@@ -30,6 +34,8 @@ pub mod nginx;
 mod virtual_service;
 
 pub use canary_ingress::{MANAGED_ANNOTATIONS_ANNOTATION, canary_ingress_name};
+pub use gateway_api::GatewayApiRouter;
+pub use gateway_route::RouteKind;
 pub use istio::IstioRouter;
 pub use nginx::NginxRouter;
 
@@ -197,7 +203,8 @@ pub struct RoutingConfig {
     pub istio_api_version: IstioApiVersion,
 }
 
-/// The routers serving `rollout`: one per configured provider (NGINX, Istio, in that order), or a
+/// The routers serving `rollout`: one per configured provider (NGINX, Istio, Gateway API, in that
+/// order), or a
 /// single [`NoRouter`] when the Rollout has no traffic routing. Call [`TrafficRouter::apply`] on
 /// each with the same [`DesiredTraffic`].
 pub fn routers_for(rollout: &Rollout, config: &RoutingConfig) -> Vec<Box<dyn TrafficRouter>> {
@@ -214,6 +221,9 @@ pub fn routers_for(rollout: &Rollout, config: &RoutingConfig) -> Vec<Box<dyn Tra
         }
         if routing.istio.is_some() {
             routers.push(Box::new(IstioRouter::new(rollout, config)));
+        }
+        if routing.has_gateway_api() {
+            routers.push(Box::new(GatewayApiRouter::new(rollout)));
         }
     }
     if routers.is_empty() {
