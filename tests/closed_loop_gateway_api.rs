@@ -1,16 +1,32 @@
 //! Gateway API traffic through the closed loop: a real nginx follows the HTTPRoutes (weighted
 //! backends per rule, header matches, request mirrors), its Gateway API metrics go to a real
 //! Prometheus, and Rollouts routed through HTTPRoute weights are promoted or aborted on what
-//! that Prometheus measures.
+//! that Prometheus measures (`gateway-api-success-rate`).
+//!
+//! 1. nginx on its own follows an HTTPRoute: exact weights, a header rule, a 50% mirror, 500s
+//!    for a backendRef to a missing Service.
+//! 2. A good version through 20/50/100 (Sluice's `gatewayAPI` field): promoted, the measured
+//!    share within 3 points of each weight, no failed request, the route back to 100/0.
+//! 3. A bad version (30% errors, Argo's `argoproj-labs/gatewayAPI` plugin shape): aborted,
+//!    the route back to 100% stable, every later request served by the stable version.
+//! 4. `setHeaderRoute` and `setMirrorRoute`: header traffic all on the canary while the rest
+//!    stays stable; then users see stable only while the canary gets the mirrored half; the
+//!    managed rules gone after promotion.
+//! 5. GitOps: the HTTPRoute re-applied from Git every 200 ms during a rollout (the managed
+//!    fields ignored, as docs/gitops.md configures Argo CD) changes nothing traffic sees.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::core::GroupVersionKind;
 use serde_json::json;
+use sluice::demo::stack::{LocalStack, Timeline, rollout_yaml};
 use sluice_e2e::TestCluster;
 use sluice_e2e::dataplane::DataPlane;
-use sluice_e2e::demo_app::AppRunner;
-use sluice_e2e::loadgen::get;
+use sluice_e2e::demo_app::{AppRunner, ERROR_RATIO};
+use sluice_e2e::loadgen::{get, split_of};
+use sluice_test_support::closed_loop::*;
 
 fn deployment(name: &str, version: &str) -> serde_json::Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -205,4 +221,461 @@ async fn nginx_follows_httproute_weights_header_matches_and_mirrors() {
         10,
         "{broken:?}"
     );
+}
+
+fn routes(client: kube::Client) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+    ));
+    Api::namespaced_with(client, NS, &ar)
+}
+
+/// (stable, canary) weights of the rule `main` of the HTTPRoute `web`.
+async fn route_weights(stack: &LocalStack) -> (u64, u64) {
+    let route = routes(stack.client())
+        .get("web")
+        .await
+        .expect("HTTPRoute web");
+    let v = serde_json::to_value(route).unwrap();
+    let rule = v["spec"]["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "main"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no rule main: {v}"));
+    let weight = |name: &str| {
+        rule["backendRefs"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["name"] == name))
+            .and_then(|b| b["weight"].as_u64())
+            .unwrap_or_else(|| panic!("no weight for {name}: {rule}"))
+    };
+    (weight("web-stable"), weight("web-canary"))
+}
+
+/// Rule names of the HTTPRoute `web`.
+async fn rule_names(stack: &LocalStack) -> Vec<String> {
+    let route = routes(stack.client())
+        .get("web")
+        .await
+        .expect("HTTPRoute web");
+    let v = serde_json::to_value(route).unwrap();
+    v["spec"]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Checks that the share of `load` served by `v2` while the Rollout held each weight is within
+/// 3 points of it (nginx follows the route within a sync period: the first second is skipped).
+fn assert_shares(
+    load: &sluice_e2e::loadgen::LoadGenerator,
+    timeline: &Timeline,
+    weights: &[i32],
+    min_requests: usize,
+    canary_may_fail: bool,
+) {
+    for &weight in weights {
+        let intervals = timeline.intervals_at(weight);
+        assert_eq!(
+            intervals.len(),
+            1,
+            "weight {weight} held once: {:?}",
+            timeline.states()
+        );
+        let (from, to) = intervals[0];
+        let split = load.split(
+            "v2",
+            from + Duration::from_secs(1),
+            to - Duration::from_millis(700),
+        );
+        assert!(
+            split.total >= min_requests,
+            "too few requests at weight {weight}: {split:?}"
+        );
+        assert!(
+            (split.percent() - f64::from(weight)).abs() <= 3.0,
+            "weight {weight}: v2 served {:.1}% of {} requests",
+            split.percent(),
+            split.total
+        );
+        if !canary_may_fail {
+            assert_eq!(split.version_failed, 0, "weight {weight}: {split:?}");
+        }
+    }
+}
+
+/// The failed requests of `samples`, with when they were sent relative to `begin` and what the
+/// Rollout was doing then.
+fn failures(
+    samples: &[sluice_e2e::loadgen::Sample],
+    begin: Instant,
+    timeline: &Timeline,
+) -> Vec<String> {
+    let states = timeline.states();
+    samples
+        .iter()
+        .filter(|s| s.failed())
+        .map(|s| {
+            let state = states.iter().rev().find(|o| o.at <= s.sent);
+            format!(
+                "{:.2}s status {} version {:?} (rollout step {:?} weight {:?} {:?})",
+                s.sent.duration_since(begin).as_secs_f64(),
+                s.status,
+                s.version,
+                state.and_then(|o| o.step),
+                state.map(|o| o.weight),
+                state.map(|o| o.phase.clone()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_version_is_promoted_through_httproute_weights() {
+    let steps = format!(
+        "      - setWeight: 20\n{}      - setWeight: 50\n{}      - setWeight: 100\n",
+        gateway_analysis(2),
+        gateway_analysis(2)
+    );
+    let canary = gateway_canary(GATEWAY_API, &steps);
+    let stack = gateway_stack_with_stable(&canary).await;
+    assert_eq!(route_weights(&stack).await, (100, 0));
+    let load = stack.gateway_load("web.example", RATE);
+    wait_all_served_by(&load, "v1").await;
+    let begin = Instant::now();
+    let timeline = Timeline::start(stack.client(), NS, "web");
+    let v1 = stable_hash(&stack).await;
+
+    stack
+        .apply_yaml(&rollout_yaml(NS, 4, "v2", &[], &canary))
+        .await
+        .expect("rollout v2");
+    stack
+        .wait_rollout(NS, "web", Duration::from_secs(120), |r| {
+            phase_is("Healthy")(r)
+                && r.status.as_ref().is_some_and(|s| {
+                    s.stable_rs.is_some() && s.stable_rs != v1 && s.stable_rs == s.current_pod_hash
+                })
+        })
+        .await
+        .expect("v2 promoted");
+    assert_shares(&load, &timeline, &[20, 50], 50, false);
+    wait_all_served_by(&load, "v2").await;
+    assert_eq!(
+        route_weights(&stack).await,
+        (100, 0),
+        "after promotion the route sends everything to the stable Service (now v2)"
+    );
+    let all = load.between(begin, Instant::now());
+    assert!(
+        all.iter().all(|s| !s.failed()),
+        "a good rollout fails no request: {:?}\nnginx errors:\n{}",
+        failures(&all, begin, &timeline),
+        stack.dataplane.error_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_version_is_aborted_and_the_httproute_returns_to_stable() {
+    let steps = format!(
+        "      - setWeight: 20\n{}      - setWeight: 50\n      - pause: {{duration: 5s}}\n      - setWeight: 100\n",
+        gateway_analysis(3)
+    );
+    // Argo Rollouts' plugin configuration, unchanged.
+    let canary = gateway_canary(GATEWAY_API_PLUGIN, &steps);
+    let stack = gateway_stack_with_stable(&canary).await;
+    let load = stack.gateway_load("web.example", RATE);
+    wait_all_served_by(&load, "v1").await;
+    let timeline = Timeline::start(stack.client(), NS, "web");
+    let v1 = stable_hash(&stack).await;
+
+    let started = Instant::now();
+    stack
+        .apply_yaml(&rollout_yaml(NS, 4, "v2", &[(ERROR_RATIO, "0.3")], &canary))
+        .await
+        .expect("rollout v2");
+    let r = stack
+        .wait_rollout(NS, "web", Duration::from_secs(90), |r| {
+            phase_is("Degraded")(r)
+                && r.status
+                    .as_ref()
+                    .and_then(|s| s.canary.weights.as_ref())
+                    .is_none_or(|w| w.canary.weight == 0)
+        })
+        .await
+        .expect("v2 aborted");
+    let st = r.status.unwrap();
+    assert!(st.abort, "aborted: {st:?}");
+    assert_eq!(st.stable_rs, v1, "v1 stays stable");
+    let msg = st.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("success-rate"),
+        "the reason names the metric: {msg}"
+    );
+    assert!(
+        timeline.states().iter().all(|s| s.weight <= 20),
+        "never past the first step: {:?}",
+        timeline.states()
+    );
+    assert_eq!(route_weights(&stack).await, (100, 0));
+    // The canary got its 20% while it was measured.
+    assert_shares(&load, &timeline, &[20], 30, true);
+
+    wait_all_served_by(&load, "v1").await;
+    let settled = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = load.between(settled, Instant::now() - Duration::from_millis(500));
+    assert!(
+        after.len() >= 60,
+        "requests after the abort: {}",
+        after.len()
+    );
+    assert!(
+        after.iter().all(|s| s.version == "v1" && !s.failed()),
+        "after the abort: {:?}",
+        after
+            .iter()
+            .filter(|s| s.version != "v1" || s.failed())
+            .map(|s| (&s.version, s.status))
+            .collect::<Vec<_>>()
+    );
+    let blast = split_of(&load.between(started, settled), "v2");
+    assert!(
+        blast.version > 0 && blast.version_failed > 0,
+        "the canary was tried and its errors measured: {blast:?}"
+    );
+    assert!(
+        blast.version * 100 <= blast.total * 23,
+        "the bad version got about its 20% share, no more: {blast:?}"
+    );
+}
+
+/// `[from, to)` of the first time the Rollout was at step `step`.
+fn step_interval(timeline: &Timeline, step: i32) -> (Instant, Instant) {
+    let states = timeline.states();
+    let i = states
+        .iter()
+        .position(|s| s.step == Some(step))
+        .unwrap_or_else(|| panic!("step {step} never seen: {states:?}"));
+    let end = states[i + 1..]
+        .iter()
+        .find(|s| s.step != Some(step))
+        .map_or_else(Instant::now, |s| s.at);
+    (states[i].at, end)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_route_and_mirror_route_reach_the_canary_and_go_away_at_promotion() {
+    let steps = "      - setCanaryScale: {replicas: 2}
+      - setHeaderRoute:
+          name: canary-header
+          match: [{headerName: X-Canary, headerValue: {exact: \"yes\"}}]
+      - pause: {duration: 8s}
+      - setMirrorRoute:
+          name: mirror-all
+          percentage: 50
+          match: [{path: {prefix: /}}]
+      - pause: {duration: 8s}
+      - setWeight: 100
+";
+    let routing = "        managedRoutes: [{name: canary-header}, {name: mirror-all}]\n        gatewayAPI: {httpRoute: web}\n";
+    let canary = gateway_canary(routing, steps);
+    let stack = gateway_stack_with_stable(&canary).await;
+    let load = stack.gateway_load("web.example", RATE);
+    let header_load = sluice_e2e::loadgen::LoadGenerator::with_headers(
+        stack.dataplane.gateway_addr(),
+        "web.example",
+        10,
+        vec![("X-Canary".into(), "yes".into())],
+    );
+    wait_all_served_by(&load, "v1").await;
+    let timeline = Timeline::start(stack.client(), NS, "web");
+    stack
+        .apply_yaml(&rollout_yaml(NS, 4, "v2", &[], &canary))
+        .await
+        .expect("rollout v2");
+
+    // The mirror step: measured through Prometheus while it lasts.
+    stack
+        .wait_rollout(NS, "web", Duration::from_secs(90), |r| {
+            sluice_test_support::rollout::step(r) == Some(4)
+        })
+        .await
+        .expect("at the mirror step");
+    assert_eq!(
+        rule_names(&stack).await,
+        ["mirror-all", "canary-header", "main"],
+        "Sluice's rules first, in managedRoutes order"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rate = |backend: &str| {
+        format!(
+            "sum(rate(gateway_api_http_requests_total{{route_namespace=\"{NS}\",route_name=\"web\",route_rule=\"mirror-all\",backend_name=\"{backend}\"}}[4s]))"
+        )
+    };
+    let ratio = stack
+        .prometheus
+        .query(&format!("{} / {}", rate("web-canary"), rate("web-stable")))
+        .await
+        .expect("query");
+    assert!(
+        ratio.first().is_some_and(|r| (r - 0.5).abs() <= 0.1),
+        "the canary gets a copy of half the requests: {ratio:?}\n{}",
+        stack.dataplane.metrics_text()
+    );
+
+    stack
+        .wait_rollout(NS, "web", Duration::from_secs(60), |r| {
+            phase_is("Healthy")(r) && sluice_test_support::rollout::step(r) == Some(6)
+        })
+        .await
+        .expect("v2 promoted");
+
+    // While the header route was the only change: header requests all on v2, others all on v1.
+    let (from, to) = step_interval(&timeline, 2);
+    let (from, to) = (
+        from + Duration::from_secs(1),
+        to - Duration::from_millis(700),
+    );
+    let plain = load.split("v2", from, to);
+    assert!(plain.total >= 100 && plain.version == 0, "{plain:?}");
+    let header = header_load.split("v2", from, to);
+    assert!(
+        header.total >= 30 && header.version == header.total && header.version_failed == 0,
+        "{header:?}"
+    );
+    // With the mirror: users still see v1 only (the mirror's answers are discarded).
+    let (from, to) = step_interval(&timeline, 4);
+    let mirrored = load.split(
+        "v2",
+        from + Duration::from_secs(1),
+        to - Duration::from_millis(700),
+    );
+    assert!(
+        mirrored.total >= 100 && mirrored.version == 0,
+        "{mirrored:?}"
+    );
+
+    // Promotion removed Sluice's rules and left the route at 100% stable.
+    assert_eq!(rule_names(&stack).await, ["main"]);
+    assert_eq!(route_weights(&stack).await, (100, 0));
+    wait_all_served_by(&load, "v2").await;
+}
+
+/// The Git manifest of the route, with the weights of the backendRefs the live route has taken
+/// from it: what Argo CD applies with `ignoreDifferences` on the weights and
+/// `RespectIgnoreDifferences=true`.
+fn respecting_live_weights(git: &serde_json::Value, live: &serde_json::Value) -> serde_json::Value {
+    let mut out = git.clone();
+    for rule in out["spec"]["rules"].as_array_mut().into_iter().flatten() {
+        let name = rule["name"].clone();
+        let Some(live_rule) = live["spec"]["rules"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == name))
+        else {
+            continue;
+        };
+        for b in rule["backendRefs"].as_array_mut().into_iter().flatten() {
+            if let Some(w) = live_rule["backendRefs"]
+                .as_array()
+                .and_then(|l| l.iter().find(|l| l["name"] == b["name"]))
+                .map(|l| l["weight"].clone())
+            {
+                b["weight"] = w;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitops_reapplying_the_httproute_every_200ms_changes_nothing_traffic_sees() {
+    let steps = "      - setWeight: 20\n      - pause: {duration: 6s}\n      - setWeight: 50\n      - pause: {duration: 6s}\n      - setWeight: 100\n";
+    let canary = gateway_canary(GATEWAY_API, steps);
+    let stack = gateway_stack_with_stable(&canary).await;
+    let load = stack.gateway_load("web.example", RATE);
+    wait_all_served_by(&load, "v1").await;
+
+    let git: serde_json::Value =
+        serde_yaml::from_str(&sluice::demo::stack::gateway_route(NS)).unwrap();
+    let applies = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sync = {
+        let client = stack.client();
+        let applies = applies.clone();
+        tokio::spawn(async move {
+            let api = routes(client.clone());
+            loop {
+                if let Ok(live) = api.get("web").await {
+                    let live = serde_json::to_value(live).unwrap();
+                    let desired = respecting_live_weights(&git, &live);
+                    match sluice::demo::stack::apply(&client, desired).await {
+                        Ok(()) => {
+                            applies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => eprintln!("sync of the HTTPRoute failed: {e:#}"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let begin = Instant::now();
+    let reloads = stack.dataplane.reloads();
+    stack.cluster.clear_writes();
+    let timeline = Timeline::start(stack.client(), NS, "web");
+    let v1 = stable_hash(&stack).await;
+    stack
+        .apply_yaml(&rollout_yaml(NS, 4, "v2", &[], &canary))
+        .await
+        .expect("rollout v2");
+    stack
+        .wait_rollout(NS, "web", Duration::from_secs(90), |r| {
+            phase_is("Healthy")(r)
+                && r.status.as_ref().is_some_and(|s| {
+                    s.stable_rs.is_some() && s.stable_rs != v1 && s.stable_rs == s.current_pod_hash
+                })
+        })
+        .await
+        .expect("v2 promoted under the sync loop");
+    wait_all_served_by(&load, "v2").await;
+    sync.abort();
+
+    let applied = applies.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(applied >= 50, "the route was re-applied {applied} times");
+    assert_shares(&load, &timeline, &[20, 50], 50, false);
+    let all = load.between(begin, Instant::now());
+    assert!(
+        all.iter().all(|s| !s.failed()),
+        "failed requests: {:?}",
+        failures(&all, begin, &timeline)
+    );
+    // Sluice saw no drift to correct: its writes to the route are the steps' (20, 50, back to
+    // 100% stable at promotion, each possibly retried once on a concurrent re-apply), not one per
+    // re-apply.
+    let sluice_writes: Vec<_> = stack
+        .cluster
+        .writes()
+        .into_iter()
+        .filter(|w| w.resource == "httproutes" && w.field_manager.as_deref() != Some("sluice-demo"))
+        .collect();
+    assert!(
+        sluice_writes.len() <= 8,
+        "{} writes by the controller: {:?}",
+        sluice_writes.len(),
+        sluice_writes
+            .iter()
+            .map(|w| (&w.verb, &w.uri))
+            .collect::<Vec<_>>()
+    );
+    // And nginx reloaded for the weight changes only, not for the re-applies.
+    let reloaded = stack.dataplane.reloads() - reloads;
+    assert!(
+        reloaded <= 8,
+        "nginx reloaded {reloaded} times for {applied} re-applies"
+    );
+    assert_eq!(route_weights(&stack).await, (100, 0));
 }

@@ -648,6 +648,11 @@ impl DataPlane {
             .unwrap_or_default()
     }
 
+    /// nginx's error log so far (why a request got a 502, for instance).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default()
+    }
+
     /// How many times nginx was reloaded.
     pub fn reloads(&self) -> u64 {
         self.shared.lock().map(|s| s.reloads).unwrap_or(0)

@@ -519,7 +519,18 @@ impl Renderer<'_> {
         );
         out.push_str(&self.gateway_http);
         // Backend name in the access log, from the socket that answered.
-        let backends: Vec<Backend> = self.backends.iter().cloned().collect();
+        // Every backend ever rendered keeps its server: on a reload nginx deletes the unix
+        // socket of a server that is gone, and the old worker, still answering the requests it
+        // accepted before the reload, would fail to connect to it (a 502 when a weight drops to
+        // 0 and the backend leaves the split).
+        let backends: Vec<Backend> = self
+            .backends
+            .iter()
+            .chain(self.ids.ids.keys())
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         out.push_str("  map $upstream_addr $sl_backend {\n    default \"\";\n");
         for b in &backends {
             let sock = self.socket(b);
@@ -587,7 +598,7 @@ impl Renderer<'_> {
                 out,
                 "  server {{\n    listen 127.0.0.1:{port} default_server;\n    server_name _;\n    \
                  set $sl_kind \"\"; set $sl_namespace \"\"; set $sl_ingress \"\"; set $sl_service \"\";\n    \
-                 set $sl_canary_service \"\"; set $sl_route \"\";\n    return 404;\n  }}"
+                 set $sl_canary_service \"\"; set $sl_route \"\"; set $sl_gw_backend \"\";\n    return 404;\n  }}"
             );
         }
         for ((port, host), locs) in servers {
