@@ -409,6 +409,34 @@ const ISTIO: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch", "patch"],
     ),
 ];
+/// Routes are patched, never created or deleted; ReferenceGrants only read.
+const GATEWAY_API: &[(&str, &str, &[&str])] = &[
+    (
+        "gateway.networking.k8s.io",
+        "httproutes",
+        &["get", "list", "watch", "patch"],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "grpcroutes",
+        &["get", "list", "watch", "patch"],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "tcproutes",
+        &["get", "list", "watch", "patch"],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "tlsroutes",
+        &["get", "list", "watch", "patch"],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "referencegrants",
+        &["get", "list", "watch"],
+    ),
+];
 const SECRETS: &[(&str, &str, &[&str])] = &[("", "secrets", &["get"])];
 const CLUSTER_TEMPLATES: &[(&str, &str, &[&str])] = &[(
     "sluice.dev",
@@ -436,6 +464,7 @@ fn rbac_cluster_wide_grants_exactly_what_the_controller_uses() {
     let cluster_role = one(&docs, "ClusterRole");
     let mut want = triples(NAMESPACED);
     want.extend(triples(ISTIO));
+    want.extend(triples(GATEWAY_API));
     want.extend(triples(SECRETS));
     want.extend(triples(CLUSTER_TEMPLATES));
     assert_eq!(grants(cluster_role), want);
@@ -491,7 +520,7 @@ fn rbac_with_watch_namespace_is_namespace_scoped() {
         .iter()
         .find(|r| r["metadata"]["namespace"] == "shop")
         .expect("a Role in the watched namespace");
-    // rbac.secrets and rbac.istio are off in this scenario.
+    // rbac.secrets, rbac.istio and rbac.gatewayAPI are off in this scenario.
     assert_eq!(grants(ns_role), triples(NAMESPACED));
     let lease_role = roles
         .iter()
@@ -857,6 +886,9 @@ async fn rendered_chart_runs_one_leader_that_rolls_out_within_its_rbac() {
             "ingresses" => "networking.k8s.io",
             "leases" => "coordination.k8s.io",
             "virtualservices" | "destinationrules" => "networking.istio.io",
+            "httproutes" | "grpcroutes" | "tcproutes" | "tlsroutes" | "referencegrants" => {
+                "gateway.networking.k8s.io"
+            }
             _ => return None,
         })
     };

@@ -318,3 +318,107 @@ fn argo_shaped_manifests_lint_as_supported_unsupported_or_malformed() -> Result 
     }
     Ok(())
 }
+
+const GATEWAY_ROLLOUT: &str = r#"apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app, image: web:1}]}
+  strategy:
+    canary:
+      canaryService: web-canary
+      stableService: web-stable
+      trafficRouting:
+        plugins:
+          argoproj-labs/gatewayAPI:
+            httpRoutes: [{name: web}, {name: web-internal}]
+      steps: [{setWeight: 20}]
+"#;
+
+const WEB_ROUTE: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  rules:
+  - backendRefs:
+    - {name: web-stable, port: 80}
+    - {name: web-canary, port: 80}
+"#;
+
+/// Routes a Rollout names are checked when the files define Gateway API routes: each must be
+/// there, with a rule referencing both Services; a Rollout linted alone is not told about them.
+#[test]
+fn gateway_api_routes_named_by_a_rollout_are_checked_against_the_linted_routes() {
+    let alone = lint_sources(&[("rollout.yaml".into(), GATEWAY_ROLLOUT.into())], &[]);
+    assert!(alone.findings.is_empty(), "{:#?}", alone.findings);
+
+    let with_route = lint_sources(
+        &[
+            ("rollout.yaml".into(), GATEWAY_ROLLOUT.into()),
+            ("route.yaml".into(), WEB_ROUTE.into()),
+        ],
+        &[],
+    );
+    let got: Vec<String> = with_route
+        .findings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains("httpRoutes[1]")
+            && got[0].contains(
+                "HTTPRoute \"web-internal\" is not among the linted files, which define other \
+                 Gateway API routes; add its file"
+            ),
+        "{got:#?}"
+    );
+
+    let internal = WEB_ROUTE
+        .replace("name: web}", "name: web-internal}")
+        .replace("web-canary", "web-preview");
+    let both = lint_sources(
+        &[
+            ("rollout.yaml".into(), GATEWAY_ROLLOUT.into()),
+            ("route.yaml".into(), format!("{WEB_ROUTE}---\n{internal}")),
+        ],
+        &[],
+    );
+    let got: Vec<String> = both.findings.iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains(
+            "httproute 'web-internal' has no rule whose backendRefs reference both the stable \
+             Service 'web-stable' and the canary Service 'web-canary'"
+        ),
+        "{got:#?}"
+    );
+}
+
+/// A route kind Sluice does not know, in the plugin's configuration, is refused by name rather
+/// than ignored; other plugins are refused by name too.
+#[test]
+fn unknown_gateway_route_kinds_and_other_plugins_are_refused() {
+    let udp = GATEWAY_ROLLOUT.replace(
+        "httpRoutes: [{name: web}, {name: web-internal}]",
+        "udpRoute: web",
+    );
+    let report = lint_sources(&[("rollout.yaml".into(), udp)], &[]);
+    let got: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
+    assert!(
+        got.iter().any(|g| g.contains("udpRoute")
+            && g.contains("unknown route kind \"udpRoute\": Sluice weights httpRoute(s), grpcRoute(s), tcpRoute(s) and tlsRoute(s)")),
+        "{got:#?}"
+    );
+    let other = GATEWAY_ROLLOUT.replace("argoproj-labs/gatewayAPI", "acme/mesh");
+    let report = lint_sources(&[("rollout.yaml".into(), other)], &[]);
+    let got: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
+    assert!(
+        got.iter()
+            .any(|g| g.contains("traffic router plugins (acme/mesh) are not supported by Sluice")),
+        "{got:#?}"
+    );
+}

@@ -915,8 +915,8 @@ steps:
     assert!(
         message.starts_with(
             "spec.strategy.canary.trafficRouting.alb: AWS ALB traffic routing \
-             (trafficRouting.alb) is not supported by Sluice; use trafficRouting.nginx or \
-             trafficRouting.istio"
+             (trafficRouting.alb) is not supported by Sluice; use trafficRouting.nginx, \
+             trafficRouting.istio or trafficRouting.gatewayAPI"
         ),
         "{message}"
     );

@@ -35,7 +35,7 @@ SCENARIOS = {
             "adminPort": 9100,
             "extraArgs": ["--lease-name=shop-lock"],
         },
-        "rbac": {"secrets": False, "istio": False},
+        "rbac": {"secrets": False, "istio": False, "gatewayAPI": False},
         "metrics": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
             "prometheusRule": {"enabled": True},

@@ -322,6 +322,43 @@ fn validate_gateway_api(
     if g.namespace.as_deref() == Some("") {
         errs.add(format!("{field}.namespace"), "must not be empty when set");
     }
+    // The plugin's configuration is kept as written (the API server prunes nothing there): a
+    // route kind Sluice does not know would otherwise be silently ignored.
+    const KNOWN: [&str; 12] = [
+        "httpRoute",
+        "httpRoutes",
+        "grpcRoute",
+        "grpcRoutes",
+        "tcpRoute",
+        "tcpRoutes",
+        "tlsRoute",
+        "tlsRoutes",
+        "httpRouteSelector",
+        "grpcRouteSelector",
+        "tcpRouteSelector",
+        "tlsRouteSelector",
+    ];
+    let raw = routing
+        .plugins
+        .as_ref()
+        .and_then(|p| p.get(GATEWAY_API_PLUGIN))
+        .and_then(serde_json::Value::as_object)
+        .filter(|_| routing.gateway_api.is_none());
+    for key in raw.into_iter().flat_map(|r| r.keys()) {
+        let lower = key.to_ascii_lowercase();
+        let route_like = ["route", "routes", "routeselector"]
+            .iter()
+            .any(|suffix| lower.ends_with(suffix));
+        if route_like && !KNOWN.contains(&key.as_str()) {
+            errs.add(
+                format!("{field}.{key}"),
+                format!(
+                    "unknown route kind {key:?}: Sluice weights httpRoute(s), grpcRoute(s), \
+                     tcpRoute(s) and tlsRoute(s)"
+                ),
+            );
+        }
+    }
     // Sluice's header and mirror rules carry the managed route's name as the rule's `name`,
     // which the Gateway API restricts to lower-case DNS names.
     for (i, r) in routing.managed_routes.iter().enumerate() {
@@ -726,10 +763,10 @@ fn validate_step(
         |name: &str| routing.is_some_and(|r| r.managed_routes.iter().any(|m| m.name == name));
     if let Some(route) = &step.set_header_route {
         let f = format!("{field}.setHeaderRoute");
-        if routing.and_then(|r| r.istio.as_ref()).is_none() {
+        if !routing.is_some_and(|r| r.istio.is_some() || r.has_gateway_api()) {
             errs.add(
                 &f,
-                "requires trafficRouting.istio (with NGINX, use canary-by-header in additionalIngressAnnotations)",
+                "requires trafficRouting.istio or trafficRouting.gatewayAPI (with NGINX, use canary-by-header in additionalIngressAnnotations)",
             );
         }
         if !managed(&route.name) {
@@ -754,8 +791,25 @@ fn validate_step(
     }
     if let Some(route) = &step.set_mirror_route {
         let f = format!("{field}.setMirrorRoute");
-        if routing.and_then(|r| r.istio.as_ref()).is_none() {
-            errs.add(&f, "requires trafficRouting.istio");
+        let gateway_api = routing.is_some_and(|r| r.has_gateway_api());
+        if !routing.is_some_and(|r| r.istio.is_some()) && !gateway_api {
+            errs.add(
+                &f,
+                "requires trafficRouting.istio or trafficRouting.gatewayAPI",
+            );
+        }
+        if gateway_api {
+            // The Gateway API matches methods by name only.
+            for (i, m) in route.match_.iter().enumerate() {
+                if let Some(method) = &m.method
+                    && (method.exact.is_none() || method.prefix.is_some() || method.regex.is_some())
+                {
+                    errs.add(
+                        format!("{f}.match[{i}].method"),
+                        "must be an exact method name with trafficRouting.gatewayAPI",
+                    );
+                }
+            }
         }
         if !managed(&route.name) {
             errs.add(

@@ -129,6 +129,10 @@ fn step_words(index: Option<i32>, n: usize) -> String {
 
 fn traffic(v: &RolloutView) -> String {
     match v.actual_weight {
+        Some(w) if !v.traffic_routes.is_empty() => format!(
+            "Traffic to the canary is {w}% (weights applied to {}).",
+            v.traffic_routes.join(", ")
+        ),
         Some(w) => format!("Traffic to the canary is {w}%."),
         None if v.traffic_router.is_none() => {
             "There is no traffic router: traffic follows the ratio of canary to stable pods."

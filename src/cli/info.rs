@@ -157,8 +157,12 @@ pub struct RolloutView {
     pub message: String,
     /// `Canary` (with its traffic router) or what the spec asks for.
     pub strategy: String,
-    /// Traffic router: `nginx`, `istio`, or none (replica ratio).
+    /// Traffic router: `nginx`, `istio`, `gatewayAPI`, or none (replica ratio).
     pub traffic_router: Option<String>,
+    /// The Gateway API routes whose weights Sluice sets (`HTTPRoute web`, `HTTPRoute edge/web`
+    /// for a route in another namespace); empty for other routers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic_routes: Vec<String>,
     /// Index of the current step (0-based, as in status); `None` when steps do not apply.
     pub current_step_index: Option<i32>,
     /// Number of steps.
@@ -877,6 +881,42 @@ fn timed_pause(
     }
 }
 
+/// The Gateway API routes a Rollout weights, as `Kind name` (`Kind namespace/name` when the
+/// route is in another namespace than the Rollout).
+fn gateway_routes(ro: &Rollout) -> Vec<String> {
+    let Some(Ok(Some((_, g)))) = ro
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .and_then(|c| c.traffic_routing.as_ref())
+        .map(|t| t.gateway_api_config())
+    else {
+        return Vec::new();
+    };
+    let own = ro.metadata.namespace.clone().unwrap_or_default();
+    let prefix = match g.namespace.as_deref() {
+        Some(ns) if !ns.is_empty() && ns != own => format!("{ns}/"),
+        _ => String::new(),
+    };
+    let kinds = [
+        ("HTTPRoute", &g.http_route, &g.http_routes),
+        ("GRPCRoute", &g.grpc_route, &g.grpc_routes),
+        ("TCPRoute", &g.tcp_route, &g.tcp_routes),
+        ("TLSRoute", &g.tls_route, &g.tls_routes),
+    ];
+    kinds
+        .into_iter()
+        .flat_map(|(kind, single, list)| {
+            single
+                .iter()
+                .chain(list.iter().map(|r| &r.name))
+                .map(|name| format!("{kind} {prefix}{name}"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Computes the view of a snapshot, now.
 pub fn view(snapshot: &Snapshot) -> RolloutView {
     view_at(snapshot, Timestamp::now())
@@ -895,6 +935,8 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
                 Some("nginx".to_string())
             } else if t.istio.is_some() {
                 Some("istio".to_string())
+            } else if t.has_gateway_api() {
+                Some("gatewayAPI".to_string())
             } else {
                 None
             }
@@ -1080,6 +1122,7 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
         message,
         strategy,
         traffic_router,
+        traffic_routes: gateway_routes(ro),
         current_step_index: index,
         step_count: steps.len(),
         steps: steps_view,

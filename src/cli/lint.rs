@@ -25,6 +25,9 @@ use crate::api::analysis::{
 use crate::api::rollout::{AnalysisRunArgument, Rollout, RolloutAnalysis};
 use crate::api::schema_check::check_object;
 use crate::api::validation::{FieldError, validate_rollout_spec};
+use crate::traffic::gateway_api::route_inputs;
+use crate::traffic::gateway_route::{RouteInputs, check_route};
+use crate::traffic::{RouteKind, TrafficError};
 
 use super::Output;
 use super::yaml_lines::{line_of, split_documents};
@@ -148,6 +151,49 @@ struct TemplateInfo {
     namespace: Option<String>,
 }
 
+/// Gateway API routes found in the files, and the Rollouts' references to them (checked once
+/// every file is read, with the same rules the router applies).
+#[derive(Default)]
+struct GatewayRoutes {
+    /// Route manifests: kind, namespace when the manifest says, name, the object.
+    defined: Vec<(RouteKind, Option<String>, String, Value)>,
+    /// Where each reference is, and what the router would look for.
+    references: Vec<(Finding, RouteInputs)>,
+}
+
+impl GatewayRoutes {
+    /// Each referenced route must be among the files when they define any route; one that is
+    /// must have a rule weighting both Services.
+    fn check(self, findings: &mut Vec<Finding>) {
+        if self.defined.is_empty() {
+            return;
+        }
+        for (at, route) in self.references {
+            let found = self.defined.iter().find(|(kind, ns, name, _)| {
+                *kind == route.kind
+                    && *name == route.name
+                    && (ns.is_none()
+                        || route.namespace.is_empty()
+                        || ns.as_deref() == Some(route.namespace.as_str()))
+            });
+            let message = match found {
+                Some((_, _, _, value)) => match check_route(value, &route) {
+                    Ok(()) => continue,
+                    Err(TrafficError::InvalidReference { message, .. }) => message,
+                    Err(e) => e.to_string(),
+                },
+                None => format!(
+                    "{} \"{}\" is not among the linted files, which define other Gateway API \
+                     routes; add its file",
+                    route.kind.kind(),
+                    route.name
+                ),
+            };
+            findings.push(Finding { message, ..at });
+        }
+    }
+}
+
 /// Templates found in the files, by name.
 #[derive(Default)]
 struct Templates {
@@ -225,6 +271,7 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
     let mut findings = Vec::new();
     let mut references = Vec::new();
     let mut templates = Templates::default();
+    let mut gateway = GatewayRoutes::default();
     let mut objects = 0;
     for (file, text) in sources {
         for d in split_documents(text) {
@@ -246,7 +293,14 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
                     continue;
                 }
             };
-            if lint_document(&doc, &value, &mut findings, &mut references, &mut templates) {
+            if lint_document(
+                &doc,
+                &value,
+                &mut findings,
+                &mut references,
+                &mut templates,
+                &mut gateway,
+            ) {
                 objects += 1;
             }
         }
@@ -314,6 +368,7 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
             }),
         }
     }
+    gateway.check(&mut findings);
     findings.sort();
     findings.dedup();
     Report {
@@ -349,6 +404,7 @@ fn lint_document(
     findings: &mut Vec<Finding>,
     references: &mut Vec<Reference>,
     templates: &mut Templates,
+    gateway: &mut GatewayRoutes,
 ) -> bool {
     let api_version = value
         .get("apiVersion")
@@ -368,6 +424,24 @@ fn lint_document(
                 "{api_version} is Argo Rollouts' API; Sluice reads sluice.dev/v1alpha1 \
                  (`sluice convert -f FILE` converts and reports what cannot carry over)"
             ),
+        ));
+        return false;
+    }
+    if api_version.starts_with("gateway.networking.k8s.io/")
+        && let Some(route_kind) = RouteKind::from_kind(kind)
+    {
+        gateway.defined.push((
+            route_kind,
+            value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            value.clone(),
         ));
         return false;
     }
@@ -440,7 +514,26 @@ fn lint_document(
     }
     match kind {
         "Rollout" => match serde_json::from_value::<Rollout>(value.clone()) {
-            Ok(ro) => lint_rollout(doc, &ro, findings, references),
+            Ok(ro) => {
+                lint_rollout(doc, &ro, findings, references);
+                let has_gateway_api = ro
+                    .spec
+                    .strategy
+                    .canary
+                    .as_ref()
+                    .and_then(|c| c.traffic_routing.as_ref())
+                    .is_some_and(|t| t.has_gateway_api());
+                // A manifest without a namespace is applied to the current one: "" stands for
+                // it, and matches any route manifest's namespace.
+                let ns = ro.metadata.namespace.clone().unwrap_or_default();
+                if has_gateway_api && let Ok(routes) = route_inputs(&ro, &ns) {
+                    for route in routes {
+                        gateway
+                            .references
+                            .push((doc.finding(&route.field, ""), route));
+                    }
+                }
+            }
             Err(e) => findings.push(doc.finding("spec", format!("does not decode: {e}"))),
         },
         "AnalysisTemplate" => match serde_json::from_value::<AnalysisTemplate>(value.clone()) {

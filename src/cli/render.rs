@@ -216,6 +216,9 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
         }
     }
     field(&mut o, "Strategy", &v.strategy);
+    if !v.traffic_routes.is_empty() {
+        field(&mut o, "  Routes", &v.traffic_routes.join(", "));
+    }
     if let Some(step) = step_text(v) {
         field(&mut o, "  Step", &step);
     }

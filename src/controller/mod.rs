@@ -210,6 +210,10 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         let mapper = watches::routed_anywhere(rollouts.clone(), kind, routing.clone());
         rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, resource);
     }
+    if let Some((resource, stream)) = watches::reference_grants(&client, &ns).await {
+        let mapper = watches::granted_to(rollouts.clone(), routing.clone());
+        rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, resource);
+    }
     let rollout_ctrl = rollout_ctrl
         .reconcile_all_on(became_leader)
         .with_config(ControllerRuntimeConfig::default().concurrency(settings.rollout_workers));

@@ -244,6 +244,55 @@ pub(super) async fn gateway_api(
     watches
 }
 
+/// ReferenceGrants, when served: a grant created (or removed) in a Rollout's namespace changes
+/// whether its routes in other namespaces may reference its Services.
+pub(super) async fn reference_grants(
+    client: &kube::Client,
+    ns: &Option<String>,
+) -> Option<(
+    ApiResource,
+    BoxStream<'static, Result<DynamicObject, watcher::Error>>,
+)> {
+    let resource = crate::traffic::gateway_api::reference_grant_resource();
+    let api: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    if api.list(&ListParams::default().limit(1)).await.is_err() {
+        tracing::info!(
+            kind = "ReferenceGrant",
+            "not served by the API server; not watching it"
+        );
+        return None;
+    }
+    Some((resource, watch(api, watcher::Config::default(), None)))
+}
+
+/// Maps a ReferenceGrant to the Rollouts of its namespace whose Gateway API routes live in
+/// another namespace.
+pub(super) fn granted_to<K>(
+    rollouts: Store<Rollout>,
+    routing: RoutingConfig,
+) -> impl Fn(K) -> Vec<ObjectRef<Rollout>> + Send + Sync + 'static
+where
+    K: Resource,
+{
+    move |obj: K| {
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        rollouts
+            .state()
+            .iter()
+            .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|r| {
+                crate::traffic::watched_objects(r, &routing)
+                    .iter()
+                    .any(|w| w.group == "gateway.networking.k8s.io" && w.namespace != ns)
+            })
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect()
+    }
+}
+
 /// Maps a routing object to the Rollouts (in any namespace) whose routers read or write it: a
 /// Gateway API route may live in another namespace than the Rollouts weighting it.
 pub(super) fn routed_anywhere<K>(

@@ -49,7 +49,8 @@ pub fn route_resource(kind: RouteKind) -> ApiResource {
     }
 }
 
-fn reference_grant_resource() -> ApiResource {
+/// The API resource of ReferenceGrants (`v1beta1`).
+pub fn reference_grant_resource() -> ApiResource {
     ApiResource {
         group: GATEWAY_GROUP.into(),
         version: "v1beta1".into(),

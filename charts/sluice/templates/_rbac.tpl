@@ -63,6 +63,19 @@
   resources: [virtualservices, destinationrules]
   verbs: [get, list, watch, patch]
 {{- end }}
+{{- if .Values.rbac.gatewayAPI }}
+# Gateway API: routes are read and watched (their weights are checked and drift is corrected),
+# and patched only in the stable and canary backendRefs' weights and Sluice's own header and
+# mirror rules; never created, updated or deleted.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes, grpcroutes, tcproutes, tlsroutes]
+  verbs: [get, list, watch, patch]
+# ReferenceGrants: read only, to tell a route in another namespace that lacks one; creating one
+# is the user's decision, never Sluice's.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [referencegrants]
+  verbs: [get, list, watch]
+{{- end }}
 {{- if .Values.rbac.secrets }}
 # Secrets: get only, by name, for analysis args with valueFrom.secretKeyRef (never listed).
 - apiGroups: [""]
