@@ -338,6 +338,10 @@ async fn istio_subset_split_without_services_is_accepted_and_nginx_without_them_
             "istio-host",
             serde_json::json!({"istio": {"virtualService": {"name": "web"}}}),
         ),
+        (
+            "gateway-api",
+            serde_json::json!({"gatewayAPI": {"httpRoute": "web"}}),
+        ),
     ] {
         let r = argo_style_rollout(
             name,

@@ -350,3 +350,77 @@ trafficRouting:
         ]
     );
 }
+
+/// The Gateway API routing's own rules, for both shapes: each mistake names its field.
+#[test]
+fn gateway_api_configuration_mistakes_name_their_field() {
+    use sluice::api::validation::validate_rollout_spec;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "trafficRouting:\n  gatewayAPI: {httpRoute: web}\n  plugins:\n    argoproj-labs/gatewayAPI: {httpRoute: web}\n",
+            "spec.strategy.canary.trafficRouting.plugins[\"argoproj-labs/gatewayAPI\"]",
+            "mutually exclusive",
+        ),
+        (
+            "trafficRouting:\n  plugins:\n    argoproj-labs/gatewayAPI: {httpRoutes: web}\n",
+            "spec.strategy.canary.trafficRouting.plugins[\"argoproj-labs/gatewayAPI\"]",
+            "cannot be read",
+        ),
+        (
+            "trafficRouting:\n  gatewayAPI: {httpRoute: web, httpRoutes: [{name: web2}]}\n",
+            "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoutes",
+            "httpRoute and httpRoutes are mutually exclusive",
+        ),
+        (
+            "trafficRouting:\n  gatewayAPI: {namespace: edge}\n",
+            "spec.strategy.canary.trafficRouting.gatewayAPI",
+            "names no route",
+        ),
+        (
+            "trafficRouting:\n  plugins:\n    argoproj-labs/gatewayAPI:\n      httpRouteSelector: {matchLabels: {app: web}}\n",
+            "spec.strategy.canary.trafficRouting.plugins[\"argoproj-labs/gatewayAPI\"].httpRouteSelector",
+            "route discovery by label is not supported by Sluice",
+        ),
+        (
+            "trafficRouting:\n  managedRoutes: [{name: Beta_Users}]\n  gatewayAPI: {httpRoute: web}\n",
+            "spec.strategy.canary.trafficRouting.managedRoutes[0].name",
+            "cannot name a Gateway API route rule",
+        ),
+        (
+            "trafficRouting:\n  managedRoutes: [{name: m}]\n  gatewayAPI: {httpRoute: web}\nsteps:\n- setMirrorRoute: {name: m, match: [{method: {prefix: PO}}]}\n",
+            "spec.strategy.canary.steps[0].setMirrorRoute.match[0].method",
+            "must be an exact method name",
+        ),
+    ];
+    for (routing, field, message) in cases {
+        let r = rollout(&format!(
+            "canaryService: web-canary\nstableService: web-stable\n{routing}"
+        ));
+        let errors = validate_rollout_spec(&r.spec);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.field == *field && e.message.contains(message)),
+            "{routing}: expected {field}: {message} in {errors:#?}"
+        );
+    }
+    // Services are required, as with NGINX.
+    let r = rollout("trafficRouting:\n  gatewayAPI: {httpRoute: web}\n");
+    let errors = validate_rollout_spec(&r.spec);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field == "spec.strategy.canary.stableService"),
+        "{errors:#?}"
+    );
+    // A valid configuration in either shape has no finding.
+    for routing in [
+        "trafficRouting:\n  gatewayAPI: {httpRoutes: [{name: web, useHeaderRoutes: true}], grpcRoute: g, namespace: edge}\n",
+        "trafficRouting:\n  plugins:\n    argoproj-labs/gatewayAPI: {httpRoute: web, configMap: argo-gatewayapi, mirrorMode: rule}\n",
+    ] {
+        let r = rollout(&format!(
+            "canaryService: web-canary\nstableService: web-stable\n{routing}"
+        ));
+        assert_eq!(validate_rollout_spec(&r.spec), vec![], "{routing}");
+    }
+}

@@ -792,7 +792,7 @@ fn validate_step(
     if let Some(route) = &step.set_mirror_route {
         let f = format!("{field}.setMirrorRoute");
         let gateway_api = routing.is_some_and(|r| r.has_gateway_api());
-        if !routing.is_some_and(|r| r.istio.is_some()) && !gateway_api {
+        if routing.is_none_or(|r| r.istio.is_none()) && !gateway_api {
             errs.add(
                 &f,
                 "requires trafficRouting.istio or trafficRouting.gatewayAPI",
