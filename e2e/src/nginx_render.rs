@@ -408,9 +408,12 @@ impl Renderer<'_> {
                     let test = if let Some(v) = cond.get("exact").and_then(Value::as_str) {
                         format!("{var} = {}", quote(v))
                     } else if let Some(v) = cond.get("prefix").and_then(Value::as_str) {
-                        format!("{var} ~ {}", quote(&format!("^{}", regex::escape(v))))
+                        format!(
+                            "{var} ~ {}",
+                            gateway::quote_raw(&format!("^{}", regex::escape(v)))
+                        )
                     } else if let Some(v) = cond.get("regex").and_then(Value::as_str) {
-                        format!("{var} ~ {}", quote(&format!("^(?:{v})$")))
+                        format!("{var} ~ {}", gateway::quote_raw(&format!("^(?:{v})$")))
                     } else {
                         continue;
                     };
@@ -808,5 +811,26 @@ mod tests {
             conf.contains("if ($http_x_canary = \"yes\") { set $sl_route vs_0_0; }"),
             "{conf}"
         );
+    }
+
+    /// A regex is quoted without escaping `$`: nginx passes `\$` to PCRE, where it is a literal
+    /// dollar, so `^(?:x)\$` would never match.
+    #[test]
+    fn virtual_service_regex_and_prefix_headers_keep_their_anchors() {
+        let mut m = model();
+        m.virtual_services.push(json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"hosts": ["web"], "http": [
+                {"match": [{"headers": {"x-a": {"regex": "a.*"}}}], "route": [{"destination": {"host": "web-canary"}}]},
+                {"match": [{"headers": {"x-b": {"prefix": "$b"}}}], "route": [{"destination": {"host": "web-canary"}}]},
+                {"route": [{"destination": {"host": "web-stable"}}]}]}}));
+        let conf = render(
+            &m,
+            &mut BackendIds::default(),
+            Path::new("/d"),
+            PORTS,
+            false,
+        );
+        assert!(conf.contains("if ($http_x_a ~ \"^(?:a.*)$\")"), "{conf}");
+        assert!(conf.contains("if ($http_x_b ~ \"^\\\\$b\")"), "{conf}");
     }
 }

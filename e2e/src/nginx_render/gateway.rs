@@ -139,7 +139,7 @@ fn host_rank(server: &str, route_hosts: &[String]) -> Option<HostRank> {
 }
 
 /// An nginx string literal for a regex or path: only `"` and `\` are special inside quotes.
-fn quote_raw(s: &str) -> String {
+pub(super) fn quote_raw(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
