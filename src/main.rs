@@ -25,6 +25,11 @@ enum Command {
         /// Where to write the local cluster's kubeconfig (default: a file in the temp dir).
         #[arg(long)]
         kubeconfig: Option<std::path::PathBuf>,
+        /// The traffic router: an NGINX Ingress with ingress-nginx's canary annotations, or a
+        /// Gateway API HTTPRoute.
+        #[cfg(feature = "demo")]
+        #[arg(long, value_enum, default_value_t = sluice::demo::live::DemoRouter::IngressNginx)]
+        router: sluice::demo::live::DemoRouter,
         /// Instead, run the planner against an in-memory simulation (no processes started).
         #[arg(long)]
         simulate: bool,
@@ -81,10 +86,12 @@ fn main() -> anyhow::Result<()> {
             rate,
             keep,
             kubeconfig,
+            router,
             ..
         } => {
             let runtime = tokio::runtime::Runtime::new()?;
             let options = sluice::demo::live::LiveOptions {
+                router,
                 rate,
                 keep,
                 kubeconfig,

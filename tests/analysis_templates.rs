@@ -1,7 +1,8 @@
 //! The ready-made AnalysisTemplates of `analysis-templates/`: every file passes Sluice's own
 //! parser and `sluice lint`, and every metric of every template, measured through a real nginx
 //! and a real Prometheus, succeeds on a healthy canary and fails on a bad one (30% errors,
-//! 300 ms added latency).
+//! 300 ms added latency): ingress-nginx's metrics through Ingresses, Istio's through
+//! VirtualServices, the Gateway API ones through HTTPRoutes.
 
 use std::path::Path;
 use std::time::Duration;
@@ -35,7 +36,14 @@ fn templates() -> Vec<(String, AnalysisTemplate)> {
             .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
         out.push((path.display().to_string(), t));
     }
-    assert!(out.len() >= 4, "the four templates are there: {out:?}");
+    assert!(out.len() >= 6, "the six templates are there: {out:?}");
+    for name in ["gateway-api-success-rate", "gateway-api-latency"] {
+        assert!(
+            out.iter()
+                .any(|(_, t)| t.metadata.name.as_deref() == Some(name)),
+            "{name} is there"
+        );
+    }
     out
 }
 
@@ -127,6 +135,13 @@ fn virtual_service(name: &str, host: &str, dest: &str) -> serde_json::Value {
         "spec": {"hosts": [host], "http": [{"name": "primary", "route": [{"destination": {"host": dest}, "weight": 100}]}]}})
 }
 
+fn http_route(name: &str, host: &str, stable: &str, canary: &str) -> serde_json::Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"hostnames": [host], "rules": [{"backendRefs": [
+            {"name": stable, "port": 80, "weight": 50}, {"name": canary, "port": 80, "weight": 50}]}]}})
+}
+
 /// Measures every metric of `t` with `supplied` args; returns (metric, value, phase).
 async fn measure(
     prom: &PrometheusServer,
@@ -184,6 +199,8 @@ async fn every_template_passes_a_good_canary_and_fails_a_bad_one_through_real_pr
         ingress("bad-canary", "bad.example", "bad-canary", Some(50)),
         virtual_service("good", "good.mesh", "good-canary"),
         virtual_service("bad", "bad.mesh", "bad-canary"),
+        http_route("good", "good.gw", "good-stable", "good-canary"),
+        http_route("bad", "bad.gw", "bad-stable", "bad-canary"),
     ] {
         cluster.apply_object(obj).unwrap();
     }
@@ -210,6 +227,8 @@ async fn every_template_passes_a_good_canary_and_fails_a_bad_one_through_real_pr
         LoadGenerator::start(dp.ingress_addr(), "bad.example", 20),
         LoadGenerator::start(dp.mesh_addr(), "good.mesh", 20),
         LoadGenerator::start(dp.mesh_addr(), "bad.mesh", 20),
+        LoadGenerator::start(dp.gateway_addr(), "good.gw", 20),
+        LoadGenerator::start(dp.gateway_addr(), "bad.gw", 20),
     ];
     // A 5s rate window full of samples.
     prom.wait_until(
@@ -219,6 +238,13 @@ async fn every_template_passes_a_good_canary_and_fails_a_bad_one_through_real_pr
     )
     .await
     .expect("canary series scraped");
+    prom.wait_until(
+        "count(gateway_api_http_requests_total{backend_name=~\".*-canary\"})",
+        |v| v.first().is_some_and(|x| *x >= 3.0),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("HTTPRoute canary series scraped");
     tokio::time::sleep(Duration::from_secs(7)).await;
 
     let thresholds = [
@@ -241,6 +267,7 @@ async fn every_template_passes_a_good_canary_and_fails_a_bad_one_through_real_pr
             let mut args = thresholds.to_vec();
             args.extend([
                 ("ingress", case),
+                ("route", case),
                 ("service", service.as_str()),
                 ("p95-threshold", p95),
                 ("p99-threshold", p99),

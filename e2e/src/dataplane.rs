@@ -1,15 +1,15 @@
-//! A real nginx as the data plane of the test cluster, driven by Ingresses and VirtualServices,
-//! and its access log turned into ingress-nginx's and Istio's standard Prometheus metrics.
+//! A real nginx as the data plane of the test cluster, driven by Ingresses, VirtualServices and
+//! HTTPRoutes, and its access log turned into ingress-nginx's, Istio's and Gateway API metrics.
 //!
 //! ```text
 //! let dp = DataPlane::start(cluster.client()).await?;   // nginx on free loopback ports
 //! let prom = PrometheusServer::start(&[dp.metrics_addr()]).await?;
 //! // requests: http://{dp.ingress_addr()} (Host: the Ingress host), http://{dp.mesh_addr()}
-//! // (Host: a VirtualService host)
+//! // (Host: a VirtualService host), http://{dp.gateway_addr()} (Host: an HTTPRoute hostname)
 //! ```
 //!
-//! The cluster is polled every 200 ms (Ingresses, VirtualServices, DestinationRules, Endpoints,
-//! Pods); when the rendered configuration changes it is written and nginx is reloaded
+//! The cluster is polled every 200 ms (Ingresses, VirtualServices, DestinationRules, HTTPRoutes,
+//! ReferenceGrants, Services, Endpoints, Pods); when the rendered configuration changes it is written and nginx is reloaded
 //! (`nginx -s reload`). nginx runs with its own prefix, pid file and configuration in a temporary
 //! directory and is killed when the [`DataPlane`] is dropped.
 //!
@@ -22,6 +22,11 @@
 //! - `istio_requests_total{reporter="destination",destination_service_name,
 //!   destination_service_namespace,destination_workload,destination_version,response_code}` and
 //!   the `istio_request_duration_milliseconds` histogram, for requests through VirtualServices.
+//! - `gateway_api_http_requests_total{route_kind,route_namespace,route_name,route_rule,
+//!   backend_namespace,backend_name,response_code}` and the
+//!   `gateway_api_http_request_duration_seconds` histogram, for requests through HTTPRoutes:
+//!   one series per route rule and backend Service, mirrored copies counted on the mirror's
+//!   backend (see docs/demo.md for how this maps onto real Gateway API implementations).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -101,6 +106,8 @@ struct Metrics {
     nginx_duration: BTreeMap<Labels, Histogram>,
     istio_requests: BTreeMap<Labels, u64>,
     istio_duration: BTreeMap<Labels, Histogram>,
+    gateway_requests: BTreeMap<Labels, u64>,
+    gateway_duration: BTreeMap<Labels, Histogram>,
     lines: u64,
 }
 
@@ -169,13 +176,63 @@ impl Metrics {
             ISTIO_BUCKETS,
             &self.istio_duration,
         );
+        out.push_str("# TYPE gateway_api_http_requests_total counter\n");
+        for (l, v) in &self.gateway_requests {
+            let _ = writeln!(
+                out,
+                "gateway_api_http_requests_total{} {v}",
+                labels_text(l, None)
+            );
+        }
+        render_histograms(
+            &mut out,
+            "gateway_api_http_request_duration_seconds",
+            NGINX_BUCKETS,
+            &self.gateway_duration,
+        );
         out
+    }
+
+    /// A request an HTTPRoute rule sent to a backend (main or mirrored):
+    /// gw|kind/namespace/route/rule|backend namespace/service|status|seconds|version|workload|msec.
+    fn record_gateway(&mut self, f: &[&str]) {
+        if f.len() < 5 {
+            return;
+        }
+        let mut route = f[1].splitn(4, '/');
+        let (kind, ns, name, rule) = (
+            route.next().unwrap_or(""),
+            route.next().unwrap_or(""),
+            route.next().unwrap_or(""),
+            route.next().unwrap_or(""),
+        );
+        let (b_ns, b_service) = f[2].split_once('/').unwrap_or(("", f[2]));
+        self.lines += 1;
+        let labels: Labels = vec![
+            ("backend_name", b_service.to_string()),
+            ("backend_namespace", b_ns.to_string()),
+            ("response_code", f[3].to_string()),
+            ("route_kind", kind.to_string()),
+            ("route_name", name.to_string()),
+            ("route_namespace", ns.to_string()),
+            ("route_rule", rule.to_string()),
+        ];
+        let seconds: f64 = f[4].parse().unwrap_or(0.0);
+        *self.gateway_requests.entry(labels.clone()).or_default() += 1;
+        self.gateway_duration
+            .entry(labels)
+            .or_default()
+            .observe(NGINX_BUCKETS, seconds);
     }
 
     /// One access log line: kind|ns|ingress|service|canary service|backend|status|seconds|
     /// version|workload|msec.
     fn record(&mut self, line: &str) {
         let f: Vec<&str> = line.split('|').collect();
+        if f.first() == Some(&"gw") {
+            self.record_gateway(&f);
+            return;
+        }
         if f.len() < 10 {
             return;
         }
@@ -293,6 +350,8 @@ async fn list(api: &Api<DynamicObject>) -> Vec<Value> {
     }
 }
 
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
 async fn observe(client: &kube::Client) -> Model {
     let ingresses = list(&gvk_api(client, "networking.k8s.io", "v1", "Ingress")).await;
     let virtual_services = list(&gvk_api(
@@ -309,10 +368,41 @@ async fn observe(client: &kube::Client) -> Model {
         "DestinationRule",
     ))
     .await;
+    let http_routes = list(&gvk_api(client, GATEWAY_GROUP, "v1", "HTTPRoute")).await;
+    let mut reference_grants = Vec::new();
+    if !http_routes.is_empty() {
+        // v1beta1 is the version every Gateway API release serves; v1 where it exists.
+        for version in ["v1beta1", "v1"] {
+            reference_grants =
+                list(&gvk_api(client, GATEWAY_GROUP, version, "ReferenceGrant")).await;
+            if !reference_grants.is_empty() {
+                break;
+            }
+        }
+    }
+    let services = list(&gvk_api(client, "", "v1", "Service"))
+        .await
+        .iter()
+        .map(|s| {
+            (
+                s.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                s.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
     let mut model = Model {
         ingresses,
         virtual_services,
         destination_rules,
+        http_routes,
+        reference_grants,
+        services,
         ..Model::default()
     };
     for ep in list(&gvk_api(client, "", "v1", "Endpoints")).await {
@@ -415,6 +505,7 @@ impl DataPlane {
         let ports = Ports {
             ingress: free_port()?,
             mesh: free_port()?,
+            gateway: free_port()?,
         };
         let root = running_as_root();
         let mut ids = BackendIds::default();
@@ -497,6 +588,7 @@ impl DataPlane {
         dp.tasks.push(tokio::spawn(tail_log(log_path, metrics)));
         // Config sync loop.
         let shared = dp.shared.clone();
+        let master = dp.child.as_ref().map(std::process::Child::id);
         dp.tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -504,7 +596,7 @@ impl DataPlane {
                 let config = nginx_render::render(&model, &mut ids, &path, ports, root);
                 let changed = shared.lock().map(|s| s.config != config).unwrap_or(false);
                 if changed {
-                    let result = reload(&binary, &path, &config).await;
+                    let result = reload(&binary, &path, &config, master).await;
                     if let Ok(mut s) = shared.lock() {
                         match result {
                             Ok(()) => {
@@ -537,6 +629,12 @@ impl DataPlane {
         SocketAddr::from(([127, 0, 0, 1], self.ports.mesh))
     }
 
+    /// Address of the gateway port (send `Host:` an HTTPRoute hostname; routes without
+    /// hostnames answer any `Host`).
+    pub fn gateway_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.gateway))
+    }
+
     /// Address of `/metrics`, for Prometheus.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
@@ -548,6 +646,11 @@ impl DataPlane {
             .lock()
             .map(|s| s.config.clone())
             .unwrap_or_default()
+    }
+
+    /// nginx's error log so far (why a request got a 502, for instance).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default()
     }
 
     /// How many times nginx was reloaded.
@@ -616,7 +719,57 @@ impl Drop for DataPlane {
     }
 }
 
-async fn reload(binary: &Path, dir: &Path, config: &str) -> Result<(), String> {
+/// The worker processes of the nginx master `master` (children in /proc).
+fn workers(master: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid ...`; comm may hold spaces, so split after its `)`.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(master)
+        })
+        .collect()
+}
+
+/// Writes `config` and reloads nginx. Returns once only workers started after the reload are
+/// left: until the old ones exit they still accept requests with the old configuration, and a
+/// test that measures a split right after a change would count some of those.
+async fn reload(
+    binary: &Path,
+    dir: &Path,
+    config: &str,
+    master: Option<u32>,
+) -> Result<(), String> {
+    let old = master.map(workers).unwrap_or_default();
+    reload_signal(binary, dir, config).await?;
+    let Some(master) = master else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = workers(master);
+        if !now.is_empty() && now.iter().all(|w| !old.contains(w)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "nginx reload: old workers {old:?} still running after 10s (now {now:?})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn reload_signal(binary: &Path, dir: &Path, config: &str) -> Result<(), String> {
     let conf = dir.join("nginx.conf");
     let tmp = dir.join("nginx.conf.new");
     tokio::fs::write(&tmp, config)
@@ -691,5 +844,21 @@ mod tests {
             text.contains("istio_requests_total{destination_service_name=\"web\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn httproute_lines_become_gateway_api_series_per_route_rule_backend_and_code() {
+        let mut m = Metrics::default();
+        m.record("gw|HTTPRoute/default/web/0|default/web-canary|500|0.030|v2|web-abc|1.0");
+        m.record("gw|HTTPRoute/default/web/0|default/web-canary|500|0.002|v2|web-abc|1.0");
+        m.record(
+            "gw|HTTPRoute/default/web/canary-header|default/web-stable|200|0.002|v1|web-def|1.0",
+        );
+        assert_eq!(m.lines, 3);
+        let text = m.render();
+        assert!(text.contains("gateway_api_http_requests_total{backend_name=\"web-canary\",backend_namespace=\"default\",response_code=\"500\",route_kind=\"HTTPRoute\",route_name=\"web\",route_namespace=\"default\",route_rule=\"0\"} 2"), "{text}");
+        assert!(text.contains("gateway_api_http_requests_total{backend_name=\"web-stable\",backend_namespace=\"default\",response_code=\"200\",route_kind=\"HTTPRoute\",route_name=\"web\",route_namespace=\"default\",route_rule=\"canary-header\"} 1"), "{text}");
+        assert!(text.contains("gateway_api_http_request_duration_seconds_bucket{backend_name=\"web-canary\",backend_namespace=\"default\",response_code=\"500\",route_kind=\"HTTPRoute\",route_name=\"web\",route_namespace=\"default\",route_rule=\"0\",le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("gateway_api_http_request_duration_seconds_count{backend_name=\"web-canary\",backend_namespace=\"default\",response_code=\"500\",route_kind=\"HTTPRoute\",route_name=\"web\",route_namespace=\"default\",route_rule=\"0\"} 2"), "{text}");
     }
 }

@@ -3,6 +3,7 @@
 //! Ingresses (with ingress-nginx's canary annotations) are served on the ingress port, matched by
 //! `Host` and path. VirtualServices (routes with weights, subsets from DestinationRules, header
 //! matches) are served on the mesh port, matched by `Host` against the VirtualService's `hosts`.
+//! HTTPRoutes are served on the gateway port (see [`gateway`]).
 //!
 //! Every backend (a Service, or a Service subset) gets an internal server on a unix socket that
 //! round-robins over its ready pods' ports. A route's split is a weighted upstream over those
@@ -15,6 +16,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::Value;
+
+mod gateway;
 
 /// Annotation prefix of ingress-nginx.
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io";
@@ -32,6 +35,12 @@ pub struct Model {
     pub ingresses: Vec<Value>,
     pub virtual_services: Vec<Value>,
     pub destination_rules: Vec<Value>,
+    /// `gateway.networking.k8s.io/v1` HTTPRoutes.
+    pub http_routes: Vec<Value>,
+    /// ReferenceGrants (any served version: the fields read are the same).
+    pub reference_grants: Vec<Value>,
+    /// (namespace, name) of every Service.
+    pub services: BTreeSet<(String, String)>,
     /// (namespace, service) -> ready endpoints.
     pub endpoints: BTreeMap<(String, String), Vec<Endpoint>>,
     /// (namespace, pod) -> labels.
@@ -44,6 +53,9 @@ pub struct Backend {
     pub namespace: String,
     pub service: String,
     pub subset: Option<String>,
+    /// A Gateway API backendRef that cannot be used (no such Service, no ReferenceGrant for
+    /// it...): its share of requests is answered with 500.
+    pub invalid: bool,
 }
 
 impl Backend {
@@ -74,6 +86,8 @@ impl BackendIds {
 pub struct Ports {
     pub ingress: u16,
     pub mesh: u16,
+    /// Where HTTPRoutes are served (one listener of one Gateway).
+    pub gateway: u16,
 }
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
@@ -176,6 +190,11 @@ struct Location {
 
 struct Renderer<'a> {
     model: &'a Model,
+    ports: Ports,
+    /// http-level directives of the HTTPRoutes (the maps of their matches).
+    gateway_http: String,
+    /// The gateway port's servers.
+    gateway_servers: String,
     ids: &'a mut BackendIds,
     dir: &'a Path,
     splits: Vec<Split>,
@@ -212,6 +231,7 @@ impl Renderer<'_> {
                     namespace: ns.to_string(),
                     service: rule.service.clone(),
                     subset: None,
+                    invalid: false,
                 };
                 // The canary Ingress for the same host and path, in the same namespace.
                 let canary = model.ingresses.iter().find_map(|c| {
@@ -248,6 +268,7 @@ impl Renderer<'_> {
                         namespace: ns.to_string(),
                         service: canary_service.clone(),
                         subset: None,
+                        invalid: false,
                     };
                     loc.vars[4].1 = canary_service.clone();
                     let canary_route = self.split(
@@ -312,6 +333,7 @@ impl Renderer<'_> {
             namespace,
             service,
             subset,
+            invalid: false,
         }
     }
 
@@ -386,9 +408,12 @@ impl Renderer<'_> {
                     let test = if let Some(v) = cond.get("exact").and_then(Value::as_str) {
                         format!("{var} = {}", quote(v))
                     } else if let Some(v) = cond.get("prefix").and_then(Value::as_str) {
-                        format!("{var} ~ {}", quote(&format!("^{}", regex::escape(v))))
+                        format!(
+                            "{var} ~ {}",
+                            gateway::quote_raw(&format!("^{}", regex::escape(v)))
+                        )
                     } else if let Some(v) = cond.get("regex").and_then(Value::as_str) {
-                        format!("{var} ~ {}", quote(&format!("^(?:{v})$")))
+                        format!("{var} ~ {}", gateway::quote_raw(&format!("^(?:{v})$")))
                     } else {
                         continue;
                     };
@@ -491,10 +516,24 @@ impl Renderer<'_> {
              \x20 proxy_http_version 1.1;\n  proxy_set_header Connection \"\";\n  proxy_next_upstream off;\n\
              \x20 proxy_connect_timeout 2s;\n  proxy_read_timeout 30s;\n  server_names_hash_bucket_size 128;\n\
              \x20 variables_hash_bucket_size 128;\n\
-             \x20 log_format sluice escape=none '$sl_kind|$sl_namespace|$sl_ingress|$sl_service|$sl_canary_service|$sl_backend|$status|$request_time|$upstream_http_x_version|$upstream_http_x_workload|$msec';\n"
+             \x20 log_format sluice escape=none '$sl_kind|$sl_namespace|$sl_ingress|$sl_service|$sl_canary_service|$sl_backend|$status|$request_time|$upstream_http_x_version|$upstream_http_x_workload|$msec';\n\
+             \x20 log_format sluice_gw escape=none 'gw|$http_x_sluice_route|$sl_gw_backend|$status|$request_time|$upstream_http_x_version|$upstream_http_x_workload|$msec';\n\
+             \x20 proxy_set_header X-Sluice-Route \"\";\n"
         );
+        out.push_str(&self.gateway_http);
         // Backend name in the access log, from the socket that answered.
-        let backends: Vec<Backend> = self.backends.iter().cloned().collect();
+        // Every backend ever rendered keeps its server: on a reload nginx deletes the unix
+        // socket of a server that is gone, and the old worker, still answering the requests it
+        // accepted before the reload, would fail to connect to it (a 502 when a weight drops to
+        // 0 and the backend leaves the split).
+        let backends: Vec<Backend> = self
+            .backends
+            .iter()
+            .chain(self.ids.ids.keys())
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         out.push_str("  map $upstream_addr $sl_backend {\n    default \"\";\n");
         for b in &backends {
             let sock = self.socket(b);
@@ -505,6 +544,26 @@ impl Renderer<'_> {
         for b in &backends {
             let id = self.ids.id(b);
             let sock = self.socket(b);
+            if *b == gateway::discard() {
+                let _ = writeln!(
+                    out,
+                    "  server {{\n    listen unix:{sock};\n    location / {{ return 204; }}\n  }}"
+                );
+                continue;
+            }
+            // Requests sent by an HTTPRoute rule (main or mirrored) are logged here, where the
+            // backend is known; the header says which route and rule sent them.
+            let gw_log = format!(
+                "set $sl_gw_backend {};\n      access_log {dir}/access.log sluice_gw if=$http_x_sluice_route;",
+                quote(&b.log_name())
+            );
+            if b.invalid {
+                let _ = writeln!(
+                    out,
+                    "  server {{\n    listen unix:{sock};\n    location / {{\n      {gw_log}\n      return 500;\n    }}\n  }}"
+                );
+                continue;
+            }
             let ports_of = self.endpoints(b);
             let _ = writeln!(out, "  upstream pods_{id} {{");
             if ports_of.is_empty() {
@@ -517,7 +576,7 @@ impl Renderer<'_> {
             out.push_str("  }\n");
             let _ = writeln!(
                 out,
-                "  server {{\n    listen unix:{sock};\n    location / {{ proxy_pass http://pods_{id}; }}\n  }}"
+                "  server {{\n    listen unix:{sock};\n    location / {{\n      {gw_log}\n      proxy_set_header Connection \"\";\n      proxy_set_header X-Sluice-Route \"\";\n      proxy_pass http://pods_{id};\n    }}\n  }}"
             );
         }
         let splits = std::mem::take(&mut self.splits);
@@ -542,7 +601,7 @@ impl Renderer<'_> {
                 out,
                 "  server {{\n    listen 127.0.0.1:{port} default_server;\n    server_name _;\n    \
                  set $sl_kind \"\"; set $sl_namespace \"\"; set $sl_ingress \"\"; set $sl_service \"\";\n    \
-                 set $sl_canary_service \"\"; set $sl_route \"\";\n    return 404;\n  }}"
+                 set $sl_canary_service \"\"; set $sl_route \"\"; set $sl_gw_backend \"\";\n    return 404;\n  }}"
             );
         }
         for ((port, host), locs) in servers {
@@ -571,6 +630,7 @@ impl Renderer<'_> {
             }
             out.push_str("  }\n");
         }
+        out.push_str(&self.gateway_servers);
         out.push_str("}\n");
         out
     }
@@ -580,6 +640,9 @@ impl Renderer<'_> {
 pub fn render(model: &Model, ids: &mut BackendIds, dir: &Path, ports: Ports, root: bool) -> String {
     let mut r = Renderer {
         model,
+        ports,
+        gateway_http: String::new(),
+        gateway_servers: String::new(),
         ids,
         dir,
         splits: Vec::new(),
@@ -588,6 +651,7 @@ pub fn render(model: &Model, ids: &mut BackendIds, dir: &Path, ports: Ports, roo
     };
     r.ingresses(ports.ingress);
     r.virtual_services(ports.mesh);
+    r.http_routes();
     r.finish(ports, root)
 }
 
@@ -624,6 +688,7 @@ mod tests {
     const PORTS: Ports = Ports {
         ingress: 8000,
         mesh: 8001,
+        gateway: 8002,
     };
 
     #[test]
@@ -746,5 +811,26 @@ mod tests {
             conf.contains("if ($http_x_canary = \"yes\") { set $sl_route vs_0_0; }"),
             "{conf}"
         );
+    }
+
+    /// A regex is quoted without escaping `$`: nginx passes `\$` to PCRE, where it is a literal
+    /// dollar, so `^(?:x)\$` would never match.
+    #[test]
+    fn virtual_service_regex_and_prefix_headers_keep_their_anchors() {
+        let mut m = model();
+        m.virtual_services.push(json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"hosts": ["web"], "http": [
+                {"match": [{"headers": {"x-a": {"regex": "a.*"}}}], "route": [{"destination": {"host": "web-canary"}}]},
+                {"match": [{"headers": {"x-b": {"prefix": "$b"}}}], "route": [{"destination": {"host": "web-canary"}}]},
+                {"route": [{"destination": {"host": "web-stable"}}]}]}}));
+        let conf = render(
+            &m,
+            &mut BackendIds::default(),
+            Path::new("/d"),
+            PORTS,
+            false,
+        );
+        assert!(conf.contains("if ($http_x_a ~ \"^(?:a.*)$\")"), "{conf}");
+        assert!(conf.contains("if ($http_x_b ~ \"^\\\\$b\")"), "{conf}");
     }
 }

@@ -1,6 +1,11 @@
 //! `sluice demo`: the real closed loop on this machine. A sample app behind a real nginx, a real
 //! Prometheus, the controller; a good version is rolled out and promoted, then a bad one (30%
 //! errors) is aborted by its analysis, live in the terminal, with the blast radius at the end.
+//!
+//! The traffic router is an NGINX Ingress (ingress-nginx's canary annotations, the default: most
+//! clusters that run Sluice's NGINX router still run ingress-nginx) or, with
+//! `--router gateway-api`, a Gateway API HTTPRoute whose backendRef weights nginx follows the
+//! way NGINX Gateway Fabric renders them.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +16,7 @@ use kube::api::Api;
 use sluice_e2e::demo_app::{ERROR_RATIO, LATENCY};
 use sluice_e2e::loadgen::{LoadGenerator, split_of};
 
-use super::stack::{LocalStack, Progress, nginx_app, rollout_yaml, template};
+use super::stack::{LocalStack, Progress, gateway_app, nginx_app, rollout_yaml, template};
 use crate::analysis::args::ResolvedArgs;
 use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::Rollout;
@@ -22,9 +27,81 @@ pub const NS: &str = "demo";
 /// Host of the sample app's Ingress.
 pub const HOST: &str = "web.example";
 
+/// The traffic router of the live demo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DemoRouter {
+    /// The Ingress `web` with ingress-nginx's canary annotations (`trafficRouting.nginx`).
+    #[default]
+    IngressNginx,
+    /// The HTTPRoute `web`: the weights of its backendRefs (`trafficRouting.gatewayAPI`).
+    GatewayApi,
+}
+
+impl DemoRouter {
+    /// The AnalysisTemplates of the analysis steps.
+    fn templates(self) -> [&'static str; 2] {
+        match self {
+            DemoRouter::IngressNginx => ["nginx-success-rate", "nginx-latency"],
+            DemoRouter::GatewayApi => ["gateway-api-success-rate", "gateway-api-latency"],
+        }
+    }
+
+    /// The argument naming the routing object in those templates.
+    fn object_arg(self) -> &'static str {
+        match self {
+            DemoRouter::IngressNginx => "ingress",
+            DemoRouter::GatewayApi => "route",
+        }
+    }
+
+    /// `trafficRouting`, indented under it.
+    fn routing(self) -> &'static str {
+        match self {
+            DemoRouter::IngressNginx => "nginx: {stableIngress: web}",
+            DemoRouter::GatewayApi => "gatewayAPI: {httpRoute: web}",
+        }
+    }
+
+    /// The `router` line of the summary.
+    fn describe(self) -> String {
+        match self {
+            DemoRouter::IngressNginx => format!(
+                "NGINX: the Ingress web (host {HOST}) sends the canary weight to the Service web-canary,
+            the rest to web-stable (--router gateway-api: the same through a Gateway API HTTPRoute)"
+            ),
+            DemoRouter::GatewayApi => format!(
+                "Gateway API: the HTTPRoute web (host {HOST}); its rule's backendRefs web-canary and
+            web-stable get the canary and stable weights, which nginx follows as NGINX Gateway Fabric does"
+            ),
+        }
+    }
+
+    /// PromQL: canary 5xx answers so far.
+    fn canary_errors(self) -> String {
+        match self {
+            DemoRouter::IngressNginx => format!(
+                "sum(nginx_ingress_controller_requests{{namespace=\"{NS}\",canary!=\"\",status=~\"5..\"}})"
+            ),
+            DemoRouter::GatewayApi => format!(
+                "sum(gateway_api_http_requests_total{{route_namespace=\"{NS}\",backend_name=\"web-canary\",response_code=~\"5..\"}})"
+            ),
+        }
+    }
+
+    /// The metric the explore hint links to in Prometheus.
+    fn metric(self) -> &'static str {
+        match self {
+            DemoRouter::IngressNginx => "nginx_ingress_controller_requests",
+            DemoRouter::GatewayApi => "gateway_api_http_requests_total",
+        }
+    }
+}
+
 /// Options of the live demo.
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
+    /// The traffic router.
+    pub router: DemoRouter,
     /// Requests per second sent through nginx.
     pub rate: u32,
     /// Keep everything running at the end until Ctrl-C.
@@ -48,13 +125,16 @@ const INITIAL_DELAY: &str = "3s";
 const SPLIT_FROM: Duration = Duration::from_secs(3);
 const SPLIT_TO: Duration = Duration::from_secs(1);
 
-fn steps() -> String {
+fn steps(router: DemoRouter) -> String {
+    let [success, latency] = router.templates();
+    let object = router.object_arg();
+    let routing = router.routing();
     let analysis = format!(
         "      - analysis:
-          templates: [{{templateName: nginx-success-rate}}, {{templateName: nginx-latency}}]
+          templates: [{{templateName: {success}}}, {{templateName: {latency}}}]
           args:
           - {{name: namespace, value: {NS}}}
-          - {{name: ingress, value: web}}
+          - {{name: {object}, value: web}}
           - {{name: service, value: web-canary}}
           - {{name: window, value: {WINDOW}}}
           - {{name: count, value: \"{COUNT}\"}}
@@ -69,7 +149,7 @@ fn steps() -> String {
       scaleDownDelaySeconds: 3
       abortScaleDownDelaySeconds: 3
       trafficRouting:
-        nginx: {{stableIngress: web}}
+        {routing}
       steps:
       - setWeight: 10
 {analysis}      - setWeight: 25
@@ -80,7 +160,7 @@ fn steps() -> String {
 }
 
 /// What the demo's Rollout does, in a few lines, from the Rollout as the cluster has it.
-fn rollout_summary(ro: &Rollout) -> String {
+fn rollout_summary(ro: &Rollout, router: DemoRouter) -> String {
     let steps = ro
         .spec
         .strategy
@@ -106,12 +186,14 @@ fn rollout_summary(ro: &Rollout) -> String {
     format!(
         "Rollout {NS}/web: {replicas} pods; the first version goes live at once, every later one walks the steps.
   steps     {list}
-  analysis  AnalysisTemplates nginx-success-rate and nginx-latency: canary success rate >= {SUCCESS_RATE},
+  analysis  AnalysisTemplates {success} and {latency}: canary success rate >= {SUCCESS_RATE},
             p95 latency <= {P95}s, p99 <= {P99}s, over a {WINDOW} window; {COUNT} measurements {INTERVAL} apart,
             the first after {INITIAL_DELAY}; one failed measurement aborts the update
-  router    NGINX: the Ingress web (host {HOST}) sends the canary weight to the Service web-canary,
-            the rest to web-stable",
+  router    {router}",
         replicas = ro.spec.replicas.unwrap_or(1),
+        success = router.templates()[0],
+        latency = router.templates()[1],
+        router = router.describe(),
     )
 }
 
@@ -215,6 +297,7 @@ struct Outcome {
 /// Rolls out `version` and shows it live until the Rollout is Healthy on it or aborted.
 async fn roll_out(
     out: &mut dyn Write,
+    router: DemoRouter,
     stack: &LocalStack,
     load: &LoadGenerator,
     version: &str,
@@ -227,7 +310,7 @@ async fn roll_out(
         .and_then(|s| s.stable_rs);
     let started = Instant::now();
     stack
-        .apply_yaml(&rollout_yaml(NS, 5, version, annotations, &steps()))
+        .apply_yaml(&rollout_yaml(NS, 5, version, annotations, &steps(router)))
         .await?;
     let mut last_line = String::new();
     let mut first_visible_failure: Option<Instant> = None;
@@ -246,7 +329,7 @@ async fn roll_out(
         if first_visible_failure.is_none()
             && stack
                 .prometheus
-                .query("sum(nginx_ingress_controller_requests{namespace=\"demo\",canary!=\"\",status=~\"5..\"})")
+                .query(&router.canary_errors())
                 .await
                 .is_ok_and(|v| v.first().is_some_and(|x| *x > 0.0))
         {
@@ -351,7 +434,12 @@ fn command_name(name: &str) -> String {
 }
 
 /// The commands to explore the kept cluster; each works when pasted into a shell.
-fn explore_hint(kubeconfig: &std::path::Path, ingress: &str, prometheus: &str) -> String {
+fn explore_hint(
+    kubeconfig: &std::path::Path,
+    address: &str,
+    prometheus: &str,
+    metric: &str,
+) -> String {
     let sluice = command_name("sluice");
     let install = if sluice == "sluice" {
         String::new()
@@ -364,8 +452,8 @@ fn explore_hint(kubeconfig: &std::path::Path, ingress: &str, prometheus: &str) -
   kubectl get rollouts,analysisruns,pods
   {sluice} get rollout web
   {sluice} explain web
-  curl -H 'Host: {HOST}' http://{ingress}/
-  Prometheus: {prometheus}/graph?g0.expr=nginx_ingress_controller_requests{install}",
+  curl -H 'Host: {HOST}' http://{address}/
+  Prometheus: {prometheus}/graph?g0.expr={metric}{install}",
         kubeconfig = kubeconfig.display(),
     )
 }
@@ -438,19 +526,23 @@ pub async fn run(out: &mut (dyn Write + Send), options: LiveOptions) -> anyhow::
         }
     };
     writeln!(out, "  dashboard   {}\n", dashboard.url())?;
-    stack.apply_yaml(&nginx_app(NS)).await?;
-    for name in ["nginx-success-rate", "nginx-latency"] {
+    let router = options.router;
+    match router {
+        DemoRouter::IngressNginx => stack.apply_yaml(&nginx_app(NS)).await?,
+        DemoRouter::GatewayApi => stack.apply_yaml(&gateway_app(NS)).await?,
+    }
+    for name in router.templates() {
         let mut t = template(name, INTERVAL, Some(INITIAL_DELAY))?;
         t["metadata"]["namespace"] = NS.into();
         stack.apply(t).await?;
     }
     stack
-        .apply_yaml(&rollout_yaml(NS, 5, "v1", &[], &steps()))
+        .apply_yaml(&rollout_yaml(NS, 5, "v1", &[], &steps(router)))
         .await?;
     writeln!(
         out,
         "{}\n",
-        rollout_summary(&stack.rollout(NS, "web").await?)
+        rollout_summary(&stack.rollout(NS, "web").await?, router)
     )?;
     write!(out, "Waiting for web:v1 to be Healthy...")?;
     out.flush()?;
@@ -462,7 +554,16 @@ pub async fn run(out: &mut (dyn Write + Send), options: LiveOptions) -> anyhow::
                 .is_some_and(|p| p.as_str() == "Healthy")
         })
         .await?;
-    let load = stack.load(HOST, options.rate);
+    let (load, address) = match router {
+        DemoRouter::IngressNginx => (
+            stack.load(HOST, options.rate),
+            stack.dataplane.ingress_addr(),
+        ),
+        DemoRouter::GatewayApi => (
+            stack.gateway_load(HOST, options.rate),
+            stack.dataplane.gateway_addr(),
+        ),
+    };
     stack.dataplane.wait_synced(Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     writeln!(
@@ -476,7 +577,7 @@ pub async fn run(out: &mut (dyn Write + Send), options: LiveOptions) -> anyhow::
         out,
         "== Rolling out web:v2 (healthy): steps 10% / 25% / 50% / 100%, analysis after each =="
     )?;
-    let good = roll_out(out, &stack, &load, "v2", &[(LATENCY, "2ms")]).await?;
+    let good = roll_out(out, router, &stack, &load, "v2", &[(LATENCY, "2ms")]).await?;
     writeln!(
         out,
         "=> {}: v2 served {} of {} requests during the rollout, {} failed\n",
@@ -494,7 +595,7 @@ pub async fn run(out: &mut (dyn Write + Send), options: LiveOptions) -> anyhow::
         out,
         "== Rolling out web:v3 (bad: 30% of its answers are 500s) =="
     )?;
-    let bad = roll_out(out, &stack, &load, "v3", &[(ERROR_RATIO, "0.3")]).await?;
+    let bad = roll_out(out, router, &stack, &load, "v3", &[(ERROR_RATIO, "0.3")]).await?;
     writeln!(
         out,
         "=> {}: {}",
@@ -530,8 +631,9 @@ pub async fn run(out: &mut (dyn Write + Send), options: LiveOptions) -> anyhow::
             "\n{}",
             explore_hint(
                 &kubeconfig,
-                &stack.dataplane.ingress_addr().to_string(),
-                &stack.prometheus.url()
+                &address.to_string(),
+                &stack.prometheus.url(),
+                router.metric(),
             )
         )?;
         writeln!(
@@ -568,13 +670,67 @@ mod tests {
 
     #[test]
     fn the_summary_lists_every_step_of_the_rollout_it_applies() {
-        let ro: Rollout = serde_yaml::from_str(&rollout_yaml(NS, 5, "v1", &[], &steps())).unwrap();
-        let text = rollout_summary(&ro);
+        let ro: Rollout = serde_yaml::from_str(&rollout_yaml(
+            NS,
+            5,
+            "v1",
+            &[],
+            &steps(DemoRouter::IngressNginx),
+        ))
+        .unwrap();
+        let text = rollout_summary(&ro, DemoRouter::IngressNginx);
         assert!(
             text.contains("steps     1 setWeight 10, 2 analysis, 3 setWeight 25, 4 analysis, 5 setWeight 50, 6 analysis, 7 setWeight 100"),
             "{text}"
         );
         assert!(text.contains("5 pods"), "{text}");
         assert_eq!(STEP_NAMES.len(), 7);
+    }
+
+    #[test]
+    fn gateway_api_router_routes_and_measures_through_the_httproute() {
+        let ro: Rollout = serde_yaml::from_str(&rollout_yaml(
+            NS,
+            5,
+            "v1",
+            &[],
+            &steps(DemoRouter::GatewayApi),
+        ))
+        .unwrap();
+        let routing = ro
+            .spec
+            .strategy
+            .canary
+            .as_ref()
+            .and_then(|c| c.traffic_routing.as_ref())
+            .expect("traffic routing");
+        assert!(routing.has_gateway_api() && routing.nginx.is_none());
+        let text = rollout_summary(&ro, DemoRouter::GatewayApi);
+        assert!(
+            text.contains("AnalysisTemplates gateway-api-success-rate and gateway-api-latency"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the HTTPRoute web (host web.example)"),
+            "{text}"
+        );
+        // Every template the steps name ships with the demo, with the arguments it needs.
+        for name in DemoRouter::GatewayApi.templates() {
+            let t = template(name, INTERVAL, None).expect("shipped template");
+            let args: Vec<&str> = t["spec"]["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|a| a["name"].as_str())
+                .collect();
+            assert!(
+                args.contains(&"route") && args.contains(&"service"),
+                "{name}: {args:?}"
+            );
+        }
+        assert!(
+            rollout_summary(&ro, DemoRouter::IngressNginx).contains("--router gateway-api"),
+            "the default names the other router"
+        );
     }
 }

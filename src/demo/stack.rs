@@ -39,6 +39,14 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "istio-latency.yaml",
         include_str!("../../analysis-templates/istio-latency.yaml"),
     ),
+    (
+        "gateway-api-success-rate.yaml",
+        include_str!("../../analysis-templates/gateway-api-success-rate.yaml"),
+    ),
+    (
+        "gateway-api-latency.yaml",
+        include_str!("../../analysis-templates/gateway-api-latency.yaml"),
+    ),
 ];
 
 /// A template of [`TEMPLATES`] by name, with every metric's `interval` (and `initialDelay`, when
@@ -235,6 +243,11 @@ impl LocalStack {
         LoadGenerator::start(self.dataplane.ingress_addr(), host, rate)
     }
 
+    /// Starts sending `rate` requests/s through the gateway port (HTTPRoutes) with `Host: host`.
+    pub fn gateway_load(&self, host: &str, rate: u32) -> LoadGenerator {
+        LoadGenerator::start(self.dataplane.gateway_addr(), host, rate)
+    }
+
     /// Starts sending `rate` requests/s through the mesh port with `Host: host`.
     pub fn mesh_load(&self, host: &str, rate: u32) -> LoadGenerator {
         LoadGenerator::start(self.dataplane.mesh_addr(), host, rate)
@@ -328,6 +341,54 @@ spec:
       - path: /
         pathType: Prefix
         backend: {{service: {{name: web-stable, port: {{number: 80}}}}}}
+"#
+    )
+}
+
+/// The sample application behind a Gateway API HTTPRoute: Services `web-stable` and
+/// `web-canary`, the HTTPRoute `web` (host `web.example`, one rule: 100% to `web-stable`), in
+/// namespace `ns`.
+pub fn gateway_app(ns: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-stable, namespace: {ns}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-canary, namespace: {ns}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+{}"#,
+        gateway_route(ns)
+    )
+}
+
+/// The HTTPRoute of [`gateway_app`] alone, as it is kept in Git.
+pub fn gateway_route(ns: &str) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  parentRefs: [{{name: gateway}}]
+  hostnames: [web.example]
+  rules:
+  - name: main
+    matches: [{{path: {{type: PathPrefix, value: /}}}}]
+    backendRefs:
+    - {{name: web-stable, port: 80, weight: 100}}
+    - {{name: web-canary, port: 80, weight: 0}}
 "#
     )
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice::demo::stack::{LocalStack, nginx_app, rollout_yaml, template};
+use sluice::demo::stack::{LocalStack, gateway_app, nginx_app, rollout_yaml, template};
 
 pub use crate::rollout::phase_is;
 
@@ -68,4 +68,47 @@ pub async fn stable_hash(stack: &LocalStack) -> Option<String> {
         .expect("rollout")
         .status
         .and_then(|s| s.stable_rs)
+}
+
+/// A step analysis of the canary's success rate behind the HTTPRoute `web`
+/// (`gateway-api-success-rate`).
+pub fn gateway_analysis(count: u32) -> String {
+    format!(
+        "      - analysis:\n          templates: [{{templateName: gateway-api-success-rate}}]\n          args:\n          - {{name: namespace, value: {NS}}}\n          - {{name: route, value: web}}\n          - {{name: service, value: web-canary}}\n          - {{name: window, value: 5s}}\n          - {{name: count, value: \"{count}\"}}\n"
+    )
+}
+
+/// A canary strategy routed through the HTTPRoute `web`; `routing` is the YAML under
+/// `trafficRouting` (indented by 8 spaces), e.g. [`GATEWAY_API`] or [`GATEWAY_API_PLUGIN`].
+pub fn gateway_canary(routing: &str, steps: &str) -> String {
+    format!(
+        "      canaryService: web-canary\n      stableService: web-stable\n      scaleDownDelaySeconds: 2\n      abortScaleDownDelaySeconds: 2\n      trafficRouting:\n{routing}      steps:\n{steps}"
+    )
+}
+
+/// Sluice's own field for the HTTPRoute `web`.
+pub const GATEWAY_API: &str = "        gatewayAPI: {httpRoute: web}\n";
+
+/// Argo Rollouts' Gateway API plugin configuration for the HTTPRoute `web`.
+pub const GATEWAY_API_PLUGIN: &str =
+    "        plugins:\n          argoproj-labs/gatewayAPI: {httpRoute: web, namespace: default}\n";
+
+/// The local stack with the sample app behind the HTTPRoute `web`, the Gateway API templates,
+/// and `v1` of the Rollout (canary strategy `canary_yaml`) healthy.
+pub async fn gateway_stack_with_stable(canary_yaml: &str) -> LocalStack {
+    let stack = LocalStack::start().await.expect("local stack starts");
+    stack.apply_yaml(&gateway_app(NS)).await.expect("app");
+    stack
+        .apply(template("gateway-api-success-rate", "1s", Some("3s")).expect("template"))
+        .await
+        .expect("template");
+    stack
+        .apply_yaml(&rollout_yaml(NS, 4, "v1", &[], canary_yaml))
+        .await
+        .expect("rollout v1");
+    stack
+        .wait_rollout(NS, "web", Duration::from_secs(60), phase_is("Healthy"))
+        .await
+        .expect("v1 healthy");
+    stack
 }
