@@ -462,6 +462,8 @@ fn analysis_runs(t: &Target<'_>) -> Vec<ObservedAnalysisRun> {
                     AnalysisRunKind::Step(labels.get(constants::STEP_INDEX_LABEL)?.parse().ok()?)
                 }
                 Some(constants::ROLLOUT_TYPE_BACKGROUND) => AnalysisRunKind::Background,
+                Some(constants::ROLLOUT_TYPE_PRE_PROMOTION) => AnalysisRunKind::PrePromotion,
+                Some(constants::ROLLOUT_TYPE_POST_PROMOTION) => AnalysisRunKind::PostPromotion,
                 _ => return None,
             };
             let status = r.status.clone().unwrap_or_default();
