@@ -414,7 +414,10 @@ impl BlueGreenStrategy {
             ("canaryMetadata", self.canary_metadata.is_some()),
             ("stableMetadata", self.stable_metadata.is_some()),
             ("dynamicStableScale", self.dynamic_stable_scale.is_some()),
-            ("minPodsPerReplicaSet", self.min_pods_per_replica_set.is_some()),
+            (
+                "minPodsPerReplicaSet",
+                self.min_pods_per_replica_set.is_some(),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))

@@ -721,11 +721,20 @@ fn validate_blue_green(bg: &BlueGreenStrategy, replicas: Option<i32>, errs: &mut
     for (field, value) in [
         ("autoPromotionSeconds", bg.auto_promotion_seconds),
         ("scaleDownDelaySeconds", bg.scale_down_delay_seconds),
-        ("scaleDownDelayRevisionLimit", bg.scale_down_delay_revision_limit),
-        ("abortScaleDownDelaySeconds", bg.abort_scale_down_delay_seconds),
+        (
+            "scaleDownDelayRevisionLimit",
+            bg.scale_down_delay_revision_limit,
+        ),
+        (
+            "abortScaleDownDelaySeconds",
+            bg.abort_scale_down_delay_seconds,
+        ),
     ] {
         if let Some(v) = value.filter(|v| *v < 0) {
-            errs.add(format!("{B}.{field}"), format!("must not be negative, got {v}"));
+            errs.add(
+                format!("{B}.{field}"),
+                format!("must not be negative, got {v}"),
+            );
         }
     }
     if let Err(e) = resolve_int_or_percent(bg.max_unavailable.as_ref(), replicas, false) {

@@ -96,14 +96,17 @@ pub(super) fn plan(
         && !ctx.fast_rollback
         && !ctx.current_is_stable(&st);
     if analysing {
-        let pre = bgx.pre_promotion(&st, &mut runs, &mut terminate);
+        let pre = bgx.pre_promotion(&mut st, &mut runs, &mut terminate);
         abort = abort.or(analysis_outcome(&ctx, &mut st, &mut journal, pre, "pre"));
-        let post = bgx.post_promotion(&st, &mut runs, &mut terminate);
+        let post = bgx.post_promotion(&mut st, &mut runs, &mut terminate);
         abort = abort.or(analysis_outcome(&ctx, &mut st, &mut journal, post, "post"));
     }
     if let Some(why) = &abort {
         lifecycle::start_abort(&ctx, &mut st, &mut journal, why);
     }
+    // Whether the pause is over is judged on the status as it was, as Argo does, before this
+    // plan adds or removes the pause.
+    let pause_was_completed = bgx.pause_completed(&st);
     let added_pause = bgx.pause(&st, user_paused);
     let pause_added = match added_pause {
         PauseDecision::Add => {
@@ -112,6 +115,11 @@ pub(super) fn plan(
                 start_time: Time(now),
             });
             st.controller_pause = true;
+            if bg.auto_promotion_enabled != Some(false)
+                && let Some(s) = bg.auto_promotion_seconds.filter(|s| *s > 0)
+            {
+                journal.wake_at(add_secs(now, i64::from(s)));
+            }
             journal.event(
                 EventType::Normal,
                 reason::ROLLOUT_PAUSED,
@@ -142,15 +150,16 @@ pub(super) fn plan(
         }
         PauseDecision::Leave => false,
     };
-    st.blue_green.scale_up_preview_check_point =
-        bgx.check_point(&st, user_paused, pause_added);
+    let pause_done = pause_was_completed && !pause_added;
+    st.blue_green.scale_up_preview_check_point = bgx.check_point(&st, user_paused, pause_done);
 
     // Services: the active one switches to the new version only when it is fully available.
-    let active = bgx.active_target(&st, user_paused, pause_added);
+    let active = bgx.active_target(&st, user_paused, pause_done);
     let preview = bgx.preview_target(&st, user_paused);
 
-    // Promotion: the active Service is observed on the new version and its analysis passed.
-    if bgx.promotion_due(&st) {
+    // Promotion: the active Service is on the new version (switched by this plan or before)
+    // and its post-promotion analysis passed.
+    if bgx.promotion_due(&st, active.as_deref()) {
         st.stable_rs = Some(ctx.current_hash.clone());
         st.promote_full = false;
         st.blue_green.scale_up_preview_check_point = false;
@@ -169,7 +178,12 @@ pub(super) fn plan(
     terminate.dedup();
 
     // Pods.
-    let mut desired = bgx.replica_sets(&st, &mut journal, user_paused, active.as_deref());
+    let mut desired = bgx.replica_sets(
+        &st,
+        &mut journal,
+        user_paused,
+        [active.as_deref(), preview.as_deref()],
+    );
     let workload_replicas = replica_sets::workload_replicas(&ctx, &st);
     let delete = replica_sets::prune(&ctx, &st, &mut desired);
 
@@ -185,7 +199,14 @@ pub(super) fn plan(
     let (decided, waiting_for_pods) =
         bgx.phase_and_message(&st, user_paused, active.as_deref(), restarting.as_deref());
     let paused = user_paused || !st.pause_conditions.is_empty();
-    let exceeded = phase::record(&ctx, &mut st, &mut journal, decided, paused, waiting_for_pods);
+    let exceeded = phase::record(
+        &ctx,
+        &mut st,
+        &mut journal,
+        decided,
+        paused,
+        waiting_for_pods,
+    );
     let mut active = active;
     if exceeded
         && obs.rollout.spec.progress_deadline_abort == Some(true)
@@ -344,11 +365,9 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
     }
 
     /// Argo's `CompletedBlueGreenPause`: the pause before the switch is over (or there is
-    /// none), by auto-promotion, its seconds, or the user's promote.
-    fn pause_completed(&self, st: &RolloutStatus, pause_added: bool) -> bool {
-        if pause_added {
-            return false;
-        }
+    /// none), by the preview check point, the user's promote (the controller's pause cleared),
+    /// auto-promotion, or its seconds.
+    fn pause_completed(&self, st: &RolloutStatus) -> bool {
         if st.blue_green.scale_up_preview_check_point {
             return true;
         }
@@ -356,17 +375,20 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
             .pause_conditions
             .iter()
             .find(|p| p.reason == PauseReason::BlueGreenPause);
-        if self.bg.auto_promotion_enabled != Some(false) {
-            let seconds = self.bg.auto_promotion_seconds.unwrap_or(0);
-            if seconds <= 0 {
-                return true;
-            }
-            return paused.is_some_and(|p| {
-                self.ctx.now >= add_secs(p.start_time.0, i64::from(seconds))
-            });
+        if st.controller_pause && paused.is_none() {
+            // The user promoted. (Unlike Argo, also with `autoPromotionSeconds`, where Argo
+            // would wait for a pause that is gone.)
+            return true;
         }
-        // Auto-promotion off: over once the user cleared the pause the controller set.
-        st.controller_pause && paused.is_none()
+        if self.bg.auto_promotion_enabled == Some(false) {
+            return false;
+        }
+        match self.bg.auto_promotion_seconds.filter(|s| *s > 0) {
+            None => true,
+            Some(seconds) => {
+                paused.is_some_and(|p| self.ctx.now >= add_secs(p.start_time.0, i64::from(seconds)))
+            }
+        }
     }
 
     /// Argo's `reconcileBlueGreenPause`.
@@ -393,7 +415,7 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
         }
         match has {
             Some(p) => {
-                if self.pause_completed(st, false) {
+                if self.pause_completed(st) {
                     PauseDecision::Remove
                 } else if self.bg.auto_promotion_enabled != Some(false)
                     && let Some(s) = self.bg.auto_promotion_seconds.filter(|s| *s > 0)
@@ -411,18 +433,14 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
 
     /// Argo's `scaleUpPreviewCheckPoint`: set once the preview reached `previewReplicaCount`
     /// with its analysis passed and its pause over; kept until promotion or a new template.
-    fn check_point(&self, st: &RolloutStatus, user_paused: bool, pause_added: bool) -> bool {
+    fn check_point(&self, st: &RolloutStatus, user_paused: bool, pause_done: bool) -> bool {
         let Some(count) = self.bg.preview_replica_count else {
             return false;
         };
         if st.blue_green.scale_up_preview_check_point {
             return true;
         }
-        if !self.ctx.in_update()
-            || user_paused
-            || !self.pre_promotion_completed()
-            || !self.pause_completed(st, pause_added)
-        {
+        if !self.ctx.in_update() || user_paused || !self.pre_promotion_completed() || !pause_done {
             return false;
         }
         self.new_rs.is_some_and(|r| r.available == count)
@@ -433,7 +451,7 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
         &self,
         st: &RolloutStatus,
         user_paused: bool,
-        pause_added: bool,
+        pause_done: bool,
     ) -> Option<String> {
         if st.abort {
             // Back to the stable version at once; it was never scaled down.
@@ -445,14 +463,10 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
             };
         }
         let observed = self.active_observed.clone();
-        if self.halted(st, user_paused)
-            || !self.ready(st, user_paused)
-            || !self.fully_available()
-        {
+        if self.halted(st, user_paused) || !self.ready(st, user_paused) || !self.fully_available() {
             return observed;
         }
-        let switch = self.fast_tracked(st)
-            || (self.pause_completed(st, pause_added) && self.pre_promotion_completed());
+        let switch = self.fast_tracked(st) || (pause_done && self.pre_promotion_completed());
         if switch {
             Some(self.new_hash().to_string())
         } else {
@@ -463,13 +477,15 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
     /// The hash the preview Service must select (None: no preview Service, or leave it): the
     /// new version once it has pods that serve.
     fn preview_target(&self, st: &RolloutStatus, user_paused: bool) -> Option<String> {
-        self.bg.preview_service.as_deref().filter(|s| !s.is_empty())?;
+        self.bg
+            .preview_service
+            .as_deref()
+            .filter(|s| !s.is_empty())?;
         let observed = self.preview_observed.clone();
         if self.halted(st, user_paused) || st.abort {
             return observed;
         }
-        let serves =
-            self.new_rs.is_some_and(|r| r.available > 0) || self.ctx.replicas == 0;
+        let serves = self.new_rs.is_some_and(|r| r.available > 0) || self.ctx.replicas == 0;
         if serves {
             Some(self.new_hash().to_string())
         } else {
@@ -481,7 +497,7 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
     /// yet switched). Returns the run, when there is one.
     fn pre_promotion(
         &self,
-        st: &RolloutStatus,
+        st: &mut RolloutStatus,
         runs: &mut Vec<AnalysisRunRequest>,
         terminate: &mut Vec<String>,
     ) -> Option<&'a ObservedAnalysisRun> {
@@ -491,7 +507,9 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
         }
         let run = run_for(self.ctx, AnalysisRunKind::PrePromotion);
         let ready = match self.bg.preview_replica_count {
-            Some(n) => self.new_rs.is_some_and(|r| r.replicas == n && r.available >= n),
+            Some(n) => self
+                .new_rs
+                .is_some_and(|r| r.replicas == n && r.available >= n),
             None => self.fully_available(),
         };
         self.start_or_rerun(
@@ -508,7 +526,7 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
     /// The post-promotion run: started once the active Service is observed on the new version.
     fn post_promotion(
         &self,
-        st: &RolloutStatus,
+        st: &mut RolloutStatus,
         runs: &mut Vec<AnalysisRunRequest>,
         terminate: &mut Vec<String>,
     ) -> Option<&'a ObservedAnalysisRun> {
@@ -534,7 +552,7 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
     #[allow(clippy::too_many_arguments)]
     fn start_or_rerun(
         &self,
-        st: &RolloutStatus,
+        st: &mut RolloutStatus,
         run: Option<&'a ObservedAnalysisRun>,
         ready: bool,
         kind: AnalysisRunKind,
@@ -563,17 +581,22 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
             {
                 terminate.push(r.name.clone());
                 request_run(self.ctx, runs, kind, analysis);
+                // The promote is consumed: the pause before the switch is still to come.
+                if st.pause_conditions.is_empty() {
+                    st.controller_pause = false;
+                }
                 None
             }
             Some(r) => Some(r),
         }
     }
 
-    /// Argo's `shouldFullPromote` for blue-green: the active Service is observed on the new
-    /// version, and a full promotion, a fast rollback, or (outside an abort) a passed (or no)
+    /// Argo's `shouldFullPromote` for blue-green: the active Service is on the new version (the
+    /// Services are written before the status), and a full promotion, a fast rollback, or (outside an abort) a passed (or no)
     /// post-promotion analysis.
-    fn promotion_due(&self, st: &RolloutStatus) -> bool {
-        if !self.ctx.in_update() || self.ctx.current_is_stable(st) || !self.active_is_new() {
+    fn promotion_due(&self, st: &RolloutStatus, active: Option<&str>) -> bool {
+        let switched = active == Some(self.new_hash());
+        if !self.ctx.in_update() || self.ctx.current_is_stable(st) || !switched {
             return false;
         }
         if st.promote_full || self.ctx.fast_rollback {
@@ -600,7 +623,7 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
         st: &RolloutStatus,
         journal: &mut Journal,
         user_paused: bool,
-        active: Option<&str>,
+        services: [Option<&str>; 2],
     ) -> Vec<DesiredReplicaSet> {
         let ctx = self.ctx;
         let stable = st.stable_rs.clone().unwrap_or_default();
@@ -629,7 +652,7 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
                 scale_down_deadline: None,
             });
         }
-        out.extend(self.older(st, journal, active));
+        out.extend(self.older(st, journal, services));
         out
     }
 
@@ -679,7 +702,7 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
         &self,
         st: &RolloutStatus,
         journal: &mut Journal,
-        active: Option<&str>,
+        services: [Option<&str>; 2],
     ) -> Vec<DesiredReplicaSet> {
         let ctx = self.ctx;
         let stable = st.stable_rs.as_deref().unwrap_or_default();
@@ -714,9 +737,11 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
         if inconclusive || post_pending {
             return others.into_iter().map(keep).collect();
         }
-        let referenced = |h: &str| {
+        // A Service this plan points at a ReplicaSet keeps it as it is; one it points elsewhere
+        // but that still selects it (until the write lands) only keeps its pods.
+        let wanted = |h: &str| services.contains(&Some(h));
+        let selected = |h: &str| {
             [
-                active,
                 self.active_observed.as_deref(),
                 self.preview_observed.as_deref(),
             ]
@@ -733,7 +758,7 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
         let mut delayed = 0usize;
         let mut out = Vec::new();
         for r in others {
-            if referenced(&r.hash) {
+            if wanted(&r.hash) {
                 out.push(keep(r));
                 continue;
             }
@@ -752,10 +777,13 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
                 None => ctx.now,
             };
             delayed += 1;
-            if delayed > limit || ctx.now >= deadline {
+            let due = delayed > limit || ctx.now >= deadline;
+            if due && !selected(&r.hash) {
                 out.push(down(r));
             } else {
-                journal.wake_at(deadline);
+                if !due {
+                    journal.wake_at(deadline);
+                }
                 out.push(DesiredReplicaSet {
                     scale_down_deadline: Some(deadline),
                     ..keep(r)
@@ -827,7 +855,12 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
             }
         }
         st.blue_green.active_selector = active.map(str::to_string);
-        if self.bg.preview_service.as_deref().is_some_and(|s| !s.is_empty()) {
+        if self
+            .bg
+            .preview_service
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
+        {
             st.blue_green.preview_selector = preview.map(str::to_string);
         } else {
             st.blue_green.preview_selector = None;
@@ -939,7 +972,10 @@ fn record_analysis(
     journal: &mut Journal,
     requests: &[AnalysisRunRequest],
 ) {
-    for kind in [AnalysisRunKind::PrePromotion, AnalysisRunKind::PostPromotion] {
+    for kind in [
+        AnalysisRunKind::PrePromotion,
+        AnalysisRunKind::PostPromotion,
+    ] {
         let found = run_for(ctx, kind).map(summary).or_else(|| {
             requests
                 .iter()

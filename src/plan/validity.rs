@@ -32,7 +32,9 @@ pub(super) enum Strategy<'a> {
 }
 
 /// The strategy and the pod template to plan with, or every reason the spec cannot be planned.
-pub(super) fn check(obs: &Observation) -> Result<(Strategy<'_>, &PodTemplateSpec), Vec<FieldError>> {
+pub(super) fn check(
+    obs: &Observation,
+) -> Result<(Strategy<'_>, &PodTemplateSpec), Vec<FieldError>> {
     let spec = &obs.rollout.spec;
     let mut errors = validation::validate_rollout_spec(spec);
     if let Some(workload) = &spec.workload_ref
