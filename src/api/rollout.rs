@@ -281,6 +281,53 @@ impl RolloutStrategy {
     pub fn is_unset(&self) -> bool {
         self.canary.is_none() && self.blue_green.is_none()
     }
+
+    /// The Services whose selectors Sluice manages, by role, with the field naming each:
+    /// the canary's `stableService` and `canaryService`, or blue-green's `activeService` (the
+    /// stable role: it serves production) and `previewService` (the new version's role).
+    /// Unset or empty names are left out.
+    pub fn managed_services(&self) -> Vec<(ServiceRole, &'static str, &str)> {
+        let roles = match (&self.canary, &self.blue_green) {
+            (Some(c), _) => [
+                (
+                    ServiceRole::Stable,
+                    "spec.strategy.canary.stableService",
+                    c.stable_service.as_deref(),
+                ),
+                (
+                    ServiceRole::New,
+                    "spec.strategy.canary.canaryService",
+                    c.canary_service.as_deref(),
+                ),
+            ],
+            (None, Some(bg)) => [
+                (
+                    ServiceRole::Stable,
+                    "spec.strategy.blueGreen.activeService",
+                    Some(bg.active_service.as_str()),
+                ),
+                (
+                    ServiceRole::New,
+                    "spec.strategy.blueGreen.previewService",
+                    bg.preview_service.as_deref(),
+                ),
+            ],
+            (None, None) => return Vec::new(),
+        };
+        roles
+            .into_iter()
+            .filter_map(|(role, field, name)| Some((role, field, name.filter(|n| !n.is_empty())?)))
+            .collect()
+    }
+}
+
+/// The role of a Service Sluice manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceRole {
+    /// Selects the stable version: the canary's `stableService`, blue-green's `activeService`.
+    Stable,
+    /// Selects the new version: the canary's `canaryService`, blue-green's `previewService`.
+    New,
 }
 
 /// Blue-green strategy, as in Argo Rollouts: the new version runs next to the old one behind
