@@ -114,9 +114,15 @@ fn cel_rules_reject_what_the_api_server_can() {
     let blue_green = |bg: serde_json::Value| {
         cel_error(serde_json::json!({"spec": {"strategy": {"canary": null, "blueGreen": bg}}}))
     };
-    assert_eq!(blue_green(serde_json::json!({"activeService": "a", "previewService": "b"})), "");
+    assert_eq!(
+        blue_green(serde_json::json!({"activeService": "a", "previewService": "b"})),
+        ""
+    );
     let no_active = blue_green(serde_json::json!({"previewService": "b"}));
-    assert!(no_active.contains("activeService is required"), "{no_active}");
+    assert!(
+        no_active.contains("activeService is required"),
+        "{no_active}"
+    );
     let same = blue_green(serde_json::json!({"activeService": "a", "previewService": "a"}));
     assert!(same.contains("must be different"), "{same}");
     let weight = cel_error(

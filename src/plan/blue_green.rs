@@ -156,6 +156,8 @@ pub(super) fn plan(
     // Services: the active one switches to the new version only when it is fully available.
     let active = bgx.active_target(&st, user_paused, pause_done);
     let preview = bgx.preview_target(&st, user_paused);
+    // Argo's order: the switch, then the promotion it allows.
+    bgx.announce_switches(&st, &mut journal, active.as_deref(), preview.as_deref());
 
     // Promotion: the active Service is on the new version (switched by this plan or before)
     // and its post-promotion analysis passed.
@@ -192,7 +194,7 @@ pub(super) fn plan(
     let restarting = restart.message();
     phase::record_counts(&ctx, &mut st);
     bgx.record_active_counts(&mut st, active.as_deref());
-    bgx.record_services(&mut st, &mut journal, active.as_deref(), preview.as_deref());
+    bgx.record_services(&mut st, active.as_deref(), preview.as_deref());
     record_analysis(&ctx, &mut st, &mut journal, &runs);
     st.observed_generation = obs.rollout.metadata.generation;
     st.workload_observed_generation = obs.workload.as_ref().map(|w| w.generation.to_string());
@@ -222,7 +224,8 @@ pub(super) fn plan(
         );
         lifecycle::start_abort(&ctx, &mut st, &mut journal, &why);
         active = bgx.active_target(&st, user_paused, false);
-        bgx.record_services(&mut st, &mut journal, active.as_deref(), preview.as_deref());
+        bgx.announce_switches(&st, &mut journal, active.as_deref(), preview.as_deref());
+        bgx.record_services(&mut st, active.as_deref(), preview.as_deref());
         let decided = (P::Degraded, st.message.clone().unwrap_or_default());
         phase::record(&ctx, &mut st, &mut journal, decided, paused, false);
     }
@@ -811,38 +814,33 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
         }
     }
 
-    /// `status.blueGreen.activeSelector` / `previewSelector`, with Argo's `SwitchService`
-    /// Event when a Service moves.
-    fn record_services(
+    /// Argo's `SwitchService` Event for each Service this plan moves, once per move: not again
+    /// when the status an earlier plan wrote already records the move.
+    fn announce_switches(
         &self,
-        st: &mut RolloutStatus,
+        st: &RolloutStatus,
         journal: &mut Journal,
         active: Option<&str>,
         preview: Option<&str>,
     ) {
-        let recorded = (
-            st.blue_green.active_selector.clone(),
-            st.blue_green.preview_selector.clone(),
-        );
         let services = [
             (
                 Some(self.bg.active_service.as_str()),
                 &self.active_observed,
                 active,
-                recorded.0.as_deref(),
+                st.blue_green.active_selector.as_deref(),
             ),
             (
                 self.bg.preview_service.as_deref(),
                 &self.preview_observed,
                 preview,
-                recorded.1.as_deref(),
+                st.blue_green.preview_selector.as_deref(),
             ),
         ];
         for (name, observed, want, recorded) in services {
             let (Some(name), Some(want)) = (name, want) else {
                 continue;
             };
-            // Once per move: not again when a status written by an earlier plan says so.
             if observed.as_deref() != Some(want) && recorded != Some(want) {
                 journal.event(
                     EventType::Normal,
@@ -854,6 +852,11 @@ impl<'c, 'a> BlueGreen<'c, 'a> {
                 );
             }
         }
+    }
+
+    /// `status.blueGreen.activeSelector` / `previewSelector`: what the Services select once
+    /// this plan is applied.
+    fn record_services(&self, st: &mut RolloutStatus, active: Option<&str>, preview: Option<&str>) {
         st.blue_green.active_selector = active.map(str::to_string);
         if self
             .bg
