@@ -409,7 +409,8 @@ async fn test_blue_green_progress_deadline_exceeded_without_pause() {
     wait_for_active_revision(&env, name, "2").await;
 }
 
-/// Argo's `sleep-job` with a `duration` argument: one measurement after `duration` seconds.
+/// Argo's `sleep-job`: one measurement after `duration` seconds, which fails when
+/// `exit-code` is not 0 (Argo's job sleeps, then exits with it).
 const SLEEP_JOB: &str = r#"
 kind: AnalysisTemplate
 metadata: {name: sleep-job}
@@ -417,25 +418,234 @@ spec:
   args:
   - name: duration
     value: "0"
+  - name: exit-code
+    value: "0"
   metrics:
   - name: sleep-job
     initialDelay: "{{args.duration}}s"
     count: 1
-    successCondition: result[0] == 1
+    successCondition: result[0] == 0
     provider:
-      prometheus: {query: vector(1)}
+      prometheus: {query: "vector({{args.exit-code}})"}
 "#;
 
-/// `functional_test.go` `TestBlueGreenPromoteFull`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_blue_green_promote_full() {
-    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+/// The test cluster with Prometheus and Argo's `sleep-job` template.
+async fn analysis_env(prom: &PrometheusServer) -> Env {
     let env = Env::with_config(prometheus_config(&prom.url(), Some(&prom.url()))).await;
     let template: AnalysisTemplate = serde_yaml::from_str(SLEEP_JOB).expect("template yaml");
     Api::<AnalysisTemplate>::namespaced(env.client.clone(), env.ns())
         .create(&PostParams::default(), &template)
         .await
         .expect("create template");
+    env
+}
+
+async fn analysis_runs(env: &Env) -> Vec<AnalysisRun> {
+    Api::<AnalysisRun>::namespaced(env.client.clone(), env.ns())
+        .list(&Default::default())
+        .await
+        .expect("list runs")
+        .items
+}
+
+/// Argo's `ExpectActiveRevision` / `ExpectPreviewRevision`.
+async fn expect_selects(env: &Env, service: &str, revision: &str) {
+    assert_eq!(
+        service_selects(env, service).await,
+        Some(revision_hash(env, revision).await),
+        "{service} selects revision {revision}"
+    );
+}
+
+/// Argo's `ExpectStableRevision`.
+async fn expect_stable_revision(env: &Env, name: &str, revision: &str) {
+    let hash = revision_hash(env, revision).await;
+    env.wait_for(name, &format!("stable revision {revision}"), 30, |r| {
+        stable(r).as_deref() == Some(hash.as_str())
+    })
+    .await;
+}
+
+fn analysis(which: &str, exit_code: &str, duration: &str) -> String {
+    format!(
+        "{which}:\n  templates: [{{templateName: sleep-job}}]\n  args: [{{name: exit-code, value: \"{exit_code}\"}}, {{name: duration, value: \"{duration}\"}}]\n"
+    )
+}
+
+/// `analysis_test.go` `TestBlueGreenAnalysis`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_blue_green_analysis() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = analysis_env(&prom).await;
+    let name = "bluegreen-analysis";
+    let (active, preview) = ("bluegreen-analysis-active", "bluegreen-analysis-preview");
+    env.services(&[active, preview]).await;
+    let yaml = format!(
+        "activeService: {active}\npreviewService: {preview}\nautoPromotionEnabled: false\n{}{}",
+        analysis("prePromotionAnalysis", "0", "1"),
+        analysis("postPromotionAnalysis", "0", "1"),
+    );
+    let original = rollout(name, 1, &yaml);
+    env.create(&original).await;
+    wait_phase(&env, name, "Healthy").await;
+    assert_eq!(analysis_runs(&env).await.len(), 0);
+    env.set_image(name, "web:2").await;
+    wait_phase(&env, name, "Paused").await;
+    assert_eq!(analysis_runs(&env).await.len(), 1);
+    expect_selects(&env, active, "1").await;
+    expect_selects(&env, preview, "2").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.promote(name).await;
+    wait_for_active_revision(&env, active, "2").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(analysis_runs(&env).await.len(), 2);
+    expect_replica_counts(&env, name, (1, 2, 1, 1, 1)).await;
+    wait_phase(&env, name, "Healthy").await;
+    assert_eq!(analysis_runs(&env).await.len(), 2);
+    expect_selects(&env, active, "2").await;
+    expect_selects(&env, preview, "2").await;
+
+    // Back to the original template while revision 1 waits for its scale-down: a fast
+    // rollback, without pause or analysis.
+    env.set_image(name, "web:1").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sluice_test_support::rollout::phase(&env.get(name).await),
+        "Healthy"
+    );
+    assert_eq!(analysis_runs(&env).await.len(), 2, "no new analysis run");
+    expect_stable_revision(&env, name, "3").await;
+    expect_selects(&env, active, "3").await;
+    expect_selects(&env, preview, "3").await;
+}
+
+/// `analysis_test.go` `TestBlueGreenPrePromotionFail`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_blue_green_pre_promotion_fail() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = analysis_env(&prom).await;
+    let name = "pre-promotion-fail";
+    let (active, preview) = ("pre-promotion-fail-active", "pre-promotion-fail-preview");
+    env.services(&[active, preview]).await;
+    let yaml = format!(
+        "abortScaleDownDelaySeconds: 0\nactiveService: {active}\npreviewService: {preview}\npreviewReplicaCount: 1\n{}",
+        analysis("prePromotionAnalysis", "1", "1"),
+    );
+    env.create(&rollout(name, 2, &yaml)).await;
+    wait_phase(&env, name, "Healthy").await;
+    assert_eq!(analysis_runs(&env).await.len(), 0);
+    update_spec(&env, name).await;
+    wait_phase(&env, name, "Degraded").await;
+    assert_eq!(analysis_runs(&env).await.len(), 1);
+    expect_stable_revision(&env, name, "1").await;
+    expect_selects(&env, active, "1").await;
+    expect_selects(&env, preview, "2").await;
+    expect_revision_pod_count(&env, "2", 1).await;
+
+    env.patch_spec(
+        name,
+        json!({"spec": {"strategy": {"blueGreen": {"prePromotionAnalysis": {
+            "templates": [{"templateName": "sleep-job"}],
+            "args": [{"name": "exit-code", "value": "0"}, {"name": "duration", "value": "1"}]
+        }}}}}),
+    )
+    .await;
+    env.patch_status(name, json!({"abort": false})).await;
+    wait_phase(&env, name, "Healthy").await;
+    assert_eq!(analysis_runs(&env).await.len(), 2);
+    expect_stable_revision(&env, name, "2").await;
+    expect_selects(&env, active, "2").await;
+    expect_selects(&env, preview, "2").await;
+}
+
+/// `analysis_test.go` `TestBlueGreenPostPromotionFail`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_blue_green_post_promotion_fail() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = analysis_env(&prom).await;
+    let name = "post-promotion-fail";
+    let (active, preview) = ("post-promotion-fail-active", "post-promotion-fail-preview");
+    env.services(&[active, preview]).await;
+    let yaml = format!(
+        "activeService: {active}\npreviewService: {preview}\nautoPromotionEnabled: false\n{}",
+        analysis("postPromotionAnalysis", "1", "3"),
+    );
+    env.create(&rollout(name, 1, &yaml)).await;
+    wait_phase(&env, name, "Healthy").await;
+    assert_eq!(analysis_runs(&env).await.len(), 0);
+    update_spec(&env, name).await;
+    wait_phase(&env, name, "Paused").await;
+    expect_stable_revision(&env, name, "1").await;
+    expect_selects(&env, active, "1").await;
+    expect_selects(&env, preview, "2").await;
+    env.promote(name).await;
+    wait_for_active_revision(&env, active, "2").await;
+    expect_stable_revision(&env, name, "1").await;
+    expect_selects(&env, preview, "2").await;
+    wait_phase(&env, name, "Degraded").await;
+    assert_eq!(analysis_runs(&env).await.len(), 1);
+    expect_stable_revision(&env, name, "1").await;
+    expect_selects(&env, active, "1").await;
+    expect_selects(&env, preview, "2").await;
+}
+
+/// `analysis_test.go` `TestBlueGreenAbortAndUpdate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_blue_green_abort_and_update() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = analysis_env(&prom).await;
+    let name = "bluegreen-abort-and-update";
+    let (active, preview) = (
+        "bluegreen-abort-and-update-active",
+        "bluegreen-abort-and-update-preview",
+    );
+    env.services(&[active, preview]).await;
+    let yaml = format!(
+        "activeService: {active}\npreviewService: {preview}\npostPromotionAnalysis:\n  templates: [{{templateName: sleep-job}}]\n  args: [{{name: exit-code, value: \"1\"}}]\n"
+    );
+    env.create(&rollout(name, 1, &yaml)).await;
+    wait_phase(&env, name, "Healthy").await;
+    assert_eq!(analysis_runs(&env).await.len(), 0);
+    update_spec(&env, name).await;
+    wait_phase(&env, name, "Degraded").await;
+    assert_eq!(analysis_runs(&env).await.len(), 1);
+    expect_selects(&env, active, "1").await;
+    expect_selects(&env, preview, "2").await;
+
+    // A new version whose analysis passes, promoted by hand.
+    env.patch_spec(
+        name,
+        json!({"spec": {
+            "template": {"metadata": {"annotations": {"foo": "bar"}}},
+            "strategy": {"blueGreen": {"autoPromotionEnabled": false, "postPromotionAnalysis": {
+                "templates": [{"templateName": "sleep-job"}], "args": null}}}
+        }}),
+    )
+    .await;
+    wait_phase(&env, name, "Paused").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    expect_revision_pod_count(&env, "1", 1).await;
+    assert!(revision_scale_down_deadline(&env, "2").await.is_some());
+    expect_revision_pod_count(&env, "3", 1).await;
+    expect_selects(&env, active, "1").await;
+    expect_selects(&env, preview, "3").await;
+    env.promote(name).await;
+    wait_phase(&env, name, "Healthy").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    expect_revision_pod_count(&env, "1", 1).await;
+    assert!(revision_scale_down_deadline(&env, "1").await.is_some());
+    assert!(revision_scale_down_deadline(&env, "2").await.is_some());
+    expect_revision_pod_count(&env, "3", 1).await;
+    expect_selects(&env, active, "3").await;
+    expect_selects(&env, preview, "3").await;
+    assert_eq!(analysis_runs(&env).await.len(), 2);
+}
+
+/// `functional_test.go` `TestBlueGreenPromoteFull`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_blue_green_promote_full() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = analysis_env(&prom).await;
     let name = "bluegreen-promote-full";
     env.services(&["bluegreen-promote-full-active"]).await;
     env.create(&rollout(

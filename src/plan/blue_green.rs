@@ -56,7 +56,10 @@ pub(super) fn plan(
         scale_down_delay_revision_limit: bg.scale_down_delay_revision_limit,
         ..CanaryStrategy::default()
     };
-    let ctx = Ctx::new(obs, now, &shared, current_hash, &st);
+    let mut ctx = Ctx::new(obs, now, &shared, current_hash, &st);
+    // As Argo: going back to an older ReplicaSet still up within its scale-down delay is a
+    // fast rollback (no analysis, no pause): its pods ran and served moments ago.
+    ctx.fast_rollback |= ctx.in_update() && within_scale_down_delay(&ctx);
     let mut journal = Journal::default();
 
     validity::clear_invalid_spec(&mut st, &mut journal);
@@ -248,6 +251,15 @@ pub(super) fn plan(
         events: journal.events,
         evictions: None,
     }
+}
+
+/// The template in force is that of an older ReplicaSet whose scale-down deadline has not
+/// passed.
+fn within_scale_down_delay(ctx: &Ctx) -> bool {
+    let newest = ctx.obs.replica_sets.iter().map(|r| r.revision).max();
+    ctx.replica_set(&ctx.current_hash).is_some_and(|r| {
+        Some(r.revision) < newest && r.scale_down_deadline.is_some_and(|d| d > ctx.now)
+    })
 }
 
 /// What the pause before the switch does in this plan.
