@@ -825,3 +825,32 @@ proptest! {
         prop_assert_eq!(status(&w).stable_rs, Some(h));
     }
 }
+
+#[test]
+fn a_rollback_to_a_version_within_its_scale_down_delay_is_fast() {
+    let mut w = settled_blue_green_world(
+        2,
+        "activeService: web-active\nautoPromotionEnabled: false\nprePromotionAnalysis: {templates: [{templateName: t}]}\n",
+    );
+    let v1 = hash_of(&w);
+    w.set_image("web:2");
+    w.settle(Duration::from_secs(1), 5);
+    w.set_run_phase(AnalysisRunKind::PrePromotion, AnalysisPhase::Successful, "");
+    w.settle(Duration::from_secs(1), 5);
+    w.promote();
+    w.reconcile();
+    let v2 = hash_of(&w);
+    assert_eq!(status(&w).stable_rs.as_deref(), Some(v2.as_str()));
+    assert!(rs(&w, &v1).1.is_some(), "v1 waits for its scale-down");
+    let runs = w.analysis_runs.len();
+
+    // Back to v1 within its delay: no analysis, no pause, production back at once.
+    w.set_image("web:1");
+    let p = w.reconcile();
+    assert_eq!(active(&w).as_deref(), Some(v1.as_str()));
+    assert_eq!(status(&w).stable_rs.as_deref(), Some(v1.as_str()));
+    assert!(reasons(&p.events).contains(&reason::ROLLED_BACK));
+    assert_eq!(w.analysis_runs.len(), runs, "no new analysis run");
+    assert_eq!(rs(&w, &v1).1, None, "its deadline is gone");
+    assert_eq!(phase(&w), "Healthy");
+}

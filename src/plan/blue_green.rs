@@ -159,6 +159,11 @@ pub(super) fn plan(
     // Services: the active one switches to the new version only when it is fully available.
     let active = bgx.active_target(&st, user_paused, pause_done);
     let preview = bgx.preview_target(&st, user_paused);
+    // Past the switch the user's promote has been used: a controller pause without its
+    // condition would read as "waiting for rollout to unpause" to Argo's clients.
+    if active.as_deref() == Some(ctx.current_hash.as_str()) && st.pause_conditions.is_empty() {
+        st.controller_pause = false;
+    }
     // Argo's order: the switch, then the promotion it allows.
     bgx.announce_switches(&st, &mut journal, active.as_deref(), preview.as_deref());
 
