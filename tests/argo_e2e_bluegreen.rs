@@ -691,3 +691,101 @@ async fn test_blue_green_promote_full() {
         Some("PrePromotion")
     );
 }
+
+/// Argo's `ExpectRevisionPods`: every pod of `revision` (once there are some) passes `check`.
+async fn expect_revision_pods(
+    env: &Env,
+    what: &str,
+    revision: &str,
+    check: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+) {
+    let hash = revision_hash(env, revision).await;
+    let deadline = std::time::Instant::now() + patience(30);
+    loop {
+        let pods = pods_of_hash(env, &hash).await;
+        if !pods.is_empty()
+            && pods
+                .iter()
+                .all(|p| check(&p.metadata.labels.clone().unwrap_or_default()))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            pods.iter()
+                .map(|p| p.metadata.labels.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `bluegreen_test.go` `TestEphemeralMetadata`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_ephemeral_metadata() {
+    let env = Env::new().await;
+    let name = "ephemeral-metadata-bg";
+    env.services(&[name]).await;
+    env.create(&rollout(
+        name,
+        2,
+        &format!(
+            "previewMetadata: {{labels: {{role: preview}}}}\nactiveMetadata: {{labels: {{role: active}}}}\nactiveService: {name}\nautoPromotionEnabled: false\n"
+        ),
+    ))
+    .await;
+    let role = |want: &'static str| {
+        move |l: &std::collections::BTreeMap<String, String>| {
+            l.get("role").map(String::as_str) == Some(want)
+        }
+    };
+    let role2 = |want: &'static str| {
+        move |l: &std::collections::BTreeMap<String, String>| {
+            !l.contains_key("role") && l.get("role2").map(String::as_str) == Some(want)
+        }
+    };
+    wait_for_replicas(&env, name, 2).await;
+    expect_revision_pods(&env, "all pods have active metadata", "1", role("active")).await;
+    wait_phase(&env, name, "Healthy").await;
+    update_spec(&env, name).await;
+    wait_phase(&env, name, "Paused").await;
+    expect_revision_pods(
+        &env,
+        "revision 2 has preview metadata",
+        "2",
+        role("preview"),
+    )
+    .await;
+    expect_revision_pods(&env, "revision 1 has active metadata", "1", role("active")).await;
+
+    // New preview metadata: the old key goes, the new one comes.
+    env.patch_spec(
+        name,
+        json!({"spec": {"strategy": {"blueGreen": {"previewMetadata": {"labels": {"role": null, "role2": "preview2"}}}}}}),
+    )
+    .await;
+    expect_revision_pods(
+        &env,
+        "revision 2 has preview metadata2",
+        "2",
+        role2("preview2"),
+    )
+    .await;
+    env.promote(name).await;
+    wait_phase(&env, name, "Healthy").await;
+    expect_revision_pods(&env, "revision 2 has active metadata", "2", role("active")).await;
+
+    env.patch_spec(
+        name,
+        json!({"spec": {"strategy": {"blueGreen": {"activeMetadata": {"labels": {"role": null, "role2": "active2"}}}}}}),
+    )
+    .await;
+    expect_revision_pods(
+        &env,
+        "revision 2 has active metadata2",
+        "2",
+        role2("active2"),
+    )
+    .await;
+}
