@@ -21,6 +21,87 @@ fn rollout(status: serde_json::Value) -> Result<Rollout> {
     }))?)
 }
 
+/// A blue-green Rollout paused before its switch, with its two ReplicaSets.
+fn blue_green_paused() -> Result<Snapshot> {
+    let ro: Rollout = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": "default", "generation": 3, "uid": "u1"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "web:2"}]}},
+            "strategy": {"blueGreen": {"activeService": "web-active", "previewService": "web-preview",
+                                       "autoPromotionSeconds": 60,
+                                       "prePromotionAnalysis": {"templates": [{"templateName": "smoke"}]}}}
+        },
+        "status": {
+            "phase": "Paused", "message": "BlueGreenPause", "observedGeneration": 3,
+            "controllerPause": true, "stableRS": "aaa", "currentPodHash": "bbb",
+            "pauseConditions": [{"reason": "BlueGreenPause", "startTime": "2026-03-02T14:00:00Z"}],
+            "blueGreen": {"activeSelector": "aaa", "previewSelector": "bbb",
+                          "prePromotionAnalysisRunStatus": {"name": "web-bbb-2-pre", "status": "Successful"}}
+        }
+    }))?;
+    let rs = |hash: &str,
+              revision: &str,
+              image: &str|
+     -> Result<k8s_openapi::api::apps::v1::ReplicaSet> {
+        Ok(serde_json::from_value(json!({
+            "metadata": {"name": format!("web-{hash}"), "namespace": "default",
+                         "labels": {"rollout.sluice.dev/pod-template-hash": hash},
+                         "annotations": {"rollout.sluice.dev/revision": revision},
+                         "ownerReferences": [{"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+                                              "name": "web", "uid": "u1", "controller": true}]},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"spec": {"containers": [{"name": "web", "image": image}]}}},
+            "status": {"replicas": 2, "readyReplicas": 2, "availableReplicas": 2}
+        }))?)
+    };
+    Ok(Snapshot::from_objects(
+        ro,
+        vec![rs("aaa", "1", "web:1")?, rs("bbb", "2", "web:2")?],
+        vec![],
+    ))
+}
+
+#[test]
+fn blue_green_state_is_shown_and_explained() -> Result {
+    let snapshot = blue_green_paused()?;
+    let now: jiff::Timestamp = "2026-03-02T14:00:20Z".parse()?;
+    let v = sluice::cli::info::view_at(&snapshot, now);
+    assert_eq!(v.strategy, "BlueGreen");
+    let bg = v.blue_green.clone().expect("blue-green view");
+    assert_eq!(bg.active_revision, Some(1));
+    assert_eq!(bg.preview_revision, Some(2));
+    assert_eq!(
+        bg.pre_promotion_analysis.as_deref(),
+        Some("web-bbb-2-pre (Successful)")
+    );
+    assert_eq!(v.pause_seconds_left, Some(40), "auto-promotion in 40s");
+    let roles: Vec<&str> = v.revisions.iter().map(|r| r.role.as_str()).collect();
+    assert_eq!(roles, ["preview", "stable,active"]);
+    assert_eq!(
+        explain(&v),
+        [
+            "Paused before switching production to revision 2.",
+            "Production traffic (Service web-active) goes to revision 1. The preview Service web-preview selects revision 2.",
+            "It promotes by itself in 40s; `sluice promote web -n default` switches now.",
+        ]
+    );
+    let text = sluice::cli::render::rollout_tree(&v, sluice::cli::render::Style::plain());
+    assert!(
+        text.contains("  Active:       web-active → revision 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  Preview:      web-preview → revision 2"),
+        "{text}"
+    );
+    assert!(text.contains("promotes by itself in 40s"), "{text}");
+    Ok(())
+}
+
 #[test]
 fn threshold_words_follow_the_condition_kind() {
     let cases = [

@@ -458,6 +458,47 @@ async fn missing_service_is_reported_by_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_missing_preview_service_is_invalid_spec_and_production_stays() {
+    let env = Env::new().await;
+    env.services(&["web-active", "web-preview"]).await;
+    let ro = sluice_test_support::rollout::blue_green(
+        "activeService: web-active\npreviewService: web-preview\n",
+    )
+    .name("web")
+    .replicas(2)
+    .build();
+    env.create(&ro).await;
+    let r = env
+        .wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
+        .await;
+    let v1 = stable(&r).expect("stable");
+    assert_eq!(env.service_hash("web-active").await.as_ref(), Some(&v1));
+
+    // The preview Service is renamed in the spec to one that does not exist, with a new image.
+    env.patch_spec(
+        "web",
+        serde_json::json!({"spec": {
+            "strategy": {"blueGreen": {"previewService": "web-missing"}},
+            "template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}
+        }}),
+    )
+    .await;
+    let r = env
+        .wait_for("web", "invalid reference", 60, |r| phase(r) == "Degraded")
+        .await;
+    let msg = r.status.unwrap().message.unwrap_or_default();
+    assert!(
+        msg.contains("spec.strategy.blueGreen.previewService")
+            && msg.contains("web-missing")
+            && msg.contains("not found"),
+        "{msg}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.replica_sets().await.len(), 1, "no new ReplicaSet");
+    assert_eq!(env.service_hash("web-active").await.as_ref(), Some(&v1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_ref_scale_down_modes() {
     use k8s_openapi::api::apps::v1::Deployment;
     use kube::api::{Api, PostParams};

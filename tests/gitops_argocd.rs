@@ -107,6 +107,31 @@ fn recorded() -> Vec<(&'static str, Value)> {
     w.reconcile();
     out.push(("degraded-invalid-spec", record(&w)));
 
+    // Blue-green: the preview coming up, the pause before the switch, the post-promotion
+    // analysis after it, and an abort that switched back.
+    let bg = "activeService: web-active\npreviewService: web-preview\nautoPromotionEnabled: false\npostPromotionAnalysis: {templates: [{templateName: t}]}\n";
+    let mut w = settled_blue_green_world(4, bg);
+    out.push(("blue-green-healthy", record(&w)));
+    w.pods_ready_per_tick = Some(1);
+    update(&mut w);
+    w.reconcile();
+    out.push(("blue-green-progressing-preview", record(&w)));
+    until(&mut w, 20, "blue-green pause", |w| phase(w) == "Paused");
+    out.push(("blue-green-paused", record(&w)));
+    w.promote();
+    until(&mut w, 20, "post-promotion analysis", |w| {
+        !w.analysis_runs.is_empty()
+    });
+    assert_eq!(phase(&w), "Progressing");
+    out.push(("blue-green-post-promotion-analysis", record(&w)));
+    w.set_run_phase(
+        AnalysisRunKind::PostPromotion,
+        AnalysisPhase::Failed,
+        "errors",
+    );
+    until(&mut w, 5, "aborted", |w| phase(w) == "Degraded");
+    out.push(("blue-green-degraded-aborted", record(&w)));
+
     for (name, ro) in &out {
         assert!(ro["status"].is_object(), "{name}: no status");
     }

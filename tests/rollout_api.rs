@@ -111,6 +111,20 @@ fn cel_rules_reject_what_the_api_server_can() {
         both.contains("exactly one of canary or blueGreen"),
         "{both}"
     );
+    let blue_green = |bg: serde_json::Value| {
+        cel_error(serde_json::json!({"spec": {"strategy": {"canary": null, "blueGreen": bg}}}))
+    };
+    assert_eq!(
+        blue_green(serde_json::json!({"activeService": "a", "previewService": "b"})),
+        ""
+    );
+    let no_active = blue_green(serde_json::json!({"previewService": "b"}));
+    assert!(
+        no_active.contains("activeService is required"),
+        "{no_active}"
+    );
+    let same = blue_green(serde_json::json!({"activeService": "a", "previewService": "a"}));
+    assert!(same.contains("must be different"), "{same}");
     let weight = cel_error(
         serde_json::json!({"spec": {"strategy": {"canary": {"steps": [{"setWeight": 150}]}}}}),
     );
@@ -285,10 +299,28 @@ fn invalid_cases() -> Vec<(&'static str, serde_json::Value, &'static str, &'stat
             "dynamicStableScale",
         ),
         (
-            "blue green",
-            json!({"spec": {"strategy": {"canary": null, "blueGreen": {"activeService": "x"}}}}),
-            "spec.strategy.blueGreen",
-            "not supported by Sluice yet",
+            "blue green without an active service",
+            json!({"spec": {"strategy": {"canary": null, "blueGreen": {"previewService": "x"}}}}),
+            "spec.strategy.blueGreen.activeService",
+            "is required",
+        ),
+        (
+            "blue green preview is active",
+            json!({"spec": {"strategy": {"canary": null, "blueGreen": {"activeService": "x", "previewService": "x"}}}}),
+            "spec.strategy.blueGreen.previewService",
+            "must differ from activeService",
+        ),
+        (
+            "blue green preview larger than the rollout",
+            json!({"spec": {"strategy": {"canary": null, "blueGreen": {"activeService": "x", "previewReplicaCount": 50}}}}),
+            "spec.strategy.blueGreen.previewReplicaCount",
+            "must not exceed spec.replicas",
+        ),
+        (
+            "blue green with canary steps",
+            json!({"spec": {"strategy": {"canary": null, "blueGreen": {"activeService": "x", "steps": [{"setWeight": 5}]}}}}),
+            "spec.strategy.blueGreen.steps",
+            "canary field",
         ),
         (
             "duplicate args",

@@ -56,6 +56,10 @@ pub const STEP_INDEX_LABEL: &str = "step-index";
 pub const ROLLOUT_TYPE_STEP: &str = "Step";
 /// `rollout-type` value of a background AnalysisRun.
 pub const ROLLOUT_TYPE_BACKGROUND: &str = "Background";
+/// `rollout-type` of a blue-green pre-promotion AnalysisRun (Argo's value).
+pub const ROLLOUT_TYPE_PRE_PROMOTION: &str = "PrePromotion";
+/// `rollout-type` of a blue-green post-promotion AnalysisRun (Argo's value).
+pub const ROLLOUT_TYPE_POST_PROMOTION: &str = "PostPromotion";
 
 /// Finalizer on Rollouts with traffic routing: the routers' objects are restored (all traffic to
 /// stable, managed routes and subset labels removed) before the Rollout is deleted.
@@ -130,6 +134,8 @@ pub mod reason {
     pub const TRAFFIC_WEIGHT_UPDATED: &str = "TrafficWeightUpdated";
     pub const ROLLOUT_STEP_COMPLETED: &str = "RolloutStepCompleted";
     pub const SCALING_REPLICA_SET: &str = "ScalingReplicaSet";
+    /// A blue-green Service's selector moved to another version (Argo's reason).
+    pub const SWITCH_SERVICE: &str = "SwitchService";
     /// A new template is being rolled out (Argo's reason and order: before
     /// `RolloutUpdated` and `NewReplicaSetCreated`).
     pub const ROLLOUT_NOT_COMPLETED: &str = "RolloutNotCompleted";

@@ -270,8 +270,8 @@ pub struct RolloutStrategy {
     /// Canary: shift traffic to the new version step by step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryStrategy>,
-    /// Blue-green: run the new version next to the old one and switch at once. Accepted by the
-    /// schema for compatibility; not yet carried out (the Rollout reports InvalidSpec).
+    /// Blue-green: run the new version next to the old one and switch the active Service to it
+    /// at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreenStrategy>,
 }
@@ -281,36 +281,201 @@ impl RolloutStrategy {
     pub fn is_unset(&self) -> bool {
         self.canary.is_none() && self.blue_green.is_none()
     }
+
+    /// The Services whose selectors Sluice manages, by role, with the field naming each:
+    /// the canary's `stableService` and `canaryService`, or blue-green's `activeService` (the
+    /// stable role: it serves production) and `previewService` (the new version's role).
+    /// Unset or empty names are left out.
+    pub fn managed_services(&self) -> Vec<(ServiceRole, &'static str, &str)> {
+        let roles = match (&self.canary, &self.blue_green) {
+            (Some(c), _) => [
+                (
+                    ServiceRole::Stable,
+                    "spec.strategy.canary.stableService",
+                    c.stable_service.as_deref(),
+                ),
+                (
+                    ServiceRole::New,
+                    "spec.strategy.canary.canaryService",
+                    c.canary_service.as_deref(),
+                ),
+            ],
+            (None, Some(bg)) => [
+                (
+                    ServiceRole::Stable,
+                    "spec.strategy.blueGreen.activeService",
+                    Some(bg.active_service.as_str()),
+                ),
+                (
+                    ServiceRole::New,
+                    "spec.strategy.blueGreen.previewService",
+                    bg.preview_service.as_deref(),
+                ),
+            ],
+            (None, None) => return Vec::new(),
+        };
+        roles
+            .into_iter()
+            .filter_map(|(role, field, name)| Some((role, field, name.filter(|n| !n.is_empty())?)))
+            .collect()
+    }
 }
 
-/// Blue-green strategy fields, as in Argo Rollouts. Not yet carried out by Sluice.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+/// The role of a Service Sluice manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceRole {
+    /// Selects the stable version: the canary's `stableService`, blue-green's `activeService`.
+    Stable,
+    /// Selects the new version: the canary's `canaryService`, blue-green's `previewService`.
+    New,
+}
+
+/// Blue-green strategy, as in Argo Rollouts: the new version runs next to the old one behind
+/// the preview Service, and the active Service switches to it at once when it is fully
+/// available (and, unless auto-promotion, promoted).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.activeService) && self.activeService != ''").message("activeService is required"))]
+#[x_kube(validation = Rule::new("!has(self.previewService) || !has(self.activeService) || self.previewService == '' || self.previewService != self.activeService").message("activeService and previewService must be different Services"))]
 pub struct BlueGreenStrategy {
-    /// Service switched to the new version at promotion.
+    /// Service whose selector Sluice points at the version that serves production traffic;
+    /// switched to the new version at promotion. Required.
+    // Service names are DNS labels; the bound keeps the rule above cheap in CEL cost.
     #[serde(default)]
+    #[schemars(length(max = 63))]
     pub active_service: String,
-    /// Service pointing at the new version before promotion.
+    /// Service whose selector Sluice points at the new version before promotion (to test it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub preview_service: Option<String>,
-    /// Promote automatically once the new version is ready. Defaults to true.
+    /// Promote automatically once the new version is ready (and its pre-promotion analysis
+    /// passed). Defaults to true; false pauses the rollout (`BlueGreenPause`) until promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_promotion_enabled: Option<bool>,
-    /// Promote automatically this many seconds after the pause began.
+    /// With auto-promotion: pause this many seconds before promoting, then promote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub auto_promotion_seconds: Option<i32>,
-    /// Size of the new version before promotion.
+    /// Pods of the new version before promotion (defaults to `spec.replicas`); it is scaled to
+    /// full size before the active Service switches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub preview_replica_count: Option<i32>,
-    /// Seconds to keep the old version up after the switch.
+    /// Seconds the previous version stays up after the active Service switched away from it.
+    /// Defaults to 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub scale_down_delay_seconds: Option<i32>,
-    /// Analysis run before the switch.
+    /// Maximum number of old ReplicaSets kept up while they wait for their scale-down delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_revision_limit: Option<i32>,
+    /// Seconds after an abort before the new version is scaled down; 0 keeps it up. Defaults
+    /// to 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub abort_scale_down_delay_seconds: Option<i32>,
+    /// Analysis run before the switch, on the new version behind the preview Service: Failed
+    /// or Error aborts, Inconclusive pauses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_promotion_analysis: Option<RolloutAnalysis>,
-    /// Analysis run after the switch.
+    /// Analysis run after the switch: the new version becomes stable only once it passed;
+    /// Failed or Error aborts and switches the active Service back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_promotion_analysis: Option<RolloutAnalysis>,
+    /// Labels and annotations put on the pods the active Service selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_metadata: Option<ObjectMetadata>,
+    /// Labels and annotations put on the new version's pods while they are the preview.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_metadata: Option<ObjectMetadata>,
+    /// Keep new pods off the nodes running the active pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<AntiAffinity>,
+    /// Pods that may be unavailable while pods are restarted (`spec.restartAt`); a number or
+    /// percentage, rounded down. Defaults to 25%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+    /// Canary only: kept by the schema so that a blue-green Rollout setting it is refused by
+    /// name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_any")]
+    pub steps: Option<serde_json::Value>,
+    /// Canary only: kept by the schema so that a blue-green Rollout setting it is refused by
+    /// name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_any")]
+    pub canary_service: Option<serde_json::Value>,
+    /// Canary only: kept by the schema so that a blue-green Rollout setting it is refused by
+    /// name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_any")]
+    pub stable_service: Option<serde_json::Value>,
+    /// Canary only: kept by the schema so that a blue-green Rollout setting it is refused by
+    /// name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_any")]
+    pub traffic_routing: Option<serde_json::Value>,
+    /// Canary only: kept by the schema so that a blue-green Rollout setting it is refused by
+    /// name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_any")]
+    pub max_surge: Option<serde_json::Value>,
+    /// Canary only: kept by the schema so that a blue-green Rollout setting it is refused by
+    /// name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_any")]
+    pub analysis: Option<serde_json::Value>,
+    /// Canary only: kept by the schema so that a blue-green Rollout setting it is refused by
+    /// name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_any")]
+    pub canary_metadata: Option<serde_json::Value>,
+    /// Canary only: kept by the schema so that a blue-green Rollout setting it is refused by
+    /// name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_any")]
+    pub stable_metadata: Option<serde_json::Value>,
+    /// Canary only: kept by the schema so that a blue-green Rollout setting it is refused by
+    /// name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_any")]
+    pub dynamic_stable_scale: Option<serde_json::Value>,
+    /// Canary only: kept by the schema so that a blue-green Rollout setting it is refused by
+    /// name instead of the API server dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_any")]
+    pub min_pods_per_replica_set: Option<serde_json::Value>,
+}
+
+impl BlueGreenStrategy {
+    /// The canary-only fields this blue-green strategy sets, by field name.
+    pub fn canary_only_fields(&self) -> Vec<&'static str> {
+        [
+            ("steps", self.steps.is_some()),
+            ("canaryService", self.canary_service.is_some()),
+            ("stableService", self.stable_service.is_some()),
+            ("trafficRouting", self.traffic_routing.is_some()),
+            ("maxSurge", self.max_surge.is_some()),
+            ("analysis", self.analysis.is_some()),
+            ("canaryMetadata", self.canary_metadata.is_some()),
+            ("stableMetadata", self.stable_metadata.is_some()),
+            ("dynamicStableScale", self.dynamic_stable_scale.is_some()),
+            (
+                "minPodsPerReplicaSet",
+                self.min_pods_per_replica_set.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
+fn preserve_any(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 /// Canary strategy: move traffic (or replicas) to the new version through `steps`.
@@ -1046,6 +1211,9 @@ pub struct RolloutStatus {
     /// Canary details.
     #[serde(default)]
     pub canary: CanaryStatus,
+    /// Blue-green details (blue-green Rollouts only).
+    #[serde(default, skip_serializing_if = "BlueGreenStatus::is_empty")]
+    pub blue_green: BlueGreenStatus,
     /// Conditions (Argo Rollouts' types plus kstatus' Ready, Reconciling and Stalled).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<RolloutCondition>,
@@ -1096,7 +1264,7 @@ pub enum PauseReason {
     CanaryPauseStep,
     /// An analysis ended Inconclusive.
     InconclusiveAnalysisRun,
-    /// Blue-green pause (reserved).
+    /// A blue-green rollout waits for promotion before switching the active Service.
     BlueGreenPause,
 }
 
@@ -1113,6 +1281,36 @@ pub struct CanaryStatus {
     /// Traffic weights last set on the routers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<TrafficWeights>,
+}
+
+/// Blue-green status, as in Argo Rollouts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenStatus {
+    /// Pod-template hash the active Service selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_selector: Option<String>,
+    /// Pod-template hash the preview Service selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_selector: Option<String>,
+    /// With `previewReplicaCount`: the preview reached its count, passed its pre-promotion
+    /// analysis and its pause, so it is now scaled to full size. Reset by a new template and by
+    /// the promotion.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scale_up_preview_check_point: bool,
+    /// The pre-promotion AnalysisRun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis_run_status: Option<RolloutAnalysisRunStatus>,
+    /// The post-promotion AnalysisRun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis_run_status: Option<RolloutAnalysisRunStatus>,
+}
+
+impl BlueGreenStatus {
+    /// Nothing recorded (a canary Rollout).
+    pub fn is_empty(&self) -> bool {
+        self == &BlueGreenStatus::default()
+    }
 }
 
 /// Summary of an AnalysisRun on the Rollout.

@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::constants::{DEFAULT_MAX_TRAFFIC_WEIGHT, MAX_CANARY_STEPS};
+use super::constants::{DEFAULT_MAX_TRAFFIC_WEIGHT, DEFAULT_REPLICAS, MAX_CANARY_STEPS};
 use super::rollout::{
-    CanaryStep, CanaryStrategy, GatewayApiRoute, GatewayApiTrafficRouting, RolloutAnalysis,
-    RolloutSpec, StringMatch, TrafficRouting,
+    AntiAffinity, BlueGreenStrategy, CanaryStep, CanaryStrategy, GatewayApiRoute,
+    GatewayApiTrafficRouting, RolloutAnalysis, RolloutSpec, StringMatch, TrafficRouting,
 };
 
 /// One invalid field.
@@ -74,10 +74,7 @@ pub fn validate_rollout_spec(spec: &RolloutSpec) -> Vec<FieldError> {
             "spec.strategy",
             "exactly one of canary or blueGreen must be set",
         ),
-        (None, Some(_)) => errs.add(
-            "spec.strategy.blueGreen",
-            "the blueGreen strategy is not supported by Sluice yet; use canary",
-        ),
+        (None, Some(bg)) => validate_blue_green(bg, spec.replicas, &mut errs),
         (Some(canary), None) => validate_canary(canary, &mut errs),
     }
     errs.0
@@ -616,20 +613,7 @@ fn validate_canary(canary: &CanaryStrategy, errs: &mut Errors) {
     }
 
     if let Some(aa) = &canary.anti_affinity {
-        match (
-            &aa.preferred_during_scheduling_ignored_during_execution,
-            &aa.required_during_scheduling_ignored_during_execution,
-        ) {
-            (Some(_), Some(_)) | (None, None) => errs.add(
-                format!("{C}.antiAffinity"),
-                "exactly one of preferredDuringSchedulingIgnoredDuringExecution or requiredDuringSchedulingIgnoredDuringExecution must be set",
-            ),
-            (Some(p), None) if !(1..=100).contains(&p.weight) => errs.add(
-                format!("{C}.antiAffinity.preferredDuringSchedulingIgnoredDuringExecution.weight"),
-                format!("must be between 1 and 100, got {}", p.weight),
-            ),
-            _ => {}
-        }
+        validate_anti_affinity(aa, C, errs);
     }
 
     if canary.steps.len() > MAX_CANARY_STEPS {
@@ -849,6 +833,94 @@ fn check_string_match(m: &StringMatch, field: &str, errs: &mut Errors) {
         .count();
     if set != 1 {
         errs.add(field, "exactly one of exact, prefix or regex must be set");
+    }
+}
+
+fn validate_anti_affinity(aa: &AntiAffinity, strategy: &str, errs: &mut Errors) {
+    match (
+        &aa.preferred_during_scheduling_ignored_during_execution,
+        &aa.required_during_scheduling_ignored_during_execution,
+    ) {
+        (Some(_), Some(_)) | (None, None) => errs.add(
+            format!("{strategy}.antiAffinity"),
+            "exactly one of preferredDuringSchedulingIgnoredDuringExecution or requiredDuringSchedulingIgnoredDuringExecution must be set",
+        ),
+        (Some(p), None) if !(1..=100).contains(&p.weight) => errs.add(
+            format!("{strategy}.antiAffinity.preferredDuringSchedulingIgnoredDuringExecution.weight"),
+            format!("must be between 1 and 100, got {}", p.weight),
+        ),
+        _ => {}
+    }
+}
+
+/// The blue-green strategy: an active Service, a different preview Service, a preview no
+/// larger than the Rollout, sound analyses, and none of the canary's fields.
+fn validate_blue_green(bg: &BlueGreenStrategy, replicas: Option<i32>, errs: &mut Errors) {
+    const B: &str = "spec.strategy.blueGreen";
+    if bg.active_service.is_empty() {
+        errs.add(format!("{B}.activeService"), "is required");
+    }
+    if let Some(preview) = bg.preview_service.as_deref()
+        && !preview.is_empty()
+        && preview == bg.active_service
+    {
+        errs.add(
+            format!("{B}.previewService"),
+            format!("must differ from activeService (both are {preview:?})"),
+        );
+    }
+    let replicas = replicas.unwrap_or(DEFAULT_REPLICAS);
+    if let Some(n) = bg.preview_replica_count {
+        if n < 0 {
+            errs.add(
+                format!("{B}.previewReplicaCount"),
+                format!("must not be negative, got {n}"),
+            );
+        } else if n > replicas {
+            errs.add(
+                format!("{B}.previewReplicaCount"),
+                format!("must not exceed spec.replicas ({replicas}), got {n}"),
+            );
+        }
+    }
+    for (field, value) in [
+        ("autoPromotionSeconds", bg.auto_promotion_seconds),
+        ("scaleDownDelaySeconds", bg.scale_down_delay_seconds),
+        (
+            "scaleDownDelayRevisionLimit",
+            bg.scale_down_delay_revision_limit,
+        ),
+        (
+            "abortScaleDownDelaySeconds",
+            bg.abort_scale_down_delay_seconds,
+        ),
+    ] {
+        if let Some(v) = value.filter(|v| *v < 0) {
+            errs.add(
+                format!("{B}.{field}"),
+                format!("must not be negative, got {v}"),
+            );
+        }
+    }
+    if let Err(e) = resolve_int_or_percent(bg.max_unavailable.as_ref(), replicas, false) {
+        errs.add(format!("{B}.maxUnavailable"), e.to_string());
+    }
+    if let Some(aa) = &bg.anti_affinity {
+        validate_anti_affinity(aa, B, errs);
+    }
+    for (field, analysis) in [
+        ("prePromotionAnalysis", &bg.pre_promotion_analysis),
+        ("postPromotionAnalysis", &bg.post_promotion_analysis),
+    ] {
+        if let Some(a) = analysis {
+            validate_analysis(a, &format!("{B}.{field}"), errs);
+        }
+    }
+    for field in bg.canary_only_fields() {
+        errs.add(
+            format!("{B}.{field}"),
+            format!("{field} is a canary field; a blue-green Rollout cannot use it"),
+        );
     }
 }
 

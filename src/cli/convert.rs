@@ -1,7 +1,7 @@
 //! `sluice convert -f FILE`: Argo Rollouts manifests (`argoproj.io/v1alpha1`) to Sluice.
 //!
 //! Sluice keeps Argo's field names, so converting is changing `apiVersion`. What Sluice does not
-//! do (experiments, step plugins, blue-green, other traffic routers, other metric providers...)
+//! do (experiments, step plugins, other traffic routers, other metric providers...)
 //! is kept in the output as written, so nothing is silently lost. The output then goes through
 //! every check of `sluice lint`, and each finding is reported at its input line: exactly what
 //! the controller would refuse with an `InvalidSpec` condition naming the field.

@@ -138,6 +138,22 @@ fn step_words(index: Option<i32>, n: usize) -> String {
 }
 
 fn traffic(v: &RolloutView) -> String {
+    if let Some(bg) = &v.blue_green {
+        let revision =
+            |r: Option<i64>| r.map_or_else(|| "no revision".into(), |r| format!("revision {r}"));
+        let mut text = format!(
+            "Production traffic (Service {}) goes to {}.",
+            bg.active_service,
+            revision(bg.active_revision)
+        );
+        if let Some(preview) = &bg.preview_service {
+            text.push_str(&format!(
+                " The preview Service {preview} selects {}.",
+                revision(bg.preview_revision)
+            ));
+        }
+        return text;
+    }
     match v.actual_weight {
         Some(w) if !v.traffic_routes.is_empty() => format!(
             "Traffic to the canary is {w}% (weights applied to {}).",
@@ -187,7 +203,11 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
     let abort_cmd = suggest("abort", v);
     let resume = suggest("resume", v);
     let condition = |t: &str| v.conditions.iter().find(|c| c.type_ == t);
-    let canary = v.revisions.iter().find(|r| r.role.contains("canary"));
+    // The new version: the canary, or blue-green's current revision while not yet stable.
+    let canary = v.revisions.iter().find(|r| {
+        r.role.contains("canary")
+            || (v.blue_green.is_some() && r.current && !r.role.contains("stable"))
+    });
     let stable = v.revisions.iter().find(|r| r.role.contains("stable"));
 
     if v.aborted {
@@ -295,6 +315,22 @@ pub fn explain(v: &RolloutView) -> Vec<String> {
                 out.push(format!(
                     "Run {promote} to accept it and go on, or {abort_cmd} to go back to stable."
                 ));
+            } else if v.pause_reasons.iter().any(|r| r == "BlueGreenPause") {
+                out.push(format!(
+                    "Paused before switching production to revision {}.",
+                    canary
+                        .and_then(|c| c.revision)
+                        .map_or("?".into(), |r| r.to_string())
+                ));
+                out.push(traffic(v));
+                if let Some(left) = v.pause_seconds_left.filter(|l| *l > 0) {
+                    out.push(format!(
+                        "It promotes by itself in {}; {promote} switches now.",
+                        short_duration(left)
+                    ));
+                } else {
+                    out.push(format!("Run {promote} to switch the active Service."));
+                }
             } else if v.pause_reasons.iter().any(|r| r == "CanaryPauseStep") {
                 let desc = step.map(|s| s.description.clone()).unwrap_or_default();
                 out.push(format!(

@@ -121,6 +121,8 @@ impl Snapshot {
                 [
                     &s.canary.current_step_analysis_run_status,
                     &s.canary.current_background_analysis_run_status,
+                    &s.blue_green.pre_promotion_analysis_run_status,
+                    &s.blue_green.post_promotion_analysis_run_status,
                 ]
                 .into_iter()
                 .flatten()
@@ -213,6 +215,29 @@ pub struct RolloutView {
     /// Metrics of the current revision's running AnalysisRuns whose latest measurement errored,
     /// with why: shown while the run goes on, not only once it fails.
     pub analysis_errors: Vec<AnalysisErrorView>,
+    /// Blue-green Rollouts: the Services and what they select, and the analyses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenView>,
+}
+
+/// A blue-green Rollout's Services and analyses.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenView {
+    /// The active Service (production traffic).
+    pub active_service: String,
+    /// Revision the active Service selects.
+    pub active_revision: Option<i64>,
+    /// The preview Service, if any.
+    pub preview_service: Option<String>,
+    /// Revision the preview Service selects.
+    pub preview_revision: Option<i64>,
+    /// The pre-promotion AnalysisRun and its phase.
+    pub pre_promotion_analysis: Option<String>,
+    /// The post-promotion AnalysisRun and its phase.
+    pub post_promotion_analysis: Option<String>,
+    /// Promotes by itself (`autoPromotionEnabled`, default true).
+    pub auto_promotion: bool,
 }
 
 /// A metric that could not be measured, in a run still running.
@@ -917,6 +942,33 @@ fn gateway_routes(ro: &Rollout) -> Vec<String> {
         .collect()
 }
 
+/// When a blue-green pause with `autoPromotionSeconds` promotes by itself, and the seconds
+/// left.
+fn auto_promotion(
+    bg: &crate::api::rollout::BlueGreenStrategy,
+    status: &RolloutStatus,
+    now: Timestamp,
+) -> (Option<String>, Option<i64>) {
+    let seconds = bg
+        .auto_promotion_seconds
+        .filter(|s| *s > 0 && bg.auto_promotion_enabled != Some(false));
+    let start = status
+        .pause_conditions
+        .iter()
+        .find(|p| p.reason == PauseReason::BlueGreenPause)
+        .map(|p| p.start_time.0);
+    match (seconds, start) {
+        (Some(s), Some(start)) if !status.abort => {
+            let Ok(end) = start.checked_add(jiff::SignedDuration::from_secs(i64::from(s))) else {
+                return (None, None);
+            };
+            let left = end.duration_since(now).as_secs().max(0);
+            (Some(end.to_string()), Some(left))
+        }
+        _ => (None, None),
+    }
+}
+
 /// Computes the view of a snapshot, now.
 pub fn view(snapshot: &Snapshot) -> RolloutView {
     view_at(snapshot, Timestamp::now())
@@ -941,8 +993,8 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
                 None
             }
         });
-    let strategy = if ro.spec.strategy.blue_green.is_some() {
-        "BlueGreen (not supported)".to_string()
+    let strategy = if ro.spec.strategy.blue_green.is_some() && canary.is_none() {
+        "BlueGreen".to_string()
     } else {
         match &traffic_router {
             Some(r) => format!("Canary ({r})"),
@@ -1008,8 +1060,16 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
             if hash.is_some() && hash == stable {
                 roles.push("stable");
             }
-            if hash.is_some() && hash == current_hash && hash != stable {
+            if hash.is_some() && hash == current_hash && hash != stable && canary.is_some() {
                 roles.push("canary");
+            }
+            if canary.is_none() && hash.is_some() {
+                if hash == status.blue_green.active_selector {
+                    roles.push("active");
+                }
+                if hash == status.blue_green.preview_selector {
+                    roles.push("preview");
+                }
             }
             let rs_status = rs.status.clone().unwrap_or_default();
             let analysis_runs = runs
@@ -1113,7 +1173,37 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let (pause_ends_at, pause_seconds_left) = timed_pause(steps, &status, now);
+    let (pause_ends_at, pause_seconds_left) = match ro.spec.strategy.blue_green.as_ref() {
+        Some(bg) if canary.is_none() => auto_promotion(bg, &status, now),
+        _ => timed_pause(steps, &status, now),
+    };
+    let blue_green = ro
+        .spec
+        .strategy
+        .blue_green
+        .as_ref()
+        .filter(|_| canary.is_none())
+        .map(|bg| {
+            let revision = |hash: &Option<String>| {
+                snapshot
+                    .replica_sets
+                    .iter()
+                    .find(|rs| hash.is_some() && pod_template_hash(rs.labels()) == hash.as_ref())
+                    .and_then(revision_of)
+            };
+            let run = |r: &Option<crate::api::rollout::RolloutAnalysisRunStatus>| {
+                r.as_ref().map(|r| format!("{} ({})", r.name, r.status))
+            };
+            BlueGreenView {
+                active_service: bg.active_service.clone(),
+                active_revision: revision(&status.blue_green.active_selector),
+                preview_service: bg.preview_service.clone().filter(|s| !s.is_empty()),
+                preview_revision: revision(&status.blue_green.preview_selector),
+                pre_promotion_analysis: run(&status.blue_green.pre_promotion_analysis_run_status),
+                post_promotion_analysis: run(&status.blue_green.post_promotion_analysis_run_status),
+                auto_promotion: bg.auto_promotion_enabled != Some(false),
+            }
+        });
 
     let mut view = RolloutView {
         name: ro.name_any(),
@@ -1160,6 +1250,7 @@ pub fn view_at(snapshot: &Snapshot, now: Timestamp) -> RolloutView {
             .collect(),
         failure,
         analysis_errors,
+        blue_green,
     };
     if view.aborted {
         // The controller resets currentStepIndex to 0 on abort: marking step 1 "current" would

@@ -131,7 +131,12 @@ pub fn render_table(rows: &[RolloutRow], all_namespaces: bool) -> String {
                 r.strategy.clone(),
                 r.phase.clone(),
                 r.step.clone(),
-                r.set_weight.to_string(),
+                // Blue-green moves no weight: its Services switch at once.
+                if r.strategy == "BlueGreen" {
+                    "-".to_string()
+                } else {
+                    r.set_weight.to_string()
+                },
                 // Fully promoted, the canary weight points at the new stable: all of it.
                 match r.actual_weight {
                     Some(_) if !r.update_in_progress => "100".to_string(),

@@ -222,7 +222,9 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
     if let Some(step) = step_text(v) {
         field(&mut o, "  Step", &step);
     }
-    if v.update_in_progress || v.aborted {
+    if let Some(bg) = &v.blue_green {
+        blue_green_lines(&mut o, v, bg);
+    } else if v.update_in_progress || v.aborted {
         let actual = v
             .actual_weight
             .map_or_else(|| "-".to_string(), |w| w.to_string());
@@ -251,10 +253,11 @@ pub fn rollout_tree(v: &RolloutView, style: Style) -> String {
     }
     if let Some(left) = v.pause_seconds_left {
         let ends = v.pause_ends_at.as_deref().map(clock).unwrap_or_default();
-        let text = if left > 0 {
-            format!("{} left (ends {ends})", short_duration(left))
-        } else {
-            format!("ended at {ends}; the next step starts now")
+        let text = match (left > 0, v.blue_green.is_some()) {
+            (true, false) => format!("{} left (ends {ends})", short_duration(left)),
+            (true, true) => format!("promotes by itself in {} (at {ends})", short_duration(left)),
+            (false, false) => format!("ended at {ends}; the next step starts now"),
+            (false, true) => format!("ended at {ends}; promoting now"),
         };
         field(&mut o, "  Pause", &text);
     }
@@ -610,4 +613,33 @@ pub fn structured<T: serde::Serialize>(value: &T, output: super::Output) -> anyh
         super::Output::Yaml => serde_yaml::to_string(value)?,
         super::Output::Text => String::new(),
     })
+}
+
+/// A blue-green Rollout: which revision each Service selects, and its analyses.
+fn blue_green_lines(o: &mut String, v: &RolloutView, bg: &super::info::BlueGreenView) {
+    let field = |o: &mut String, k: &str, val: &str| {
+        let _ = writeln!(o, "{:<16}{val}", format!("{k}:"));
+    };
+    let revision = |r: Option<i64>| r.map_or_else(|| "-".to_string(), |r| format!("revision {r}"));
+    field(
+        o,
+        "  Active",
+        &format!("{} → {}", bg.active_service, revision(bg.active_revision)),
+    );
+    if let Some(preview) = &bg.preview_service {
+        field(
+            o,
+            "  Preview",
+            &format!("{preview} → {}", revision(bg.preview_revision)),
+        );
+    }
+    if let Some(run) = &bg.pre_promotion_analysis {
+        field(o, "  PrePromotion", run);
+    }
+    if let Some(run) = &bg.post_promotion_analysis {
+        field(o, "  PostPromotion", run);
+    }
+    if v.update_in_progress && !bg.auto_promotion && !v.aborted {
+        field(o, "  Promotion", "manual (autoPromotionEnabled: false)");
+    }
 }

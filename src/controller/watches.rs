@@ -105,7 +105,12 @@ where
 /// cluster ones and the other way round, so any reference counts for either kind.
 fn references_templates(r: &Rollout) -> bool {
     let Some(canary) = &r.spec.strategy.canary else {
-        return false;
+        return r.spec.strategy.blue_green.as_ref().is_some_and(|bg| {
+            [&bg.pre_promotion_analysis, &bg.post_promotion_analysis]
+                .into_iter()
+                .flatten()
+                .any(|a| !a.templates.is_empty())
+        });
     };
     canary
         .analysis
@@ -162,11 +167,14 @@ pub(super) fn routed(
     }
 }
 
-/// Whether a Rollout names the Service `name` as its stable or canary Service.
+/// Whether a Rollout names the Service `name` as one whose selector it manages (stable or
+/// canary, active or preview).
 pub(super) fn names_service(r: &Rollout, _ns: &str, name: &str) -> bool {
-    r.spec.strategy.canary.as_ref().is_some_and(|c| {
-        c.stable_service.as_deref() == Some(name) || c.canary_service.as_deref() == Some(name)
-    })
+    r.spec
+        .strategy
+        .managed_services()
+        .iter()
+        .any(|(_, _, svc)| *svc == name)
 }
 
 /// Whether a Rollout takes its pod template from the Deployment `name` (`workloadRef`).

@@ -130,6 +130,8 @@ struct Facts {
     n: usize,
     /// The newest version is also the stable one: no update in progress.
     fully_promoted: bool,
+    /// A blue-green Rollout: no steps; promote ends the pause before the switch.
+    blue_green: bool,
 }
 
 impl Facts {
@@ -141,6 +143,7 @@ impl Facts {
                 && status.stable_rs == status.current_pod_hash,
             status,
             paused: ro.spec.paused.unwrap_or(false),
+            blue_green: ro.spec.strategy.blue_green.is_some() && ro.spec.strategy.canary.is_none(),
             n: ro
                 .spec
                 .strategy
@@ -176,6 +179,9 @@ impl Facts {
 /// analysis) that holds it.
 fn promote(f: &Facts) -> Decision {
     f.refuse_if_aborted()?;
+    if f.blue_green {
+        return promote_blue_green(f);
+    }
     let (name, n, status) = (&f.name, f.n, &f.status);
     let mut patch = f.unpause(String::new());
     let index = status.current_step_index.unwrap_or(0);
@@ -241,6 +247,42 @@ fn promote(f: &Facts) -> Decision {
     Ok(patch)
 }
 
+/// Blue-green `promote`, as Argo's: the pause before the switch (or an inconclusive analysis,
+/// which then runs again) is cleared; the pre-promotion analysis is not skipped (`--full`
+/// does that).
+fn promote_blue_green(f: &Facts) -> Decision {
+    let (name, status) = (&f.name, &f.status);
+    let mut patch = f.unpause(String::new());
+    if !status.pause_conditions.is_empty() {
+        let reasons: Vec<&str> = status
+            .pause_conditions
+            .iter()
+            .map(|p| pause_reason_text(p.reason))
+            .collect();
+        patch.status_patch = Some(json!({"status": {"pauseConditions": null}}));
+        patch.summary = format!(
+            "rollout \"{name}\" promoted: pause ({}) cleared",
+            reasons.join(", ")
+        );
+        if f.paused {
+            patch.summary.push_str(", and unpaused");
+        }
+        return Ok(patch);
+    }
+    if f.paused {
+        patch.summary = format!("rollout \"{name}\" unpaused");
+        return Ok(patch);
+    }
+    Err(Refusal(if f.fully_promoted {
+        format!("rollout \"{name}\" is fully promoted; there is nothing to promote")
+    } else {
+        format!(
+            "rollout \"{name}\" is not paused: it switches as soon as the new version is ready; \
+             use `sluice promote {name} --full` to skip its analysis"
+        )
+    }))
+}
+
 /// `promote --full`: every remaining step, pause and analysis is skipped.
 fn promote_full(f: &Facts) -> Decision {
     let name = &f.name;
@@ -301,9 +343,11 @@ fn retry(f: &Facts) -> Decision {
             "rollout \"{name}\" is not aborted; there is nothing to retry"
         )));
     }
-    let mut patch = ActionPatch::new(format!(
-        "rollout \"{name}\" retried: the update starts again from step 1"
-    ));
+    let mut patch = ActionPatch::new(if f.blue_green {
+        format!("rollout \"{name}\" retried: the update starts again")
+    } else {
+        format!("rollout \"{name}\" retried: the update starts again from step 1")
+    });
     patch.status_patch = Some(json!({"status": {"abort": false}}));
     Ok(patch)
 }

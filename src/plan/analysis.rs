@@ -31,6 +31,12 @@ fn run_name(ctx: &Ctx, kind: AnalysisRunKind) -> String {
         AnalysisRunKind::Background => {
             format!("{rollout}-{}-{}", ctx.current_hash, ctx.revision)
         }
+        AnalysisRunKind::PrePromotion => {
+            format!("{rollout}-{}-{}-pre", ctx.current_hash, ctx.revision)
+        }
+        AnalysisRunKind::PostPromotion => {
+            format!("{rollout}-{}-{}-post", ctx.current_hash, ctx.revision)
+        }
     }
 }
 
@@ -167,7 +173,7 @@ pub(super) fn record_status(
     }
 }
 
-fn summary(r: &ObservedAnalysisRun) -> RolloutAnalysisRunStatus {
+pub(super) fn summary(r: &ObservedAnalysisRun) -> RolloutAnalysisRunStatus {
     RolloutAnalysisRunStatus {
         name: r.name.clone(),
         status: r.phase,
@@ -176,7 +182,7 @@ fn summary(r: &ObservedAnalysisRun) -> RolloutAnalysisRunStatus {
 }
 
 /// An Event when a run reached a final phase since the status last said otherwise.
-fn announce_completion(
+pub(super) fn announce_completion(
     journal: &mut Journal,
     what: &str,
     before: Option<&RolloutAnalysisRunStatus>,
@@ -222,6 +228,18 @@ pub fn analysis_run_labels(req: &AnalysisRunRequest) -> BTreeMap<String, String>
             labels.insert(
                 constants::ROLLOUT_TYPE_LABEL.to_string(),
                 constants::ROLLOUT_TYPE_BACKGROUND.to_string(),
+            );
+        }
+        AnalysisRunKind::PrePromotion => {
+            labels.insert(
+                constants::ROLLOUT_TYPE_LABEL.to_string(),
+                constants::ROLLOUT_TYPE_PRE_PROMOTION.to_string(),
+            );
+        }
+        AnalysisRunKind::PostPromotion => {
+            labels.insert(
+                constants::ROLLOUT_TYPE_LABEL.to_string(),
+                constants::ROLLOUT_TYPE_POST_PROMOTION.to_string(),
             );
         }
     }

@@ -26,32 +26,39 @@ use crate::api::common::ObjectMetadata;
 use crate::api::constants::EPHEMERAL_METADATA_ANNOTATION;
 use crate::api::rollout::{Rollout, RolloutStatus};
 
+/// The metadata of the two roles: the new version's while it is not yet stable (canary or
+/// preview), and the stable (active) version's. Blue-green's `previewMetadata` and
+/// `activeMetadata` play the canary's `canaryMetadata` and `stableMetadata`, as in Argo.
+fn roles(rollout: &Rollout) -> Option<(&Option<ObjectMetadata>, &Option<ObjectMetadata>)> {
+    let strategy = &rollout.spec.strategy;
+    match (&strategy.canary, &strategy.blue_green) {
+        (Some(c), _) => Some((&c.canary_metadata, &c.stable_metadata)),
+        (None, Some(bg)) => Some((&bg.preview_metadata, &bg.active_metadata)),
+        (None, None) => None,
+    }
+}
+
 /// True when the Rollout configures ephemeral metadata at all (either field, even empty).
 pub fn configured(rollout: &Rollout) -> bool {
-    rollout
-        .spec
-        .strategy
-        .canary
-        .as_ref()
-        .is_some_and(|c| c.canary_metadata.is_some() || c.stable_metadata.is_some())
+    roles(rollout).is_some_and(|(new, stable)| new.is_some() || stable.is_some())
 }
 
 /// The metadata the ReplicaSet of `hash` and its pods should carry under `status` (the status
 /// the plan writes: its `stableRS` and `currentPodHash`). None: none at all.
 pub fn desired(rollout: &Rollout, status: &RolloutStatus, hash: &str) -> Option<ObjectMetadata> {
-    let canary = rollout.spec.strategy.canary.as_ref()?;
+    let (canary_metadata, stable_metadata) = roles(rollout)?;
     let stable = status.stable_rs.as_deref();
     let current = status.current_pod_hash.as_deref();
     // No stable version yet, or the current one is it: there is no canary.
     let settled = stable.is_none() || stable == current;
     let chosen = if current == Some(hash) {
         if settled {
-            &canary.stable_metadata
+            stable_metadata
         } else {
-            &canary.canary_metadata
+            canary_metadata
         }
     } else if stable == Some(hash) && !settled {
-        &canary.stable_metadata
+        stable_metadata
     } else {
         &None
     };
@@ -61,11 +68,11 @@ pub fn desired(rollout: &Rollout, status: &RolloutStatus, hash: &str) -> Option<
 /// The metadata a ReplicaSet created now for `hash` starts with: `canaryMetadata` when another
 /// version is stable, `stableMetadata` for the first version (or the stable one itself).
 pub fn for_new_replica_set(rollout: &Rollout, hash: &str) -> Option<ObjectMetadata> {
-    let canary = rollout.spec.strategy.canary.as_ref()?;
+    let (canary_metadata, stable_metadata) = roles(rollout)?;
     let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.as_deref());
     let chosen = match stable {
-        Some(s) if s != hash => &canary.canary_metadata,
-        _ => &canary.stable_metadata,
+        Some(s) if s != hash => canary_metadata,
+        _ => stable_metadata,
     };
     chosen.clone().filter(|m| !is_empty(m))
 }

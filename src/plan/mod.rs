@@ -17,7 +17,8 @@
 //! Where things are: `types` (what goes in and out), `lifecycle` (new version, retry, abort,
 //! promotion), `steps` (walking the canary steps), `analysis` (AnalysisRuns), `traffic`
 //! (weights, Services, routes), `replica_sets` (pods per version), `phase` (the status
-//! summary and conditions), `validity` (an invalid spec), [`restart`] (`spec.restartAt`),
+//! summary and conditions), `validity` (an invalid spec), `blue_green` (the blue-green
+//! strategy, planned apart from the canary), [`restart`] (`spec.restartAt`),
 //! [`ephemeral`] (`canaryMetadata` / `stableMetadata` per ReplicaSet).
 //! [`assume`] applies a plan to an observation as if it had been written; [`actions`] are the user's actions (promote, abort,
 //! ...); [`sim`] is an in-memory cluster that runs them all.
@@ -25,6 +26,7 @@
 pub mod actions;
 mod analysis;
 pub mod assume;
+mod blue_green;
 mod conditions;
 mod context;
 pub mod ephemeral;
@@ -59,7 +61,10 @@ use context::{Ctx, Journal};
 pub fn plan(obs: &Observation, now: Timestamp) -> Plan {
     let mut st = obs.rollout.status.clone().unwrap_or_default();
     let (canary, template) = match validity::check(obs) {
-        Ok(found) => found,
+        Ok((validity::Strategy::Canary(canary), template)) => (canary, template),
+        Ok((validity::Strategy::BlueGreen(bg), template)) => {
+            return blue_green::plan(obs, bg, template, now);
+        }
         Err(errors) => return validity::invalid(obs, st, errors, now),
     };
     let current_hash = lifecycle::template_hash(obs, template, &st);

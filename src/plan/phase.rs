@@ -45,6 +45,22 @@ pub(super) fn record_phase(
 ) -> bool {
     let (phase, message) = phase_and_message(ctx, st, user_paused, idx, restarting);
     let paused = user_paused || !st.pause_conditions.is_empty();
+    let in_analysis_step = idx < ctx.n_steps() && ctx.steps[idx as usize].analysis.is_some();
+    let waiting_for_pods = phase == P::Progressing && !in_analysis_step;
+    record(ctx, st, journal, (phase, message), paused, waiting_for_pods)
+}
+
+/// Records a phase and its message decided by the strategy, with the progress deadline (whose
+/// clock runs only while `waiting_for_pods`) and the conditions. Returns true when the progress
+/// deadline is exceeded.
+pub(super) fn record(
+    ctx: &Ctx,
+    st: &mut RolloutStatus,
+    journal: &mut Journal,
+    (phase, message): (P, String),
+    paused: bool,
+    waiting_for_pods: bool,
+) -> bool {
     let exceeded = if st.abort {
         set_progressing(st, false, reason::ROLLOUT_ABORTED, &message, ctx);
         None
@@ -61,8 +77,6 @@ pub(super) fn record_phase(
         set_progressing(st, true, reason::ROLLOUT_PAUSED, &message, ctx);
         None
     } else {
-        let in_analysis_step = idx < ctx.n_steps() && ctx.steps[idx as usize].analysis.is_some();
-        let waiting_for_pods = phase == P::Progressing && !in_analysis_step;
         progress_deadline(ctx, st, journal, &message, waiting_for_pods)
     };
     let (final_phase, final_message) = match &exceeded {
@@ -215,6 +229,8 @@ fn moved_since_last_status(ctx: &Ctx, st: &RolloutStatus) -> bool {
         || previous.current_pod_hash != st.current_pod_hash
         || previous.stable_rs != st.stable_rs
         || weight(&previous) != weight(st)
+        || previous.blue_green.active_selector != st.blue_green.active_selector
+        || previous.blue_green.preview_selector != st.blue_green.preview_selector
 }
 
 /// Paused, Available, Completed, Healthy and kstatus' Ready/Reconciling/Stalled.

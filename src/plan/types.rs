@@ -49,6 +49,10 @@ pub enum AnalysisRunKind {
     Step(i32),
     /// The background analysis.
     Background,
+    /// Blue-green: the analysis before the active Service switches.
+    PrePromotion,
+    /// Blue-green: the analysis after the active Service switched.
+    PostPromotion,
 }
 
 /// An AnalysisRun owned by the Rollout, as observed.

@@ -20,14 +20,21 @@ use crate::analysis::validation::{
 };
 use crate::api::analysis::{AnalysisTemplateRef, AnalysisTemplateSpec};
 use crate::api::constants::{condition, reason};
-use crate::api::rollout::{CanaryStrategy, RolloutAnalysis, RolloutPhase, RolloutStatus};
+use crate::api::rollout::{
+    BlueGreenStrategy, CanaryStrategy, RolloutAnalysis, RolloutPhase, RolloutStatus,
+};
 use crate::api::validation::{self, FieldError};
 
-/// The canary strategy and the pod template to plan with, or every reason the spec cannot be
-/// planned.
+/// The strategy to plan with.
+pub(super) enum Strategy<'a> {
+    Canary(&'a CanaryStrategy),
+    BlueGreen(&'a BlueGreenStrategy),
+}
+
+/// The strategy and the pod template to plan with, or every reason the spec cannot be planned.
 pub(super) fn check(
     obs: &Observation,
-) -> Result<(&CanaryStrategy, &PodTemplateSpec), Vec<FieldError>> {
+) -> Result<(Strategy<'_>, &PodTemplateSpec), Vec<FieldError>> {
     let spec = &obs.rollout.spec;
     let mut errors = validation::validate_rollout_spec(spec);
     if let Some(workload) = &spec.workload_ref
@@ -43,11 +50,16 @@ pub(super) fn check(
     if !errors.is_empty() {
         return Err(errors);
     }
-    match (spec.strategy.canary.as_ref(), obs.template.as_ref()) {
-        (Some(canary), Some(template)) => {
-            let errors = analysis_reference_errors(obs, canary, template);
+    let strategy = match (&spec.strategy.canary, &spec.strategy.blue_green) {
+        (Some(canary), _) => Some(Strategy::Canary(canary)),
+        (None, Some(bg)) => Some(Strategy::BlueGreen(bg)),
+        (None, None) => None,
+    };
+    match (strategy, obs.template.as_ref()) {
+        (Some(strategy), Some(template)) => {
+            let errors = analysis_reference_errors(obs, &strategy, template);
             if errors.is_empty() {
-                Ok((canary, template))
+                Ok((strategy, template))
             } else {
                 Err(errors)
             }
@@ -168,7 +180,7 @@ pub(super) fn clear_invalid_spec(st: &mut RolloutStatus, journal: &mut Journal) 
 /// the next update does not find the problem; at rest the stable version stands for both.
 fn analysis_reference_errors(
     obs: &Observation,
-    canary: &CanaryStrategy,
+    strategy: &Strategy<'_>,
     template: &PodTemplateSpec,
 ) -> Vec<FieldError> {
     let Some(templates) = &obs.analysis_templates else {
@@ -180,14 +192,30 @@ fn analysis_reference_errors(
     let stable = status
         .and_then(|s| s.stable_rs.as_deref())
         .unwrap_or(current.as_str());
-    let analyses = canary
-        .analysis
-        .iter()
-        .map(|bg| ("spec.strategy.canary.analysis".to_string(), &bg.analysis))
-        .chain(canary.steps.iter().enumerate().filter_map(|(i, s)| {
-            let a = s.analysis.as_ref()?;
-            Some((format!("spec.strategy.canary.steps[{i}].analysis"), a))
-        }));
+    let analyses: Vec<(String, &RolloutAnalysis)> = match strategy {
+        Strategy::Canary(canary) => canary
+            .analysis
+            .iter()
+            .map(|bg| ("spec.strategy.canary.analysis".to_string(), &bg.analysis))
+            .chain(canary.steps.iter().enumerate().filter_map(|(i, s)| {
+                let a = s.analysis.as_ref()?;
+                Some((format!("spec.strategy.canary.steps[{i}].analysis"), a))
+            }))
+            .collect(),
+        Strategy::BlueGreen(bg) => [
+            (
+                "spec.strategy.blueGreen.prePromotionAnalysis",
+                &bg.pre_promotion_analysis,
+            ),
+            (
+                "spec.strategy.blueGreen.postPromotionAnalysis",
+                &bg.post_promotion_analysis,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(field, a)| Some((field.to_string(), a.as_ref()?)))
+        .collect(),
+    };
     let hashes = TemplateHashes {
         stable: Some(stable),
         latest: Some(&current),

@@ -9,6 +9,8 @@ use sluice::api::rollout::Rollout;
 #[derive(Clone, Debug)]
 pub struct RolloutBuilder {
     canary: Value,
+    /// `canary` or `blueGreen`: the strategy `canary` (the YAML) is written under.
+    strategy: &'static str,
     name: String,
     namespace: Option<String>,
     uid: Option<String>,
@@ -24,12 +26,22 @@ pub fn canary(canary_yaml: &str) -> RolloutBuilder {
         .unwrap_or_else(|e| panic!("canary strategy YAML: {e}\n{canary_yaml}"));
     RolloutBuilder {
         canary,
+        strategy: "canary",
         name: "web".into(),
         namespace: None,
         uid: None,
         generation: None,
         replicas: 1,
         image: "web:1".into(),
+    }
+}
+
+/// A Rollout `web` with `blue_green_yaml` as `spec.strategy.blueGreen`, otherwise as
+/// [`canary`].
+pub fn blue_green(blue_green_yaml: &str) -> RolloutBuilder {
+    RolloutBuilder {
+        strategy: "blueGreen",
+        ..canary(blue_green_yaml)
     }
 }
 
@@ -87,10 +99,15 @@ impl RolloutBuilder {
                     "metadata": {"labels": {"app": "web"}},
                     "spec": {"containers": [{"name": "web", "image": self.image}]}
                 },
-                "strategy": {"canary": self.canary}
+                "strategy": {self.strategy: self.canary}
             }
         }))
-        .unwrap_or_else(|e| panic!("not a Rollout: {e}\ncanary strategy: {:#}", self.canary))
+        .unwrap_or_else(|e| {
+            panic!(
+                "not a Rollout: {e}\n{} strategy: {:#}",
+                self.strategy, self.canary
+            )
+        })
     }
 }
 

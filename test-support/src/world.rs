@@ -30,6 +30,22 @@ trafficRouting:
   nginx: {stableIngress: web}
 "#;
 
+/// A blue-green Rollout from YAML of its `spec.strategy.blueGreen`.
+pub fn blue_green_rollout(replicas: i32, blue_green_yaml: &str) -> Rollout {
+    crate::rollout::blue_green(blue_green_yaml)
+        .namespace("default")
+        .generation(1)
+        .replicas(replicas)
+        .build()
+}
+
+/// A blue-green world where version web:1 is deployed, stable and active, ready for an update.
+pub fn settled_blue_green_world(replicas: i32, blue_green_yaml: &str) -> World {
+    let mut w = World::new(blue_green_rollout(replicas, blue_green_yaml), t0());
+    w.settle(Duration::from_secs(1), 50);
+    w
+}
+
 /// A world where version web:1 is deployed and stable, ready for an update.
 pub fn settled_world(replicas: i32, canary_yaml: &str) -> World {
     let mut w = World::new(rollout(replicas, canary_yaml), t0());

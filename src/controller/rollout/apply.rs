@@ -21,7 +21,7 @@ use crate::analysis::build_run::{RunRequest, build_run};
 use crate::api::analysis::{AnalysisRun, AnalysisRunStatus};
 use crate::api::common::AnalysisPhase;
 use crate::api::constants::{self, FIELD_MANAGER};
-use crate::api::rollout::Rollout;
+use crate::api::rollout::{Rollout, ServiceRole};
 use crate::api::validation::FieldError;
 use crate::controller::context::Context;
 use crate::plan::{self, AnalysisRunRequest, Observation, ObservedReplicaSet, Plan};
@@ -530,16 +530,14 @@ async fn traffic(
 /// earlier version created) and the other key is removed in the same patch: a selector that
 /// requires both (left by Argo Rollouts on a Service it managed before) selects no pod.
 async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool, Error> {
-    let Some(canary) = &t.rollout.spec.strategy.canary else {
-        return Ok(false);
-    };
     let svc_api: Api<Service> = t.ctx.writer.namespaced(&t.namespace);
     let mut changed = false;
-    for (svc, want) in [
-        (&canary.stable_service, &plan.stable_service_hash),
-        (&canary.canary_service, &plan.canary_service_hash),
-    ] {
-        let (Some(svc), Some(want)) = (svc.as_ref().filter(|s| !s.is_empty()), want) else {
+    for (role, _, svc) in t.rollout.spec.strategy.managed_services() {
+        let want = match role {
+            ServiceRole::Stable => &plan.stable_service_hash,
+            ServiceRole::New => &plan.canary_service_hash,
+        };
+        let (svc, Some(want)) = (svc.to_string(), want) else {
             continue;
         };
         let (key, other) = if obs.traffic.legacy_label_hashes.contains(want) {
@@ -553,7 +551,7 @@ async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool
                 constants::LEGACY_POD_TEMPLATE_HASH_LABEL,
             )
         };
-        let known = t.ctx.service(&t.namespace, svc);
+        let known = t.ctx.service(&t.namespace, &svc);
         let selector = known
             .as_ref()
             .and_then(|s| s.spec.as_ref())
@@ -567,7 +565,7 @@ async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool
             "spec": {"selector": {key: want, other: null}}
         });
         let written = svc_api
-            .patch(svc, &patch_params(), &Patch::Merge(&patch))
+            .patch(&svc, &patch_params(), &Patch::Merge(&patch))
             .await
             .map_err(api_error("patch service selector", svc.clone()))?;
         t.ctx.remember_service(written);

@@ -19,7 +19,7 @@ use crate::api::analysis::{
     AnalysisTemplate, AnalysisTemplateRef, AnalysisTemplateSpec, ClusterAnalysisTemplate, Metric,
 };
 use crate::api::constants;
-use crate::api::rollout::Rollout;
+use crate::api::rollout::{Rollout, ServiceRole};
 use crate::api::validation::FieldError;
 use crate::plan::{
     AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedPod, ObservedReplicaSet,
@@ -111,10 +111,18 @@ pub struct TemplateError {
     pub source: Arc<kube::Error>,
 }
 
-/// The analyses whose runs the planner may start: background analysis and analysis steps.
+/// The analyses whose runs the planner may start: background analysis and analysis steps, or
+/// blue-green's pre- and post-promotion analyses.
 fn analyses(ro: &Rollout) -> Vec<&crate::api::rollout::RolloutAnalysis> {
     let Some(canary) = &ro.spec.strategy.canary else {
-        return Vec::new();
+        return ro
+            .spec
+            .strategy
+            .blue_green
+            .iter()
+            .flat_map(|bg| [&bg.pre_promotion_analysis, &bg.post_promotion_analysis])
+            .flatten()
+            .collect();
     };
     canary
         .analysis
@@ -462,6 +470,8 @@ fn analysis_runs(t: &Target<'_>) -> Vec<ObservedAnalysisRun> {
                     AnalysisRunKind::Step(labels.get(constants::STEP_INDEX_LABEL)?.parse().ok()?)
                 }
                 Some(constants::ROLLOUT_TYPE_BACKGROUND) => AnalysisRunKind::Background,
+                Some(constants::ROLLOUT_TYPE_PRE_PROMOTION) => AnalysisRunKind::PrePromotion,
+                Some(constants::ROLLOUT_TYPE_POST_PROMOTION) => AnalysisRunKind::PostPromotion,
                 _ => return None,
             };
             let status = r.status.clone().unwrap_or_default();
@@ -485,41 +495,33 @@ async fn services(
 ) -> Result<ObservedTraffic, Error> {
     let (ro, ctx, ns) = (t.rollout.as_ref(), t.ctx, &t.namespace);
     let mut traffic = ObservedTraffic::default();
-    if let Some(canary) = &ro.spec.strategy.canary {
-        for (field, svc) in [
-            ("spec.strategy.canary.stableService", &canary.stable_service),
-            ("spec.strategy.canary.canaryService", &canary.canary_service),
-        ] {
-            let Some(svc) = svc.as_ref().filter(|s| !s.is_empty()) else {
-                continue;
-            };
-            let mut found = ctx.service(ns, svc);
-            if found.is_none() {
-                // Watches of different kinds are not ordered: confirm with a live read before
-                // calling a Service missing.
-                let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-                found = api
-                    .get_opt(svc)
-                    .await
-                    .map_err(api_error("get service", svc.clone()))?
-                    .map(Arc::new);
-            }
-            match found {
-                None => reference_errors.push(FieldError {
-                    field: field.to_string(),
-                    message: format!("Service {svc:?} not found in namespace {ns:?}"),
-                }),
-                Some(s) => {
-                    let hash = s
-                        .spec
-                        .as_ref()
-                        .and_then(|sp| sp.selector.as_ref())
-                        .and_then(|sel| constants::pod_template_hash(sel).cloned());
-                    if field.ends_with("stableService") {
-                        traffic.stable_service_hash = hash;
-                    } else {
-                        traffic.canary_service_hash = hash;
-                    }
+    for (role, field, svc) in ro.spec.strategy.managed_services() {
+        let svc = svc.to_string();
+        let mut found = ctx.service(ns, &svc);
+        if found.is_none() {
+            // Watches of different kinds are not ordered: confirm with a live read before
+            // calling a Service missing.
+            let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+            found = api
+                .get_opt(&svc)
+                .await
+                .map_err(api_error("get service", svc.clone()))?
+                .map(Arc::new);
+        }
+        match found {
+            None => reference_errors.push(FieldError {
+                field: field.to_string(),
+                message: format!("Service {svc:?} not found in namespace {ns:?}"),
+            }),
+            Some(s) => {
+                let hash = s
+                    .spec
+                    .as_ref()
+                    .and_then(|sp| sp.selector.as_ref())
+                    .and_then(|sel| constants::pod_template_hash(sel).cloned());
+                match role {
+                    ServiceRole::Stable => traffic.stable_service_hash = hash,
+                    ServiceRole::New => traffic.canary_service_hash = hash,
                 }
             }
         }
