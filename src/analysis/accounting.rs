@@ -291,6 +291,18 @@ pub fn assess_metric(
             message: None,
         };
     }
+    // A measurement in flight (a Job) keeps the metric running, even while the run stops: it
+    // is stopped first, and counted once it has ended.
+    if result
+        .measurements
+        .last()
+        .is_some_and(|m| !m.phase.is_completed())
+    {
+        return Assessment {
+            phase: AnalysisPhase::Running,
+            message: None,
+        };
+    }
     let mut verdict: Option<Assessment> = None;
     // Argo checks these in this order and a later one overrides an earlier one. A measurement
     // changes one counter only and a completed metric is not measured again, so in practice only

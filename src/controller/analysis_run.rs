@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
@@ -13,9 +14,10 @@ use kube::{Resource, ResourceExt};
 use super::context::Context;
 use super::writer::is_not_leader;
 use crate::analysis::args::{SecretValues, secret_refs};
-use crate::analysis::run::{self, FirstError, MeasurementResult};
+use crate::analysis::run::{self, FirstError, JobRequest, MeasurementResult, ProviderRequest};
 use crate::api::analysis::AnalysisRun;
 use crate::api::constants::FIELD_MANAGER;
+use crate::metrics::job;
 
 /// Why an AnalysisRun reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,13 +69,31 @@ pub async fn reconcile(run_obj: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<A
     let pass = run::begin(&run_obj.spec, run_obj.status.as_ref(), &secrets, now);
 
     let started = ctx.now();
+    let jobs: Api<Job> = ctx.writer.namespaced(&ns);
     let futures = pass.requests.iter().map(|req| {
         let ctx = ctx.clone();
+        let jobs = jobs.clone();
+        let run_obj = run_obj.clone();
+        let ns = ns.clone();
         async move {
-            let result = ctx
-                .measurements
-                .measure(&ctx.prometheus, &req.provider)
-                .await;
+            let result = match &req.provider {
+                ProviderRequest::Job(JobRequest::Start {
+                    spec,
+                    metadata,
+                    sequence,
+                }) => job::start(&jobs, &run_obj, &req.metric, spec, metadata, *sequence).await,
+                ProviderRequest::Job(JobRequest::Poll { name }) => {
+                    job::poll(&jobs, &ns, name).await
+                }
+                ProviderRequest::Job(JobRequest::Terminate { name }) => {
+                    job::terminate(&jobs, &ns, name).await
+                }
+                other => {
+                    ctx.measurements
+                        .measure(&ctx.prometheus, &ctx.web, other)
+                        .await
+                }
+            };
             let label = if result.value.is_ok() {
                 "value"
             } else {
