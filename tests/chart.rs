@@ -386,7 +386,11 @@ const NAMESPACED: &[(&str, &str, &[&str])] = &[
         &["create", "get", "list", "watch", "patch", "delete"],
     ),
     ("apps", "deployments", &["get", "list", "watch", "patch"]),
-    ("batch", "jobs", &["create", "get", "list", "watch", "delete"]),
+    (
+        "batch",
+        "jobs",
+        &["create", "get", "list", "watch", "delete"],
+    ),
     ("", "pods", &["list", "patch"]),
     ("", "pods/eviction", &["create"]),
     ("", "services", &["get", "list", "watch", "patch"]),
