@@ -235,6 +235,13 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         api::<k8s_openapi::api::batch::v1::Job>(&client, &ns),
         watcher::Config::default().labels(crate::metrics::job::RUN_UID_LABEL),
     )
+    // A Rollout that moves on (a run no longer current) may put its finished runs over the
+    // history limits: one of them is reconciled to prune the others.
+    .watches(
+        api::<Rollout>(&client, &ns),
+        all().labels(&label_selector(&settings.instance_id)),
+        analysis_run::newest_finished_run(stores.analysis_runs.clone()),
+    )
     .with_config(ControllerRuntimeConfig::default().concurrency(32));
     let actx = ctx.clone();
     tasks.push(tokio::spawn(async move {
