@@ -124,7 +124,7 @@ mod tests {
             run("i1", 6, "a", Inconclusive),
             run("r1", 0, "a", Running),
         ];
-        assert_eq!(runs_to_delete(&runs, &rs, 2, 1), ["s1", "f1", "e1"]);
+        assert_eq!(runs_to_delete(&runs, &rs, 2, 1), ["e1", "f1", "s1"]);
         assert!(runs_to_delete(&runs, &rs, 5, 5).is_empty());
         assert_eq!(
             runs_to_delete(&runs, &rs, 0, 0),
