@@ -446,7 +446,12 @@ pub fn assess_run(
             worst = Some(m.phase);
         }
     }
-    let phase = if terminating {
+    let in_flight = metrics.iter().any(|m| m.phase == AnalysisPhase::Running);
+    let phase = if terminating && in_flight {
+        // Only a measurement in flight (a Job) keeps a metric going while the run stops: the run
+        // completes once it is stopped, on the next pass.
+        AnalysisPhase::Running
+    } else if terminating {
         worst.unwrap_or(AnalysisPhase::Successful)
     } else if !everything_completed || worst.is_none() {
         // Only dry-run metrics and all completed: nothing can fail the run.
@@ -678,6 +683,9 @@ mod tests {
         assert_eq!(p, Running);
         let (p, ..) = assess_run(&[m("a", Pending, false)], true);
         assert_eq!(p, Successful);
+        // A measurement in flight (a Job being stopped) holds a stopping run.
+        let (p, ..) = assess_run(&[m("a", Failed, false), m("b", Running, false)], true);
+        assert_eq!(p, Running);
     }
 
     #[test]
