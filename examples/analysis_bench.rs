@@ -143,6 +143,7 @@ fn main() {
                         ProviderResult {
                             value: Ok(MetricValue::Numbers(vec![0.97])),
                             metadata: BTreeMap::new(),
+                            phase: None,
                         },
                     )
                 })

@@ -168,7 +168,9 @@ fn argo_success_rate_template_resolves_rollout_args_and_secrets() {
     let secrets: SecretValues = refs.into_iter().map(|r| (r, "tok".to_string())).collect();
     let pass = begin(&spec, None, &secrets, now());
     assert_eq!(pass.requests.len(), 1);
-    let ProviderRequest::Prometheus(p) = &pass.requests[0].provider;
+    let ProviderRequest::Prometheus(p) = &pass.requests[0].provider else {
+        panic!("not a prometheus request")
+    };
     assert!(
         p.query
             .contains("destination_service=~\"checkout.prod.svc.cluster.local\"")
@@ -196,7 +198,9 @@ fn argo_cluster_template_with_templated_count_and_range_query() {
     );
     let later = now() + jiff::SignedDuration::from_secs(30);
     let pass = begin(&spec, Some(&u.status), &SecretValues::new(), later);
-    let ProviderRequest::Prometheus(p) = &pass.requests[0].provider;
+    let ProviderRequest::Prometheus(p) = &pass.requests[0].provider else {
+        panic!("not a prometheus request")
+    };
     let range = p.range.unwrap();
     assert_eq!(range.end, later);
     assert_eq!(range.start, later - jiff::SignedDuration::from_secs(300));
@@ -224,22 +228,59 @@ fn templates_compose_from_namespaced_and_cluster_templates() {
 }
 
 #[test]
-fn unsupported_provider_is_kept_and_reported() {
-    let t: AnalysisTemplate = serde_yaml::from_str(WEB).unwrap();
-    // Kept through a round trip (the API server preserves it too).
+fn web_provider_round_trips_and_becomes_a_request() {
+    let mut t: AnalysisTemplate = serde_yaml::from_str(WEB).unwrap();
     let back = serde_json::to_value(&t).unwrap();
     assert_eq!(
         back["spec"]["metrics"][0]["provider"]["web"]["timeoutSeconds"],
         20
     );
+    let args = [Argument {
+        name: "service-name".into(),
+        value: Some("checkout".into()),
+        value_from: None,
+    }];
+    t.spec.args.push(Argument {
+        name: "service-name".into(),
+        value: None,
+        value_from: None,
+    });
+    let spec = run_spec(&t.spec, &args, &[], &[]).unwrap();
+    let pass = begin(&spec, None, &SecretValues::new(), now());
+    let Some(ProviderRequest::Web(w)) = pass.requests.first().map(|r| &r.provider) else {
+        panic!(
+            "not a web request: {:?}",
+            begin(&spec, None, &SecretValues::new(), now()).finish(vec![], now())
+        );
+    };
+    assert_eq!(
+        w.url,
+        "http://my-server.com/api/v1/measurement?service=checkout"
+    );
+    assert_eq!(w.timeout, std::time::Duration::from_secs(20));
+    assert_eq!(w.json_path.to_string(), "{$.data}");
+}
+
+#[test]
+fn unsupported_provider_is_kept_and_reported() {
+    let t: AnalysisTemplate = serde_yaml::from_str(&WEB.replace(
+        "web:\n        url",
+        "datadog:\n        query: x\n        url",
+    ))
+    .unwrap();
+    // Kept through a round trip (the API server preserves it too).
+    let back = serde_json::to_value(&t).unwrap();
+    assert_eq!(
+        back["spec"]["metrics"][0]["provider"]["datadog"]["timeoutSeconds"],
+        20
+    );
     let spec = run_spec(&t.spec, &[], &[], &[]).unwrap();
     let u = begin(&spec, None, &SecretValues::new(), now()).finish(vec![], now());
     assert_eq!(u.status.phase, AnalysisPhase::Error);
-    assert!(
-        u.status
-            .message
-            .unwrap()
-            .contains("the web provider is not supported by Sluice")
+    assert_eq!(
+        u.status.message.unwrap(),
+        "metric \"webmetric\": provider.datadog: the datadog provider is not supported by \
+         Sluice; use one of: prometheus, web, job"
     );
 }
 

@@ -93,6 +93,7 @@ fn pass(
                 ProviderResult {
                     value,
                     metadata: BTreeMap::new(),
+                    phase: None,
                 },
             )
         })
@@ -306,13 +307,13 @@ fn missing_argument_errors_the_run_naming_it() {
 fn unsupported_or_missing_provider_is_a_clear_error() {
     let mut s = spec(vec![metric("a")]);
     s.metrics[0].provider =
-        serde_json::from_value(serde_json::json!({"web": {"url": "http://x"}})).unwrap();
+        serde_json::from_value(serde_json::json!({"newRelic": {"query": "x"}})).unwrap();
     let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| unreachable!());
     assert_eq!(u.status.phase, Error);
     assert_eq!(
         u.status.message.as_deref(),
         Some(
-            "metric \"a\": provider.web: the web provider is not supported by Sluice yet (planned); use the prometheus provider"
+            "metric \"a\": provider.newRelic: the newRelic provider is not supported by Sluice; use one of: prometheus, web, job"
         )
     );
     s.metrics[0].provider = MetricProvider::default();
@@ -512,7 +513,9 @@ fn secret_values_reach_the_provider_but_never_status() {
     let (s, secrets) = secret_spec();
     let p = begin(&s, None, &secrets, t0());
     let req = p.requests[0].clone();
-    let ProviderRequest::Prometheus(prom) = &req.provider;
+    let ProviderRequest::Prometheus(prom) = &req.provider else {
+        panic!("not a prometheus request")
+    };
     assert_eq!(prom.query, "sum(up{tenant=\"tenant-secret-42\"})");
     assert_eq!(
         prom.headers,
@@ -538,6 +541,7 @@ fn secret_values_reach_the_provider_but_never_status() {
         ProviderResult {
             value: Err("bad_data: parse error in sum(up{tenant=\"tenant-secret-42\"})".into()),
             metadata: BTreeMap::from([("warnings".to_string(), "tok-9f8e7d6c".to_string())]),
+            phase: None,
         },
     );
     let u = p.finish(vec![result], t0());
@@ -573,7 +577,9 @@ fn range_query_bounds_are_resolved_against_now() {
         value_from: None,
     }];
     let p = begin(&s, None, &SecretValues::new(), t0());
-    let ProviderRequest::Prometheus(prom) = &p.requests[0].provider;
+    let ProviderRequest::Prometheus(prom) = &p.requests[0].provider else {
+        panic!("not a prometheus request")
+    };
     let range = prom.range.unwrap();
     assert_eq!(
         (range.start, range.end, range.step),
@@ -725,7 +731,9 @@ proptest! {
             secrets.insert(r, v);
         }
         let (_, u) = pass(&s, None, &secrets, t0(), |r| {
-            let ProviderRequest::Prometheus(p) = &r.provider;
+            let ProviderRequest::Prometheus(p) = &r.provider else {
+        panic!("not a prometheus request")
+    };
             match echo {
                 0 => Err(format!("{prefix}bad_data: {} {:?}", p.query, p.headers)),
                 1 => Ok(MetricValue::String(format!("{prefix}{}", p.query))),
@@ -862,7 +870,9 @@ fn a_metric_that_errors_then_succeeds_ends_with_its_verdict() {
 fn a_first_error_report_hides_secret_values() {
     let (s, secrets) = secret_spec();
     let (_, u) = pass(&s, None, &secrets, t0(), |r| {
-        let ProviderRequest::Prometheus(p) = &r.provider;
+        let ProviderRequest::Prometheus(p) = &r.provider else {
+            panic!("not a prometheus request")
+        };
         Err(format!(
             "bad_data: parse error in {} with {:?}",
             p.query, p.headers

@@ -415,6 +415,11 @@ const NAMESPACED: &[(&str, &str, &[&str])] = &[
         &["create", "get", "list", "watch", "patch", "delete"],
     ),
     ("apps", "deployments", &["get", "list", "watch", "patch"]),
+    (
+        "batch",
+        "jobs",
+        &["create", "get", "list", "watch", "delete"],
+    ),
     ("", "pods", &["list", "patch"]),
     ("", "pods/eviction", &["create"]),
     ("", "services", &["get", "list", "watch", "patch"]),
@@ -916,6 +921,7 @@ async fn rendered_chart_runs_one_leader_that_rolls_out_within_its_rbac() {
                 "sluice.dev"
             }
             "replicasets" | "deployments" => "apps",
+            "jobs" => "batch",
             "services" | "secrets" | "configmaps" | "pods" | "endpoints" | "namespaces" => "",
             "ingresses" => "networking.k8s.io",
             "leases" => "coordination.k8s.io",

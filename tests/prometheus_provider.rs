@@ -90,7 +90,10 @@ async fn reconcile(
         let MeasurementRequest {
             provider: ProviderRequest::Prometheus(p),
             ..
-        } = &req;
+        } = &req
+        else {
+            panic!("not a prometheus request");
+        };
         let answer = provider.measure(p).await;
         results.push(req.into_result(now, now, answer));
     }

@@ -107,6 +107,18 @@ pub fn apply(plural: &str, obj: &mut Value, cluster_ip: &mut dyn FnMut() -> Stri
             set_default(spec, "replicas", json!(1));
             template(spec);
         }
+        "jobs" => {
+            set_default(spec, "backoffLimit", json!(6));
+            set_default(spec, "completionMode", json!("NonIndexed"));
+            set_default(spec, "suspend", json!(false));
+            set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+            // Kubernetes defaults both to 1 only when neither is set.
+            if !spec.contains_key("completions") && !spec.contains_key("parallelism") {
+                spec.insert("completions".into(), json!(1));
+            }
+            set_default(spec, "parallelism", json!(1));
+            template(spec);
+        }
         "services" => {
             set_default(spec, "type", json!("ClusterIP"));
             set_default(spec, "sessionAffinity", json!("None"));

@@ -78,6 +78,7 @@ fn build_catalog() -> Catalog {
     add::<core::ServiceAccount>(g, k, "", "ServiceAccount");
     add::<apps::Deployment>(g, k, "apps", "Deployment");
     add::<apps::ReplicaSet>(g, k, "apps", "ReplicaSet");
+    add::<k8s_openapi::api::batch::v1::Job>(g, k, "batch", "Job");
     add::<networking::Ingress>(g, k, "networking.k8s.io", "Ingress");
     add::<coordination::Lease>(g, k, "coordination.k8s.io", "Lease");
     add::<events::Event>(g, k, "events.k8s.io", "Event");

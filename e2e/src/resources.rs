@@ -176,6 +176,7 @@ fn builtin(
 
 /// The built-in resources served by every test cluster.
 pub fn builtins() -> Vec<ResourceDef> {
+    use k8s_openapi::api::batch::v1 as batch;
     use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coordination, core::v1 as core};
     use k8s_openapi::api::{
         discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
@@ -302,6 +303,18 @@ pub fn builtins() -> Vec<ResourceDef> {
             true,
             &["rs"],
             typed::<apps::ReplicaSet>,
+        ),
+        builtin(
+            "batch",
+            "v1",
+            "jobs",
+            "Job",
+            true,
+            true,
+            false,
+            true,
+            &[],
+            typed::<batch::Job>,
         ),
         builtin(
             "networking.k8s.io",

@@ -17,6 +17,11 @@ use crate::resources::{ResKey, ResourceDef};
 use crate::selector::LabelSelector;
 use crate::store::{DeleteOpts, Store, WriteCtx};
 
+// The Job controller and the Job pods' kubelet: a child module, so it shares the simulation's
+// state.
+#[path = "jobs.rs"]
+mod jobs;
+
 /// Pod annotation: the pod runs but never becomes Ready.
 pub const NEVER_READY: &str = "e2e.sluice.dev/never-ready";
 /// Pod annotation: the container keeps crashing (CrashLoopBackOff), never Ready.
@@ -153,6 +158,8 @@ pub struct Sim {
     pods: Mutex<HashMap<String, PodState>>,
     runner: Mutex<Option<Arc<dyn PodRunner>>>,
     ip_seq: Mutex<u32>,
+    /// The processes of Job pods, by pod uid.
+    job_pods: Mutex<jobs::JobPods>,
 }
 
 fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
@@ -267,6 +274,7 @@ impl Sim {
             pods: Mutex::new(HashMap::new()),
             runner: Mutex::new(None),
             ip_seq: Mutex::new(0),
+            job_pods: Mutex::new(HashMap::new()),
         })
     }
 
@@ -331,6 +339,9 @@ impl Sim {
             at(t)
         }
         if let Some(t) = self.replicasets() {
+            at(t)
+        }
+        if let Some(t) = self.jobs() {
             at(t)
         }
         if let Some(t) = self.kubelet() {
@@ -787,6 +798,10 @@ impl Sim {
         // Processes of pods that are gone are dropped (and so stopped) here.
         states.retain(|uid, _| live.contains(uid.as_str()));
         for pod in pods.iter() {
+            // Job pods run to completion: see `jobs`.
+            if jobs::is_job_pod(pod) && !is_deleting(pod) {
+                continue;
+            }
             if is_deleting(pod) {
                 if let Some(t) = self.terminate(pod, &mut states, &settings, now) {
                     at(t);

@@ -155,10 +155,11 @@ pub struct Store {
 /// The finalizer of a foreground deletion.
 pub const FOREGROUND: &str = "foregroundDeletion";
 
-const SIM_KINDS: [&str; 7] = [
+const SIM_KINDS: [&str; 8] = [
     "pods",
     "replicasets",
     "deployments",
+    "jobs",
     "services",
     "namespaces",
     "endpoints",

@@ -291,6 +291,18 @@ pub fn assess_metric(
             message: None,
         };
     }
+    // A measurement in flight (a Job) keeps the metric running, even while the run stops: it
+    // is stopped first, and counted once it has ended.
+    if result
+        .measurements
+        .last()
+        .is_some_and(|m| !m.phase.is_completed())
+    {
+        return Assessment {
+            phase: AnalysisPhase::Running,
+            message: None,
+        };
+    }
     let mut verdict: Option<Assessment> = None;
     // Argo checks these in this order and a later one overrides an earlier one. A measurement
     // changes one counter only and a completed metric is not measured again, so in practice only
@@ -434,7 +446,12 @@ pub fn assess_run(
             worst = Some(m.phase);
         }
     }
-    let phase = if terminating {
+    let in_flight = metrics.iter().any(|m| m.phase == AnalysisPhase::Running);
+    let phase = if terminating && in_flight {
+        // Only a measurement in flight (a Job) keeps a metric going while the run stops: the run
+        // completes once it is stopped, on the next pass.
+        AnalysisPhase::Running
+    } else if terminating {
         worst.unwrap_or(AnalysisPhase::Successful)
     } else if !everything_completed || worst.is_none() {
         // Only dry-run metrics and all completed: nothing can fail the run.
@@ -666,6 +683,9 @@ mod tests {
         assert_eq!(p, Running);
         let (p, ..) = assess_run(&[m("a", Pending, false)], true);
         assert_eq!(p, Successful);
+        // A measurement in flight (a Job being stopped) holds a stopping run.
+        let (p, ..) = assess_run(&[m("a", Failed, false), m("b", Running, false)], true);
+        assert_eq!(p, Running);
     }
 
     #[test]

@@ -383,6 +383,11 @@ impl ResolvedArgs {
         out
     }
 
+    /// The Secret values, longest first, for a provider that must redact what a server echoes.
+    pub fn secret_values(&self) -> Vec<String> {
+        self.secrets.clone()
+    }
+
     /// True when at least one argument came from a Secret.
     pub fn has_secrets(&self) -> bool {
         !self.secrets.is_empty()

@@ -4,6 +4,8 @@ pub mod accounting;
 pub mod args;
 pub mod build_run;
 pub mod condition;
+pub mod history;
+pub mod jsonpath;
 pub mod rollout_args;
 pub mod run;
 pub mod template;

@@ -22,15 +22,29 @@ use crate::analysis::accounting::{
 };
 use crate::analysis::args::{ResolvedArgs, SecretValues};
 use crate::analysis::condition::{self, Conditions};
+use crate::analysis::jsonpath::JsonPath;
 use crate::analysis::validation;
 use crate::analysis::value::MetricValue;
-use crate::api::analysis::{AnalysisRunSpec, AnalysisRunStatus, Measurement, Metric, MetricResult};
+use crate::api::analysis::{
+    AnalysisRunSpec, AnalysisRunStatus, JobMetricMetadata, Measurement, Metric, MetricResult,
+};
 use crate::api::common::AnalysisPhase;
 
 /// Metadata key of the resolved query (Secret values redacted), as Argo Rollouts names it.
 pub const RESOLVED_QUERY_KEY: &str = "ResolvedPrometheusQuery";
 /// Timeout of a Prometheus query when `timeout` is omitted.
 pub const DEFAULT_PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of a web request when `timeoutSeconds` is omitted or not positive (as in Argo).
+pub const DEFAULT_WEB_TIMEOUT: Duration = Duration::from_secs(10);
+/// Measurement metadata key of a Job measurement's Job name, as Argo Rollouts names it.
+pub const JOB_NAME_KEY: &str = "job-name";
+/// Measurement metadata key of a Job measurement's Job namespace, as Argo Rollouts names it.
+pub const JOB_NAMESPACE_KEY: &str = "job-namespace";
+/// Message of a Job measurement stopped because the run stopped, as Argo Rollouts writes it.
+pub const METRIC_TERMINATED: &str = "Metric Terminated";
+/// Longest wait between two looks at a running Job. The controller also watches its Jobs, so
+/// this only bounds how late a missed change is noticed.
+pub const MAX_JOB_POLL: Duration = Duration::from_secs(30);
 
 /// A measurement to take now.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +62,79 @@ pub struct MeasurementRequest {
 pub enum ProviderRequest {
     /// A Prometheus query.
     Prometheus(PrometheusRequest),
+    /// An HTTP request.
+    Web(WebRequest),
+    /// Something to do with a metric's Job.
+    Job(JobRequest),
+}
+
+/// A web metric's request with every argument substituted. Its `Debug` output hides header
+/// values and the body, which may carry Secret values.
+#[derive(Clone, PartialEq)]
+pub struct WebRequest {
+    /// `GET`, `POST` or `PUT`.
+    pub method: String,
+    /// The URL, as sent.
+    pub url: String,
+    /// The URL with Secret values redacted, for messages and logs.
+    pub display_url: String,
+    /// Headers (name, value).
+    pub headers: Vec<(String, String)>,
+    /// The body, if any.
+    pub body: Option<String>,
+    /// True when the body came from `jsonBody`: it is sent as `application/json`.
+    pub json_body: bool,
+    /// How long to wait for the whole answer.
+    pub timeout: Duration,
+    /// What to pick out of a JSON answer.
+    pub json_path: JsonPath,
+    /// Skip TLS verification.
+    pub insecure: bool,
+    /// Secret values to redact from whatever the server answers (it may echo them).
+    pub secrets: Vec<String>,
+}
+
+impl fmt::Debug for WebRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebRequest")
+            .field("method", &self.method)
+            .field("url", &self.display_url)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("body", &self.body.as_ref().map(|_| "<set>"))
+            .field("timeout", &self.timeout)
+            .field("json_path", &self.json_path.to_string())
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+/// What to do with a metric's Job. A Job measurement is asynchronous, as in Argo Rollouts: it
+/// starts (Running, the Job's name in its metadata), is polled on later passes, and ends when the
+/// Job completes or fails, or when the run stops (the Job is then deleted).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobRequest {
+    /// Create the Job of a new measurement.
+    Start {
+        /// The metric's JobSpec, arguments substituted.
+        spec: serde_json::Value,
+        /// Labels and annotations for the Job.
+        metadata: JobMetricMetadata,
+        /// The measurement's number in the metric (1 for the first), part of the Job's name.
+        sequence: i32,
+    },
+    /// Read the Job of the running measurement.
+    Poll {
+        /// Name of the Job.
+        name: String,
+    },
+    /// Delete the Job of the running measurement: the run is stopping.
+    Terminate {
+        /// Name of the Job.
+        name: String,
+    },
 }
 
 /// A Prometheus query with every argument substituted. Its `Debug` output hides header values,
@@ -110,6 +197,24 @@ pub struct ProviderResult {
     pub value: Result<MetricValue, String>,
     /// Provider details to keep on the measurement (e.g. Prometheus warnings).
     pub metadata: BTreeMap<String, String>,
+    /// The measurement's phase when the provider decides it itself (a Job: Running while it
+    /// runs, Successful when it completes, Failed when it fails), with why; the conditions do
+    /// not apply then. `None`: the conditions decide from the value.
+    pub phase: Option<(AnalysisPhase, Option<String>)>,
+}
+
+impl ProviderResult {
+    /// A value (or an error) for the conditions to judge.
+    pub fn measured(
+        value: Result<MetricValue, String>,
+        metadata: BTreeMap<String, String>,
+    ) -> Self {
+        ProviderResult {
+            value,
+            metadata,
+            phase: None,
+        }
+    }
 }
 
 /// A measurement that was taken.
@@ -280,20 +385,44 @@ pub fn begin(
         || pass.status.metric_results.iter().any(|r| {
             is_abort_phase(r.phase) && metrics.iter().any(|m| m.spec.name == r.name && !m.dry_run)
         });
-    if !terminating {
-        for m in &metrics {
-            let result = pass
-                .status
-                .metric_results
-                .iter()
-                .find(|r| r.name == m.spec.name);
-            if is_due(m, result, started_at, now) {
-                pass.requests.push(MeasurementRequest {
-                    metric: m.spec.name.clone(),
-                    provider: m.request.clone(),
-                    metadata: request_metadata(&m.request),
-                });
-            }
+    for m in &metrics {
+        let result = pass
+            .status
+            .metric_results
+            .iter()
+            .find(|r| r.name == m.spec.name);
+        // A measurement in flight (a Job) is resumed, or stopped when the run stops.
+        if let Some(name) = running_job(result) {
+            let provider = ProviderRequest::Job(if terminating {
+                JobRequest::Terminate { name }
+            } else {
+                JobRequest::Poll { name }
+            });
+            pass.requests.push(MeasurementRequest {
+                metric: m.spec.name.clone(),
+                provider,
+                metadata: BTreeMap::new(),
+            });
+            continue;
+        }
+        if !terminating && is_due(m, result, started_at, now) {
+            let provider = match &m.request {
+                ProviderRequest::Job(JobRequest::Start { spec, metadata, .. }) => {
+                    // Argo's numbering: every measurement ever taken, plus one.
+                    let sequence = result.map_or(1, |r| r.count + r.error + 1);
+                    ProviderRequest::Job(JobRequest::Start {
+                        spec: spec.clone(),
+                        metadata: metadata.clone(),
+                        sequence,
+                    })
+                }
+                other => other.clone(),
+            };
+            pass.requests.push(MeasurementRequest {
+                metric: m.spec.name.clone(),
+                metadata: request_metadata(&provider),
+                provider,
+            });
         }
     }
     pass.state = State::Active {
@@ -309,7 +438,31 @@ fn request_metadata(request: &ProviderRequest) -> BTreeMap<String, String> {
         ProviderRequest::Prometheus(p) => {
             BTreeMap::from([(RESOLVED_QUERY_KEY.to_string(), p.display_query.clone())])
         }
+        ProviderRequest::Web(_) | ProviderRequest::Job(_) => BTreeMap::new(),
     }
+}
+
+/// The Job of a metric's measurement in flight, if its latest measurement is one.
+fn running_job(result: Option<&MetricResult>) -> Option<String> {
+    let last = result?.measurements.last()?;
+    if last.phase.is_completed() {
+        return None;
+    }
+    last.metadata.get(JOB_NAME_KEY).cloned()
+}
+
+/// When to look at a running Job again: Argo's growing delay (√(2·elapsed) seconds), at least a
+/// second and at most [`MAX_JOB_POLL`].
+fn job_poll_at(result: &MetricResult, now: Timestamp) -> Option<Timestamp> {
+    let last = result.measurements.last()?;
+    if last.phase.is_completed() {
+        return None;
+    }
+    let started = last.started_at.as_ref().map_or(now, |t| t.0);
+    let elapsed = (now.as_millisecond() - started.as_millisecond()).max(0) as f64 / 1000.0;
+    let delay =
+        Duration::from_secs_f64((2.0 * elapsed).sqrt()).clamp(Duration::from_secs(1), MAX_JOB_POLL);
+    Some(add(now, delay))
 }
 
 fn is_abort_phase(p: AnalysisPhase) -> bool {
@@ -428,6 +581,17 @@ fn provider_request(
     now: Timestamp,
 ) -> Result<ProviderRequest, String> {
     validation::check_provider(m).map_err(|e| e.located())?;
+    if let Some(w) = &m.provider.web {
+        return web_request(w, args);
+    }
+    if let Some(j) = &m.provider.job {
+        validation::check_job(j).map_err(|e| e.located())?;
+        return Ok(ProviderRequest::Job(JobRequest::Start {
+            spec: j.spec.clone(),
+            metadata: j.metadata.clone().unwrap_or_default(),
+            sequence: 1,
+        }));
+    }
     let Some(p) = &m.provider.prometheus else {
         return Err(validation::MetricError::NoProvider.located());
     };
@@ -481,6 +645,43 @@ fn provider_request(
     }))
 }
 
+/// Builds a web metric's request; the checks are [`validation::check_web`], shared with lint.
+fn web_request(
+    w: &crate::api::analysis::WebMetric,
+    args: &ResolvedArgs,
+) -> Result<ProviderRequest, String> {
+    if let Some(e) = validation::check_web(w).first() {
+        return Err(e.located());
+    }
+    let json_path = validation::web_json_path(w)
+        .map_err(|e| validation::MetricError::InvalidJsonPath(e.to_string()).located())?;
+    let (body, json_body) = match (&w.body, &w.json_body) {
+        (_, Some(j)) => (Some(j.to_string()), true),
+        (Some(b), None) if !b.is_empty() => (Some(b.clone()), false),
+        _ => (None, false),
+    };
+    let timeout = match w.timeout_seconds {
+        Some(t) if t > 0 => Duration::from_secs(t.unsigned_abs()),
+        _ => DEFAULT_WEB_TIMEOUT,
+    };
+    Ok(ProviderRequest::Web(WebRequest {
+        method: validation::web_method(w),
+        url: w.url.trim().to_string(),
+        display_url: args.redact(w.url.trim()),
+        headers: w
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect(),
+        body,
+        json_body,
+        timeout,
+        json_path,
+        insecure: w.insecure,
+        secrets: args.secret_values(),
+    }))
+}
+
 impl Pass {
     /// Records the measurements taken, assesses every metric and the run, and says when to come
     /// back. Results for metrics that are unknown or already completed are ignored.
@@ -527,7 +728,19 @@ impl Pass {
                     if st.metric_results[idx].phase.is_completed() {
                         continue;
                     }
-                    let measurement = measure(m, &args, r);
+                    let mut measurement = measure(m, &args, r);
+                    // A measurement in flight (a Job) is replaced by its next state, which keeps
+                    // its start and what it learned before.
+                    let in_flight = st.metric_results[idx]
+                        .measurements
+                        .last()
+                        .is_some_and(|x| !x.phase.is_completed());
+                    if in_flight && let Some(prev) = st.metric_results[idx].measurements.pop() {
+                        measurement.started_at = prev.started_at;
+                        let mut metadata = prev.metadata;
+                        metadata.extend(std::mem::take(&mut measurement.metadata));
+                        measurement.metadata = metadata;
+                    }
                     // As in Argo, the metric result carries the latest resolved query.
                     st.metric_results[idx].metadata = measurement
                         .metadata
@@ -565,7 +778,10 @@ impl Pass {
                         .iter()
                         .filter_map(|m| {
                             let r = st.metric_results.iter().find(|r| r.name == m.spec.name);
-                            next_measurement(m, r, started_at)
+                            match r.and_then(|r| job_poll_at(r, now)) {
+                                Some(at) => Some(at),
+                                None => next_measurement(m, r, started_at),
+                            }
                         })
                         .min()
                 };
@@ -611,9 +827,19 @@ fn measure(m: &ResolvedMetric, args: &ResolvedArgs, r: MeasurementResult) -> Mea
     for (k, v) in r.result.metadata {
         metadata.insert(k, args.redact(&v));
     }
-    let (phase, value, message) = match r.result.value {
-        Err(e) => (AnalysisPhase::Error, None, Some(args.redact(&e))),
-        Ok(v) => {
+    let (phase, value, message) = match (r.result.value, r.result.phase) {
+        (Err(e), _) => (AnalysisPhase::Error, None, Some(args.redact(&e))),
+        (Ok(_), Some((phase, message))) => {
+            return Measurement {
+                phase,
+                value: None,
+                started_at: Some(stamp(r.started_at)),
+                finished_at: phase.is_completed().then(|| stamp(r.finished_at)),
+                message: message.map(|s| args.redact(&s)),
+                metadata,
+            };
+        }
+        (Ok(v), None) => {
             let verdict = m.conditions.evaluate(&v);
             (
                 verdict.phase,

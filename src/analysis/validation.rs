@@ -10,17 +10,18 @@ use regex::Regex;
 
 use crate::analysis::accounting::{LimitsError, MetricLimits};
 use crate::analysis::condition::{Condition, ConditionError};
-use crate::api::analysis::{Metric, PrometheusMetric};
+use k8s_openapi::api::batch::v1::JobSpec;
+
+use crate::analysis::jsonpath::{JsonPath, JsonPathError};
+use crate::api::analysis::{JobMetric, Metric, PrometheusMetric, WebMetric};
 use crate::api::common::{DryRun, MeasurementRetention};
 
 /// Providers Argo Rollouts has and Sluice does not implement, to name them in errors.
-pub const KNOWN_PROVIDERS: [&str; 11] = [
+pub const KNOWN_PROVIDERS: [&str; 9] = [
     "kayenta",
-    "web",
     "datadog",
     "wavefront",
     "newRelic",
-    "job",
     "cloudWatch",
     "graphite",
     "influxdb",
@@ -28,16 +29,11 @@ pub const KNOWN_PROVIDERS: [&str; 11] = [
     "plugin",
 ];
 
-/// Providers of [`KNOWN_PROVIDERS`] Sluice is going to implement.
-pub const PLANNED_PROVIDERS: [&str; 2] = ["web", "job"];
+/// The providers Sluice implements, as they are named in a metric.
+pub const SUPPORTED_PROVIDERS: &str = "prometheus, web, job";
 
-fn planned(provider: &str) -> &'static str {
-    if PLANNED_PROVIDERS.contains(&provider) {
-        " yet (planned)"
-    } else {
-        ""
-    }
-}
+/// Methods a web metric may use, as in Argo Rollouts.
+pub const WEB_METHODS: [&str; 3] = ["GET", "POST", "PUT"];
 
 /// The limit fields a [`LimitsError`] message starts with, to point at the field.
 const LIMIT_FIELDS: [&str; 8] = [
@@ -55,17 +51,13 @@ const LIMIT_FIELDS: [&str; 8] = [
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetricError {
     /// No provider at all.
-    #[error("no provider is set (Sluice supports: prometheus)")]
+    #[error("no provider is set (Sluice supports: prometheus, web, job)")]
     NoProvider,
     /// A provider of Argo Rollouts that Sluice does not implement.
-    #[error(
-        "the {provider} provider is not supported by Sluice{yet}; use the prometheus provider",
-        provider = .0,
-        yet = planned(.0)
-    )]
+    #[error("the {0} provider is not supported by Sluice; use one of: prometheus, web, job")]
     UnsupportedProvider(String),
     /// A provider nobody knows: most likely a typo.
-    #[error("unknown provider (Sluice supports: prometheus)")]
+    #[error("unknown provider (Sluice supports: prometheus, web, job)")]
     UnknownProvider(String),
     /// More than one provider.
     #[error("exactly one provider must be set, found {}", .0.join(", "))]
@@ -114,6 +106,30 @@ pub enum MetricError {
     /// A range query step of zero.
     #[error("must be positive")]
     ZeroStep,
+    /// A web metric without a URL, or with one that is not an http(s) URL.
+    #[error("\"{0}\" is not an http(s) URL with a host")]
+    InvalidWebUrl(String),
+    /// A web method other than GET, POST, PUT.
+    #[error("\"{0}\" is not one of GET, POST, PUT")]
+    InvalidWebMethod(String),
+    /// Both `body` and `jsonBody`.
+    #[error("use either body or jsonBody, not both")]
+    BodyAndJsonBody,
+    /// A body on a GET request.
+    #[error("a body can only be sent with POST or PUT")]
+    BodyWithGet,
+    /// A `jsonPath` that does not parse.
+    #[error("{0}")]
+    InvalidJsonPath(String),
+    /// A web metric field Sluice does not implement (`authentication`).
+    #[error("is not supported by Sluice (use a header with a Secret-backed argument)")]
+    UnsupportedWebField(String),
+    /// A job metric whose spec is not a `batch/v1` JobSpec.
+    #[error("is not a batch/v1 JobSpec: {0}")]
+    InvalidJobSpec(String),
+    /// A job metric whose pod template has no container.
+    #[error("needs at least one container")]
+    JobWithoutContainers,
 }
 
 impl MetricError {
@@ -139,6 +155,15 @@ impl MetricError {
             MetricError::IncompleteBasicAuth => format!("{P}.authentication.basicAuth"),
             MetricError::InvalidStep { .. } | MetricError::ZeroStep => {
                 format!("{P}.rangeQuery.step")
+            }
+            MetricError::InvalidWebUrl(_) => "provider.web.url".into(),
+            MetricError::InvalidWebMethod(_) => "provider.web.method".into(),
+            MetricError::BodyAndJsonBody | MetricError::BodyWithGet => "provider.web.body".into(),
+            MetricError::InvalidJsonPath(_) => "provider.web.jsonPath".into(),
+            MetricError::UnsupportedWebField(f) => format!("provider.web.{f}"),
+            MetricError::InvalidJobSpec(_) => "provider.job.spec".into(),
+            MetricError::JobWithoutContainers => {
+                "provider.job.spec.template.spec.containers".into()
             }
         }
     }
@@ -327,24 +352,89 @@ pub fn matched_metrics<'a>(
 /// Checks that exactly one provider is set and that Sluice implements it. Runs before argument
 /// substitution: the placeholders of an unsupported provider are not the problem.
 pub fn check_provider(m: &Metric) -> Result<(), MetricError> {
+    let mut set: Vec<&str> = [
+        m.provider.prometheus.as_ref().map(|_| "prometheus"),
+        m.provider.web.as_ref().map(|_| "web"),
+        m.provider.job.as_ref().map(|_| "job"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut others: Vec<&str> = m.provider.unsupported.keys().map(String::as_str).collect();
     others.sort_unstable();
-    match (&m.provider.prometheus, others.as_slice()) {
-        (Some(_), []) => Ok(()),
-        (None, []) => Err(MetricError::NoProvider),
-        (None, [one]) if KNOWN_PROVIDERS.contains(one) => {
+    match (set.as_slice(), others.as_slice()) {
+        ([_], []) => Ok(()),
+        ([], []) => Err(MetricError::NoProvider),
+        ([], [one]) if KNOWN_PROVIDERS.contains(one) => {
             Err(MetricError::UnsupportedProvider(one.to_string()))
         }
-        (None, [one]) => Err(MetricError::UnknownProvider(one.to_string())),
-        (prometheus, many) => Err(MetricError::SeveralProviders(
-            prometheus
-                .iter()
-                .map(|_| "prometheus")
-                .chain(many.iter().copied())
-                .map(str::to_string)
-                .collect(),
-        )),
+        ([], [one]) => Err(MetricError::UnknownProvider(one.to_string())),
+        _ => {
+            set.extend(others);
+            Err(MetricError::SeveralProviders(
+                set.into_iter().map(str::to_string).collect(),
+            ))
+        }
     }
+}
+
+/// Checks what the controller needs to send a web request (after argument substitution), in
+/// the order the run reports them. The allowlist is the controller's to check.
+pub fn check_web(w: &WebMetric) -> Vec<MetricError> {
+    let mut errors = Vec::new();
+    for k in w.unsupported.keys() {
+        errors.push(MetricError::UnsupportedWebField(k.clone()));
+    }
+    match url::Url::parse(w.url.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => errors.push(MetricError::InvalidWebUrl(w.url.clone())),
+    }
+    let method = web_method(w);
+    if !WEB_METHODS.contains(&method.as_str()) {
+        errors.push(MetricError::InvalidWebMethod(method.clone()));
+    }
+    let has_body = w.body.as_deref().is_some_and(|b| !b.is_empty());
+    if has_body && w.json_body.is_some() {
+        errors.push(MetricError::BodyAndJsonBody);
+    } else if (has_body || w.json_body.is_some()) && method == "GET" {
+        errors.push(MetricError::BodyWithGet);
+    }
+    if let Err(e) = web_json_path(w) {
+        errors.push(MetricError::InvalidJsonPath(e.to_string()));
+    }
+    errors
+}
+
+/// The method of a web metric, upper case; GET when omitted.
+pub fn web_method(w: &WebMetric) -> String {
+    w.method
+        .as_deref()
+        .filter(|m| !m.trim().is_empty())
+        .map_or_else(|| "GET".to_string(), |m| m.trim().to_ascii_uppercase())
+}
+
+/// The JSONPath of a web metric; the whole document when omitted.
+pub fn web_json_path(w: &WebMetric) -> Result<JsonPath, JsonPathError> {
+    match w.json_path.as_deref().filter(|p| !p.trim().is_empty()) {
+        None => Ok(JsonPath::whole_document()),
+        Some(p) => JsonPath::parse(p),
+    }
+}
+
+/// Checks that a job metric's spec (after argument substitution) decodes as a `batch/v1`
+/// JobSpec with at least one container, and returns it.
+pub fn check_job(j: &JobMetric) -> Result<JobSpec, MetricError> {
+    let spec: JobSpec = serde_json::from_value(j.spec.clone())
+        .map_err(|e| MetricError::InvalidJobSpec(e.to_string()))?;
+    if spec
+        .template
+        .spec
+        .as_ref()
+        .is_none_or(|p| p.containers.is_empty())
+    {
+        return Err(MetricError::JobWithoutContainers);
+    }
+    Ok(spec)
 }
 
 /// Checks counts, limits and timings (after argument substitution).
@@ -450,6 +540,14 @@ pub fn check_metric(m: &Metric) -> Vec<MetricError> {
     if let Some(p) = &m.provider.prometheus {
         errors.extend(check_prometheus(p));
         errors.extend(check_prometheus_offline(p));
+    }
+    if let Some(w) = &m.provider.web {
+        errors.extend(check_web(w));
+    }
+    if let Some(j) = &m.provider.job
+        && let Err(e) = check_job(j)
+    {
+        errors.push(e);
     }
     errors
 }

@@ -16,6 +16,8 @@ pub enum MetricValue {
     Numbers(Vec<f64>),
     /// A string.
     String(String),
+    /// A JSON document (a web metric's answer): `result.ok`, `result[0]`, `result == true`.
+    Json(serde_json::Value),
 }
 
 impl MetricValue {
@@ -24,6 +26,7 @@ impl MetricValue {
         match self {
             MetricValue::Nil => true,
             MetricValue::Numbers(v) => v.is_empty(),
+            MetricValue::Json(v) => v.is_null(),
             MetricValue::Number(_) | MetricValue::String(_) => false,
         }
     }
@@ -37,7 +40,35 @@ impl MetricValue {
                 expr::Value::Array(v.iter().map(|n| expr::Value::Float(*n)).collect())
             }
             MetricValue::String(s) => expr::Value::String(s.clone()),
+            MetricValue::Json(v) => json_to_expr(v),
         }
+    }
+
+    /// A JSON value as a metric value: numbers stay numbers (as Prometheus results are), null is
+    /// nil, anything else is kept as JSON.
+    pub fn from_json(v: serde_json::Value) -> Self {
+        match v {
+            serde_json::Value::Null => MetricValue::Nil,
+            serde_json::Value::Number(n) => MetricValue::Number(n.as_f64().unwrap_or(f64::NAN)),
+            other => MetricValue::Json(other),
+        }
+    }
+}
+
+/// JSON numbers become floats, as Go's `encoding/json` decodes them for Argo Rollouts.
+fn json_to_expr(v: &serde_json::Value) -> expr::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => expr::Value::Nil,
+        J::Bool(b) => expr::Value::Bool(*b),
+        J::Number(n) => expr::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        J::String(s) => expr::Value::String(s.clone()),
+        J::Array(a) => expr::Value::Array(a.iter().map(json_to_expr).collect()),
+        J::Object(o) => expr::Value::Map(
+            o.iter()
+                .map(|(k, v)| (k.clone(), json_to_expr(v)))
+                .collect::<indexmap::IndexMap<_, _>>(),
+        ),
     }
 }
 
@@ -101,6 +132,7 @@ impl fmt::Display for MetricValue {
                 f.write_str("]")
             }
             MetricValue::String(s) => f.write_str(s),
+            MetricValue::Json(v) => write!(f, "{v}"),
         }
     }
 }

@@ -139,8 +139,8 @@ pub struct Metric {
 }
 
 /// The source of a metric's measurements. Exactly one provider must be set; Sluice implements
-/// `prometheus`. Any other provider Argo Rollouts knows is accepted by the API server but makes
-/// the run fail with an explicit error.
+/// `prometheus`, `web` and `job`. Any other provider Argo Rollouts knows is accepted by the API
+/// server but makes the run fail with an explicit error.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
@@ -148,6 +148,13 @@ pub struct MetricProvider {
     /// Query a Prometheus server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusMetric>,
+    /// Ask an HTTP endpoint; the (JSON) answer is the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebMetric>,
+    /// Run a Kubernetes Job: the measurement is Successful when it completes, Failed when it
+    /// fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobMetric>,
     /// Providers Sluice does not implement (kept so they can be reported by name).
     #[serde(flatten)]
     #[schemars(skip)]
@@ -186,6 +193,83 @@ pub struct PrometheusMetric {
     /// list of every sample of every series.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range_query: Option<PrometheusRangeQuery>,
+}
+
+/// An HTTP request whose answer is the measurement's value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+pub struct WebMetric {
+    /// `GET` (default), `POST` or `PUT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The URL to call; may use `{{args.NAME}}`. Must be on the controller's allowlist of metric
+    /// provider addresses. Redirects are not followed.
+    pub url: String,
+    /// HTTP headers, e.g. `Authorization: Bearer {{args.token}}` with the token taken from a
+    /// Secret-backed argument (redacted in status, Events and logs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<WebMetricHeader>,
+    /// Request body as text (`POST` and `PUT` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Request body as JSON, sent with `Content-Type: application/json` (`POST` and `PUT` only;
+    /// not together with `body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_any")]
+    pub json_body: Option<serde_json::Value>,
+    /// Seconds to wait for the whole answer before the measurement errors (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i64>,
+    /// Kubernetes JSONPath selecting the value from a JSON answer, e.g. `{$.data.ok}` (default
+    /// `{$}`: the whole document). A body that is not JSON is the result as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// Skip verification of the server's TLS certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Fields Sluice does not implement (`authentication`), kept so they can be reported.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: BTreeMap<String, serde_json::Value>,
+}
+
+/// A Kubernetes Job run as one measurement.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetric {
+    /// Labels and annotations of the Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<JobMetricMetadata>,
+    /// The `batch/v1` JobSpec; `{{args.NAME}}` anywhere in it is replaced by the argument's
+    /// value.
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub spec: serde_json::Value,
+}
+
+/// Labels and annotations put on a metric's Job.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetricMetadata {
+    /// Labels of the Job.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the Job.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+fn preserve_unknown_any(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 /// One HTTP header sent with a provider request.

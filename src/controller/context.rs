@@ -20,6 +20,7 @@ use super::writer::Writer;
 use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::Rollout;
 use crate::metrics::prometheus::PrometheusProvider;
+use crate::metrics::web::WebProvider;
 
 /// Watch caches.
 #[derive(Clone)]
@@ -49,6 +50,8 @@ pub struct Context {
     pub leader: LeaderGate,
     pub clock: Clock,
     pub prometheus: PrometheusProvider,
+    /// The web metric provider; it shares the Prometheus provider's address allowlist.
+    pub web: WebProvider,
     pub measurements: MeasurementPool,
     /// Consecutive failures per object, for exponential backoff.
     pub failures: Mutex<HashMap<String, u32>>,
@@ -76,6 +79,7 @@ impl Context {
         leader: LeaderGate,
         clock: Clock,
         prometheus: PrometheusProvider,
+        web: WebProvider,
         identity: &str,
         ready: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
@@ -96,6 +100,7 @@ impl Context {
             leader,
             clock,
             prometheus,
+            web,
             measurements: MeasurementPool::new(workers),
             failures: Mutex::new(HashMap::new()),
             ready,

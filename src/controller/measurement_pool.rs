@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::analysis::run::{ProviderRequest, ProviderResult};
 use crate::metrics::prometheus::PrometheusProvider;
+use crate::metrics::web::WebProvider;
 
 type SharedResult = Shared<BoxFuture<'static, ProviderResult>>;
 
@@ -28,29 +29,42 @@ impl MeasurementPool {
         }
     }
 
-    /// Takes one measurement, joining an identical one already in flight.
+    /// Takes one measurement, joining an identical one already in flight. A Job request has
+    /// nothing to share and is the controller's to carry out: it is answered with an error here.
     pub async fn measure(
         &self,
-        provider: &PrometheusProvider,
+        prometheus: &PrometheusProvider,
+        web: &WebProvider,
         req: &ProviderRequest,
     ) -> ProviderResult {
-        let ProviderRequest::Prometheus(p) = req;
-        // The key holds the real query (with Secret values), so it never leaves this process.
-        let key = format!(
-            "{:?}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
-            p.address, p.query, p.range, p.headers, p.basic_auth
-        );
+        // The key holds the real request (with Secret values), so it never leaves this process.
+        let key = match req {
+            ProviderRequest::Prometheus(p) => format!(
+                "prometheus\u{0}{:?}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+                p.address, p.query, p.range, p.headers, p.basic_auth
+            ),
+            ProviderRequest::Web(w) => format!(
+                "web\u{0}{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{}\u{0}{}",
+                w.method, w.url, w.headers, w.body, w.json_path, w.insecure
+            ),
+            ProviderRequest::Job(_) => return job_not_pooled(),
+        };
         let fut = {
             let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(f) = map.get(&key) {
                 f.clone()
             } else {
-                let provider = provider.clone();
+                let prometheus = prometheus.clone();
+                let web = web.clone();
                 let permits = self.permits.clone();
-                let request = p.clone();
+                let request = req.clone();
                 let f: BoxFuture<'static, ProviderResult> = async move {
                     let _permit = permits.acquire_owned().await;
-                    provider.measure(&request).await
+                    match &request {
+                        ProviderRequest::Prometheus(p) => prometheus.measure(p).await,
+                        ProviderRequest::Web(w) => web.measure(w).await,
+                        ProviderRequest::Job(_) => job_not_pooled(),
+                    }
                 }
                 .boxed();
                 let shared = f.shared();
@@ -65,6 +79,13 @@ impl MeasurementPool {
             .remove(&key);
         result
     }
+}
+
+fn job_not_pooled() -> ProviderResult {
+    ProviderResult::measured(
+        Err("a job measurement cannot be taken by the measurement pool".to_string()),
+        Default::default(),
+    )
 }
 
 #[cfg(test)]
@@ -125,14 +146,15 @@ mod tests {
             default_address: None,
         })
         .unwrap();
+        let web = WebProvider::new(AddressAllowlist::allow_any()).unwrap();
         let pool = MeasurementPool::new(8);
         let same = request(&address, "sum(rate(x[1m]))");
         let other = request(&address, "sum(rate(y[1m]))");
         let results = futures::future::join_all([
-            pool.measure(&provider, &same),
-            pool.measure(&provider, &same),
-            pool.measure(&provider, &same),
-            pool.measure(&provider, &other),
+            pool.measure(&provider, &web, &same),
+            pool.measure(&provider, &web, &same),
+            pool.measure(&provider, &web, &same),
+            pool.measure(&provider, &web, &other),
         ])
         .await;
         assert!(results.iter().all(|r| r.value.is_ok()), "{results:?}");
@@ -142,7 +164,7 @@ mod tests {
             "three identical queries, one request"
         );
         // Once answered, the next identical query is a new measurement.
-        pool.measure(&provider, &same).await;
+        pool.measure(&provider, &web, &same).await;
         assert_eq!(hits.load(Ordering::SeqCst), 3);
     }
 }

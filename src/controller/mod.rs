@@ -164,6 +164,7 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     }
 
     let prometheus = PrometheusProvider::new(config.prometheus.clone())?;
+    let web = crate::metrics::web::WebProvider::new(config.prometheus.allowlist.clone())?;
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings.clone(),
@@ -172,6 +173,7 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         leader.clone(),
         config.clock.clone(),
         prometheus,
+        web,
         &config.identity,
         ready.clone(),
     ));
@@ -249,6 +251,18 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     let run_ctrl = Controller::new(
         api::<AnalysisRun>(&client, &ns),
         watcher::Config::default().labels(&label_selector(&settings.instance_id)),
+    )
+    // A job metric's Job finishing resumes its run at once.
+    .owns(
+        api::<k8s_openapi::api::batch::v1::Job>(&client, &ns),
+        watcher::Config::default().labels(crate::metrics::job::RUN_UID_LABEL),
+    )
+    // A Rollout that moves on (a run no longer current) may put its finished runs over the
+    // history limits: one of them is reconciled to prune the others.
+    .watches(
+        api::<Rollout>(&client, &ns),
+        all().labels(&label_selector(&settings.instance_id)),
+        analysis_run::newest_finished_run(stores.analysis_runs.clone()),
     )
     .with_config(ControllerRuntimeConfig::default().concurrency(32));
     let actx = ctx.clone();

@@ -104,7 +104,8 @@ impl AddressAllowlist {
             })
     }
 
-    fn describe(&self) -> String {
+    /// The entries, for messages.
+    pub fn describe(&self) -> String {
         if self.entries.is_empty() {
             "none configured".to_string()
         } else {
@@ -126,7 +127,7 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-fn parse_http_url(s: &str) -> Result<Url, String> {
+pub(crate) fn parse_http_url(s: &str) -> Result<Url, String> {
     let url = Url::parse(s.trim()).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("scheme {:?} is not http or https", url.scheme()));
@@ -162,7 +163,7 @@ fn build_client(insecure: bool) -> Result<reqwest::Client, reqwest::Error> {
     client_builder(insecure).build()
 }
 
-fn client_builder(insecure: bool) -> reqwest::ClientBuilder {
+pub(crate) fn client_builder(insecure: bool) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         // A redirect could lead anywhere, past the allowlist.
         .redirect(reqwest::redirect::Policy::none())
@@ -195,11 +196,16 @@ impl PrometheusProvider {
         })
     }
 
+    /// The provider's settings (the web provider shares its allowlist).
+    pub fn config(&self) -> &PrometheusConfig {
+        &self.config
+    }
+
     /// Runs one query. Never fails: problems become an error value with a message.
     pub async fn measure(&self, req: &PrometheusRequest) -> ProviderResult {
         let mut metadata = BTreeMap::new();
         let value = self.query(req, &mut metadata).await;
-        ProviderResult { value, metadata }
+        ProviderResult::measured(value, metadata)
     }
 
     async fn query(
@@ -341,7 +347,7 @@ fn seconds(t: jiff::Timestamp) -> String {
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
 }
 
-fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     if text.is_empty() {

@@ -35,6 +35,12 @@
 - apiGroups: [apps]
   resources: [replicasets]
   verbs: [create, get, list, watch, patch, delete]
+# Jobs: each measurement of a job metric is a Job, owned by its AnalysisRun: created, read and
+# watched until it completes or fails, and deleted (foreground, so its pods go too) when the run
+# stops first. Its pods are never touched directly.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [create, get, list, watch, delete]
 # Pods: listed only while a Rollout's restart (spec.restartAt) is due, to find the pods created
 # before it, or while a ReplicaSet's ephemeral metadata (canaryMetadata / stableMetadata) is out
 # of date; patched only then, in their labels and annotations, so that pods switch role without
