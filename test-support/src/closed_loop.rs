@@ -112,3 +112,81 @@ pub async fn gateway_stack_with_stable(canary_yaml: &str) -> LocalStack {
         .expect("v1 healthy");
     stack
 }
+
+/// The Ingress `web-preview` (host `preview.example`) in front of the preview Service
+/// `web-canary`: a blue-green preview only gets requests someone sends it, and its analysis
+/// measures those.
+pub const PREVIEW_INGRESS: &str = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web-preview
+  namespace: default
+  annotations: {kubernetes.io/ingress.class: nginx}
+spec:
+  rules:
+  - host: preview.example
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {service: {name: web-canary, port: {number: 80}}}
+"#;
+
+/// Success rate of every request through the Ingress `{{args.ingress}}` (the shipped
+/// `nginx-success-rate` measures the canary share of a split Ingress, which a blue-green preview
+/// Ingress does not have). No request in the window is never a success.
+pub const PREVIEW_SUCCESS_RATE: &str = r#"apiVersion: sluice.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: preview-success-rate, namespace: default}
+spec:
+  args:
+  - name: ingress
+  - name: count
+  metrics:
+  - name: success-rate
+    interval: 1s
+    initialDelay: 3s
+    count: "{{args.count}}"
+    failureLimit: "0"
+    consecutiveErrorLimit: 4
+    successCondition: result[0] >= 0.95
+    provider:
+      prometheus:
+        query: |
+          sum(rate(nginx_ingress_controller_requests{namespace="default",ingress="{{args.ingress}}",status!~"5.."}[5s]))
+          /
+          sum(rate(nginx_ingress_controller_requests{namespace="default",ingress="{{args.ingress}}"}[5s]))
+"#;
+
+/// A blue-green Rollout of the sample app: [`rollout_yaml`] with `blue_green_yaml` (indented by
+/// 6 spaces) under `strategy.blueGreen` instead of `strategy.canary`.
+pub fn blue_green_rollout_yaml(
+    replicas: i32,
+    version: &str,
+    annotations: &[(&str, &str)],
+    blue_green_yaml: &str,
+) -> String {
+    rollout_yaml(NS, replicas, version, annotations, blue_green_yaml)
+        .replace("\n    canary:\n", "\n    blueGreen:\n")
+}
+
+/// The local stack with the sample app, the preview Ingress, the `preview-success-rate`
+/// template and `v1` of a blue-green Rollout (strategy `blue_green_yaml`) healthy.
+pub async fn blue_green_stack_with_stable(blue_green_yaml: &str) -> LocalStack {
+    let stack = LocalStack::start().await.expect("local stack starts");
+    stack.apply_yaml(&nginx_app(NS)).await.expect("app");
+    stack.apply_yaml(PREVIEW_INGRESS).await.expect("preview");
+    stack
+        .apply_yaml(PREVIEW_SUCCESS_RATE)
+        .await
+        .expect("template");
+    stack
+        .apply_yaml(&blue_green_rollout_yaml(4, "v1", &[], blue_green_yaml))
+        .await
+        .expect("rollout v1");
+    stack
+        .wait_rollout(NS, "web", Duration::from_secs(60), phase_is("Healthy"))
+        .await
+        .expect("v1 healthy");
+    stack
+}
