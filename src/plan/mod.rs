@@ -24,6 +24,7 @@
 //! ...); [`sim`] is an in-memory cluster that runs them all.
 
 pub mod actions;
+pub mod anti_affinity;
 mod analysis;
 pub mod assume;
 mod blue_green;

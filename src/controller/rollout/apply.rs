@@ -811,6 +811,10 @@ fn new_replica_set(
     let mut template = template.clone();
     let ephemeral = plan::ephemeral::for_new_replica_set(ro, &d.hash);
     plan::ephemeral::inject(&mut template, ephemeral.as_ref());
+    if let Some(spec) = template.spec.as_mut() {
+        spec.affinity =
+            plan::anti_affinity::replica_set_affinity(ro, spec.affinity.as_ref(), &d.hash);
+    }
     let meta = template.metadata.get_or_insert_with(Default::default);
     meta.labels.get_or_insert_with(Default::default).insert(
         constants::POD_TEMPLATE_HASH_LABEL.to_string(),
