@@ -789,3 +789,132 @@ async fn test_ephemeral_metadata() {
     )
     .await;
 }
+
+/// The Deployment `web` a workloadRef Rollout takes its template from (`replicas: 0`: the
+/// Rollout runs the pods), with `image`; crash-looping pods when `crash`.
+fn deployment(image: &str, crash: bool) -> serde_json::Value {
+    let annotations = if crash {
+        json!({CRASH_LOOP: "true"})
+    } else {
+        json!({})
+    };
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app.kubernetes.io/instance": "rollout-canary"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}, "annotations": annotations},
+                "spec": {"containers": [{"name": "web", "image": image}]}}}
+    })
+}
+
+async fn apply_deployment(env: &Env, image: &str, crash: bool) {
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(env.client.clone(), env.ns());
+    api.patch(
+        "web",
+        &kube::api::PatchParams::apply("argo-e2e").force(),
+        &kube::api::Patch::Apply(deployment(image, crash)),
+    )
+    .await
+    .expect("apply the Deployment");
+}
+
+fn workload_generation(r: &Rollout) -> Option<String> {
+    r.status
+        .as_ref()
+        .and_then(|s| s.workload_observed_generation.clone())
+}
+
+/// `functional_test.go` `TestWorkloadRef` (blue-green, as Argo's): Degraded while the
+/// Deployment is missing, the active Service untouched; Healthy once it exists, the active
+/// Service switched; a crash-looping template in the Deployment is Degraded and never becomes
+/// active; a good one is switched to; a workloadRef to a missing Deployment and back; the
+/// resolved template is never written into the Rollout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_workload_ref() {
+    let env = Env::new().await;
+    let name = "rollout-ref-deployment";
+    let active = "rollout-bluegreen-active";
+    env.services(&[active]).await;
+    let mut ro = rollout(name, 1, &format!("activeService: {active}\n"));
+    ro.spec.template = None;
+    ro.spec.selector = None;
+    ro.spec.progress_deadline_seconds = Some(5);
+    ro.spec.revision_history_limit = Some(2);
+    ro.spec.workload_ref = Some(
+        serde_json::from_value(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}),
+        )
+        .expect("a workloadRef"),
+    );
+    env.create(&ro).await;
+    wait_phase(&env, name, "Degraded").await;
+    assert_eq!(
+        service_selects(&env, active).await,
+        None,
+        "the active Service is not switched to a rollout without pods"
+    );
+
+    apply_deployment(&env, "rollouts-demo:green", false).await;
+    let r = wait_phase(&env, name, "Healthy").await;
+    assert_eq!(workload_generation(&r).as_deref(), Some("1"));
+    let v1 = revision_hash(&env, "1").await;
+    assert_eq!(
+        service_selects(&env, active).await.as_deref(),
+        Some(v1.as_str())
+    );
+
+    apply_deployment(&env, "rollouts-demo:error", true).await;
+    let r = env
+        .wait_for(name, "Degraded on the second template", 60, |r| {
+            phase_is("Degraded")(r) && workload_generation(r).as_deref() == Some("2")
+        })
+        .await;
+    assert_eq!(
+        r.status.as_ref().and_then(|s| s.stable_rs.as_deref()),
+        Some(v1.as_str())
+    );
+    assert_eq!(
+        service_selects(&env, active).await.as_deref(),
+        Some(v1.as_str()),
+        "a crash-looping preview never becomes active"
+    );
+
+    apply_deployment(&env, "rollouts-demo:blue", false).await;
+    env.wait_for(name, "Healthy on the third template", 60, |r| {
+        phase_is("Healthy")(r) && workload_generation(r).as_deref() == Some("3")
+    })
+    .await;
+    let v3 = revision_hash(&env, "3").await;
+    wait_for_active_revision(&env, active, "3").await;
+    env.patch_spec(
+        name,
+        json!({"spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "non-existent-deploy"}}}),
+    )
+    .await;
+    wait_phase(&env, name, "Degraded").await;
+    assert_eq!(
+        service_selects(&env, active).await.as_deref(),
+        Some(v3.as_str()),
+        "a missing Deployment leaves the active Service where it was"
+    );
+    env.patch_spec(
+        name,
+        json!({"spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}}),
+    )
+    .await;
+    let r = wait_phase(&env, name, "Healthy").await;
+    assert_eq!(
+        service_selects(&env, active).await.as_deref(),
+        Some(v3.as_str())
+    );
+    assert!(r.spec.selector.is_none(), "resolved selector not persisted");
+    assert!(
+        r.spec
+            .template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .is_none_or(|s| s.containers.is_empty()),
+        "resolved template not persisted"
+    );
+}
