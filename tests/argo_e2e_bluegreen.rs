@@ -918,3 +918,58 @@ async fn test_workload_ref() {
         "resolved template not persisted"
     );
 }
+
+/// `analysis_test.go` `TestBlueGreenKitchenSink`: a preview of one pod checked by a
+/// pre-promotion analysis, promoted by `autoPromotionSeconds` (not before), scaled to full size,
+/// then a failing post-promotion analysis switches the active Service back to the stable
+/// revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_blue_green_kitchen_sink() {
+    let prom = PrometheusServer::start(&[]).await.expect("prometheus");
+    let env = analysis_env(&prom).await;
+    let name = "bluegreen-kitchensink";
+    let (active, preview) = (
+        "bluegreen-kitchensink-active",
+        "bluegreen-kitchensink-preview",
+    );
+    env.services(&[active, preview]).await;
+    let yaml = format!(
+        "activeService: {active}\npreviewService: {preview}\npreviewReplicaCount: 1\nautoPromotionSeconds: 10\nscaleDownDelaySeconds: 5\nprePromotionAnalysis:\n  templates: [{{templateName: sleep-job}}]\n  args: [{{name: duration, value: \"10\"}}]\n{}",
+        analysis("postPromotionAnalysis", "1", "10"),
+    );
+    env.create(&rollout(name, 2, &yaml)).await;
+    wait_phase(&env, name, "Healthy").await;
+    update_spec(&env, name).await;
+    wait_phase(&env, name, "Paused").await;
+    expect_selects(&env, active, "1").await;
+    expect_selects(&env, preview, "2").await;
+    expect_stable_revision(&env, name, "1").await;
+    expect_revision_pod_count(&env, "1", 2).await;
+    expect_revision_pod_count(&env, "2", 1).await;
+    expect_replica_counts(&env, name, (2, 3, 1, 2, 2)).await;
+    assert_eq!(analysis_runs(&env).await.len(), 1);
+
+    // Not promoted too early.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    expect_selects(&env, active, "1").await;
+    expect_stable_revision(&env, name, "1").await;
+    expect_revision_pod_count(&env, "1", 2).await;
+    expect_revision_pod_count(&env, "2", 1).await;
+    expect_replica_counts(&env, name, (2, 3, 1, 2, 2)).await;
+
+    // autoPromotionSeconds promotes, no manual promotion.
+    wait_for_active_revision(&env, active, "2").await;
+    expect_revision_pod_count(&env, "2", 2).await;
+    expect_revision_pod_count(&env, "1", 2).await;
+    expect_replica_counts(&env, name, (2, 4, 2, 2, 2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(analysis_runs(&env).await.len(), 2);
+
+    wait_phase(&env, name, "Degraded").await;
+    expect_selects(&env, active, "1").await;
+    expect_selects(&env, preview, "2").await;
+    expect_stable_revision(&env, name, "1").await;
+    expect_revision_pod_count(&env, "2", 2).await;
+    expect_revision_pod_count(&env, "1", 2).await;
+    expect_replica_counts(&env, name, (2, 4, 2, 2, 2)).await;
+}
