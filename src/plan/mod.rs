@@ -24,8 +24,8 @@
 //! ...); [`sim`] is an in-memory cluster that runs them all.
 
 pub mod actions;
-pub mod anti_affinity;
 mod analysis;
+pub mod anti_affinity;
 pub mod assume;
 mod blue_green;
 mod conditions;
