@@ -973,3 +973,134 @@ async fn test_blue_green_kitchen_sink() {
     expect_revision_pod_count(&env, "1", 2).await;
     expect_replica_counts(&env, name, (2, 4, 2, 2, 2)).await;
 }
+
+fn deployments(env: &Env) -> Api<k8s_openapi::api::apps::v1::Deployment> {
+    Api::namespaced(env.client.clone(), env.ns())
+}
+
+/// Argo's `rollout-ref-deployment` scenarios: the Deployment with `replicas` pods and a
+/// blue-green Rollout of as many replicas taking its template, scaling it down in `mode`.
+async fn workload_ref_scenario(env: &Env, name: &str, replicas: i32, mode: &str) {
+    env.services(&["rollout-bluegreen-active"]).await;
+    let d = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "rollouts-demo", "image": "rollouts-demo:green",
+                    "resources": {"requests": {"memory": "16Mi", "cpu": "1m"}}}]}}}
+    }))
+    .expect("a Deployment");
+    deployments(env)
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create the Deployment");
+    let mut ro = rollout(name, replicas, "activeService: rollout-bluegreen-active\n");
+    ro.spec.template = None;
+    ro.spec.workload_ref = Some(
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": name, "scaleDown": mode
+        }))
+        .expect("a workloadRef"),
+    );
+    env.create(&ro).await;
+}
+
+/// Argo's `ExpectDeploymentReplicasCount`: the Deployment's `spec.replicas`, waited for and
+/// checked to hold a moment later.
+async fn expect_deployment_replicas(env: &Env, name: &str, n: i32) {
+    let replicas = || async {
+        deployments(env)
+            .get(name)
+            .await
+            .expect("the Deployment")
+            .spec
+            .and_then(|s| s.replicas)
+    };
+    let deadline = std::time::Instant::now() + patience(30);
+    loop {
+        if replicas().await == Some(n) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if replicas().await == Some(n) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Deployment {name}: expected {n} replicas, saw {:?}",
+            replicas().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `functional_test.go` `TestScaleDownOnSuccess`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_scale_down_on_success() {
+    let env = Env::new().await;
+    let name = "rollout-ref-deployment";
+    workload_ref_scenario(&env, name, 2, "onsuccess").await;
+    wait_phase(&env, name, "Healthy").await;
+    expect_deployment_replicas(&env, name, 0).await;
+}
+
+/// `functional_test.go` `TestScaleDownProgressively`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_scale_down_progressively() {
+    let env = Env::new().await;
+    let name = "rollout-ref-deployment";
+    workload_ref_scenario(&env, name, 2, "progressively").await;
+    wait_phase(&env, name, "Healthy").await;
+    expect_deployment_replicas(&env, name, 0).await;
+}
+
+/// `functional_test.go` `TestScaleDownProgressivelyCompleted`: once migrated, the Deployment
+/// stays at 0 through scalings of the Rollout and a new revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_scale_down_progressively_completed() {
+    let env = Env::new().await;
+    let name = "rollout-ref-deployment";
+    workload_ref_scenario(&env, name, 3, "progressively").await;
+    wait_phase(&env, name, "Healthy").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    expect_deployment_replicas(&env, name, 0).await;
+    assert!(phase_is("Healthy")(&env.get(name).await));
+
+    for n in [6, 2] {
+        scale_rollout(&env, name, n).await;
+        env.wait_for(name, &format!("{n} available"), 60, |r| {
+            r.status.as_ref().and_then(|s| s.available_replicas) == Some(n)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        expect_deployment_replicas(&env, name, 0).await;
+        expect_replica_counts(&env, name, (n, n, n, n, n)).await;
+    }
+
+    // Argo's `UpdateWorkloadRef`: a new pod template in the Deployment.
+    let now = jiff::Timestamp::now().to_string();
+    deployments(&env)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"spec": {"template": {"metadata": {"annotations": {"update": now}}}}}),
+            ),
+        )
+        .await
+        .expect("update the Deployment");
+    wait_phase(&env, name, "Progressing").await;
+    wait_phase(&env, name, "Healthy").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    expect_deployment_replicas(&env, name, 0).await;
+}
+
+/// `functional_test.go` `TestNeverScaleDown`. (Argo's Service also carries a
+/// `rollout.argoproj.io/scale-down: never` annotation that nothing reads.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_never_scale_down() {
+    let env = Env::new().await;
+    let name = "rollout-ref-deployment";
+    workload_ref_scenario(&env, name, 2, "never").await;
+    wait_phase(&env, name, "Healthy").await;
+    expect_deployment_replicas(&env, name, 2).await;
+}
