@@ -16,7 +16,11 @@ fn every_seed_goes_through_its_fuzz_target() {
     let out = std::env::var_os("SLUICE_FUZZ_CORPUS").map(std::path::PathBuf::from);
     for (name, target) in targets::TARGETS {
         let list = seeds.get(name).map(Vec::as_slice).unwrap_or_default();
-        assert!(list.len() >= 3, "target {name} has only {} seeds", list.len());
+        assert!(
+            list.len() >= 3,
+            "target {name} has only {} seeds",
+            list.len()
+        );
         let started = std::time::Instant::now();
         for (i, seed) in list.iter().enumerate() {
             let one = std::time::Instant::now();
