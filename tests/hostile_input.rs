@@ -124,3 +124,32 @@ fn many_small_documents_are_linted_quickly() {
     assert_eq!(report.objects, 2_000);
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
+
+#[test]
+fn a_metric_counting_millions_of_measurements_keeps_a_bounded_status() {
+    use sluice::analysis::accounting::{DEFAULT_MEASUREMENT_RETENTION, record};
+    use sluice::api::analysis::{Measurement, MetricResult};
+    use sluice::api::common::AnalysisPhase;
+    // `count: 3000000` at `interval: 1s`: the counters grow, the history does not.
+    let mut result = MetricResult::default();
+    for i in 0..3_000_000 {
+        let phase = if i % 97 == 0 {
+            AnalysisPhase::Error
+        } else {
+            AnalysisPhase::Successful
+        };
+        record(
+            &mut result,
+            Measurement {
+                phase,
+                value: Some("0.99".into()),
+                ..Measurement::default()
+            },
+            DEFAULT_MEASUREMENT_RETENTION,
+        );
+    }
+    assert_eq!(result.measurements.len(), DEFAULT_MEASUREMENT_RETENTION);
+    assert_eq!(result.count, 3_000_000 - 30_928);
+    let size = serde_json::to_vec(&result).expect("json").len();
+    assert!(size < 4096, "status of {size} bytes");
+}

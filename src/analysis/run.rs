@@ -23,7 +23,7 @@ use crate::analysis::accounting::{
 use crate::analysis::args::{ResolvedArgs, SecretValues};
 use crate::analysis::condition::{self, Conditions};
 use crate::analysis::validation;
-use crate::analysis::value::MetricValue;
+use crate::analysis::value::{MetricValue, bounded_status_text};
 use crate::api::analysis::{AnalysisRunSpec, AnalysisRunStatus, Measurement, Metric, MetricResult};
 use crate::api::common::AnalysisPhase;
 
@@ -612,13 +612,19 @@ fn measure(m: &ResolvedMetric, args: &ResolvedArgs, r: MeasurementResult) -> Mea
         metadata.insert(k, args.redact(&v));
     }
     let (phase, value, message) = match r.result.value {
-        Err(e) => (AnalysisPhase::Error, None, Some(args.redact(&e))),
+        Err(e) => (
+            AnalysisPhase::Error,
+            None,
+            Some(bounded_status_text(args.redact(&e))),
+        ),
         Ok(v) => {
             let verdict = m.conditions.evaluate(&v);
             (
                 verdict.phase,
-                Some(args.redact(&v.to_string())),
-                verdict.message.map(|s| args.redact(&s)),
+                Some(bounded_status_text(args.redact(&v.to_string()))),
+                verdict
+                    .message
+                    .map(|s| bounded_status_text(args.redact(&s))),
             )
         }
     };
