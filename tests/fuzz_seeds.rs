@@ -55,3 +55,40 @@ fn past_fuzz_findings_stay_fixed() {
         }
     }
 }
+
+/// Found by the `duration` fuzzer: kube's Go-duration parser panicked (and with it the
+/// controller, reading a Rollout's pause) on each of these.
+#[test]
+fn duration_with_a_sign_in_the_middle_or_an_overflow_is_refused_instead_of_panicking() {
+    use sluice::api::duration::{parse_go, parse_go_or_seconds};
+    for bad in [
+        "-5s-5s",
+        "5s+-5s",
+        "-5s",
+        "99999999999999999999999h",
+        "2562047788015215h2562047788015215h",
+        "1.5.5s",
+        ".s",
+        "5x",
+    ] {
+        assert!(parse_go(bad).is_err() || bad == "-5s", "{bad:?}");
+        assert!(parse_go_or_seconds(bad).is_err(), "{bad:?}");
+    }
+    for good in [
+        "0",
+        "-0",
+        "+5s",
+        ".5s",
+        "5.s",
+        "1h30m",
+        "1h.5m",
+        "2562047h",
+        "3\u{00b5}s",
+    ] {
+        assert!(parse_go(good).is_ok(), "{good:?}");
+    }
+    assert_eq!(
+        parse_go_or_seconds("1h.5m"),
+        Ok(std::time::Duration::from_secs(3630))
+    );
+}
