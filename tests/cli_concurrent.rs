@@ -118,8 +118,8 @@ async fn race(first: &Action, second: &Action, rounds: usize) -> Result<[usize; 
             actions::execute(&target, "web", second)
         );
         let said = vec![
-            x.map_or_else(|e| e.to_string(), |s| s),
-            y.map_or_else(|e| e.to_string(), |s| s),
+            x.unwrap_or_else(|e| e.to_string()),
+            y.unwrap_or_else(|e| e.to_string()),
         ];
         let end = outcome(&api.get("web").await?);
         let (in_order, in_order_end) = serial(&start, [first, second]);

@@ -24,8 +24,11 @@ use sluice::api::duration::{DurationString, IntOrDuration, parse_go_or_seconds};
 use sluice::api::rollout::Rollout;
 use sluice::traffic::DesiredTraffic;
 
+/// A target: arbitrary bytes in, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its binary and its corpus directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("condition", condition),
     ("duration", duration),
     ("quantity", quantity),
@@ -74,7 +77,11 @@ pub fn condition(data: &[u8]) {
     if let Ok(conditions) = Conditions::compile(success, failure) {
         let verdict = conditions.evaluate(&value);
         // Evaluation is a pure function of the expression and the value.
-        assert_eq!(verdict, conditions.evaluate(&value), "verdict not deterministic");
+        assert_eq!(
+            verdict,
+            conditions.evaluate(&value),
+            "verdict not deterministic"
+        );
     }
     for source in [success, failure].into_iter().flatten() {
         let _ = evaluate_time(source, jiff::Timestamp::UNIX_EPOCH);
@@ -314,7 +321,14 @@ pub fn virtual_service(data: &[u8]) {
         }
         return;
     }
-    set_name(&mut live, if which % 3 == 0 { "web-vs" } else { "web-vs-plain" });
+    set_name(
+        &mut live,
+        if which % 3 == 0 {
+            "web-vs"
+        } else {
+            "web-vs-plain"
+        },
+    );
     let _ = virtual_service_weight(r, &live);
     let _ = virtual_service_release_patch(r, &live);
     if let Ok(Some(patch)) = virtual_service_patch(r, &live, &desired)
@@ -341,12 +355,19 @@ pub fn pod_template_hash(data: &[u8]) {
     use sluice::plan::hash::*;
     let hash = pod_template_hash(&template, None);
     assert!(!hash.is_empty() && hash.len() <= 10, "hash {hash:?}");
-    assert!(same_template(&template, &template), "not the same as itself");
+    assert!(
+        same_template(&template, &template),
+        "not the same as itself"
+    );
     // The hash is of the template, not of its spelling: a JSON round trip keeps it.
     if let Ok(json) = serde_json::to_value(&template)
         && let Ok(again) = serde_json::from_value::<PodTemplateSpec>(json)
     {
-        assert_eq!(pod_template_hash(&again, None), hash, "round trip changed the hash");
+        assert_eq!(
+            pod_template_hash(&again, None),
+            hash,
+            "round trip changed the hash"
+        );
         assert!(same_template(&template, &again));
     }
     let canonical = canonical_template(&template);
@@ -402,7 +423,10 @@ pub fn args(data: &[u8]) {
     for s in secrets.values() {
         // Redaction writes stars: a Secret made of stars can re-form from them.
         if !s.is_empty() && !s.contains('*') {
-            assert!(!redacted.contains(s.as_str()), "secret {s:?} in {redacted:?}");
+            assert!(
+                !redacted.contains(s.as_str()),
+                "secret {s:?} in {redacted:?}"
+            );
         }
     }
     if let Some(m) = metric {
@@ -483,7 +507,15 @@ pub fn seeds(root: &Path) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             list.push(bytes);
         }
     };
-    let values = ["42", "0.95", "[0.5, 1, 2]", "[]", "null", "\"ok\"", "[\"NaN\"]"];
+    let values = [
+        "42",
+        "0.95",
+        "[0.5, 1, 2]",
+        "[]",
+        "null",
+        "\"ok\"",
+        "[\"NaN\"]",
+    ];
     for path in seed_files(root) {
         let Ok(file) = std::fs::read_to_string(&path) else {
             continue;
@@ -508,8 +540,13 @@ pub fn seeds(root: &Path) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
                             add("condition", format!("{c}\n\n").into_bytes());
                         }
                     }
-                    "duration" | "interval" | "initialDelay" | "timeout" | "abortScaleDownDelaySeconds"
-                    | "scaleDownDelaySeconds" | "progressDeadlineSeconds" => {
+                    "duration"
+                    | "interval"
+                    | "initialDelay"
+                    | "timeout"
+                    | "abortScaleDownDelaySeconds"
+                    | "scaleDownDelaySeconds"
+                    | "progressDeadlineSeconds" => {
                         if let Some(t) = scalar_text(v) {
                             add("duration", t.into_bytes());
                         }
@@ -525,8 +562,10 @@ pub fn seeds(root: &Path) -> BTreeMap<&'static str, Vec<Vec<u8>>> {
                         if let Some(q) = v.as_str() {
                             add(
                                 "args",
-                                format!("{q}\nservice=checkout\nnamespace=shop\ntoken=secret:s3cr3t")
-                                    .into_bytes(),
+                                format!(
+                                    "{q}\nservice=checkout\nnamespace=shop\ntoken=secret:s3cr3t"
+                                )
+                                .into_bytes(),
                             );
                         }
                     }
@@ -590,11 +629,25 @@ fn synthetic_seeds() -> Vec<(&'static str, Vec<u8>)> {
     for (i, p) in prom.iter().enumerate() {
         let status = if p["status"] == "error" { 3 } else { 0 };
         if let Ok(bytes) = serde_json::to_vec(p) {
-            out.push(("prometheus_response", [&[status + i as u8 % 3][..], &bytes].concat()));
+            out.push((
+                "prometheus_response",
+                [&[status + i as u8 % 3][..], &bytes].concat(),
+            ));
         }
     }
-    out.push(("prometheus_response", b"\x05<html>bad gateway</html>".to_vec()));
-    for d in ["1h30m", "250ms", "-5s", "1.5h", "0", "9223372036854775807", "2562047h47m16s"] {
+    out.push((
+        "prometheus_response",
+        b"\x05<html>bad gateway</html>".to_vec(),
+    ));
+    for d in [
+        "1h30m",
+        "250ms",
+        "-5s",
+        "1.5h",
+        "0",
+        "9223372036854775807",
+        "2562047h47m16s",
+    ] {
         out.push(("duration", d.as_bytes().to_vec()));
     }
     for q in ["100m", "1.5Gi", "-0", "1e3", "+1E-3", ".5", "5."] {
