@@ -19,7 +19,7 @@ async fn main() {
     let started = std::time::Instant::now();
     let figures = run_matrix(&kinds, stride).await;
     println!(
-        "fault-free update and promotion: {} writes; matrix: {} kinds x every {} of them = {} runs ({:.0} s)",
+        "fault-free update and promotion: {} writes; matrix: {} kinds x {} = {} runs ({:.0} s)",
         figures.baseline_writes,
         kinds.len(),
         if stride == 1 {
