@@ -1104,3 +1104,48 @@ async fn test_never_scale_down() {
     wait_phase(&env, name, "Healthy").await;
     expect_deployment_replicas(&env, name, 2).await;
 }
+
+/// `functional_test.go` `TestBlueGreenToCanary`: switching strategies takes the Service's
+/// pod-template-hash selector off, and the canary starts from the blue-green stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_blue_green_to_canary() {
+    let env = Env::new().await;
+    let name = "bluegreen-to-canary";
+    env.services(&["bluegreen-to-canary"]).await;
+    env.create(&rollout(
+        name,
+        2,
+        "activeService: bluegreen-to-canary\nscaleDownDelaySeconds: 5\n",
+    ))
+    .await;
+    wait_phase(&env, name, "Healthy").await;
+
+    env.patch_spec(
+        name,
+        json!({"spec": {
+            "template": {"metadata": {"annotations": {"foo": "bar"}}},
+            "strategy": {"blueGreen": null, "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+        }}),
+    )
+    .await;
+    wait_phase(&env, name, "Paused").await;
+    env.wait_for(name, "2 available", 60, |r| {
+        r.status.as_ref().and_then(|s| s.available_replicas) == Some(2)
+    })
+    .await;
+    expect_replica_counts(&env, name, (2, 2, 1, 2, 2)).await;
+    let api: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(env.client.clone(), env.ns());
+    let selector = api
+        .get("bluegreen-to-canary")
+        .await
+        .expect("the Service")
+        .spec
+        .and_then(|s| s.selector)
+        .unwrap_or_default();
+    assert_eq!(
+        selector,
+        std::collections::BTreeMap::from([("app".to_string(), "web".to_string())])
+    );
+}
+

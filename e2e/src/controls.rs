@@ -31,6 +31,11 @@ pub struct Fault {
     pub name: Option<String>,
     /// Only requests from this identity (see [`WriteRecord::identity`]).
     pub identity: Option<String>,
+    /// Only write requests (create, update, patch, delete, deletecollection).
+    pub writes_only: bool,
+    /// Matching requests to let through first: `Fault::fail(500).writes().skip(k)` fails the
+    /// write numbered `k` (from 0) after the fault is injected.
+    pub skip: usize,
     pub times: usize,
 }
 
@@ -52,8 +57,22 @@ impl Fault {
             namespace: None,
             name: None,
             identity: None,
+            writes_only: false,
+            skip: 0,
             times: 1,
         }
+    }
+
+    /// Only write requests match.
+    pub fn writes(mut self) -> Self {
+        self.writes_only = true;
+        self
+    }
+
+    /// Lets the first `n` matching requests through.
+    pub fn skip(mut self, n: usize) -> Self {
+        self.skip = n;
+        self
     }
 
     pub fn verb(mut self, verb: &str) -> Self {
@@ -101,6 +120,11 @@ impl Fault {
             && eq(&self.namespace, req.namespace.as_deref())
             && eq(&self.name, req.name.as_deref())
             && eq(&self.identity, req.identity.as_deref())
+            && (!self.writes_only
+                || matches!(
+                    req.verb.as_str(),
+                    "create" | "update" | "patch" | "delete" | "deletecollection"
+                ))
     }
 }
 
@@ -181,7 +205,14 @@ impl Controls {
     /// Takes the first armed fault matching `req`, consuming one of its `times`.
     pub fn take_fault(&self, req: &RequestInfo) -> Option<FaultAction> {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        let pos = faults.iter().position(|f| f.times > 0 && f.matches(req))?;
+        let pos = faults
+            .iter()
+            .position(|f| f.times > 0 && f.skip == 0 && f.matches(req));
+        // A fault still skipping counts this request and lets it through.
+        for f in faults.iter_mut().filter(|f| f.skip > 0 && f.matches(req)) {
+            f.skip -= 1;
+        }
+        let pos = pos?;
         let action = faults[pos].action.clone();
         faults[pos].times -= 1;
         if faults[pos].times == 0 {

@@ -24,7 +24,7 @@ use crate::analysis::args::{ResolvedArgs, SecretValues};
 use crate::analysis::condition::{self, Conditions};
 use crate::analysis::jsonpath::JsonPath;
 use crate::analysis::validation;
-use crate::analysis::value::MetricValue;
+use crate::analysis::value::{MetricValue, bounded_status_text};
 use crate::api::analysis::{
     AnalysisRunSpec, AnalysisRunStatus, JobMetricMetadata, Measurement, Metric, MetricResult,
 };
@@ -828,14 +828,18 @@ fn measure(m: &ResolvedMetric, args: &ResolvedArgs, r: MeasurementResult) -> Mea
         metadata.insert(k, args.redact(&v));
     }
     let (phase, value, message) = match (r.result.value, r.result.phase) {
-        (Err(e), _) => (AnalysisPhase::Error, None, Some(args.redact(&e))),
+        (Err(e), _) => (
+            AnalysisPhase::Error,
+            None,
+            Some(bounded_status_text(args.redact(&e))),
+        ),
         (Ok(_), Some((phase, message))) => {
             return Measurement {
                 phase,
                 value: None,
                 started_at: Some(stamp(r.started_at)),
                 finished_at: phase.is_completed().then(|| stamp(r.finished_at)),
-                message: message.map(|s| args.redact(&s)),
+                message: message.map(|s| bounded_status_text(args.redact(&s))),
                 metadata,
             };
         }
@@ -843,8 +847,10 @@ fn measure(m: &ResolvedMetric, args: &ResolvedArgs, r: MeasurementResult) -> Mea
             let verdict = m.conditions.evaluate(&v);
             (
                 verdict.phase,
-                Some(args.redact(&v.to_string())),
-                verdict.message.map(|s| args.redact(&s)),
+                Some(bounded_status_text(args.redact(&v.to_string()))),
+                verdict
+                    .message
+                    .map(|s| bounded_status_text(args.redact(&s))),
             )
         }
     };

@@ -116,6 +116,25 @@ pub fn readable_against(x: f64, threshold: f64) -> String {
     format_float(x)
 }
 
+/// The longest value or message text a measurement keeps in status. A query may return up to
+/// the provider's body limit (16 MiB of Prometheus series); written whole, ten retained
+/// measurements would make the AnalysisRun larger than the API server stores (1.5 MiB), and then
+/// no measurement could be recorded at all.
+pub const MAX_STATUS_TEXT: usize = 4096;
+
+/// `text` cut to [`MAX_STATUS_TEXT`] bytes (at a character boundary), saying how long it was.
+/// Redact Secret values before cutting, so that no prefix of one is left at the cut.
+pub fn bounded_status_text(text: String) -> String {
+    if text.len() <= MAX_STATUS_TEXT {
+        return text;
+    }
+    let mut cut = MAX_STATUS_TEXT;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..cut], text.len())
+}
+
 impl fmt::Display for MetricValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -139,6 +158,26 @@ impl fmt::Display for MetricValue {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_million_series_value_no_longer_fills_the_analysis_run_status() {
+        let v = super::MetricValue::Numbers((0..1_000_000).map(f64::from).collect());
+        let text = super::bounded_status_text(v.to_string());
+        assert!(
+            text.len() < super::MAX_STATUS_TEXT + 40,
+            "{} bytes",
+            text.len()
+        );
+        assert!(text.starts_with("[0,1,2,3,"));
+        assert!(
+            text.ends_with(" bytes in all)"),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        // Short text is kept as it is; a cut never splits a character.
+        assert_eq!(super::bounded_status_text("0.97".into()), "0.97");
+        let wide = "é".repeat(super::MAX_STATUS_TEXT);
+        assert!(super::bounded_status_text(wide).starts_with('é'));
+    }
 
     #[test]
     fn readable_against_rounds_but_never_reads_as_the_threshold() {

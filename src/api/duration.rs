@@ -57,13 +57,84 @@ pub fn parse_go_or_seconds(text: &str) -> Result<std::time::Duration, DurationEr
         }
         return Ok(std::time::Duration::from_secs(secs as u64));
     }
-    let parsed: kube::core::Duration = trimmed
-        .parse()
-        .map_err(|_| DurationError::Unparseable(text.to_string()))?;
+    let parsed = parse_go(trimmed).map_err(|_| DurationError::Unparseable(text.to_string()))?;
     if parsed.is_negative() {
         return Err(DurationError::Negative(text.to_string()));
     }
     Ok(parsed.into())
+}
+
+/// Parses a Go duration string with Go's `time.ParseDuration` grammar: an optional sign, then
+/// `0` or one or more decimal numbers each with a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`),
+/// at most about 292 years (Go's limit, `i64::MAX` nanoseconds).
+///
+/// The text is checked here before kube's parser reads it: that parser panics on text Go
+/// refuses (`-5s-5s`: a sign in the middle; `9999999999999999999h`: an overflow), and the text
+/// comes from manifests.
+pub fn parse_go(text: &str) -> Result<kube::core::Duration, String> {
+    check_go_syntax(text)?;
+    text.parse::<kube::core::Duration>()
+        .map_err(|e| e.to_string())
+}
+
+fn check_go_syntax(text: &str) -> Result<(), String> {
+    const UNITS: [(&str, u128); 8] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("\u{00b5}s", 1_000),
+        ("\u{03bc}s", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+    let rest = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if rest == "0" {
+        return Ok(());
+    }
+    if rest.is_empty() {
+        return Err("no number".to_string());
+    }
+    let digits = |t: &str| t.bytes().take_while(u8::is_ascii_digit).count();
+    let mut s = rest;
+    // An upper bound of the total in nanoseconds: each term's whole part plus one unit for its
+    // fraction.
+    let mut total: u128 = 0;
+    while !s.is_empty() {
+        let whole = digits(s);
+        let (int_part, mut t) = s.split_at(whole);
+        let mut frac = 0;
+        if let Some(after) = t.strip_prefix('.') {
+            frac = digits(after);
+            t = &after[frac..];
+        }
+        if whole == 0 && frac == 0 {
+            return Err(format!("expected a number at {s:?}"));
+        }
+        let unit_len = t
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(t.len());
+        let (unit, next) = t.split_at(unit_len);
+        let scale = UNITS
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, n)| *n)
+            .ok_or_else(|| format!("unknown unit {unit:?}"))?;
+        // More than 20 digits is past i64::MAX nanoseconds in any unit.
+        let int_part = int_part.trim_start_matches('0');
+        if int_part.len() > 20 {
+            return Err("duration out of range".to_string());
+        }
+        let n: u128 = int_part.parse().unwrap_or(0);
+        total = total
+            .saturating_add(n.saturating_mul(scale))
+            .saturating_add(scale);
+        if total > i64::MAX as u128 + 3_600_000_000_000 {
+            return Err("duration out of range".to_string());
+        }
+        s = next;
+    }
+    Ok(())
 }
 
 /// A Go duration string (`30s`, `5m`, `1h30m`), as Argo Rollouts' `DurationString`. It is kept
@@ -80,7 +151,7 @@ impl DurationString {
         if text.is_empty() {
             return Ok(None);
         }
-        text.parse::<kube::core::Duration>()
+        parse_go(text)
             .map(Some)
             .map_err(|e| format!("not a Go duration such as 30s, 5m or 1h30m ({e})"))
     }

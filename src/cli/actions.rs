@@ -93,60 +93,151 @@ pub enum SetWhat {
     },
 }
 
+/// How often an action reads, decides and writes again when the rollout changed between its
+/// read and its write (another person's action, or the controller's status update).
+const ATTEMPTS: u32 = 8;
+
 /// Reads the rollout (and its ReplicaSets for undo), decides the action's patch and writes it.
 /// Returns the line to print.
+///
+/// Every write is guarded by the resourceVersion of the read the decision was made from: when
+/// two people run `promote` and `abort` at the same instant, one write wins and the other is
+/// refused by the API server with a conflict; that action then reads again and decides on what
+/// the first one left (a promote after an abort is refused, saying the rollout was aborted). The
+/// outcome is therefore always the two actions one after the other, never a mix of two decisions
+/// made from the same state, and each command prints what it did.
 pub async fn execute(target: &Target, name: &str, action: &Action) -> Result<String, CliError> {
-    let ro = get_rollout(target, name).await?;
-    let rss = if matches!(action, Action::Undo { .. }) {
-        let api: Api<ReplicaSet> = Api::namespaced(target.client.clone(), &target.namespace);
-        match api.list(&ListParams::default()).await {
-            Ok(list) => list
-                .items
-                .into_iter()
-                .filter(|rs| {
-                    rs.owner_references()
-                        .iter()
-                        .any(|o| o.kind == "Rollout" && o.name == name)
-                })
-                .collect(),
-            Err(e) => return Err(target.error(Op::apps("list", "replicasets", ""), e).await),
+    for attempt in 1..=ATTEMPTS {
+        let ro = get_rollout(target, name).await?;
+        let rss = if matches!(action, Action::Undo { .. }) {
+            let api: Api<ReplicaSet> = Api::namespaced(target.client.clone(), &target.namespace);
+            match api.list(&ListParams::default()).await {
+                Ok(list) => list
+                    .items
+                    .into_iter()
+                    .filter(|rs| {
+                        rs.owner_references()
+                            .iter()
+                            .any(|o| o.kind == "Rollout" && o.name == name)
+                    })
+                    .collect(),
+                Err(e) => return Err(target.error(Op::apps("list", "replicasets", ""), e).await),
+            }
+        } else {
+            Vec::new()
+        };
+        let patch = decide(&ro, &rss, action).map_err(|r| CliError::Refused(r.0))?;
+        match write(target, name, &patch, ro.metadata.resource_version.clone()).await {
+            Ok(()) => return Ok(patch.summary),
+            Err(Write::Conflict) => {
+                // Someone else wrote first: back off a little, then decide again from their
+                // result.
+                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Err(Write::Failed(e)) => return Err(e),
         }
-    } else {
-        Vec::new()
-    };
-    let patch = decide(&ro, &rss, action).map_err(|r| CliError::Refused(r.0))?;
-    apply(target, name, &patch).await?;
-    Ok(patch.summary)
+    }
+    Err(CliError::Refused(format!(
+        "rollout \"{name}\" changed under every one of {ATTEMPTS} attempts to write this action; \
+         run the command again"
+    )))
 }
 
-/// Writes an action's patches: spec first (an unpause must not wait on a status write that could
+/// Why a guarded write did not happen.
+enum Write {
+    /// The rollout changed since it was read (HTTP 409).
+    Conflict,
+    /// Anything else.
+    Failed(CliError),
+}
+
+fn guarded(patch: &serde_json::Value, resource_version: Option<&str>) -> serde_json::Value {
+    let mut patch = patch.clone();
+    if let (Some(rv), Some(obj)) = (resource_version, patch.as_object_mut()) {
+        let meta = obj
+            .entry("metadata")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("resourceVersion".into(), rv.into());
+        }
+    }
+    patch
+}
+
+/// Writes an action's patches guarded by `resource_version` (each write by the version the
+/// previous one returned): spec first (an unpause must not wait on a status write that could
 /// fail), then status.
-pub async fn apply(target: &Target, name: &str, patch: &ActionPatch) -> Result<(), CliError> {
+async fn write(
+    target: &Target,
+    name: &str,
+    patch: &ActionPatch,
+    mut resource_version: Option<String>,
+) -> Result<(), Write> {
     let api: Api<Rollout> = Api::namespaced(target.client.clone(), &target.namespace);
     let params = PatchParams {
         field_manager: Some(CLI_FIELD_MANAGER.to_string()),
         ..PatchParams::default()
     };
-    if let Some(p) = &patch.spec_patch
-        && let Err(e) = api.patch(name, &params, &Patch::Merge(p)).await
-    {
-        return Err(target.error(Op::sluice("patch", "rollouts", name), e).await);
+    let failed = async |op: Op<'_>, e: kube::Error| match e {
+        kube::Error::Api(ref s) if s.code == 409 => Write::Conflict,
+        e => Write::Failed(target.error(op, e).await),
+    };
+    if let Some(p) = &patch.spec_patch {
+        match api
+            .patch(
+                name,
+                &params,
+                &Patch::Merge(guarded(p, resource_version.as_deref())),
+            )
+            .await
+        {
+            Ok(ro) => resource_version = ro.metadata.resource_version,
+            Err(e) => return Err(failed(Op::sluice("patch", "rollouts", name), e).await),
+        }
     }
     if let Some(p) = &patch.json_patch {
-        let ops: json_patch::Patch = serde_json::from_value(p.clone())
-            .map_err(|e| CliError::Refused(format!("internal: bad patch: {e}")))?;
-        if let Err(e) = api.patch(name, &params, &Patch::Json::<()>(ops)).await {
-            return Err(target.error(Op::sluice("patch", "rollouts", name), e).await);
+        let mut ops: Vec<serde_json::Value> = Vec::new();
+        if let Some(rv) = &resource_version {
+            ops.push(
+                serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}),
+            );
+        }
+        ops.extend(p.as_array().cloned().unwrap_or_default());
+        let ops: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
+            .map_err(|e| Write::Failed(CliError::Refused(format!("internal: bad patch: {e}"))))?;
+        match api.patch(name, &params, &Patch::Json::<()>(ops)).await {
+            Ok(ro) => resource_version = ro.metadata.resource_version,
+            // A failed `test` is the JSON-patch way of saying the rollout changed.
+            Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("test") => {
+                return Err(Write::Conflict);
+            }
+            Err(e) => return Err(failed(Op::sluice("patch", "rollouts", name), e).await),
         }
     }
     if let Some(p) = &patch.status_patch
-        && let Err(e) = api.patch_status(name, &params, &Patch::Merge(p)).await
+        && let Err(e) = api
+            .patch_status(
+                name,
+                &params,
+                &Patch::Merge(guarded(p, resource_version.as_deref())),
+            )
+            .await
     {
-        return Err(target
-            .error(Op::sluice("patch", "rollouts/status", name), e)
-            .await);
+        return Err(failed(Op::sluice("patch", "rollouts/status", name), e).await);
     }
     Ok(())
+}
+
+/// Writes an action's patches unguarded: spec first (an unpause must not wait on a status write
+/// that could fail), then status.
+pub async fn apply(target: &Target, name: &str, patch: &ActionPatch) -> Result<(), CliError> {
+    match write(target, name, patch, None).await {
+        Ok(()) => Ok(()),
+        Err(Write::Failed(e)) => Err(e),
+        Err(Write::Conflict) => Err(CliError::Refused(format!(
+            "rollout \"{name}\" changed while the action was written; run it again"
+        ))),
+    }
 }
 
 async fn run_action(kube: &KubeArgs, name: &str, action: Action) -> anyhow::Result<i32> {

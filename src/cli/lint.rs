@@ -254,13 +254,69 @@ pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The largest file `lint` reads. Manifests in a repository are kilobytes; a file this large is
+/// a mistake or an attack, and parsing it would cost seconds and hundreds of megabytes.
+pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
+/// The largest document `lint` parses: the Kubernetes API server refuses a request body over
+/// 3 MiB, so no object larger than this can ever be applied.
+pub const MAX_DOCUMENT_BYTES: usize = 3 * 1024 * 1024;
+
+/// Deeper flow nesting (`[[[...`, `{a: {a: ...`) than this is refused before parsing. The YAML
+/// deserializer refuses more than 128 levels anyway, but only after the parser has read the whole
+/// document, which takes time quadratic in the depth: 100,000 `[` took minutes.
+pub const MAX_FLOW_DEPTH: usize = 128;
+
+/// The 1-based line (within `text`) where flow nesting first goes deeper than
+/// [`MAX_FLOW_DEPTH`]. Brackets inside quotes count too: a manifest with more than a hundred
+/// unmatched brackets in its strings is not one anybody writes.
+fn too_deep_at(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut line = 1;
+    for b in text.bytes() {
+        match b {
+            b'\n' => line += 1,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn too_large(file: &str, line: usize, what: &str, size: usize, limit: usize) -> Finding {
+    let mib = |n: usize| n as f64 / (1024.0 * 1024.0);
+    Finding {
+        file: file.to_string(),
+        line,
+        field: String::new(),
+        message: format!(
+            "{what} is {:.1} MiB, over lint's limit of {:.0} MiB; not read",
+            mib(size),
+            mib(limit)
+        ),
+    }
+}
+
 /// Lints files read from disk.
 pub fn lint_paths(paths: &[PathBuf], external: &[String]) -> anyhow::Result<Report> {
+    use std::io::Read as _;
     let files = expand(paths)?;
     let mut sources = Vec::new();
     for f in &files {
-        let text =
-            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let mut text = String::new();
+        // Read one byte past the limit, never the whole of a huge file: `lint_sources` then
+        // reports it as too large.
+        std::fs::File::open(f)
+            .and_then(|file| {
+                file.take(MAX_FILE_BYTES as u64 + 1)
+                    .read_to_string(&mut text)
+            })
+            .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
         sources.push((f.display().to_string(), text));
     }
     Ok(lint_sources(&sources, external))
@@ -275,7 +331,32 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
     let mut objects = 0;
     let mut notifications = Notifications::default();
     for (file, text) in sources {
+        if text.len() > MAX_FILE_BYTES {
+            findings.push(too_large(file, 1, "the file", text.len(), MAX_FILE_BYTES));
+            continue;
+        }
         for d in split_documents(text) {
+            if d.text.len() > MAX_DOCUMENT_BYTES {
+                findings.push(too_large(
+                    file,
+                    d.first_line,
+                    "this document",
+                    d.text.len(),
+                    MAX_DOCUMENT_BYTES,
+                ));
+                continue;
+            }
+            if let Some(line) = too_deep_at(&d.text) {
+                findings.push(Finding {
+                    file: file.clone(),
+                    line: d.first_line + line - 1,
+                    field: String::new(),
+                    message: format!(
+                        "not valid YAML: nested deeper than {MAX_FLOW_DEPTH} levels; not read"
+                    ),
+                });
+                continue;
+            }
             let doc = Doc {
                 file,
                 text: &d.text,
@@ -381,23 +462,29 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
     }
 }
 
-/// The generated CRD schema of a kind, as JSON.
-fn schema_of(kind: &str) -> Option<Value> {
-    crate::crdgen::all().into_iter().find_map(|(_, crd)| {
-        if crd.spec.names.kind != kind {
-            return None;
-        }
-        let v = serde_json::to_value(
-            &crd.spec
-                .versions
-                .first()?
-                .schema
-                .as_ref()?
-                .open_api_v3_schema,
-        )
-        .ok()?;
-        Some(v)
-    })
+/// The generated CRD schema of a kind, as JSON. Generated once: generating every CRD again for
+/// each document made a file of many small documents take seconds.
+fn schema_of(kind: &str) -> Option<&'static Value> {
+    static SCHEMAS: std::sync::OnceLock<BTreeMap<String, Value>> = std::sync::OnceLock::new();
+    SCHEMAS
+        .get_or_init(|| {
+            crate::crdgen::all()
+                .into_iter()
+                .filter_map(|(_, crd)| {
+                    let v = serde_json::to_value(
+                        &crd.spec
+                            .versions
+                            .first()?
+                            .schema
+                            .as_ref()?
+                            .open_api_v3_schema,
+                    )
+                    .ok()?;
+                    Some((crd.spec.names.kind, v))
+                })
+                .collect()
+        })
+        .get(kind)
 }
 
 /// Checks one document; returns true when it was a Sluice object.
@@ -479,7 +566,7 @@ fn lint_document(
     };
     let before = findings.len();
     findings.extend(
-        check_object(value, &schema)
+        check_object(value, schema)
             .iter()
             .map(|e| doc.field_error(e)),
     );

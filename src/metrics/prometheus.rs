@@ -299,47 +299,59 @@ impl PrometheusProvider {
             }
             body.extend_from_slice(&chunk);
         }
-        let parsed: Result<ApiResponse, _> = serde_json::from_slice(&body);
-        let parsed = match parsed {
-            Ok(p) => p,
-            Err(e) if http_status.is_success() => {
-                return Err(format!(
-                    "prometheus at {address} returned a body that is not a Prometheus API \
-                     response ({e}): {}",
-                    excerpt(&body)
-                ));
-            }
-            Err(_) => {
-                return Err(format!(
-                    "prometheus at {address} returned HTTP {}: {}",
-                    http_status.as_u16(),
-                    excerpt(&body)
-                ));
-            }
-        };
-        if !parsed.warnings.is_empty() {
-            metadata.insert(WARNINGS_KEY.to_string(), parsed.warnings.join("; "));
-        }
-        if parsed.status != "success" || !http_status.is_success() {
-            let kind = parsed.error_type.unwrap_or_else(|| "unknown".to_string());
-            let detail = parsed.error.unwrap_or_default();
-            return Err(if kind == "bad_data" {
-                format!(
-                    "prometheus at {address} rejected the query as invalid (HTTP {}, bad_data): {detail}",
-                    http_status.as_u16()
-                )
-            } else {
-                format!(
-                    "prometheus at {address} returned an error (HTTP {}, {kind}): {detail}",
-                    http_status.as_u16()
-                )
-            });
-        }
-        let data = parsed
-            .data
-            .ok_or_else(|| format!("prometheus at {address} returned success without data"))?;
-        to_metric_value(&data).map_err(|e| format!("prometheus at {address}: {e}"))
+        parse_api_response(http_status, &body, address, metadata)
     }
+}
+
+/// Reads a Prometheus HTTP API response (pure; what `measure` does with the bytes it received,
+/// already bounded by `MAX_BODY_BYTES`): the value, or a message naming `address`. Warnings go
+/// into `metadata`.
+pub fn parse_api_response(
+    http_status: http::StatusCode,
+    body: &[u8],
+    address: &str,
+    metadata: &mut BTreeMap<String, String>,
+) -> Result<MetricValue, String> {
+    let parsed: Result<ApiResponse, _> = serde_json::from_slice(body);
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) if http_status.is_success() => {
+            return Err(format!(
+                "prometheus at {address} returned a body that is not a Prometheus API \
+                 response ({e}): {}",
+                excerpt(body)
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "prometheus at {address} returned HTTP {}: {}",
+                http_status.as_u16(),
+                excerpt(body)
+            ));
+        }
+    };
+    if !parsed.warnings.is_empty() {
+        metadata.insert(WARNINGS_KEY.to_string(), parsed.warnings.join("; "));
+    }
+    if parsed.status != "success" || !http_status.is_success() {
+        let kind = parsed.error_type.unwrap_or_else(|| "unknown".to_string());
+        let detail = parsed.error.unwrap_or_default();
+        return Err(if kind == "bad_data" {
+            format!(
+                "prometheus at {address} rejected the query as invalid (HTTP {}, bad_data): {detail}",
+                http_status.as_u16()
+            )
+        } else {
+            format!(
+                "prometheus at {address} returned an error (HTTP {}, {kind}): {detail}",
+                http_status.as_u16()
+            )
+        });
+    }
+    let data = parsed
+        .data
+        .ok_or_else(|| format!("prometheus at {address} returned success without data"))?;
+    to_metric_value(&data).map_err(|e| format!("prometheus at {address}: {e}"))
 }
 
 fn seconds(t: jiff::Timestamp) -> String {

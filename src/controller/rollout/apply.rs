@@ -123,6 +123,7 @@ pub(super) async fn apply(
         }
     }
     applied.changed |= services(t, obs, plan).await?;
+    applied.changed |= release_dropped_services(t).await?;
     applied.changed |= scale_down(t, obs, plan).await?;
     record_scaling(obs, plan);
     applied.changed |= analysis_runs(t, &observed.templates, plan).await?;
@@ -571,6 +572,62 @@ async fn services(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bool
         t.ctx.remember_service(written);
     }
     Ok(changed)
+}
+
+/// Services this Rollout switched before and no longer names (its strategy changed, or a Service
+/// field now names another Service): the pod-template hash selector and the managed-by annotation
+/// are taken off, as Argo Rollouts' Service controller does, so the Service selects the app's
+/// pods again instead of a version about to be scaled down to nothing. Only a change of spec can
+/// drop a Service, so this looks only while the spec's generation is not yet observed (a failed
+/// write leaves it unobserved, and the next reconcile tries again). Returns whether it wrote.
+async fn release_dropped_services(t: &Target<'_>) -> Result<bool, Error> {
+    let generation = t.rollout.metadata.generation;
+    let observed = t
+        .rollout
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation);
+    if generation.is_some() && generation == observed {
+        return Ok(false);
+    }
+    let named: Vec<String> = t
+        .rollout
+        .spec
+        .strategy
+        .managed_services()
+        .into_iter()
+        .map(|(_, _, svc)| svc.to_string())
+        .collect();
+    let dropped: Vec<String> = t
+        .ctx
+        .stores
+        .services
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(t.namespace.as_str()))
+        .filter(|s| {
+            s.annotations().get(constants::MANAGED_BY_ANNOTATION) == Some(&t.name)
+                && !named.contains(&s.name_any())
+        })
+        .map(|s| s.name_any())
+        .collect();
+    let svc_api: Api<Service> = t.ctx.writer.namespaced(&t.namespace);
+    for svc in &dropped {
+        let patch = json!({
+            "metadata": {"annotations": {constants::MANAGED_BY_ANNOTATION: null}},
+            "spec": {"selector": {
+                constants::POD_TEMPLATE_HASH_LABEL: null,
+                constants::LEGACY_POD_TEMPLATE_HASH_LABEL: null,
+            }}
+        });
+        let written = svc_api
+            .patch(svc, &patch_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_error("release service selector", svc.clone()))?;
+        t.ctx.remember_service(written);
+        tracing::info!(rollout = %t.name, service = %svc, "service no longer referenced: selector released");
+    }
+    Ok(!dropped.is_empty())
 }
 
 /// ReplicaSets an earlier version labelled with the legacy (Argo Rollouts) hash key only: Sluice's
