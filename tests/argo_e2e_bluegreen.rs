@@ -1148,4 +1148,3 @@ async fn test_blue_green_to_canary() {
         std::collections::BTreeMap::from([("app".to_string(), "web".to_string())])
     );
 }
-

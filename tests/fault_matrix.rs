@@ -1,10 +1,10 @@
-//! A reduced fault matrix (every 6th write: a 500, a hanging write, the controller killed after
-//! the write) on an NGINX-routed canary from update to promotion. `cargo run --example
-//! fault_matrix` runs every write, 409s too, and prints the figures (docs/reliability.md).
+//! A reduced fault matrix (every 6th write: a 409, a 500, a hanging write, the controller killed
+//! after the write) on an NGINX-routed canary from update to promotion. `cargo run --example
+//! fault_matrix` runs every write and prints the figures (docs/reliability.md).
 //!
-//! 409s are not in this test: a 409 the test cluster injects leaves the store untouched, and a
-//! controller that met one on its status write waits for the newer version a real 409 implies;
-//! none comes, and the rollout stays where it was (docs/reliability.md, "Open").
+//! A 409 the test cluster injects leaves the store untouched: no newer version comes behind it,
+//! as one would on a real API server. The controller then asks the API server after a few
+//! seconds instead of waiting for ever (`SUPERSEDED_PATIENCE`).
 
 #[path = "fault_matrix/runs.rs"]
 mod runs;
@@ -13,11 +13,16 @@ use runs::{Kind, run_matrix};
 use sluice_test_support::controller::skip_on_real_cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_sixth_write_failed_held_or_killed_still_promotes_without_moving_traffic_backwards() {
+async fn every_sixth_write_conflicted_failed_held_or_killed_still_promotes_without_moving_traffic_backwards()
+ {
     if skip_on_real_cluster("injects faults and reads the write log") {
         return;
     }
-    let figures = run_matrix(&[Kind::Fail(500), Kind::Hang, Kind::Kill], 6).await;
+    let figures = run_matrix(
+        &[Kind::Fail(409), Kind::Fail(500), Kind::Hang, Kind::Kill],
+        6,
+    )
+    .await;
     eprintln!(
         "fault matrix: {} writes in the fault-free run, {} runs",
         figures.baseline_writes,

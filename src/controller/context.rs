@@ -59,7 +59,7 @@ pub struct Context {
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Per Rollout (by uid), the resourceVersion a reconcile planned from whose successor it then
     /// wrote (or found written by someone else, a 409). See [`Context::is_superseded`].
-    superseded: Mutex<HashMap<String, String>>,
+    superseded: Mutex<HashMap<String, (String, std::time::Instant)>>,
     /// Per Rollout (by uid), the last ReplicaSet the API server refused to create. Kept in
     /// memory: after a restart the create is tried once more, and refused again.
     refusals: Mutex<HashMap<String, crate::plan::RefusedReplicaSet>>,
@@ -133,7 +133,10 @@ impl Context {
     /// just written from it, or a write from it met a conflict.
     pub fn supersede(&self, uid: &str, resource_version: &str) {
         let mut map = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(uid.to_string(), resource_version.to_string());
+        map.insert(
+            uid.to_string(),
+            (resource_version.to_string(), std::time::Instant::now()),
+        );
     }
 
     /// True when the watch cache still holds a version of the Rollout that a reconcile already
@@ -141,8 +144,16 @@ impl Context {
     /// idempotent (an AnalysisRun created twice under two names), so the reconcile waits for
     /// the cache to catch up. Versions are compared for equality only (they are opaque).
     pub fn is_superseded(&self, uid: &str, resource_version: &str) -> bool {
+        self.superseded_for(uid, resource_version).is_some()
+    }
+
+    /// How long ago the Rollout `uid` at `resource_version` was marked superseded (None: it is
+    /// not).
+    pub fn superseded_for(&self, uid: &str, resource_version: &str) -> Option<Duration> {
         let map = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(uid).is_some_and(|rv| rv == resource_version)
+        map.get(uid)
+            .filter(|(rv, _)| rv == resource_version)
+            .map(|(_, at)| at.elapsed())
     }
 
     /// The Service `name` in `namespace` as the controller last knew it: the watch cache, or

@@ -56,7 +56,7 @@ impl Error {
 /// Reconciles one Rollout.
 pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
     let target = Target::new(&ro, &ctx).map_err(observe::Error::from)?;
-    if let Some(wait) = wait_before_writing(&target) {
+    if let Some(wait) = wait_before_writing(&target).await {
         return Ok(wait);
     }
     if ro.meta().deletion_timestamp.is_some() {
@@ -89,9 +89,13 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Er
     })
 }
 
+/// How long to wait for the watch to bring a version newer than one marked superseded before
+/// asking the API server whether one exists.
+const SUPERSEDED_PATIENCE: Duration = Duration::from_secs(3);
+
 /// When this reconcile must not act yet: caches not synced, not the leader, or the cache still
 /// behind our own last write.
-fn wait_before_writing(t: &Target<'_>) -> Option<Action> {
+async fn wait_before_writing(t: &Target<'_>) -> Option<Action> {
     if !t.ctx.ready.load(std::sync::atomic::Ordering::SeqCst) {
         return Some(Action::requeue(Duration::from_millis(200)));
     }
@@ -100,12 +104,24 @@ fn wait_before_writing(t: &Target<'_>) -> Option<Action> {
         return Some(Action::requeue(Duration::from_secs(5)));
     }
     let rv = t.rollout.resource_version().unwrap_or_default();
-    if t.ctx.is_superseded(&t.uid(), &rv) {
-        // Our own last write has not reached the cache yet; its watch event reconciles again.
-        tracing::debug!(rollout = %t.name, rv = %rv, "cache behind our last write; waiting");
-        return Some(Action::requeue(Duration::from_millis(500)));
+    let waited = t.ctx.superseded_for(&t.uid(), &rv)?;
+    if waited >= SUPERSEDED_PATIENCE {
+        // A conflict normally means a newer version exists and its watch event is on the way.
+        // When none has come for this long, ask the API server: if the cached version is still
+        // the current one, nothing newer was written (a conflict with nothing behind it, or a
+        // write that changed nothing) and planning from it repeats nothing.
+        let api: kube::Api<Rollout> = kube::Api::namespaced(t.ctx.client.clone(), &t.namespace);
+        if let Ok(live) = api.get(&t.name).await
+            && live.resource_version().as_deref() == Some(rv.as_str())
+        {
+            tracing::info!(rollout = %t.name, rv = %rv, "no newer version behind the conflict; planning from the cached one");
+            t.ctx.forget_superseded(&t.uid());
+            return None;
+        }
     }
-    None
+    // Our own last write has not reached the cache yet; its watch event reconciles again.
+    tracing::debug!(rollout = %t.name, rv = %rv, "cache behind our last write; waiting");
+    Some(Action::requeue(Duration::from_millis(500)))
 }
 
 /// Plans, applies, then plans again from what was just written (up to three rounds), so that a
