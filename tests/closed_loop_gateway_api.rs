@@ -381,8 +381,11 @@ async fn good_version_is_promoted_through_httproute_weights() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_version_is_aborted_and_the_httproute_returns_to_stable() {
+    // The pause holds 20% for at least 5 s plus the analysis' initial delay, whatever the
+    // analysis measures: the share served at 20% is checked below on enough requests even when
+    // the machine is busy and the abort comes at the first measurement.
     let steps = format!(
-        "      - setWeight: 20\n{}      - setWeight: 50\n      - pause: {{duration: 5s}}\n      - setWeight: 100\n",
+        "      - setWeight: 20\n      - pause: {{duration: 5s}}\n{}      - setWeight: 50\n      - pause: {{duration: 5s}}\n      - setWeight: 100\n",
         gateway_analysis(3)
     );
     // Argo Rollouts' plugin configuration, unchanged.
@@ -423,7 +426,7 @@ async fn bad_version_is_aborted_and_the_httproute_returns_to_stable() {
     );
     assert_eq!(route_weights(&stack).await, (100, 0));
     // The canary got its 20% while it was measured.
-    assert_shares(&load, &timeline, &[20], 30, true);
+    assert_shares(&load, &timeline, &[20], 100, true);
 
     wait_all_served_by(&load, "v1").await;
     let settled = Instant::now();
