@@ -12,6 +12,12 @@ pub enum FaultAction {
     Fail(u16),
     /// Wait this long, then serve the request normally (a slow or stuck API server).
     Hang(Duration),
+    /// Serve the request (a write is committed), then answer 504 as kube-apiserver's request
+    /// timeout does when the handler outlives it: the client cannot know whether it happened.
+    TimeoutAfterCommit,
+    /// Serve the request, then break the connection in the middle of the answer: the write is
+    /// committed and the client sees a transport error (a connection reset).
+    ResetAfterCommit,
 }
 
 /// A fault for the next `times` requests that match every given filter.
@@ -46,6 +52,16 @@ impl Fault {
 
     pub fn hang(duration: Duration) -> Self {
         Self::new(FaultAction::Hang(duration))
+    }
+
+    /// See [`FaultAction::TimeoutAfterCommit`].
+    pub fn timeout_after_commit() -> Self {
+        Self::new(FaultAction::TimeoutAfterCommit)
+    }
+
+    /// See [`FaultAction::ResetAfterCommit`].
+    pub fn reset_after_commit() -> Self {
+        Self::new(FaultAction::ResetAfterCommit)
     }
 
     fn new(action: FaultAction) -> Self {

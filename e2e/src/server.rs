@@ -308,6 +308,29 @@ async fn handle(
         }
         _ => serve(&state, &target, verb, &query, &headers, &body).await,
     };
+    // What the store did is recorded below; what the client sees is the fault.
+    let (code, response) = match fault {
+        Some(FaultAction::TimeoutAfterCommit) => (
+            response.status().as_u16(),
+            ApiError::from_code(
+                504,
+                "Timeout: request did not complete within the allotted timeout".to_string(),
+            )
+            .into_response(),
+        ),
+        Some(FaultAction::ResetAfterCommit) => {
+            let code = response.status().as_u16();
+            let (parts, _) = response.into_parts();
+            let broken = futures::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected fault: connection reset after the write was committed",
+                ))
+            });
+            (code, Response::from_parts(parts, Body::from_stream(broken)))
+        }
+        _ => (response.status().as_u16(), response),
+    };
     if matches!(
         verb,
         "create" | "update" | "patch" | "delete" | "deletecollection"
@@ -332,7 +355,7 @@ async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .map(String::from),
             identity: info.identity,
-            code: response.status().as_u16(),
+            code,
             body: parse_body(&body).ok().filter(|b| !b.is_null()),
         });
     }
