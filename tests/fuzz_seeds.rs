@@ -27,7 +27,8 @@ fn every_seed_goes_through_its_fuzz_target() {
             target(seed);
             let took = one.elapsed();
             assert!(
-                took < std::time::Duration::from_secs(5),
+                // A hang guard: every seed takes milliseconds.
+                took < std::time::Duration::from_secs(60),
                 "{name} took {took:?} on seed {i}: {:?}",
                 String::from_utf8_lossy(&seed[..seed.len().min(300)])
             );

@@ -62,7 +62,15 @@ pub fn convert(text: &str) -> Result<Conversion, String> {
     let mut origins: Vec<(usize, String)> = Vec::new();
     let mut notes = Vec::new();
     let mut converted = 0;
+    if let Some(why) = crate::cli::lint::refuse_file(text) {
+        return Err(why);
+    }
     for d in split_documents(text) {
+        // The same bounds as `lint`: a huge or deeply nested document is refused in linear time
+        // instead of costing the parser minutes.
+        if let Some((line, why)) = crate::cli::lint::refuse_document(&d.text, d.first_line) {
+            return Err(format!("line {line}: {why}"));
+        }
         let value: Value = serde_yaml::from_str(&d.text).map_err(|e| {
             format!(
                 "line {}: not valid YAML: {e}",
@@ -197,10 +205,12 @@ fn annotation_notes(value: &Value, note: &mut impl FnMut(&str, String)) {
 /// Runs `convert`: the converted YAML on standard output, notes on standard error; exit 1 when
 /// anything did not carry over.
 pub fn run(args: &ConvertArgs, out: &mut impl Write) -> anyhow::Result<i32> {
+    // Never more than one byte past lint's file limit: `convert` then refuses it by size.
     let text = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())?
+        crate::cli::lint::read_bounded(std::io::stdin())?
     } else {
-        std::fs::read_to_string(&args.file)
+        std::fs::File::open(&args.file)
+            .and_then(crate::cli::lint::read_bounded)
             .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?
     };
     let c = convert(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;

@@ -288,34 +288,57 @@ fn too_deep_at(text: &str) -> Option<usize> {
     None
 }
 
-fn too_large(file: &str, line: usize, what: &str, size: usize, limit: usize) -> Finding {
+fn too_large_message(what: &str, size: usize, limit: usize) -> String {
     let mib = |n: usize| n as f64 / (1024.0 * 1024.0);
-    Finding {
-        file: file.to_string(),
-        line,
-        field: String::new(),
-        message: format!(
-            "{what} is {:.1} MiB, over lint's limit of {:.0} MiB; not read",
-            mib(size),
-            mib(limit)
-        ),
+    format!(
+        "{what} is {:.1} MiB, over the limit of {:.0} MiB; not read",
+        mib(size),
+        mib(limit)
+    )
+}
+
+/// Reads `input` to text, but never more than one byte past [`MAX_FILE_BYTES`]: a huge file is
+/// then refused by [`refuse_file`] without having been read whole.
+pub fn read_bounded(input: impl std::io::Read) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    input
+        .take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Why a whole file is not parsed at all: it is over [`MAX_FILE_BYTES`].
+pub fn refuse_file(text: &str) -> Option<String> {
+    (text.len() > MAX_FILE_BYTES).then(|| too_large_message("the file", text.len(), MAX_FILE_BYTES))
+}
+
+/// Why one YAML document (starting at line `first_line` of its file) is not parsed: over
+/// [`MAX_DOCUMENT_BYTES`], or nested deeper than [`MAX_FLOW_DEPTH`]. The line to report and
+/// the message. Both are checked in linear time, before the parser sees the text.
+pub fn refuse_document(text: &str, first_line: usize) -> Option<(usize, String)> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Some((
+            first_line,
+            too_large_message("this document", text.len(), MAX_DOCUMENT_BYTES),
+        ));
     }
+    too_deep_at(text).map(|line| {
+        (
+            first_line + line - 1,
+            format!("not valid YAML: nested deeper than {MAX_FLOW_DEPTH} levels; not read"),
+        )
+    })
 }
 
 /// Lints files read from disk.
 pub fn lint_paths(paths: &[PathBuf], external: &[String]) -> anyhow::Result<Report> {
-    use std::io::Read as _;
     let files = expand(paths)?;
     let mut sources = Vec::new();
     for f in &files {
-        let mut text = String::new();
-        // Read one byte past the limit, never the whole of a huge file: `lint_sources` then
-        // reports it as too large.
-        std::fs::File::open(f)
-            .and_then(|file| {
-                file.take(MAX_FILE_BYTES as u64 + 1)
-                    .read_to_string(&mut text)
-            })
+        // Never the whole of a huge file: `lint_sources` then reports it as too large.
+        let text = std::fs::File::open(f)
+            .and_then(read_bounded)
             .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
         sources.push((f.display().to_string(), text));
     }
@@ -331,29 +354,22 @@ pub fn lint_sources(sources: &[(String, String)], external: &[String]) -> Report
     let mut objects = 0;
     let mut notifications = Notifications::default();
     for (file, text) in sources {
-        if text.len() > MAX_FILE_BYTES {
-            findings.push(too_large(file, 1, "the file", text.len(), MAX_FILE_BYTES));
+        if let Some(message) = refuse_file(text) {
+            findings.push(Finding {
+                file: file.clone(),
+                line: 1,
+                field: String::new(),
+                message,
+            });
             continue;
         }
         for d in split_documents(text) {
-            if d.text.len() > MAX_DOCUMENT_BYTES {
-                findings.push(too_large(
-                    file,
-                    d.first_line,
-                    "this document",
-                    d.text.len(),
-                    MAX_DOCUMENT_BYTES,
-                ));
-                continue;
-            }
-            if let Some(line) = too_deep_at(&d.text) {
+            if let Some((line, message)) = refuse_document(&d.text, d.first_line) {
                 findings.push(Finding {
                     file: file.clone(),
-                    line: d.first_line + line - 1,
+                    line,
                     field: String::new(),
-                    message: format!(
-                        "not valid YAML: nested deeper than {MAX_FLOW_DEPTH} levels; not read"
-                    ),
+                    message,
                 });
                 continue;
             }

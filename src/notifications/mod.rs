@@ -32,6 +32,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// The most of a receiver's answer that is read (only Slack's API answer is read at all: it
+/// says whether the message was posted). Slack's answers are a few hundred bytes.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 use tokio::sync::{Mutex, Notify};
 
 use crate::api::rollout::Rollout;
@@ -635,7 +639,18 @@ impl Notifier {
                         if !req.slack_api {
                             return Ok(());
                         }
-                        let body: Value = resp.json().await.unwrap_or(Value::Null);
+                        // The receiver is not ours: its answer is read up to a bound only.
+                        let body: Value =
+                            match crate::http_body::read_limited(resp, MAX_REPLY_BYTES).await {
+                                Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                                Err(e) => {
+                                    return Err(SendError {
+                                        transient: false,
+                                        reason: "http_status",
+                                        message: format!("Slack's answer was not read: {e}"),
+                                    });
+                                }
+                            };
                         if body["ok"].as_bool() == Some(true) {
                             return Ok(());
                         }
