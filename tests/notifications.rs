@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -161,38 +161,6 @@ impl Receiver {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Logs, captured to be searched for secrets.
-
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("sluice=debug,reqwest=debug,kube=debug,info")
-            .with_ansi(false)
-            .with_writer(|| LogWriter)
-            .try_init();
-    });
-}
-
-fn logs() -> String {
-    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
-}
-
-// ---------------------------------------------------------------------------------------------
 // Setup.
 
 fn notify_config(base: ControllerConfig, ns: &str, allow: &str) -> ControllerConfig {
@@ -208,7 +176,7 @@ fn notify_config(base: ControllerConfig, ns: &str, allow: &str) -> ControllerCon
 /// A cluster with the nginx canary's objects and the notification ConfigMap and Secret; the
 /// controller is started by the caller (it needs the namespace).
 async fn env_with(data: &[(&str, &str)], secret: &[(&str, &str)]) -> Env {
-    capture_logs();
+    sluice_test_support::logs::capture();
     let env = Env::without_controller().await;
     env.services(&["web-stable", "web-canary"]).await;
     env.stable_ingress().await;
@@ -480,7 +448,10 @@ async fn an_analysis_abort_sends_one_slack_message_with_metric_value_and_conditi
     assert!(!r.annotations().contains_key(PENDING_ANNOTATION));
     assert!(r.annotations().contains_key(DELIVERED_ANNOTATION));
     // The token never appears outside the request that needs it.
-    assert!(!logs().contains(SLACK_TOKEN), "token in the logs");
+    assert!(
+        !sluice_test_support::logs::text().contains(SLACK_TOKEN),
+        "token in the logs"
+    );
     assert!(!events_text(&env).await.contains(SLACK_TOKEN));
     assert!(!serde_json::to_string(&r).unwrap().contains(SLACK_TOKEN));
 }
@@ -692,7 +663,10 @@ async fn retries_after_500s_and_failures_are_reported_without_secrets() {
     assert!(!events.contains(HOOK_SECRET), "secret in Events");
     let r = env.get("web").await;
     assert!(!serde_json::to_string(&r).unwrap().contains(HOOK_SECRET));
-    assert!(!logs().contains(HOOK_SECRET), "secret in the logs");
+    assert!(
+        !sluice_test_support::logs::text().contains(HOOK_SECRET),
+        "secret in the logs"
+    );
 
     // Counted in the metrics.
     let metrics = env.controller.as_ref().unwrap().metrics.encode();

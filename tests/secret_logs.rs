@@ -5,8 +5,6 @@
 //! connection refused), and terminated. The captured log, the AnalysisRuns' status and the
 //! namespace's Events are searched for the values.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Secret};
@@ -17,38 +15,6 @@ use sluice_test_support::controller::*;
 
 const TENANT: &str = "tenant-q7Zr2Vx9";
 const TOKEN: &str = "tok-Hq3LmW8pKs0Y";
-
-/// Every line the process logs, for the search.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        // The controller and the clients it uses, at their most verbose; the in-process API
-        // server is not the controller (it sees the Secret the test creates).
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("trace,sluice_e2e=off,sluice_test_support=off")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(writer.clone()))
-            .try_init();
-        buf
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn run(name: &str, ns: &str, metrics: &str) -> AnalysisRun {
     let yaml = format!(
@@ -73,7 +39,7 @@ async fn no_provider_logs_a_secret_value_in_success_error_or_termination() {
     if skip_on_real_cluster("reads the controller's own log") {
         return;
     }
-    let logs = captured_logs();
+    sluice_test_support::logs::capture();
     let prom = PrometheusServer::start(&[]).await.expect("prometheus");
     // Nothing listens on the discard port: the web metric's connection is refused.
     let refused = "http://127.0.0.1:9";
@@ -236,8 +202,7 @@ async fn no_provider_logs_a_secret_value_in_success_error_or_termination() {
             )
         })
         .collect();
-    let logged =
-        String::from_utf8_lossy(&logs.lock().unwrap_or_else(|e| e.into_inner())).to_string();
+    let logged = sluice_test_support::logs::text();
     // The capture works and saw the measurements.
     assert!(
         logged.contains("querying prometheus"),

@@ -4,9 +4,8 @@
 //! Secret values never appear in status, Events or logs.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -332,35 +331,9 @@ async fn post_sends_the_json_body_as_json() {
     );
 }
 
-/// Everything the process logs, at every level, for the secrets check.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("sluice=trace")
-            .with_writer(move || LogWriter(writer.clone()))
-            .try_init();
-        buf
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_measures_web_metrics_and_never_shows_the_secret() {
-    let logs = captured_logs();
+    sluice_test_support::logs::capture();
     let (base, _) = server().await;
     let env = Env::with_config(prometheus_config(&base, None)).await;
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), env.ns());
@@ -434,7 +407,7 @@ async fn the_controller_measures_web_metrics_and_never_shows_the_secret() {
         let text = serde_json::to_string(e).unwrap();
         assert!(!text.contains(TOKEN), "event: {text}");
     }
-    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    let logged = sluice_test_support::logs::text();
     assert!(logged.contains("web-error"), "logs are captured: {logged}");
     assert!(!logged.contains(TOKEN), "logs: {logged}");
 }

@@ -12,6 +12,7 @@
 //!   a tool), and tmux sessions that show the CLI as a person sees it.
 //! - [`cli`]: runners for the `sluice` binary and kubectl.
 //! - [`metrics`]: scraping and reading a Prometheus text endpoint.
+//! - [`logs`]: the process's log, captured to be searched for Secret values.
 //! - [`argo`]: the checks and actions of Argo Rollouts' e2e fixtures, for ported scenarios.
 //!
 //! Everything here panics or returns an error with the state that explains a failure: it is
@@ -23,6 +24,7 @@ pub mod cli;
 #[cfg(feature = "demo")]
 pub mod closed_loop;
 pub mod controller;
+pub mod logs;
 pub mod metrics;
 pub mod rollout;
 pub mod target;
