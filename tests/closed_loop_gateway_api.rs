@@ -269,45 +269,6 @@ async fn rule_names(stack: &LocalStack) -> Vec<String> {
         .collect()
 }
 
-/// Checks that the share of `load` served by `v2` while the Rollout held each weight is within
-/// 3 points of it (nginx follows the route within a sync period: the first second is skipped).
-fn assert_shares(
-    load: &sluice_e2e::loadgen::LoadGenerator,
-    timeline: &Timeline,
-    weights: &[i32],
-    min_requests: usize,
-    canary_may_fail: bool,
-) {
-    for &weight in weights {
-        let intervals = timeline.intervals_at(weight);
-        assert_eq!(
-            intervals.len(),
-            1,
-            "weight {weight} held once: {:?}",
-            timeline.states()
-        );
-        let (from, to) = intervals[0];
-        let split = load.split(
-            "v2",
-            from + Duration::from_secs(1),
-            to - Duration::from_millis(700),
-        );
-        assert!(
-            split.total >= min_requests,
-            "too few requests at weight {weight}: {split:?}"
-        );
-        assert!(
-            (split.percent() - f64::from(weight)).abs() <= 3.0,
-            "weight {weight}: v2 served {:.1}% of {} requests",
-            split.percent(),
-            split.total
-        );
-        if !canary_may_fail {
-            assert_eq!(split.version_failed, 0, "weight {weight}: {split:?}");
-        }
-    }
-}
-
 /// The failed requests of `samples`, with when they were sent relative to `begin` and what the
 /// Rollout was doing then.
 fn failures(

@@ -44,33 +44,7 @@ async fn good_version_is_promoted_and_traffic_follows_every_weight() {
         .await
         .expect("v2 promoted");
 
-    for weight in [10, 25, 50] {
-        let intervals = timeline.intervals_at(weight);
-        assert_eq!(
-            intervals.len(),
-            1,
-            "weight {weight} held once: {:?}",
-            timeline.states()
-        );
-        let (from, to) = intervals[0];
-        // nginx follows the Ingress within a sync period; skip the first second.
-        let split = load.split(
-            "v2",
-            from + Duration::from_secs(1),
-            to - Duration::from_millis(700),
-        );
-        assert!(
-            split.total >= 50,
-            "too few requests at weight {weight}: {split:?}"
-        );
-        assert!(
-            (split.percent() - f64::from(weight)).abs() <= 3.0,
-            "weight {weight}: v2 served {:.1}% of {} requests",
-            split.percent(),
-            split.total
-        );
-        assert_eq!(split.version_failed, 0, "weight {weight}: {split:?}");
-    }
+    assert_shares(&load, &timeline, &[10, 25, 50], 50, false);
     wait_all_served_by(&load, "v2").await;
     let all = load.between(begin, Instant::now());
     assert!(

@@ -293,13 +293,22 @@ async fn a_partitioned_leader_stops_writing_before_its_lease_expires() {
     )
     .await
     .unwrap();
-    env.create(&rollout("web", 2, "web:1", FAST_STEPS)).await;
+    // A long pause at the first step: the partition starts while an update is in progress, so
+    // replica-a still has writes to make, even when a busy machine makes this test slow to look.
+    let steps = FAST_STEPS.replace(
+        "- pause: {duration: 1}\n- setWeight: 50",
+        "- pause: {duration: 10}\n- setWeight: 50",
+    );
+    assert_ne!(steps, FAST_STEPS);
+    env.create(&rollout("web", 2, "web:1", &steps)).await;
     env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
         .await;
-    // An update in progress, so replica-a has writes to make when the partition starts.
+    let before = current(&env.get("web").await);
     env.set_image("web", "web:2").await;
-    env.wait_for("web", "first step", 30, |r| weight(r) == Some(25))
-        .await;
+    env.wait_for("web", "the long pause at 25%", 30, |r| {
+        current(r) != before && weight(r) == Some(25) && step(r) == Some(1)
+    })
+    .await;
     env.cluster.controls().inject(
         Fault::hang(Duration::from_secs(120))
             .resource("leases")

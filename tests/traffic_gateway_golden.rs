@@ -4,12 +4,13 @@
 //! them lock what must never change: foreign backendRefs and rules are left alone, a second
 //! apply writes nothing, release gives the route back as it was before Sluice.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice::api::rollout::{
     HeaderRoutingMatch, Rollout, RouteMatch, SetHeaderRoute, SetMirrorRoute, StringMatch,
 };
 use sluice::plan::ManagedRoutes;
-use sluice::traffic::{DesiredTraffic, gateway_api};
+use sluice::traffic::gateway_api;
+use sluice_test_support::traffic::{desired, patched, yaml};
 
 fn rollout(canary_yaml: &str) -> Rollout {
     sluice_test_support::rollout::canary(canary_yaml)
@@ -17,27 +18,6 @@ fn rollout(canary_yaml: &str) -> Rollout {
         .uid("4d2a6a1e-0000-4000-8000-000000000002")
         .replicas(4)
         .build()
-}
-
-fn yaml(s: &str) -> Value {
-    serde_yaml::from_str(s).unwrap()
-}
-
-fn desired(weight: i32) -> DesiredTraffic {
-    DesiredTraffic {
-        weight,
-        max_weight: 100,
-        canary_hash: None,
-        stable_hash: None,
-        legacy_label_hashes: Vec::new(),
-        managed_routes: ManagedRoutes::default(),
-    }
-}
-
-fn patched(live: &Value, patch: &json_patch::Patch) -> Value {
-    let mut out = live.clone();
-    json_patch::patch(&mut out, patch).expect("the patch applies to the object it was made from");
-    out
 }
 
 /// An HTTPRoute as a real API server stores it (defaults applied): a weighted rule with a

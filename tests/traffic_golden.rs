@@ -4,12 +4,13 @@
 //! patch it sends, together with the object that patch produces.
 
 use k8s_openapi::api::networking::v1::Ingress;
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice::api::rollout::{
     HeaderRoutingMatch, Rollout, RouteMatch, SetHeaderRoute, SetMirrorRoute, StringMatch,
 };
 use sluice::plan::ManagedRoutes;
-use sluice::traffic::{DesiredTraffic, TrafficError, istio, nginx};
+use sluice::traffic::{TrafficError, istio, nginx};
+use sluice_test_support::traffic::{desired, patched, yaml};
 
 fn rollout(canary_yaml: &str) -> Rollout {
     sluice_test_support::rollout::canary(canary_yaml)
@@ -17,28 +18,6 @@ fn rollout(canary_yaml: &str) -> Rollout {
         .uid("4d2a6a1e-0000-4000-8000-000000000001")
         .replicas(4)
         .build()
-}
-
-fn yaml(s: &str) -> Value {
-    serde_yaml::from_str(s).unwrap()
-}
-
-fn desired(weight: i32) -> DesiredTraffic {
-    DesiredTraffic {
-        weight,
-        max_weight: 100,
-        canary_hash: None,
-        stable_hash: None,
-        legacy_label_hashes: Vec::new(),
-        managed_routes: ManagedRoutes::default(),
-    }
-}
-
-/// Applies a patch the way the API server does (the `test` included).
-fn patched(live: &Value, patch: &json_patch::Patch) -> Value {
-    let mut out = live.clone();
-    json_patch::patch(&mut out, patch).expect("the patch applies to the object it was made from");
-    out
 }
 
 const STABLE_INGRESS: &str = r#"

@@ -190,3 +190,44 @@ pub async fn blue_green_stack_with_stable(blue_green_yaml: &str) -> LocalStack {
         .expect("v1 healthy");
     stack
 }
+
+/// Checks that the share of `load` served by `v2` while the Rollout held each of `weights` is
+/// within 3 points of it, on at least `min_requests` requests per weight (nginx follows its
+/// configuration within a sync period: the first second at a weight is skipped), and that none
+/// of those requests failed unless `canary_may_fail`.
+pub fn assert_shares(
+    load: &sluice_e2e::loadgen::LoadGenerator,
+    timeline: &sluice::demo::stack::Timeline,
+    weights: &[i32],
+    min_requests: usize,
+    canary_may_fail: bool,
+) {
+    for &weight in weights {
+        let intervals = timeline.intervals_at(weight);
+        assert_eq!(
+            intervals.len(),
+            1,
+            "weight {weight} held once: {:?}",
+            timeline.states()
+        );
+        let (from, to) = intervals[0];
+        let split = load.split(
+            "v2",
+            from + Duration::from_secs(1),
+            to - Duration::from_millis(700),
+        );
+        assert!(
+            split.total >= min_requests,
+            "too few requests at weight {weight}: {split:?}"
+        );
+        assert!(
+            (split.percent() - f64::from(weight)).abs() <= 3.0,
+            "weight {weight}: v2 served {:.1}% of {} requests",
+            split.percent(),
+            split.total
+        );
+        if !canary_may_fail {
+            assert_eq!(split.version_failed, 0, "weight {weight}: {split:?}");
+        }
+    }
+}

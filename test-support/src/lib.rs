@@ -13,6 +13,7 @@
 //! - [`cli`]: runners for the `sluice` binary and kubectl.
 //! - [`metrics`]: scraping and reading a Prometheus text endpoint.
 //! - [`logs`]: the process's log, captured to be searched for Secret values.
+//! - [`traffic`]: the routers' pure tests' desired traffic and patch application.
 //! - [`argo`]: the checks and actions of Argo Rollouts' e2e fixtures, for ported scenarios.
 //!
 //! Everything here panics or returns an error with the state that explains a failure: it is
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod rollout;
 pub mod target;
 pub mod tools;
+pub mod traffic;
 pub mod world;
 
 use std::path::Path;
