@@ -6,83 +6,19 @@
 
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use sluice::api::analysis::{AnalysisRun, AnalysisTemplate};
-use sluice::api::rollout::Rollout;
+use sluice::api::analysis::AnalysisRun;
+use sluice::api::common::AnalysisPhase;
 use sluice_e2e::prometheus::PrometheusServer;
+use sluice_test_support::argo::{
+    analysis_runs as runs, basic, env_with_templates, healthy_then_update, is_background, is_step,
+    run_phase, wait_run_phase,
+};
 use sluice_test_support::controller::*;
 use sluice_test_support::rollout::phase_is;
 
 async fn env(prom: &PrometheusServer, templates: &[&str]) -> Env {
-    let env = Env::with_config(prometheus_config(&prom.url(), Some(&prom.url()))).await;
-    let api: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), env.ns());
-    for yaml in templates {
-        let template: AnalysisTemplate = serde_yaml::from_str(yaml).expect("template yaml");
-        api.create(&PostParams::default(), &template)
-            .await
-            .expect("create template");
-    }
-    env
-}
-
-async fn runs(env: &Env) -> Vec<AnalysisRun> {
-    let api: Api<AnalysisRun> = Api::namespaced(env.client.clone(), env.ns());
-    let mut runs = api.list(&Default::default()).await.unwrap().items;
-    runs.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
-    runs
-}
-
-fn run_phase(run: &AnalysisRun) -> String {
-    run.status
-        .as_ref()
-        .map(|s| format!("{:?}", s.phase))
-        .unwrap_or_default()
-}
-
-fn is_background(run: &AnalysisRun) -> bool {
-    run.labels().get("rollout-type").map(String::as_str) == Some("Background")
-}
-
-fn is_step(run: &AnalysisRun) -> bool {
-    run.labels().get("rollout-type").map(String::as_str) == Some("Step")
-}
-
-/// Waits until the newest run matching `which` is in `phase`.
-async fn wait_run_phase(env: &Env, which: fn(&AnalysisRun) -> bool, phase: &str, secs: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let all = runs(env).await;
-        let last = all.iter().rev().find(|r| which(r));
-        if last.is_some_and(|r| run_phase(r) == phase) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no run reached {phase}: {:?}",
-            all.iter()
-                .map(|r| (r.name_any(), run_phase(r)))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn basic(name: &str, replicas: i32, canary_yaml: &str) -> Rollout {
-    rollout(name, replicas, &format!("{name}:1"), canary_yaml)
-}
-
-async fn healthy_then_update(env: &Env, ro: Rollout) {
-    let name = ro.name_any();
-    env.create(&ro).await;
-    env.wait_for(&name, "healthy", 60, phase_is("Healthy"))
-        .await;
-    assert_eq!(
-        runs(env).await.len(),
-        0,
-        "the first revision is not analysed"
-    );
-    env.set_image(&name, &format!("{name}:2")).await;
+    env_with_templates(&prom.url(), Some(&prom.url()), templates).await
 }
 
 /// Argo's `web-background`: measures every 5 s (1 s here) until the rollout completes.
@@ -118,7 +54,7 @@ async fn test_canary_background_analysis() {
     let all = runs(&env).await;
     assert_eq!(all.len(), 1, "one background run");
     assert!(is_background(&all[0]));
-    wait_run_phase(&env, is_background, "Running", 10).await;
+    wait_run_phase(&env, is_background, AnalysisPhase::Running, 10).await;
     env.promote("rollout-background-analysis").await;
     env.wait_for(
         "rollout-background-analysis",
@@ -128,7 +64,7 @@ async fn test_canary_background_analysis() {
     )
     .await;
     // Terminated at completion after passing measurements: Successful.
-    wait_run_phase(&env, is_background, "Successful", 30).await;
+    wait_run_phase(&env, is_background, AnalysisPhase::Successful, 30).await;
 }
 
 /// Argo's `web-background-inconclusive`: neither condition ever holds.
@@ -158,9 +94,9 @@ async fn test_canary_inconclusive_background_analysis() {
     );
     healthy_then_update(&env, ro).await;
     env.wait_for(name, "paused", 60, phase_is("Paused")).await;
-    wait_run_phase(&env, is_background, "Running", 20).await;
+    wait_run_phase(&env, is_background, AnalysisPhase::Running, 20).await;
     assert_eq!(runs(&env).await.len(), 1);
-    wait_run_phase(&env, is_background, "Inconclusive", 30).await;
+    wait_run_phase(&env, is_background, AnalysisPhase::Inconclusive, 30).await;
     let r = env
         .wait_for(name, "paused by the inconclusive run", 30, |r| {
             r.status
@@ -208,12 +144,15 @@ async fn test_canary_inline_analysis() {
     healthy_then_update(&env, ro).await;
     env.wait_for(name, "paused", 60, phase_is("Paused")).await;
     assert_eq!(runs(&env).await.len(), 1);
-    wait_run_phase(&env, is_step, "Successful", 20).await;
+    wait_run_phase(&env, is_step, AnalysisPhase::Successful, 20).await;
     env.promote(name).await;
     env.wait_for(name, "healthy", 60, phase_is("Healthy")).await;
     let all = runs(&env).await;
     assert_eq!(all.len(), 3, "one run per analysis step");
-    assert!(all.iter().all(|r| run_phase(r) == "Successful"));
+    assert!(
+        all.iter()
+            .all(|r| run_phase(r) == AnalysisPhase::Successful)
+    );
 }
 
 /// Argo's `multiple-job`: two metrics in one template, the first after an initial delay.
@@ -251,8 +190,12 @@ async fn test_canary_inline_multiple_analysis() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let all = runs(&env).await;
     assert_eq!(all.len(), 1, "one run for both metrics");
-    assert_eq!(run_phase(&all[0]), "Running", "the delayed metric holds it");
-    wait_run_phase(&env, is_step, "Successful", 30).await;
+    assert_eq!(
+        run_phase(&all[0]),
+        AnalysisPhase::Running,
+        "the delayed metric holds it"
+    );
+    wait_run_phase(&env, is_step, AnalysisPhase::Successful, 30).await;
     env.wait_for(name, "healthy", 60, phase_is("Healthy")).await;
     assert_eq!(runs(&env).await.len(), 1);
 }
@@ -295,7 +238,7 @@ async fn test_canary_fail_inline_multiple_analysis() {
     // Prometheus query answers at once, so the run may already have failed by then: what
     // matters (checked below) is that it fails on the second failure, not the first.
     // The failing metric fails the run without waiting for the delayed one.
-    wait_run_phase(&env, is_step, "Failed", 30).await;
+    wait_run_phase(&env, is_step, AnalysisPhase::Failed, 30).await;
     env.wait_for(name, "degraded", 30, phase_is("Degraded"))
         .await;
     // Failed by the second failure (failureLimit 1 allows one), not the first.
@@ -376,7 +319,7 @@ async fn test_multiple_analysis() {
     assert_eq!(all.len(), 1, "two templates, one run");
     let metrics: Vec<String> = all[0].spec.metrics.iter().map(|m| m.name.clone()).collect();
     assert_eq!(metrics, ["metric-1", "metric-2", "metric-3", "metric-4"]);
-    assert_eq!(run_phase(&all[0]), "Successful");
+    assert_eq!(run_phase(&all[0]), AnalysisPhase::Successful);
 }
 
 /// The Secret Argo's `analysis-secret` templates read their value from; here the value is the
@@ -475,7 +418,7 @@ async fn test_analysis_with_secret() {
     })
     .await;
     let all = runs(&env).await;
-    assert_eq!(run_phase(&all[0]), "Successful");
+    assert_eq!(run_phase(&all[0]), AnalysisPhase::Successful);
     assert_eq!(metric_count(&all[0]), 2, "count from the argument");
     env.promote(name).await;
     env.wait_for(name, "healthy on the new revision", 60, |r| {
@@ -501,7 +444,7 @@ async fn test_analysis_with_args() {
     })
     .await;
     let all = runs(&env).await;
-    assert_eq!(run_phase(&all[0]), "Successful");
+    assert_eq!(run_phase(&all[0]), AnalysisPhase::Successful);
     assert_eq!(
         metric_count(&all[0]),
         3,
@@ -529,11 +472,11 @@ async fn test_background_analysis_with_args() {
     env.wait_for(name, "paused", 60, phase_is("Paused")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(runs(&env).await.len(), 1);
-    wait_run_phase(&env, is_background, "Running", 10).await;
+    wait_run_phase(&env, is_background, AnalysisPhase::Running, 10).await;
     env.promote(name).await;
     env.wait_for(name, "healthy", 60, |r| {
         phase(r) == "Healthy" && stable(r) == current(r)
     })
     .await;
-    wait_run_phase(&env, is_background, "Successful", 30).await;
+    wait_run_phase(&env, is_background, AnalysisPhase::Successful, 30).await;
 }

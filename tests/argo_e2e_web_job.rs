@@ -10,23 +10,18 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
-use sluice::api::analysis::{AnalysisRun, AnalysisTemplate};
+use kube::api::Api;
+use sluice::api::analysis::AnalysisRun;
 use sluice::api::common::AnalysisPhase;
-use sluice::api::rollout::Rollout;
+use sluice_test_support::argo::{
+    analysis_runs as runs, basic, env_with_templates, healthy_then_update, is_background, is_step,
+    run_phase, wait_run_phase,
+};
 use sluice_test_support::controller::*;
 use sluice_test_support::rollout::phase_is;
 
 async fn env_with(allowed: &str, templates: &[&str]) -> Env {
-    let env = Env::with_config(prometheus_config(allowed, None)).await;
-    let api: Api<AnalysisTemplate> = Api::namespaced(env.client.clone(), env.ns());
-    for yaml in templates {
-        let template: AnalysisTemplate = serde_yaml::from_str(yaml).expect("template yaml");
-        api.create(&PostParams::default(), &template)
-            .await
-            .expect("create template");
-    }
-    env
+    env_with_templates(allowed, None, templates).await
 }
 
 async fn env(templates: &[&str]) -> Env {
@@ -34,54 +29,9 @@ async fn env(templates: &[&str]) -> Env {
     env_with("http://127.0.0.1:9", templates).await
 }
 
-async fn runs(env: &Env) -> Vec<AnalysisRun> {
-    let api: Api<AnalysisRun> = Api::namespaced(env.client.clone(), env.ns());
-    let mut runs = api.list(&Default::default()).await.unwrap().items;
-    runs.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
-    runs
-}
-
 async fn jobs(env: &Env) -> Vec<Job> {
     let api: Api<Job> = Api::namespaced(env.client.clone(), env.ns());
     api.list(&Default::default()).await.unwrap().items
-}
-
-fn run_phase(run: &AnalysisRun) -> AnalysisPhase {
-    run.status.as_ref().map(|s| s.phase).unwrap_or_default()
-}
-
-fn is_background(run: &AnalysisRun) -> bool {
-    run.labels().get("rollout-type").map(String::as_str) == Some("Background")
-}
-
-fn is_step(run: &AnalysisRun) -> bool {
-    run.labels().get("rollout-type").map(String::as_str) == Some("Step")
-}
-
-/// Waits until the newest run matching `which` is in `phase`, and returns it.
-async fn wait_run_phase(
-    env: &Env,
-    which: fn(&AnalysisRun) -> bool,
-    phase: AnalysisPhase,
-    secs: u64,
-) -> AnalysisRun {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let all = runs(env).await;
-        if let Some(r) = all.iter().rev().find(|r| which(r))
-            && run_phase(r) == phase
-        {
-            return r.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no run reached {phase:?}: {:#?}",
-            all.iter()
-                .map(|r| (r.name_any(), r.status.clone()))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn wait_no_jobs(env: &Env, secs: u64) {
@@ -98,23 +48,6 @@ async fn wait_no_jobs(env: &Env, secs: u64) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn basic(name: &str, replicas: i32, canary_yaml: &str) -> Rollout {
-    rollout(name, replicas, &format!("{name}:1"), canary_yaml)
-}
-
-async fn healthy_then_update(env: &Env, ro: Rollout) {
-    let name = ro.name_any();
-    env.create(&ro).await;
-    env.wait_for(&name, "healthy", 60, phase_is("Healthy"))
-        .await;
-    assert_eq!(
-        runs(env).await.len(),
-        0,
-        "the first revision is not analysed"
-    );
-    env.set_image(&name, &format!("{name}:2")).await;
 }
 
 /// The last measurement of a run's first metric.

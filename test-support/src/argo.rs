@@ -309,3 +309,100 @@ pub async fn undo(env: &Env, name: &str, revision: i64) {
     .await
     .expect("undo is possible");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Analysis scenarios (`test/e2e/analysis_test.go`).
+
+/// A controller whose metric providers may call `allowed` (Prometheus default address
+/// `default_address`), with `templates` (AnalysisTemplate YAML) created in the test's namespace.
+pub async fn env_with_templates(
+    allowed: &str,
+    default_address: Option<&str>,
+    templates: &[&str],
+) -> Env {
+    let env = Env::with_config(crate::controller::prometheus_config(
+        allowed,
+        default_address,
+    ))
+    .await;
+    let api: Api<sluice::api::analysis::AnalysisTemplate> =
+        Api::namespaced(env.client.clone(), env.ns());
+    for yaml in templates {
+        let template: sluice::api::analysis::AnalysisTemplate =
+            serde_yaml::from_str(yaml).expect("template yaml");
+        api.create(&PostParams::default(), &template)
+            .await
+            .expect("create template");
+    }
+    env
+}
+
+/// The AnalysisRuns of the test's namespace, oldest first.
+pub async fn analysis_runs(env: &Env) -> Vec<sluice::api::analysis::AnalysisRun> {
+    let api: Api<sluice::api::analysis::AnalysisRun> =
+        Api::namespaced(env.client.clone(), env.ns());
+    let mut runs = api.list(&Default::default()).await.unwrap().items;
+    runs.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
+    runs
+}
+
+/// The run's phase (the default, Pending, before it has a status).
+pub fn run_phase(run: &sluice::api::analysis::AnalysisRun) -> sluice::api::common::AnalysisPhase {
+    run.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+/// A background analysis' run (Argo's `rollout-type: Background` label).
+pub fn is_background(run: &sluice::api::analysis::AnalysisRun) -> bool {
+    run.labels().get("rollout-type").map(String::as_str) == Some("Background")
+}
+
+/// An analysis step's run (Argo's `rollout-type: Step` label).
+pub fn is_step(run: &sluice::api::analysis::AnalysisRun) -> bool {
+    run.labels().get("rollout-type").map(String::as_str) == Some("Step")
+}
+
+/// Waits until the newest run matching `which` is in `phase`, and returns it.
+pub async fn wait_run_phase(
+    env: &Env,
+    which: fn(&sluice::api::analysis::AnalysisRun) -> bool,
+    phase: sluice::api::common::AnalysisPhase,
+    secs: u64,
+) -> sluice::api::analysis::AnalysisRun {
+    let deadline = Instant::now() + patience(secs);
+    loop {
+        let all = analysis_runs(env).await;
+        if let Some(r) = all.iter().rev().find(|r| which(r))
+            && run_phase(r) == phase
+        {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run reached {phase:?}: {:#?}",
+            all.iter()
+                .map(|r| (r.name_any(), r.status.clone()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A Rollout `name` at image `name:1`.
+pub fn basic(name: &str, replicas: i32, canary_yaml: &str) -> sluice::api::rollout::Rollout {
+    crate::controller::rollout(name, replicas, &format!("{name}:1"), canary_yaml)
+}
+
+/// Creates `ro`, waits until it is healthy (its first revision is not analysed), and updates its
+/// image to `name:2`.
+pub async fn healthy_then_update(env: &Env, ro: sluice::api::rollout::Rollout) {
+    let name = ro.name_any();
+    env.create(&ro).await;
+    env.wait_for(&name, "healthy", 60, crate::rollout::phase_is("Healthy"))
+        .await;
+    assert_eq!(
+        analysis_runs(env).await.len(),
+        0,
+        "the first revision is not analysed"
+    );
+    env.set_image(&name, &format!("{name}:2")).await;
+}
