@@ -87,9 +87,14 @@ async fn finished_runs_beyond_the_history_limit_are_pruned() {
     });
     env.create(&ro).await;
     env.wait_for(name, "healthy", 60, phase_is("Healthy")).await;
+    let before = current(&env.get(name).await);
     env.set_image(name, "history:2").await;
+    // The first version's status is Healthy at step 4 too: wait for the new version's.
     env.wait_for(name, "healthy with the new image", 90, |r| {
-        phase_is("Healthy")(r) && r.status.as_ref().and_then(|s| s.current_step_index) == Some(4)
+        phase_is("Healthy")(r)
+            && current(r) != before
+            && stable(r) == current(r)
+            && r.status.as_ref().and_then(|s| s.current_step_index) == Some(4)
     })
     .await;
     // Three Successful step runs were created. The newest stays as the one the Rollout's status
@@ -110,11 +115,20 @@ async fn finished_runs_beyond_the_history_limit_are_pruned() {
         }
     })
     .await;
+    let left = runs(&env).await;
     assert!(
-        runs(&env)
-            .await
-            .iter()
-            .all(|r| r.status.as_ref().map(|s| s.phase) == Some(AnalysisPhase::Successful))
+        left.iter()
+            .all(|r| r.status.as_ref().map(|s| s.phase) == Some(AnalysisPhase::Successful)),
+        "{:#?}",
+        left.iter()
+            .map(|r| (
+                r.name_any(),
+                r.metadata.creation_timestamp.clone(),
+                r.labels().clone(),
+                r.spec.terminate,
+                r.status.clone()
+            ))
+            .collect::<Vec<_>>()
     );
 }
 

@@ -227,9 +227,13 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
     env.create(&rollout("web", 2, "web:1", FAST_STEPS)).await;
     env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
         .await;
+    let before = current(&env.get("web").await);
     env.set_image("web", "web:2").await;
     env.wait_for("web", "promoted by the leader", 60, |r| {
-        phase(r) == "Healthy" && stable(r) == current(r) && weight(r) == Some(0)
+        current(r) != before
+            && phase(r) == "Healthy"
+            && stable(r) == current(r)
+            && weight(r) == Some(0)
     })
     .await;
     assert!(!b.leader.is_leader());
@@ -256,9 +260,13 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let before = current(&env.get("web").await);
     env.set_image("web", "web:3").await;
     env.wait_for("web", "promoted by the new leader", 60, |r| {
-        phase(r) == "Healthy" && stable(r) == current(r) && weight(r) == Some(0)
+        current(r) != before
+            && phase(r) == "Healthy"
+            && stable(r) == current(r)
+            && weight(r) == Some(0)
     })
     .await;
     assert!(non_lease("replica-b") > 0, "the new leader wrote");
