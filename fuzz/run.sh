@@ -3,6 +3,7 @@
 # target, the executions, the coverage reached and the crashes found.
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]      (SECONDS defaults to 60)
+#   FUZZ_JOBS=3 fuzz/run.sh 600            (three targets at a time)
 #
 # Works on the stable toolchain: the targets are built with plain `cargo build` and rustc's stable
 # sanitizer-coverage flags (what `cargo fuzz build --sanitizer none` passes), and libfuzzer-sys
@@ -42,15 +43,33 @@ rm -rf "$FUZZ_DIR/seeds"
     every_seed_goes_through_its_fuzz_target >/dev/null)
 
 mkdir -p logs
-status=0
-printf '%-20s %12s %8s %8s %8s %s\n' target executions exec/s cov features crashes
-for t in "${TARGETS[@]}"; do
+# FUZZ_JOBS targets run at once (default 1: each target alone has the machine).
+JOBS=${FUZZ_JOBS:-1}
+
+fuzz_one() {
+    local t=$1
     mkdir -p "corpus/$t" "artifacts/$t"
-    seeds="seeds/$t"; [ -d "$seeds" ] || seeds=""
+    local seeds="seeds/$t"; [ -d "$seeds" ] || seeds=""
     # -timeout: one input taking 10 s is a hang; -rss_limit_mb: unbounded allocation is a crash.
     "$BIN/$t" "corpus/$t" $seeds -max_total_time="$SECONDS_PER_TARGET" -timeout=10 \
         -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" >"logs/$t.log" 2>&1 || true
+}
+
+running=0
+for t in "${TARGETS[@]}"; do
+    fuzz_one "$t" &
+    running=$((running + 1))
+    if [ "$running" -ge "$JOBS" ]; then
+        wait -n || true
+        running=$((running - 1))
+    fi
+done
+wait
+
+status=0
+printf '%-20s %12s %8s %8s %8s %s\n' target executions exec/s cov features crashes
+for t in "${TARGETS[@]}"; do
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "logs/$t.log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "logs/$t.log" | tail -1)
     cov=$(grep -oE 'cov: [0-9]+' "logs/$t.log" | tail -1 | cut -d' ' -f2)
