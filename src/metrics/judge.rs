@@ -23,8 +23,35 @@ use crate::metrics::prometheus::{PrometheusProvider, Series};
 struct Totals {
     requests: f64,
     errors: f64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "bounds_as_text"
+    )]
     latency: Vec<(f64, f64)>,
+}
+
+/// JSON has no infinity: bucket bounds are kept as text (`"inf"` for `+Inf`).
+mod bounds_as_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(f64, f64)], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|(le, c)| (le.to_string(), *c))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(f64, f64)>, D::Error> {
+        let raw: Vec<(String, f64)> = Vec::deserialize(d)?;
+        raw.into_iter()
+            .map(|(le, c)| {
+                le.parse::<f64>()
+                    .map(|le| (le, c))
+                    .map_err(|_| serde::de::Error::custom(format!("bucket bound {le:?}")))
+            })
+            .collect()
+    }
 }
 
 /// What the judge remembers from look to look.
