@@ -83,9 +83,13 @@ fn every_template_parses_and_its_conditions_compile_with_default_args() {
                     .unwrap_or_else(|e| panic!("{path}: {e}"));
                 let sides = std::iter::once(&j.canary).chain(j.baseline.as_ref());
                 for q in sides {
-                    for query in [Some(&q.requests), Some(&q.errors), q.latency_buckets.as_ref()]
-                        .into_iter()
-                        .flatten()
+                    for query in [
+                        Some(&q.requests),
+                        Some(&q.errors),
+                        q.latency_buckets.as_ref(),
+                    ]
+                    .into_iter()
+                    .flatten()
                     {
                         promql_parser::parser::parse(query)
                             .unwrap_or_else(|e| panic!("{path}: {query}: {e}"));
@@ -178,16 +182,16 @@ async fn measure(
             value_from: None,
         })
         .collect();
+    let mut out = Vec::new();
+    // Judge templates are measured by `judge_templates.rs`.
+    if t.spec.metrics.iter().any(|m| m.provider.judge.is_some()) {
+        return out;
+    }
     let merged = merge_args(&t.spec.args, &supplied).unwrap();
     let args = ResolvedArgs::resolve(&merged, &Default::default()).unwrap();
-    let mut out = Vec::new();
     for m in &t.spec.metrics {
         let m = args.resolve_metric(m).unwrap();
-        // Judge templates are measured by `judge_templates.rs`.
-        let Some(p) = m.provider.prometheus.as_ref() else {
-            continue;
-        };
-        let query = &p.query;
+        let query = &m.provider.prometheus.as_ref().unwrap().query;
         let v = prom.query(query).await.expect("query");
         let verdict = Conditions::compile(
             m.success_condition.as_deref(),
