@@ -288,6 +288,9 @@ fn erfc(x: f64) -> f64 {
     if x >= 0.0 { r } else { 2.0 - r }
 }
 
+/// Cumulative bucket counts `(le, count)`, owned.
+pub type Histogram = Vec<(f64, f64)>;
+
 /// Requests and failed requests counted since the run's first look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counts {
@@ -328,7 +331,7 @@ pub struct Look {
     /// Baseline counts, when the template has baseline queries.
     pub baseline: Option<Counts>,
     /// Canary and baseline latency buckets (cumulative, since the first look).
-    pub latency: Option<(Vec<(f64, f64)>, Vec<(f64, f64)>)>,
+    pub latency: Option<(Histogram, Histogram)>,
     /// Number of this look among the looks with new canary requests (1-based).
     pub latency_look: u64,
     /// True when the metric's deadline has passed.
@@ -422,27 +425,27 @@ pub fn judge(settings: &Settings, look: &Look) -> Judgement {
     // Latency: a one-sided U test at this look's share of alpha, with the effect floor.
     let mut latency_worse = None;
     let mut latency_tested = false;
-    if let (Some(floor), Some((cb, bb))) = (settings.latency_floor, &look.latency) {
-        if let Some(l) = mann_whitney(cb, bb) {
-            latency_tested = true;
-            let level = latency_alpha(sprt.alpha, look.latency_look);
-            details.extend([
-                ("latencyCanaryRequests", l.canary.to_string()),
-                ("latencyBaselineRequests", l.baseline.to_string()),
-                ("latencyEffect", fmt(l.effect)),
-                ("latencyZ", fmt(l.z)),
-                ("latencyPValue", format!("{:.3e}", l.p_value)),
-                ("latencyLevel", format!("{level:.3e}")),
-            ]);
-            if l.p_value < level && l.effect >= 0.5 + floor {
-                latency_worse = Some(format!(
-                    "canary slower than stable in {} of request pairs ({} vs {} requests, p = {:.1e}): worse with {confidence} confidence",
-                    percent(l.effect),
-                    l.canary,
-                    l.baseline,
-                    l.p_value
-                ));
-            }
+    if let (Some(floor), Some((cb, bb))) = (settings.latency_floor, &look.latency)
+        && let Some(l) = mann_whitney(cb, bb)
+    {
+        latency_tested = true;
+        let level = latency_alpha(sprt.alpha, look.latency_look);
+        details.extend([
+            ("latencyCanaryRequests", l.canary.to_string()),
+            ("latencyBaselineRequests", l.baseline.to_string()),
+            ("latencyEffect", fmt(l.effect)),
+            ("latencyZ", fmt(l.z)),
+            ("latencyPValue", format!("{:.3e}", l.p_value)),
+            ("latencyLevel", format!("{level:.3e}")),
+        ]);
+        if l.p_value < level && l.effect >= 0.5 + floor {
+            latency_worse = Some(format!(
+                "canary slower than stable in {} of request pairs ({} vs {} requests, p = {:.1e}): worse with {confidence} confidence",
+                percent(l.effect),
+                l.canary,
+                l.baseline,
+                l.p_value
+            ));
         }
     }
     if test.decision == Decision::Worse {
