@@ -1,9 +1,10 @@
 //! Blast radius and reaction of the analysis through the local closed loop, against the
 //! statistical limit.
 //!
-//! `cargo run --release --example closed_loop_bench [-- RUNS [GOOD_RUNS [SCENARIOS]]]` (default 3
-//! runs per bad scenario, 5 good-version runs per method, every scenario; `SCENARIOS` is a comma
-//! list of `errors30,errors5,latency300,good`). A new version is rolled out behind a real nginx at
+//! `cargo run --release --example closed_loop_bench [-- RUNS [GOOD_RUNS [SCENARIOS [METHODS]]]]`
+//! (default 3 runs per bad scenario, 5 good-version runs per method, every scenario and method;
+//! `SCENARIOS` is a comma list of `errors30,errors5,latency300,good`, `METHODS` of
+//! `classic,judge`). A new version is rolled out behind a real nginx at
 //! 50 requests/s, first step 10%, judged either by the classic templates (`nginx-success-rate` and
 //! `nginx-latency`, every 5 s, 10 s windows) or by the sequential `nginx-judge` (a look every
 //! second; acceptable error rate 1%, unacceptable 5%, α = β = 1%). Per scenario and method:
@@ -363,6 +364,13 @@ fn main() -> anyhow::Result<()> {
     let wanted: Option<Vec<String>> = argv
         .next()
         .map(|a| a.split(',').map(str::to_string).collect());
+    let methods: Vec<Method> = match argv.next() {
+        None => vec![Method::Classic, Method::Judge],
+        Some(a) => [Method::Classic, Method::Judge]
+            .into_iter()
+            .filter(|m| a.split(',').any(|x| x == m.name()))
+            .collect(),
+    };
     let rt = tokio::runtime::Runtime::new()?;
     println!(
         "{RATE} req/s, first step {:.0}%; classic: nginx-success-rate + nginx-latency every 5s \
@@ -393,7 +401,7 @@ fn main() -> anyhow::Result<()> {
             min + in_flight
         );
         let n = if s.bad() { runs } else { good_runs };
-        for method in [Method::Classic, Method::Judge] {
+        for &method in &methods {
             let mut results = Vec::new();
             for i in 0..n {
                 let r = rt.block_on(one_run(method, s))?;
