@@ -13,8 +13,8 @@ use sluice::analysis::run::{
 };
 use sluice::analysis::value::MetricValue;
 use sluice::api::analysis::{
-    AnalysisRunSpec, AnalysisRunStatus, Argument, Metric, MetricProvider, PrometheusMetric,
-    SecretKeyRef, TtlStrategy, ValueFrom, WebMetricHeader,
+    AnalysisRunSpec, AnalysisRunStatus, Argument, Metric, MetricProvider, NoDataPolicy,
+    PrometheusMetric, SecretKeyRef, TtlStrategy, ValueFrom, WebMetricHeader,
 };
 use sluice::api::common::AnalysisPhase::{self, *};
 use sluice::api::common::{DryRun, MeasurementRetention};
@@ -253,10 +253,15 @@ fn errors_are_retried_after_ten_seconds_and_the_fifth_in_a_row_errors_the_metric
 }
 
 #[test]
-fn empty_result_is_an_error_measurement_saying_no_data() {
+fn empty_result_is_an_error_measurement_saying_no_data_with_argo_semantics() {
     let mut m = metric("a");
     m.success_condition = Some("result[0] >= 0.95".into());
     m.failure_condition = None;
+    // `noData.timeout: 0s`: no waiting for data, Argo Rollouts' behaviour.
+    m.no_data = Some(NoDataPolicy {
+        retry_interval: None,
+        timeout: Some("0s".parse().unwrap()),
+    });
     let s = spec(vec![m]);
     let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| {
         Ok(MetricValue::Numbers(vec![]))
@@ -899,4 +904,131 @@ fn an_error_that_ends_the_metric_is_reported_with_the_completion() {
     assert_eq!(u.first_errors[0].consecutive_error_limit, 0);
     let reasons: Vec<String> = u.transitions.iter().map(|t| t.reason()).collect();
     assert_eq!(reasons, ["MetricError", "AnalysisRunError"]);
+}
+
+/// A success-rate metric measured every 10 s, three times.
+fn success_rate() -> Metric {
+    let mut m = metric("sr");
+    m.success_condition = Some("result[0] >= 0.95".into());
+    m.failure_condition = None;
+    m.interval = Some("10s".parse().unwrap());
+    m.count = Some(IntOrString::Int(3));
+    m
+}
+
+#[test]
+fn no_data_yet_is_not_an_error_and_is_asked_again_a_second_later() {
+    let s = spec(vec![success_rate()]);
+    let empty = |_: &MeasurementRequest| Ok(MetricValue::Numbers(vec![]));
+    let (reqs, u) = pass(&s, None, &SecretValues::new(), t0(), empty);
+    assert_eq!(reqs.len(), 1);
+    let r = metric_result(&u.status, "sr");
+    assert_eq!(r.measurements.len(), 1);
+    let m = &r.measurements[0];
+    assert_eq!(m.phase, Running, "{m:?}");
+    assert!(
+        m.message.as_deref().unwrap().contains("no data yet"),
+        "{m:?}"
+    );
+    assert_eq!(r.error, 0, "not an error");
+    assert_eq!(r.count, 0, "not a measurement");
+    assert_eq!(u.status.phase, Running);
+    assert!(u.first_errors.is_empty(), "no error Event");
+    assert_eq!(u.requeue_at, Some(at(1)), "asked again a second later");
+    // Half a second later, nothing is due yet.
+    let (reqs, _) = pass(
+        &s,
+        Some(&u.status),
+        &SecretValues::new(),
+        at(0) + jiff::SignedDuration::from_millis(500),
+        empty,
+    );
+    assert!(reqs.is_empty());
+    // Still nothing after 1 s: the same measurement, waiting.
+    let (reqs, u) = pass(&s, Some(&u.status), &SecretValues::new(), at(1), empty);
+    assert_eq!(reqs.len(), 1);
+    let r = metric_result(&u.status, "sr");
+    assert_eq!(r.measurements.len(), 1, "replaced, not added");
+    assert_eq!(r.measurements[0].phase, Running);
+    // Data at 2 s: the measurement is decided at once, and the next one is an interval later.
+    let (_, u) = pass(&s, Some(&u.status), &SecretValues::new(), at(2), |_| {
+        Ok(MetricValue::Numbers(vec![0.5]))
+    });
+    let r = metric_result(&u.status, "sr");
+    assert_eq!(r.measurements.len(), 1);
+    let m = &r.measurements[0];
+    assert_eq!(m.phase, Failed);
+    assert!(!m.metadata.contains_key("sluice.dev/no-data"), "{m:?}");
+    assert!(!m.metadata.contains_key("sluice.dev/looked-at"), "{m:?}");
+    assert_eq!(
+        u.status.phase, Failed,
+        "failureLimit 0: the first failure decides"
+    );
+}
+
+#[test]
+fn no_data_for_the_whole_timeout_is_an_error_as_without_waiting() {
+    let mut m = success_rate();
+    m.no_data = Some(NoDataPolicy {
+        retry_interval: Some("2s".parse().unwrap()),
+        timeout: Some("5s".parse().unwrap()),
+    });
+    let s = spec(vec![m]);
+    let empty = |_: &MeasurementRequest| Ok(MetricValue::Numbers(vec![]));
+    let mut status = None;
+    let mut now = t0();
+    let mut looks = 0;
+    let errored = loop {
+        let (reqs, u) = pass(&s, status.as_ref(), &SecretValues::new(), now, empty);
+        looks += reqs.len();
+        let r = metric_result(&u.status, "sr").clone();
+        if r.error > 0 {
+            let m = r.measurements.last().unwrap();
+            assert_eq!(m.phase, Error);
+            let msg = m.message.as_deref().unwrap();
+            assert!(msg.contains("the query returned no data"), "{msg}");
+            assert!(msg.contains("no data for 5s"), "{msg}");
+            assert_eq!(u.first_errors.len(), 1, "the error is reported");
+            // From then on, Argo's retry of errors.
+            assert_eq!(
+                u.requeue_at,
+                Some(now + jiff::SignedDuration::from_secs(10))
+            );
+            break u.status;
+        }
+        assert!(now < at(60), "never errored: {:?}", u.status);
+        now = u.requeue_at.expect("requeued");
+        status = Some(u.status);
+    };
+    assert_eq!(now, at(6), "queries at 0, 2, 4 and 6 s");
+    assert_eq!(looks, 4);
+    // The next empty answer is an Error at once: only the first measurement waits for data.
+    let (_, u) = pass(&s, Some(&errored), &SecretValues::new(), at(16), empty);
+    let r = metric_result(&u.status, "sr");
+    assert_eq!(r.error, 2, "{r:?}");
+}
+
+#[test]
+fn a_terminated_run_does_not_wait_for_data() {
+    let mut s = spec(vec![success_rate()]);
+    let empty = |_: &MeasurementRequest| Ok(MetricValue::Numbers(vec![]));
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), empty);
+    assert_eq!(u.status.phase, Running);
+    s.terminate = true;
+    let (reqs, u) = pass(&s, Some(&u.status), &SecretValues::new(), at(1), empty);
+    assert!(reqs.is_empty());
+    assert_eq!(u.status.phase, Successful, "{:?}", u.status);
+    assert!(u.requeue_at.is_none());
+}
+
+#[test]
+fn a_guarded_condition_still_decides_an_empty_result() {
+    let mut m = success_rate();
+    m.success_condition = Some("len(result) == 0 || result[0] >= 0.95".into());
+    let s = spec(vec![m]);
+    let (_, u) = pass(&s, None, &SecretValues::new(), t0(), |_| {
+        Ok(MetricValue::Numbers(vec![]))
+    });
+    let r = metric_result(&u.status, "sr");
+    assert_eq!(r.measurements[0].phase, Successful);
 }

@@ -36,8 +36,14 @@ fn templates() -> Vec<(String, AnalysisTemplate)> {
             .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
         out.push((path.display().to_string(), t));
     }
-    assert!(out.len() >= 6, "the six templates are there: {out:?}");
-    for name in ["gateway-api-success-rate", "gateway-api-latency"] {
+    assert!(out.len() >= 9, "the nine templates are there: {out:?}");
+    for name in [
+        "gateway-api-success-rate",
+        "gateway-api-latency",
+        "nginx-judge",
+        "istio-judge",
+        "gateway-api-judge",
+    ] {
         assert!(
             out.iter()
                 .any(|(_, t)| t.metadata.name.as_deref() == Some(name)),
@@ -71,6 +77,26 @@ fn every_template_parses_and_its_conditions_compile_with_default_args() {
         let args = ResolvedArgs::resolve(&merged, &Default::default()).unwrap();
         for m in &t.spec.metrics {
             let m = args.resolve_metric(m).unwrap();
+            if let Some(j) = &m.provider.judge {
+                // A judge has no condition: its settings and every query must be valid.
+                sluice::analysis::validation::check_judge(j)
+                    .unwrap_or_else(|e| panic!("{path}: {e}"));
+                let sides = std::iter::once(&j.canary).chain(j.baseline.as_ref());
+                for q in sides {
+                    for query in [
+                        Some(&q.requests),
+                        Some(&q.errors),
+                        q.latency_buckets.as_ref(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        promql_parser::parser::parse(query)
+                            .unwrap_or_else(|e| panic!("{path}: {query}: {e}"));
+                    }
+                }
+                continue;
+            }
             let cond = m.success_condition.as_deref().expect("a success condition");
             Condition::compile(cond).unwrap_or_else(|e| panic!("{path}: {e}"));
             let query = &m.provider.prometheus.as_ref().expect("prometheus").query;
@@ -156,9 +182,13 @@ async fn measure(
             value_from: None,
         })
         .collect();
+    let mut out = Vec::new();
+    // Judge templates are measured by `judge_templates.rs`.
+    if t.spec.metrics.iter().any(|m| m.provider.judge.is_some()) {
+        return out;
+    }
     let merged = merge_args(&t.spec.args, &supplied).unwrap();
     let args = ResolvedArgs::resolve(&merged, &Default::default()).unwrap();
-    let mut out = Vec::new();
     for m in &t.spec.metrics {
         let m = args.resolve_metric(m).unwrap();
         let query = &m.provider.prometheus.as_ref().unwrap().query;

@@ -185,7 +185,24 @@ async fn zero_traffic_nan_and_empty_vector() {
     let empty_query = "sum(http_requests_total{code=\"404\"})";
     let empty = p.measure(&instant(&prom.url(), empty_query)).await;
     assert_eq!(empty.value, Ok(MetricValue::Numbers(vec![])));
+    // By default the first measurement waits for data: "not yet", asked again a second later.
     let spec = single_run(metric("sr", &prom.url(), empty_query, "result[0] >= 0.95"));
+    let now = Timestamp::now();
+    let u = reconcile(&p, &spec, None, now).await;
+    let m = &u.status.metric_results[0].measurements[0];
+    assert_eq!(m.phase, AnalysisPhase::Running, "{m:?}");
+    assert!(
+        m.message.as_deref().unwrap().contains("no data yet"),
+        "{m:?}"
+    );
+    assert_eq!(u.requeue_at, Some(now + jiff::SignedDuration::from_secs(1)));
+    // With `noData.timeout: 0s` (Argo's behaviour) it is an Error at once.
+    let mut argo = metric("sr", &prom.url(), empty_query, "result[0] >= 0.95");
+    argo.no_data = Some(sluice::api::analysis::NoDataPolicy {
+        retry_interval: None,
+        timeout: Some("0s".parse().unwrap()),
+    });
+    let spec = single_run(argo);
     let u = reconcile(&p, &spec, None, Timestamp::now()).await;
     let m = &u.status.metric_results[0].measurements[0];
     assert_eq!(m.phase, AnalysisPhase::Error);

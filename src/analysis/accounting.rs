@@ -293,11 +293,12 @@ pub fn assess_metric(
     }
     // A measurement in flight (a Job) keeps the metric running, even while the run stops: it
     // is stopped first, and counted once it has ended.
-    if result
-        .measurements
-        .last()
-        .is_some_and(|m| !m.phase.is_completed())
-    {
+    // A measurement that waits for data or a judge still looking is simply dropped when the run
+    // stops: there is nothing to stop.
+    if result.measurements.last().is_some_and(|m| {
+        !m.phase.is_completed()
+            && (!terminating || m.metadata.contains_key(crate::analysis::run::JOB_NAME_KEY))
+    }) {
         return Assessment {
             phase: AnalysisPhase::Running,
             message: None,

@@ -6,6 +6,7 @@ pub mod build_run;
 pub mod condition;
 pub mod history;
 pub mod jsonpath;
+pub mod judge;
 pub mod rollout_args;
 pub mod run;
 pub mod template;

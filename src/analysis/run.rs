@@ -42,6 +42,23 @@ pub const JOB_NAME_KEY: &str = "job-name";
 pub const JOB_NAMESPACE_KEY: &str = "job-namespace";
 /// Message of a Job measurement stopped because the run stopped, as Argo Rollouts writes it.
 pub const METRIC_TERMINATED: &str = "Metric Terminated";
+/// Metadata key of a measurement waiting for data: the reason the conditions could not decide
+/// (the query returned no data), kept to become the Error's message at the deadline.
+pub const NO_DATA_KEY: &str = "sluice.dev/no-data";
+/// Metadata key of a measurement in flight that is not a Job (waiting for data, or a judge
+/// still looking): when it was last looked at.
+pub const LOOKED_AT_KEY: &str = "sluice.dev/looked-at";
+/// Metadata key of a judge measurement's counting state (JSON), carried from look to look.
+pub const JUDGE_STATE_KEY: &str = "sluice.dev/judge-state";
+/// Time between two queries of a metric whose query returned no data yet, when
+/// `noData.retryInterval` is omitted.
+pub const DEFAULT_NO_DATA_RETRY: Duration = Duration::from_secs(1);
+/// How long a measurement may wait for data, when `noData.timeout` is omitted.
+pub const DEFAULT_NO_DATA_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time between two looks of a judge metric, when `interval` is omitted.
+pub const DEFAULT_JUDGE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a judge looks before it is Inconclusive, when `deadline` is omitted.
+pub const DEFAULT_JUDGE_DEADLINE: Duration = Duration::from_secs(600);
 /// Longest wait between two looks at a running Job. The controller also watches its Jobs, so
 /// this only bounds how late a missed change is noticed.
 pub const MAX_JOB_POLL: Duration = Duration::from_secs(30);
@@ -66,6 +83,38 @@ pub enum ProviderRequest {
     Web(WebRequest),
     /// Something to do with a metric's Job.
     Job(JobRequest),
+    /// A look of the judge: several Prometheus queries and a sequential test.
+    Judge(Box<JudgeRequest>),
+}
+
+/// The PromQL queries of one version for the judge, arguments substituted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgeQueries {
+    /// Cumulative requests.
+    pub requests: String,
+    /// Cumulative failed requests.
+    pub errors: String,
+    /// Cumulative latency histogram buckets, one series per `le`.
+    pub latency: Option<String>,
+}
+
+/// A look of a judge metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgeRequest {
+    /// Where and how to query (its `query` is unused).
+    pub prometheus: PrometheusRequest,
+    /// The canary's counters.
+    pub canary: JudgeQueries,
+    /// The baseline's counters.
+    pub baseline: Option<JudgeQueries>,
+    /// The test's settings.
+    pub settings: crate::analysis::judge::Settings,
+    /// How long to look before the metric is Inconclusive.
+    pub deadline: Duration,
+    /// The counting state of the previous look (JSON), `None` at the first look.
+    pub state: Option<String>,
+    /// When the look is taken.
+    pub now: Timestamp,
 }
 
 /// A web metric's request with every argument substituted. Its `Debug` output hides header
@@ -328,6 +377,9 @@ pub struct Update {
 
 struct ResolvedMetric {
     spec: Metric,
+    /// Time between queries while a measurement waits for data, and how long it may wait (zero:
+    /// no waiting, Argo's behaviour).
+    no_data: (Duration, Duration),
     limits: MetricLimits,
     conditions: Conditions,
     dry_run: bool,
@@ -416,6 +468,12 @@ pub fn begin(
                         sequence,
                     })
                 }
+                ProviderRequest::Judge(j) => {
+                    let mut j = j.clone();
+                    j.state = result.and_then(judge_state);
+                    j.now = now;
+                    ProviderRequest::Judge(j)
+                }
                 other => other.clone(),
             };
             pass.requests.push(MeasurementRequest {
@@ -438,8 +496,28 @@ fn request_metadata(request: &ProviderRequest) -> BTreeMap<String, String> {
         ProviderRequest::Prometheus(p) => {
             BTreeMap::from([(RESOLVED_QUERY_KEY.to_string(), p.display_query.clone())])
         }
-        ProviderRequest::Web(_) | ProviderRequest::Job(_) => BTreeMap::new(),
+        ProviderRequest::Web(_) | ProviderRequest::Job(_) | ProviderRequest::Judge(_) => {
+            BTreeMap::new()
+        }
     }
+}
+
+/// The latest counting state of a judge metric, from its measurements.
+fn judge_state(result: &MetricResult) -> Option<String> {
+    result
+        .measurements
+        .iter()
+        .rev()
+        .find_map(|m| m.metadata.get(JUDGE_STATE_KEY).cloned())
+}
+
+/// When a measurement in flight that is not a Job (waiting for data, or a judge still looking)
+/// was last looked at.
+fn looked_at(m: &Measurement) -> Option<Timestamp> {
+    if m.phase.is_completed() {
+        return None;
+    }
+    m.metadata.get(LOOKED_AT_KEY)?.parse().ok()
 }
 
 /// The Job of a metric's measurement in flight, if its latest measurement is one.
@@ -455,7 +533,7 @@ fn running_job(result: Option<&MetricResult>) -> Option<String> {
 /// second and at most [`MAX_JOB_POLL`].
 fn job_poll_at(result: &MetricResult, now: Timestamp) -> Option<Timestamp> {
     let last = result.measurements.last()?;
-    if last.phase.is_completed() {
+    if last.phase.is_completed() || !last.metadata.contains_key(JOB_NAME_KEY) {
         return None;
     }
     let started = last.started_at.as_ref().map_or(now, |t| t.0);
@@ -497,6 +575,15 @@ fn next_measurement(
     let Some(last) = result.and_then(|r| r.measurements.last()) else {
         return Some(add(started_at, m.limits.initial_delay.unwrap_or_default()));
     };
+    if let Some(at) = looked_at(last) {
+        // Waiting for data, or a judge still looking: soon again.
+        let every = if last.metadata.contains_key(NO_DATA_KEY) {
+            m.no_data.0
+        } else {
+            m.limits.interval.unwrap_or(DEFAULT_JUDGE_INTERVAL)
+        };
+        return Some(add(at, every));
+    }
     let finished = last.finished_at.as_ref().map_or(started_at, |t| t.0);
     if last.phase == AnalysisPhase::Error {
         return Some(add(finished, ERROR_RETRY_INTERVAL));
@@ -548,7 +635,12 @@ fn resolve(
         // Before substitution: the placeholders of an unsupported provider are not the problem.
         validation::check_provider(raw).map_err(|e| e.status_message(&raw.name))?;
         let m = args.resolve_metric(raw).map_err(|e| e.to_string())?;
-        let limits = validation::check_limits(&m).map_err(|e| e.status_message(&m.name))?;
+        let mut limits = validation::check_limits(&m).map_err(|e| e.status_message(&m.name))?;
+        if m.provider.judge.is_some() {
+            // A judge decides once, after as many looks as it needs.
+            limits.count = Some(1);
+        }
+        let no_data = no_data_policy(&m, &limits)?;
         let conditions = Conditions::compile(
             m.success_condition.as_deref(),
             m.failure_condition.as_deref(),
@@ -562,6 +654,7 @@ fn resolve(
             .and_then(|p| usize::try_from(spec.measurement_retention[p].limit).ok())
             .unwrap_or(DEFAULT_MEASUREMENT_RETENTION);
         metrics.push(ResolvedMetric {
+            no_data,
             dry_run: dry_run.iter().any(|matched| matched.contains(&i)),
             spec: m,
             limits,
@@ -571,6 +664,83 @@ fn resolve(
         });
     }
     Ok((metrics, args))
+}
+
+/// A metric's `noData` policy: (time between queries, how long to wait). Only Prometheus
+/// metrics wait for data; the others get no waiting.
+fn no_data_policy(m: &Metric, limits: &MetricLimits) -> Result<(Duration, Duration), String> {
+    if m.provider.prometheus.is_none() {
+        return Ok((DEFAULT_NO_DATA_RETRY, Duration::ZERO));
+    }
+    let p = m.no_data.clone().unwrap_or_default();
+    let read = |field: &str,
+                d: &Option<crate::api::duration::DurationString>,
+                default: Duration| {
+        match d.as_ref().map(|d| d.parse()) {
+            None | Some(Ok(None)) => Ok(default),
+            Some(Ok(Some(d))) if d.is_negative() => Err(format!(
+                "metric \"{}\": noData.{field} must not be negative",
+                m.name
+            )),
+            Some(Ok(Some(d))) => Ok(Duration::from(d)),
+            Some(Err(e)) => Err(format!("metric \"{}\": noData.{field}: {e}", m.name)),
+        }
+    };
+    let mut retry = read("retryInterval", &p.retry_interval, DEFAULT_NO_DATA_RETRY)?;
+    if retry.is_zero() {
+        retry = DEFAULT_NO_DATA_RETRY;
+    }
+    if let Some(i) = limits.interval {
+        retry = retry.min(i);
+    }
+    let timeout = read("timeout", &p.timeout, DEFAULT_NO_DATA_TIMEOUT)?;
+    Ok((retry, timeout))
+}
+
+/// Builds a judge metric's request; the checks are [`validation::check_judge`], shared with
+/// lint.
+fn judge_request(
+    j: &crate::api::analysis::JudgeMetric,
+    args: &ResolvedArgs,
+    now: Timestamp,
+) -> Result<ProviderRequest, String> {
+    let checked = validation::check_judge(j)?;
+    let timeout = match j.timeout {
+        Some(t) if t > 0 => Duration::from_secs(t.unsigned_abs()),
+        _ => DEFAULT_PROMETHEUS_TIMEOUT,
+    };
+    let queries = |q: &crate::api::analysis::JudgeQueries| JudgeQueries {
+        requests: q.requests.trim().to_string(),
+        errors: q.errors.trim().to_string(),
+        latency: q
+            .latency_buckets
+            .as_ref()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty()),
+    };
+    Ok(ProviderRequest::Judge(Box::new(JudgeRequest {
+        prometheus: PrometheusRequest {
+            address: j.address.clone().filter(|a| !a.trim().is_empty()),
+            query: String::new(),
+            display_query: args.redact(&j.canary.requests),
+            timeout,
+            insecure: j.insecure,
+            ca_cert: None,
+            headers: j
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            basic_auth: None,
+            range: None,
+        },
+        canary: queries(&j.canary),
+        baseline: j.baseline.as_ref().map(queries),
+        settings: checked.settings,
+        deadline: checked.deadline.unwrap_or(DEFAULT_JUDGE_DEADLINE),
+        state: None,
+        now,
+    })))
 }
 
 /// Builds the request of a metric whose arguments are substituted. The checks are
@@ -583,6 +753,9 @@ fn provider_request(
     validation::check_provider(m).map_err(|e| e.located())?;
     if let Some(w) = &m.provider.web {
         return web_request(w, args);
+    }
+    if let Some(j) = &m.provider.judge {
+        return judge_request(j, args, now);
     }
     if let Some(j) = &m.provider.job {
         validation::check_job(j).map_err(|e| e.located())?;
@@ -728,7 +901,9 @@ impl Pass {
                     if st.metric_results[idx].phase.is_completed() {
                         continue;
                     }
-                    let mut measurement = measure(m, &args, r);
+                    let first =
+                        st.metric_results[idx].count == 0 && st.metric_results[idx].error == 0;
+                    let mut measurement = measure(m, &args, r, first);
                     // A measurement in flight (a Job) is replaced by its next state, which keeps
                     // its start and what it learned before.
                     let in_flight = st.metric_results[idx]
@@ -741,6 +916,7 @@ impl Pass {
                         metadata.extend(std::mem::take(&mut measurement.metadata));
                         measurement.metadata = metadata;
                     }
+                    settle_no_data(&mut measurement, m.no_data.1, now);
                     // As in Argo, the metric result carries the latest resolved query.
                     st.metric_results[idx].metadata = measurement
                         .metadata
@@ -822,7 +998,12 @@ impl Pass {
 
 /// Turns a provider's answer into a measurement: the conditions decide its phase; every text
 /// that ends in status has Secret values redacted.
-fn measure(m: &ResolvedMetric, args: &ResolvedArgs, r: MeasurementResult) -> Measurement {
+fn measure(
+    m: &ResolvedMetric,
+    args: &ResolvedArgs,
+    r: MeasurementResult,
+    first: bool,
+) -> Measurement {
     let mut metadata: BTreeMap<String, String> = r.request_metadata;
     for (k, v) in r.result.metadata {
         metadata.insert(k, args.redact(&v));
@@ -833,10 +1014,13 @@ fn measure(m: &ResolvedMetric, args: &ResolvedArgs, r: MeasurementResult) -> Mea
             None,
             Some(bounded_status_text(args.redact(&e))),
         ),
-        (Ok(_), Some((phase, message))) => {
+        (Ok(v), Some((phase, message))) => {
+            if !phase.is_completed() && !metadata.contains_key(JOB_NAME_KEY) {
+                metadata.insert(LOOKED_AT_KEY.to_string(), r.finished_at.to_string());
+            }
             return Measurement {
                 phase,
-                value: None,
+                value: (!v.is_empty()).then(|| bounded_status_text(args.redact(&v.to_string()))),
                 started_at: Some(stamp(r.started_at)),
                 finished_at: phase.is_completed().then(|| stamp(r.finished_at)),
                 message: message.map(|s| bounded_status_text(args.redact(&s))),
@@ -845,6 +1029,29 @@ fn measure(m: &ResolvedMetric, args: &ResolvedArgs, r: MeasurementResult) -> Mea
         }
         (Ok(v), None) => {
             let verdict = m.conditions.evaluate(&v);
+            if verdict.phase == AnalysisPhase::Error
+                && v.is_empty()
+                && first
+                && !m.no_data.1.is_zero()
+            {
+                // No data yet (the canary has had no traffic): neither an error nor a verdict.
+                let why = verdict.message.unwrap_or_default();
+                metadata.insert(NO_DATA_KEY.to_string(), args.redact(&why));
+                metadata.insert(LOOKED_AT_KEY.to_string(), r.finished_at.to_string());
+                return Measurement {
+                    phase: AnalysisPhase::Running,
+                    value: Some(v.to_string()),
+                    started_at: Some(stamp(r.started_at)),
+                    finished_at: None,
+                    message: Some(format!(
+                        "no data yet (the canary may not have had traffic yet): asked again every \
+                         {}s, an Error after {}s without data",
+                        m.no_data.0.as_secs_f64(),
+                        m.no_data.1.as_secs_f64()
+                    )),
+                    metadata,
+                };
+            }
             (
                 verdict.phase,
                 Some(bounded_status_text(args.redact(&v.to_string()))),
@@ -861,6 +1068,30 @@ fn measure(m: &ResolvedMetric, args: &ResolvedArgs, r: MeasurementResult) -> Mea
         finished_at: Some(stamp(r.finished_at)),
         message,
         metadata,
+    }
+}
+
+/// A measurement that waited for data: Error (as without waiting) once it waited `timeout`; the
+/// waiting marks removed once it has a value.
+fn settle_no_data(measurement: &mut Measurement, timeout: Duration, now: Timestamp) {
+    if measurement.phase.is_completed() {
+        measurement.metadata.remove(LOOKED_AT_KEY);
+        measurement.metadata.remove(NO_DATA_KEY);
+        return;
+    }
+    let Some(why) = measurement.metadata.get(NO_DATA_KEY).cloned() else {
+        return;
+    };
+    let since = measurement.started_at.as_ref().map_or(now, |t| t.0);
+    if now.duration_since(since).as_secs_f64() >= timeout.as_secs_f64() {
+        measurement.phase = AnalysisPhase::Error;
+        measurement.message = Some(bounded_status_text(format!(
+            "{why} (no data for {}s)",
+            timeout.as_secs_f64()
+        )));
+        measurement.finished_at = Some(stamp(now));
+        measurement.metadata.remove(LOOKED_AT_KEY);
+        measurement.metadata.remove(NO_DATA_KEY);
     }
 }
 

@@ -356,6 +356,7 @@ pub fn check_provider(m: &Metric) -> Result<(), MetricError> {
         m.provider.prometheus.as_ref().map(|_| "prometheus"),
         m.provider.web.as_ref().map(|_| "web"),
         m.provider.job.as_ref().map(|_| "job"),
+        m.provider.judge.as_ref().map(|_| "judge"),
     ]
     .into_iter()
     .flatten()
@@ -376,6 +377,119 @@ pub fn check_provider(m: &Metric) -> Result<(), MetricError> {
             ))
         }
     }
+}
+
+/// A judge metric's settings, checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckedJudge {
+    /// The test's settings.
+    pub settings: crate::analysis::judge::Settings,
+    /// `deadline`, when set.
+    pub deadline: Option<std::time::Duration>,
+}
+
+fn fraction(field: &str, text: Option<&str>, default: Option<f64>) -> Result<f64, String> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => default.ok_or_else(|| format!("provider.judge.{field} is required")),
+        Some(t) => match t.parse::<f64>() {
+            Ok(x) if x > 0.0 && x < 1.0 => Ok(x),
+            Ok(_) => Err(format!(
+                "provider.judge.{field} {t:?} must be strictly between 0 and 1"
+            )),
+            Err(_) => Err(format!("provider.judge.{field} {t:?} is not a number")),
+        },
+    }
+}
+
+/// Checks a judge metric (after argument substitution): every query present, every fraction
+/// strictly between 0 and 1, the unacceptable error rate above the acceptable one. The message
+/// names the field.
+pub fn check_judge(j: &crate::api::analysis::JudgeMetric) -> Result<CheckedJudge, String> {
+    let mut sides = vec![("canary", Some(&j.canary))];
+    sides.push(("baseline", j.baseline.as_ref()));
+    for (side, q) in sides {
+        let Some(q) = q else { continue };
+        for (field, text) in [("requests", &q.requests), ("errors", &q.errors)] {
+            if text.trim().is_empty() {
+                return Err(format!(
+                    "provider.judge.{side}.{field} is required (a PromQL query)"
+                ));
+            }
+        }
+    }
+    let canary_latency = j
+        .canary
+        .latency_buckets
+        .as_ref()
+        .is_some_and(|l| !l.trim().is_empty());
+    let baseline_latency = j
+        .baseline
+        .as_ref()
+        .and_then(|b| b.latency_buckets.as_ref())
+        .is_some_and(|l| !l.trim().is_empty());
+    if canary_latency != baseline_latency {
+        return Err(format!(
+            "provider.judge.{}.latencyBuckets is required when the {} has one: latency is \
+             compared between canary and baseline",
+            if canary_latency { "baseline" } else { "canary" },
+            if canary_latency { "canary" } else { "baseline" }
+        ));
+    }
+    if j.relative_to_baseline && j.baseline.is_none() {
+        return Err(
+            "provider.judge.baseline is required when relativeToBaseline is true".to_string(),
+        );
+    }
+    let p0 = fraction("acceptableErrorRate", Some(&j.acceptable_error_rate), None)?;
+    let p1 = fraction(
+        "unacceptableErrorRate",
+        Some(&j.unacceptable_error_rate),
+        None,
+    )?;
+    if p1 <= p0 {
+        return Err(format!(
+            "provider.judge.unacceptableErrorRate {p1} must be above acceptableErrorRate {p0}"
+        ));
+    }
+    let confidence = fraction("confidence", j.confidence.as_deref(), Some(0.99))?;
+    let power = fraction("power", j.power.as_deref(), Some(0.99))?;
+    let floor = if canary_latency {
+        Some(match j.latency_effect_floor.as_deref().map(str::trim) {
+            None | Some("") => 0.1,
+            Some(t) => match t.parse::<f64>() {
+                Ok(x) if (0.0..0.5).contains(&x) => x,
+                _ => {
+                    return Err(format!(
+                        "provider.judge.latencyEffectFloor {t:?} must be a number from 0 to 0.5 \
+                         (excluded)"
+                    ));
+                }
+            },
+        })
+    } else {
+        None
+    };
+    let deadline = match j.deadline.as_ref().map(|d| d.parse()) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(d))) if d.is_negative() || std::time::Duration::from(d).is_zero() => {
+            return Err("provider.judge.deadline must be positive".to_string());
+        }
+        Some(Ok(Some(d))) => Some(std::time::Duration::from(d)),
+        Some(Err(e)) => return Err(format!("provider.judge.deadline: {e}")),
+    };
+    Ok(CheckedJudge {
+        settings: crate::analysis::judge::Settings {
+            sprt: crate::analysis::judge::Sprt {
+                p0,
+                p1,
+                alpha: 1.0 - confidence,
+                beta: 1.0 - power,
+            },
+            relative: j.relative_to_baseline,
+            latency_floor: floor,
+        },
+        deadline,
+    })
 }
 
 /// Checks what the controller needs to send a web request (after argument substitution), in

@@ -134,6 +134,10 @@ pub struct Metric {
     /// not in a row never fail the metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_failure_limit: Option<IntOrString>,
+    /// Sluice extension: an empty query result is "not yet" (re-queried) instead of an Error,
+    /// for a while. See `docs/analysis.md`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<NoDataPolicy>,
     /// Where the measurement comes from. Exactly one provider must be set.
     pub provider: MetricProvider,
 }
@@ -155,10 +159,98 @@ pub struct MetricProvider {
     /// fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobMetric>,
+    /// Sluice extension: a sequential statistical judge of the canary's failed requests (and,
+    /// optionally, latency) against thresholds or the baseline, from cumulative Prometheus
+    /// counters. See `docs/analysis.md`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeMetric>,
     /// Providers Sluice does not implement (kept so they can be reported by name).
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: BTreeMap<String, serde_json::Value>,
+}
+
+/// Sluice extension: the `judge` provider. Every query returns a cumulative counter (one series,
+/// or none while nothing was counted); the judge counts from the run's first look.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JudgeMetric {
+    /// Prometheus server URL; empty means the controller's default address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Seconds to wait for each query (30 when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<i64>,
+    /// Skip TLS verification.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Extra HTTP headers sent with each query.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<WebMetricHeader>,
+    /// Counters of the canary.
+    #[serde(default)]
+    pub canary: JudgeQueries,
+    /// Counters of the baseline (the stable version), for the comparison in messages, for
+    /// `relativeToBaseline` and for latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<JudgeQueries>,
+    /// Highest acceptable canary error rate, a fraction (`"0.01"`).
+    #[serde(default)]
+    pub acceptable_error_rate: String,
+    /// Error rate that must be caught, a fraction above the acceptable one (`"0.05"`).
+    #[serde(default)]
+    pub unacceptable_error_rate: String,
+    /// When true, the acceptable rate is at least the baseline's measured rate, and the
+    /// unacceptable one moves up by as much.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relative_to_baseline: bool,
+    /// Confidence of a Failed verdict, 1 − the risk of failing an acceptable canary; strictly
+    /// between 0 and 1 (`"0.99"` when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<String>,
+    /// Chance of catching a canary at the unacceptable rate, strictly between 0 and 1 (`"0.99"`
+    /// when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<String>,
+    /// Smallest latency effect that fails the canary: the probability that a canary request is
+    /// slower than a baseline one must exceed 0.5 + this (`"0.1"` when omitted). Used when both
+    /// sides have a `latencyBuckets` query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_effect_floor: Option<String>,
+    /// How long to look before the metric is Inconclusive (`10m` when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DurationString>,
+}
+
+/// The cumulative counters the judge reads for one version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JudgeQueries {
+    /// PromQL returning the total number of requests (one series).
+    #[serde(default)]
+    pub requests: String,
+    /// PromQL returning the number of failed requests (one series, or none while there is no
+    /// failure).
+    #[serde(default)]
+    pub errors: String,
+    /// PromQL returning cumulative latency histogram buckets, one series per `le`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_buckets: Option<String>,
+}
+
+/// Sluice extension: what a measurement whose query returned no data is while the deadline has
+/// not passed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NoDataPolicy {
+    /// Time between two queries while there is no data (`1s` when omitted; at most the metric's
+    /// `interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_interval: Option<DurationString>,
+    /// How long a measurement may wait for data before it is an Error, as in Argo Rollouts
+    /// (`1m` when omitted; `0s` gives Argo's behaviour: Error at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationString>,
 }
 
 /// A PromQL query against a Prometheus-compatible server.

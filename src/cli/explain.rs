@@ -89,6 +89,17 @@ fn failure_clause(f: &FailureView) -> String {
         .as_deref()
         .map(round_value)
         .unwrap_or_else(|| "no value".to_string());
+    if f.condition_kind.as_deref() == Some("judge")
+        && let Some(sentence) = &f.condition
+        && f.phase != "Error"
+    {
+        return format!(
+            "the judge of metric {} in AnalysisRun {} found {}",
+            f.metric,
+            f.analysis_run,
+            sentence.trim_end_matches('.')
+        );
+    }
     match f.phase.as_str() {
         "Error" => format!(
             "metric {} could not be measured {} in a row (limit {}) in AnalysisRun {}: {}",

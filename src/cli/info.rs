@@ -719,7 +719,17 @@ fn failure_view(run: &AnalysisRun) -> Option<FailureView> {
         .rev()
         .find(|m| m.phase == bad_phase)
         .and_then(|m| m.value.clone().or_else(|| m.message.clone()));
+    // A judge metric has no condition: its verdict is the sentence of its deciding measurement.
+    let judge_sentence = spec.filter(|m| m.provider.judge.is_some()).and_then(|_| {
+        result
+            .measurements
+            .iter()
+            .rev()
+            .find(|m| m.phase == bad_phase)
+            .and_then(|m| m.message.clone())
+    });
     let (condition, condition_kind) = match spec {
+        _ if judge_sentence.is_some() => (judge_sentence, Some("judge".to_string())),
         Some(m) if bad_phase == AnalysisPhase::Failed && m.failure_condition.is_some() => (
             m.failure_condition.as_deref().map(|c| resolved(&args, c)),
             Some("failureCondition".to_string()),

@@ -48,6 +48,11 @@ impl MeasurementPool {
                 w.method, w.url, w.headers, w.body, w.json_path, w.insecure
             ),
             ProviderRequest::Job(_) => return job_not_pooled(),
+            // A look carries its run's counting state: nothing to share with another run.
+            ProviderRequest::Judge(j) => {
+                let _permit = self.permits.acquire().await;
+                return crate::metrics::judge::measure(prometheus, j).await;
+            }
         };
         let fut = {
             let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -63,7 +68,7 @@ impl MeasurementPool {
                     match &request {
                         ProviderRequest::Prometheus(p) => prometheus.measure(p).await,
                         ProviderRequest::Web(w) => web.measure(w).await,
-                        ProviderRequest::Job(_) => job_not_pooled(),
+                        ProviderRequest::Job(_) | ProviderRequest::Judge(_) => job_not_pooled(),
                     }
                 }
                 .boxed();

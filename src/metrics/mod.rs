@@ -2,5 +2,6 @@
 //! [`crate::analysis::run`] and returns a value or an error message for the measurement.
 
 pub mod job;
+pub mod judge;
 pub mod prometheus;
 pub mod web;

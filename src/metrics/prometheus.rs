@@ -213,6 +213,26 @@ impl PrometheusProvider {
         req: &PrometheusRequest,
         metadata: &mut BTreeMap<String, String>,
     ) -> Result<MetricValue, String> {
+        let (data, address) = self.fetch(req, metadata).await?;
+        to_metric_value(&data).map_err(|e| format!("prometheus at {address}: {e}"))
+    }
+
+    /// Runs an instant query and returns every series of the answer with its labels (a scalar
+    /// is one series without labels). For providers that need to tell series apart.
+    pub async fn query_series(
+        &self,
+        req: &PrometheusRequest,
+        metadata: &mut BTreeMap<String, String>,
+    ) -> Result<Vec<Series>, String> {
+        let (data, address) = self.fetch(req, metadata).await?;
+        to_series(&data).map_err(|e| format!("prometheus at {address}: {e}"))
+    }
+
+    async fn fetch(
+        &self,
+        req: &PrometheusRequest,
+        metadata: &mut BTreeMap<String, String>,
+    ) -> Result<(ApiData, String), String> {
         let address = req
             .address
             .as_deref()
@@ -299,7 +319,8 @@ impl PrometheusProvider {
             }
             body.extend_from_slice(&chunk);
         }
-        parse_api_response(http_status, &body, address, metadata)
+        let data = parse_api_data(http_status, &body, address, metadata)?;
+        Ok((data, address.to_string()))
     }
 }
 
@@ -312,6 +333,16 @@ pub fn parse_api_response(
     address: &str,
     metadata: &mut BTreeMap<String, String>,
 ) -> Result<MetricValue, String> {
+    let data = parse_api_data(http_status, body, address, metadata)?;
+    to_metric_value(&data).map_err(|e| format!("prometheus at {address}: {e}"))
+}
+
+fn parse_api_data(
+    http_status: http::StatusCode,
+    body: &[u8],
+    address: &str,
+    metadata: &mut BTreeMap<String, String>,
+) -> Result<ApiData, String> {
     let parsed: Result<ApiResponse, _> = serde_json::from_slice(body);
     let parsed = match parsed {
         Ok(p) => p,
@@ -348,10 +379,9 @@ pub fn parse_api_response(
             )
         });
     }
-    let data = parsed
+    parsed
         .data
-        .ok_or_else(|| format!("prometheus at {address} returned success without data"))?;
-    to_metric_value(&data).map_err(|e| format!("prometheus at {address}: {e}"))
+        .ok_or_else(|| format!("prometheus at {address} returned success without data"))
 }
 
 fn seconds(t: jiff::Timestamp) -> String {
@@ -420,7 +450,64 @@ struct Sample(#[allow(dead_code)] serde_json::Value, String);
 
 #[derive(Deserialize)]
 struct VectorSeries {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
     value: Option<Sample>,
+}
+
+/// One series of an instant query's answer: its labels and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// The labels (`__name__` included when Prometheus kept it).
+    pub labels: BTreeMap<String, String>,
+    /// The value.
+    pub value: f64,
+}
+
+impl Series {
+    /// The labels as PromQL writes them: `{a="1", b="2"}`.
+    pub fn describe(&self) -> String {
+        let inner: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        format!("{{{}}}", inner.join(", "))
+    }
+}
+
+fn to_series(data: &ApiData) -> Result<Vec<Series>, String> {
+    let shape =
+        |e: serde_json::Error| format!("{} result has an unexpected shape: {e}", data.result_type);
+    match data.result_type.as_str() {
+        "scalar" => {
+            let s: Sample = serde_json::from_value(data.result.clone()).map_err(shape)?;
+            Ok(vec![Series {
+                labels: BTreeMap::new(),
+                value: sample_value(&s)?,
+            }])
+        }
+        "vector" => {
+            let series: Vec<VectorSeries> =
+                serde_json::from_value(data.result.clone()).map_err(shape)?;
+            series
+                .into_iter()
+                .map(|s| {
+                    let sample = s.value.as_ref().ok_or_else(|| {
+                        "vector sample without a float value (native histograms are not supported)"
+                            .to_string()
+                    })?;
+                    Ok(Series {
+                        value: sample_value(sample)?,
+                        labels: s.metric,
+                    })
+                })
+                .collect()
+        }
+        other => Err(format!(
+            "result type {other:?} is not supported here (expected an instant vector or a scalar)"
+        )),
+    }
 }
 
 #[derive(Deserialize)]
