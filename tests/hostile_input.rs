@@ -122,7 +122,9 @@ fn convert_refuses_huge_and_deeply_nested_manifests_as_lint_does() {
         "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {{name: web}}\n# {}\n",
         "x".repeat(MAX_FILE_BYTES)
     );
-    let err = convert(&huge).err().expect("a 8 MiB file is refused");
+    let Err(err) = convert(&huge) else {
+        panic!("a 8 MiB file is refused")
+    };
     assert_eq!(
         err,
         "the file is 8.0 MiB, over the limit of 8 MiB; not read"
@@ -133,9 +135,9 @@ fn convert_refuses_huge_and_deeply_nested_manifests_as_lint_does() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata:\n  blob: \"{}\"\n",
         "x".repeat(MAX_DOCUMENT_BYTES)
     );
-    let err = convert(&format!("{rollout}---\n{big_doc}"))
-        .err()
-        .expect("a document over 3 MiB is refused");
+    let Err(err) = convert(&format!("{rollout}---\n{big_doc}")) else {
+        panic!("a document over 3 MiB is refused")
+    };
     assert!(
         err.starts_with("line 5: this document is 3.0 MiB, over the limit of 3 MiB"),
         "{err}"
@@ -146,7 +148,9 @@ fn convert_refuses_huge_and_deeply_nested_manifests_as_lint_does() {
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
-    let err = convert(&deep).err().expect("deep nesting is refused");
+    let Err(err) = convert(&deep) else {
+        panic!("deep nesting is refused")
+    };
     assert_eq!(
         err,
         "line 8: not valid YAML: nested deeper than 128 levels; not read"
