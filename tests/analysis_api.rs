@@ -280,7 +280,7 @@ fn unsupported_provider_is_kept_and_reported() {
     assert_eq!(
         u.status.message.unwrap(),
         "metric \"webmetric\": provider.datadog: the datadog provider is not supported by \
-         Sluice; use one of: prometheus, web, job"
+         Sluice; use one of: prometheus, web, job, judge"
     );
 }
 

@@ -318,7 +318,7 @@ fn unsupported_or_missing_provider_is_a_clear_error() {
     assert_eq!(
         u.status.message.as_deref(),
         Some(
-            "metric \"a\": provider.newRelic: the newRelic provider is not supported by Sluice; use one of: prometheus, web, job"
+            "metric \"a\": provider.newRelic: the newRelic provider is not supported by Sluice; use one of: prometheus, web, job, judge"
         )
     );
     s.metrics[0].provider = MetricProvider::default();

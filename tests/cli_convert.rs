@@ -168,7 +168,7 @@ fn what_cannot_carry_over_is_reported_with_its_line() -> Result {
             "19: Rollout/web spec.strategy.canary.trafficRouting.alb: AWS ALB traffic routing (trafficRouting.alb) is not supported by Sluice; use trafficRouting.nginx, trafficRouting.istio or trafficRouting.gatewayAPI",
             "23: Rollout/web spec.strategy.canary.steps[1].experiment: experiment steps are not supported by Sluice; use an analysis step (Prometheus metrics) against the canary, with setCanaryScale for a fixed number of canary pods",
             "27: Rollout/web spec.strategy.canary.steps[2].plugin: step plugins are not supported by Sluice; use analysis steps (Prometheus metrics)",
-            "56: AnalysisTemplate/dd spec.metrics[0].provider.datadog: the datadog provider is not supported by Sluice; use one of: prometheus, web, job",
+            "56: AnalysisTemplate/dd spec.metrics[0].provider.datadog: the datadog provider is not supported by Sluice; use one of: prometheus, web, job, judge",
             "64: AnalysisTemplate/dd spec.metrics[1].provider.prometheus.authentication.sigv4: sigv4 authentication is not supported by Sluice (supported: basicAuth, or an Authorization header)",
             "68: Experiment/exp kind: Experiment is not supported by Sluice; left out of the output",
         ]

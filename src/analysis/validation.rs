@@ -30,7 +30,7 @@ pub const KNOWN_PROVIDERS: [&str; 9] = [
 ];
 
 /// The providers Sluice implements, as they are named in a metric.
-pub const SUPPORTED_PROVIDERS: &str = "prometheus, web, job";
+pub const SUPPORTED_PROVIDERS: &str = "prometheus, web, job, judge";
 
 /// Methods a web metric may use, as in Argo Rollouts.
 pub const WEB_METHODS: [&str; 3] = ["GET", "POST", "PUT"];
@@ -51,13 +51,13 @@ const LIMIT_FIELDS: [&str; 8] = [
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetricError {
     /// No provider at all.
-    #[error("no provider is set (Sluice supports: prometheus, web, job)")]
+    #[error("no provider is set (Sluice supports: prometheus, web, job, judge)")]
     NoProvider,
     /// A provider of Argo Rollouts that Sluice does not implement.
-    #[error("the {0} provider is not supported by Sluice; use one of: prometheus, web, job")]
+    #[error("the {0} provider is not supported by Sluice; use one of: prometheus, web, job, judge")]
     UnsupportedProvider(String),
     /// A provider nobody knows: most likely a typo.
-    #[error("unknown provider (Sluice supports: prometheus, web, job)")]
+    #[error("unknown provider (Sluice supports: prometheus, web, job, judge)")]
     UnknownProvider(String),
     /// More than one provider.
     #[error("exactly one provider must be set, found {}", .0.join(", "))]
@@ -130,6 +130,9 @@ pub enum MetricError {
     /// A job metric whose pod template has no container.
     #[error("needs at least one container")]
     JobWithoutContainers,
+    /// A judge metric's settings or queries.
+    #[error("{message}")]
+    InvalidJudge { field: String, message: String },
 }
 
 impl MetricError {
@@ -165,6 +168,7 @@ impl MetricError {
             MetricError::JobWithoutContainers => {
                 "provider.job.spec.template.spec.containers".into()
             }
+            MetricError::InvalidJudge { field, .. } => field.clone(),
         }
     }
 
@@ -662,6 +666,18 @@ pub fn check_metric(m: &Metric) -> Vec<MetricError> {
         && let Err(e) = check_job(j)
     {
         errors.push(e);
+    }
+    if let Some(j) = &m.provider.judge
+        && let Err(e) = check_judge(j)
+    {
+        // `check_judge` starts its message with the field, as the run reports it.
+        let (field, message) = match e.split_once(' ') {
+            Some((f, rest)) if f.starts_with("provider.judge") => {
+                (f.trim_end_matches(':').to_string(), rest.to_string())
+            }
+            _ => ("provider.judge".to_string(), e),
+        };
+        errors.push(MetricError::InvalidJudge { field, message });
     }
     errors
 }
