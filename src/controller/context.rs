@@ -16,6 +16,7 @@ use super::events::{EventRecorder, Reporter};
 use super::leader::LeaderGate;
 use super::measurement_pool::MeasurementPool;
 use super::metrics::Metrics;
+use super::owner_index::OwnerIndex;
 use super::writer::Writer;
 use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::Rollout;
@@ -35,6 +36,15 @@ pub struct Stores {
     pub services: Store<Service>,
     pub analysis_runs: Store<AnalysisRun>,
     pub deployments: Store<Deployment>,
+    /// The routing objects (Ingresses, VirtualServices, DestinationRules, Gateway API routes)
+    /// the Rollouts reference, read by their routers.
+    pub routing: Arc<crate::traffic::cache::ObjectCache>,
+    /// [`Stores::replica_sets`] by owner uid.
+    pub replica_set_owners: OwnerIndex,
+    /// [`Stores::legacy_replica_sets`] by owner uid.
+    pub legacy_replica_set_owners: OwnerIndex,
+    /// [`Stores::analysis_runs`] by owner uid.
+    pub analysis_run_owners: OwnerIndex,
 }
 
 /// Shared by every reconcile.
