@@ -68,6 +68,7 @@ async fn routed_canary_reads_no_routing_object_and_writes_the_minimum_per_step()
     let before = cluster.request_counts();
 
     env.set_image("web", "web:2").await;
+    let started = std::time::Instant::now();
     let done = env
         .wait_for("web", "the update promoted", 120, |r| {
             current(r) != v1
@@ -97,6 +98,9 @@ async fn routed_canary_reads_no_routing_object_and_writes_the_minimum_per_step()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Replica counts held back are written at most once per 10 s on their own: on a busy
+    // machine, where a step's pods take longer to start, some are.
+    let counter_writes = (started.elapsed().as_secs() / 10) as usize;
     let requests = grown(&before, &cluster.request_counts());
     let writes = writes_by_kind(cluster);
     eprintln!("requests during the update: {requests:#?}\nwrites: {writes:#?}");
@@ -116,21 +120,33 @@ async fn routed_canary_reads_no_routing_object_and_writes_the_minimum_per_step()
         );
     }
 
-    // Writes per step. Weights 20, 40, 60, 80, 100 and back to 0 after promotion: one canary
-    // Ingress patch each.
+    // Writes per step (the test's own image patch left out).
     let count = |k: &str| writes.get(k).copied().unwrap_or(0);
-    assert_eq!(count("patch ingresses"), 6, "{writes:#?}");
-    // One ReplicaSet created; the canary scaled 1 → 2 → 3 → 4 (weights 20..80 of 4 replicas
-    // round up: 1, 2, 3, 4; 100 needs no more), the old one scaled down once after the delay,
-    // with its scale-down deadline annotated first.
+    // The weight follows the canary's available share: a step whose weight is more than the
+    // available canary pods can take first gets their share (25, 50, 75 of 4 pods), then its
+    // own weight once the step's pods are up. 20, 25, 40, 50, 60, 75, 80, 100, and 0 after
+    // promotion: nine patches of the canary Ingress, never two for one weight.
+    assert!(count("patch ingresses") <= 9, "{writes:#?}");
+    // One ReplicaSet created, scaled up at each of the next three steps (2, 3, 4 of 4
+    // replicas); the old one annotated with its scale-down deadline at promotion and scaled to
+    // zero after it, in one patch each.
     assert_eq!(count("create replicasets"), 1, "{writes:#?}");
-    assert!(count("patch replicasets") <= 6, "{writes:#?}");
-    // Status: at most one per step (5), plus promotion and completion.
-    assert!(count("update rollouts/status") <= 7, "{writes:#?}");
-    // Stable and canary Service selectors: canary to the new hash, then stable to it.
+    assert!(count("patch replicasets") <= 5, "{writes:#?}");
+    // Status: the new revision, each step's decision, the promotion and the final weight (7),
+    // and the Progressing condition's progress time when a step waits for its pods (at most
+    // 2 here); replica counts wait for the next of these (or 10 s), so pods starting cost no
+    // write of their own.
+    assert!(
+        count("update rollouts/status") <= 9 + counter_writes,
+        "{writes:#?}"
+    );
+    // Canary Service to the new hash, then stable to it at promotion.
     assert!(count("patch services") <= 2, "{writes:#?}");
-    let total: usize = writes.values().sum();
-    assert!(total <= 22, "{total} writes for 5 steps: {writes:#?}");
+    let total: usize = writes.values().sum::<usize>() - count("patch rollouts");
+    assert!(
+        total <= 26 + counter_writes,
+        "{total} writes for 5 steps: {writes:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -327,22 +327,14 @@ async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<Scal
                     }
                 }
             }
-            Some(o) if d.replicas > o.replicas || annotations_differ(o, d) => {
+            // A ReplicaSet this plan scales down gets its annotations with the scale-down,
+            // later in this apply: one write, not two.
+            Some(o)
+                if d.replicas >= o.replicas
+                    && (d.replicas > o.replicas || annotations_differ(o, d)) =>
+            {
                 changed = true;
-                if d.replicas >= o.replicas {
-                    patch_rs(&rs_api, o, d).await?;
-                } else {
-                    // Annotation-only change on a ReplicaSet that scales down later.
-                    patch_rs(
-                        &rs_api,
-                        o,
-                        &plan::DesiredReplicaSet {
-                            replicas: o.replicas,
-                            ..d.clone()
-                        },
-                    )
-                    .await?;
-                }
+                patch_rs(t.ctx, &rs_api, o, d).await?;
             }
             _ => {}
         }
@@ -676,7 +668,7 @@ async fn scale_down(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bo
             && d.replicas < o.replicas
         {
             changed = true;
-            patch_rs(&rs_api, o, d).await?;
+            patch_rs(t.ctx, &rs_api, o, d).await?;
         }
     }
     Ok(changed)
@@ -837,6 +829,7 @@ fn annotations_differ(o: &ObservedReplicaSet, d: &plan::DesiredReplicaSet) -> bo
 }
 
 async fn patch_rs(
+    ctx: &Context,
     api: &Api<ReplicaSet>,
     o: &ObservedReplicaSet,
     d: &plan::DesiredReplicaSet,
@@ -852,9 +845,11 @@ async fn patch_rs(
         }},
         "spec": {"replicas": d.replicas}
     });
-    api.patch(&o.name, &patch_params(), &Patch::Merge(&patch))
+    let written = api
+        .patch(&o.name, &patch_params(), &Patch::Merge(&patch))
         .await
         .map_err(api_error("scale replicaset", o.name.clone()))?;
+    ctx.remember_replica_set(written);
     Ok(())
 }
 

@@ -344,6 +344,7 @@ pub(super) fn owned_replica_sets(t: &Target<'_>) -> Vec<Arc<ReplicaSet>> {
                 .owned(&stores.legacy_replica_sets, ns, &uid),
         )
         .filter(|rs| seen.insert(rs.uid()))
+        .map(|rs| t.ctx.replica_set(rs))
         .collect()
 }
 
