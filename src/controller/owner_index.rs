@@ -182,10 +182,10 @@ mod tests {
         index.apply(&Event::Delete(rs("a", "u1")));
         assert!(names(&index, "u1").is_empty());
         // A re-list that no longer returns "b": gone once the list completes, not before.
-        index.apply(&Event::Init);
+        index.apply(&Event::<ReplicaSet>::Init);
         index.apply(&Event::InitApply(rs("c", "u1")));
         assert_eq!(names(&index, "u2").len(), 1);
-        index.apply(&Event::InitDone);
+        index.apply(&Event::<ReplicaSet>::InitDone);
         assert!(names(&index, "u2").is_empty());
         assert_eq!(names(&index, "u1"), vec![("ns".into(), "c".into())]);
         assert_eq!(index.len(), 1);
