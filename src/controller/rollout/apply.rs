@@ -629,14 +629,15 @@ async fn release_dropped_services(t: &Target<'_>) -> Result<bool, Error> {
 /// Rollouts' controller no longer sees them as its own. Returns whether it wrote.
 async fn relabel_legacy(t: &Target<'_>) -> Result<bool, Error> {
     let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
-    let in_main_cache: std::collections::BTreeSet<String> = t
-        .ctx
-        .stores
-        .replica_sets
-        .state()
-        .iter()
-        .filter_map(|rs| rs.uid())
-        .collect();
+    // Looked up one by one: collecting every cached ReplicaSet here cost each reconcile a visit
+    // of every ReplicaSet in the cluster.
+    let in_main_cache = |rs: &ReplicaSet| {
+        t.ctx
+            .stores
+            .replica_sets
+            .get(&ObjectRef::from_obj(rs))
+            .is_some_and(|cached| cached.uid() == rs.uid())
+    };
     let mut changed = false;
     for rs in super::observe::owned_replica_sets(t) {
         let labels = rs.labels();
@@ -645,7 +646,7 @@ async fn relabel_legacy(t: &Target<'_>) -> Result<bool, Error> {
         };
         let patch = if !labels.contains_key(constants::POD_TEMPLATE_HASH_LABEL) {
             json!({"metadata": {"labels": {constants::POD_TEMPLATE_HASH_LABEL: hash}}})
-        } else if rs.uid().is_some_and(|uid| in_main_cache.contains(&uid)) {
+        } else if rs.uid().is_some() && in_main_cache(&rs) {
             json!({"metadata": {"labels": {constants::LEGACY_POD_TEMPLATE_HASH_LABEL: null}}})
         } else {
             continue;
