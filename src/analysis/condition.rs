@@ -79,6 +79,12 @@ pub struct Condition {
 impl Condition {
     /// Parses an expression.
     pub fn compile(source: &str) -> Result<Self, ConditionError> {
+        if let Some(why) = too_complex(source) {
+            return Err(ConditionError::Syntax {
+                expression: clip_expression(source),
+                message: why,
+            });
+        }
         let program = expr::compile(source).map_err(|e| ConditionError::Syntax {
             expression: source.to_string(),
             message: tidy_parser_message(&e.to_string()),
@@ -117,6 +123,59 @@ impl Condition {
             }),
         }
     }
+}
+
+/// The longest condition compiled. Conditions are one line (`result[0] >= 0.95`); a longer one is
+/// a mistake or an attack.
+pub const MAX_CONDITION_CHARS: usize = 4096;
+
+/// The deepest nesting of `[` compiled. The expression parser backtracks on each unclosed `[`,
+/// so its time doubles with every level: 14 levels took over a second, 20 would take minutes
+/// (found by fuzzing). Real conditions index one or two levels deep.
+pub const MAX_BRACKET_DEPTH: usize = 8;
+
+/// Why `source` is refused before it reaches the parser, if it is.
+fn too_complex(source: &str) -> Option<String> {
+    let chars = source.chars().count();
+    if chars > MAX_CONDITION_CHARS {
+        return Some(format!(
+            "{chars} characters, over the limit of {MAX_CONDITION_CHARS}"
+        ));
+    }
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in source.chars() {
+        if let Some(q) = quote {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                _ if c == q => quote = None,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' | '`' => quote = Some(c),
+            '[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    (deepest > MAX_BRACKET_DEPTH)
+        .then(|| format!("brackets nested deeper than {MAX_BRACKET_DEPTH} levels"))
+}
+
+/// An expression as quoted in a message: at most 200 characters.
+fn clip_expression(source: &str) -> String {
+    let mut out: String = source.chars().take(200).collect();
+    if source.chars().count() > 200 {
+        out.push_str("...");
+    }
+    out
 }
 
 /// A metric's success and failure conditions, parsed. An empty string counts as unset, as in
@@ -426,6 +485,48 @@ pub fn parse_go_float(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: 59 bytes of unclosed `[` made the parser run for more than 10 s (its
+    /// time doubles with each level).
+    #[test]
+    fn brackets_nested_deeper_than_eight_are_refused_before_the_parser_backtracks_for_minutes() {
+        let found = "[er[r[r4[en4le[4[e[44[r4[en4le[4[e[44[e[44len[ee[44len[e[44";
+        let err = Condition::compile(found).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("brackets nested deeper than 8 levels"),
+            "{err}"
+        );
+        let twenty = "[e".repeat(20);
+        assert!(Condition::compile(&twenty).is_err());
+        // Eight levels still compile (and quickly); nine do not.
+        let eight = format!("{}1{} == [1]", "[".repeat(8), "]".repeat(8));
+        assert!(Condition::compile(&eight).is_ok(), "{eight}");
+        let nine = format!("{}1{} == [1]", "[".repeat(9), "]".repeat(9));
+        assert!(Condition::compile(&nine).is_err(), "{nine}");
+        // Brackets in strings do not count.
+        let quoted = format!("result == \"{}\"", "[".repeat(30));
+        assert!(Condition::compile(&quoted).is_ok(), "{quoted}");
+        // Ordinary conditions are untouched.
+        for ok in [
+            "result[0] >= 0.95",
+            "result[0][1] < 5",
+            "all(result, {# > 0})",
+        ] {
+            assert!(Condition::compile(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_condition_over_4096_characters_is_refused_with_its_length() {
+        let long = format!("result == {}", "1 + ".repeat(1100) + "1");
+        let err = Condition::compile(&long).expect_err("refused");
+        assert!(err.to_string().contains("over the limit of 4096"), "{err}");
+        assert!(
+            err.to_string().len() < 600,
+            "the message quotes a clipped expression"
+        );
+    }
 
     #[test]
     fn go_floats_parse_including_special_values() {

@@ -347,9 +347,12 @@ fn parse_api_data(
     let parsed = match parsed {
         Ok(p) => p,
         Err(e) if http_status.is_success() => {
+            // serde's message quotes what it could not read, escaped: a string of control
+            // characters grows sixfold. It is cut like the body.
             return Err(format!(
                 "prometheus at {address} returned a body that is not a Prometheus API \
-                 response ({e}): {}",
+                 response ({}): {}",
+                excerpt(e.to_string().as_bytes()),
                 excerpt(body)
             ));
         }
@@ -366,7 +369,12 @@ fn parse_api_data(
     }
     if parsed.status != "success" || !http_status.is_success() {
         let kind = parsed.error_type.unwrap_or_else(|| "unknown".to_string());
-        let detail = parsed.error.unwrap_or_default();
+        // The server's own words, cut like a body: they can be as long as the response.
+        let detail = parsed
+            .error
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| excerpt(e.as_bytes()))
+            .unwrap_or_default();
         return Err(if kind == "bad_data" {
             format!(
                 "prometheus at {address} rejected the query as invalid (HTTP {}, bad_data): {detail}",
@@ -561,6 +569,37 @@ fn to_metric_value(data: &ApiData) -> Result<MetricValue, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: a 200 answer that is a JSON string of DEL characters. serde's message
+    /// quotes the string escaped (`\u{7f}`, six bytes each), which made the error over 4 KiB
+    /// for an 877-byte body.
+    #[test]
+    fn an_escaped_body_quoted_by_serde_keeps_the_error_short() {
+        let body = format!("\"re{}}}\"", "\u{7f}".repeat(800));
+        let mut metadata = BTreeMap::new();
+        let err = parse_api_response(
+            http::StatusCode::OK,
+            body.as_bytes(),
+            "http://prometheus.test:9090",
+            &mut metadata,
+        )
+        .expect_err("not an API response");
+        assert!(err.len() < 1024, "{} bytes: {err}", err.len());
+        assert!(err.contains("not a Prometheus API response"), "{err}");
+        // An error field as long as the response is cut the same way.
+        let body = serde_json::json!({"status": "error", "errorType": "bad_data",
+            "error": "x".repeat(100_000)})
+        .to_string();
+        let err = parse_api_response(
+            http::StatusCode::BAD_REQUEST,
+            body.as_bytes(),
+            "http://prometheus.test:9090",
+            &mut metadata,
+        )
+        .expect_err("an error");
+        assert!(err.len() < 1024, "{} bytes", err.len());
+        assert!(err.contains("bad_data"), "{err}");
+    }
 
     fn data(json: serde_json::Value) -> ApiData {
         serde_json::from_value(json).unwrap()
