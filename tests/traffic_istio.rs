@@ -86,7 +86,6 @@ impl Env {
             client: self.cluster.client(),
             rollout: Arc::new(r),
             namespace: self.cluster.ns.clone(),
-            cache: None,
         }
     }
 

@@ -44,7 +44,6 @@ fn ctx(cluster: &TestCluster, r: Rollout) -> RouterContext {
         client: cluster.client(),
         rollout: Arc::new(r),
         namespace: NS.into(),
-        cache: None,
     }
 }
 
