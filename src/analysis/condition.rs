@@ -79,16 +79,7 @@ pub struct Condition {
 impl Condition {
     /// Parses an expression.
     pub fn compile(source: &str) -> Result<Self, ConditionError> {
-        if let Some(why) = too_complex(source) {
-            return Err(ConditionError::Syntax {
-                expression: clip_expression(source),
-                message: why,
-            });
-        }
-        let program = expr::compile(source).map_err(|e| ConditionError::Syntax {
-            expression: source.to_string(),
-            message: tidy_parser_message(&e.to_string()),
-        })?;
+        let program = compile_bounded(source, |e| tidy_parser_message(&e.to_string()))?;
         Ok(Condition {
             source: source.to_string(),
             program,
@@ -167,6 +158,24 @@ fn too_complex(source: &str) -> Option<String> {
     }
     (deepest > MAX_BRACKET_DEPTH)
         .then(|| format!("brackets nested deeper than {MAX_BRACKET_DEPTH} levels"))
+}
+
+/// Every expression Sluice compiles goes through here: refused before the parser when it is too
+/// long or nested too deep ([`too_complex`]), else parsed, a parser error worded by `message`.
+fn compile_bounded(
+    source: &str,
+    message: impl FnOnce(&dyn std::fmt::Display) -> String,
+) -> Result<Program, ConditionError> {
+    if let Some(why) = too_complex(source) {
+        return Err(ConditionError::Syntax {
+            expression: clip_expression(source),
+            message: why,
+        });
+    }
+    expr::compile(source).map_err(|e| ConditionError::Syntax {
+        expression: source.to_string(),
+        message: message(&e),
+    })
 }
 
 /// An expression as quoted in a message: at most 200 characters.
@@ -290,10 +299,7 @@ pub fn evaluate_time(
     source: &str,
     now: jiff::Timestamp,
 ) -> Result<jiff::Timestamp, ConditionError> {
-    let program = expr::compile(source).map_err(|e| ConditionError::Syntax {
-        expression: source.to_string(),
-        message: one_line(&e.to_string()),
-    })?;
+    let program = compile_bounded(source, |e| one_line(&e.to_string()))?;
     let mut ctx = Context::default();
     ctx.insert(NOW_KEY, Value::Float(now.as_millisecond() as f64 / 1000.0));
     let eval_err = |message: String| ConditionError::Evaluation {
@@ -515,6 +521,20 @@ mod tests {
         ] {
             assert!(Condition::compile(ok).is_ok(), "{ok}");
         }
+    }
+
+    /// Found by fuzzing after the first fix: the same nesting in a range query's time
+    /// expression (`rangeQuery.start`), which was compiled without the bound.
+    #[test]
+    fn a_time_expression_with_brackets_nested_deeper_than_eight_is_refused_too() {
+        let found = "[ez[r[r4[en4le[4[e[44[r4[en4le[4[e[44[e[e[een44l[44len[e[44";
+        let err = evaluate_time(found, jiff::Timestamp::UNIX_EPOCH).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("brackets nested deeper than 8 levels"),
+            "{err}"
+        );
+        assert!(evaluate_time("now() - duration(\"5m\")", jiff::Timestamp::UNIX_EPOCH).is_ok());
     }
 
     #[test]
