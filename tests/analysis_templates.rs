@@ -19,6 +19,7 @@ use sluice_e2e::demo_app::{AppRunner, ERROR_RATIO, LATENCY};
 use sluice_e2e::loadgen::LoadGenerator;
 use sluice_e2e::prometheus::PrometheusServer;
 use sluice_test_support::controller::skip_on_real_cluster;
+use sluice_test_support::manifests::{deployment, ingress, service};
 
 fn dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis-templates")
@@ -128,31 +129,6 @@ fn sluice_lint_accepts_the_folder() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("no problems"), "{text}");
-}
-
-fn deployment(name: &str, annotations: serde_json::Value) -> serde_json::Value {
-    json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}, "annotations": annotations},
-                "spec": {"containers": [{"name": "app", "image": format!("{name}:v1")}]}}}})
-}
-
-fn service(name: &str, app: &str) -> serde_json::Value {
-    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
-        "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8080}]}})
-}
-
-fn ingress(name: &str, host: &str, service: &str, canary_weight: Option<u32>) -> serde_json::Value {
-    let annotations = match canary_weight {
-        Some(w) => json!({"nginx.ingress.kubernetes.io/canary": "true",
-            "nginx.ingress.kubernetes.io/canary-weight": w.to_string()}),
-        None => json!({}),
-    };
-    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
-        "spec": {"rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix",
-            "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]}})
 }
 
 fn virtual_service(name: &str, host: &str, dest: &str) -> serde_json::Value {

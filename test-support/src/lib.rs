@@ -12,6 +12,7 @@
 //!   a tool), and tmux sessions that show the CLI as a person sees it.
 //! - [`cli`]: runners for the `sluice` binary and kubectl.
 //! - [`metrics`]: scraping and reading a Prometheus text endpoint.
+//! - [`manifests`]: Deployments, Services and Ingresses as JSON, for the data-plane tests.
 //! - [`logs`]: the process's log, captured to be searched for Secret values.
 //! - [`traffic`]: the routers' pure tests' desired traffic and patch application.
 //! - [`argo`]: the checks and actions of Argo Rollouts' e2e fixtures, for ported scenarios.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod closed_loop;
 pub mod controller;
 pub mod logs;
+pub mod manifests;
 pub mod metrics;
 pub mod rollout;
 pub mod target;
