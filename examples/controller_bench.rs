@@ -8,6 +8,9 @@
 //! cargo build --release --bin sluice
 //! cargo run --release --example controller_bench -- 1000 10000
 //! ```
+//!
+//! A heap profile of the controller: `SLUICE_BENCH_WRAP="heaptrack -o /tmp/sluice"` before the
+//! command, then `heaptrack_print /tmp/sluice.zst`.
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -71,7 +74,21 @@ fn start_controller(kubeconfig: &Path) -> Controller {
         .unwrap()
         .port();
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/sluice");
-    let child = Command::new(&bin)
+    // `SLUICE_BENCH_WRAP="heaptrack -o /tmp/sluice"` runs the controller under a profiler.
+    let wrap: Vec<String> = std::env::var("SLUICE_BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut command = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let child = command
         .args([
             "controller",
             "--kubeconfig",
@@ -99,6 +116,40 @@ fn start_controller(kubeconfig: &Path) -> Controller {
         child,
         admin: format!("http://127.0.0.1:{port}"),
     }
+}
+
+/// User plus system CPU seconds of a process, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The fields after the command name (which may hold spaces) start after its ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Requests counted since `before` whose key `keep` selects, for the keys that grew.
+fn grown(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    keep: impl Fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0);
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect()
 }
 
 async fn metrics(c: &Controller) -> String {
@@ -167,7 +218,12 @@ async fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let counts = if counts.is_empty() {
+    let flag = |f: &str| std::env::args().any(|a| a == f);
+    // `--canary-only`: the writes and reads of one canary update; `--scale-only`: the settled
+    // Rollouts' figures.
+    let counts = if flag("--canary-only") {
+        Vec::new()
+    } else if counts.is_empty() {
         vec![1000]
     } else {
         counts
@@ -176,7 +232,7 @@ async fn main() {
     let kubeconfig = dir.path().join("kubeconfig");
 
     // 1. Writes per completed canary step.
-    {
+    if !flag("--scale-only") {
         let cluster = TestCluster::builder()
             .pod_ready_delay(Duration::from_millis(100))
             .start()
@@ -208,6 +264,7 @@ async fn main() {
         wait_settled(&api, 1).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         cluster.clear_writes();
+        let requests_before = cluster.request_counts();
         let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}});
         let before = api
             .get("web")
@@ -234,12 +291,18 @@ async fn main() {
         }
         let update = started.elapsed();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        // Only the controller writes to this cluster now.
+        // Only the controller writes to this cluster now (the image patch above left out).
         let writes: Vec<_> = cluster
             .writes()
             .into_iter()
             .filter(|w| w.code < 300)
+            .filter(|w| !(w.resource == "rollouts" && w.verb == "patch" && w.subresource.is_none()))
             .collect();
+        // Reads by the controller: this program reads only Rollouts.
+        let reads = grown(&requests_before, &cluster.request_counts(), |k| {
+            (k.starts_with("get ") || k.starts_with("list ")) && k != "get rollouts"
+        });
+        println!("  controller reads during the update (get/list, Rollouts left out): {reads:?}");
         let events = writes.iter().filter(|w| w.resource == "events").count();
         let status = writes
             .iter()
@@ -271,14 +334,16 @@ async fn main() {
         }
         println!("  by kind: {by_kind:?}");
         cluster.clear_writes();
+        let idle_before = cluster.request_counts();
         tokio::time::sleep(Duration::from_secs(60)).await;
         let settled = cluster
             .writes()
             .into_iter()
             .filter(|w| w.code < 300)
             .count();
+        let idle_requests = grown(&idle_before, &cluster.request_counts(), |_| true);
         println!(
-            "  settled Rollout: {settled} writes in 60 s = {} per hour",
+            "  settled Rollout: {settled} writes in 60 s of real time = {} per hour; requests meanwhile: {idle_requests:?}",
             settled * 60
         );
         drop(controller);
@@ -326,12 +391,28 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let rss = rss_kib(controller.child.id());
         let (p50, p99) = quantiles(&metrics(&controller).await);
+        let cpu_settled = cpu_seconds(controller.child.id());
+        let idle_before = cluster.request_counts();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let idle_cpu = cpu_seconds(controller.child.id()) - cpu_settled;
+        let idle_requests = grown(&idle_before, &cluster.request_counts(), |_| true);
+        let lists: u64 = cluster
+            .request_counts()
+            .iter()
+            .filter(|(k, _)| k.starts_with("list ") || k.starts_with("watch "))
+            .filter(|(k, _)| !k.ends_with(" rollouts"))
+            .map(|(_, v)| v)
+            .sum();
         println!(
             "{n} settled Rollouts: created and settled in {:.1}s ({:.1}s after the last create); controller RSS {:.1} MiB (idle before: {:.1} MiB); rollout reconcile p50 <= {p50}s, p99 <= {p99}s (histogram bucket bounds)",
             created.elapsed().as_secs_f64(),
             settle.as_secs_f64(),
             rss as f64 / 1024.0,
             base as f64 / 1024.0
+        );
+        println!(
+            "  controller CPU {cpu_settled:.1} s to settle; idle 30 s: {idle_cpu:.2} CPU s (= {:.0} CPU s per idle hour), requests {idle_requests:?}; LIST+WATCH requests of kinds other than Rollouts since start: {lists}",
+            idle_cpu * 120.0
         );
         drop(controller);
     }

@@ -86,6 +86,7 @@ impl Env {
             client: self.cluster.client(),
             rollout: Arc::new(r),
             namespace: self.cluster.ns.clone(),
+            cache: None,
         }
     }
 

@@ -44,6 +44,7 @@ fn ctx(cluster: &TestCluster, r: Rollout) -> RouterContext {
         client: cluster.client(),
         rollout: Arc::new(r),
         namespace: NS.into(),
+        cache: None,
     }
 }
 

@@ -234,10 +234,10 @@ async fn prune_history(ctx: &Context, run_obj: &AnalysisRun, ns: &str) {
         };
     let runs: Vec<history::RunView> = ctx
         .stores
-        .analysis_runs
-        .state()
+        .analysis_run_owners
+        .owned(&ctx.stores.analysis_runs, ns, &owner.uid)
         .iter()
-        .filter(|r| r.namespace().as_deref() == Some(ns) && owned_by_rollout(r.owner_references()))
+        .filter(|r| owned_by_rollout(r.owner_references()))
         .map(|r| history::RunView {
             name: r.name_any(),
             created: r.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -289,13 +289,15 @@ async fn prune_history(ctx: &Context, run_obj: &AnalysisRun, ns: &str) {
 /// whose reconcile prunes its siblings beyond the history limits.
 pub fn newest_finished_run(
     runs: kube::runtime::reflector::Store<AnalysisRun>,
+    owners: super::owner_index::OwnerIndex,
 ) -> impl Fn(crate::api::rollout::Rollout) -> Option<ObjectRef<AnalysisRun>> + Send + Sync + 'static
 {
     move |rollout| {
         let uid = rollout.metadata.uid.clone()?;
-        runs.state()
+        let ns = rollout.metadata.namespace.clone().unwrap_or_default();
+        owners
+            .owned(&runs, &ns, &uid)
             .into_iter()
-            .filter(|r| r.owner_references().iter().any(|o| o.uid == uid))
             .filter(|r| r.status.as_ref().is_some_and(|s| s.phase.is_completed()))
             .max_by(|a, b| {
                 a.metadata

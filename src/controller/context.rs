@@ -16,6 +16,7 @@ use super::events::{EventRecorder, Reporter};
 use super::leader::LeaderGate;
 use super::measurement_pool::MeasurementPool;
 use super::metrics::Metrics;
+use super::owner_index::OwnerIndex;
 use super::writer::Writer;
 use crate::api::analysis::AnalysisRun;
 use crate::api::rollout::Rollout;
@@ -35,6 +36,15 @@ pub struct Stores {
     pub services: Store<Service>,
     pub analysis_runs: Store<AnalysisRun>,
     pub deployments: Store<Deployment>,
+    /// The routing objects (Ingresses, VirtualServices, DestinationRules, Gateway API routes)
+    /// the Rollouts reference, read by their routers.
+    pub routing: Arc<crate::traffic::cache::ObjectCache>,
+    /// [`Stores::replica_sets`] by owner uid.
+    pub replica_set_owners: OwnerIndex,
+    /// [`Stores::legacy_replica_sets`] by owner uid.
+    pub legacy_replica_set_owners: OwnerIndex,
+    /// [`Stores::analysis_runs`] by owner uid.
+    pub analysis_run_owners: OwnerIndex,
 }
 
 /// Shared by every reconcile.
@@ -66,6 +76,13 @@ pub struct Context {
     /// Services as our own last write left them, by namespace and name, until the watch cache
     /// shows that version or a later one. See [`Context::service`].
     written_services: Mutex<HashMap<(String, String), Arc<Service>>>,
+    /// ReplicaSets as our own last write left them, until the watch cache shows that version
+    /// or a later one. See [`Context::replica_set`].
+    written_replica_sets: Mutex<HashMap<(String, String), Arc<ReplicaSet>>>,
+    /// Per Rollout (by uid), since when a status change of counters only has been held back.
+    /// An entry lives only while one is held (removed by the next status write, or when the
+    /// status needs none).
+    counters_pending: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -107,6 +124,8 @@ impl Context {
             superseded: Mutex::new(HashMap::new()),
             refusals: Mutex::new(HashMap::new()),
             written_services: Mutex::new(HashMap::new()),
+            written_replica_sets: Mutex::new(HashMap::new()),
+            counters_pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -204,6 +223,64 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         map.insert((namespace, name), Arc::new(written));
+    }
+
+    /// How long a counter-only status change of the Rollout `uid` has been held back (zero
+    /// when this is the first time: the wait starts now).
+    pub fn counters_pending(&self, uid: &str) -> Duration {
+        let mut map = self
+            .counters_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry(uid.to_string())
+            .or_insert_with(std::time::Instant::now)
+            .elapsed()
+    }
+
+    /// Ends the wait of the Rollout `uid`'s counters: they were written, or need no write.
+    pub fn counters_written(&self, uid: &str) {
+        let mut map = self
+            .counters_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.remove(uid);
+    }
+
+    /// The ReplicaSet `cached` as the controller last knew it: the cached object, or the one
+    /// our own last write returned while the cache is still behind it (as [`Context::service`]).
+    /// Without this, the reconcile woken by our next status write could count replicas from
+    /// the ReplicaSet as it was before our scale, and write those counts back.
+    pub fn replica_set(&self, cached: Arc<ReplicaSet>) -> Arc<ReplicaSet> {
+        use kube::ResourceExt;
+        let key = (cached.namespace().unwrap_or_default(), cached.name_any());
+        let mut written = self
+            .written_replica_sets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(ours) = written.get(&key) else {
+            return cached;
+        };
+        let version = |s: &ReplicaSet| s.resource_version().and_then(|v| v.parse::<u64>().ok());
+        let same_object = ours.uid() == cached.uid();
+        if same_object
+            && let (Some(c), Some(o)) = (version(&cached), version(ours))
+            && c < o
+        {
+            return ours.clone();
+        }
+        written.remove(&key);
+        cached
+    }
+
+    /// Records a ReplicaSet as one of our writes returned it (see [`Context::replica_set`]).
+    pub fn remember_replica_set(&self, written: ReplicaSet) {
+        use kube::ResourceExt;
+        let key = (written.namespace().unwrap_or_default(), written.name_any());
+        let mut map = self
+            .written_replica_sets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.insert(key, Arc::new(written));
     }
 
     /// Forgets a deleted Rollout.

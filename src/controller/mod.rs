@@ -21,6 +21,7 @@ pub mod events;
 pub mod leader;
 pub mod measurement_pool;
 pub mod metrics;
+pub mod owner_index;
 pub mod rollout;
 mod watches;
 pub mod writer;
@@ -45,7 +46,7 @@ use leader::LeaderGate;
 use metrics::{ControllerLabels, ErrorLabels, Metrics};
 use watches::{
     CappedBackoff, api, cached, label_selector, names_service, names_workload, referencing, routed,
-    using_templates, wait_ready, watch, watch_untyped,
+    using_templates, wait_ready, watch_untyped,
 };
 
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
@@ -118,25 +119,36 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     let all = watcher::Config::default;
     let rollout_cfg = all().labels(&label_selector(&settings.instance_id));
     let owned_rs_cfg = all().labels(constants::POD_TEMPLATE_HASH_LABEL);
-    let (rs_store, rs_stream) = cached(api::<ReplicaSet>(&client, &ns), owned_rs_cfg);
+    let (rs_store, rs_owners, rs_stream) =
+        watches::cached_by_owner(api::<ReplicaSet>(&client, &ns), owned_rs_cfg);
     let legacy_rs_cfg = all().labels(&format!(
         "{},!{}",
         constants::LEGACY_POD_TEMPLATE_HASH_LABEL,
         constants::POD_TEMPLATE_HASH_LABEL
     ));
-    let (legacy_rs_store, legacy_rs_stream) =
-        cached(api::<ReplicaSet>(&client, &ns), legacy_rs_cfg);
+    let (legacy_rs_store, legacy_rs_owners, legacy_rs_stream) =
+        watches::cached_by_owner(api::<ReplicaSet>(&client, &ns), legacy_rs_cfg);
     let (svc_store, svc_stream) = cached(api::<Service>(&client, &ns), all());
-    let (ar_store, ar_stream) = cached(api::<AnalysisRun>(&client, &ns), all());
+    // A Rollout's runs carry its rollout-type label; no other AnalysisRun is read.
+    let (ar_store, ar_owners, ar_stream) = watches::cached_by_owner(
+        api::<AnalysisRun>(&client, &ns),
+        all().labels(constants::ROLLOUT_TYPE_LABEL),
+    );
     let (dep_store, dep_stream) = cached(api::<Deployment>(&client, &ns), all());
-    let ingress_stream = watch(api::<Ingress>(&client, &ns), all(), None);
+    // The routers read their objects from this cache, filled by the watches of their kinds
+    // (no read per reconcile); it keeps only the objects some Rollout references.
+    let routing_cache = Arc::new(crate::traffic::cache::ObjectCache::new());
+    let ingress_stream =
+        watches::watch_routing(api::<Ingress>(&client, &ns), (), routing_cache.clone());
     // Templates are read live when a Rollout is reconciled; their watches only trigger that, so
     // that creating or fixing a template resumes the Rollouts it held back.
     let (template_resource, template_stream) =
-        watch_untyped::<AnalysisTemplate>(&client, ns.as_deref());
+        watch_untyped::<AnalysisTemplate>(&client, ns.as_deref(), &routing_cache);
     let (cluster_template_resource, cluster_template_stream) =
-        watch_untyped::<ClusterAnalysisTemplate>(&client, None);
-    let rollout_ctrl = Controller::new(api::<Rollout>(&client, &ns), rollout_cfg)
+        watch_untyped::<ClusterAnalysisTemplate>(&client, None, &routing_cache);
+    let (rollout_store, rollout_stream) =
+        watches::main_watch(api::<Rollout>(&client, &ns), rollout_cfg);
+    let rollout_ctrl = Controller::for_stream(rollout_stream, rollout_store)
         .trigger_backoff(CappedBackoff::default());
     let stores = Stores {
         rollouts: rollout_ctrl.store(),
@@ -145,7 +157,15 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         services: svc_store,
         analysis_runs: ar_store,
         deployments: dep_store,
+        routing: routing_cache.clone(),
+        replica_set_owners: rs_owners,
+        legacy_replica_set_owners: legacy_rs_owners,
+        analysis_run_owners: ar_owners,
     };
+    routing_cache.scope(watches::routing_scope(
+        stores.rollouts.clone(),
+        settings.routing.clone(),
+    ));
     // Never plan from a partial picture (a missing ReplicaSet would be created again, a missing
     // AnalysisRun started again): reconciles wait until every cache has synced.
     {
@@ -218,11 +238,11 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
             using_templates(rollouts.clone(), true),
             cluster_template_resource,
         );
-    for (kind, resource, stream) in watches::istio(&client, &ns, &routing).await {
+    for (kind, resource, stream) in watches::istio(&client, &ns, &routing, &routing_cache).await {
         let mapper = referencing(rollouts.clone(), routed(kind, routing.clone()));
         rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, resource);
     }
-    for (kind, resource, stream) in watches::gateway_api(&client, &ns).await {
+    for (kind, resource, stream) in watches::gateway_api(&client, &ns, &routing_cache).await {
         let mapper = watches::routed_anywhere(rollouts.clone(), kind, routing.clone());
         rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, resource);
     }
@@ -262,7 +282,10 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     .watches(
         api::<Rollout>(&client, &ns),
         all().labels(&label_selector(&settings.instance_id)),
-        analysis_run::newest_finished_run(stores.analysis_runs.clone()),
+        analysis_run::newest_finished_run(
+            stores.analysis_runs.clone(),
+            stores.analysis_run_owners.clone(),
+        ),
     )
     .with_config(ControllerRuntimeConfig::default().concurrency(32));
     let actx = ctx.clone();

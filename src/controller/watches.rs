@@ -11,11 +11,15 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
+use super::owner_index::OwnerIndex;
 use crate::api::constants;
 use crate::api::rollout::Rollout;
 use crate::traffic::RoutingConfig;
+use crate::traffic::cache::{ObjectCache, Scope, collection_of, object_url};
 
 /// The label selector of the Rollouts (and AnalysisRuns) this controller instance owns.
 pub(super) fn label_selector(instance_id: &Option<String>) -> String {
@@ -43,17 +47,101 @@ pub(super) fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
     cache: Option<reflector::store::Writer<K>>,
+    index: Option<OwnerIndex>,
 ) -> BoxStream<'static, Result<K, watcher::Error>>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
-    let events = watcher(api, config).default_backoff();
+    let events = watcher(api, config)
+        .default_backoff()
+        .modify(strip::<K>)
+        .map(move |event| {
+            if let (Some(index), Ok(event)) = (&index, &event) {
+                index.apply(event);
+            }
+            event
+        });
     let events = match cache {
         Some(writer) => events.reflect(writer).boxed(),
         None => events.boxed(),
     };
     events.touched_objects().filter_map(log_watch_error).boxed()
+}
+
+/// A trigger stream of a routing kind (backed off), whose events fill the routers' `cache`.
+pub(super) fn watch_routing<K>(
+    api: Api<K>,
+    dt: K::DynamicType,
+    cache: Arc<ObjectCache>,
+) -> BoxStream<'static, Result<K, watcher::Error>>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    let collection = collection_of(api.resource_url());
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(move |event| {
+            if let Ok(event) = &event {
+                cache.apply_event(event, &collection, |obj: &K| {
+                    let meta = obj.meta();
+                    object_url::<K>(
+                        &dt,
+                        meta.namespace.as_deref().filter(|ns| !ns.is_empty()),
+                        meta.name.as_deref().unwrap_or_default(),
+                    )
+                });
+            }
+            event
+        })
+        .touched_objects()
+        .filter_map(log_watch_error)
+        .boxed()
+}
+
+/// Which routing objects the routers' cache keeps: those some Rollout's routers read or write.
+pub(super) fn routing_scope(rollouts: Store<Rollout>, routing: RoutingConfig) -> Scope {
+    Arc::new(move |url: &str, _ns: &str, _name: &str| {
+        rollouts.state().iter().any(|r| {
+            crate::traffic::watched_objects(r, &routing)
+                .iter()
+                .any(|w| w.url() == url)
+        })
+    })
+}
+
+/// The annotation `kubectl apply` keeps the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Takes off an object what no reconcile reads, before it enters a cache: `managedFields`
+/// (often larger than the spec) and `kubectl`'s copy of the applied object. Nothing writes a
+/// cached object back whole: status is written through the status subresource, which ignores
+/// metadata, and every other write is a patch.
+pub(super) fn strip<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// The main watch of a controller's kind: stripped (see [`strip`]), reflected into a cache,
+/// as the applied objects (the trigger stream [`kube::runtime::Controller::for_stream`] takes).
+pub(super) fn main_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (Store<K>, BoxStream<'static, Result<K, watcher::Error>>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .modify(strip::<K>)
+        .reflect(writer)
+        .applied_objects()
+        .boxed();
+    (store, stream)
 }
 
 /// A trigger stream of a kind read untyped (backed off), with its resource: for kinds whose
@@ -62,6 +150,7 @@ where
 pub(super) fn watch_untyped<K>(
     client: &kube::Client,
     ns: Option<&str>,
+    cache: &Arc<ObjectCache>,
 ) -> (
     ApiResource,
     BoxStream<'static, Result<DynamicObject, watcher::Error>>,
@@ -74,7 +163,8 @@ where
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    (resource, watch(api, watcher::Config::default(), None))
+    let stream = watch_routing(api, resource.clone(), cache.clone());
+    (resource, stream)
 }
 
 /// Maps an AnalysisTemplate (namespaced) or ClusterAnalysisTemplate (`cluster`) to the Rollouts
@@ -129,7 +219,26 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    (store, watch(api, config, Some(writer)))
+    (store, watch(api, config, Some(writer), None))
+}
+
+/// A watched kind kept in a cache indexed by owner: the cache, its index, and the trigger
+/// stream that fills both.
+pub(super) fn cached_by_owner<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    OwnerIndex,
+    BoxStream<'static, Result<K, watcher::Error>>,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let index = OwnerIndex::default();
+    let stream = watch(api, config, Some(writer), Some(index.clone()));
+    (store, index, stream)
 }
 
 /// Maps an object to the Rollouts of its namespace that reference it: `refers(rollout,
@@ -189,6 +298,7 @@ pub(super) async fn istio(
     client: &kube::Client,
     ns: &Option<String>,
     routing: &RoutingConfig,
+    cache: &Arc<ObjectCache>,
 ) -> Vec<(
     &'static str,
     ApiResource,
@@ -215,7 +325,7 @@ pub(super) async fn istio(
             tracing::info!(kind, "not served by the API server; not watching it");
             continue;
         }
-        let stream = watch(api, watcher::Config::default(), None);
+        let stream = watch_routing(api, resource.clone(), cache.clone());
         watches.push((kind, resource, stream));
     }
     watches
@@ -226,6 +336,7 @@ pub(super) async fn istio(
 pub(super) async fn gateway_api(
     client: &kube::Client,
     ns: &Option<String>,
+    cache: &Arc<ObjectCache>,
 ) -> Vec<(
     &'static str,
     ApiResource,
@@ -246,7 +357,7 @@ pub(super) async fn gateway_api(
             );
             continue;
         }
-        let stream = watch(api, watcher::Config::default(), None);
+        let stream = watch_routing(api, resource.clone(), cache.clone());
         watches.push((kind.kind(), resource, stream));
     }
     watches
@@ -273,7 +384,7 @@ pub(super) async fn reference_grants(
         );
         return None;
     }
-    Some((resource, watch(api, watcher::Config::default(), None)))
+    Some((resource, watch(api, watcher::Config::default(), None, None)))
 }
 
 /// Maps a ReferenceGrant to the Rollouts of its namespace whose Gateway API routes live in

@@ -27,7 +27,7 @@ use super::gateway_route::{
     observed_weight, released_route,
 };
 use super::json_diff::guarded_patch;
-use super::kube_io::{api_error, patch_guarded, status_code, to_json};
+use super::kube_io::{api_error, patch_guarded, read, status_code, to_json};
 use super::{
     DesiredTraffic, RouterContext, RouterObservation, TrafficError, TrafficRouter, WatchedObject,
 };
@@ -186,11 +186,12 @@ fn api_for(ctx: &RouterContext, route: &RouteInputs) -> Api<DynamicObject> {
 
 /// Reads a route; missing or not readable is an invalid reference naming the field.
 async fn get_route(
+    ctx: &RouterContext,
     api: &Api<DynamicObject>,
     route: &RouteInputs,
 ) -> Result<DynamicObject, TrafficError> {
     let object = format!("{}/{}", route.kind.kind(), route.name);
-    match api.get_opt(&route.name).await {
+    match read(ctx, api, &route.name).await {
         Ok(Some(live)) => Ok(live),
         Ok(None) => Err(TrafficError::InvalidReference {
             field: route.field.clone(),
@@ -273,7 +274,7 @@ async fn read_all(
     let mut out = Vec::new();
     for route in routes {
         let api = api_for(ctx, &route);
-        let live = get_route(&api, &route).await?;
+        let live = get_route(ctx, &api, &route).await?;
         check_grant(ctx, &route).await?;
         check_route(&to_json(&live, &route.name)?, &route)?;
         out.push((route, api, live));
@@ -410,6 +411,7 @@ impl TrafficRouter for GatewayApiRouter {
             for (route, api, live) in routes {
                 let object = format!("{}/{}", route.kind.kind(), route.name);
                 let wrote = patch_guarded(
+                    ctx,
                     &api,
                     route.kind.kind(),
                     &route.name,
@@ -455,6 +457,7 @@ impl TrafficRouter for GatewayApiRouter {
                     Err(e) => return Err(api_error("get", object, e)),
                 };
                 let result = patch_guarded(
+                    ctx,
                     &api,
                     route.kind.kind(),
                     &route.name,

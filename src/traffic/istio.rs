@@ -13,7 +13,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 
 use super::destination_rule::{self, desired_destination_rule, released_destination_rule};
 use super::json_diff::guarded_patch;
-use super::kube_io::{api_error, patch_guarded, to_json};
+use super::kube_io::{api_error, patch_guarded, read, to_json};
 use super::virtual_service::{
     ISTIO_TOTAL_WEIGHT, Split, VsInputs, desired_virtual_service, observed_weight,
     released_virtual_service,
@@ -198,13 +198,14 @@ impl IstioRouter {
 }
 
 async fn get_required(
+    ctx: &RouterContext,
     api: &Api<DynamicObject>,
     kind: &str,
     name: &str,
     ns: &str,
     field: &str,
 ) -> Result<DynamicObject, TrafficError> {
-    api.get_opt(name)
+    read(ctx, api, name)
         .await
         .map_err(|e| api_error("get", format!("{kind}/{name}"), e))?
         .ok_or_else(|| TrafficError::InvalidReference {
@@ -333,6 +334,7 @@ impl TrafficRouter for IstioRouter {
             let mut subsets = SubsetHashes::default();
             if let Some(cfg) = &inputs.destination_rule {
                 let live = get_required(
+                    ctx,
                     &self.dr_api(ctx),
                     "DestinationRule",
                     &cfg.name,
@@ -347,7 +349,8 @@ impl TrafficRouter for IstioRouter {
             let mut weight: Option<i32> = None;
             for (vs, ns) in &inputs.virtual_services {
                 let api = self.vs_api(ctx, ns);
-                let live = get_required(&api, "VirtualService", &vs.name, ns, &vs.field).await?;
+                let live =
+                    get_required(ctx, &api, "VirtualService", &vs.name, ns, &vs.field).await?;
                 let live = to_json(&live, &format!("VirtualService/{}", vs.name))?;
                 desired_virtual_service(&live, vs, 0, &Default::default())?;
                 if let Some(w) = observed_weight(&live, vs)? {
@@ -403,6 +406,7 @@ impl TrafficRouter for IstioRouter {
             let mut dr_live = None;
             if let Some(cfg) = &inputs.destination_rule {
                 let live = get_required(
+                    ctx,
                     &dr_api,
                     "DestinationRule",
                     &cfg.name,
@@ -416,7 +420,8 @@ impl TrafficRouter for IstioRouter {
             let mut vs_live = Vec::new();
             for (vs, ns) in &inputs.virtual_services {
                 let api = self.vs_api(ctx, ns);
-                let live = get_required(&api, "VirtualService", &vs.name, ns, &vs.field).await?;
+                let live =
+                    get_required(ctx, &api, "VirtualService", &vs.name, ns, &vs.field).await?;
                 patch_from(&live, &vs.name, build_vs(vs))?;
                 vs_live.push((vs, api, live));
             }
@@ -425,6 +430,7 @@ impl TrafficRouter for IstioRouter {
                 let build = build_dr(cfg);
                 let object = format!("DestinationRule/{}", cfg.name);
                 let wrote = patch_guarded(
+                    ctx,
                     &dr_api,
                     "DestinationRule",
                     &cfg.name,
@@ -445,11 +451,16 @@ impl TrafficRouter for IstioRouter {
             for (vs, api, live) in vs_live {
                 let build = build_vs(vs);
                 let object = format!("VirtualService/{}", vs.name);
-                let wrote =
-                    patch_guarded(&api, "VirtualService", &vs.name, &vs.field, live, |live| {
-                        patch_from(live, &object, &build)
-                    })
-                    .await?;
+                let wrote = patch_guarded(
+                    ctx,
+                    &api,
+                    "VirtualService",
+                    &vs.name,
+                    &vs.field,
+                    live,
+                    |live| patch_from(live, &object, &build),
+                )
+                .await?;
                 if wrote {
                     tracing::info!(virtual_service = %vs.name, weight = desired.weight, "updated virtualservice weights");
                 }
@@ -472,11 +483,16 @@ impl TrafficRouter for IstioRouter {
                     continue;
                 };
                 let object = format!("VirtualService/{}", vs.name);
-                let result =
-                    patch_guarded(&api, "VirtualService", &vs.name, &vs.field, live, |live| {
-                        patch_from(live, &object, |l| released_virtual_service(l, vs))
-                    })
-                    .await;
+                let result = patch_guarded(
+                    ctx,
+                    &api,
+                    "VirtualService",
+                    &vs.name,
+                    &vs.field,
+                    live,
+                    |live| patch_from(live, &object, |l| released_virtual_service(l, vs)),
+                )
+                .await;
                 release_result(result, &object)?;
             }
             if let Some(cfg) = &inputs.destination_rule {
@@ -488,6 +504,7 @@ impl TrafficRouter for IstioRouter {
                 {
                     let object = format!("DestinationRule/{}", cfg.name);
                     let result = patch_guarded(
+                        ctx,
                         &api,
                         "DestinationRule",
                         &cfg.name,

@@ -5,10 +5,12 @@ use std::fmt::Debug;
 use json_patch::Patch;
 use kube::Resource;
 use kube::api::{Api, PatchParams};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::TrafficError;
+use super::cache::api_object_url;
+use super::{RouterContext, TrafficError};
 use crate::api::constants::FIELD_MANAGER;
 
 /// How many times a write that lost a race is recomputed from a fresh read before the conflict is
@@ -48,11 +50,38 @@ pub(crate) fn patch_params() -> PatchParams {
     }
 }
 
+/// Reads the object `name`: from the routers' cache when it holds it, else from the API server
+/// (and the answer fills the cache). See [`super::cache`] for why a cached object is fresh
+/// enough.
+pub(crate) async fn read<K>(
+    ctx: &RouterContext,
+    api: &Api<K>,
+    name: &str,
+) -> Result<Option<K>, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
+    super::cache::read(ctx.cache.as_deref(), api, name).await
+}
+
+/// Records an object as a write of ours returned it, in the routers' cache.
+pub(crate) fn remember<K: Resource + Serialize>(
+    ctx: &RouterContext,
+    api: &Api<K>,
+    name: &str,
+    obj: &K,
+) {
+    if let Some(cache) = &ctx.cache {
+        cache.remember(&api_object_url(api, name), obj);
+    }
+}
+
 /// Writes the patch `compute` derives from the live object, starting from `live` (already read),
 /// and on a lost race (409, or 422 because the `test` of the resourceVersion failed) reads again
 /// and recomputes, up to [`CONFLICT_ATTEMPTS`] times. Returns whether anything was written.
 /// `field` is the Rollout field referencing the object, for the error if it disappears.
 pub(crate) async fn patch_guarded<K, F>(
+    ctx: &RouterContext,
     api: &Api<K>,
     kind: &str,
     name: &str,
@@ -61,7 +90,7 @@ pub(crate) async fn patch_guarded<K, F>(
     compute: F,
 ) -> Result<bool, TrafficError>
 where
-    K: Resource + Clone + DeserializeOwned + Debug,
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
     F: Fn(&K) -> Result<Option<Patch>, TrafficError>,
 {
     let object = format!("{kind}/{name}");
@@ -75,7 +104,10 @@ where
             .patch(name, &patch_params(), &kube::api::Patch::Json::<()>(patch))
             .await
         {
-            Ok(_) => return Ok(true),
+            Ok(written) => {
+                remember(ctx, api, name, &written);
+                return Ok(true);
+            }
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => {
                 let fresh = api
                     .get_opt(name)
@@ -94,6 +126,7 @@ where
                         source: kube::Error::Api(s),
                     });
                 }
+                remember(ctx, api, name, &fresh);
                 tracing::debug!(object = %object, code = s.code, "write lost a race; recomputing");
                 last_message = s.message.clone();
                 live = fresh;

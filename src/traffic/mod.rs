@@ -23,6 +23,7 @@ use futures::future::BoxFuture;
 use crate::api::rollout::Rollout;
 use crate::plan::ManagedRoutes;
 
+pub mod cache;
 mod canary_ingress;
 mod destination_rule;
 pub mod gateway_api;
@@ -50,6 +51,9 @@ pub struct RouterContext {
     pub rollout: std::sync::Arc<Rollout>,
     /// Namespace of the Rollout and of every object it references.
     pub namespace: String,
+    /// The watch cache the routers read their objects from (None: every read goes to the API
+    /// server). See [`cache`].
+    pub cache: Option<std::sync::Arc<cache::ObjectCache>>,
 }
 
 /// The traffic state the planner wants.
@@ -132,6 +136,19 @@ impl WatchedObject {
     /// True when this is the object `kind` `namespace/name` (any version of the group).
     pub fn is(&self, kind: &str, namespace: &str, name: &str) -> bool {
         self.kind == kind && self.namespace == namespace && self.name == name
+    }
+
+    /// The object's URL on the API server: its key in the routers' [`cache`].
+    pub fn url(&self) -> String {
+        let prefix = if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        };
+        format!(
+            "{prefix}/namespaces/{}/{}/{}",
+            self.namespace, self.plural, self.name
+        )
     }
 
     /// The API resource, for a `DynamicObject` watch of kinds without Rust types (Istio).

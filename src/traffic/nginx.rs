@@ -12,7 +12,7 @@ use super::canary_ingress::{
     CanaryIngressInputs, canary_ingress_name, canary_ingress_patch, desired_canary_ingress,
     owned_by, stable_ingresses, weight_of,
 };
-use super::kube_io::{CONFLICT_ATTEMPTS, api_error, is_not_found, patch_guarded};
+use super::kube_io::{CONFLICT_ATTEMPTS, api_error, is_not_found, patch_guarded, read, remember};
 use super::{
     DesiredTraffic, RouterContext, RouterObservation, TrafficError, TrafficRouter, WatchedObject,
 };
@@ -94,6 +94,7 @@ fn ingress_object(name: &str) -> String {
 
 /// Reads and checks everything, writes nothing.
 async fn plan(
+    ctx: &RouterContext,
     api: &Api<Ingress>,
     inputs: &CanaryIngressInputs,
     weight: i32,
@@ -108,8 +109,7 @@ async fn plan(
     }
     let mut planned = Vec::new();
     for (field, stable_name) in stables {
-        let stable = api
-            .get_opt(&stable_name)
+        let stable = read(ctx, api, &stable_name)
             .await
             .map_err(|e| api_error("get", ingress_object(&stable_name), e))?
             .ok_or_else(|| TrafficError::InvalidReference {
@@ -118,8 +118,7 @@ async fn plan(
             })?;
         let desired = desired_canary_ingress(inputs, &field, &stable, weight)?;
         let canary_name = desired.metadata.name.clone().unwrap_or_default();
-        let live = api
-            .get_opt(&canary_name)
+        let live = read(ctx, api, &canary_name)
             .await
             .map_err(|e| api_error("get", ingress_object(&canary_name), e))?;
         if let Some(live) = &live
@@ -143,7 +142,7 @@ async fn plan(
     Ok(planned)
 }
 
-async fn write(api: &Api<Ingress>, p: Planned) -> Result<(), TrafficError> {
+async fn write(ctx: &RouterContext, api: &Api<Ingress>, p: Planned) -> Result<(), TrafficError> {
     let name = p.desired.metadata.name.clone().unwrap_or_default();
     let object = ingress_object(&name);
     let live = match p.live {
@@ -154,7 +153,8 @@ async fn write(api: &Api<Ingress>, p: Planned) -> Result<(), TrafficError> {
                 ..Default::default()
             };
             match api.create(&pp, &p.desired).await {
-                Ok(_) => {
+                Ok(created) => {
+                    remember(ctx, api, &name, &created);
                     tracing::info!(ingress = %name, "created canary ingress");
                     return Ok(());
                 }
@@ -175,15 +175,23 @@ async fn write(api: &Api<Ingress>, p: Planned) -> Result<(), TrafficError> {
         .unwrap_or_default();
     let desired = &p.desired;
     let field = p.field.clone();
-    let wrote = patch_guarded(api, "Ingress", &name, &p.field, live, |live: &Ingress| {
-        if !owner.iter().any(|o| owned_by(live, o)) {
-            return Err(TrafficError::InvalidReference {
-                field: field.clone(),
-                message: format!("ingress '{}' is not controlled by this rollout", name),
-            });
-        }
-        Ok(canary_ingress_patch(live, desired))
-    })
+    let wrote = patch_guarded(
+        ctx,
+        api,
+        "Ingress",
+        &name,
+        &p.field,
+        live,
+        |live: &Ingress| {
+            if !owner.iter().any(|o| owned_by(live, o)) {
+                return Err(TrafficError::InvalidReference {
+                    field: field.clone(),
+                    message: format!("ingress '{}' is not controlled by this rollout", name),
+                });
+            }
+            Ok(canary_ingress_patch(live, desired))
+        },
+    )
     .await?;
     if wrote {
         tracing::info!(ingress = %name, "updated canary ingress");
@@ -210,7 +218,7 @@ impl TrafficRouter for NginxRouter {
             let key = inputs.weight_annotation();
             // The same reads and checks as `apply`, so that an invalid reference is reported
             // before anything is planned, and the canary Ingresses come with them.
-            let planned = plan(&api, &inputs, 0, &ctx.namespace).await?;
+            let planned = plan(ctx, &api, &inputs, 0, &ctx.namespace).await?;
             let mut weight: Option<i32> = None;
             for p in planned {
                 // A missing canary Ingress sends nothing to the canary.
@@ -237,10 +245,10 @@ impl TrafficRouter for NginxRouter {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let planned = plan(&api, &inputs, desired.weight, &ctx.namespace).await?;
+                let planned = plan(ctx, &api, &inputs, desired.weight, &ctx.namespace).await?;
                 let mut result = Ok(());
                 for p in planned {
-                    result = write(&api, p).await;
+                    result = write(ctx, &api, p).await;
                     if result.is_err() {
                         break;
                     }
@@ -278,7 +286,11 @@ impl TrafficRouter for NginxRouter {
                     }),
                     ..Default::default()
                 };
-                match api.delete(&name, &dp).await {
+                let deleted = api.delete(&name, &dp).await;
+                if let Some(cache) = &ctx.cache {
+                    cache.forget(&super::cache::api_object_url(&api, &name));
+                }
+                match deleted {
                     Ok(_) => tracing::info!(ingress = %name, "deleted canary ingress"),
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(api_error("delete", ingress_object(&name), e)),

@@ -327,22 +327,14 @@ async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<Scal
                     }
                 }
             }
-            Some(o) if d.replicas > o.replicas || annotations_differ(o, d) => {
+            // A ReplicaSet this plan scales down gets its annotations with the scale-down,
+            // later in this apply: one write, not two.
+            Some(o)
+                if d.replicas >= o.replicas
+                    && (d.replicas > o.replicas || annotations_differ(o, d)) =>
+            {
                 changed = true;
-                if d.replicas >= o.replicas {
-                    patch_rs(&rs_api, o, d).await?;
-                } else {
-                    // Annotation-only change on a ReplicaSet that scales down later.
-                    patch_rs(
-                        &rs_api,
-                        o,
-                        &plan::DesiredReplicaSet {
-                            replicas: o.replicas,
-                            ..d.clone()
-                        },
-                    )
-                    .await?;
-                }
+                patch_rs(t.ctx, &rs_api, o, d).await?;
             }
             _ => {}
         }
@@ -637,14 +629,15 @@ async fn release_dropped_services(t: &Target<'_>) -> Result<bool, Error> {
 /// Rollouts' controller no longer sees them as its own. Returns whether it wrote.
 async fn relabel_legacy(t: &Target<'_>) -> Result<bool, Error> {
     let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
-    let in_main_cache: std::collections::BTreeSet<String> = t
-        .ctx
-        .stores
-        .replica_sets
-        .state()
-        .iter()
-        .filter_map(|rs| rs.uid())
-        .collect();
+    // Looked up one by one: collecting every cached ReplicaSet here cost each reconcile a visit
+    // of every ReplicaSet in the cluster.
+    let in_main_cache = |rs: &ReplicaSet| {
+        t.ctx
+            .stores
+            .replica_sets
+            .get(&ObjectRef::from_obj(rs))
+            .is_some_and(|cached| cached.uid() == rs.uid())
+    };
     let mut changed = false;
     for rs in super::observe::owned_replica_sets(t) {
         let labels = rs.labels();
@@ -653,7 +646,7 @@ async fn relabel_legacy(t: &Target<'_>) -> Result<bool, Error> {
         };
         let patch = if !labels.contains_key(constants::POD_TEMPLATE_HASH_LABEL) {
             json!({"metadata": {"labels": {constants::POD_TEMPLATE_HASH_LABEL: hash}}})
-        } else if rs.uid().is_some_and(|uid| in_main_cache.contains(&uid)) {
+        } else if rs.uid().is_some() && in_main_cache(&rs) {
             json!({"metadata": {"labels": {constants::LEGACY_POD_TEMPLATE_HASH_LABEL: null}}})
         } else {
             continue;
@@ -676,7 +669,7 @@ async fn scale_down(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<bo
             && d.replicas < o.replicas
         {
             changed = true;
-            patch_rs(&rs_api, o, d).await?;
+            patch_rs(t.ctx, &rs_api, o, d).await?;
         }
     }
     Ok(changed)
@@ -837,6 +830,7 @@ fn annotations_differ(o: &ObservedReplicaSet, d: &plan::DesiredReplicaSet) -> bo
 }
 
 async fn patch_rs(
+    ctx: &Context,
     api: &Api<ReplicaSet>,
     o: &ObservedReplicaSet,
     d: &plan::DesiredReplicaSet,
@@ -852,9 +846,11 @@ async fn patch_rs(
         }},
         "spec": {"replicas": d.replicas}
     });
-    api.patch(&o.name, &patch_params(), &Patch::Merge(&patch))
+    let written = api
+        .patch(&o.name, &patch_params(), &Patch::Merge(&patch))
         .await
         .map_err(api_error("scale replicaset", o.name.clone()))?;
+    ctx.remember_replica_set(written);
     Ok(())
 }
 

@@ -81,9 +81,13 @@ pub async fn reconcile(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Er
     }
     let observed = observe::observe(&target).await?;
     let plan = plan_and_apply(&target, observed, ctx.now()).await?;
-    status::write(&target, &plan).await?;
+    let held = status::write(&target, &plan).await?;
     status::record_metrics(&target, &plan);
-    Ok(match plan.requeue_after {
+    let requeue = match (plan.requeue_after, held) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(match requeue {
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
     })

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
@@ -134,8 +134,8 @@ fn analyses(ro: &Rollout) -> Vec<&crate::api::rollout::RolloutAnalysis> {
 
 /// Reads every template the analyses reference, following `templates[]` inclusions: for the
 /// runs the plan may start, and for the planner, which checks them all before an update moves.
-/// Live reads, as JSON: a template whose spec does not decode is reported with its field rather
-/// than failing the read. (Templates are watched only to trigger reconciles.)
+/// Read as JSON, so that a template whose spec does not decode is reported with its field rather
+/// than failing the read; from the watch cache once read (the first read is live).
 async fn templates(t: &Target<'_>) -> (Templates, ObservedTemplates) {
     let mut read = BTreeMap::new();
     let mut observed = ObservedTemplates::new();
@@ -160,7 +160,10 @@ async fn templates(t: &Target<'_>) -> (Templates, ObservedTemplates) {
                 &ApiResource::erase::<AnalysisTemplate>(&()),
             )
         };
-        let spec = match api.get_opt(&r.template_name).await {
+        // From the cache the template watches fill (a template read once is kept and followed).
+        let got =
+            crate::traffic::cache::read(Some(&t.ctx.stores.routing), &api, &r.template_name).await;
+        let spec = match got {
             Ok(None) => {
                 observed.insert(key.clone(), ObservedTemplate::Missing);
                 Ok(None)
@@ -255,12 +258,6 @@ fn unreadable_during_update(
     Ok(())
 }
 
-fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .as_ref()
-        .is_some_and(|refs| refs.iter().any(|r| r.uid == uid))
-}
-
 fn parse_ts(s: Option<&String>) -> Option<Timestamp> {
     s.and_then(|s| s.parse().ok())
 }
@@ -338,12 +335,16 @@ pub(super) fn owned_replica_sets(t: &Target<'_>) -> Vec<Arc<ReplicaSet>> {
     let (stores, ns, uid) = (&t.ctx.stores, &t.namespace, t.uid());
     let mut seen = std::collections::BTreeSet::new();
     stores
-        .replica_sets
-        .state()
+        .replica_set_owners
+        .owned(&stores.replica_sets, ns, &uid)
         .into_iter()
-        .chain(stores.legacy_replica_sets.state())
-        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()) && owned_by(rs.meta(), &uid))
+        .chain(
+            stores
+                .legacy_replica_set_owners
+                .owned(&stores.legacy_replica_sets, ns, &uid),
+        )
         .filter(|rs| seen.insert(rs.uid()))
+        .map(|rs| t.ctx.replica_set(rs))
         .collect()
 }
 
@@ -456,10 +457,9 @@ fn observed_pod(pod: &Pod, owners: &BTreeMap<String, String>) -> Option<Observed
 fn analysis_runs(t: &Target<'_>) -> Vec<ObservedAnalysisRun> {
     let (ctx, ns, uid) = (t.ctx, &t.namespace, t.uid());
     ctx.stores
-        .analysis_runs
-        .state()
+        .analysis_run_owners
+        .owned(&ctx.stores.analysis_runs, ns, &uid)
         .iter()
-        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()) && owned_by(r.meta(), &uid))
         .filter_map(|r| {
             let labels = r.labels();
             let kind = match labels

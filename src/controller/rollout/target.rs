@@ -37,6 +37,7 @@ impl<'a> Target<'a> {
                 client: ctx.writer.client(),
                 rollout: rollout.clone(),
                 namespace: namespace.clone(),
+                cache: Some(ctx.stores.routing.clone()),
             },
             rollout,
             name,
