@@ -313,13 +313,12 @@ async fn restart_during_an_update_waits_for_available_pods_then_happens() {
     env.wait_for("web", "healthy", 60, |r| phase(r) == "Healthy")
         .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stable_hash = current(&env.get("web").await).unwrap();
     env.set_image("web", "web:2").await;
-    let r = env
-        .wait_for("web", "canary pod created", 30, |r| {
-            current(r) != stable(r) && r.status.as_ref().and_then(|s| s.updated_replicas) == Some(1)
-        })
-        .await;
-    let canary_hash = current(&r).unwrap();
+    // The canary pod is seen on the cluster, not in the status: replica counts in the status
+    // are written with the next decision or after `COUNTER_DELAY`, by which time the pod may
+    // be ready and the restart would not have to wait.
+    let canary_hash = canary_pod_created(&env, &stable_hash).await;
     let before = live_names(&pods(&env).await);
     let at = restart(&env, 0).await;
 
@@ -344,6 +343,22 @@ async fn restart_during_an_update_waits_for_available_pods_then_happens() {
         .wait_for("web", "paused at 25%", 30, |r| phase(r) == "Paused")
         .await;
     assert_eq!(step(&r), Some(1));
+}
+
+/// Waits (30 s at most) until a pod of a ReplicaSet other than `stable_hash`'s exists, and
+/// returns that ReplicaSet's pod-template hash.
+async fn canary_pod_created(env: &Env, stable_hash: &str) -> String {
+    for _ in 0..300 {
+        let canary = pods(env).await.into_iter().find_map(|p| {
+            let hash = &p.labels()[sluice::api::constants::POD_TEMPLATE_HASH_LABEL];
+            (hash != stable_hash).then(|| hash.clone())
+        });
+        if let Some(hash) = canary {
+            return hash;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no canary pod within 30 s");
 }
 
 /// A restart scheduled ahead (`sluice restart --in`) changes nothing until then, and then
