@@ -22,6 +22,7 @@ pub mod leader;
 pub mod measurement_pool;
 pub mod metrics;
 pub mod owner_index;
+pub mod reference_index;
 pub mod rollout;
 mod watches;
 pub mod writer;
@@ -44,9 +45,10 @@ pub use config::{ControllerConfig, Settings};
 use context::{Context, Stores};
 use leader::LeaderGate;
 use metrics::{ControllerLabels, ErrorLabels, Metrics};
+use reference_index::ReferenceIndex;
 use watches::{
-    CappedBackoff, api, cached, label_selector, names_service, names_workload, referencing, routed,
-    using_templates, wait_ready, watch_untyped,
+    CappedBackoff, api, cached, label_selector, referencing, using_templates, wait_ready,
+    watch_untyped,
 };
 
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
@@ -146,8 +148,14 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         watch_untyped::<AnalysisTemplate>(&client, ns.as_deref(), &routing_cache);
     let (cluster_template_resource, cluster_template_stream) =
         watch_untyped::<ClusterAnalysisTemplate>(&client, None, &routing_cache);
-    let (rollout_store, rollout_stream) =
-        watches::main_watch(api::<Rollout>(&client, &ns), rollout_cfg);
+    // Which Rollouts reference each Service, Deployment and routing object: maps those objects'
+    // events to Rollouts, and scopes the routers' cache.
+    let references = ReferenceIndex::new(settings.routing.clone());
+    let (rollout_store, rollout_stream) = watches::main_watch(
+        api::<Rollout>(&client, &ns),
+        rollout_cfg,
+        references.clone(),
+    );
     let rollout_ctrl = Controller::for_stream(rollout_stream, rollout_store)
         .trigger_backoff(CappedBackoff::default());
     let stores = Stores {
@@ -162,10 +170,7 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         legacy_replica_set_owners: legacy_rs_owners,
         analysis_run_owners: ar_owners,
     };
-    routing_cache.scope(watches::routing_scope(
-        stores.rollouts.clone(),
-        settings.routing.clone(),
-    ));
+    routing_cache.scope(watches::routing_scope(references.clone()));
     // Never plan from a partial picture (a missing ReplicaSet would be created again, a missing
     // AnalysisRun started again): reconciles wait until every cache has synced.
     {
@@ -222,12 +227,9 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         .owns_stream(rs_stream)
         .owns_stream(legacy_rs_stream)
         .owns_stream(ar_stream)
-        .watches_stream(svc_stream, referencing(rollouts.clone(), names_service))
-        .watches_stream(dep_stream, referencing(rollouts.clone(), names_workload))
-        .watches_stream(
-            ingress_stream,
-            referencing(rollouts.clone(), routed("Ingress", routing.clone())),
-        )
+        .watches_stream(svc_stream, referencing(references.clone(), "Service"))
+        .watches_stream(dep_stream, referencing(references.clone(), "Deployment"))
+        .watches_stream(ingress_stream, referencing(references.clone(), "Ingress"))
         .watches_stream_with(
             template_stream,
             using_templates(rollouts.clone(), false),
@@ -239,15 +241,15 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
             cluster_template_resource,
         );
     for (kind, resource, stream) in watches::istio(&client, &ns, &routing, &routing_cache).await {
-        let mapper = referencing(rollouts.clone(), routed(kind, routing.clone()));
+        let mapper = referencing(references.clone(), kind);
         rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, resource);
     }
     for (kind, resource, stream) in watches::gateway_api(&client, &ns, &routing_cache).await {
-        let mapper = watches::routed_anywhere(rollouts.clone(), kind, routing.clone());
+        let mapper = referencing(references.clone(), kind);
         rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, resource);
     }
     if let Some((resource, stream)) = watches::reference_grants(&client, &ns).await {
-        let mapper = watches::granted_to(rollouts.clone(), routing.clone());
+        let mapper = watches::granted_to(references.clone());
         rollout_ctrl = rollout_ctrl.watches_stream_with(stream, mapper, resource);
     }
     let rollout_ctrl = rollout_ctrl

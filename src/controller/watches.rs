@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use super::owner_index::OwnerIndex;
+use super::reference_index::{ReferenceIndex, granted_key, object_key, url_key};
 use crate::api::constants;
 use crate::api::rollout::Rollout;
 use crate::traffic::RoutingConfig;
@@ -101,14 +102,8 @@ where
 }
 
 /// Which routing objects the routers' cache keeps: those some Rollout's routers read or write.
-pub(super) fn routing_scope(rollouts: Store<Rollout>, routing: RoutingConfig) -> Scope {
-    Arc::new(move |url: &str, _ns: &str, _name: &str| {
-        rollouts.state().iter().any(|r| {
-            crate::traffic::watched_objects(r, &routing)
-                .iter()
-                .any(|w| w.url() == url)
-        })
-    })
+pub(super) fn routing_scope(index: ReferenceIndex) -> Scope {
+    Arc::new(move |url: &str, _ns: &str, _name: &str| index.contains(&url_key(url)))
 }
 
 /// The annotation `kubectl apply` keeps the whole applied object in.
@@ -126,18 +121,26 @@ pub(super) fn strip<K: Resource>(obj: &mut K) {
     }
 }
 
-/// The main watch of a controller's kind: stripped (see [`strip`]), reflected into a cache,
-/// as the applied objects (the trigger stream [`kube::runtime::Controller::for_stream`] takes).
-pub(super) fn main_watch<K>(
-    api: Api<K>,
+/// The Rollout watch: stripped (see [`strip`]), applied to the reference index, then reflected
+/// into a cache, as the applied objects (the trigger stream
+/// [`kube::runtime::Controller::for_stream`] takes).
+pub(super) fn main_watch(
+    api: Api<Rollout>,
     config: watcher::Config,
-) -> (Store<K>, BoxStream<'static, Result<K, watcher::Error>>)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
+    index: ReferenceIndex,
+) -> (
+    Store<Rollout>,
+    BoxStream<'static, Result<Rollout, watcher::Error>>,
+) {
     let (store, writer) = reflector::store();
     let stream = watcher(api, config)
-        .modify(strip::<K>)
+        .modify(strip::<Rollout>)
+        .map(move |event| {
+            if let Ok(event) = &event {
+                index.apply(event);
+            }
+            event
+        })
         .reflect(writer)
         .applied_objects()
         .boxed();
@@ -241,54 +244,24 @@ where
     (store, index, stream)
 }
 
-/// Maps an object to the Rollouts of its namespace that reference it: `refers(rollout,
-/// namespace, name)` says whether `rollout` references the object `namespace/name`.
-pub(super) fn referencing<K, F>(
-    rollouts: Store<Rollout>,
-    refers: F,
+/// Maps an object of `kind` to the Rollouts that reference it (their Services, `workloadRef`
+/// Deployment, or an object their routers read or write, in any namespace: a Gateway API route
+/// may live in another namespace than the Rollouts weighting it), by one index lookup.
+pub(super) fn referencing<K>(
+    index: ReferenceIndex,
+    kind: &'static str,
 ) -> impl Fn(K) -> Vec<ObjectRef<Rollout>> + Send + Sync + 'static
 where
     K: Resource,
-    F: Fn(&Rollout, &str, &str) -> bool + Send + Sync + 'static,
 {
     move |obj: K| {
-        let ns = obj.meta().namespace.clone().unwrap_or_default();
-        let name = obj.meta().name.clone().unwrap_or_default();
-        rollouts
-            .state()
-            .iter()
-            .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
-            .filter(|r| refers(r, &ns, &name))
-            .map(|r| ObjectRef::from_obj(r.as_ref()))
-            .collect()
+        let meta = obj.meta();
+        index.get(&object_key(
+            kind,
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        ))
     }
-}
-
-/// Whether a Rollout's traffic routers read or write the object `kind` `namespace/name`.
-pub(super) fn routed(
-    kind: &'static str,
-    routing: RoutingConfig,
-) -> impl Fn(&Rollout, &str, &str) -> bool + Send + Sync + 'static {
-    move |r, ns, name| {
-        crate::traffic::watched_objects(r, &routing)
-            .iter()
-            .any(|w| w.is(kind, ns, name))
-    }
-}
-
-/// Whether a Rollout names the Service `name` as one whose selector it manages (stable or
-/// canary, active or preview).
-pub(super) fn names_service(r: &Rollout, _ns: &str, name: &str) -> bool {
-    r.spec
-        .strategy
-        .managed_services()
-        .iter()
-        .any(|(_, _, svc)| *svc == name)
-}
-
-/// Whether a Rollout takes its pod template from the Deployment `name` (`workloadRef`).
-pub(super) fn names_workload(r: &Rollout, _ns: &str, name: &str) -> bool {
-    r.spec.workload_ref.as_ref().is_some_and(|w| w.name == name)
 }
 
 /// The Istio kinds the routers write, each with its trigger stream, when the API server serves
@@ -390,51 +363,15 @@ pub(super) async fn reference_grants(
 /// Maps a ReferenceGrant to the Rollouts of its namespace whose Gateway API routes live in
 /// another namespace.
 pub(super) fn granted_to<K>(
-    rollouts: Store<Rollout>,
-    routing: RoutingConfig,
+    index: ReferenceIndex,
 ) -> impl Fn(K) -> Vec<ObjectRef<Rollout>> + Send + Sync + 'static
 where
     K: Resource,
 {
     move |obj: K| {
-        let ns = obj.meta().namespace.clone().unwrap_or_default();
-        rollouts
-            .state()
-            .iter()
-            .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
-            .filter(|r| {
-                crate::traffic::watched_objects(r, &routing)
-                    .iter()
-                    .any(|w| w.group == "gateway.networking.k8s.io" && w.namespace != ns)
-            })
-            .map(|r| ObjectRef::from_obj(r.as_ref()))
-            .collect()
-    }
-}
-
-/// Maps a routing object to the Rollouts (in any namespace) whose routers read or write it: a
-/// Gateway API route may live in another namespace than the Rollouts weighting it.
-pub(super) fn routed_anywhere<K>(
-    rollouts: Store<Rollout>,
-    kind: &'static str,
-    routing: RoutingConfig,
-) -> impl Fn(K) -> Vec<ObjectRef<Rollout>> + Send + Sync + 'static
-where
-    K: Resource,
-{
-    move |obj: K| {
-        let ns = obj.meta().namespace.clone().unwrap_or_default();
-        let name = obj.meta().name.clone().unwrap_or_default();
-        rollouts
-            .state()
-            .iter()
-            .filter(|r| {
-                crate::traffic::watched_objects(r, &routing)
-                    .iter()
-                    .any(|w| w.is(kind, &ns, &name))
-            })
-            .map(|r| ObjectRef::from_obj(r.as_ref()))
-            .collect()
+        index.get(&granted_key(
+            obj.meta().namespace.as_deref().unwrap_or_default(),
+        ))
     }
 }
 
