@@ -7,6 +7,7 @@
 //! ```sh
 //! cargo build --release --bin sluice
 //! cargo run --release --example controller_bench -- 1000 10000
+//! cargo run --release --example controller_bench -- --mass 1000 [--qps 100 --burst 200]
 //! ```
 //!
 //! A heap profile of the controller: `SLUICE_BENCH_WRAP="heaptrack -o /tmp/sluice"` before the
@@ -68,6 +69,10 @@ impl Drop for Controller {
 }
 
 fn start_controller(kubeconfig: &Path) -> Controller {
+    start_controller_with(kubeconfig, 5000, 10000)
+}
+
+fn start_controller_with(kubeconfig: &Path, qps: u32, burst: u32) -> Controller {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -95,9 +100,9 @@ fn start_controller(kubeconfig: &Path) -> Controller {
             kubeconfig.to_str().unwrap(),
             "--leader-elect=false",
             "--qps",
-            "5000",
+            &qps.to_string(),
             "--burst",
-            "10000",
+            &burst.to_string(),
             "--rollout-workers",
             "32",
             "--admin-address",
@@ -166,6 +171,54 @@ async fn metrics(c: &Controller) -> String {
 
 /// p50/p99 of the rollout reconcile histogram, from its cumulative buckets (upper bounds).
 fn quantiles(text: &str) -> (f64, f64) {
+    (
+        quantile_between("", text, 0.5),
+        quantile_between("", text, 0.99),
+    )
+}
+
+/// Waits until `n` Rollouts are Healthy, following a watch (one list, then events: polling a
+/// list of 10,000 Rollouts would load the test cluster more than the controller does).
+async fn wait_settled(api: &Api<Rollout>, n: usize) -> Duration {
+    let start = Instant::now();
+    healthy_times(api, n, |_| true).await;
+    start.elapsed()
+}
+
+/// Follows the Rollouts until `n` of them are Healthy with a pod hash `current` accepts, and
+/// returns when each became so (by name), from when this was called.
+async fn healthy_times(
+    api: &Api<Rollout>,
+    n: usize,
+    current: impl Fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, Duration> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let start = Instant::now();
+    let mut done = std::collections::BTreeMap::new();
+    let mut events = std::pin::pin!(
+        watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+    );
+    while done.len() < n {
+        let Some(Ok(r)) = events.next().await else {
+            continue;
+        };
+        let st = r.status.clone().unwrap_or_default();
+        let healthy = st.phase.map(|p| p.as_str()) == Some("Healthy")
+            && st.stable_rs == st.current_pod_hash
+            && st.current_pod_hash.as_deref().is_some_and(&current);
+        if healthy {
+            done.entry(r.metadata.name.clone().unwrap_or_default())
+                .or_insert_with(|| start.elapsed());
+        }
+    }
+    done
+}
+
+/// The rollout reconcile histogram's cumulative buckets (upper bound, count).
+fn buckets(text: &str) -> Vec<(f64, f64)> {
     let mut buckets: Vec<(f64, f64)> = text
         .lines()
         .filter(|l| {
@@ -184,32 +237,180 @@ fn quantiles(text: &str) -> (f64, f64) {
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    let q = |p: f64| {
-        buckets
-            .iter()
-            .find(|(_, c)| *c >= p * total)
-            .map_or(f64::NAN, |(le, _)| *le)
-    };
-    (q(0.5), q(0.99))
+    buckets
 }
 
-async fn wait_settled(api: &Api<Rollout>, n: usize) -> Duration {
-    let start = Instant::now();
-    loop {
-        let list = api.list(&Default::default()).await.unwrap();
-        let healthy = list
-            .items
-            .iter()
-            .filter(|r| {
-                r.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()) == Some("Healthy")
-            })
-            .count();
-        if healthy >= n {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+/// The bucket bound at or under which a fraction `p` of the reconciles between two scrapes fell.
+fn quantile_between(before: &str, after: &str, p: f64) -> f64 {
+    let (b, a) = (buckets(before), buckets(after));
+    let diff: Vec<(f64, f64)> = a
+        .iter()
+        .map(|(le, v)| {
+            let was = b.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1);
+            (*le, v - was)
+        })
+        .collect();
+    let total = diff.last().map_or(0.0, |x| x.1);
+    diff.iter()
+        .find(|(_, c)| *c >= p * total)
+        .map_or(f64::NAN, |(le, _)| *le)
+}
+
+/// Mass update: `n` routed Rollouts (each with its stable and canary Services and its Ingress,
+/// 1 replica, `setWeight: 50` then full promotion), settled, then all given a new image at once
+/// as one GitOps sync of a shared base image would. Prints the time until all are Healthy on
+/// the new version, the slowest and the 99th percentile Rollout (no Rollout starved), the
+/// controller's API requests per second (the busiest second against `--qps`/`--burst`), and the
+/// reconcile latency during the update.
+async fn mass_update(kubeconfig: &Path, n: usize, qps: u32, burst: u32) {
+    use futures::StreamExt;
+    let cluster = std::sync::Arc::new(
+        TestCluster::builder()
+            .pod_ready_delay(Duration::from_millis(100))
+            .start()
+            .await
+            .unwrap(),
+    );
+    cluster
+        .load_crds_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"))
+        .unwrap();
+    cluster.write_kubeconfig(kubeconfig).unwrap();
+    let client = cluster.client();
+    let api: Api<Rollout> = Api::namespaced(client.clone(), "default");
+    let svc: Api<Service> = Api::namespaced(client.clone(), "default");
+    let ing: Api<Ingress> = Api::namespaced(client.clone(), "default");
+    let controller = start_controller_with(kubeconfig, qps, burst);
+    let created = Instant::now();
+    let steps = "steps:\n- setWeight: 50\n";
+    futures::stream::iter(0..n)
+        .for_each_concurrent(64, |i| {
+            let (api, svc, ing) = (api.clone(), svc.clone(), ing.clone());
+            async move {
+                let app = format!("app-{i}");
+                for role in ["stable", "canary"] {
+                    let s: Service = serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": format!("{app}-{role}")},
+                        "spec": {"selector": {"app": app}, "ports": [{"port": 80}]}}))
+                    .unwrap();
+                    svc.create(&PostParams::default(), &s).await.unwrap();
+                }
+                let i: Ingress = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": app},
+                    "spec": {"rules": [{"host": app, "http": {"paths": [{"path": "/",
+                        "pathType": "Prefix", "backend": {"service": {
+                            "name": format!("{app}-stable"), "port": {"number": 80}}}}]}}]}}))
+                .unwrap();
+                ing.create(&PostParams::default(), &i).await.unwrap();
+                let mut ro = rollout(&app, 1, steps, true);
+                let canary = ro.spec.strategy.canary.as_mut().unwrap();
+                canary.stable_service = Some(format!("{app}-stable"));
+                canary.canary_service = Some(format!("{app}-canary"));
+                let mut routing = canary.traffic_routing.clone().unwrap();
+                routing.nginx.as_mut().unwrap().stable_ingress = Some(app.clone());
+                canary.traffic_routing = Some(routing);
+                api.create(&PostParams::default(), &ro).await.unwrap();
+            }
+        })
+        .await;
+    let settle = wait_settled(&api, n).await;
+    println!(
+        "mass update, {n} routed Rollouts (controller --qps {qps} --burst {burst}): created and settled in {:.1}s ({:.1}s after the last create)",
+        created.elapsed().as_secs_f64(),
+        settle.as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let metrics_before = metrics(&controller).await;
+    let cpu_before = cpu_seconds(controller.child.id());
+    let requests_before = cluster.request_counts();
+    // The controller's requests, sampled every second while the update runs.
+    let sampler = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            let mut last = cluster.request_counts();
+            let mut busiest = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = cluster.request_counts();
+                let d: u64 = grown(&last, &now, controller_request).values().sum();
+                busiest = busiest.max(d);
+                last = now;
+                if d == 0 && busiest > 0 {
+                    return busiest;
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}});
+    let old_hash = api
+        .get("app-0")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default()
+        .current_pod_hash
+        .unwrap_or_default();
+    let finished = tokio::spawn({
+        let api = api.clone();
+        async move { healthy_times(&api, n, move |h| h != old_hash).await }
+    });
+    futures::stream::iter(0..n)
+        .for_each_concurrent(64, |i| {
+            let api = api.clone();
+            let patch = patch.clone();
+            async move {
+                api.patch(
+                    &format!("app-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .await;
+    let synced = started.elapsed();
+    let times = finished.await.unwrap();
+    let all = started.elapsed();
+    let requests = grown(
+        &requests_before,
+        &cluster.request_counts(),
+        controller_request,
+    );
+    let total: u64 = requests.values().sum();
+    let busiest = sampler.await.unwrap_or(0);
+    let mut sorted: Vec<Duration> = times.values().copied().collect();
+    sorted.sort();
+    let at =
+        |p: f64| sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let metrics_after = metrics(&controller).await;
+    println!(
+        "  all {n} Healthy on the new version {:.1}s after the sync began (the sync's patches took {:.1}s); per Rollout: p50 {:.1}s, p99 {:.1}s, slowest {:.1}s",
+        all.as_secs_f64(),
+        synced.as_secs_f64(),
+        at(0.5).as_secs_f64(),
+        at(0.99).as_secs_f64(),
+        at(1.0).as_secs_f64(),
+    );
+    println!(
+        "  controller API requests: {total} = {:.0}/s on average, {busiest} in the busiest second; CPU {:.1} s; rollout reconcile p50 <= {}s, p99 <= {}s (histogram bucket bounds)",
+        total as f64 / all.as_secs_f64(),
+        cpu_seconds(controller.child.id()) - cpu_before,
+        quantile_between(&metrics_before, &metrics_after, 0.5),
+        quantile_between(&metrics_before, &metrics_after, 0.99),
+    );
+    println!("  by kind: {requests:?}");
+    drop(controller);
+}
+
+/// Whether a request counted by the test cluster is the controller's: this program only lists,
+/// watches, creates and patches Rollouts and creates Services and Ingresses.
+fn controller_request(key: &str) -> bool {
+    !matches!(
+        key,
+        "patch rollouts" | "list rollouts" | "watch rollouts" | "create rollouts" | "get rollouts"
+    ) && !key.starts_with("create services")
+        && !key.starts_with("create ingresses")
 }
 
 #[tokio::main]
@@ -221,6 +422,20 @@ async fn main() {
     let flag = |f: &str| std::env::args().any(|a| a == f);
     // `--canary-only`: the writes and reads of one canary update; `--scale-only`: the settled
     // Rollouts' figures.
+    // `--mass N [--qps Q --burst B]`: only the mass update of N routed Rollouts.
+    let value = |f: &str| {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1)?.parse::<u32>().ok())
+    };
+    if let Some(n) = value("--mass") {
+        let dir = tempfile::tempdir().unwrap();
+        let qps = value("--qps").unwrap_or(5000);
+        let burst = value("--burst").unwrap_or(2 * qps);
+        mass_update(&dir.path().join("kubeconfig"), n as usize, qps, burst).await;
+        return;
+    }
     let counts = if flag("--canary-only") {
         Vec::new()
     } else if counts.is_empty() {
