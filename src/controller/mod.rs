@@ -121,20 +121,27 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     let all = watcher::Config::default;
     let rollout_cfg = all().labels(&label_selector(&settings.instance_id));
     let owned_rs_cfg = all().labels(constants::POD_TEMPLATE_HASH_LABEL);
-    let (rs_store, rs_owners, rs_stream) =
-        watches::cached_by_owner(api::<ReplicaSet>(&client, &ns), owned_rs_cfg);
+    let (rs_store, rs_owners, rs_stream) = watches::cached_by_owner(
+        api::<ReplicaSet>(&client, &ns),
+        owned_rs_cfg,
+        watches::trim_replica_set,
+    );
     let legacy_rs_cfg = all().labels(&format!(
         "{},!{}",
         constants::LEGACY_POD_TEMPLATE_HASH_LABEL,
         constants::POD_TEMPLATE_HASH_LABEL
     ));
-    let (legacy_rs_store, legacy_rs_owners, legacy_rs_stream) =
-        watches::cached_by_owner(api::<ReplicaSet>(&client, &ns), legacy_rs_cfg);
+    let (legacy_rs_store, legacy_rs_owners, legacy_rs_stream) = watches::cached_by_owner(
+        api::<ReplicaSet>(&client, &ns),
+        legacy_rs_cfg,
+        watches::trim_replica_set,
+    );
     let (svc_store, svc_stream) = cached(api::<Service>(&client, &ns), all());
     // A Rollout's runs carry its rollout-type label; no other AnalysisRun is read.
     let (ar_store, ar_owners, ar_stream) = watches::cached_by_owner(
         api::<AnalysisRun>(&client, &ns),
         all().labels(constants::ROLLOUT_TYPE_LABEL),
+        |_| (),
     );
     let (dep_store, dep_stream) = cached(api::<Deployment>(&client, &ns), all());
     // The routers read their objects from this cache, filled by the watches of their kinds

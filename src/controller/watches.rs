@@ -49,6 +49,7 @@ pub(super) fn watch<K>(
     config: watcher::Config,
     cache: Option<reflector::store::Writer<K>>,
     index: Option<OwnerIndex>,
+    trim: fn(&mut K),
 ) -> BoxStream<'static, Result<K, watcher::Error>>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -56,7 +57,10 @@ where
 {
     let events = watcher(api, config)
         .default_backoff()
-        .modify(strip::<K>)
+        .modify(move |obj| {
+            strip::<K>(obj);
+            trim(obj);
+        })
         .map(move |event| {
             if let (Some(index), Ok(event)) = (&index, &event) {
                 index.apply(event);
@@ -118,6 +122,16 @@ pub(super) fn strip<K: Resource>(obj: &mut K) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// Takes off a cached ReplicaSet its pods' spec (containers, volumes, probes: usually most of
+/// the object). A reconcile reads a ReplicaSet's size, status, labels, annotations, owners and
+/// its pod template's metadata (ephemeral metadata), never the pod spec: the Rollout's own
+/// template is what is hashed and what a new ReplicaSet is created from.
+pub(super) fn trim_replica_set(rs: &mut k8s_openapi::api::apps::v1::ReplicaSet) {
+    if let Some(template) = rs.spec.as_mut().and_then(|s| s.template.as_mut()) {
+        template.spec = None;
     }
 }
 
@@ -222,7 +236,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    (store, watch(api, config, Some(writer), None))
+    (store, watch(api, config, Some(writer), None, |_| ()))
 }
 
 /// A watched kind kept in a cache indexed by owner: the cache, its index, and the trigger
@@ -230,6 +244,7 @@ where
 pub(super) fn cached_by_owner<K>(
     api: Api<K>,
     config: watcher::Config,
+    trim: fn(&mut K),
 ) -> (
     Store<K>,
     OwnerIndex,
@@ -240,7 +255,7 @@ where
 {
     let (store, writer) = reflector::store();
     let index = OwnerIndex::default();
-    let stream = watch(api, config, Some(writer), Some(index.clone()));
+    let stream = watch(api, config, Some(writer), Some(index.clone()), trim);
     (store, index, stream)
 }
 
@@ -357,7 +372,10 @@ pub(super) async fn reference_grants(
         );
         return None;
     }
-    Some((resource, watch(api, watcher::Config::default(), None, None)))
+    Some((
+        resource,
+        watch(api, watcher::Config::default(), None, None, |_| ()),
+    ))
 }
 
 /// Maps a ReferenceGrant to the Rollouts of its namespace whose Gateway API routes live in
