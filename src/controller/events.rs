@@ -19,6 +19,25 @@ use tokio::sync::Mutex;
 /// client-go's window).
 const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
 
+/// How often the published Events older than [`SERIES_WINDOW`] are forgotten. Pruning at
+/// every publish visited every remembered Event each time: with thousands of Rollouts settling
+/// at once, a quadratic cost.
+const PRUNE_EVERY: SignedDuration = SignedDuration::from_secs(10);
+
+/// What the recorder keeps of a published Event to count up its repeats: its name and series.
+#[derive(Debug, Clone)]
+struct Published {
+    name: String,
+    count: i32,
+    last_seen: Timestamp,
+}
+
+/// The Events published within [`SERIES_WINDOW`] (and some older, until the next prune).
+struct PublishedEvents {
+    by_key: HashMap<Key, Published>,
+    pruned: Timestamp,
+}
+
 /// What makes two Events the same fact.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -52,7 +71,7 @@ impl Key {
 pub struct EventRecorder {
     client: kube::Client,
     reporter: Reporter,
-    published: Mutex<HashMap<Key, K8sEvent>>,
+    published: Mutex<PublishedEvents>,
     /// Told of every Event before it is published: Events are the transitions notifications
     /// fire on.
     notifier: std::sync::OnceLock<std::sync::Arc<crate::notifications::Notifier>>,
@@ -64,7 +83,10 @@ impl EventRecorder {
         EventRecorder {
             client,
             reporter,
-            published: Mutex::new(HashMap::new()),
+            published: Mutex::new(PublishedEvents {
+                by_key: HashMap::new(),
+                pruned: Timestamp::UNIX_EPOCH,
+            }),
             notifier: std::sync::OnceLock::new(),
         }
     }
@@ -92,31 +114,47 @@ impl EventRecorder {
         let key = Key::new(ev, regarding);
         let previous = {
             let mut published = self.published.lock().await;
-            published.retain(|_, e| last_seen(e).is_some_and(|t| t + SERIES_WINDOW > now));
-            published.get(&key).cloned()
+            if published.pruned + PRUNE_EVERY <= now {
+                published
+                    .by_key
+                    .retain(|_, e| e.last_seen + SERIES_WINDOW > now);
+                published.pruned = now;
+            }
+            published
+                .by_key
+                .get(&key)
+                .filter(|e| e.last_seen + SERIES_WINDOW > now)
+                .cloned()
         };
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
-        let event = match previous {
-            Some(mut e) => {
-                let count = e.series.as_ref().map_or(2, |s| s.count + 1);
-                e.series = Some(EventSeries {
+        let published = match previous {
+            Some(e) => {
+                let count = e.count + 1;
+                let series = EventSeries {
                     count,
                     last_observed_time: MicroTime(now),
-                });
-                let name = e.metadata.name.clone().unwrap_or_default();
-                let patch = serde_json::json!({"series": e.series});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                };
+                let patch = serde_json::json!({ "series": series });
+                api.patch(&e.name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
-                e
+                Published {
+                    count,
+                    last_seen: now,
+                    ..e
+                }
             }
             None => {
                 let e = self.new_event(ev, regarding, now);
                 api.create(&PostParams::default(), &e).await?;
-                e
+                Published {
+                    name: e.metadata.name.unwrap_or_default(),
+                    count: 1,
+                    last_seen: now,
+                }
             }
         };
-        self.published.lock().await.insert(key, event);
+        self.published.lock().await.by_key.insert(key, published);
         Ok(())
     }
 
@@ -154,12 +192,5 @@ impl EventRecorder {
             ),
             ..Default::default()
         }
-    }
-}
-
-fn last_seen(e: &K8sEvent) -> Option<Timestamp> {
-    match &e.series {
-        Some(s) => Some(s.last_observed_time.0),
-        None => e.event_time.as_ref().map(|t| t.0),
     }
 }
