@@ -202,8 +202,24 @@ async fn healthy_times(
             .applied_objects()
     );
     while done.len() < n {
-        let Some(Ok(r)) = events.next().await else {
-            continue;
+        let next = match tokio::time::timeout(Duration::from_secs(60), events.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                eprintln!(
+                    "  (still waiting: {} of {n} Healthy after {:.0}s)",
+                    done.len(),
+                    start.elapsed().as_secs_f64()
+                );
+                continue;
+            }
+        };
+        let r = match next {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                eprintln!("  (watch of Rollouts: {e})");
+                continue;
+            }
+            None => panic!("the watch of Rollouts ended"),
         };
         let st = r.status.clone().unwrap_or_default();
         let healthy = st.phase.map(|p| p.as_str()) == Some("Healthy")
@@ -603,6 +619,7 @@ async fn main() {
             while pending.next().await.is_some() {}
         }
         let settle = wait_settled(&api, n).await;
+        let total = created.elapsed();
         tokio::time::sleep(Duration::from_secs(5)).await;
         let rss = rss_kib(controller.child.id());
         let (p50, p99) = quantiles(&metrics(&controller).await);
@@ -620,7 +637,7 @@ async fn main() {
             .sum();
         println!(
             "{n} settled Rollouts: created and settled in {:.1}s ({:.1}s after the last create); controller RSS {:.1} MiB (idle before: {:.1} MiB); rollout reconcile p50 <= {p50}s, p99 <= {p99}s (histogram bucket bounds)",
-            created.elapsed().as_secs_f64(),
+            total.as_secs_f64(),
             settle.as_secs_f64(),
             rss as f64 / 1024.0,
             base as f64 / 1024.0

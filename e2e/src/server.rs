@@ -728,14 +728,16 @@ fn write_scale(
     ))
 }
 
-fn continue_token(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
+/// A continue token: the list's resourceVersion and the last object returned, hex-encoded
+/// (opaque to clients, as a real API server's base64 JSON is).
+fn continue_token(rv: u64, ns: &str, name: &str) -> String {
+    format!("{rv}/{ns}/{name}")
         .bytes()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+fn decode_continue(token: &str) -> Result<crate::store::Continue, ApiError> {
     let bad = || {
         ApiError::bad_request(
             "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
@@ -749,8 +751,15 @@ fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
         .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
         .collect();
     let s = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
-    let (ns, name) = s.split_once('/').ok_or_else(bad)?;
-    Ok((ns.to_string(), name.to_string()))
+    let mut parts = s.splitn(3, '/');
+    let rv = parts.next().and_then(|r| r.parse().ok()).ok_or_else(bad)?;
+    let namespace = parts.next().ok_or_else(bad)?.to_string();
+    let name = parts.next().ok_or_else(bad)?.to_string();
+    Ok(crate::store::Continue {
+        rv,
+        namespace,
+        name,
+    })
 }
 
 fn list(
@@ -782,13 +791,21 @@ fn list(
         Some(token) => Some(decode_continue(token)?),
         None => None,
     };
-    let (page, remaining, rv) = state.store.list_page(
-        &res.key(),
-        t.namespace.as_deref(),
-        start.as_ref(),
-        limit,
-        |o| labels.matches(o) && fields.matches(o),
-    );
+    let (page, remaining, rv) = state
+        .store
+        .list_page(
+            &res.key(),
+            t.namespace.as_deref(),
+            start.as_ref(),
+            limit,
+            |o| labels.matches(o) && fields.matches(o),
+        )
+        .map_err(|_| {
+            ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list result. \
+                 You can start a new list without the continue parameter.",
+            )
+        })?;
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if remaining > 0
         && let Some(last) = page.last()
@@ -801,7 +818,7 @@ fn list(
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        metadata["continue"] = json!(continue_token(ns, name));
+        metadata["continue"] = json!(continue_token(rv, ns, name));
         metadata["remainingItemCount"] = json!(remaining);
     }
     if wants_table(headers) {

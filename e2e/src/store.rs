@@ -134,7 +134,34 @@ struct Inner {
     gc_queue: Vec<String>,
     /// Objects waiting on the `foregroundDeletion` finalizer.
     foreground: std::collections::BTreeSet<(ResKey, String, String)>,
+    /// The lists being paged: each continue token is served from the objects as they were at
+    /// its first page (see [`Store::list_page`]).
+    snapshots: VecDeque<ListSnapshot>,
 }
+
+/// The objects of one kind at the resourceVersion of a paged list's first page.
+struct ListSnapshot {
+    key: ResKey,
+    rv: u64,
+    objects: Arc<BTreeMap<(String, String), Arc<Value>>>,
+}
+
+/// How many paged lists are kept for their next pages. A token whose list was dropped gets a
+/// 410, as one older than etcd's compaction does on a real API server; the client lists again.
+const LIST_SNAPSHOTS: usize = 32;
+
+/// Where a paged list continues: the resourceVersion of its first page, and the last object
+/// (namespace, name) returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continue {
+    pub rv: u64,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A continue token whose list is no longer kept.
+#[derive(Debug)]
+pub struct ContinueExpired;
 
 /// The shared state of a test cluster.
 pub struct Store {
@@ -254,6 +281,7 @@ impl Store {
                 compacted_rv: 0,
                 gc_queue: Vec::new(),
                 foreground: Default::default(),
+                snapshots: VecDeque::new(),
             }),
             events,
             history_limit,
@@ -327,32 +355,65 @@ impl Store {
 
     /// One page of a list: up to `limit` matching objects after the key `after`, in
     /// (namespace, name) order, how many more match, and the current resourceVersion.
+    /// One page of a list: at most `limit` objects after `after`, how many matching objects
+    /// remain, and the resourceVersion of the list. As etcd serves a real API server's pages,
+    /// every page of one list shows the objects as they were at its first page, and carries
+    /// that page's resourceVersion: a client that watches from it gets every change made while
+    /// it was paging (with the current objects and the last page's later version instead,
+    /// changes made between pages to objects already listed were lost).
     pub fn list_page(
         &self,
         key: &ResKey,
         ns: Option<&str>,
-        after: Option<&(String, String)>,
+        after: Option<&Continue>,
         limit: usize,
         matches: impl Fn(&Value) -> bool,
-    ) -> (Vec<Arc<Value>>, usize, u64) {
+    ) -> Result<(Vec<Arc<Value>>, usize, u64), ContinueExpired> {
         use std::ops::Bound;
-        let inner = self.lock();
-        let Some(map) = inner.objects.get(key) else {
-            return (Vec::new(), 0, inner.rv);
-        };
+        type Objects = BTreeMap<(String, String), Arc<Value>>;
         let lower = match (after, ns) {
-            (Some(a), _) => Bound::Excluded(a.clone()),
+            (Some(c), _) => Bound::Excluded((c.namespace.clone(), c.name.clone())),
             (None, Some(ns)) => Bound::Included((ns.to_string(), String::new())),
             (None, None) => Bound::Unbounded,
         };
-        let mut iter = map
-            .range((lower, Bound::Unbounded))
-            .take_while(|((n, _), _)| ns.is_none_or(|ns| n == ns))
-            .map(|(_, v)| v)
-            .filter(|v| matches(v));
-        let page: Vec<Arc<Value>> = iter.by_ref().take(limit).cloned().collect();
-        let remaining = iter.count();
-        (page, remaining, inner.rv)
+        let page_of = |objects: &Objects| {
+            let mut iter = objects
+                .range((lower.clone(), Bound::Unbounded))
+                .take_while(|((n, _), _)| ns.is_none_or(|ns| n == ns))
+                .map(|(_, v)| v)
+                .filter(|v| matches(v));
+            let page: Vec<Arc<Value>> = iter.by_ref().take(limit).cloned().collect();
+            (page, iter.count())
+        };
+        let mut inner = self.lock();
+        if let Some(c) = after {
+            let snapshot = inner
+                .snapshots
+                .iter()
+                .find(|s| &s.key == key && s.rv == c.rv)
+                .ok_or(ContinueExpired)?;
+            let (page, remaining) = page_of(&snapshot.objects);
+            return Ok((page, remaining, c.rv));
+        }
+        let rv = inner.rv;
+        let Some(objects) = inner.objects.get(key) else {
+            return Ok((Vec::new(), 0, rv));
+        };
+        let (page, remaining) = page_of(objects);
+        if remaining > 0 {
+            // More pages follow: they are served from the objects as they are now.
+            let objects = Arc::new(objects.clone());
+            inner.snapshots.retain(|s| !(&s.key == key && s.rv == rv));
+            if inner.snapshots.len() >= LIST_SNAPSHOTS {
+                inner.snapshots.pop_front();
+            }
+            inner.snapshots.push_back(ListSnapshot {
+                key: key.clone(),
+                rv,
+                objects,
+            });
+        }
+        Ok((page, remaining, rv))
     }
 
     pub fn uid_exists(&self, uid: &str) -> bool {

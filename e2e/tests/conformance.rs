@@ -611,6 +611,77 @@ async fn lists_are_sorted_and_paginate_with_continue() {
     delete_namespace(&t.client, &ns).await;
 }
 
+/// Every page of a paged list shows the objects as they were at its first page and carries
+/// that page's resourceVersion (etcd serves the continue token at that revision), so a watch
+/// from it gets every change made while the client was paging: kube-runtime's watcher lists in
+/// pages of 500 and watches from the list's version.
+#[tokio::test]
+async fn paged_lists_are_one_snapshot_and_a_watch_from_their_version_misses_nothing() {
+    let t = target().await;
+    let ns = namespace(&t.client, "snapshot").await;
+    let api: Api<ConfigMap> = Api::namespaced(t.client.clone(), &ns);
+    for name in ["a", "b", "c", "d", "e", "f", "g"] {
+        api.create(&PostParams::default(), &cm(name, &[("snap", "yes")], &[]))
+            .await
+            .unwrap();
+    }
+    let params = ListParams::default().labels("snap=yes").limit(3);
+    let first = api.list(&params).await.unwrap();
+    let rv = first.metadata.resource_version.clone().unwrap();
+    // Between the pages: an object already listed changes, one not yet listed goes, one is added.
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"changed": "yes"}})),
+    )
+    .await
+    .unwrap();
+    api.delete("e", &DeleteParams::default()).await.unwrap();
+    api.create(&PostParams::default(), &cm("h", &[("snap", "yes")], &[]))
+        .await
+        .unwrap();
+    let mut names: Vec<String> = first
+        .items
+        .into_iter()
+        .map(|c| c.metadata.name.unwrap())
+        .collect();
+    let mut token = first.metadata.continue_.clone();
+    while let Some(t) = token.filter(|t| !t.is_empty()) {
+        let page = api.list(&params.clone().continue_token(&t)).await.unwrap();
+        assert_eq!(
+            page.metadata.resource_version.as_deref(),
+            Some(rv.as_str()),
+            "every page carries the first page's resourceVersion"
+        );
+        names.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
+        token = page.metadata.continue_;
+    }
+    assert_eq!(
+        names,
+        ["a", "b", "c", "d", "e", "f", "g"],
+        "the list as of its first page"
+    );
+    let mut changes: Vec<String> = api
+        .watch(&WatchParams::default().labels("snap=yes").timeout(10), &rv)
+        .await
+        .unwrap()
+        .try_filter_map(|e| {
+            std::future::ready(Ok(match e {
+                WatchEvent::Added(c) => Some(format!("added {}", c.metadata.name.unwrap())),
+                WatchEvent::Modified(c) => Some(format!("modified {}", c.metadata.name.unwrap())),
+                WatchEvent::Deleted(c) => Some(format!("deleted {}", c.metadata.name.unwrap())),
+                _ => None,
+            }))
+        })
+        .take(3)
+        .try_collect()
+        .await
+        .unwrap();
+    changes.sort();
+    assert_eq!(changes, ["added h", "deleted e", "modified a"]);
+    delete_namespace(&t.client, &ns).await;
+}
+
 #[tokio::test]
 async fn custom_resources_are_validated_pruned_and_defaulted() {
     let t = target().await;
