@@ -269,11 +269,11 @@ pub struct AnalysisRunStrategy {
 pub struct RolloutStrategy {
     /// Canary: shift traffic to the new version step by step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary: Option<CanaryStrategy>,
+    pub canary: Option<Box<CanaryStrategy>>,
     /// Blue-green: run the new version next to the old one and switch the active Service to it
     /// at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blue_green: Option<BlueGreenStrategy>,
+    pub blue_green: Option<Box<BlueGreenStrategy>>,
 }
 
 impl RolloutStrategy {

@@ -34,7 +34,9 @@ struct Published {
 
 /// The Events published within [`SERIES_WINDOW`] (and some older, until the next prune).
 struct PublishedEvents {
-    by_key: HashMap<Key, Published>,
+    /// By the 128-bit digest of the Event's [`Key`]: the key itself (the note, the object's
+    /// names and uid) is most of an entry, and one entry per Event lives for six minutes.
+    by_key: HashMap<u128, Published>,
     pruned: Timestamp,
 }
 
@@ -50,6 +52,14 @@ struct Key {
 }
 
 impl Key {
+    /// Two independently keyed 64-bit hashes of the key: a 128-bit digest, so that two
+    /// different Events are taken for the same with a chance of 2^-128.
+    fn digest(&self, hasher: &[std::collections::hash_map::RandomState; 2]) -> u128 {
+        use std::hash::BuildHasher;
+        let [a, b] = hasher;
+        (u128::from(a.hash_one(self)) << 64) | u128::from(b.hash_one(self))
+    }
+
     fn new(ev: &Event, regarding: &ObjectReference) -> Key {
         Key {
             warning: matches!(ev.type_, EventType::Warning),
@@ -72,6 +82,8 @@ pub struct EventRecorder {
     client: kube::Client,
     reporter: Reporter,
     published: Mutex<PublishedEvents>,
+    /// The keys of the Events' digests, random per recorder.
+    hasher: [std::collections::hash_map::RandomState; 2],
     /// Told of every Event before it is published: Events are the transitions notifications
     /// fire on.
     notifier: std::sync::OnceLock<std::sync::Arc<crate::notifications::Notifier>>,
@@ -83,6 +95,7 @@ impl EventRecorder {
         EventRecorder {
             client,
             reporter,
+            hasher: Default::default(),
             published: Mutex::new(PublishedEvents {
                 by_key: HashMap::new(),
                 pruned: Timestamp::UNIX_EPOCH,
@@ -111,7 +124,7 @@ impl EventRecorder {
     /// own Events).
     pub async fn record(&self, ev: &Event, regarding: &ObjectReference) -> kube::Result<()> {
         let now = Timestamp::now();
-        let key = Key::new(ev, regarding);
+        let key = Key::new(ev, regarding).digest(&self.hasher);
         let previous = {
             let mut published = self.published.lock().await;
             if published.pruned + PRUNE_EVERY <= now {
