@@ -7,7 +7,7 @@
 //! ```sh
 //! cargo build --release --bin sluice
 //! cargo run --release --example controller_bench -- 1000 10000
-//! cargo run --release --example controller_bench -- --mass 1000 [--qps 100 --burst 200]
+//! cargo run --release --example controller_bench -- --mass 1000 [--replicas 1] [--qps 100 --burst 200]
 //! ```
 //!
 //! A heap profile of the controller: `SLUICE_BENCH_WRAP="heaptrack -o /tmp/sluice"` before the
@@ -181,16 +181,16 @@ fn quantiles(text: &str) -> (f64, f64) {
 /// list of 10,000 Rollouts would load the test cluster more than the controller does).
 async fn wait_settled(api: &Api<Rollout>, n: usize) -> Duration {
     let start = Instant::now();
-    healthy_times(api, n, |_| true).await;
+    healthy_times(api, n, |_, _| true).await;
     start.elapsed()
 }
 
-/// Follows the Rollouts until `n` of them are Healthy with a pod hash `current` accepts, and
-/// returns when each became so (by name), from when this was called.
+/// Follows the Rollouts until `n` of them are Healthy with a pod hash `current(name, hash)`
+/// accepts, and returns when each became so (by name), from when this was called.
 async fn healthy_times(
     api: &Api<Rollout>,
     n: usize,
-    current: impl Fn(&str) -> bool,
+    current: impl Fn(&str, &str) -> bool,
 ) -> std::collections::BTreeMap<String, Duration> {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
@@ -224,7 +224,10 @@ async fn healthy_times(
         let st = r.status.clone().unwrap_or_default();
         let healthy = st.phase.map(|p| p.as_str()) == Some("Healthy")
             && st.stable_rs == st.current_pod_hash
-            && st.current_pod_hash.as_deref().is_some_and(&current);
+            && st
+                .current_pod_hash
+                .as_deref()
+                .is_some_and(|h| current(r.metadata.name.as_deref().unwrap_or_default(), h));
         if healthy {
             done.entry(r.metadata.name.clone().unwrap_or_default())
                 .or_insert_with(|| start.elapsed());
@@ -273,12 +276,12 @@ fn quantile_between(before: &str, after: &str, p: f64) -> f64 {
 }
 
 /// Mass update: `n` routed Rollouts (each with its stable and canary Services and its Ingress,
-/// 1 replica, `setWeight: 50` then full promotion), settled, then all given a new image at once
+/// `replicas` pods, `setWeight: 50` then full promotion), settled, then all given a new image at once
 /// as one GitOps sync of a shared base image would. Prints the time until all are Healthy on
 /// the new version, the slowest and the 99th percentile Rollout (no Rollout starved), the
 /// controller's API requests per second (the busiest second against `--qps`/`--burst`), and the
 /// reconcile latency during the update.
-async fn mass_update(kubeconfig: &Path, n: usize, qps: u32, burst: u32) {
+async fn mass_update(kubeconfig: &Path, n: usize, replicas: i32, qps: u32, burst: u32) {
     use futures::StreamExt;
     let cluster = std::sync::Arc::new(
         TestCluster::builder()
@@ -317,7 +320,7 @@ async fn mass_update(kubeconfig: &Path, n: usize, qps: u32, burst: u32) {
                             "name": format!("{app}-stable"), "port": {"number": 80}}}}]}}]}}))
                 .unwrap();
                 ing.create(&PostParams::default(), &i).await.unwrap();
-                let mut ro = rollout(&app, 1, steps, true);
+                let mut ro = rollout(&app, replicas, steps, true);
                 let canary = ro.spec.strategy.canary.as_mut().unwrap();
                 canary.stable_service = Some(format!("{app}-stable"));
                 canary.canary_service = Some(format!("{app}-canary"));
@@ -330,7 +333,7 @@ async fn mass_update(kubeconfig: &Path, n: usize, qps: u32, burst: u32) {
         .await;
     let settle = wait_settled(&api, n).await;
     println!(
-        "mass update, {n} routed Rollouts (controller --qps {qps} --burst {burst}): created and settled in {:.1}s ({:.1}s after the last create)",
+        "mass update, {n} routed Rollouts of {replicas} replicas (controller --qps {qps} --burst {burst}): created and settled in {:.1}s ({:.1}s after the last create)",
         created.elapsed().as_secs_f64(),
         settle.as_secs_f64()
     );
@@ -358,17 +361,26 @@ async fn mass_update(kubeconfig: &Path, n: usize, qps: u32, burst: u32) {
     };
     let started = Instant::now();
     let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}});
-    let old_hash = api
-        .get("app-0")
+    // Each Rollout's version before the sync (their templates differ by their `app` label).
+    let old: std::collections::BTreeMap<String, String> = api
+        .list(&Default::default())
         .await
         .unwrap()
-        .status
-        .unwrap_or_default()
-        .current_pod_hash
-        .unwrap_or_default();
+        .items
+        .into_iter()
+        .map(|r| {
+            let hash = r.status.unwrap_or_default().current_pod_hash.unwrap_or_default();
+            (r.metadata.name.unwrap_or_default(), hash)
+        })
+        .collect();
     let finished = tokio::spawn({
         let api = api.clone();
-        async move { healthy_times(&api, n, move |h| h != old_hash).await }
+        async move {
+            healthy_times(&api, n, move |name, h| {
+                old.get(name).is_some_and(|was| was.as_str() != h)
+            })
+            .await
+        }
     });
     futures::stream::iter(0..n)
         .for_each_concurrent(64, |i| {
@@ -449,7 +461,8 @@ async fn main() {
         let dir = tempfile::tempdir().unwrap();
         let qps = value("--qps").unwrap_or(5000);
         let burst = value("--burst").unwrap_or(2 * qps);
-        mass_update(&dir.path().join("kubeconfig"), n as usize, qps, burst).await;
+        let replicas = value("--replicas").unwrap_or(1) as i32;
+        mass_update(&dir.path().join("kubeconfig"), n as usize, replicas, qps, burst).await;
         return;
     }
     let counts = if flag("--canary-only") {
