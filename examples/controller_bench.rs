@@ -202,16 +202,13 @@ async fn healthy_times(
             .applied_objects()
     );
     while done.len() < n {
-        let next = match tokio::time::timeout(Duration::from_secs(60), events.next()).await {
-            Ok(next) => next,
-            Err(_) => {
-                eprintln!(
-                    "  (still waiting: {} of {n} Healthy after {:.0}s)",
-                    done.len(),
-                    start.elapsed().as_secs_f64()
-                );
-                continue;
-            }
+        let Ok(next) = tokio::time::timeout(Duration::from_secs(60), events.next()).await else {
+            eprintln!(
+                "  (still waiting: {} of {n} Healthy after {:.0}s)",
+                done.len(),
+                start.elapsed().as_secs_f64()
+            );
+            continue;
         };
         let r = match next {
             Some(Ok(r)) => r,
@@ -369,7 +366,11 @@ async fn mass_update(kubeconfig: &Path, n: usize, replicas: i32, qps: u32, burst
         .items
         .into_iter()
         .map(|r| {
-            let hash = r.status.unwrap_or_default().current_pod_hash.unwrap_or_default();
+            let hash = r
+                .status
+                .unwrap_or_default()
+                .current_pod_hash
+                .unwrap_or_default();
             (r.metadata.name.unwrap_or_default(), hash)
         })
         .collect();
@@ -462,7 +463,14 @@ async fn main() {
         let qps = value("--qps").unwrap_or(5000);
         let burst = value("--burst").unwrap_or(2 * qps);
         let replicas = value("--replicas").unwrap_or(1) as i32;
-        mass_update(&dir.path().join("kubeconfig"), n as usize, replicas, qps, burst).await;
+        mass_update(
+            &dir.path().join("kubeconfig"),
+            n as usize,
+            replicas,
+            qps,
+            burst,
+        )
+        .await;
         return;
     }
     let counts = if flag("--canary-only") {
