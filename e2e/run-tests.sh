@@ -31,4 +31,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The container image's build: without the live demo, so the controller links no test cluster.
 cargo clippy --workspace --no-default-features -- -D warnings
-cargo test --workspace
+# Every test binary of `cargo test --workspace`, two at a time (see the script), then the doc tests.
+python3 e2e/run-test-binaries.py
+cargo test --workspace --doc

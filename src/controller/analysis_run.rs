@@ -211,14 +211,20 @@ async fn prune_history(ctx: &Context, run_obj: &AnalysisRun, ns: &str) {
     else {
         return;
     };
-    let Some(rollout) = ctx
+    let Some(cached) = ctx
         .stores
         .rollouts
-        .state()
-        .into_iter()
-        .find(|r| r.metadata.uid.as_deref() == Some(owner.uid.as_str()))
+        .get(&ObjectRef::new(&owner.name).within(ns))
+        .filter(|r| r.meta().uid.as_deref() == Some(owner.uid.as_str()))
     else {
         return;
+    };
+    let rollout = match cached.expand() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot prune the analysis runs of a Rollout");
+            return;
+        }
     };
     // The runs the Rollout's status names (step, background, and any strategy's current runs)
     // are never pruned: every such entry is an object with the run's `name` and its `status`.
@@ -266,7 +272,7 @@ async fn prune_history(ctx: &Context, run_obj: &AnalysisRun, ns: &str) {
             .get(POD_TEMPLATE_HASH_LABEL)
             .or_else(|| rs.labels().get(LEGACY_POD_TEMPLATE_HASH_LABEL));
         if let Some(h) = hash {
-            replica_sets.insert(h.clone(), rs.metadata.deletion_timestamp.is_some());
+            replica_sets.insert(h.clone(), rs.meta().deletion_timestamp.is_some());
         }
     }
     let (successful, unsuccessful) = history::limits(rollout.spec.analysis.as_ref());

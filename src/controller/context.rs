@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::runtime::reflector::Store;
 
 use super::clock::Clock;
+use super::compact::Compact;
 use super::config::Settings;
 use super::events::{EventRecorder, Reporter};
 use super::leader::LeaderGate;
@@ -23,16 +24,19 @@ use crate::api::rollout::Rollout;
 use crate::metrics::prometheus::PrometheusProvider;
 use crate::metrics::web::WebProvider;
 
+/// A cached Rollout: see [`Compact`].
+pub type CachedRollout = Compact<Rollout>;
+
 /// Watch caches.
 #[derive(Clone)]
 pub struct Stores {
-    pub rollouts: Store<Rollout>,
-    pub replica_sets: Store<ReplicaSet>,
+    pub rollouts: Store<CachedRollout>,
+    pub replica_sets: Store<Compact<ReplicaSet>>,
     /// ReplicaSets labelled only with the legacy (Argo Rollouts) pod-template hash key, by an
     /// earlier Sluice version, until they are relabelled. Also holds Argo Rollouts' own
     /// ReplicaSets when both controllers run in one cluster: read, never written (nothing owned
     /// by another Rollout is observed).
-    pub legacy_replica_sets: Store<ReplicaSet>,
+    pub legacy_replica_sets: Store<Compact<ReplicaSet>>,
     pub services: Store<Service>,
     pub analysis_runs: Store<AnalysisRun>,
     pub deployments: Store<Deployment>,
@@ -250,26 +254,33 @@ impl Context {
     /// our own last write returned while the cache is still behind it (as [`Context::service`]).
     /// Without this, the reconcile woken by our next status write could count replicas from
     /// the ReplicaSet as it was before our scale, and write those counts back.
-    pub fn replica_set(&self, cached: Arc<ReplicaSet>) -> Arc<ReplicaSet> {
+    pub fn replica_set(
+        &self,
+        cached: &Compact<ReplicaSet>,
+    ) -> Result<Arc<ReplicaSet>, super::compact::CacheError> {
         use kube::ResourceExt;
         let key = (cached.namespace().unwrap_or_default(), cached.name_any());
-        let mut written = self
-            .written_replica_sets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let Some(ours) = written.get(&key) else {
-            return cached;
-        };
-        let version = |s: &ReplicaSet| s.resource_version().and_then(|v| v.parse::<u64>().ok());
-        let same_object = ours.uid() == cached.uid();
-        if same_object
-            && let (Some(c), Some(o)) = (version(&cached), version(ours))
-            && c < o
         {
-            return ours.clone();
+            let mut written = self
+                .written_replica_sets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(ours) = written.get(&key) {
+                let version = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok());
+                let same_object = ours.uid() == cached.uid();
+                if same_object
+                    && let (Some(c), Some(o)) = (
+                        version(cached.resource_version()),
+                        version(ours.resource_version()),
+                    )
+                    && c < o
+                {
+                    return Ok(ours.clone());
+                }
+                written.remove(&key);
+            }
         }
-        written.remove(&key);
-        cached
+        cached.expand().map(Arc::new)
     }
 
     /// Records a ReplicaSet as one of our writes returned it (see [`Context::replica_set`]).

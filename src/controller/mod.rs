@@ -15,6 +15,7 @@ pub mod admin;
 pub mod analysis_run;
 pub mod args;
 pub mod clock;
+pub mod compact;
 pub mod config;
 pub mod context;
 pub mod events;
@@ -42,7 +43,7 @@ use kube::runtime::watcher;
 
 pub use args::ControllerArgs;
 pub use config::{ControllerConfig, Settings};
-use context::{Context, Stores};
+use context::{CachedRollout, Context, Stores};
 use leader::LeaderGate;
 use metrics::{ControllerLabels, ErrorLabels, Metrics};
 use reference_index::ReferenceIndex;
@@ -121,7 +122,7 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     let all = watcher::Config::default;
     let rollout_cfg = all().labels(&label_selector(&settings.instance_id));
     let owned_rs_cfg = all().labels(constants::POD_TEMPLATE_HASH_LABEL);
-    let (rs_store, rs_owners, rs_stream) = watches::cached_by_owner(
+    let (rs_store, rs_owners, rs_stream) = watches::cached_compact_by_owner(
         api::<ReplicaSet>(&client, &ns),
         owned_rs_cfg,
         watches::trim_replica_set,
@@ -131,7 +132,7 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         constants::LEGACY_POD_TEMPLATE_HASH_LABEL,
         constants::POD_TEMPLATE_HASH_LABEL
     ));
-    let (legacy_rs_store, legacy_rs_owners, legacy_rs_stream) = watches::cached_by_owner(
+    let (legacy_rs_store, legacy_rs_owners, legacy_rs_stream) = watches::cached_compact_by_owner(
         api::<ReplicaSet>(&client, &ns),
         legacy_rs_cfg,
         watches::trim_replica_set,
@@ -228,7 +229,6 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
     let mut changes = leader.changes();
     let became_leader = async_stream_from_watch(&mut changes, metrics.clone());
 
-    let rollouts = stores.rollouts.clone();
     let routing = settings.routing.clone();
     let mut rollout_ctrl = rollout_ctrl
         .owns_stream(rs_stream)
@@ -239,12 +239,12 @@ pub async fn start(client: kube::Client, config: ControllerConfig) -> anyhow::Re
         .watches_stream(ingress_stream, referencing(references.clone(), "Ingress"))
         .watches_stream_with(
             template_stream,
-            using_templates(rollouts.clone(), false),
+            using_templates(references.clone(), false),
             template_resource,
         )
         .watches_stream_with(
             cluster_template_stream,
-            using_templates(rollouts.clone(), true),
+            using_templates(references.clone(), true),
             cluster_template_resource,
         );
     for (kind, resource, stream) in watches::istio(&client, &ns, &routing, &routing_cache).await {
@@ -345,26 +345,32 @@ fn key<K: Resource>(obj: &K) -> String {
     )
 }
 
-async fn reconcile_rollout(ro: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, rollout::Error> {
+async fn reconcile_rollout(
+    cached: Arc<CachedRollout>,
+    ctx: Arc<Context>,
+) -> Result<Action, rollout::Error> {
     let labels = ControllerLabels {
         controller: "rollout".into(),
     };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     ctx.metrics.in_flight.inc();
     let started = Instant::now();
-    let result = rollout::reconcile(ro.clone(), ctx.clone()).await;
+    let result = match cached.expand() {
+        Ok(ro) => rollout::reconcile(Arc::new(ro), ctx.clone()).await,
+        Err(e) => Err(rollout::Error::Cache(e)),
+    };
     ctx.metrics.in_flight.dec();
     ctx.metrics
         .reconcile_duration
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        ctx.reset_backoff(&key(ro.as_ref()));
+        ctx.reset_backoff(&key(cached.as_ref()));
     }
     result
 }
 
-fn rollout_error_policy(ro: Arc<Rollout>, err: &rollout::Error, ctx: Arc<Context>) -> Action {
+fn rollout_error_policy(ro: Arc<CachedRollout>, err: &rollout::Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {

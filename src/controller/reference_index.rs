@@ -36,6 +36,34 @@ pub fn granted_key(namespace: &str) -> String {
     format!("grant:{namespace}")
 }
 
+/// The key of the Rollouts of `namespace` (of every namespace: `None`) whose analyses reference
+/// an AnalysisTemplate or ClusterAnalysisTemplate.
+pub fn templates_key(namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("templates:{ns}"),
+        None => "templates".to_string(),
+    }
+}
+
+/// Whether an analysis of the Rollout references a template. Namespaced templates may include
+/// cluster ones and the other way round, so any reference counts for either kind.
+fn references_templates(r: &Rollout) -> bool {
+    let Some(canary) = &r.spec.strategy.canary else {
+        return r.spec.strategy.blue_green.as_ref().is_some_and(|bg| {
+            [&bg.pre_promotion_analysis, &bg.post_promotion_analysis]
+                .into_iter()
+                .flatten()
+                .any(|a| !a.templates.is_empty())
+        });
+    };
+    canary
+        .analysis
+        .iter()
+        .map(|bg| &bg.analysis)
+        .chain(canary.steps.iter().filter_map(|s| s.analysis.as_ref()))
+        .any(|a| !a.templates.is_empty())
+}
+
 /// Every key a Rollout is found under.
 pub fn keys(r: &Rollout, routing: &RoutingConfig) -> Vec<String> {
     let ns = r.metadata.namespace.as_deref().unwrap_or_default();
@@ -57,6 +85,10 @@ pub fn keys(r: &Rollout, routing: &RoutingConfig) -> Vec<String> {
     }
     if granted {
         keys.push(granted_key(ns));
+    }
+    if references_templates(r) {
+        keys.push(templates_key(Some(ns)));
+        keys.push(templates_key(None));
     }
     keys.sort();
     keys.dedup();

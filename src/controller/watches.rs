@@ -7,16 +7,18 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use kube::Resource;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
+use super::compact::{self, Compact};
+use super::context::CachedRollout;
 use super::owner_index::OwnerIndex;
-use super::reference_index::{ReferenceIndex, granted_key, object_key, url_key};
+use super::reference_index::{ReferenceIndex, granted_key, object_key, templates_key, url_key};
 use crate::api::constants;
 use crate::api::rollout::Rollout;
 use crate::traffic::RoutingConfig;
@@ -55,12 +57,31 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
+    watch_as(api, config, cache, index, trim, std::convert::identity)
+}
+
+/// [`watch`], with each event's object turned into a `C` (a compact form) before the index and
+/// the cache see it.
+fn watch_as<K, C>(
+    api: Api<K>,
+    config: watcher::Config,
+    cache: Option<reflector::store::Writer<C>>,
+    index: Option<OwnerIndex>,
+    trim: fn(&mut K),
+    into: fn(watcher::Event<K>) -> watcher::Event<C>,
+) -> BoxStream<'static, Result<C, watcher::Error>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    C: Resource + Clone + Debug + Send + Sync + 'static,
+    C::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
     let events = watcher(api, config)
         .default_backoff()
         .modify(move |obj| {
             strip::<K>(obj);
             trim(obj);
         })
+        .map(move |event| event.map(into))
         .map(move |event| {
             if let (Some(index), Ok(event)) = (&index, &event) {
                 index.apply(event);
@@ -135,25 +156,24 @@ pub(super) fn trim_replica_set(rs: &mut k8s_openapi::api::apps::v1::ReplicaSet) 
     }
 }
 
-/// The Rollout watch: stripped (see [`strip`]), applied to the reference index, then reflected
-/// into a cache, as the applied objects (the trigger stream
+/// The Rollout watch: stripped (see [`strip`]), applied to the reference index, then compacted
+/// (see [`compact`]) and reflected into a cache, as the applied objects (the trigger stream
 /// [`kube::runtime::Controller::for_stream`] takes).
 pub(super) fn main_watch(
     api: Api<Rollout>,
     config: watcher::Config,
     index: ReferenceIndex,
 ) -> (
-    Store<Rollout>,
-    BoxStream<'static, Result<Rollout, watcher::Error>>,
+    Store<CachedRollout>,
+    BoxStream<'static, Result<CachedRollout, watcher::Error>>,
 ) {
     let (store, writer) = reflector::store();
     let stream = watcher(api, config)
         .modify(strip::<Rollout>)
         .map(move |event| {
-            if let Ok(event) = &event {
-                index.apply(event);
-            }
-            event
+            let event = event?;
+            index.apply(&event);
+            Ok(compact::event(event))
         })
         .reflect(writer)
         .applied_objects()
@@ -186,45 +206,34 @@ where
 
 /// Maps an AnalysisTemplate (namespaced) or ClusterAnalysisTemplate (`cluster`) to the Rollouts
 /// whose analyses may use it: those with an analysis referencing any template, in its namespace
-/// (every namespace for a cluster template). Templates include other templates, so the name
-/// alone cannot tell whether a Rollout reaches it; template changes are rare, and a reconcile
-/// without change writes nothing.
+/// (every namespace for a cluster template), by one index lookup. Templates include other
+/// templates, so the name alone cannot tell whether a Rollout reaches it; template changes are
+/// rare, and a reconcile without change writes nothing.
 pub(super) fn using_templates<K>(
-    rollouts: Store<Rollout>,
+    index: ReferenceIndex,
     cluster: bool,
-) -> impl Fn(K) -> Vec<ObjectRef<Rollout>> + Send + Sync + 'static
+) -> impl Fn(K) -> Vec<ObjectRef<CachedRollout>> + Send + Sync + 'static
 where
     K: Resource,
 {
     move |obj: K| {
-        let ns = obj.meta().namespace.clone().unwrap_or_default();
-        rollouts
-            .state()
-            .iter()
-            .filter(|r| cluster || r.namespace().as_deref() == Some(ns.as_str()))
-            .filter(|r| references_templates(r))
-            .map(|r| ObjectRef::from_obj(r.as_ref()))
-            .collect()
+        let ns = obj.meta().namespace.as_deref().unwrap_or_default();
+        retype(index.get(&templates_key((!cluster).then_some(ns))))
     }
 }
 
-/// Whether an analysis of the Rollout references a template. Namespaced templates may include
-/// cluster ones and the other way round, so any reference counts for either kind.
-fn references_templates(r: &Rollout) -> bool {
-    let Some(canary) = &r.spec.strategy.canary else {
-        return r.spec.strategy.blue_green.as_ref().is_some_and(|bg| {
-            [&bg.pre_promotion_analysis, &bg.post_promotion_analysis]
-                .into_iter()
-                .flatten()
-                .any(|a| !a.templates.is_empty())
-        });
-    };
-    canary
-        .analysis
-        .iter()
-        .map(|bg| &bg.analysis)
-        .chain(canary.steps.iter().filter_map(|s| s.analysis.as_ref()))
-        .any(|a| !a.templates.is_empty())
+/// The references of the index, as references of the cached (compact) Rollouts the
+/// controller reconciles.
+fn retype(refs: Vec<ObjectRef<Rollout>>) -> Vec<ObjectRef<CachedRollout>> {
+    refs.into_iter()
+        .map(|r| {
+            let named = ObjectRef::new(&r.name);
+            match &r.namespace {
+                Some(ns) => named.within(ns),
+                None => named,
+            }
+        })
+        .collect()
 }
 
 /// A watched kind kept in a cache: the cache, and the trigger stream that fills it.
@@ -239,17 +248,20 @@ where
     (store, watch(api, config, Some(writer), None, |_| ()))
 }
 
+/// A cache, its index by owner, and the trigger stream that fills both.
+pub(super) type OwnedCache<K> = (
+    Store<K>,
+    OwnerIndex,
+    BoxStream<'static, Result<K, watcher::Error>>,
+);
+
 /// A watched kind kept in a cache indexed by owner: the cache, its index, and the trigger
 /// stream that fills both.
 pub(super) fn cached_by_owner<K>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
-) -> (
-    Store<K>,
-    OwnerIndex,
-    BoxStream<'static, Result<K, watcher::Error>>,
-)
+) -> OwnedCache<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -259,23 +271,52 @@ where
     (store, index, stream)
 }
 
+/// [`cached_by_owner`], the cache holding each object compacted (see [`compact`]).
+pub(super) fn cached_compact_by_owner<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+) -> OwnedCache<Compact<K>>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let index = OwnerIndex::default();
+    let stream = watch_as(
+        api,
+        config,
+        Some(writer),
+        Some(index.clone()),
+        trim,
+        compact::event,
+    );
+    (store, index, stream)
+}
+
 /// Maps an object of `kind` to the Rollouts that reference it (their Services, `workloadRef`
 /// Deployment, or an object their routers read or write, in any namespace: a Gateway API route
 /// may live in another namespace than the Rollouts weighting it), by one index lookup.
 pub(super) fn referencing<K>(
     index: ReferenceIndex,
     kind: &'static str,
-) -> impl Fn(K) -> Vec<ObjectRef<Rollout>> + Send + Sync + 'static
+) -> impl Fn(K) -> Vec<ObjectRef<CachedRollout>> + Send + Sync + 'static
 where
     K: Resource,
 {
     move |obj: K| {
         let meta = obj.meta();
-        index.get(&object_key(
+        retype(index.get(&object_key(
             kind,
             meta.namespace.as_deref().unwrap_or_default(),
             meta.name.as_deref().unwrap_or_default(),
-        ))
+        )))
     }
 }
 
@@ -382,14 +423,14 @@ pub(super) async fn reference_grants(
 /// another namespace.
 pub(super) fn granted_to<K>(
     index: ReferenceIndex,
-) -> impl Fn(K) -> Vec<ObjectRef<Rollout>> + Send + Sync + 'static
+) -> impl Fn(K) -> Vec<ObjectRef<CachedRollout>> + Send + Sync + 'static
 where
     K: Resource,
 {
     move |obj: K| {
-        index.get(&granted_key(
+        retype(index.get(&granted_key(
             obj.meta().namespace.as_deref().unwrap_or_default(),
-        ))
+        )))
     }
 }
 

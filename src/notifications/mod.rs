@@ -174,8 +174,9 @@ pub struct Notifier {
     writer: Writer,
     leader: LeaderGate,
     metrics: Arc<Metrics>,
-    rollouts: Store<Rollout>,
-    replica_sets: Store<ReplicaSet>,
+    rollouts: Store<crate::controller::context::CachedRollout>,
+    replica_sets: Store<crate::controller::compact::Compact<ReplicaSet>>,
+    replica_set_owners: crate::controller::owner_index::OwnerIndex,
     recorder: EventRecorder,
     http: reqwest::Client,
     config: Mutex<Option<(Instant, Option<Arc<Config>>)>>,
@@ -220,6 +221,7 @@ impl Notifier {
             metrics,
             rollouts: stores.rollouts.clone(),
             replica_sets: stores.replica_sets.clone(),
+            replica_set_owners: stores.replica_set_owners.clone(),
             recorder,
             http,
             config: Mutex::new(None),
@@ -306,7 +308,9 @@ impl Notifier {
         let id = transition_id(&ro, ev);
         let uid = ro.uid().unwrap_or_default();
         let mut outboxes = self.outboxes.lock().await;
-        let outbox = outboxes.entry(uid).or_insert_with(|| outbox_from(&ro));
+        let outbox = outboxes
+            .entry(uid)
+            .or_insert_with(|| outbox_from(ro.as_ref()));
         if outbox.pending.iter().any(|p| p.id == id) || outbox.delivered.contains(&id) {
             return;
         }
@@ -334,17 +338,14 @@ impl Notifier {
     fn revision(&self, ro: &Rollout) -> Option<String> {
         let hash = ro.status.as_ref()?.current_pod_hash.clone()?;
         let uid = ro.uid()?;
-        let ns = ro.namespace();
-        self.replica_sets
-            .state()
-            .iter()
+        let ns = ro.namespace()?;
+        self.replica_set_owners
+            .owned(&self.replica_sets, &ns, &uid)
+            .into_iter()
             .find(|rs| {
-                rs.namespace() == ns
-                    && rs
-                        .labels()
-                        .get(crate::api::constants::POD_TEMPLATE_HASH_LABEL)
-                        == Some(&hash)
-                    && rs.owner_references().iter().any(|o| o.uid == uid)
+                rs.labels()
+                    .get(crate::api::constants::POD_TEMPLATE_HASH_LABEL)
+                    == Some(&hash)
             })
             .and_then(|rs| {
                 rs.annotations()
@@ -354,8 +355,10 @@ impl Notifier {
     }
 
     async fn rollout(&self, ns: &str, name: &str) -> Option<Arc<Rollout>> {
-        if let Some(r) = self.rollouts.get(&ObjectRef::new(name).within(ns)) {
-            return Some(r);
+        if let Some(r) = self.rollouts.get(&ObjectRef::new(name).within(ns))
+            && let Ok(r) = r.expand()
+        {
+            return Some(Arc::new(r));
         }
         let api: Api<Rollout> = Api::namespaced(self.client.clone(), ns);
         api.get_opt(name).await.ok().flatten().map(Arc::new)
@@ -417,7 +420,7 @@ impl Notifier {
             if outboxes.contains_key(&uid) || !ro.annotations().contains_key(PENDING_ANNOTATION) {
                 continue;
             }
-            outboxes.insert(uid, outbox_from(&ro));
+            outboxes.insert(uid, outbox_from(ro.as_ref()));
         }
     }
 
@@ -873,7 +876,7 @@ fn transition_id(ro: &Rollout, ev: &Event) -> String {
     format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
 
-fn outbox_from(ro: &Rollout) -> Outbox {
+fn outbox_from<K: kube::Resource>(ro: &K) -> Outbox {
     let annotations = ro.annotations();
     let pending = annotations
         .get(PENDING_ANNOTATION)

@@ -47,6 +47,9 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A cached object does not decode.
+    #[error(transparent)]
+    Cache(#[from] crate::controller::compact::CacheError),
 }
 
 impl Error {
@@ -57,6 +60,7 @@ impl Error {
             Error::Router(e) => e.category(),
             Error::Template(e) => kube_category(&e.source),
             Error::Patch { .. } => "invalid",
+            Error::Cache(_) => "cache",
         }
     }
 }
@@ -356,7 +360,7 @@ async fn ephemeral_metadata(t: &Target<'_>, plan: &Plan) -> Result<bool, Error> 
     }
     let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
     let mut changed = false;
-    for rs in super::observe::owned_replica_sets(t) {
+    for rs in super::observe::owned_replica_sets(t)? {
         if rs.meta().deletion_timestamp.is_some() {
             continue;
         }
@@ -635,11 +639,11 @@ async fn relabel_legacy(t: &Target<'_>) -> Result<bool, Error> {
         t.ctx
             .stores
             .replica_sets
-            .get(&ObjectRef::from_obj(rs))
+            .get(&ObjectRef::new(&rs.name_any()).within(&t.namespace))
             .is_some_and(|cached| cached.uid() == rs.uid())
     };
     let mut changed = false;
-    for rs in super::observe::owned_replica_sets(t) {
+    for rs in super::observe::owned_replica_sets(t)? {
         let labels = rs.labels();
         let Some(hash) = labels.get(constants::LEGACY_POD_TEMPLATE_HASH_LABEL) else {
             continue;

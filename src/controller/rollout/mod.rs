@@ -40,6 +40,9 @@ pub enum Error {
     /// Writing the status.
     #[error("status: {0}")]
     Status(#[from] status::Error),
+    /// The cached Rollout does not decode.
+    #[error(transparent)]
+    Cache(#[from] crate::controller::compact::CacheError),
 }
 
 impl Error {
@@ -49,6 +52,7 @@ impl Error {
             Error::Observe(e) => e.category(),
             Error::Apply(e) => e.category(),
             Error::Status(e) => e.category(),
+            Error::Cache(_) => "cache",
         }
     }
 }

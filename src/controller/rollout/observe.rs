@@ -3,6 +3,7 @@
 //! objects; the AnalysisTemplates the Rollout's analyses reference are read live, and so are
 //! the Rollout's pods while a restart is due.
 
+use crate::controller::compact::CacheError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -42,6 +43,9 @@ pub enum Error {
     /// A template an update uses could not be read.
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// A cached object does not decode.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 impl Error {
@@ -52,6 +56,7 @@ impl Error {
             Error::Api(e) => e.category(),
             Error::Router(e) => e.category(),
             Error::Template(e) => super::error::kube_category(&e.source),
+            Error::Cache(_) => "cache",
         }
     }
 }
@@ -264,7 +269,7 @@ fn parse_ts(s: Option<&String>) -> Option<Timestamp> {
 
 /// Builds the planner's observation from the caches and the routers.
 async fn state(t: &Target<'_>) -> Result<Observation, Error> {
-    let owned = owned_replica_sets(t);
+    let owned = owned_replica_sets(t)?;
     let replica_sets = replica_sets(&owned);
     let pods = restart_pods(t, &owned).await?;
     let analysis_runs = analysis_runs(t);
@@ -331,7 +336,7 @@ fn replica_sets(owned: &[Arc<ReplicaSet>]) -> Vec<ObservedReplicaSet> {
 /// Every ReplicaSet the Rollout owns, from both caches: those labelled with Sluice's hash key
 /// and those an earlier version labelled with the legacy key only (the same object can be in
 /// both while it is being relabelled; the first cache's copy wins).
-pub(super) fn owned_replica_sets(t: &Target<'_>) -> Vec<Arc<ReplicaSet>> {
+pub(super) fn owned_replica_sets(t: &Target<'_>) -> Result<Vec<Arc<ReplicaSet>>, CacheError> {
     let (stores, ns, uid) = (&t.ctx.stores, &t.namespace, t.uid());
     let mut seen = std::collections::BTreeSet::new();
     stores
@@ -344,7 +349,7 @@ pub(super) fn owned_replica_sets(t: &Target<'_>) -> Vec<Arc<ReplicaSet>> {
                 .owned(&stores.legacy_replica_sets, ns, &uid),
         )
         .filter(|rs| seen.insert(rs.uid()))
-        .map(|rs| t.ctx.replica_set(rs))
+        .map(|rs| t.ctx.replica_set(&rs))
         .collect()
 }
 
