@@ -37,9 +37,9 @@ pub struct Stores {
     /// ReplicaSets when both controllers run in one cluster: read, never written (nothing owned
     /// by another Rollout is observed).
     pub legacy_replica_sets: Store<Compact<ReplicaSet>>,
-    pub services: Store<Service>,
+    pub services: Store<Compact<Service>>,
     pub analysis_runs: Store<AnalysisRun>,
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<Compact<Deployment>>,
     /// The routing objects (Ingresses, VirtualServices, DestinationRules, Gateway API routes)
     /// the Rollouts reference, read by their routers.
     pub routing: Arc<crate::traffic::cache::ObjectCache>,
@@ -190,10 +190,19 @@ impl Context {
     pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
         use kube::ResourceExt;
         use kube::runtime::reflector::ObjectRef;
+        // A cached Service that does not decode (a bug) counts as missing: the caller reads
+        // the API server before calling it missing.
         let cached = self
             .stores
             .services
-            .get(&ObjectRef::<Service>::new(name).within(namespace));
+            .get(&ObjectRef::new(name).within(namespace))
+            .and_then(|c| match c.expand() {
+                Ok(svc) => Some(Arc::new(svc)),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading a Service from the cache");
+                    None
+                }
+            });
         let key = (namespace.to_string(), name.to_string());
         let mut written = self
             .written_services

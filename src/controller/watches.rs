@@ -237,16 +237,26 @@ fn retype(refs: Vec<ObjectRef<Rollout>>) -> Vec<ObjectRef<CachedRollout>> {
 }
 
 /// A watched kind kept in a cache: the cache, and the trigger stream that fills it.
-pub(super) fn cached<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (Store<K>, BoxStream<'static, Result<K, watcher::Error>>)
+/// Its objects are kept compact (see [`compact`]): these caches hold every object of their kind
+/// in the watched namespaces, not only those Rollouts reference.
+pub(super) fn cached<K>(api: Api<K>, config: watcher::Config) -> Cache<Compact<K>>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (store, writer) = reflector::store();
-    (store, watch(api, config, Some(writer), None, |_| ()))
+    let stream = watch_as(api, config, Some(writer), None, |_| (), compact::event);
+    (store, stream)
 }
+
+/// A cache and the trigger stream that fills it.
+pub(super) type Cache<K> = (Store<K>, BoxStream<'static, Result<K, watcher::Error>>);
 
 /// A cache, its index by owner, and the trigger stream that fills both.
 pub(super) type OwnedCache<K> = (

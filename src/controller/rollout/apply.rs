@@ -311,7 +311,7 @@ async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<Scal
     let ro = t.rollout.as_ref();
     let rs_api: Api<ReplicaSet> = t.ctx.writer.namespaced(&t.namespace);
     let template = obs.template.clone().unwrap_or_default();
-    let selector = pod_selector(ro, t.ctx);
+    let selector = pod_selector(ro, t.ctx)?;
     let mut changed = false;
     for d in &plan.replica_sets {
         let observed = obs.replica_sets.iter().find(|r| r.hash == d.hash);
@@ -922,19 +922,19 @@ fn new_replica_set(
 }
 
 /// The selector the Rollout's pods are selected by (from the spec or the workloadRef Deployment).
-fn pod_selector(ro: &Rollout, ctx: &Context) -> LabelSelector {
+fn pod_selector(ro: &Rollout, ctx: &Context) -> Result<LabelSelector, Error> {
     if let Some(w) = &ro.spec.workload_ref {
         let ns = ro.namespace().unwrap_or_default();
         if let Some(d) = ctx
             .stores
             .deployments
             .get(&ObjectRef::new(&w.name).within(&ns))
-            && let Some(spec) = &d.spec
+            && let Some(spec) = d.expand()?.spec
         {
-            return spec.selector.clone();
+            return Ok(spec.selector);
         }
     }
-    ro.spec.selector.clone().unwrap_or_default()
+    Ok(ro.spec.selector.clone().unwrap_or_default())
 }
 
 fn owner_ref(ro: &Rollout) -> OwnerReference {

@@ -289,7 +289,7 @@ async fn state(t: &Target<'_>) -> Result<Observation, Error> {
             traffic.stable_service_hash = subsets.stable;
         }
     }
-    let (template, workload) = workload(t);
+    let (template, workload) = workload(t)?;
     Ok(Observation {
         rollout: t.rollout.as_ref().clone(),
         template,
@@ -562,7 +562,9 @@ async fn routers(
 
 /// The pod template (from the spec, or the `workloadRef` Deployment in the cache) and the
 /// Deployment's replicas.
-fn workload(t: &Target<'_>) -> (Option<PodTemplateSpec>, Option<ObservedWorkload>) {
+fn workload(
+    t: &Target<'_>,
+) -> Result<(Option<PodTemplateSpec>, Option<ObservedWorkload>), CacheError> {
     let (ro, ns) = (t.rollout.as_ref(), &t.namespace);
     match &ro.spec.workload_ref {
         Some(w) => {
@@ -570,7 +572,9 @@ fn workload(t: &Target<'_>) -> (Option<PodTemplateSpec>, Option<ObservedWorkload
                 .ctx
                 .stores
                 .deployments
-                .get(&ObjectRef::new(&w.name).within(ns));
+                .get(&ObjectRef::new(&w.name).within(ns))
+                .map(|d| d.expand())
+                .transpose()?;
             let template = dep
                 .as_ref()
                 .and_then(|d| d.spec.as_ref())
@@ -579,8 +583,8 @@ fn workload(t: &Target<'_>) -> (Option<PodTemplateSpec>, Option<ObservedWorkload
                 replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
                 generation: d.metadata.generation.unwrap_or(0),
             });
-            (template, workload)
+            Ok((template, workload))
         }
-        None => (ro.spec.template.clone(), None),
+        None => Ok((ro.spec.template.clone(), None)),
     }
 }
