@@ -181,6 +181,17 @@ async fn lagging_watch_never_moves_traffic_backwards(plural: &str) {
             service_writes, 2,
             "{image}: canary switch and stable switch"
         );
+        // The new version's ReplicaSet created once: the reconciles that run before the
+        // lagging cache shows it use the object the create returned, not create it again.
+        let creates: Vec<u16> = env
+            .cluster
+            .controls()
+            .writes()
+            .into_iter()
+            .filter(|w| w.resource == "replicasets" && w.verb == "create")
+            .map(|w| w.code)
+            .collect();
+        assert_eq!(creates, vec![201], "{image}: ReplicaSet creates");
     }
 }
 

@@ -27,6 +27,10 @@ use crate::metrics::web::WebProvider;
 /// A cached Rollout: see [`Compact`].
 pub type CachedRollout = Compact<Rollout>;
 
+/// How long a ReplicaSet we created stands in for the watch cache's copy
+/// ([`Context::created_replica_sets`]): far longer than a watch takes to deliver it.
+pub const CREATED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Watch caches.
 #[derive(Clone)]
 pub struct Stores {
@@ -83,6 +87,9 @@ pub struct Context {
     /// ReplicaSets as our own last write left them, until the watch cache shows that version
     /// or a later one. See [`Context::replica_set`].
     written_replica_sets: Mutex<HashMap<(String, String), Arc<ReplicaSet>>>,
+    /// ReplicaSets our creates returned, by namespace and name, with when, until the watch cache
+    /// has them (at most [`CREATED_GRACE`]). See [`Context::created_replica_sets`].
+    created_replica_sets: Mutex<HashMap<(String, String), (Arc<ReplicaSet>, std::time::Instant)>>,
     /// Per Rollout (by uid), since when a status change of counters only has been held back.
     /// An entry lives only while one is held (removed by the next status write, or when the
     /// status needs none).
@@ -129,6 +136,7 @@ impl Context {
             refusals: Mutex::new(HashMap::new()),
             written_services: Mutex::new(HashMap::new()),
             written_replica_sets: Mutex::new(HashMap::new()),
+            created_replica_sets: Mutex::new(HashMap::new()),
             counters_pending: Mutex::new(HashMap::new()),
         }
     }
@@ -301,6 +309,45 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         map.insert(key, Arc::new(written));
+    }
+
+    /// Records a ReplicaSet as our create returned it (see [`Context::created_replica_sets`]).
+    pub fn remember_created_replica_set(&self, created: ReplicaSet) {
+        use kube::ResourceExt;
+        let key = (created.namespace().unwrap_or_default(), created.name_any());
+        let mut map = self
+            .created_replica_sets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.insert(key, (Arc::new(created), std::time::Instant::now()));
+    }
+
+    /// The ReplicaSets of the Rollout `owner` in `namespace` that we created and the watch
+    /// cache does not show yet (`cached` tells whether it does). Watches of different kinds are
+    /// not ordered: the reconcile woken by the status write that followed a create can find the
+    /// ReplicaSet cache without it, and would create it again (a refused write, and a plan made
+    /// without the new version). An entry is dropped once the cache has the object, or after
+    /// [`CREATED_GRACE`] (a ReplicaSet deleted before the cache saw it is then missing again).
+    pub fn created_replica_sets(
+        &self,
+        namespace: &str,
+        owner: &str,
+        cached: impl Fn(&str) -> bool,
+    ) -> Vec<Arc<ReplicaSet>> {
+        use kube::ResourceExt;
+        let mut map = self
+            .created_replica_sets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.retain(|(ns, name), (_, at)| {
+            at.elapsed() < CREATED_GRACE && !(ns == namespace && cached(name))
+        });
+        map.iter()
+            .filter(|((ns, _), (rs, _))| {
+                ns == namespace && rs.owner_references().iter().any(|o| o.uid == owner)
+            })
+            .map(|(_, (rs, _))| rs.clone())
+            .collect()
     }
 
     /// Forgets a deleted Rollout.

@@ -320,7 +320,7 @@ async fn scale_up(t: &Target<'_>, obs: &Observation, plan: &Plan) -> Result<Scal
                 changed = true;
                 let rs = new_replica_set(ro, &template, &selector, d);
                 match rs_api.create(&post_params(), &rs).await {
-                    Ok(_) => {}
+                    Ok(created) => t.ctx.remember_created_replica_set(created),
                     Err(kube::Error::Api(s)) if s.is_already_exists() => {}
                     Err(e) => {
                         if let Some(refused) = refusal(&rs, &d.hash, &e) {

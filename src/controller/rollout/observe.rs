@@ -350,7 +350,16 @@ pub(super) fn owned_replica_sets(t: &Target<'_>) -> Result<Vec<Arc<ReplicaSet>>,
         )
         .filter(|rs| seen.insert(rs.uid()))
         .map(|rs| t.ctx.replica_set(&rs))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|mut owned| {
+            let cached = |name: &str| {
+                let key = ObjectRef::new(name).within(ns);
+                stores.replica_sets.get(&key).is_some()
+                    || stores.legacy_replica_sets.get(&key).is_some()
+            };
+            owned.extend(t.ctx.created_replica_sets(ns, &uid, cached));
+            owned
+        })
 }
 
 /// Hashes whose ReplicaSet selects its pods by the legacy key: their Services and
