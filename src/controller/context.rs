@@ -27,6 +27,9 @@ use crate::metrics::web::WebProvider;
 /// A cached Rollout: see [`Compact`].
 pub type CachedRollout = Compact<Rollout>;
 
+/// A ReplicaSet as our create returned it, and when.
+type Created = (Arc<ReplicaSet>, std::time::Instant);
+
 /// How long a ReplicaSet we created stands in for the watch cache's copy
 /// ([`Context::created_replica_sets`]): far longer than a watch takes to deliver it.
 pub const CREATED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -89,7 +92,7 @@ pub struct Context {
     written_replica_sets: Mutex<HashMap<(String, String), Arc<ReplicaSet>>>,
     /// ReplicaSets our creates returned, by namespace and name, with when, until the watch cache
     /// has them (at most [`CREATED_GRACE`]). See [`Context::created_replica_sets`].
-    created_replica_sets: Mutex<HashMap<(String, String), (Arc<ReplicaSet>, std::time::Instant)>>,
+    created_replica_sets: Mutex<HashMap<(String, String), Created>>,
     /// Per Rollout (by uid), since when a status change of counters only has been held back.
     /// An entry lives only while one is held (removed by the next status write, or when the
     /// status needs none).
