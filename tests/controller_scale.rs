@@ -122,11 +122,10 @@ async fn routed_canary_reads_no_routing_object_and_writes_the_minimum_per_step()
 
     // Writes per step (the test's own image patch left out).
     let count = |k: &str| writes.get(k).copied().unwrap_or(0);
-    // The weight follows the canary's available share: a step whose weight is more than the
-    // available canary pods can take first gets their share (25, 50, 75 of 4 pods), then its
-    // own weight once the step's pods are up. 20, 25, 40, 50, 60, 75, 80, 100, and 0 after
-    // promotion: nine patches of the canary Ingress, never two for one weight.
-    assert!(count("patch ingresses") <= 9, "{writes:#?}");
+    // One weight per step: the previous step's weight is held until the step's pods are up
+    // (the available share is not followed pod by pod). 20, 40, 60, 80, 100, and 0 after
+    // promotion: six patches of the canary Ingress.
+    assert!(count("patch ingresses") <= 6, "{writes:#?}");
     // One ReplicaSet created, scaled up at each of the next three steps (2, 3, 4 of 4
     // replicas); the old one annotated with its scale-down deadline at promotion and scaled to
     // zero after it, in one patch each.
@@ -144,7 +143,7 @@ async fn routed_canary_reads_no_routing_object_and_writes_the_minimum_per_step()
     assert!(count("patch services") <= 2, "{writes:#?}");
     let total: usize = writes.values().sum::<usize>() - count("patch rollouts");
     assert!(
-        total <= 26 + counter_writes,
+        total <= 23 + counter_writes,
         "{total} writes for 5 steps: {writes:#?}"
     );
 }

@@ -10,8 +10,9 @@ use crate::api::rollout::{RolloutStatus, TrafficWeights, WeightDestination};
 
 /// The canary weight to set (None without traffic routing).
 ///
-/// During an update: the weight of the current step, never more than the available canary pods
-/// can serve, and 0 until the canary Service selects the current version. Otherwise (abort,
+/// During an update: the weight of the current step once its canary pods are available (the
+/// previous step's until then), never more than the available canary pods can serve, and 0
+/// until the canary Service selects the current version. Otherwise (abort,
 /// rollback, settled): back to 0, but after a promotion only once the stable Service selects
 /// the new version, and with `dynamicStableScale` only as fast as the stable pods can take it.
 pub(super) fn canary_weight(ctx: &Ctx, st: &RolloutStatus, idx: i32) -> Option<i32> {
@@ -50,10 +51,15 @@ pub(super) fn canary_weight(ctx: &Ctx, st: &RolloutStatus, idx: i32) -> Option<i
     let target = last_weight(ctx.steps, idx, ctx.max_weight);
     let want = desired_canary_replicas(ctx, idx, target);
     let available = ctx.available(&ctx.current_hash);
+    // Until the step's pods are all available, the previous step's weight is held (as Argo
+    // does), never more than the available pods can serve: one weight change per step, where
+    // following the available share would change it as each pod comes up.
     let mut w = if available >= want && (want > 0 || ctx.replicas == 0) {
         target
     } else {
-        capacity_weight(available, ctx.replicas, ctx.max_weight).min(target)
+        capacity_weight(available, ctx.replicas, ctx.max_weight)
+            .min(last_weight(ctx.steps, idx - 1, ctx.max_weight))
+            .min(target)
     };
     if traffic.canary_service_hash.as_deref() != Some(ctx.current_hash.as_str()) {
         // The canary Service still selects another version: no traffic until it is switched.
