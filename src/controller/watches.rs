@@ -236,11 +236,13 @@ fn retype(refs: Vec<ObjectRef<Rollout>>) -> Vec<ObjectRef<CachedRollout>> {
         .collect()
 }
 
-/// A watched kind kept in a cache: the cache, and the trigger stream that fills it.
-/// Its objects are kept compact (see [`compact`]): these caches hold every object of their kind
-/// in the watched namespaces, not only those Rollouts reference.
-pub(super) fn cached<K>(api: Api<K>, config: watcher::Config) -> Cache<Compact<K>>
-where
+/// A kind whose cached objects can be kept compact (see [`compact`]).
+pub(super) trait Compactable:
+    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Compactable for K where
     K: Resource<DynamicType = ()>
         + Clone
         + Serialize
@@ -248,7 +250,16 @@ where
         + Debug
         + Send
         + Sync
-        + 'static,
+        + 'static
+{
+}
+
+/// A watched kind kept in a cache: the cache, and the trigger stream that fills it.
+/// Its objects are kept compact (see [`compact`]): these caches hold every object of their kind
+/// in the watched namespaces, not only those Rollouts reference.
+pub(super) fn cached<K>(api: Api<K>, config: watcher::Config) -> Cache<Compact<K>>
+where
+    K: Compactable,
 {
     let (store, writer) = reflector::store();
     let stream = watch_as(api, config, Some(writer), None, |_| (), compact::event);
@@ -288,14 +299,7 @@ pub(super) fn cached_compact_by_owner<K>(
     trim: fn(&mut K),
 ) -> OwnedCache<Compact<K>>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Compactable,
 {
     let (store, writer) = reflector::store();
     let index = OwnerIndex::default();
