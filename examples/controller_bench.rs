@@ -615,6 +615,8 @@ async fn main() {
             tokio::time::sleep(Duration::from_secs(2)).await;
             rss_kib(controller.child.id())
         };
+        let counts_before = cluster.request_counts();
+        let own_cpu_before = cpu_seconds(std::process::id());
         let created = Instant::now();
         // Zero replicas: settled Rollouts with their ReplicaSets (what the controller caches),
         // without pods (which it never watches).
@@ -641,6 +643,8 @@ async fn main() {
         }
         let settle = wait_settled(&api, n).await;
         let total = created.elapsed();
+        let own_cpu = cpu_seconds(std::process::id()) - own_cpu_before;
+        let settle_requests = grown(&counts_before, &cluster.request_counts(), |_| true);
         tokio::time::sleep(Duration::from_secs(5)).await;
         let rss = rss_kib(controller.child.id());
         let (p50, p99) = quantiles(&metrics(&controller).await);
@@ -666,6 +670,9 @@ async fn main() {
         println!(
             "  controller CPU {cpu_settled:.1} s to settle; idle 30 s: {idle_cpu:.2} CPU s (= {:.0} CPU s per idle hour), requests {idle_requests:?}; LIST+WATCH requests of kinds other than Rollouts since start: {lists}",
             idle_cpu * 120.0
+        );
+        println!(
+            "  until settled: this process (test cluster, creates, watch) {own_cpu:.1} CPU s; requests by kind (the creates of Rollouts and a list and watch of them are this benchmark's): {settle_requests:?}"
         );
         drop(controller);
     }
