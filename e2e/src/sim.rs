@@ -668,6 +668,13 @@ impl Sim {
         let (pods, _) = self.store.list(&pod_res.key(), None);
         let ctx = WriteCtx::manager("replicaset-controller");
         let mut next: Option<Instant> = None;
+        // Each ReplicaSet's pods by one pass over the pods (not one pass per ReplicaSet).
+        let mut pods_of: HashMap<&str, Vec<&Arc<Value>>> = HashMap::new();
+        for p in pods.iter().filter(|p| !is_deleting(p)) {
+            if let Some(owner) = controller_of(p) {
+                pods_of.entry(owner).or_default().push(p);
+            }
+        }
         for rs in all_rs.iter().filter(|rs| !is_deleting(rs)) {
             let ns = s(rs, "/metadata/namespace");
             let name = s(rs, "/metadata/name");
@@ -677,10 +684,7 @@ impl Sim {
                 .and_then(Value::as_i64)
                 .unwrap_or(1)
                 .max(0) as usize;
-            let owned: Vec<&Arc<Value>> = pods
-                .iter()
-                .filter(|p| controller_of(p) == Some(uid) && !is_deleting(p))
-                .collect();
+            let owned: Vec<&Arc<Value>> = pods_of.get(uid).cloned().unwrap_or_default();
             if owned.len() < desired {
                 let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
                 for _ in owned.len()..desired {
@@ -1252,18 +1256,16 @@ impl Sim {
             }
             let ns = s(svc, "/metadata/namespace");
             let name = s(svc, "/metadata/name");
-            let pods: HashMap<String, Value> = self
-                .store
-                .list(&ResKey::new("", "pods"), Some(ns))
-                .0
+            let (pod_list, _) = self.store.list(&ResKey::new("", "pods"), Some(ns));
+            let pods: HashMap<&str, &Value> = pod_list
                 .iter()
-                .map(|p| (s(p, "/metadata/name").to_string(), (**p).clone()))
+                .map(|p| (s(p, "/metadata/name"), p.as_ref()))
                 .collect();
             // Group addresses by their resolved ports, as the endpoints controller does.
             let mut subsets: BTreeMap<String, Subset> = BTreeMap::new();
             for ep in self.service_endpoints(ns, svc) {
                 // The pod may have appeared between the two reads; the next pass will see it.
-                let Some(pod) = pods.get(&ep.pod) else {
+                let Some(&pod) = pods.get(ep.pod.as_str()) else {
                     continue;
                 };
                 let ports: Vec<Value> = svc
