@@ -3,7 +3,6 @@
 //! objects; the AnalysisTemplates the Rollout's analyses reference are read live, and so are
 //! the Rollout's pods while a restart is due.
 
-use crate::controller::compact::CacheError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -22,6 +21,7 @@ use crate::api::analysis::{
 use crate::api::constants;
 use crate::api::rollout::{Rollout, ServiceRole};
 use crate::api::validation::FieldError;
+use crate::controller::compact::CacheError;
 use crate::plan::{
     AnalysisRunKind, Observation, ObservedAnalysisRun, ObservedPod, ObservedReplicaSet,
     ObservedTemplate, ObservedTemplates, ObservedTraffic, ObservedWorkload,
@@ -335,7 +335,8 @@ fn replica_sets(owned: &[Arc<ReplicaSet>]) -> Vec<ObservedReplicaSet> {
 
 /// Every ReplicaSet the Rollout owns, from both caches: those labelled with Sluice's hash key
 /// and those an earlier version labelled with the legacy key only (the same object can be in
-/// both while it is being relabelled; the first cache's copy wins).
+/// both while it is being relabelled; the first cache's copy wins), and those our creates
+/// returned that the caches do not show yet ([`crate::controller::context::Context::created_replica_sets`]).
 pub(super) fn owned_replica_sets(t: &Target<'_>) -> Result<Vec<Arc<ReplicaSet>>, CacheError> {
     let (stores, ns, uid) = (&t.ctx.stores, &t.namespace, t.uid());
     let mut seen = std::collections::BTreeSet::new();
