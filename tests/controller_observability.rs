@@ -84,6 +84,17 @@ async fn admin_endpoints_and_metrics_follow_the_rollout() {
         value_of(&s, "sluice_reconcile_total", &[("controller", "rollout")]).unwrap_or(0.0) > 0.0
     );
     assert!(text.contains("sluice_reconcile_duration_seconds_bucket"));
+    // Every reconcile's compute time is observed too.
+    assert!(
+        value_of(
+            &s,
+            "sluice_reconcile_busy_seconds_count",
+            &[("controller", "rollout")]
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "{text}"
+    );
     // Exactly one phase series per Rollout: the Healthy one is gone.
     assert_eq!(
         value_of(

@@ -178,3 +178,204 @@ async fn settled_routed_rollouts_write_and_read_nothing() {
         );
     }
 }
+
+/// A Rollout named `name` whose pods, selector and Services use the label `app: <name>`, so
+/// that several Rollouts share a namespace without sharing pods.
+fn own_app(mut ro: sluice::api::rollout::Rollout, name: &str) -> sluice::api::rollout::Rollout {
+    let mut v = serde_json::to_value(&ro).unwrap();
+    v["spec"]["selector"]["matchLabels"]["app"] = serde_json::json!(name);
+    v["spec"]["template"]["metadata"]["labels"]["app"] = serde_json::json!(name);
+    ro = serde_json::from_value(v).unwrap();
+    ro
+}
+
+/// An idle hour of simulated time: the test cluster and the controller share a paused tokio
+/// clock (the controller's own clock follows it), so an hour passes in seconds with every timer
+/// firing as it would: requeues, watch timeouts and their resumption, Lease renewals, the
+/// simulated kubelet. Three settled Rollouts (routed canary, basic canary, blue-green), each
+/// updated once first, then an hour in which two of them are reconciled again half-way: the
+/// controller writes nothing but the Lease, no Event, reads nothing (the watches resume from
+/// their resourceVersion: no LIST), and every Rollout's resourceVersion is as it was.
+#[tokio::test(start_paused = true)]
+async fn an_idle_hour_of_simulated_time_writes_nothing_but_the_lease() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::ResourceExt;
+    use kube::api::{Api, PostParams};
+
+    if skip_on_real_cluster("needs the test cluster's clock and write log") {
+        return;
+    }
+    let cluster = sluice_test_support::controller::cluster().await;
+    let clock = cluster.controls().clock();
+    let ns = cluster.ns.clone();
+    let config = sluice::controller::ControllerConfig {
+        clock: std::sync::Arc::new(move || clock.now()),
+        lease: Some(sluice::controller::leader::LeaseSettings {
+            name: "sluice-controller".into(),
+            namespace: ns.clone(),
+            identity: "sluice".into(),
+            duration: Duration::from_secs(15),
+            retry: Duration::from_secs(2),
+        }),
+        ..config()
+    };
+    let controller = Some(start_controller(&cluster, config).await);
+    let env = Env {
+        controller,
+        client: cluster.client(),
+        cluster,
+    };
+    env.services(&["web-stable", "web-canary"]).await;
+    env.stable_ingress().await;
+    let services: Api<Service> = Api::namespaced(env.client.clone(), env.ns());
+    for (name, app) in [("bg-active", "bg"), ("bg-preview", "bg")] {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8080}]}
+        }))
+        .unwrap();
+        services
+            .create(&PostParams::default(), &svc)
+            .await
+            .expect("service");
+    }
+    env.create(&rollout("web", 2, "web:1", ROUTED_5_STEPS))
+        .await;
+    env.create(&own_app(
+        rollout(
+            "plain",
+            2,
+            "web:1",
+            "steps:\n- setWeight: 50\n- pause: {duration: 30s}\n",
+        ),
+        "plain",
+    ))
+    .await;
+    env.create(&own_app(
+        sluice_test_support::rollout::blue_green(
+            "activeService: bg-active\npreviewService: bg-preview\nscaleDownDelaySeconds: 30\n",
+        )
+        .name("bg")
+        .replicas(2)
+        .image("web:1")
+        .build(),
+        "bg",
+    ))
+    .await;
+    let names = ["web", "plain", "bg"];
+    for name in names {
+        env.wait_for(name, "healthy", 600, |r| phase(r) == "Healthy")
+            .await;
+    }
+    // One update each, so that the hour starts after a promotion: old ReplicaSets with their
+    // scale-down deadlines, a blue-green preview switched back.
+    let mut first = Vec::new();
+    for name in names {
+        first.push(current(&env.get(name).await));
+        env.set_image(name, "web:2").await;
+    }
+    for (name, v1) in names.iter().zip(&first) {
+        env.wait_for(name, "the update promoted", 600, |r| {
+            current(r) != *v1 && stable(r) == current(r) && phase(r) == "Healthy"
+        })
+        .await;
+    }
+    // Past every scale-down delay, with time for what follows them.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let versions: Vec<String> = {
+        let mut v = Vec::new();
+        for name in names {
+            v.push(env.get(name).await.resource_version().unwrap_or_default());
+        }
+        v
+    };
+    let controls = env.cluster.controls();
+    controls.clear_writes();
+    let before = controls.request_counts();
+
+    let reconciles = || {
+        env.controller
+            .as_ref()
+            .unwrap()
+            .metrics
+            .reconciles
+            .get_or_create(&sluice::controller::metrics::ControllerLabels {
+                controller: "rollout".into(),
+            })
+            .get()
+    };
+    let reconciles_before = reconciles();
+
+    let hour_started = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(1800)).await;
+    // Half-way, a label added to the routed Rollout's Ingress and to the blue-green active
+    // Service, as a GitOps sync of unrelated metadata would: both Rollouts are reconciled
+    // 30 minutes after they settled, and still have nothing to write.
+    let labelled = serde_json::json!({"metadata": {"labels": {"team": "web"}}});
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(env.client.clone(), env.ns());
+    ingresses
+        .patch(
+            "web",
+            &Default::default(),
+            &kube::api::Patch::Merge(&labelled),
+        )
+        .await
+        .unwrap();
+    services
+        .patch(
+            "bg-active",
+            &Default::default(),
+            &kube::api::Patch::Merge(&labelled),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1800)).await;
+    assert!(hour_started.elapsed() >= Duration::from_secs(3600));
+
+    let requests = grown(&before, &controls.request_counts());
+    let reconciled = reconciles() - reconciles_before;
+    let controller_agent = sluice::kube_client::controller_user_agent();
+    let by_controller: Vec<_> = controls
+        .writes()
+        .into_iter()
+        .filter(|w| w.user_agent.as_deref() == Some(controller_agent.as_str()))
+        .collect();
+    let lease_writes = by_controller
+        .iter()
+        .filter(|w| w.resource == "leases")
+        .count();
+    let written: Vec<_> = by_controller
+        .into_iter()
+        .filter(|w| w.resource != "leases")
+        .map(|w| (w.verb, w.resource, w.subresource, w.name, w.body))
+        .collect();
+    eprintln!(
+        "an idle hour: {reconciled} reconciles, lease writes {lease_writes}, other writes {}, requests by kind: {requests:#?}",
+        written.len()
+    );
+    assert!(reconciled >= 2, "{reconciled} reconciles during the hour");
+    assert!(
+        written.is_empty(),
+        "settled Rollouts wrote during an idle hour: {written:#?}"
+    );
+    // The Lease was renewed all along (every 2 s): the hour really passed for the controller.
+    assert!(lease_writes >= 1000, "{lease_writes} Lease renewals");
+    for k in requests.keys() {
+        assert!(
+            !k.starts_with("get ") || k == "get leases",
+            "read {k} while idle: {requests:#?}"
+        );
+        assert!(
+            !k.starts_with("list "),
+            "listed again while idle ({k}): {requests:#?}"
+        );
+    }
+    for (name, rv) in names.iter().zip(&versions) {
+        assert_eq!(
+            &env.get(name).await.resource_version().unwrap_or_default(),
+            rv,
+            "{name} changed during an idle hour"
+        );
+    }
+}

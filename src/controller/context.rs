@@ -28,7 +28,7 @@ use crate::metrics::web::WebProvider;
 pub type CachedRollout = Compact<Rollout>;
 
 /// A ReplicaSet as our create returned it, and when.
-type Created = (Arc<ReplicaSet>, std::time::Instant);
+type Created = (Arc<ReplicaSet>, tokio::time::Instant);
 
 /// How long a ReplicaSet we created stands in for the watch cache's copy
 /// ([`Context::created_replica_sets`]): far longer than a watch takes to deliver it.
@@ -80,7 +80,7 @@ pub struct Context {
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Per Rollout (by uid), the resourceVersion a reconcile planned from whose successor it then
     /// wrote (or found written by someone else, a 409). See [`Context::is_superseded`].
-    superseded: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    superseded: Mutex<HashMap<String, (String, tokio::time::Instant)>>,
     /// Per Rollout (by uid), the last ReplicaSet the API server refused to create. Kept in
     /// memory: after a restart the create is tried once more, and refused again.
     refusals: Mutex<HashMap<String, crate::plan::RefusedReplicaSet>>,
@@ -96,7 +96,7 @@ pub struct Context {
     /// Per Rollout (by uid), since when a status change of counters only has been held back.
     /// An entry lives only while one is held (removed by the next status write, or when the
     /// status needs none).
-    counters_pending: Mutex<HashMap<String, std::time::Instant>>,
+    counters_pending: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 impl Context {
@@ -169,7 +169,7 @@ impl Context {
         let mut map = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(
             uid.to_string(),
-            (resource_version.to_string(), std::time::Instant::now()),
+            (resource_version.to_string(), tokio::time::Instant::now()),
         );
     }
 
@@ -257,7 +257,7 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         map.entry(uid.to_string())
-            .or_insert_with(std::time::Instant::now)
+            .or_insert_with(tokio::time::Instant::now)
             .elapsed()
     }
 
@@ -322,7 +322,7 @@ impl Context {
             .created_replica_sets
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        map.insert(key, (Arc::new(created), std::time::Instant::now()));
+        map.insert(key, (Arc::new(created), tokio::time::Instant::now()));
     }
 
     /// The ReplicaSets of the Rollout `owner` in `namespace` that we created and the watch

@@ -355,15 +355,22 @@ async fn reconcile_rollout(
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     ctx.metrics.in_flight.inc();
     let started = Instant::now();
-    let result = match cached.expand() {
-        Ok(ro) => rollout::reconcile(Arc::new(ro), ctx.clone()).await,
-        Err(e) => Err(rollout::Error::Cache(e)),
-    };
+    let (result, busy) = metrics::Busy::new(async {
+        match cached.expand() {
+            Ok(ro) => rollout::reconcile(Arc::new(ro), ctx.clone()).await,
+            Err(e) => Err(rollout::Error::Cache(e)),
+        }
+    })
+    .await;
     ctx.metrics.in_flight.dec();
     ctx.metrics
         .reconcile_duration
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconcile_busy
+        .get_or_create(&labels)
+        .observe(busy.as_secs_f64());
     if result.is_ok() {
         ctx.reset_backoff(&key(cached.as_ref()));
     }
@@ -397,11 +404,16 @@ async fn reconcile_run(
     };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let started = Instant::now();
-    let result = analysis_run::reconcile(run.clone(), ctx.clone()).await;
+    let (result, busy) =
+        metrics::Busy::new(analysis_run::reconcile(run.clone(), ctx.clone())).await;
     ctx.metrics
         .reconcile_duration
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconcile_busy
+        .get_or_create(&labels)
+        .observe(busy.as_secs_f64());
     if result.is_ok() {
         ctx.reset_backoff(&format!("run:{}", key(run.as_ref())));
     }
