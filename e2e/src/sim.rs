@@ -3,7 +3,7 @@
 //! controller. They act on the store directly (not through HTTP, so they never appear in the write
 //! log) and read time only from the cluster's [`Clock`](crate::clock::Clock).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::clock::{format_time, parse_time};
 use crate::resources::{ResKey, ResourceDef};
 use crate::selector::LabelSelector;
-use crate::store::{DeleteOpts, Store, WriteCtx};
+use crate::store::{DeleteOpts, EventType, Store, StoreEvent, WriteCtx};
 
 // The Job controller and the Job pods' kubelet: a child module, so it shares the simulation's
 // state.
@@ -160,6 +160,125 @@ pub struct Sim {
     ip_seq: Mutex<u32>,
     /// The processes of Job pods, by pod uid.
     job_pods: Mutex<jobs::JobPods>,
+    /// What the ReplicaSet controller looks at on its next pass.
+    rs_pass: Mutex<RsPass>,
+}
+
+/// The ReplicaSet controller's view, kept up to date from the store's events so that a pass
+/// looks only at the ReplicaSets that changed or whose pods did (a pass over every ReplicaSet
+/// on every change made the simulation quadratic in the number of ReplicaSets).
+struct RsPass {
+    events: tokio::sync::broadcast::Receiver<Arc<StoreEvent>>,
+    /// False until the first pass, and after the event stream lagged: the next pass lists
+    /// every pod and looks at every ReplicaSet.
+    primed: bool,
+    /// Events at or below this resourceVersion are already in what was listed.
+    listed_rv: u64,
+    /// The live pods by their controller's uid, then by `namespace/name`.
+    pods_of: HashMap<String, HashMap<String, Arc<Value>>>,
+    /// Each indexed pod's controller uid.
+    owner_of: HashMap<String, String>,
+    /// ReplicaSets (namespace, name) to look at on the next pass.
+    dirty: HashSet<(String, String)>,
+}
+
+impl RsPass {
+    fn new(store: &Store) -> Self {
+        RsPass {
+            events: store.subscribe_all(),
+            primed: false,
+            listed_rv: 0,
+            pods_of: HashMap::new(),
+            owner_of: HashMap::new(),
+            dirty: HashSet::new(),
+        }
+    }
+
+    /// Files a pod as it now is (`None`: gone) and marks its old and new ReplicaSets dirty.
+    fn index_pod(&mut self, key: String, namespace: &str, pod: Option<Arc<Value>>) {
+        if let Some(old_owner) = self.owner_of.remove(&key)
+            && let Some(pods) = self.pods_of.get_mut(&old_owner)
+        {
+            pods.remove(&key);
+            if pods.is_empty() {
+                self.pods_of.remove(&old_owner);
+            }
+        }
+        let Some(pod) = pod else { return };
+        if let Some(owner) = pod
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .and_then(|refs| {
+                refs.iter()
+                    .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+            })
+        {
+            if owner.get("kind").and_then(Value::as_str) == Some("ReplicaSet") {
+                self.dirty
+                    .insert((namespace.to_string(), s(owner, "/name").to_string()));
+            }
+            let uid = s(owner, "/uid").to_string();
+            self.owner_of.insert(key.clone(), uid.clone());
+            self.pods_of.entry(uid).or_default().insert(key, pod);
+        }
+    }
+
+    /// Applies the store's events since the last pass; false when they lagged (nothing is
+    /// known then: the caller lists again).
+    fn catch_up(&mut self) -> bool {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            let ev = match self.events.try_recv() {
+                Ok(ev) => ev,
+                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => return true,
+                Err(TryRecvError::Lagged(_)) => return false,
+            };
+            if ev.rv <= self.listed_rv {
+                continue;
+            }
+            match ev.key.plural.as_str() {
+                "replicasets" if ev.key.group == "apps" => {
+                    self.dirty
+                        .insert((ev.namespace.clone(), s(&ev.object, "/metadata/name").into()));
+                }
+                "pods" if ev.key.group.is_empty() => {
+                    // The pod's former ReplicaSet, when it was released.
+                    if let Some(old) = &ev.old
+                        && let Some(owner) = old
+                            .pointer("/metadata/ownerReferences")
+                            .and_then(Value::as_array)
+                            .and_then(|refs| {
+                                refs.iter().find(|o| {
+                                    o.get("kind").and_then(Value::as_str) == Some("ReplicaSet")
+                                })
+                            })
+                    {
+                        self.dirty
+                            .insert((ev.namespace.clone(), s(owner, "/name").to_string()));
+                    }
+                    let key = format!("{}/{}", ev.namespace, s(&ev.object, "/metadata/name"));
+                    let live = (ev.kind != EventType::Deleted && !is_deleting(&ev.object))
+                        .then(|| ev.object.clone());
+                    if live.is_none()
+                        && let Some(owner) = ev
+                            .object
+                            .pointer("/metadata/ownerReferences")
+                            .and_then(Value::as_array)
+                            .and_then(|refs| {
+                                refs.iter().find(|o| {
+                                    o.get("kind").and_then(Value::as_str) == Some("ReplicaSet")
+                                })
+                            })
+                    {
+                        self.dirty
+                            .insert((ev.namespace.clone(), s(owner, "/name").to_string()));
+                    }
+                    self.index_pod(key, &ev.namespace, live);
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
@@ -269,12 +388,13 @@ fn differs(current: Option<&Value>, desired: &Value) -> bool {
 impl Sim {
     pub fn new(store: Arc<Store>, settings: SimSettings) -> Arc<Self> {
         Arc::new(Self {
-            store,
             settings: Mutex::new(settings),
             pods: Mutex::new(HashMap::new()),
             runner: Mutex::new(None),
             ip_seq: Mutex::new(0),
             job_pods: Mutex::new(HashMap::new()),
+            rs_pass: Mutex::new(RsPass::new(&store)),
+            store,
         })
     }
 
@@ -664,34 +784,65 @@ impl Sim {
     fn replicasets(&self) -> Option<Instant> {
         let rs_res = self.res("apps", "replicasets");
         let pod_res = self.res("", "pods");
-        let (all_rs, _) = self.store.list(&rs_res.key(), None);
-        let (pods, _) = self.store.list(&pod_res.key(), None);
         let ctx = WriteCtx::manager("replicaset-controller");
         let mut next: Option<Instant> = None;
-        // Each ReplicaSet's pods by one pass over the pods (not one pass per ReplicaSet).
-        let mut pods_of: HashMap<&str, Vec<&Arc<Value>>> = HashMap::new();
-        for p in pods.iter().filter(|p| !is_deleting(p)) {
-            if let Some(owner) = controller_of(p) {
-                pods_of.entry(owner).or_default().push(p);
+        let mut pass = self.rs_pass.lock().unwrap_or_else(|e| e.into_inner());
+        if !pass.catch_up() || !pass.primed {
+            // Everything from a fresh list: the events up to now are in it.
+            while pass.events.try_recv().is_ok() {}
+            let (pods, rv) = self.store.list(&pod_res.key(), None);
+            pass.pods_of.clear();
+            pass.owner_of.clear();
+            pass.listed_rv = rv;
+            for p in pods.into_iter().filter(|p| !is_deleting(p)) {
+                let key = format!(
+                    "{}/{}",
+                    s(&p, "/metadata/namespace"),
+                    s(&p, "/metadata/name")
+                );
+                let ns = s(&p, "/metadata/namespace").to_string();
+                pass.index_pod(key, &ns, Some(p));
             }
+            let (all_rs, _) = self.store.list(&rs_res.key(), None);
+            pass.dirty = all_rs
+                .iter()
+                .map(|rs| {
+                    (
+                        s(rs, "/metadata/namespace").to_string(),
+                        s(rs, "/metadata/name").to_string(),
+                    )
+                })
+                .collect();
+            pass.primed = true;
         }
-        for rs in all_rs.iter().filter(|rs| !is_deleting(rs)) {
-            let ns = s(rs, "/metadata/namespace");
-            let name = s(rs, "/metadata/name");
-            let uid = s(rs, "/metadata/uid");
+        let dirty = std::mem::take(&mut pass.dirty);
+        for (ns, name) in &dirty {
+            let Some(rs) = self.store.get(&rs_res.key(), ns, name) else {
+                continue;
+            };
+            if is_deleting(&rs) {
+                continue;
+            }
+            let (ns, name) = (ns.as_str(), name.as_str());
+            let uid = s(&rs, "/metadata/uid");
             let desired = rs
                 .pointer("/spec/replicas")
                 .and_then(Value::as_i64)
                 .unwrap_or(1)
                 .max(0) as usize;
-            let owned: Vec<&Arc<Value>> = pods_of.get(uid).cloned().unwrap_or_default();
+            let owned: Vec<Arc<Value>> = pass
+                .pods_of
+                .get(uid)
+                .map(|pods| pods.values().cloned().collect())
+                .unwrap_or_default();
+            let owned: Vec<&Arc<Value>> = owned.iter().collect();
             if owned.len() < desired {
                 let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
                 for _ in owned.len()..desired {
                     let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
                     meta["generateName"] = json!(format!("{name}-"));
                     meta["namespace"] = json!(ns);
-                    meta["ownerReferences"] = json!([owner_ref(rs, "apps/v1", "ReplicaSet")]);
+                    meta["ownerReferences"] = json!([owner_ref(&rs, "apps/v1", "ReplicaSet")]);
                     if let Some(m) = meta.as_object_mut() {
                         m.remove("name");
                     }
@@ -732,6 +883,7 @@ impl Sim {
                     .unwrap_or(&serde_json::Map::new()),
             );
             let now = Instant::now();
+            let mut waiting = false;
             let ready: Vec<&&Arc<Value>> = owned.iter().filter(|p| self.is_ready(p)).collect();
             let available = ready
                 .iter()
@@ -740,6 +892,7 @@ impl Sim {
                     Some(since) => {
                         let t = since + min_ready;
                         next = Some(next.map_or(t, |n: Instant| n.min(t)));
+                        waiting = true;
                         false
                     }
                     None => min_ready.is_zero(),
@@ -758,11 +911,15 @@ impl Sim {
                 }
             }
             if differs(rs.get("status"), &status) {
-                let mut obj = (**rs).clone();
+                let mut obj = (*rs).clone();
                 obj["status"] = status;
                 let _ = self
                     .store
                     .update(&ctx, &rs_res, "v1", ns, name, obj, Some("status"));
+            }
+            if waiting {
+                // Looked at again when its pods' minReadySeconds are over.
+                pass.dirty.insert((ns.to_string(), name.to_string()));
             }
         }
         next

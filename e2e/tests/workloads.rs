@@ -235,6 +235,48 @@ async fn readiness_gates_hold_a_pod_unready_until_their_condition_is_true() {
     assert!(others.iter().all(|p| !ready(p)));
 }
 
+#[tokio::test]
+async fn replicaset_created_while_the_simulation_lags_behind_still_gets_its_pods() {
+    // A short history: the event buffer then holds 4,096 events.
+    let cluster = TestCluster::builder()
+        .watch_history(100)
+        .start()
+        .await
+        .unwrap();
+    // The simulation's first pass (which lists everything) is behind it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut rs = serde_json::to_value(replicaset("late", 2, json!({}))).unwrap();
+    rs["apiVersion"] = json!("apps/v1");
+    rs["kind"] = json!("ReplicaSet");
+    // Seeded straight into the store, then more changes than the simulation's event buffer
+    // holds, all before it runs again (no await in between): the ReplicaSet's own event is
+    // lost to it, and its next pass must list again to find the ReplicaSet.
+    cluster.apply_object(rs).unwrap();
+    for i in 0..6000 {
+        cluster
+            .apply_object(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("filler-{i}"), "namespace": "default"}
+            }))
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cluster
+            .object("apps", "replicasets", "default", "late")
+            .unwrap()["status"]
+            .clone();
+        if status["readyReplicas"] == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ReplicaSet never got its pods: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn min_ready_seconds_delays_availability_under_a_paused_clock() {
     let cluster = TestCluster::start().await.unwrap();
