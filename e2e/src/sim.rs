@@ -194,8 +194,8 @@ impl RsPass {
         }
     }
 
-    /// Files a pod as it now is (`None`: gone) and marks its old and new ReplicaSets dirty.
-    fn index_pod(&mut self, key: String, namespace: &str, pod: Option<Arc<Value>>) {
+    /// Files a pod as it now is (`None`: gone) under its controller's uid.
+    fn index_pod(&mut self, key: String, pod: Option<Arc<Value>>) {
         if let Some(old_owner) = self.owner_of.remove(&key)
             && let Some(pods) = self.pods_of.get_mut(&old_owner)
         {
@@ -204,20 +204,10 @@ impl RsPass {
                 self.pods_of.remove(&old_owner);
             }
         }
-        let Some(pod) = pod else { return };
-        if let Some(owner) = pod
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .and_then(|refs| {
-                refs.iter()
-                    .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
-            })
+        if let Some(pod) = pod
+            && let Some(uid) = controller_of(&pod)
         {
-            if owner.get("kind").and_then(Value::as_str) == Some("ReplicaSet") {
-                self.dirty
-                    .insert((namespace.to_string(), s(owner, "/name").to_string()));
-            }
-            let uid = s(owner, "/uid").to_string();
+            let uid = uid.to_string();
             self.owner_of.insert(key.clone(), uid.clone());
             self.pods_of.entry(uid).or_default().insert(key, pod);
         }
@@ -242,38 +232,16 @@ impl RsPass {
                         .insert((ev.namespace.clone(), s(&ev.object, "/metadata/name").into()));
                 }
                 "pods" if ev.key.group.is_empty() => {
-                    // The pod's former ReplicaSet, when it was released.
-                    if let Some(old) = &ev.old
-                        && let Some(owner) = old
-                            .pointer("/metadata/ownerReferences")
-                            .and_then(Value::as_array)
-                            .and_then(|refs| {
-                                refs.iter().find(|o| {
-                                    o.get("kind").and_then(Value::as_str) == Some("ReplicaSet")
-                                })
-                            })
-                    {
-                        self.dirty
-                            .insert((ev.namespace.clone(), s(owner, "/name").to_string()));
+                    // Its ReplicaSet before and after the change (released, adopted or gone).
+                    for pod in ev.old.iter().chain([&ev.object]) {
+                        if let Some(rs) = replicaset_of(pod) {
+                            self.dirty.insert((ev.namespace.clone(), rs.to_string()));
+                        }
                     }
                     let key = format!("{}/{}", ev.namespace, s(&ev.object, "/metadata/name"));
                     let live = (ev.kind != EventType::Deleted && !is_deleting(&ev.object))
                         .then(|| ev.object.clone());
-                    if live.is_none()
-                        && let Some(owner) = ev
-                            .object
-                            .pointer("/metadata/ownerReferences")
-                            .and_then(Value::as_array)
-                            .and_then(|refs| {
-                                refs.iter().find(|o| {
-                                    o.get("kind").and_then(Value::as_str) == Some("ReplicaSet")
-                                })
-                            })
-                    {
-                        self.dirty
-                            .insert((ev.namespace.clone(), s(owner, "/name").to_string()));
-                    }
-                    self.index_pod(key, &ev.namespace, live);
+                    self.index_pod(key, live);
                 }
                 _ => {}
             }
@@ -321,6 +289,19 @@ fn controller_of(obj: &Value) -> Option<&str> {
         .iter()
         .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
         .and_then(|o| o.get("uid"))
+        .and_then(Value::as_str)
+}
+
+/// The name of the ReplicaSet that controls a pod.
+fn replicaset_of(pod: &Value) -> Option<&str> {
+    pod.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| {
+            o.get("controller").and_then(Value::as_bool) == Some(true)
+                && o.get("kind").and_then(Value::as_str) == Some("ReplicaSet")
+        })
+        .and_then(|o| o.get("name"))
         .and_then(Value::as_str)
 }
 
@@ -800,8 +781,7 @@ impl Sim {
                     s(&p, "/metadata/namespace"),
                     s(&p, "/metadata/name")
                 );
-                let ns = s(&p, "/metadata/namespace").to_string();
-                pass.index_pod(key, &ns, Some(p));
+                pass.index_pod(key, Some(p));
             }
             let (all_rs, _) = self.store.list(&rs_res.key(), None);
             pass.dirty = all_rs
